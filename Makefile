@@ -1,0 +1,49 @@
+# The README's two commands: `make demo` and `make test`. Both set up what they need.
+VENV ?= .venv
+PYTHON ?= python3
+SHARED_CT ?= ../shared/data/ct
+DATA ?= $(SHARED_CT)/lung-pet-ct-dx-A0001
+OUT ?= demo_out
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test lint bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# dcm2niix and dciodvfy are the references the reader and writer are checked against.
+system-deps:
+	@if command -v dcm2niix >/dev/null && command -v dciodvfy >/dev/null; then \
+	  echo "dcm2niix and dciodvfy present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix dicom3tools >/dev/null; \
+	else \
+	  echo "note: install dcm2niix and dicom3tools (Debian/Ubuntu: sudo apt-get install dcm2niix dicom3tools);"; \
+	  echo "      the tests that compare with them are skipped without them"; \
+	fi
+
+# Reads a real CT series, writes a de-identified DICOM and NIfTI copy, reads both back.
+demo: setup
+	@if [ ! -e "$(DATA)" ]; then echo "no CT at $(DATA): run 'make demo DATA=/path/to/dicom_folder_or_volume.nii.gz'"; exit 1; fi
+	rm -rf $(OUT) && mkdir -p $(OUT)
+	$(VENV)/bin/cgan-ct-info "$(DATA)" --write_dicom $(OUT)/dicom --write_nifti $(OUT)/volume.nii.gz
+	$(VENV)/bin/cgan-ct-info $(OUT)/dicom $(OUT)/volume.nii.gz
+	@echo "de-identified copies in $(OUT)/"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: system-deps setup lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache

@@ -1,0 +1,18 @@
+"""The project's one exception class for input a user can get wrong."""
+
+from __future__ import annotations
+
+import os
+
+
+class VolumeError(ValueError):
+    """A CT input that cannot be read or written as asked.
+
+    The message always starts with the offending path (or value) so that a
+    command-line tool can print it as one line.
+    """
+
+    def __init__(self, source: str | os.PathLike | None, problem: str):
+        self.source = None if source is None else os.fspath(source)
+        self.problem = problem
+        super().__init__(problem if self.source is None else f"{self.source}: {problem}")

@@ -1,0 +1,92 @@
+"""cgan-ct-info: read CT volumes and print their summary.
+
+  cgan-ct-info PATH [PATH ...] [--series N] [--spacing_mm 1,1,1]
+               [--write_dicom DIR] [--write_nifti FILE.nii.gz]
+
+PATH is a folder holding a DICOM series or a .nii/.nii.gz/.mha/.mhd/.nrrd
+file. --write_dicom and --write_nifti save a de-identified copy of the (one)
+volume read. Errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from absl import app, flags
+
+import cgan_ct
+
+_SERIES = flags.DEFINE_string("series", None, "SeriesNumber, SeriesInstanceUID or volume id to read.")
+_SPACING = flags.DEFINE_list("spacing_mm", None, "Resample to this spacing: one value or z,y,x in mm.")
+_SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
+_WRITE_DICOM = flags.DEFINE_string("write_dicom", None, "Write the volume as a DICOM series to this folder.")
+_WRITE_NIFTI = flags.DEFINE_string("write_nifti", None, "Write the volume as NIfTI to this file.")
+
+
+def summarize(path: str, volume: cgan_ct.Volume) -> str:
+    """A multi-line, non-identifying summary of ``volume``."""
+    acq = volume.acquisition
+    hu = volume.hu
+    lines = [
+        f"{path}",
+        f"  format        {acq.source_format}"
+        + (f" series {acq.series_number}" if acq.series_number is not None else ""),
+        f"  volume id     {volume.volume_id}   patient key {volume.patient_key}",
+        f"  shape (z,y,x) {' x '.join(map(str, volume.shape))}",
+        f"  spacing mm    {', '.join(f'{s:.4g}' for s in volume.spacing_mm)}",
+        f"  origin mm     {', '.join(f'{o:.2f}' for o in volume.origin_mm)} (LPS x, y, z)",
+        f"  HU            min {hu.min()}  p50 {int(np.median(hu))}  max {hu.max()}",
+    ]
+    scanner = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("manufacturer", acq.manufacturer),
+            ("model", acq.model),
+            ("kernel", acq.kernel),
+            ("kVp", acq.kvp),
+            ("slice thickness mm", acq.slice_thickness_mm),
+        )
+        if value is not None
+    )
+    if scanner:
+        lines.append(f"  acquisition   {scanner}")
+    lines += [f"  warning       {w}" for w in volume.warnings]
+    return "\n".join(lines)
+
+
+def _spacing() -> tuple[float, ...] | None:
+    if not _SPACING.value:
+        return None
+    try:
+        values = tuple(float(v) for v in _SPACING.value)
+    except ValueError:
+        raise cgan_ct.VolumeError(None, f"--spacing_mm must be numbers, got {','.join(_SPACING.value)}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def main(argv: list[str]) -> None:
+    paths = argv[1:]
+    if not paths:
+        raise app.UsageError("give at least one PATH (a DICOM folder or a volume file)")
+    if (_WRITE_DICOM.value or _WRITE_NIFTI.value) and len(paths) != 1:
+        raise app.UsageError("--write_dicom / --write_nifti take exactly one PATH")
+    try:
+        for path in paths:
+            volume = cgan_ct.read_volume(path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value)
+            print(summarize(path, volume))
+            if _WRITE_DICOM.value:
+                print(f"  wrote DICOM   {cgan_ct.write_dicom_series(volume, _WRITE_DICOM.value)}")
+            if _WRITE_NIFTI.value:
+                print(f"  wrote NIfTI   {cgan_ct.write_nifti(volume, _WRITE_NIFTI.value)}")
+    except cgan_ct.VolumeError as exc:
+        print(f"cgan-ct-info: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,46 @@
+"""cgan-ct: synthetic 3-D CT volumes with conditional GANs (Keras 3 / TensorFlow)."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+_ROOT = pathlib.Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_ROOT / "cgan_ct" / "__init__.py").read_text()).group(1)
+
+# One console command per job: cgan-ct-<job> = <package>.<module>:run
+_JOBS = {
+    "info": "pipelines.info",
+}
+
+setup(
+    name="cgan-ct",
+    version=_VERSION,
+    description="Synthetic 3-D CT volumes with conditional GANs, after Mangalagiri et al.",
+    long_description=(_ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cgan_ct", "cgan_ct.*", "pipelines", "pipelines.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    install_requires=[
+        # The full wheel, not tensorflow-cpu: see BUILD_NOTES.md ("TensorFlow wheel").
+        "tensorflow>=2.16,<3",
+        "keras>=3",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pydicom>=3,<4",
+        "pylibjpeg>=2",
+        "pylibjpeg-libjpeg>=2",
+        "pylibjpeg-openjpeg>=2",
+        "SimpleITK>=2.3",
+        "scikit-image>=0.22",
+        "absl-py>=2",
+    ],
+    extras_require={
+        # pip install -e '.[gpu]': TensorFlow with its CUDA libraries from PyPI.
+        "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "nibabel>=5", "psutil>=5", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [f"cgan-ct-{job}={module}:run" for job, module in _JOBS.items()],
+    },
+)

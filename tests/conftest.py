@@ -1,0 +1,33 @@
+"""Shared fixtures: the real CT sample folder and external reference tools."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import pytest
+import SimpleITK as sitk
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_CT = REPO.parent / "shared" / "data" / "ct"
+
+sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's sform notes on dcm2niix files
+
+
+@pytest.fixture(scope="session")
+def shared_ct() -> pathlib.Path:
+    """The real de-identified CT sample (../shared/data/ct); skips where absent."""
+    if not SHARED_CT.is_dir():
+        pytest.skip(f"real CT sample not found at {SHARED_CT} (only in the project's checkout)")
+    return SHARED_CT
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skips without it, but fails in CI, which installs it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, but CI must run this check (make system-deps)")
+        pytest.skip(f"{name} not installed (Debian: apt-get install dcm2niix dicom3tools)")
+    return path
