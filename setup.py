@@ -20,7 +20,9 @@ setup(
     long_description=(_ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["cgan_ct", "cgan_ct.*", "pipelines", "pipelines.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    packages=find_packages(
+        include=["cgan_ct", "cgan_ct.*", "pipelines", "pipelines.*", "tfrecords_tools", "tfrecords_tools.*"]
+    ),
     install_requires=[
         # The full wheel, not tensorflow-cpu: see BUILD_NOTES.md ("TensorFlow wheel").
         "tensorflow>=2.16,<3",

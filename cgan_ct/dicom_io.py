@@ -55,9 +55,14 @@ def _is_dicom_file(path: pathlib.Path) -> bool:
 
 def _read_header(path: pathlib.Path) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
         raise VolumeError(path, f"corrupt or truncated DICOM file ({exc})") from None
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        raise VolumeError(
+            path, "corrupt DICOM file (the DICM marker is not followed by file meta information)"
+        )
+    return ds
 
 
 def scan_series(folder: pathlib.Path) -> dict[str, _Series]:
@@ -105,7 +110,9 @@ def _check_consistent(series: _Series) -> None:
         if modality != "CT":
             raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
+            raise VolumeError(
+                path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices"
+            )
         for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
             if ds.get(key) is None:
                 raise VolumeError(path, f"missing {key}; cannot place the slice in space")
@@ -119,7 +126,9 @@ def _check_consistent(series: _Series) -> None:
             np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=_SPACING_TOLERANCE
         ):
             raise VolumeError(
-                path, f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} in one series"
+                path,
+                f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} "
+                "in one series",
             )
         if not np.allclose(
             np.asarray(ds.ImageOrientationPatient, float),
@@ -170,7 +179,9 @@ def _acquisition(ds: pydicom.Dataset) -> AcquisitionInfo:
         value = ds.get(key)
         if value is None or value == "":
             return None
-        return "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+        return (
+            "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+        )
 
     def number(key):
         value = ds.get(key)
@@ -258,10 +269,8 @@ def _assemble(slices, geometry: slice_geometry.StackGeometry, first: pydicom.Dat
     direction = np.stack([geometry.normal, geometry.col_dir, geometry.row_dir], axis=1)
     gaps = geometry.gaps_mm
     if not geometry.is_tilted and not geometry.is_uneven:
-        if len(gaps):
-            dz = float(np.mean(gaps))
-        else:
-            dz = float(first.get("SliceThickness", 0) or 0) or 1.0
+        # A single slice has no gap; its thickness (or 1 mm) stands in.
+        dz = float(np.mean(gaps)) if len(gaps) else float(first.get("SliceThickness", 0) or 0) or 1.0
         return np.stack(slices), geometry.positions_mm[0], direction, (dz, dy, dx), ()
     warnings = []
     if geometry.is_tilted:

@@ -78,6 +78,7 @@ def _series_template(volume: Volume, description: str) -> Dataset:
     if acq.kernel:
         ds.ConvolutionKernel = acq.kernel.split("\\")
     ds.PatientPosition = ""
+    ds.Laterality = ""  # unknown: dciodvfy requires the element (type 2C)
     ds.StudyInstanceUID = _new_uid()
     ds.SeriesInstanceUID = _new_uid()
     ds.StudyID = ""

@@ -170,7 +170,7 @@ def regularize(
     else:
         weights = (targets - along[lower]) / (along[lower + 1] - along[lower])
         volume = np.empty((count,) + shifted.shape[1:], np.float32)
-        for k, (i, w) in enumerate(zip(lower, weights)):  # slice by slice: bounded memory
+        for k, (i, w) in enumerate(zip(lower, weights, strict=True)):  # slice by slice: bounded memory
             volume[k] = (1 - w) * shifted[i] + w * shifted[i + 1]
     origin = geometry.positions_mm[0] + low[0] * geometry.col_dir + low[1] * geometry.row_dir
     direction = np.stack([geometry.normal, geometry.col_dir, geometry.row_dir], axis=1)

@@ -125,9 +125,7 @@ def canonical_axes(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[b
                 perm[target] = old_axis
                 taken.add(target)
                 break
-    flip = tuple(
-        bool(direction[_CANONICAL_LPS_AXIS[t], perm[t]] < 0) for t in range(3)
-    )
+    flip = tuple(bool(direction[_CANONICAL_LPS_AXIS[t], perm[t]] < 0) for t in range(3))
     return tuple(perm), flip
 
 

@@ -1,0 +1,102 @@
+"""Nothing that identifies a patient survives read -> write, in any byte of any output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pydicom
+
+from cgan_ct import read_volume, write_dicom_series, write_nifti
+from tests.conftest import REPO
+from tests.dicom_factory import random_hu, write_ct_series
+
+IDENTIFYING = {
+    "PatientName": "Zyxwick^Honoria",
+    "PatientID": "MRN99887766",
+    "PatientBirthDate": "19450203",
+    "PatientSex": "F",
+    "OtherPatientIDs": "ALTID4433",
+    "PatientAddress": "17 Quillfeather Lane",
+    "StudyDate": "20110912",
+    "SeriesDate": "20110913",
+    "StudyTime": "134501",
+    "AccessionNumber": "ACC55443322",
+    "InstitutionName": "Saint Quibble Hospital",
+    "InstitutionAddress": "Marrowgate Road",
+    "ReferringPhysicianName": "Dr^Plumtree",
+    "OperatorsName": "Tech^Wobbleton",
+    "StudyID": "STUDY777123",
+    "StudyDescription": "Quibble chest protocol",
+    "SeriesDescription": "Honoria lung 5mm",
+    "StationName": "QUIBBLECT01",
+    "DeviceSerialNumber": "SN31415926",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.2.999111.1",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.2.999111.2",
+    "FrameOfReferenceUID": "1.2.826.0.1.3680043.2.999111.3",
+}
+SOP_UID_ROOT = "1.2.826.0.1.3680043.2.999111.4."
+
+
+def _secret_strings() -> list[bytes]:
+    values = [v for k, v in IDENTIFYING.items() if k != "PatientSex"]
+    values += ["Zyxwick", "Honoria", "Quibble", "999111"]
+    return [v.encode() for v in values]
+
+
+def _write_source(folder):
+    per_slice = {i: {"SOPInstanceUID": f"{SOP_UID_ROOT}{i + 1}"} for i in range(4)}
+    write_ct_series(
+        folder,
+        random_hu((4, 16, 16)),
+        tags=IDENTIFYING,
+        per_slice_tags=per_slice,
+        series_uid=IDENTIFYING["SeriesInstanceUID"],
+    )
+    assert pydicom.dcmread(folder / "slice000.dcm").PatientName == IDENTIFYING["PatientName"]
+
+
+def _assert_clean(paths):
+    checked = 0
+    for path in paths:
+        data = path.read_bytes() if hasattr(path, "read_bytes") else path
+        for secret in _secret_strings():
+            assert secret not in data, f"{secret!r} leaked into {path if hasattr(path, 'name') else 'output'}"
+        checked += 1
+    assert checked > 0
+
+
+def test_read_then_write_carries_no_identifier(tmp_path):
+    _write_source(tmp_path / "src")
+    volume = read_volume(tmp_path / "src", salt="test-salt")
+    for text in (volume.volume_id, volume.patient_key, repr(volume.acquisition), *volume.warnings):
+        _assert_clean([text.encode()])
+    write_dicom_series(volume, tmp_path / "out")
+    write_nifti(volume, tmp_path / "out.nii.gz")
+    write_nifti(volume, tmp_path / "out.nii")
+    outputs = sorted((tmp_path / "out").iterdir()) + [tmp_path / "out.nii.gz", tmp_path / "out.nii"]
+    _assert_clean(outputs)
+    ds = pydicom.dcmread(outputs[0])
+    assert ds.PatientName == "" and ds.PatientID == volume.patient_key
+    assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_info_tool_output_and_copies_carry_no_identifier(tmp_path):
+    _write_source(tmp_path / "src")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.info",
+            str(tmp_path / "src"),
+            "--write_dicom",
+            str(tmp_path / "copy"),
+            "--write_nifti",
+            str(tmp_path / "copy.nii.gz"),
+        ],
+        capture_output=True,
+        cwd=REPO,
+        check=True,
+    )
+    _assert_clean([result.stdout, result.stderr])
+    _assert_clean(sorted((tmp_path / "copy").iterdir()) + [tmp_path / "copy.nii.gz"])
