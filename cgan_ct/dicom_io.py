@@ -138,28 +138,57 @@ def _check_consistent(series: _Series) -> None:
             raise VolumeError(path, "image orientation differs from the rest of the series")
 
 
-def _slice_hu(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
-    """One slice in HU (float32 or int32), padding set to air."""
-    syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
+    """The stored pixel values of one slice; the dataset lets go of its bytes."""
+    syntax = ds.file_meta.get("TransferSyntaxUID", None)
     try:
-        pixels = ds.pixel_array
+        pixels = pydicom.pixels.pixel_array(ds)
     except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
         name = getattr(syntax, "name", None) or "unknown"
         raise VolumeError(
             path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {exc}"
         ) from None
+    del ds.PixelData  # keep one copy of the series in memory, not two
     if pixels.shape != (ds.Rows, ds.Columns):
         raise VolumeError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")
-    padding = _padding_mask(ds, pixels)
+    return pixels
+
+
+def _store_slice_hu(path: pathlib.Path, ds: pydicom.Dataset, out: np.ndarray) -> tuple[float, float]:
+    """Writes one slice in HU into ``out`` (int16 or float32), padding set to air.
+
+    Returns the HU range before any clipping to ``out``'s type.
+    """
+    pixels = _decode(path, ds)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if slope == 1 and intercept.is_integer():
-        hu = pixels.astype(np.int32) + int(intercept)
+    low, high = float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept
+    low, high = min(low, high), max(low, high)
+    limits = np.iinfo(out.dtype) if out.dtype.kind == "i" else np.finfo(out.dtype)
+    if slope == 1 and intercept.is_integer() and limits.min <= low and high <= limits.max:
+        np.add(pixels, np.int32(intercept), out=out, casting="unsafe")  # one pass, exact
     else:
         hu = pixels.astype(np.float32) * slope + intercept
+        if out.dtype.kind == "i":
+            hu = np.clip(np.rint(hu), limits.min, limits.max)
+        out[:] = hu
+    padding = _padding_mask(ds, pixels)
     if padding is not None:
-        hu[padding] = AIR_HU
-    return hu
+        out[padding] = AIR_HU
+    return low, high
+
+
+def _read_stack(files, dtype) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Sorted slices as one [N, rows, cols] array of HU, allocated once."""
+    _, first = files[0]
+    stack = np.empty((len(files), first.Rows, first.Columns), dtype)
+    low, high = np.inf, -np.inf
+    for k, (path, ds) in enumerate(files):
+        slice_low, slice_high = _store_slice_hu(path, ds, stack[k])
+        low, high = min(low, slice_low), max(high, slice_high)
+    if dtype == np.int16 and (low < -32768 or high > 32767):
+        return stack, (f"HU range {low:.0f}..{high:.0f} clipped to int16",)
+    return stack, ()
 
 
 def _padding_mask(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray | None:
@@ -247,9 +276,7 @@ def read_dicom_series(
     problem = slice_geometry.find_stack_problem(geometry, [None if n is None else int(n) for n in numbers])
     if problem:
         raise VolumeError(folder, problem)
-    slices = [_slice_hu(path, ds) for path, ds in files]
-    hu, origin, direction, spacing, warnings = _assemble(slices, geometry, first, slice_spacing_mm)
-    hu, clip_warnings = hu_to_int16(hu, str(folder))
+    hu, origin, direction, spacing, warnings = _assemble(files, geometry, slice_spacing_mm)
     volume = Volume(
         hu=hu,
         spacing_mm=spacing,
@@ -258,20 +285,25 @@ def read_dicom_series(
         volume_id=pseudonym("vol", chosen.uid, salt),
         patient_key=_patient_key(first, chosen.uid, salt),
         acquisition=_acquisition(first),
-        warnings=warnings + clip_warnings,
+        warnings=warnings,
     )
     return to_canonical(volume)
 
 
-def _assemble(slices, geometry: slice_geometry.StackGeometry, first: pydicom.Dataset, slice_spacing_mm):
-    """Stacks slices as they are, or regularizes a tilted / uneven stack."""
+def _assemble(files, geometry: slice_geometry.StackGeometry, slice_spacing_mm):
+    """Reads the sorted slices: stacked as they are, or regularized if tilted / uneven.
+
+    Returns (hu int16 [z, y, x], origin_mm, direction, spacing_mm, warnings).
+    """
     dy, dx = geometry.pixel_spacing_mm
     direction = np.stack([geometry.normal, geometry.col_dir, geometry.row_dir], axis=1)
     gaps = geometry.gaps_mm
     if not geometry.is_tilted and not geometry.is_uneven:
         # A single slice has no gap; its thickness (or 1 mm) stands in.
+        first = files[0][1]
         dz = float(np.mean(gaps)) if len(gaps) else float(first.get("SliceThickness", 0) or 0) or 1.0
-        return np.stack(slices), geometry.positions_mm[0], direction, (dz, dy, dx), ()
+        hu, warnings = _read_stack(files, np.int16)
+        return hu, geometry.positions_mm[0], direction, (dz, dy, dx), warnings
     warnings = []
     if geometry.is_tilted:
         warnings.append(f"gantry tilt of {geometry.tilt_deg:.1f} degrees corrected by resampling")
@@ -280,6 +312,8 @@ def _assemble(slices, geometry: slice_geometry.StackGeometry, first: pydicom.Dat
             f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm) resampled to a regular grid"
         )
     dz = float(slice_spacing_mm) if slice_spacing_mm else geometry.default_slice_spacing_mm()
-    stack = np.stack(slices).astype(np.float32, copy=False)
+    stack, _ = _read_stack(files, np.float32)
     volume, origin, direction = slice_geometry.regularize(stack, geometry, dz, AIR_HU)
-    return volume, origin, direction, (dz, dy, dx), tuple(warnings)
+    del stack
+    hu, clip_warnings = hu_to_int16(volume, str(files[0][0].parent))
+    return hu, origin, direction, (dz, dy, dx), tuple(warnings) + clip_warnings
