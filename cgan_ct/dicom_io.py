@@ -65,8 +65,12 @@ def _read_header(path: pathlib.Path) -> pydicom.Dataset:
     return ds
 
 
-def scan_series(folder: pathlib.Path) -> dict[str, _Series]:
-    """All image series under ``folder``, keyed by SeriesInstanceUID."""
+def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
+    """All image series under ``folder``, keyed by SeriesInstanceUID.
+
+    A corrupt DICOM file raises VolumeError, or, when ``on_error`` is given,
+    is passed to it and left out.
+    """
     series: dict[str, _Series] = {}
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -74,7 +78,13 @@ def scan_series(folder: pathlib.Path) -> dict[str, _Series]:
             path = pathlib.Path(root, name)
             if name.startswith(".") or not _is_dicom_file(path):
                 continue
-            ds = _read_header(path)
+            try:
+                ds = _read_header(path)
+            except VolumeError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
             if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or f"(no SeriesInstanceUID) {root}")
@@ -244,6 +254,38 @@ def _patient_key(ds: pydicom.Dataset, series_uid: str, salt) -> str:
     return pseudonym("pat", "study:" + study, salt)
 
 
+@dataclasses.dataclass(frozen=True)
+class SeriesRef:
+    """One DICOM series found on disk: its files and pseudonymous identity."""
+
+    files: tuple[pathlib.Path, ...]
+    volume_id: str
+    patient_key: str
+    rows: int
+    columns: int
+
+    @property
+    def estimated_voxels(self) -> int:
+        return self.rows * self.columns * len(self.files)
+
+
+def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> list[SeriesRef]:
+    """Every CT image series under ``root`` (headers only), sorted by volume id."""
+    refs = []
+    for uid, series in scan_series(root, on_error).items():
+        first = series.first
+        refs.append(
+            SeriesRef(
+                files=tuple(path for path, _ in series.files),
+                volume_id=pseudonym("vol", uid, salt),
+                patient_key=_patient_key(first, uid, salt),
+                rows=int(first.get("Rows", 0) or 0),
+                columns=int(first.get("Columns", 0) or 0),
+            )
+        )
+    return sorted(refs, key=lambda r: r.volume_id)
+
+
 def read_dicom_series(
     folder: pathlib.Path,
     series: str | None = None,
@@ -264,6 +306,20 @@ def read_dicom_series(
       VolumeError: naming the file or folder and the problem.
     """
     chosen = _choose_series(folder, scan_series(folder), series, salt)
+    return _read_chosen(chosen, folder, salt, slice_spacing_mm)
+
+
+def read_series_ref(ref: SeriesRef, salt: str | None = None, slice_spacing_mm: float | None = None) -> Volume:
+    """Reads a series that find_series found (its headers are read again)."""
+    series = _Series("", [(path, _read_header(path)) for path in ref.files])
+    uids = {str(ds.get("SeriesInstanceUID", "")) for _, ds in series.files}
+    if len(uids) != 1:
+        raise VolumeError(ref.files[0].parent, "the series' files changed since they were found")
+    series.uid = uids.pop()
+    return _read_chosen(series, ref.files[0].parent, salt, slice_spacing_mm)
+
+
+def _read_chosen(chosen: _Series, folder: pathlib.Path, salt, slice_spacing_mm) -> Volume:
     _check_consistent(chosen)
     first = chosen.first
     geometry = slice_geometry.make_geometry(
