@@ -11,6 +11,8 @@ _VERSION = re.search(r'__version__ = "([^"]+)"', (_ROOT / "cgan_ct" / "__init__.
 # One console command per job: cgan-ct-<job> = <package>.<module>:run
 _JOBS = {
     "info": "pipelines.info",
+    "convert": "tfrecords_tools.convert",
+    "inspect": "tfrecords_tools.inspect",
 }
 
 setup(
@@ -36,6 +38,8 @@ setup(
         "SimpleITK>=2.3",
         "scikit-image>=0.22",
         "absl-py>=2",
+        "google-crc32c>=1.5",
+        "pillow>=10",
     ],
     extras_require={
         # pip install -e '.[gpu]': TensorFlow with its CUDA libraries from PyPI.

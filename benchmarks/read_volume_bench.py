@@ -46,9 +46,7 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak - base, "voxels": int(volu
 
 
 def _run(variant: str, folder: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, variant, folder], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", _CHILD, variant, folder], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

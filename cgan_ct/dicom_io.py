@@ -59,9 +59,7 @@ def _read_header(path: pathlib.Path) -> pydicom.Dataset:
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
         raise VolumeError(path, f"corrupt or truncated DICOM file ({exc})") from None
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-        raise VolumeError(
-            path, "corrupt DICOM file (the DICM marker is not followed by file meta information)"
-        )
+        raise VolumeError(path, "corrupt DICOM file (the DICM marker is not followed by file meta information)")
     return ds
 
 
@@ -120,9 +118,7 @@ def _check_consistent(series: _Series) -> None:
         if modality != "CT":
             raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise VolumeError(
-                path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices"
-            )
+            raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
         for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
             if ds.get(key) is None:
                 raise VolumeError(path, f"missing {key}; cannot place the slice in space")
@@ -137,8 +133,7 @@ def _check_consistent(series: _Series) -> None:
         ):
             raise VolumeError(
                 path,
-                f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} "
-                "in one series",
+                f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} in one series",
             )
         if not np.allclose(
             np.asarray(ds.ImageOrientationPatient, float),
@@ -155,9 +150,7 @@ def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
         pixels = pydicom.pixels.pixel_array(ds)
     except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
         name = getattr(syntax, "name", None) or "unknown"
-        raise VolumeError(
-            path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {exc}"
-        ) from None
+        raise VolumeError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {exc}") from None
     del ds.PixelData  # keep one copy of the series in memory, not two
     if pixels.shape != (ds.Rows, ds.Columns):
         raise VolumeError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")
@@ -218,9 +211,7 @@ def _acquisition(ds: pydicom.Dataset) -> AcquisitionInfo:
         value = ds.get(key)
         if value is None or value == "":
             return None
-        return (
-            "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
-        )
+        return "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
 
     def number(key):
         value = ds.get(key)
@@ -364,9 +355,7 @@ def _assemble(files, geometry: slice_geometry.StackGeometry, slice_spacing_mm):
     if geometry.is_tilted:
         warnings.append(f"gantry tilt of {geometry.tilt_deg:.1f} degrees corrected by resampling")
     if geometry.is_uneven:
-        warnings.append(
-            f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm) resampled to a regular grid"
-        )
+        warnings.append(f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm) resampled to a regular grid")
     dz = float(slice_spacing_mm) if slice_spacing_mm else geometry.default_slice_spacing_mm()
     stack, _ = _read_stack(files, np.float32)
     volume, origin, direction = slice_geometry.regularize(stack, geometry, dz, AIR_HU)

@@ -133,10 +133,7 @@ def find_stack_problem(geometry: StackGeometry, instance_numbers: list[int | Non
             continue
         if numbers_known and abs(instance_numbers[i + 1] - instance_numbers[i]) == 1:
             continue
-        return (
-            f"missing slice(s): a gap of {gap:.3g} mm after sorted slice {i} "
-            f"where slices are {median:.3g} mm apart"
-        )
+        return f"missing slice(s): a gap of {gap:.3g} mm after sorted slice {i} where slices are {median:.3g} mm apart"
     return None
 
 

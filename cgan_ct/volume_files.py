@@ -36,7 +36,7 @@ def volume_format(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _content_digest(path: pathlib.Path) -> str:
+def content_digest(path: pathlib.Path) -> str:
     """SHA-256 of the file bytes: the file's identity, wherever it is moved."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -68,7 +68,7 @@ def read_volume_file(path: pathlib.Path, salt: str | None = None) -> Volume:
         )
     hu, warnings = hu_to_int16(sitk.GetArrayViewFromImage(image), str(path))
     spacing, origin, direction = geometry_from_sitk(image)
-    digest = _content_digest(path)
+    digest = content_digest(path)
     volume = Volume(
         hu=np.array(hu, dtype=np.int16, copy=True),
         spacing_mm=spacing,

@@ -15,13 +15,9 @@ from cgan_ct.volume_files import read_volume_file
 def _as_spacing(spacing_mm) -> tuple[float, float, float] | None:
     if spacing_mm is None:
         return None
-    values = (
-        (float(spacing_mm),) * 3 if isinstance(spacing_mm, (int, float)) else tuple(map(float, spacing_mm))
-    )
+    values = (float(spacing_mm),) * 3 if isinstance(spacing_mm, (int, float)) else tuple(map(float, spacing_mm))
     if len(values) != 3 or min(values) <= 0:
-        raise VolumeError(
-            None, f"spacing_mm must be one or three positive numbers (z, y, x), got {spacing_mm}"
-        )
+        raise VolumeError(None, f"spacing_mm must be one or three positive numbers (z, y, x), got {spacing_mm}")
     return values
 
 

@@ -61,9 +61,7 @@ def _spacing() -> tuple[float, ...] | None:
     try:
         values = tuple(float(v) for v in _SPACING.value)
     except ValueError:
-        raise cgan_ct.VolumeError(
-            None, f"--spacing_mm must be numbers, got {','.join(_SPACING.value)}"
-        ) from None
+        raise cgan_ct.VolumeError(None, f"--spacing_mm must be numbers, got {','.join(_SPACING.value)}") from None
     return values[0] if len(values) == 1 else values
 
 

@@ -18,9 +18,7 @@ from tests.conftest import require_tool
 
 def _volume(shape=(5, 12, 10), seed=0) -> Volume:
     angle = np.radians(20)  # an oblique, orthonormal geometry
-    direction = np.array(
-        [[0, 0, 1], [np.sin(angle), np.cos(angle), 0], [np.cos(angle), -np.sin(angle), 0]], float
-    )
+    direction = np.array([[0, 0, 1], [np.sin(angle), np.cos(angle), 0], [np.cos(angle), -np.sin(angle), 0]], float)
     hu = np.random.default_rng(seed).integers(-1024, 3000, size=shape).astype(np.int16)
     return Volume(
         hu=hu,

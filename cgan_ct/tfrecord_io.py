@@ -1,0 +1,99 @@
+"""TFRecord files written and read without TensorFlow, atomically.
+
+The format: for each record, uint64 length, uint32 masked CRC-32C of the
+length, the data, uint32 masked CRC-32C of the data (all little-endian).
+Writing it here keeps the conversion workers free of TensorFlow, and lets the
+writer hash the shard as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import struct
+from collections.abc import Iterator
+
+import google_crc32c
+
+_MASK_DELTA = 0xA282EAD8
+TMP_PREFIX = ".tmp-"
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)
+
+
+class ShardWriter:
+    """Writes records to ``path`` atomically.
+
+    Records go to a hidden temporary file in the same folder; ``commit()``
+    flushes it to disk and renames it to ``path``. Leaving the ``with`` block
+    without committing (an exception) deletes the temporary file, and a
+    process killed midway leaves only the temporary file, never a partial
+    file under the final name.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.tmp_path = self.path.with_name(f"{TMP_PREFIX}{self.path.name}.{os.getpid()}")
+        self.records = 0
+        self.bytes = 0
+        self._sha256 = hashlib.sha256()
+        self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        frame = b"".join((length, _masked_crc(length), record, _masked_crc(record)))
+        self._file.write(frame)
+        self._sha256.update(frame)
+        self.records += 1
+        self.bytes += len(frame)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._file.closed:
+            self.abort()
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
+    """Yields the records of a TFRecord file, checking every CRC.
+
+    Raises ValueError naming the file on a truncated or corrupt record.
+    """
+    with open(path, "rb") as f:
+        index = 0
+        while header := f.read(12):
+            if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+                raise ValueError(f"{path}: record {index} has a corrupt or truncated header")
+            (length,) = struct.unpack("<Q", header[:8])
+            data, crc = f.read(length), f.read(4)
+            if len(data) < length or _masked_crc(data) != crc:
+                raise ValueError(f"{path}: record {index} is corrupt or truncated")
+            yield data
+            index += 1
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
