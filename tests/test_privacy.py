@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -100,3 +101,32 @@ def test_info_tool_output_and_copies_carry_no_identifier(tmp_path):
     )
     _assert_clean([result.stdout, result.stderr])
     _assert_clean(sorted((tmp_path / "copy").iterdir()) + [tmp_path / "copy.nii.gz"])
+
+
+def test_conversion_outputs_carry_no_identifier(tmp_path):
+    from cgan_ct.config import conversion_config
+    from cgan_ct.conversion import convert
+
+    archive = tmp_path / "Zyxwick_Honoria_archive"
+    _write_source(archive / "Honoria_chest")
+    write_ct_series(
+        archive / "Zyxwick_MR",
+        random_hu((2, 8, 8)),
+        tags={**IDENTIFYING, "Modality": "MR", "SeriesInstanceUID": "1.2.826.0.1.3680043.2.999111.9"},
+    )
+    (archive / "Quibble_notes").mkdir()
+    (archive / "Quibble_notes" / "Zyxwick_scan.nii.gz").write_bytes(b"not a volume")
+    config = conversion_config("smoke", test_fraction=0.0)
+
+    def interrupt(receipt, done, total):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "dataset"
+    with contextlib.suppress(KeyboardInterrupt):
+        convert([archive], out, config, salt="s", workers=1, progress=interrupt)
+    unfinished = [p for p in out.rglob("*") if p.is_file()]
+    assert any(".work" in str(p) for p in unfinished)
+    _assert_clean(unfinished)  # what an interrupted run leaves behind
+    report = convert([archive], out, config, salt="s", workers=1)
+    assert len(report.manifest["skipped"]) == 2
+    _assert_clean([p for p in out.rglob("*") if p.is_file()])
