@@ -221,7 +221,7 @@ def _manifest(receipts, config: ConversionConfig, fingerprint: str, skipped_inpu
             "patients": len({v["patient_key"] for v in volumes if v["split"] == split}),
             "blocks": sum(r["records"] for r in receipts if r["split"] == split),
             "shards": [
-                {"name": r["shard"], "records": r["records"], "bytes": r["bytes"], "sha256": r["sha256"]}
+                {"name": r["shard"], "records": r["records"], "bytes": r["bytes"], "crc32c": r["crc32c"]}
                 for r in receipts
                 if r["split"] == split
             ],

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cgan_ct import schema
 from cgan_ct.conversion import SPLITS, load_manifest
-from cgan_ct.tfrecord_io import file_sha256, iter_records
+from cgan_ct.tfrecord_io import file_crc32c, iter_records
 
 LUNG_WINDOW_HU = (-1350.0, 150.0)
 
@@ -41,8 +41,8 @@ def _shard_problems(dataset_dir: pathlib.Path, shard: dict, stored_size: int, se
     path = dataset_dir / shard["name"]
     if not path.exists():
         return [f"{path}: missing"]
-    if file_sha256(path) != shard["sha256"]:
-        return [f"{path}: SHA-256 differs from the manifest"]
+    if file_crc32c(path) != shard["crc32c"]:
+        return [f"{path}: CRC-32C differs from the manifest"]
     records = 0
     data = tf.data.TFRecordDataset(str(path)).map(lambda r: schema.decode_block(r, stored_size)).batch(256)
     try:

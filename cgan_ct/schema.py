@@ -55,28 +55,49 @@ def _float_feature(values) -> bytes:
     return _field(2, _field(1, packed))  # Feature.float_list { packed value }
 
 
+def _entry(key: str, feature: bytes) -> bytes:
+    """One entry of the Features map: {1: key, 2: feature}."""
+    return _field(1, _field(1, key.encode()) + _field(2, feature))
+
+
+class BlockEncoder:
+    """Serializes the blocks of one volume as tf.train.Example records.
+
+    The features shared by every block of the volume are encoded once; each
+    record then costs one copy of the block's voxels.
+    """
+
+    def __init__(self, stored_size: int, margin: int, volume_id: str, spacing_mm):
+        self.stored_size = stored_size
+        self._shared = (
+            _entry(SIZE, _int64_feature([stored_size]))
+            + _entry(MARGIN, _int64_feature([margin]))
+            + _entry(VOLUME_ID, _bytes_feature(volume_id.encode()))
+            + _entry(SPACING, _float_feature([float(s) for s in spacing_mm]))
+        )
+
+    def encode(self, block_hu: np.ndarray, origin_zyx, padding_voxels: int) -> bytes:
+        if block_hu.dtype != np.int16 or block_hu.shape != (self.stored_size,) * 3:
+            raise ValueError(
+                f"block must be a cubic int16 array of edge {self.stored_size}, got {block_hu.shape} {block_hu.dtype}"
+            )
+        voxels = block_hu.astype("<i2", copy=False).tobytes()  # one C-order copy
+        entries = (
+            _entry(HU, _bytes_feature(voxels))
+            + self._shared
+            + _entry(ORIGIN, _int64_feature(origin_zyx))
+            + _entry(PADDING, _int64_feature([padding_voxels]))
+        )
+        return _field(1, entries)  # Example.features
+
+
 def encode_block(
-    block_hu: np.ndarray,
-    origin_zyx,
-    margin: int,
-    padding_voxels: int,
-    volume_id: str,
-    spacing_mm,
+    block_hu: np.ndarray, origin_zyx, margin: int, padding_voxels: int, volume_id: str, spacing_mm
 ) -> bytes:
     """A serialized tf.train.Example for one block with its margin."""
-    if block_hu.dtype != np.int16 or block_hu.ndim != 3 or len(set(block_hu.shape)) != 1:
+    if block_hu.ndim != 3:
         raise ValueError(f"block must be a cubic int16 array, got {block_hu.shape} {block_hu.dtype}")
-    features = {
-        HU: _bytes_feature(np.ascontiguousarray(block_hu, dtype="<i2").tobytes()),
-        SIZE: _int64_feature([block_hu.shape[0]]),
-        MARGIN: _int64_feature([margin]),
-        ORIGIN: _int64_feature(origin_zyx),
-        PADDING: _int64_feature([padding_voxels]),
-        VOLUME_ID: _bytes_feature(volume_id.encode()),
-        SPACING: _float_feature([float(s) for s in spacing_mm]),
-    }
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value)) for key, value in features.items())
-    return _field(1, entries)  # Example.features { feature map entries }
+    return BlockEncoder(block_hu.shape[0], margin, volume_id, spacing_mm).encode(block_hu, origin_zyx, padding_voxels)
 
 
 def feature_spec() -> dict:

@@ -3,12 +3,13 @@
 The format: for each record, uint64 length, uint32 masked CRC-32C of the
 length, the data, uint32 masked CRC-32C of the data (all little-endian).
 Writing it here keeps the conversion workers free of TensorFlow, and lets the
-writer hash the shard as it goes.
+writer checksum the whole shard as it goes. The shard checksum is CRC-32C of
+the file (hex), as cloud object stores use: it detects corrupted transfers at
+~10 GB/s, where SHA-256 ran at 1.7 GB/s and cost 11 % of a conversion.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import struct
@@ -40,20 +41,21 @@ class ShardWriter:
         self.tmp_path = self.path.with_name(f"{TMP_PREFIX}{self.path.name}.{os.getpid()}")
         self.records = 0
         self.bytes = 0
-        self._sha256 = hashlib.sha256()
+        self._checksum = google_crc32c.Checksum()
         self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in commit/abort
 
     def write(self, record: bytes) -> None:
         length = struct.pack("<Q", len(record))
         frame = b"".join((length, _masked_crc(length), record, _masked_crc(record)))
         self._file.write(frame)
-        self._sha256.update(frame)
+        self._checksum.update(frame)
         self.records += 1
         self.bytes += len(frame)
 
     @property
-    def sha256(self) -> str:
-        return self._sha256.hexdigest()
+    def crc32c(self) -> str:
+        """CRC-32C of everything written so far, as 8 hex digits."""
+        return self._checksum.digest().hex()
 
     def commit(self) -> None:
         self._file.flush()
@@ -91,9 +93,10 @@ def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
             index += 1
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def file_crc32c(path: str | os.PathLike) -> str:
+    """CRC-32C of a file's bytes, as 8 hex digits."""
+    checksum = google_crc32c.Checksum()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+            checksum.update(chunk)
+    return checksum.digest().hex()

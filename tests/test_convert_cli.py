@@ -89,7 +89,7 @@ def test_inspect_verifies_and_catches_damage(tmp_path):
     data[len(data) // 2] ^= 0x01
     shard.write_bytes(bytes(data))
     damaged = _tool("tfrecords_tools.inspect", "--dataset_dir", tmp_path / "ds")
-    assert damaged.returncode == 1 and "SHA-256 differs" in damaged.stderr
+    assert damaged.returncode == 1 and "CRC-32C differs" in damaged.stderr
     missing = _tool("tfrecords_tools.inspect", "--dataset_dir", tmp_path)
     assert missing.returncode == 2 and "no manifest" in missing.stderr
 

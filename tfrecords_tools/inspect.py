@@ -2,7 +2,7 @@
 
   cgan-ct-inspect --dataset_dir DIR [--montage FILE.png] [--montage_blocks 36]
 
-Verifies every shard's SHA-256 and record count against the manifest and that
+Verifies every shard's CRC-32C and record count against the manifest and that
 every record decodes with TensorFlow to the manifest's block shape. The
 montage shows the central axial slice of random blocks in a lung window
 (-1350..150 HU), the block's margin dimmed. Exit status 0 only when
