@@ -44,7 +44,9 @@ setup(
     extras_require={
         # pip install -e '.[gpu]': TensorFlow with its CUDA libraries from PyPI.
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "nibabel>=5", "psutil>=5", "ruff>=0.6"],
+        # pip install -e '.[beam]': the conversion as an Apache Beam pipeline (cgan-ct-convert --engine beam).
+        "beam": ["apache-beam[tfrecord]>=2.60"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "nibabel>=5", "psutil>=5", "ruff>=0.6", "apache-beam[tfrecord]>=2.60"],
     },
     entry_points={
         "console_scripts": [f"cgan-ct-{job}={module}:run" for job, module in _JOBS.items()],

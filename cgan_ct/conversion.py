@@ -20,15 +20,13 @@ import shutil
 
 import numpy as np
 
-from cgan_ct import __version__, blocks, intensity, schema
+from cgan_ct import blocks, schema
 from cgan_ct.config import ConversionConfig
 from cgan_ct.errors import VolumeError
+from cgan_ct.manifest import MANIFEST, SPLITS, build_manifest, write_manifest
 from cgan_ct.shard_writer import WORK_DIR, ShardTask, write_shard
 from cgan_ct.sources import VolumeSource, discover
 from cgan_ct.tfrecord_io import TMP_PREFIX
-
-MANIFEST = "manifest.json"
-SPLITS = ("train", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +82,7 @@ def plan_shards(sources, config: ConversionConfig, salt, output_dir: pathlib.Pat
     return tasks
 
 
-def _fingerprint(tasks: list[ShardTask], config: ConversionConfig) -> str:
+def plan_fingerprint(tasks: list[ShardTask], config: ConversionConfig) -> str:
     plan = {
         "config": dataclasses.asdict(config),
         "schema_version": schema.SCHEMA_VERSION,
@@ -186,7 +184,7 @@ def convert(
     output_dir = pathlib.Path(output_dir)
     sources, skipped = discover(inputs, salt)
     tasks = plan_shards(sources, config, salt, output_dir)
-    fingerprint = _fingerprint(tasks, config)
+    fingerprint = plan_fingerprint(tasks, config)
     console_skips = [(s.path, s.reason) for s in skipped]
     existing = _prepare(output_dir, fingerprint, overwrite)
     if existing is not None:
@@ -196,79 +194,24 @@ def convert(
     receipts = list(done.values()) + _run_tasks(todo, workers or os.cpu_count() or 1, progress)
     locations = {s.volume_id: str(s.location) for s in sources}
     console_skips += [(locations.get(s["source"], s["source"]), s["reason"]) for r in receipts for s in r["skipped"]]
-    manifest = _manifest(receipts, config, fingerprint, [s.to_json() for s in skipped])
-    _write_manifest(output_dir, manifest)
+    manifest = manifest_from_receipts(receipts, config, fingerprint, [s.to_json() for s in skipped])
+    write_manifest(output_dir, manifest)
+    shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)
     return ConversionReport(output_dir, manifest, console_skips, len(todo), len(done))
 
 
-def _fit_intensity(receipts, config: ConversionConfig) -> intensity.IntensityMapping:
-    if config.intensity == "linear":
-        return intensity.linear_mapping()
-    train = [r for r in receipts if r["split"] == "train"]
-    histogram = np.sum([np.asarray(r["histogram"], np.int64) for r in train], axis=0) if train else None
-    if histogram is None or histogram.sum() == 0:
-        raise VolumeError(None, "no training volume was converted; cannot fit the intensity mapping")
-    return intensity.fit_equalization(histogram)
-
-
-def _manifest(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> dict:
+def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> dict:
     receipts = sorted(receipts, key=lambda r: r["shard"])
-    volumes = sorted((v for r in receipts for v in r["volumes"]), key=lambda v: v["volume_id"])
-    skipped = skipped_inputs + [s for r in receipts for s in r["skipped"]]
-    splits = {
-        split: {
-            "volumes": sum(len(r["volumes"]) for r in receipts if r["split"] == split),
-            "patients": len({v["patient_key"] for v in volumes if v["split"] == split}),
-            "blocks": sum(r["records"] for r in receipts if r["split"] == split),
-            "shards": [
-                {"name": r["shard"], "records": r["records"], "bytes": r["bytes"], "crc32c": r["crc32c"]}
-                for r in receipts
-                if r["split"] == split
-            ],
-        }
-        for split in SPLITS
-    }
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "cgan_ct_version": __version__,
-        "plan_fingerprint": fingerprint,
-        "block_size": config.block_size,
-        "margin": config.margin,
-        "stored_size": config.stored_size,
-        "pad_hu": config.pad_hu,
-        "edge_policy": "blocks cover the volume; voxels past its edge (and short volumes) are pad_hu",
-        "spacing_policy": "native" if config.spacing_mm is None else {"resampled_to_mm": list(config.spacing_mm)},
-        "split": {"by": "patient", "test_fraction": config.test_fraction, "seed": config.seed},
-        "drop_outside_body": config.drop_outside_body,
-        "intensity": _fit_intensity(receipts, config).to_json(),
-        "counts": {
-            "volumes": len(volumes),
-            "blocks": sum(s["blocks"] for s in splits.values()),
-            "dropped_outside_body": sum(v["dropped_outside_body"] for v in volumes),
-            "skipped_inputs": len(skipped),
-        },
-        "splits": splits,
-        "volumes": volumes,
-        "skipped": skipped,
-    }
-
-
-def _write_manifest(output_dir: pathlib.Path, manifest: dict) -> None:
-    tmp = output_dir / f"{TMP_PREFIX}{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, output_dir / MANIFEST)
-    shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)
-
-
-def load_manifest(dataset_dir) -> dict:
-    """The manifest of a converted dataset; VolumeError if there is none."""
-    path = pathlib.Path(dataset_dir) / MANIFEST
-    if not path.exists():
-        raise VolumeError(path, "no manifest: not a converted dataset, or its conversion did not finish")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VolumeError(path, f"manifest is not valid JSON ({exc})") from None
+    shards = [{k: r[k] for k in ("split", "shard", "records", "bytes", "crc32c")} for r in receipts]
+    train = [np.asarray(r["histogram"], np.int64) for r in receipts if r["split"] == "train"]
+    return build_manifest(
+        shards=shards,
+        volumes=[v for r in receipts for v in r["volumes"]],
+        skipped=skipped_inputs + [s for r in receipts for s in r["skipped"]],
+        train_histogram=np.sum(train, axis=0) if train else None,
+        config=config,
+        fingerprint=fingerprint,
+    )
 
 
 def expected_blocks(shape_zyx, config: ConversionConfig) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cgan_ct import schema
-from cgan_ct.conversion import SPLITS, load_manifest
+from cgan_ct.manifest import SPLITS, load_manifest
 from cgan_ct.tfrecord_io import file_crc32c, iter_records
 
 LUNG_WINDOW_HU = (-1350.0, 150.0)

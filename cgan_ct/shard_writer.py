@@ -15,15 +15,14 @@ import pathlib
 
 import numpy as np
 
-from cgan_ct import blocks, intensity, schema
-from cgan_ct.body_mask import body_mask
+from cgan_ct import intensity
 from cgan_ct.config import ConversionConfig
 from cgan_ct.errors import VolumeError
 from cgan_ct.sources import VolumeSource, skipped_from_error
 from cgan_ct.tfrecord_io import ShardWriter
+from cgan_ct.volume_records import convert_volume
 
 WORK_DIR = ".work"
-HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,42 +48,6 @@ class ShardTask:
         return self.output_dir / WORK_DIR / f"{self.name}.json"
 
 
-def _volume_blocks(volume, config: ConversionConfig):
-    """(origin, block, padding voxels) of every block kept, and how many were dropped."""
-    keep = None
-    if config.drop_outside_body:
-        mask = body_mask(volume.hu)
-        keep = set()
-        for origin in blocks.block_origins(volume.shape, config.block_size):
-            z, y, x = origin
-            b = config.block_size
-            if mask[z : z + b, y : y + b, x : x + b].any():
-                keep.add(origin)
-    kept, dropped = [], 0
-    for origin, block in blocks.iter_blocks_with_margin(volume.hu, config.block_size, config.margin, config.pad_hu):
-        if keep is not None and origin not in keep:
-            dropped += 1
-            continue
-        kept.append((origin, block, blocks.padding_voxels(volume.shape, origin, config.block_size)))
-    return kept, dropped
-
-
-def _write_volume(writer: ShardWriter, volume, config: ConversionConfig) -> dict:
-    kept, dropped = _volume_blocks(volume, config)
-    encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)
-    for origin, block, padding in kept:
-        writer.write(encoder.encode(block, origin, padding))
-    return {
-        "volume_id": volume.volume_id,
-        "shape_zyx": list(volume.shape),
-        "spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
-        "blocks": len(kept),
-        "padding_voxels": int(sum(p for _, _, p in kept)),
-        "dropped_outside_body": dropped,
-        "warnings": list(volume.warnings),
-    }
-
-
 def write_shard(task: ShardTask) -> dict:
     """Converts the task's volumes into its shard; returns the receipt.
 
@@ -96,15 +59,14 @@ def write_shard(task: ShardTask) -> dict:
     with ShardWriter(task.path) as writer:
         for source in task.sources:
             try:
-                volume = source.read(task.salt, task.config.spacing_mm)
+                converted = convert_volume(source, task.config, task.salt)
             except VolumeError as exc:
                 receipt["skipped"].append(skipped_from_error(exc, task.salt, source.volume_id).to_json())
                 continue
-            entry = _write_volume(writer, volume, task.config)
-            entry.update(patient_key=source.patient_key, split=task.split, shard=task.name)
-            receipt["volumes"].append(entry)
-            histogram += intensity.hu_histogram(volume.hu, stride=HISTOGRAM_STRIDE)
-            del volume
+            for record in converted.records:
+                writer.write(record)
+            receipt["volumes"].append({**converted.entry, "split": task.split, "shard": task.name})
+            histogram += converted.histogram
         receipt.update(records=writer.records, bytes=writer.bytes, crc32c=writer.crc32c, histogram=histogram.tolist())
         _write_json_atomic(task.receipt_path, receipt)
         writer.commit()

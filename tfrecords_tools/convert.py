@@ -5,18 +5,22 @@
                   [--workers N] [--overwrite] [--preset paper|cpu|smoke] ...
 
 Each PATH is a DICOM folder, a volume file or a root folder holding many.
+With --engine beam the same conversion runs as an Apache Beam pipeline
+(pip install 'cgan-ct[beam]'); Beam options follow a lone --, e.g.
+  cgan-ct-convert --engine beam --input ... --output_dir ... -- --runner=DataflowRunner ...
 Exit status: 0 when every input converted, 1 when some were skipped (the
 dataset is still written; the reasons are listed), 2 on an error.
 """
 
 from __future__ import annotations
 
+import pathlib
 import sys
 
 from absl import app, flags
 
 from cgan_ct.config import conversion_config
-from cgan_ct.conversion import convert
+from cgan_ct.conversion import ConversionReport, convert
 from cgan_ct.errors import VolumeError
 from cgan_ct.progress import ProgressBar
 
@@ -34,6 +38,7 @@ _INTENSITY = flags.DEFINE_enum("intensity", None, ["equalize", "linear"], "Inten
 _UNET_DEPTH = flags.DEFINE_integer("unet_depth", None, "Generator down-sampling levels (block must divide).")
 _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard what the output folder holds and redo.")
+_ENGINE = flags.DEFINE_enum("engine", "local", ["local", "beam"], "Run locally, or as an Apache Beam pipeline.")
 _SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
 
 
@@ -74,31 +79,46 @@ def _summary(report) -> str:
     return "\n".join(lines)
 
 
+def _run_beam(config, beam_args):
+    try:
+        from cgan_ct.beam_conversion import convert_with_beam
+    except ImportError:
+        raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
+    manifest = convert_with_beam(_INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args)
+    return ConversionReport(
+        pathlib.Path(_OUTPUT.value), manifest, [(s["source"], s["reason"]) for s in manifest["skipped"]], 0, 0
+    )
+
+
+def _run_local(config):
+    totals = {"volumes": 0, "blocks": 0}
+    bar = ProgressBar(0, "shards")
+
+    def progress(receipt, done, total):
+        totals["volumes"] += len(receipt["volumes"])
+        totals["blocks"] += receipt["records"]
+        bar.total = total
+        bar.update(done, **totals)
+
+    return convert(
+        _INPUT.value,
+        _OUTPUT.value,
+        config,
+        salt=_SALT.value,
+        workers=_WORKERS.value,
+        overwrite=_OVERWRITE.value,
+        progress=progress,
+    )
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
+    if len(argv) > 1 and _ENGINE.value != "beam":
         raise app.UsageError(f"unexpected arguments: {argv[1:]}; give inputs with --input")
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("--input and --output_dir are required")
     try:
         config = _config()
-        totals = {"volumes": 0, "blocks": 0}
-        bar = ProgressBar(0, "shards")
-
-        def progress(receipt, done, total):
-            totals["volumes"] += len(receipt["volumes"])
-            totals["blocks"] += receipt["records"]
-            bar.total = total
-            bar.update(done, **totals)
-
-        report = convert(
-            _INPUT.value,
-            _OUTPUT.value,
-            config,
-            salt=_SALT.value,
-            workers=_WORKERS.value,
-            overwrite=_OVERWRITE.value,
-            progress=progress,
-        )
+        report = _run_beam(config, argv[1:]) if _ENGINE.value == "beam" else _run_local(config)
     except (VolumeError, ValueError) as exc:
         print(f"cgan-ct-convert: error: {exc}", file=sys.stderr)
         sys.exit(2)
