@@ -27,13 +27,16 @@ system-deps:
 	  echo "      the tests that compare with them are skipped without them"; \
 	fi
 
-# Reads a real CT series, writes a de-identified DICOM and NIfTI copy, reads both back.
+# Until the full demo exists: reads a real CT series, writes de-identified DICOM and NIfTI
+# copies, converts it to a TFRecord dataset of blocks, verifies it and draws a montage of blocks.
 demo: setup
 	@if [ ! -e "$(DATA)" ]; then echo "no CT at $(DATA): run 'make demo DATA=/path/to/dicom_folder_or_volume.nii.gz'"; exit 1; fi
 	rm -rf $(OUT) && mkdir -p $(OUT)
 	$(VENV)/bin/cgan-ct-info "$(DATA)" --write_dicom $(OUT)/dicom --write_nifti $(OUT)/volume.nii.gz
 	$(VENV)/bin/cgan-ct-info $(OUT)/dicom $(OUT)/volume.nii.gz
-	@echo "de-identified copies in $(OUT)/"
+	$(VENV)/bin/cgan-ct-convert --input "$(DATA)" --output_dir $(OUT)/dataset
+	$(VENV)/bin/cgan-ct-inspect --dataset_dir $(OUT)/dataset --montage $(OUT)/blocks.png
+	@echo "de-identified copies, dataset and blocks.png (a montage of blocks) in $(OUT)/"
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -44,6 +47,7 @@ test: system-deps setup lint
 
 bench: setup
 	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
+	$(VENV)/bin/python benchmarks/convert_bench.py --series_dir $(DATA)
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache

@@ -11,10 +11,7 @@ everything verifies.
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notes are not for this tool's users
 
 from absl import app, flags
 
