@@ -69,9 +69,16 @@ class IntensityMapping:
 
 
 def _interp_tf(x, xp, fp):
-    """np.interp in TensorFlow ops (clamped at both ends)."""
+    """np.interp in TensorFlow ops (clamped at both ends).
+
+    Evenly spaced knots (the HU side of both mappings) are indexed directly;
+    others are searched.
+    """
     import tensorflow as tf  # the conversion side of the project runs without TensorFlow
 
+    steps = np.diff(np.asarray(xp, np.float64))
+    if np.allclose(steps, steps[0], rtol=1e-9, atol=0):
+        return _interp_uniform_tf(tf, x, float(xp[0]), float(steps[0]), fp)
     xp = tf.constant(xp, tf.float32)
     fp = tf.constant(fp, tf.float32)
     x = tf.cast(x, tf.float32)
@@ -82,6 +89,16 @@ def _interp_tf(x, xp, fp):
     f0, f1 = tf.gather(fp, upper - 1), tf.gather(fp, upper)
     out = f0 + (flat - x0) * (f1 - f0) / (x1 - x0)
     return tf.reshape(out, shape)
+
+
+def _interp_uniform_tf(tf, x, start: float, step: float, fp):
+    fp = tf.constant(fp, tf.float32)
+    last = len(fp) - 1
+    position = tf.clip_by_value((tf.cast(x, tf.float32) - start) / step, 0.0, float(last))
+    lower = tf.minimum(tf.cast(tf.floor(position), tf.int32), last - 1)
+    frac = position - tf.cast(lower, tf.float32)
+    f0, f1 = tf.gather(fp, lower), tf.gather(fp, lower + 1)
+    return f0 + frac * (f1 - f0)
 
 
 def linear_mapping(low_hu: float = CLIP_HU[0], high_hu: float = CLIP_HU[1]) -> IntensityMapping:
