@@ -1,0 +1,111 @@
+"""Conditions and augmentation: exact references, statistics, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cgan_ct import augment, corruption
+
+
+def _numpy_depixelate(hu, factor):
+    low = hu[..., ::factor, ::factor, ::factor]
+    for axis in (-3, -2, -1):
+        low = np.repeat(low, factor, axis=axis)
+    return low[..., : hu.shape[-3], : hu.shape[-2], : hu.shape[-1]]
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("shape", [(32, 32, 32), (37, 33, 40), (2, 16, 16, 16)])
+def test_depixelate_matches_numpy(shape, factor):
+    hu = np.random.default_rng(0).normal(0, 500, shape).astype(np.float32)
+    got = corruption.depixelate(hu, factor).numpy()
+    np.testing.assert_array_equal(got, _numpy_depixelate(hu, factor))
+    np.testing.assert_array_equal(got[..., ::factor, ::factor, ::factor], hu[..., ::factor, ::factor, ::factor])
+
+
+@pytest.mark.parametrize("hu_value,peak", [(-1024.0 + 409.6, 512.0), (40.0, 512.0), (40.0, 128.0), (1500.0, 512.0)])
+def test_poisson_mean_and_variance_match_theory(hu_value, peak):
+    hu = np.full((64, 64, 64), hu_value, np.float32)
+    y = corruption.poisson_noise(hu, tf.constant([3, 7]), peak).numpy().astype(np.float64)
+    x01 = (hu_value + 1024) / 4096
+    expected_var = 4096.0**2 * x01 / peak
+    n = y.size
+    assert abs(y.mean() - hu_value) < 5 * np.sqrt(expected_var / n)
+    assert y.var() == pytest.approx(expected_var, rel=0.03)
+    # on the counts' grid: Y is an integer number of photons
+    counts = (y + 1024) / 4096 * peak
+    np.testing.assert_allclose(counts, np.rint(counts), atol=1e-3)
+
+
+def test_poisson_is_seeded_and_clipped():
+    hu = np.linspace(-3000, 5000, 4096, dtype=np.float32).reshape(16, 16, 16)
+    a = corruption.poisson_noise(hu, tf.constant([1, 2])).numpy()
+    np.testing.assert_array_equal(a, corruption.poisson_noise(hu, tf.constant([1, 2])).numpy())
+    assert not np.array_equal(a, corruption.poisson_noise(hu, tf.constant([1, 3])).numpy())
+    assert a.min() >= -1024 and (a[hu < -1024] == -1024).all()
+
+
+def test_make_condition_dispatch():
+    hu = np.zeros((4, 4, 4), np.float32)
+    np.testing.assert_array_equal(corruption.make_condition(hu, "autoencode").numpy(), hu)
+    with pytest.raises(ValueError, match="needs a seed"):
+        corruption.make_condition(hu, "denoise")
+    with pytest.raises(ValueError, match="unknown task"):
+        corruption.make_condition(hu, "inpaint")
+
+
+def _coordinate_block(size=48):
+    z, y, x = np.meshgrid(*(np.arange(size),) * 3, indexing="ij")
+    return (z * 10000 + y * 100 + x).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_block_is_a_turned_flipped_crop_within_the_margin(seed):
+    stored = _coordinate_block()
+    out = augment.random_block(tf.constant(stored), tf.constant([seed, 99]), 32).numpy()
+    z, y, x = out // 10000, (out // 100) % 100, out % 100
+    for coords in (z, y, x):
+        values = np.unique(coords)
+        assert len(values) == 32 and values[-1] - values[0] == 31 and 0 <= values[0] <= 16
+    # z runs along axis 0 only (turns are in-plane); y and x each run along one in-plane axis
+    assert (np.ptp(z, axis=(1, 2)) == 0).all()
+    assert np.ptp(y[0], axis=0).max() == 0 or np.ptp(y[0], axis=1).max() == 0
+    again = augment.random_block(tf.constant(stored), tf.constant([seed, 99]), 32).numpy()
+    np.testing.assert_array_equal(out, again)
+
+
+def test_random_blocks_vary_with_the_seed():
+    stored = tf.constant(_coordinate_block())
+    outs = {augment.random_block(stored, tf.constant([s, 0]), 32).numpy().tobytes() for s in range(8)}
+    assert len(outs) == 8
+
+
+def test_small_rotation_turns_a_ramp():
+    size, block = 48, 32
+    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    ramp = np.broadcast_to((3.0 * yy + 1.0 * xx)[None], (size, size, size)).astype(np.float32)
+    angle = np.radians(7.0)
+    center = tf.constant([(size - 1) / 2.0, (size - 1) / 2.0])
+    out = augment._crop_rotated(tf.constant(ramp), 8, center, tf.constant(angle, tf.float32), block).numpy()
+    g = np.arange(block) - (block - 1) / 2
+    gy, gx = np.meshgrid(g, g, indexing="ij")
+    sy = (size - 1) / 2 + np.cos(angle) * gy - np.sin(angle) * gx
+    sx = (size - 1) / 2 + np.sin(angle) * gy + np.cos(angle) * gx
+    np.testing.assert_allclose(out[5], 3.0 * sy + sx, atol=1e-3)
+    straight = augment._crop_rotated(tf.constant(ramp), 8, center, tf.constant(0.0), block).numpy()
+    np.testing.assert_array_equal(straight, ramp[8:40, 8:40, 8:40])
+
+
+def test_rotation_needs_margin():
+    assert augment.rotation_reach(32, 10) == 3
+    with pytest.raises(ValueError, match="needs a margin"):
+        augment.random_block(tf.zeros([36, 36, 36]), tf.constant([0, 0]), 32, max_rotation_deg=30)
+    out = augment.random_block(tf.constant(_coordinate_block()), tf.constant([0, 0]), 32, max_rotation_deg=10)
+    assert out.shape == (32, 32, 32)
+
+
+def test_center_crop():
+    stored = _coordinate_block()
+    np.testing.assert_array_equal(augment.center_crop(tf.constant(stored), 32).numpy(), stored[8:40, 8:40, 8:40])

@@ -1,0 +1,134 @@
+"""make_dataset: shapes, determinism, per-epoch draws, target untouched, alignment, distribution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+
+from cgan_ct.config import ConversionConfig
+from cgan_ct.conversion import convert
+from cgan_ct.input_pipeline import PipelineOptions, make_dataset
+from tests.conftest import REPO
+from tests.test_corruption_augment import _numpy_depixelate
+
+
+def _phantom(seed: int) -> np.ndarray:
+    """A smooth, structured volume (so crops and turns are visible), 64^3 HU."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, 64),) * 3, indexing="ij")
+    body = (y / 0.9) ** 2 + (x / 0.8) ** 2 < 1
+    hu = np.where(body, 40.0, -1000.0) + 300 * np.sin(5 * x + rng.uniform(0, 6)) * np.cos(3 * y + z)
+    return np.clip(hu, -1024, 3071).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    for i in range(4):
+        image = sitk.GetImageFromArray(_phantom(i))
+        sitk.WriteImage(image, str(root / f"v{i}.nii"))
+    config = ConversionConfig(shard_target_mb=0.5)  # one shard per volume
+    manifest = convert([root], root / "ds", config, workers=1).manifest
+    assert len(manifest["splits"]["train"]["shards"]) == 3 and manifest["splits"]["test"]["blocks"] == 8
+    return root / "ds"
+
+
+def _batches(ds, n):
+    return [tuple(t.numpy() for t in batch) for _, batch in zip(range(n), ds, strict=False)]
+
+
+@pytest.mark.parametrize("task", ["autoencode", "denoise", "depixelate"])
+def test_shapes_and_range(dataset, task):
+    condition, target = next(iter(make_dataset(dataset, "train", task, 4)))
+    assert condition.shape == target.shape == (4, 32, 32, 32, 1)
+    assert condition.dtype == target.dtype == tf.float32
+    assert tf.reduce_min(target) >= -1 and tf.reduce_max(target) <= 1
+    assert tf.reduce_min(condition) >= -1 and tf.reduce_max(condition) <= 1
+
+
+def test_same_seed_same_batches_new_epoch_new_draws(dataset):
+    a = make_dataset(dataset, "train", "denoise", 4, seed=5)
+    b = make_dataset(dataset, "train", "denoise", 4, seed=5)
+    first, again = _batches(a, 3), _batches(b, 3)
+    for (ya, xa), (yb, xb) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(xa, xb)
+    second_epoch = _batches(a, 1)[0]
+    assert not np.array_equal(second_epoch[1], first[0][1])
+    other_seed = _batches(make_dataset(dataset, "train", "denoise", 4, seed=6), 1)[0]
+    assert not np.array_equal(other_seed[1], first[0][1])
+
+
+def test_corruption_never_touches_the_target_and_stays_aligned(dataset):
+    batches = {t: _batches(make_dataset(dataset, "train", t, 4, seed=9), 2) for t in corruption_tasks()}
+    for i in range(2):
+        auto_y, auto_x = batches["autoencode"][i]
+        np.testing.assert_array_equal(auto_y, auto_x)
+        for task in ("denoise", "depixelate"):
+            np.testing.assert_array_equal(batches[task][i][1], auto_x)  # same target for every task
+        depix_y = batches["depixelate"][i][0]
+        np.testing.assert_array_equal(depix_y[..., 0], _numpy_depixelate(auto_x[..., 0], 2))
+        noisy = batches["denoise"][i][0]
+        assert 0 < np.abs(noisy - auto_x).mean() < 0.2
+
+
+def corruption_tasks():
+    return ("autoencode", "denoise", "depixelate")
+
+
+def test_evaluation_split_is_deterministic_centre_crops(dataset):
+    ds = make_dataset(dataset, "test", "denoise", 3)
+    first, second = _batches(ds, 3), _batches(ds, 3)
+    assert [b[0].shape[0] for b in first] == [3, 3, 2]  # 8 blocks, last batch kept
+    for (y1, x1), (y2, x2) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(_batches(make_dataset(dataset, "test", "denoise", 3), 1)[0][0], first[0][0])
+
+
+def test_augment_copies_multiply_the_epoch(dataset):
+    options = PipelineOptions(augment_copies=3)
+    count = sum(int(x.shape[0]) for _, x in make_dataset(dataset, "train", "autoencode", 1, options=options))
+    plain = sum(int(x.shape[0]) for _, x in make_dataset(dataset, "train", "autoencode", 1))
+    assert plain == 24 and count == 3 * plain
+
+
+def test_small_rotations_option(dataset):
+    options = PipelineOptions(max_rotation_deg=10)
+    condition, target = next(iter(make_dataset(dataset, "train", "autoencode", 2, options=options)))
+    assert target.shape == (2, 32, 32, 32, 1)
+
+
+def test_rejects_bad_arguments(dataset):
+    with pytest.raises(ValueError, match="unknown task"):
+        make_dataset(dataset, "train", "colorize", 4)
+    with pytest.raises(ValueError, match="split must be"):
+        make_dataset(dataset, "validation", "denoise", 4)
+
+
+@pytest.mark.slow
+def test_works_under_mirrored_strategy_on_two_cpu_devices(dataset):
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from cgan_ct.input_pipeline import make_dataset
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        dist = strategy.distribute_datasets_from_function(
+            lambda ctx: make_dataset({str(dataset)!r}, "train", "denoise", 4, seed=1, input_context=ctx))
+        steps = 0
+        for condition, target in dist:
+            local = strategy.experimental_local_results(target)
+            assert len(local) == 2 and all(t.shape == (2, 32, 32, 32, 1) for t in local), [t.shape for t in local]
+            steps += 1
+        print("steps", steps)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "steps" in result.stdout
