@@ -85,3 +85,76 @@ def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(CONVERSION_PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(CONVERSION_PRESETS[preset], **changes)
+
+
+NORMALIZATIONS = ("instance", "batch", "none")
+ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The networks and their training.
+
+    Attributes:
+      block_size: edge of the blocks (must divide by 2 ** depth).
+      base_filters: filters of the generator's first level (doubling per level).
+      depth: down-sampling levels of the U-Net.
+      normalization: "instance" (default: per-block statistics, so one and
+        several replicas compute the same thing), "batch" or "none".
+      dropout: dropout rate in the two deepest levels of the decoder.
+      disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
+      adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
+        or "least_squares".
+      l1_weight: lambda of the L1 term (pix2pix: 100).
+      g_learning_rate, d_learning_rate, beta_1: Adam settings.
+      global_batch_size, epochs: the paper's 50 and 100.
+      mixed_precision, jit_compile: for GPUs; slower on CPUs.
+    """
+
+    block_size: int = 32
+    base_filters: int = 32
+    depth: int = 4
+    normalization: str = "instance"
+    dropout: float = 0.5
+    disc_filters: int = 32
+    disc_layers: int = 3
+    adversarial: str = "nonsaturating"
+    l1_weight: float = 100.0
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    global_batch_size: int = 50
+    epochs: int = 100
+    mixed_precision: bool = False
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.depth < 1 or self.block_size % (2**self.depth):
+            raise ValueError(f"block_size {self.block_size} must divide by 2**depth = {2**self.depth}")
+        if self.block_size % (2**self.disc_layers):
+            raise ValueError(f"block_size {self.block_size} must divide by 2**disc_layers = {2**self.disc_layers}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.adversarial not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if min(self.base_filters, self.disc_filters, self.global_batch_size, self.epochs) < 1:
+            raise ValueError("filters, batch size and epochs must be positive")
+
+
+MODEL_PRESETS = {
+    "paper": ModelConfig(),
+    "cpu": ModelConfig(base_filters=8, depth=3, disc_filters=8, global_batch_size=8, epochs=5, dropout=0.0),
+    "smoke": ModelConfig(
+        block_size=16, base_filters=4, depth=2, disc_filters=4, disc_layers=2, global_batch_size=4, epochs=1
+    ),
+}
+
+
+def model_config(preset: str = "paper", **overrides) -> ModelConfig:
+    """The named model preset with ``overrides`` applied (None values are ignored)."""
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(MODEL_PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(MODEL_PRESETS[preset], **changes)

@@ -1,0 +1,94 @@
+"""Input pipeline throughput per task against what a training step consumes.
+
+Both are measured in the same run on the same machine:
+- pipeline: blocks/s of make_dataset(train split, task) alone, iterated
+  without a model (the data side);
+- consumption: blocks/s of ConditionalGAN.train_step for a model preset, fed
+  one in-memory batch repeatedly (the compute side, no input cost).
+The pipeline should deliver at least 3x the consumption. On a CPU-only
+machine the two would share the cores during training; on a GPU machine the
+step runs on the GPU and the pipeline on the CPU, as measured here.
+
+  python benchmarks/pipeline_bench.py [--dataset_dir DIR] [--presets cpu] [--seconds 15]
+
+Without --dataset_dir the shared chest series is converted into a temporary dataset.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+from cgan_ct.config import ConversionConfig, model_config
+from cgan_ct.conversion import convert
+from cgan_ct.corruption import TASKS
+from cgan_ct.gan import ConditionalGAN
+from cgan_ct.input_pipeline import make_dataset
+from cgan_ct.networks import build_discriminator, build_generator
+
+_CHEST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
+_DATASET = flags.DEFINE_string("dataset_dir", None, "A converted dataset (default: convert the shared chest series).")
+_PRESETS = flags.DEFINE_list("presets", ["cpu"], "Model presets whose train step to measure.")
+_SECONDS = flags.DEFINE_float("seconds", 15.0, "Seconds of measurement for each figure.")
+_BATCH = flags.DEFINE_integer("batch", 8, "Global batch for the pipeline figure.")
+
+
+def _rate(step, blocks_per_call: int, seconds: float) -> float:
+    step()  # warm-up: tracing, first shard reads
+    step()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += blocks_per_call
+    return count / (time.perf_counter() - start)
+
+
+def pipeline_rate(dataset_dir, task: str, batch: int, seconds: float) -> float:
+    iterator = iter(make_dataset(dataset_dir, "train", task, batch).repeat())
+    return _rate(lambda: next(iterator), batch, seconds)
+
+
+def train_step_rate(preset: str, seconds: float) -> tuple[float, int]:
+    config = model_config(preset)
+    gan = ConditionalGAN(build_generator(config), build_discriminator(config))
+    gan.compile(
+        keras.optimizers.Adam(config.g_learning_rate, beta_1=config.beta_1),
+        keras.optimizers.Adam(config.d_learning_rate, beta_1=config.beta_1),
+        jit_compile=config.jit_compile,
+    )
+    n, batch = config.block_size, config.global_batch_size
+    data = tf.random.uniform([batch, n, n, n, 1], -1, 1)
+    gan.train_on_batch(data, data)  # builds optimizers and traces the step
+    return _rate(lambda: gan.train_on_batch(data, data), batch, seconds), batch
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    scratch = None
+    dataset_dir = _DATASET.value
+    if dataset_dir is None:
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+        dataset_dir = scratch / "ds"
+        convert([_CHEST], dataset_dir, ConversionConfig(), workers=1)
+    try:
+        pipe = {task: pipeline_rate(dataset_dir, task, _BATCH.value, _SECONDS.value) for task in TASKS}
+        steps = {preset: train_step_rate(preset, _SECONDS.value) for preset in _PRESETS.value}
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"devices: {[d.name for d in tf.config.list_logical_devices()]}")
+    for preset, (rate, batch) in steps.items():
+        print(f"train step, preset {preset} (batch {batch}): {rate:8.1f} blocks/s consumed")
+    for task, rate in pipe.items():
+        ratios = "  ".join(f"{rate / steps[p][0]:.1f}x {p}" for p in steps)
+        print(f"pipeline {task:<11}: {rate:8.1f} blocks/s   ({ratios}; goal >= 3x)")
+
+
+if __name__ == "__main__":
+    app.run(main)

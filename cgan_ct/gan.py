@@ -1,0 +1,142 @@
+"""ConditionalGAN: the pix2pix-style training of G(Y, Z) against D(Y, X) as a keras.Model.
+
+Data: (condition Y, target X) batches, float32 in [-1, 1], [B, N, N, N, 1].
+Each train step draws the noise Z ~ U[-1, 1] from a keras.random.SeedGenerator,
+updates D once, then G once (losses in cgan_ct.losses, reduced over the global
+batch). Metrics: G total / adversarial / L1, D loss, mean D(real) and
+D(fake) (sigmoid of the patch logits), PSNR and SSIM of G(Y, Z) against X on
+the batch (axial slices, values in [-1, 1], data range 2).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from cgan_ct import losses
+
+_METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim")
+
+
+def _slices(blocks):
+    """[B, D, H, W, 1] -> [B * D, H, W, 1]: axial slices as images."""
+    shape = tf.shape(blocks)
+    return tf.reshape(tf.cast(blocks, tf.float32), [shape[0] * shape[1], shape[2], shape[3], 1])
+
+
+def block_psnr_ssim(target, generated):
+    """Mean PSNR and SSIM over the axial slices of a batch, for values in [-1, 1]."""
+    t, g = _slices(target), _slices(generated)
+    psnr = tf.image.psnr(t, g, max_val=2.0)
+    psnr = tf.reduce_mean(tf.where(tf.math.is_finite(psnr), psnr, 100.0))  # identical slices: cap at 100 dB
+    ssim = tf.reduce_mean(tf.image.ssim(t, g, max_val=2.0, filter_size=min(11, int(target.shape[2]))))
+    return psnr, ssim
+
+
+class ConditionalGAN(keras.Model):
+    """Trains ``generator`` (G(Y, Z)) and ``discriminator`` (D(Y, X)) together."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.noise_seed = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
+
+    def compile(self, g_optimizer, d_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
+        super().compile(**kw)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.l1_weight = l1_weight
+        self.adversarial = adversarial
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        condition, noise = inputs
+        return self.generator([condition, noise], training=training)
+
+    def draw_noise(self, condition):
+        return keras.random.uniform(tf.shape(condition), -1.0, 1.0, seed=self.noise_seed)
+
+    def _global_batch(self, condition):
+        return tf.shape(condition)[0] * tf.distribute.get_strategy().num_replicas_in_sync
+
+    def compute_losses(self, condition, target, noise, training: bool):
+        """All losses and outputs for one batch with explicit noise (used by both steps)."""
+        global_batch = self._global_batch(condition)
+        generated = self.generator([condition, noise], training=training)
+        real_logits = self.discriminator([condition, target], training=training)
+        fake_logits = self.discriminator([condition, generated], training=training)
+        d_loss = losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
+        g_total, g_adv, g_l1 = losses.generator_loss(
+            fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial
+        )
+        return {
+            "generated": generated,
+            "real_logits": real_logits,
+            "fake_logits": fake_logits,
+            "d_loss": d_loss,
+            "g_total": g_total,
+            "g_adversarial": g_adv,
+            "g_l1": g_l1,
+        }
+
+    def _apply(self, optimizer, loss, tape, variables):
+        scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        optimizer.apply(tape.gradient(scaled, variables), variables)
+
+    def train_step(self, data):
+        condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
+        noise = self.draw_noise(condition)
+        global_batch = self._global_batch(condition)
+        with tf.GradientTape() as g_tape:
+            generated = self.generator([condition, noise], training=True)  # one forward pass of G
+            with tf.GradientTape() as d_tape:
+                real_logits = self.discriminator([condition, target], training=True)
+                fake_logits = self.discriminator([condition, tf.stop_gradient(generated)], training=True)
+                d_loss = losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
+            self._apply(self.d_optimizer, d_loss, d_tape, self.discriminator.trainable_variables)
+            g_logits = self.discriminator([condition, generated], training=True)  # D after its update
+            g_total, g_adv, g_l1 = losses.generator_loss(
+                g_logits, target, generated, global_batch, self.l1_weight, self.adversarial
+            )
+        self._apply(self.g_optimizer, g_total, g_tape, self.generator.trainable_variables)
+        return self._update_metrics(
+            condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1
+        )
+
+    def test_step(self, data):
+        condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
+        out = self.compute_losses(condition, target, self.draw_noise(condition), training=False)
+        return self._update_metrics(
+            condition,
+            target,
+            out["generated"],
+            out["real_logits"],
+            out["fake_logits"],
+            out["d_loss"],
+            out["g_total"],
+            out["g_adversarial"],
+            out["g_l1"],
+        )
+
+    def _update_metrics(self, condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1):
+        # losses are fractions of the global mean on each replica; scale back to this replica's mean
+        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        psnr, ssim = block_psnr_ssim(target, generated)
+        values = {
+            "g_total": g_total * replicas,
+            "g_adversarial": g_adv * replicas,
+            "g_l1": g_l1 * replicas,
+            "d_loss": d_loss * replicas,
+            "d_real": tf.reduce_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
+            "d_fake": tf.reduce_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32))),
+            "psnr": psnr,
+            "ssim": ssim,
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
