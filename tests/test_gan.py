@@ -1,0 +1,169 @@
+"""Losses (golden values), networks (shapes, validation), ConditionalGAN (steps, replicas)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cgan_ct import losses
+from cgan_ct.config import ModelConfig, model_config
+from cgan_ct.gan import ConditionalGAN, block_psnr_ssim
+from cgan_ct.networks import build_discriminator, build_generator, conv_flops_per_block
+from tests.conftest import REPO
+
+LOG2 = math.log(2.0)
+
+
+def test_nonsaturating_losses_golden():
+    zeros = tf.zeros([2, 4, 4, 4, 1])
+    assert float(losses.discriminator_loss(zeros, zeros, 2)) == pytest.approx(2 * LOG2, rel=1e-6)
+    assert float(losses.generator_adversarial_loss(zeros, 2)) == pytest.approx(LOG2, rel=1e-6)
+    confident = tf.fill([2, 4, 4, 4, 1], 10.0)
+    assert float(losses.generator_adversarial_loss(confident, 2)) == pytest.approx(math.log1p(math.exp(-10)), rel=1e-4)
+    # D sure and right: real +10, fake -10
+    assert float(losses.discriminator_loss(confident, -confident, 2)) == pytest.approx(
+        2 * math.log1p(math.exp(-10)), rel=1e-4
+    )
+
+
+def test_least_squares_losses_golden():
+    ones, zeros = tf.ones([3, 2, 2, 2, 1]), tf.zeros([3, 2, 2, 2, 1])
+    assert float(losses.discriminator_loss(ones, zeros, 3, "least_squares")) == 0.0
+    assert float(losses.discriminator_loss(zeros, ones, 3, "least_squares")) == pytest.approx(1.0)
+    assert float(losses.generator_adversarial_loss(zeros, 3, "least_squares")) == pytest.approx(0.5)
+
+
+def test_generator_loss_golden_and_global_batch_reduction():
+    target = tf.zeros([2, 4, 4, 4, 1])
+    generated = tf.concat([tf.fill([1, 4, 4, 4, 1], 0.5), tf.fill([1, 4, 4, 4, 1], -0.25)], axis=0)
+    logits = tf.zeros([2, 2, 2, 2, 1])
+    total, adversarial, l1 = losses.generator_loss(logits, target, generated, 2, l1_weight=100.0)
+    assert float(l1) == pytest.approx(0.375)
+    assert float(adversarial) == pytest.approx(LOG2, rel=1e-6)
+    assert float(total) == pytest.approx(LOG2 + 37.5, rel=1e-6)
+    # the same two examples on a replica of a global batch of 4: half the contribution
+    _, _, l1_half = losses.generator_loss(logits, target, generated, 4)
+    assert float(l1_half) == pytest.approx(0.375 / 2)
+
+
+def test_unknown_adversarial_loss():
+    with pytest.raises(ValueError):
+        losses.discriminator_loss(tf.zeros([1, 1]), tf.zeros([1, 1]), 1, "wasserstein")
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_network_shapes_and_ranges(preset):
+    config = model_config(preset)
+    n = config.block_size
+    generator, discriminator = build_generator(config), build_discriminator(config)
+    y = tf.random.uniform([2, n, n, n, 1], -1, 1)
+    out = generator([y, tf.random.uniform([2, n, n, n, 1], -1, 1)])
+    assert out.shape == (2, n, n, n, 1) and float(tf.reduce_max(tf.abs(out))) <= 1.0
+    patches = n // 2**config.disc_layers
+    assert discriminator([y, out]).shape == (2, patches, patches, patches, 1)
+    assert conv_flops_per_block(generator) > 0
+
+
+def test_flops_count_golden():
+    inputs = keras.Input((8, 8, 8, 2))
+    x = keras.layers.Conv3D(4, 3, padding="same")(inputs)  # 512 voxels * 27 * 2 * 4 * 2
+    x = keras.layers.Conv3DTranspose(1, 2, strides=2)(x)  # 512 input voxels * 8 * 4 * 1 * 2
+    model = keras.Model(inputs, x)
+    assert conv_flops_per_block(model) == 512 * 27 * 2 * 4 * 2 + 512 * 8 * 4 * 1 * 2
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divide by 2\\*\\*depth"):
+        ModelConfig(block_size=32, depth=6)
+    with pytest.raises(ValueError, match="normalization"):
+        ModelConfig(normalization="layer")
+
+
+def test_noise_is_an_input_and_changes_the_output():
+    config = model_config("smoke", dropout=0.0)
+    generator = build_generator(config)
+    y = tf.random.uniform([1, 16, 16, 16, 1], -1, 1)
+    a = generator([y, tf.zeros_like(y)])
+    b = generator([y, tf.ones_like(y)])
+    assert float(tf.reduce_mean(tf.abs(a - b))) > 0
+
+
+def test_psnr_ssim_of_identical_and_different_blocks():
+    x = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=1)
+    psnr, ssim = block_psnr_ssim(x, x)
+    assert float(psnr) == 100.0 and float(ssim) == pytest.approx(1.0)
+    psnr, _ = block_psnr_ssim(x, x + 0.02)
+    assert float(psnr) == pytest.approx(20 * math.log10(2 / 0.02), abs=0.01)
+
+
+def _smoke_gan():
+    config = model_config("smoke")
+    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=1)
+    gan.compile(keras.optimizers.Adam(2e-4, beta_1=0.5), keras.optimizers.Adam(2e-4, beta_1=0.5))
+    return gan
+
+
+def test_train_step_updates_both_networks_and_reports_metrics():
+    gan = _smoke_gan()
+    y = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=2)
+    x = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=3)
+    gan.train_on_batch(y, x)
+    g_before = [v.numpy().copy() for v in gan.generator.trainable_variables]
+    d_before = [v.numpy().copy() for v in gan.discriminator.trainable_variables]
+    logs = gan.train_on_batch(y, x, return_dict=True)
+    assert set(logs) == {"g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim"}
+    assert logs["g_total"] == pytest.approx(logs["g_adversarial"] + 100 * logs["g_l1"], rel=0.05)
+    assert any(
+        not np.array_equal(a, v.numpy()) for a, v in zip(g_before, gan.generator.trainable_variables, strict=False)
+    )
+    assert any(
+        not np.array_equal(a, v.numpy()) for a, v in zip(d_before, gan.discriminator.trainable_variables, strict=False)
+    )
+    assert gan.g_optimizer.iterations.numpy() == 2 and gan.d_optimizer.iterations.numpy() == 2
+    evaluation = gan.test_on_batch(y, x, return_dict=True)
+    assert np.isfinite(list(evaluation.values())).all()
+
+
+@pytest.mark.slow
+def test_one_and_two_replicas_give_the_same_loss():
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from cgan_ct.config import model_config
+        from cgan_ct.gan import ConditionalGAN
+        from cgan_ct.networks import build_discriminator, build_generator
+
+        def losses_with(strategy, weights, y, x, z):
+            with strategy.scope():
+                config = model_config("smoke")
+                gan = ConditionalGAN(build_generator(config), build_discriminator(config))
+                gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+                gan.generator.set_weights(weights[0]); gan.discriminator.set_weights(weights[1])
+            data = tf.data.Dataset.from_tensor_slices((y, x, z)).batch(4)
+            dist = strategy.experimental_distribute_dataset(data)
+            @tf.function
+            def step(batch):
+                out = gan.compute_losses(batch[0], batch[1], batch[2], training=False)
+                return [out[k] for k in ("d_loss", "g_total", "g_adversarial", "g_l1")]
+            per_replica = strategy.run(step, args=(next(iter(dist)),))
+            return [float(strategy.reduce("SUM", v, axis=None)) for v in per_replica]
+
+        config = model_config("smoke")
+        weights = [build_generator(config).get_weights(), build_discriminator(config).get_weights()]
+        rng = np.random.default_rng(0)
+        y, x, z = (rng.uniform(-1, 1, (4, 16, 16, 16, 1)).astype("float32") for _ in range(3))
+        one = losses_with(tf.distribute.OneDeviceStrategy("/cpu:0"), weights, y, x, z)
+        two = losses_with(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), weights, y, x, z)
+        print("one", one); print("two", two)
+        assert np.allclose(one, two, rtol=1e-5), (one, two)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
