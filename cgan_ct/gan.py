@@ -42,6 +42,7 @@ class ConditionalGAN(keras.Model):
         self.discriminator = discriminator
         self.noise_seed = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
+        self.built = True  # both networks are built functional models
 
     def compile(self, g_optimizer, d_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
         super().compile(**kw)
@@ -59,7 +60,12 @@ class ConditionalGAN(keras.Model):
         return self.generator([condition, noise], training=training)
 
     def draw_noise(self, condition):
-        return keras.random.uniform(tf.shape(condition), -1.0, 1.0, seed=self.noise_seed)
+        """Z ~ U[-1, 1] shaped like ``condition``; a fresh, replica-distinct draw per step."""
+        seed = tf.cast(self.noise_seed.next(), tf.int64)
+        context = tf.distribute.get_replica_context()
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        seed = seed + tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64) * 1_000_003])
+        return tf.random.stateless_uniform(tf.shape(condition), seed, -1.0, 1.0, dtype=condition.dtype)
 
     def _global_batch(self, condition):
         return tf.shape(condition)[0] * tf.distribute.get_strategy().num_replicas_in_sync

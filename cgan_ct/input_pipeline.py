@@ -85,6 +85,8 @@ def make_dataset(
     seed: int = 0,
     options: PipelineOptions | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    epoch: int | None = None,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (condition Y, target X), float32 in [-1, 1], shape [B, 32, 32, 32, 1].
 
@@ -99,6 +101,12 @@ def make_dataset(
       input_context: from ``strategy.distribute_datasets_from_function``; the
         shards are divided among input pipelines, and B becomes the
         per-replica batch.
+
+      epoch: for resumable training: the training split's order and draws
+        then depend only on (seed, epoch), not on how often the dataset was
+        iterated, so a restarted job can rebuild the epoch it stopped in.
+      skip_batches: with ``epoch``, start that epoch after this many batches
+        (records are skipped before they are decoded).
 
     One pass over the dataset is one epoch; iterate it again (Keras fit does)
     for the next epoch, with fresh shuffling and augmentation draws.
@@ -118,22 +126,25 @@ def make_dataset(
     if len(files) < pipelines:
         raise VolumeError(dataset_dir, f"{len(files)} {split} shards cannot feed {pipelines} input pipelines")
 
+    element_seed = seed * 1_000_003 + pipeline_id  # distinct streams per input pipeline
+    fresh_each_pass = epoch is None
+    if not fresh_each_pass:
+        element_seed = element_seed * 10_007 + epoch
     shards = tf.data.Dataset.from_tensor_slices(files).shard(pipelines, pipeline_id)
     if training:
-        shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        shards = shards.shuffle(len(files), seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
     records = shards.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(options.cycle_length, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    element_seed = seed * 1_000_003 + pipeline_id  # distinct streams per input pipeline
     if training:
-        records = records.shuffle(options.shuffle_buffer, seed=element_seed, reshuffle_each_iteration=True)
+        records = records.shuffle(options.shuffle_buffer, seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
         if options.augment_copies > 1:
             records = records.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(options.augment_copies))
-        seeds = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=True).batch(2)
-        paired = tf.data.Dataset.zip(records, seeds)
+        seeds = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=fresh_each_pass).batch(2)
+        paired = tf.data.Dataset.zip(records, seeds).skip(skip_batches * batch)
     else:
         paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
     pairs = paired.map(

@@ -132,3 +132,15 @@ def test_works_under_mirrored_strategy_on_two_cpu_devices(dataset):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "steps" in result.stdout
+
+
+def test_epoch_streams_can_be_rebuilt_and_skipped_into(dataset):
+    full = _batches(make_dataset(dataset, "train", "denoise", 2, seed=3, epoch=4), 3)
+    again = _batches(make_dataset(dataset, "train", "denoise", 2, seed=3, epoch=4), 3)
+    resumed = _batches(make_dataset(dataset, "train", "denoise", 2, seed=3, epoch=4, skip_batches=2), 1)
+    for a, b in zip(full, again, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(resumed[0][0], full[2][0])
+    np.testing.assert_array_equal(resumed[0][1], full[2][1])
+    other_epoch = _batches(make_dataset(dataset, "train", "denoise", 2, seed=3, epoch=5), 1)
+    assert not np.array_equal(other_epoch[0][1], full[0][1])
