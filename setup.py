@@ -13,6 +13,8 @@ _JOBS = {
     "info": "pipelines.info",
     "convert": "tfrecords_tools.convert",
     "inspect": "tfrecords_tools.inspect",
+    "train": "pipelines.train",
+    "export": "pipelines.export",
 }
 
 setup(
@@ -28,6 +30,7 @@ setup(
     install_requires=[
         # The full wheel, not tensorflow-cpu: see BUILD_NOTES.md ("TensorFlow wheel").
         "tensorflow>=2.16,<3",
+        "tensorboard>=2.16",  # no longer pulled in by TensorFlow 2.21; the training job logs to it
         "keras>=3",
         "numpy>=1.26",
         "scipy>=1.11",

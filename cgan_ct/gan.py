@@ -45,7 +45,7 @@ class ConditionalGAN(keras.Model):
         self.built = True  # both networks are built functional models
 
     def compile(self, g_optimizer, d_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
-        super().compile(**kw)
+        super().compile(optimizer=None, **kw)  # two optimizers of our own; no default one to save
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         self.l1_weight = l1_weight
