@@ -219,23 +219,18 @@ def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOpti
     }
 
 
+def _comparable(record: dict) -> dict:
+    """What must match to continue a run (more epochs may be asked for)."""
+    keys = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
+    return {k: ({**record[k], "epochs": None} if k == "model" else record.get(k)) for k in keys}
+
+
 def _check_run_dir(run_dir: pathlib.Path, record: dict) -> None:
     path = run_dir / RUN_FILE
-    if path.exists():
-        previous = json.loads(path.read_text())
-        fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
-        same = lambda k: (
-            {**previous.get(k), "epochs": 0} == {**record[k], "epochs": 0}
-            if k == "model"
-            # noqa: E731
-            else (previous.get(k) == record[k])
-        )
-        if not all(same(k) for k in fields):
-            raise VolumeError(run_dir, "holds a run with other settings or data; use another --output_dir")
-        _atomic_json(path, record)  # more epochs than before: training continues
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(path, record)
+    if path.exists() and _comparable(json.loads(path.read_text())) != _comparable(record):
+        raise VolumeError(run_dir, "holds a run with other settings or data; use another --output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_json(path, record)
 
 
 def train(
