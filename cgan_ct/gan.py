@@ -51,6 +51,13 @@ class ConditionalGAN(keras.Model):
         self.l1_weight = l1_weight
         self.adversarial = adversarial
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model symbolically from a first batch it takes from the
+        # iterator and reduces across replicas; ours is built at construction,
+        # the reduce fails under MultiWorkerMirroredStrategy, and the batch
+        # taken would be skipped by training. So: nothing to do.
+        return
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -145,4 +152,9 @@ class ConditionalGAN(keras.Model):
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces multi-worker logs along axis 0, which fails on scalars
+            # (tensorflow/tensorflow#72388); a shape-[1] log reduces to the scalar mean.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results

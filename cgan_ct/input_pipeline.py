@@ -123,14 +123,17 @@ def make_dataset(
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(global_batch_size)
         pipeline_id, pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
-    if len(files) < pipelines:
-        raise VolumeError(dataset_dir, f"{len(files)} {split} shards cannot feed {pipelines} input pipelines")
+    # Each input pipeline (worker) reads its own shards; with fewer shards than
+    # pipelines, every pipeline reads all shards and keeps every n-th record.
+    by_file = len(files) >= pipelines
 
     element_seed = seed * 1_000_003 + pipeline_id  # distinct streams per input pipeline
     fresh_each_pass = epoch is None
     if not fresh_each_pass:
         element_seed = element_seed * 10_007 + epoch
-    shards = tf.data.Dataset.from_tensor_slices(files).shard(pipelines, pipeline_id)
+    shards = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        shards = shards.shard(pipelines, pipeline_id)
     if training:
         shards = shards.shuffle(len(files), seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
     records = shards.interleave(
@@ -139,6 +142,8 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if not by_file:
+        records = records.shard(pipelines, pipeline_id)
     if training:
         records = records.shuffle(options.shuffle_buffer, seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
         if options.augment_copies > 1:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -259,7 +260,7 @@ def train(
     spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
     with strategy.scope():
         gan = build_gan(config, options.seed)
-    step = restore(gan, out_dir)
+    step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
     total = spe * config.epochs
     if step >= total:
         return TrainingResult(step, config.epochs, False, f"already finished: {step} steps")
@@ -294,6 +295,16 @@ def train(
     if validation is not None:
         sample = next(iter(make_dataset(dataset_dir, "test", options.task, 4, options.seed)))
         callbacks.append(ImageSummaries(out_dir / "tensorboard", sample))
+    try:
+        return _fit_epochs(
+            gan, dataset, validation, validation_steps, callbacks, guard, config, options, step, spe, verbose
+        )
+    finally:
+        if not chief:  # other workers write to a scratch folder (savers must run on every worker)
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _fit_epochs(gan, dataset, validation, validation_steps, callbacks, guard, config, options, step, spe, verbose):
     for epoch in range(step // spe, config.epochs):
         skip = step - epoch * spe if epoch == step // spe else 0
         gan.fit(

@@ -1,0 +1,221 @@
+"""Training job and export: resume after kill -9, divergence, multi-worker, SavedModel round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+
+from cgan_ct.config import conversion_config, model_config
+from cgan_ct.conversion import convert
+from cgan_ct.export import export_generator
+from cgan_ct.intensity import IntensityMapping
+from cgan_ct.training import Backup, DivergenceGuard, RunOptions, build_gan, train
+from tests.conftest import REPO
+from tests.test_input_pipeline import _phantom
+
+SMOKE = model_config("smoke")
+
+
+@pytest.fixture(scope="module")
+def smoke_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for i in range(4):
+        sitk.WriteImage(sitk.GetImageFromArray(_phantom(i)), str(root / f"v{i}.nii"))
+    convert([root], root / "ds", conversion_config("smoke"), workers=1)
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    result = train(smoke_dataset, run_dir, SMOKE, RunOptions("denoise", steps_per_epoch=6), verbose=0)
+    assert not result.diverged and result.steps == 6
+    return run_dir
+
+
+def _cli(*args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.train", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_run_folder_contents(smoke_run):
+    names = {p.name for p in smoke_run.iterdir()}
+    assert {"run.json", "backup", "generator_last.keras", "generator_best.keras", "log.csv", "tensorboard"} <= names
+    assert json.loads((smoke_run / "backup" / "state.json").read_text())["step"] == 6
+    log = (smoke_run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,") and "val_g_l1" in log[0] and len(log) == 2
+    events = list((smoke_run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert any("images" in str(p) for p in events)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_resumes_to_the_same_step_count(smoke_dataset, tmp_path):
+    args = [
+        "--dataset_dir",
+        smoke_dataset,
+        "--task",
+        "denoise",
+        "--preset",
+        "smoke",
+        "--epochs",
+        "2",
+        "--steps_per_epoch",
+        "12",
+        "--checkpoint_every",
+        "3",
+        "--verbose",
+        "0",
+    ]
+    state = tmp_path / "killed" / "backup" / "state.json"
+    process = _cli(*args, "--output_dir", tmp_path / "killed")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if state.exists() and 3 <= json.loads(state.read_text())["step"] < 12:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 3 <= killed_at < 24, "the job was not killed mid-training"
+    resumed = _cli(*args, "--output_dir", tmp_path / "killed")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    assert "finished: 24 steps" in out
+    untouched = _cli(*args, "--output_dir", tmp_path / "whole")
+    out, err = untouched.communicate(timeout=300)
+    assert "finished: 24 steps" in out, err[-2000:]
+    assert json.loads(state.read_text())["step"] == 24
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    gan = build_gan(SMOKE)
+    guard = DivergenceGuard()
+    guard.set_model(gan)
+    backup = Backup(tmp_path / "backup", every=1, guard=guard)
+    guard.on_train_batch_end(0, {"g_total": 1.0, "d_loss": 0.5})
+    assert not guard.diverged
+    guard.on_train_batch_end(1, {"g_total": math.nan, "d_loss": 0.5})
+    assert guard.diverged and gan.stop_training and "non-finite g_total" in guard.message
+    backup.save()  # refuses to overwrite the last good resume point
+    assert not (tmp_path / "backup").exists()
+
+
+def test_rerun_into_a_run_with_other_settings_is_refused(smoke_dataset, smoke_run):
+    from cgan_ct.errors import VolumeError
+
+    with pytest.raises(VolumeError, match="other settings"):
+        train(smoke_dataset, smoke_run, SMOKE, RunOptions("depixelate", steps_per_epoch=6), verbose=0)
+    done = train(smoke_dataset, smoke_run, SMOKE, RunOptions("denoise", steps_per_epoch=6), verbose=0)
+    assert done.message.startswith("already finished")
+
+
+def test_saved_model_reloads_without_the_project_and_matches_keras(smoke_run, tmp_path):
+    model_dir = export_generator(smoke_run, tmp_path / "model")
+    info = json.loads((model_dir / "cgan_ct_model.json").read_text())
+    assert info["block_size"] == 16 and info["task"] == "denoise"
+    rng = np.random.default_rng(0)
+    blocks_hu = rng.uniform(-1024, 1500, (3, 16, 16, 16, 1)).astype(np.float32)
+    noise = rng.uniform(-1, 1, (3, 16, 16, 16, 1)).astype(np.float32)
+    np.save(tmp_path / "blocks.npy", blocks_hu)
+    np.save(tmp_path / "noise.npy", noise)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, tensorflow as tf
+        model = tf.saved_model.load({str(model_dir)!r})
+        blocks, noise = np.load({str(tmp_path / "blocks.npy")!r}), np.load({str(tmp_path / "noise.npy")!r})
+        sig = model.signatures
+        norm = sig["generate_normalized"](condition=tf.constant(blocks / 2000), noise=tf.constant(noise))["generated"]
+        a = sig["generate_hu_seeded"](blocks_hu=tf.constant(blocks), seed=tf.constant([1, 2], tf.int64))["blocks_hu"]
+        b = sig["generate_hu_seeded"](blocks_hu=tf.constant(blocks), seed=tf.constant([1, 2], tf.int64))["blocks_hu"]
+        c = sig["serving_default"](blocks_hu=tf.constant(blocks))["blocks_hu"]
+        np.save({str(tmp_path / "norm.npy")!r}, norm.numpy()); np.save({str(tmp_path / "seeded.npy")!r}, a.numpy())
+        assert np.array_equal(a.numpy(), b.numpy()) and c.shape == blocks.shape
+        assert not any(m.startswith("cgan_ct") for m in sys.modules), "the project was imported"
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generator = keras.models.load_model(smoke_run / "generator_best.keras", compile=False)
+    expected = generator([tf.constant(blocks_hu / 2000), tf.constant(noise)], training=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "norm.npy"), expected, atol=1e-5)
+    mapping = IntensityMapping.from_json(info["intensity"])
+    seeded_noise = tf.random.stateless_uniform(blocks_hu.shape, tf.constant([1, 2], tf.int64), -1.0, 1.0)
+    condition = tf.constant(mapping.forward(blocks_hu))
+    expected_hu = mapping.inverse(generator([condition, seeded_noise], training=False).numpy())
+    np.testing.assert_allclose(np.load(tmp_path / "seeded.npy"), expected_hu, atol=0.5)
+
+
+def test_saved_model_rejects_bad_input(smoke_run, tmp_path):
+    model = tf.saved_model.load(str(export_generator(smoke_run, tmp_path / "model")))
+    serve = model.signatures["serving_default"]
+    for bad in (tf.zeros([2, 16, 16, 16]), tf.zeros([2, 8, 16, 16, 1]), tf.zeros([2, 16, 16, 16, 1], tf.int32)):
+        with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+            serve(blocks_hu=bad)
+
+
+def test_export_refuses_missing_run_and_existing_output(smoke_run, tmp_path):
+    from cgan_ct.errors import VolumeError
+
+    with pytest.raises(VolumeError, match="not a training run"):
+        export_generator(tmp_path, tmp_path / "m")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep").write_text("x")
+    with pytest.raises(VolumeError, match="not overwriting"):
+        export_generator(smoke_run, tmp_path / "m")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_training_on_localhost(smoke_dataset, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(
+            _cli(
+                "--dataset_dir",
+                smoke_dataset,
+                "--task",
+                "denoise",
+                "--preset",
+                "smoke",
+                "--epochs",
+                "1",
+                "--steps_per_epoch",
+                "4",
+                "--verbose",
+                "0",
+                "--output_dir",
+                tmp_path / "run",
+                env=env,
+            )
+        )
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+    assert "finished: 4 steps" in outputs[0][0]
+    assert "MultiWorkerMirroredStrategy" in outputs[0][1] or "CollectiveAllReduce" in outputs[0][1]
+    assert (tmp_path / "run" / "generator_last.keras").exists()
