@@ -102,6 +102,8 @@ class ModelConfig:
       normalization: "instance" (default: per-block statistics, so one and
         several replicas compute the same thing), "batch" or "none".
       dropout: dropout rate in the two deepest levels of the decoder.
+      residual: the generator corrects its condition (output starts as Y)
+        instead of drawing the block from scratch; see cgan_ct.networks.
       disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".
@@ -116,6 +118,7 @@ class ModelConfig:
     depth: int = 4
     normalization: str = "instance"
     dropout: float = 0.5
+    residual: bool = True
     disc_filters: int = 32
     disc_layers: int = 3
     adversarial: str = "nonsaturating"

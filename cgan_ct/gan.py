@@ -97,9 +97,10 @@ class ConditionalGAN(keras.Model):
             "g_l1": g_l1,
         }
 
-    def _apply(self, optimizer, loss, tape, variables):
-        scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        optimizer.apply(tape.gradient(scaled, variables), variables)
+    @staticmethod
+    def _apply(optimizer, scaled_loss, tape, variables):
+        # the loss is scaled (mixed precision) inside the tape: scaling outside would cut the gradient
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
 
     def train_step(self, data):
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -111,12 +112,14 @@ class ConditionalGAN(keras.Model):
                 real_logits = self.discriminator([condition, target], training=True)
                 fake_logits = self.discriminator([condition, tf.stop_gradient(generated)], training=True)
                 d_loss = losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
-            self._apply(self.d_optimizer, d_loss, d_tape, self.discriminator.trainable_variables)
+                d_scaled = self.d_optimizer.scale_loss(d_loss)
+            self._apply(self.d_optimizer, d_scaled, d_tape, self.discriminator.trainable_variables)
             g_logits = self.discriminator([condition, generated], training=True)  # D after its update
             g_total, g_adv, g_l1 = losses.generator_loss(
                 g_logits, target, generated, global_batch, self.l1_weight, self.adversarial
             )
-        self._apply(self.g_optimizer, g_total, g_tape, self.generator.trainable_variables)
+            g_scaled = self.g_optimizer.scale_loss(g_total)
+        self._apply(self.g_optimizer, g_scaled, g_tape, self.generator.trainable_variables)
         return self._update_metrics(
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1
         )

@@ -3,7 +3,11 @@
 Shapes (B = batch, N = block_size):
 - generator inputs: condition Y [B, N, N, N, 1] and noise Z [B, N, N, N, 1],
   both in [-1, 1] (Z uniform, one channel at full resolution, concatenated
-  with Y); output G(Y, Z) [B, N, N, N, 1] in [-1, 1] (tanh).
+  with Y); output G(Y, Z) [B, N, N, N, 1] in [-1, 1] (tanh). With
+  ``config.residual`` (the default) the output is Y + (1 - |Y|) tanh(D), D the
+  U-Net's last layer (initialised to zero): still in [-1, 1], and the
+  untrained generator returns its condition, so training starts from the
+  condition's quality instead of from noise.
 - discriminator inputs: condition Y and a block X (real or generated), each
   [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
   for L strided layers.
@@ -15,6 +19,18 @@ import keras
 from keras import layers
 
 from cgan_ct.config import ModelConfig
+
+
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class ResidualTanh(layers.Layer):
+    """[Y, D] -> Y + (1 - |Y|) * tanh(D): in [-1, 1] for Y in [-1, 1]; Y itself when D = 0."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+    def call(self, inputs):
+        condition, delta = (keras.ops.cast(t, "float32") for t in inputs)
+        return condition + (1.0 - keras.ops.abs(condition)) * keras.ops.tanh(delta)
 
 
 def _normalization(kind: str, name: str):
@@ -51,7 +67,11 @@ def build_generator(config: ModelConfig) -> keras.Model:
         x = _conv_unit(x, filters, config, f"dec{level}")
         if config.dropout and level >= config.depth - 2:
             x = layers.Dropout(config.dropout, name=f"dropout{level}")(x)
-    output = layers.Conv3D(1, 1, activation="tanh", dtype="float32", name="generated")(x)
+    if config.residual:
+        delta = layers.Conv3D(1, 1, kernel_initializer="zeros", dtype="float32", name="correction")(x)
+        output = ResidualTanh(name="generated")([condition, delta])
+    else:
+        output = layers.Conv3D(1, 1, activation="tanh", dtype="float32", name="generated")(x)
     return keras.Model([condition, noise], output, name="generator")
 
 
