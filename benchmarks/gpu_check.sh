@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU figures for BUILD_NOTES.md, in under 5 minutes, on a machine with an NVIDIA GPU
+# and this project installed with its GPU extra (python3 -m venv .venv && .venv/bin/pip install -e '.[gpu]').
+#
+#   OUT=gpu_out bash benchmarks/gpu_check.sh
+#
+# Runs benchmarks/model_bench.py for the cpu and paper presets with mixed precision and XLA
+# each off and on, and writes OUT/devices.txt, OUT/model_bench.jsonl (one JSON line per
+# preset and setting) and OUT/log.txt. For scale: the paper trained at about 24 blocks/s on
+# two RTX 2080 Ti; one current GPU should train the paper preset at 100x that or more.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/gpu_out}
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p "$OUT"
+: > "$OUT/model_bench.jsonl"
+"$PY" -c "import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices('GPU'))" | tee "$OUT/devices.txt"
+if ! grep -q "GPU" "$OUT/devices.txt"; then
+  echo "no GPU visible to TensorFlow; see $OUT/devices.txt" >&2
+  exit 1
+fi
+for mixed in false true; do
+  for xla in false true; do
+    timeout 70 "$PY" benchmarks/model_bench.py --presets cpu,paper --seconds 5 \
+      --mixed_precision="$mixed" --jit_compile="$xla" --output "$OUT/model_bench.jsonl" 2>&1 \
+      | grep -v -E "^(I|W)0000" | tee -a "$OUT/log.txt" || echo "run mixed=$mixed xla=$xla failed or timed out" | tee -a "$OUT/log.txt"
+  done
+done
+echo "figures in $OUT/model_bench.jsonl"
