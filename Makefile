@@ -48,6 +48,8 @@ test: system-deps setup lint
 bench: setup
 	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
 	$(VENV)/bin/python benchmarks/convert_bench.py --series_dir $(DATA)
+	$(VENV)/bin/python benchmarks/pipeline_bench.py
+	$(VENV)/bin/python benchmarks/model_bench.py --presets cpu,paper --batch 4
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache
