@@ -15,6 +15,7 @@ _JOBS = {
     "inspect": "tfrecords_tools.inspect",
     "train": "pipelines.train",
     "export": "pipelines.export",
+    "infer": "pipelines.infer",
 }
 
 setup(

@@ -41,3 +41,79 @@ def iter_blocks_with_margin(
     size = block_size + 2 * margin
     for z, y, x in block_origins(hu.shape, block_size):
         yield (z, y, x), padded[z : z + size, y : y + size, x : x + size]
+
+
+def sliding_origins(length: int, block: int, stride: int) -> list[int]:
+    """Block starts along one axis of ``length`` (>= block): every ``stride``, the last flush with the end."""
+    starts = list(range(0, length - block + 1, stride))
+    if starts[-1] != length - block:
+        starts.append(length - block)
+    return starts
+
+
+def blend_window(block: int, kind: str) -> np.ndarray:
+    """Weights [block]^3 for overlapping tiles: "gaussian" (sigma = block / 8), "linear" (tent), or "none"."""
+    centre = (block - 1) / 2
+    position = np.arange(block) - centre
+    if kind == "gaussian":
+        profile = np.exp(-0.5 * (position / (block / 8)) ** 2)
+    elif kind == "linear":
+        profile = 1.0 - np.abs(position) / (centre + 1)
+    elif kind == "none":
+        profile = np.ones(block)
+    else:
+        raise ValueError(f"unknown blending window {kind!r}; choose gaussian, linear or none")
+    profile = np.maximum(profile, 1e-3)  # every voxel keeps some weight: edges of the volume are covered once
+    return (profile[:, None, None] * profile[None, :, None] * profile[None, None, :]).astype(np.float32)
+
+
+def predict_volume(
+    volume: np.ndarray,
+    predictor,
+    block: int,
+    overlap: float = 0.25,
+    batch_size: int = 16,
+    window: str = "gaussian",
+    pad_value: float = 0.0,
+    progress=None,
+) -> np.ndarray:
+    """Runs ``predictor`` over blocks of ``volume`` and stitches the results.
+
+    Args:
+      volume: [z, y, x] array of any size.
+      predictor: maps a float32 batch [B, block, block, block, 1] to one of the
+        same shape.
+      block: block edge.
+      overlap: fraction of a block shared by neighbours (0: the paper's
+        non-overlapping tiles, except the last one along an axis, which ends
+        flush with the volume).
+      batch_size: blocks per predictor call; memory stays a few volume-sized
+        arrays whatever the volume's size.
+      window: weights of overlapping predictions (see ``blend_window``).
+      pad_value: fills axes shorter than a block.
+      progress: called as ``progress(blocks_done, blocks_total)``.
+
+    Returns:
+      float32 [z, y, x]: the weighted average of every prediction covering each voxel.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    shape = volume.shape
+    pad = [(0, max(0, block - n)) for n in shape]
+    padded = np.pad(volume.astype(np.float32, copy=False), pad, constant_values=pad_value)
+    stride = max(1, int(round(block * (1 - overlap))))
+    origins = list(itertools.product(*(sliding_origins(n, block, stride) for n in padded.shape)))
+    weights = blend_window(block, window)
+    total = np.zeros(padded.shape, np.float32)
+    norm = np.zeros(padded.shape, np.float32)
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        batch = np.stack([padded[z : z + block, y : y + block, x : x + block] for z, y, x in chunk])[..., None]
+        predicted = np.asarray(predictor(batch), np.float32).reshape(len(chunk), block, block, block)
+        for (z, y, x), values in zip(chunk, predicted, strict=True):
+            total[z : z + block, y : y + block, x : x + block] += values * weights
+            norm[z : z + block, y : y + block, x : x + block] += weights
+        if progress:
+            progress(start + len(chunk), len(origins))
+    np.divide(total, norm, out=total)
+    return total[: shape[0], : shape[1], : shape[2]]

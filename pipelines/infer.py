@@ -1,0 +1,93 @@
+"""cgan-ct-infer: run an exported generator over a whole CT scan.
+
+  cgan-ct-infer --model MODEL_DIR --input PATH --output_dir OUT [--task TASK]
+                [--condition simulate|as_is] [--overlap 0.25] [--window gaussian|linear|none]
+                [--format dicom,nifti] [--batch 16] [--seed 0]
+
+PATH is a DICOM folder or a volume file. OUT receives the condition and the
+generated volume as NIfTI (condition.nii.gz, generated.nii.gz) and/or derived
+DICOM series (condition_dicom/, generated_dicom/), de-identified.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from absl import app, flags
+
+from cgan_ct import read_volume, write_dicom_series, write_nifti
+from cgan_ct.errors import VolumeError
+from cgan_ct.inference import CONDITION_MODES, BlockModel, infer_volume
+from cgan_ct.progress import ProgressBar
+
+_MODEL = flags.DEFINE_string("model", None, "A SavedModel folder written by cgan-ct-export.")
+_INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the outputs (must not hold them already).")
+_TASK = flags.DEFINE_string("task", None, "Task (default: the model's).")
+_CONDITION = flags.DEFINE_enum(
+    "condition", "simulate", list(CONDITION_MODES), "Simulate the condition, or use the input as it is."
+)
+_OVERLAP = flags.DEFINE_float(
+    "overlap", 0.25, "Fraction of a block shared by neighbouring tiles (0: the paper's tiling)."
+)
+_WINDOW = flags.DEFINE_enum("window", "gaussian", ["gaussian", "linear", "none"], "Blending of overlapping tiles.")
+_FORMAT = flags.DEFINE_list("format", ["nifti", "dicom"], "Output formats: nifti, dicom.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of the noise.")
+_SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
+
+
+def _write(volume, out: pathlib.Path, name: str, formats) -> list[pathlib.Path]:
+    written = []
+    if "nifti" in formats:
+        written.append(write_nifti(volume, out / f"{name}.nii.gz"))
+    if "dicom" in formats:
+        written.append(write_dicom_series(volume, out / f"{name}_dicom", description=f"cgan-ct {name}"))
+    return written
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not (_MODEL.value and _INPUT.value and _OUTPUT.value):
+        raise app.UsageError("--model, --input and --output_dir are required")
+    formats = {f.strip().lower() for f in _FORMAT.value}
+    if not formats or formats - {"nifti", "dicom"}:
+        raise app.UsageError(f"--format takes nifti and/or dicom, got {_FORMAT.value}")
+    try:
+        model = BlockModel(_MODEL.value)
+        volume = read_volume(_INPUT.value, series=_SERIES.value)
+        bar = ProgressBar(0, "blocks")
+
+        def progress(done, total):
+            bar.total = total
+            bar.update(done)
+
+        condition, generated = infer_volume(
+            volume,
+            model,
+            _TASK.value,
+            _CONDITION.value,
+            _OVERLAP.value,
+            _WINDOW.value,
+            _BATCH.value,
+            _SEED.value,
+            progress,
+        )
+        out = pathlib.Path(_OUTPUT.value)
+        out.mkdir(parents=True, exist_ok=True)
+        written = _write(condition, out, "condition", formats) + _write(generated, out, "generated", formats)
+    except (VolumeError, ValueError) as exc:
+        print(f"cgan-ct-infer: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
