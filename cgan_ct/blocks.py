@@ -100,7 +100,8 @@ def predict_volume(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     shape = volume.shape
     pad = [(0, max(0, block - n)) for n in shape]
-    padded = np.pad(volume.astype(np.float32, copy=False), pad, constant_values=pad_value)
+    # padded only where an axis is shorter than a block; blocks are cast to float32 a batch at a time
+    padded = np.pad(volume, pad, constant_values=pad_value) if any(p for _, p in pad) else volume
     stride = max(1, int(round(block * (1 - overlap))))
     origins = list(itertools.product(*(sliding_origins(n, block, stride) for n in padded.shape)))
     weights = blend_window(block, window)
@@ -108,7 +109,8 @@ def predict_volume(
     norm = np.zeros(padded.shape, np.float32)
     for start in range(0, len(origins), batch_size):
         chunk = origins[start : start + batch_size]
-        batch = np.stack([padded[z : z + block, y : y + block, x : x + block] for z, y, x in chunk])[..., None]
+        tiles = [padded[z : z + block, y : y + block, x : x + block] for z, y, x in chunk]
+        batch = np.stack(tiles).astype(np.float32, copy=False)[..., None]
         predicted = np.asarray(predictor(batch), np.float32).reshape(len(chunk), block, block, block)
         for (z, y, x), values in zip(chunk, predicted, strict=True):
             total[z : z + block, y : y + block, x : x + block] += values * weights

@@ -71,35 +71,45 @@ def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, 
     return keras.models.load_model(found[0], compile=False), json.loads((run_dir / RUN_FILE).read_text())
 
 
-def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: bool = False) -> pathlib.Path:
-    """Writes the SavedModel folder ``output_dir`` atomically; returns it."""
+def save_block_model(generator: keras.Model, info: dict, output_dir, overwrite: bool = False) -> pathlib.Path:
+    """Saves ``generator`` with its intensity mapping as a SavedModel folder, atomically.
+
+    ``info`` needs block_size, task and intensity (the manifest's mapping); it
+    is written as cgan_ct_model.json beside the model.
+    """
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise VolumeError(output_dir, "exists and is not empty; not overwriting")
-    generator, run = load_run_generator(run_dir, checkpoint)
-    block_size = int(run["model"]["block_size"])
-    module = BlockGenerator(generator, IntensityMapping.from_json(run["intensity"]), block_size)
+    module = BlockGenerator(generator, IntensityMapping.from_json(info["intensity"]), int(info["block_size"]))
+    signatures = {
+        "serving_default": module.generate_hu,
+        "generate_hu_seeded": module.generate_hu_seeded,
+        "generate_normalized": module.generate_normalized,
+    }
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
     try:
-        signatures = {
-            "serving_default": module.generate_hu,
-            "generate_hu_seeded": module.generate_hu_seeded,
-            "generate_normalized": module.generate_normalized,
-        }
         tf.saved_model.save(module, str(tmp), signatures=signatures)
-        info = {
-            "block_size": block_size,
-            "task": run["task"],
-            "intensity": run["intensity"],
-            "model": run["model"],
-            "checkpoint": checkpoint,
-            "signatures": sorted(signatures),
-        }
-        (tmp / MODEL_INFO).write_text(json.dumps(info, indent=1))
+        (tmp / MODEL_INFO).write_text(json.dumps({**info, "signatures": sorted(signatures)}, indent=1))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: bool = False) -> pathlib.Path:
+    """Writes the run's generator as a SavedModel folder ``output_dir``; returns it."""
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise VolumeError(output_dir, "exists and is not empty; not overwriting")
+    generator, run = load_run_generator(run_dir, checkpoint)
+    info = {
+        "block_size": int(run["model"]["block_size"]),
+        "task": run["task"],
+        "intensity": run["intensity"],
+        "model": run["model"],
+        "checkpoint": checkpoint,
+    }
+    return save_block_model(generator, info, output_dir, overwrite)

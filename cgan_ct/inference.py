@@ -19,6 +19,7 @@ from cgan_ct.volume import AIR_HU, Volume, hu_to_int16
 
 MODEL_INFO = "cgan_ct_model.json"
 CONDITION_MODES = ("simulate", "as_is")
+_SLAB = 32  # slices per chunk when corrupting a whole volume
 
 
 class BlockModel:
@@ -58,12 +59,22 @@ def make_condition(
     peak: float = corruption.DEFAULT_PEAK,
     factor: int = corruption.DEFAULT_FACTOR,
 ) -> Volume:
-    """The task's condition for a whole volume, by the same corruption code as training."""
+    """The task's condition for a whole volume, by the same corruption code as training.
+
+    Computed in slabs of ``_SLAB`` slices (a multiple of any pixelation factor
+    used, so pixel cells never straddle two slabs), each with its own seed:
+    memory stays at one slab of temporaries.
+    """
     import tensorflow as tf
 
-    hu = corruption.make_condition(volume.hu.astype(np.float32), task, tf.constant([seed, 0]), peak, factor)
-    condition, _ = hu_to_int16(np.asarray(hu), volume.volume_id)
-    return volume.replace(hu=condition, volume_id=pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}"))
+    if _SLAB % factor:
+        raise ValueError(f"depixelation factor {factor} must divide {_SLAB}")
+    out = np.empty_like(volume.hu)
+    for index, z in enumerate(range(0, volume.shape[0], _SLAB)):
+        slab = volume.hu[z : z + _SLAB].astype(np.float32)
+        hu = corruption.make_condition(slab, task, tf.constant([seed, index]), peak, factor)
+        out[z : z + _SLAB], _ = hu_to_int16(np.asarray(hu), volume.volume_id)
+    return volume.replace(hu=out, volume_id=pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}"))
 
 
 def infer_volume(
