@@ -50,8 +50,8 @@ def quality(reference_hu: np.ndarray, test_hu: np.ndarray, mask: np.ndarray | No
     for k in slices:
         slice_mask = None if mask is None else mask[k]
         psnrs.append(psnr_db(reference[k], test[k], slice_mask))
-        _, ssim_map = structural_similarity(reference[k], test[k], data_range=DATA_RANGE_HU, full=True)
-        ssims.append(float(ssim_map.mean() if slice_mask is None else ssim_map[slice_mask].mean()))
+        mean_ssim, ssim_map = structural_similarity(reference[k], test[k], data_range=DATA_RANGE_HU, full=True)
+        ssims.append(float(mean_ssim if slice_mask is None else ssim_map[slice_mask].mean()))
     error = np.abs(reference - test)
     return Quality(
         psnr_slices_db=float(np.mean(psnrs)),
