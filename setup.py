@@ -16,6 +16,7 @@ _JOBS = {
     "train": "pipelines.train",
     "export": "pipelines.export",
     "infer": "pipelines.infer",
+    "evaluate": "pipelines.evaluate",
 }
 
 setup(

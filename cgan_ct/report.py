@@ -1,0 +1,76 @@
+"""Evaluation outputs for a person: CSV, Markdown tables (paper Tables I and II) and PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+LUNG_WINDOW = (-1350.0, 150.0)
+SOFT_WINDOW = (-160.0, 240.0)
+_COLUMNS = (
+    "patient",
+    "volume",
+    "task",
+    "method",
+    "region",
+    "psnr_slices_db",
+    "ssim_slices",
+    "mae_hu",
+    "psnr_volume_db",
+    "seam_score",
+)
+
+
+def write_csv(rows: list[dict], path: pathlib.Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(rows: list[dict], region: str) -> str:
+    """Mean over patients per task and method: PSNR and SSIM (slice means), MAE, seam score."""
+    lines = ["| task | method | patients | PSNR (dB) | SSIM | MAE (HU) | seam score |", "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["task"], r["method"]) for r in rows if r["region"] == region})
+    for task, method in keys:
+        group = [r for r in rows if r["region"] == region and r["task"] == task and r["method"] == method]
+        mean = {k: float(np.mean([r[k] for r in group])) for k in _COLUMNS[5:]}
+        seam = "-" if math.isnan(mean["seam_score"]) else f"{mean['seam_score']:.3f}"
+        lines.append(
+            f"| {task} | {method} | {len(group)} | {mean['psnr_slices_db']:.2f} | {mean['ssim_slices']:.4f} | "
+            f"{mean['mae_hu']:.1f} | {seam} |"
+        )
+    return "\n".join(lines)
+
+
+def _window(image: np.ndarray, window) -> np.ndarray:
+    low, high = window
+    return (np.clip((np.asarray(image, np.float32) - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+
+
+def _save(panels: list[np.ndarray], path: pathlib.Path, scale: int = 1) -> pathlib.Path:
+    gap = np.full((panels[0].shape[0], 4), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    image = Image.fromarray(row)
+    if scale > 1:
+        image = image.resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST)
+    image.save(path)
+    return path
+
+
+def scan_figure(original, generated, path: pathlib.Path, window=LUNG_WINDOW) -> pathlib.Path:
+    """Middle axial slice: original | generated | |difference| (0..200 HU), like the paper's Figs 2-3."""
+    k = original.shape[0] // 2
+    difference = np.abs(np.asarray(generated[k], np.float32) - original[k])
+    return _save([_window(original[k], window), _window(generated[k], window), _window(difference, (0, 200))], path)
+
+
+def closeup_figure(original, condition, generated, path: pathlib.Path, size: int = 32, window=LUNG_WINDOW):
+    """A size x size region at the centre of the middle slice: condition | generated | original (Figs 4-5), 8x."""
+    k, cy, cx = (n // 2 for n in original.shape)
+    region = (k, slice(cy - size // 2, cy + size // 2), slice(cx - size // 2, cx + size // 2))
+    return _save([_window(v[region], window) for v in (condition, generated, original)], path, scale=8)
