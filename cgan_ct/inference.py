@@ -23,21 +23,29 @@ _SLAB = 32  # slices per chunk when corrupting a whole volume
 
 
 class BlockModel:
-    """An exported generator (cgan-ct-export) that maps HU blocks to HU blocks."""
+    """A generator that maps HU blocks to HU blocks: an exported SavedModel
+    (cgan-ct-export), or a training run folder (its best generator)."""
 
     def __init__(self, model_dir):
         import tensorflow as tf
 
         model_dir = pathlib.Path(model_dir)
-        if not (model_dir / MODEL_INFO).exists() or not (model_dir / "saved_model.pb").exists():
-            raise VolumeError(
-                model_dir, "not a model exported by cgan-ct-export (no saved_model.pb / cgan_ct_model.json)"
-            )
-        self.info = json.loads((model_dir / MODEL_INFO).read_text())
+        self._tf = tf
+        if (model_dir / "run.json").exists():  # a training run: its best generator, wrapped in memory
+            from cgan_ct.export import BlockGenerator, load_run_generator
+            from cgan_ct.intensity import IntensityMapping
+
+            generator, run = load_run_generator(model_dir)
+            self.info = {"block_size": run["model"]["block_size"], "task": run["task"], "intensity": run["intensity"]}
+            module = BlockGenerator(generator, IntensityMapping.from_json(run["intensity"]), self.info["block_size"])
+            self._signature = module.generate_hu_seeded
+        elif (model_dir / MODEL_INFO).exists() and (model_dir / "saved_model.pb").exists():
+            self.info = json.loads((model_dir / MODEL_INFO).read_text())
+            self._signature = tf.saved_model.load(str(model_dir)).signatures["generate_hu_seeded"]
+        else:
+            raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
         self.block_size = int(self.info["block_size"])
         self.task = self.info["task"]
-        self._signature = tf.saved_model.load(str(model_dir)).signatures["generate_hu_seeded"]
-        self._tf = tf
 
     def predictor(self, seed: int):
         """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call."""

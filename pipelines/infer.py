@@ -21,7 +21,7 @@ from cgan_ct.errors import VolumeError
 from cgan_ct.inference import CONDITION_MODES, BlockModel, infer_volume
 from cgan_ct.progress import ProgressBar
 
-_MODEL = flags.DEFINE_string("model", None, "A SavedModel folder written by cgan-ct-export.")
+_MODEL = flags.DEFINE_string("model", None, "A SavedModel folder (cgan-ct-export) or a training run folder.")
 _INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the outputs (must not hold them already).")
 _TASK = flags.DEFINE_string("task", None, "Task (default: the model's).")

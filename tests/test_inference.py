@@ -51,8 +51,14 @@ def test_infer_keeps_the_grid_and_uses_the_training_condition(model_dir, awkward
 def test_infer_rejects_wrong_task_and_non_models(model_dir, awkward_volume, tmp_path):
     with pytest.raises(VolumeError, match="trained for 'denoise'"):
         infer_volume(awkward_volume, BlockModel(model_dir), task="depixelate")
-    with pytest.raises(VolumeError, match="not a model exported"):
+    with pytest.raises(VolumeError, match="neither a model exported"):
         BlockModel(tmp_path)
+
+
+def test_a_run_folder_gives_the_same_output_as_its_export(model_dir, smoke_run, awkward_volume):  # noqa: F811
+    _, exported = infer_volume(awkward_volume, BlockModel(model_dir))
+    _, direct = infer_volume(awkward_volume, BlockModel(smoke_run))
+    assert np.abs(exported.hu.astype(int) - direct.hu).max() <= 1
 
 
 @pytest.mark.slow
