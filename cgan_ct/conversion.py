@@ -20,7 +20,7 @@ import shutil
 
 import numpy as np
 
-from cgan_ct import blocks, schema
+from cgan_ct import schema
 from cgan_ct.config import ConversionConfig
 from cgan_ct.errors import VolumeError
 from cgan_ct.manifest import MANIFEST, SPLITS, build_manifest, write_manifest
@@ -212,8 +212,3 @@ def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str,
         config=config,
         fingerprint=fingerprint,
     )
-
-
-def expected_blocks(shape_zyx, config: ConversionConfig) -> int:
-    """Blocks a volume of ``shape_zyx`` gives before any body filtering."""
-    return int(np.prod(blocks.block_counts(shape_zyx, config.block_size)))

@@ -14,10 +14,11 @@ import numpy as np
 from cgan_ct import corruption
 from cgan_ct.blocks import predict_volume
 from cgan_ct.errors import VolumeError
+from cgan_ct.export import MODEL_INFO, BlockGenerator, load_run_generator
+from cgan_ct.intensity import IntensityMapping
 from cgan_ct.pseudonym import pseudonym
 from cgan_ct.volume import AIR_HU, Volume, hu_to_int16
 
-MODEL_INFO = "cgan_ct_model.json"
 CONDITION_MODES = ("simulate", "as_is")
 _SLAB = 32  # slices per chunk when corrupting a whole volume
 
@@ -32,9 +33,6 @@ class BlockModel:
         model_dir = pathlib.Path(model_dir)
         self._tf = tf
         if (model_dir / "run.json").exists():  # a training run: its best generator, wrapped in memory
-            from cgan_ct.export import BlockGenerator, load_run_generator
-            from cgan_ct.intensity import IntensityMapping
-
             generator, run = load_run_generator(model_dir)
             self.info = {"block_size": run["model"]["block_size"], "task": run["task"], "intensity": run["intensity"]}
             module = BlockGenerator(generator, IntensityMapping.from_json(run["intensity"]), self.info["block_size"])
