@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 
+from cgan_ct import report
 from cgan_ct.baselines import baselines, seam_score
 from cgan_ct.inference import BlockModel, infer_volume
 from cgan_ct.lung import lung_mask
 from cgan_ct.metrics import quality
 from cgan_ct.volume import Volume
+from cgan_ct.volume_io import read_volume
 
 
 @dataclasses.dataclass
@@ -50,3 +53,30 @@ def evaluate_volume(volume: Volume, task: str, model: BlockModel, overlap: float
                 }
             )
     return TaskResult(task, volume.hu, condition.hu, generated.hu, rows)
+
+
+def evaluate_inputs(
+    inputs, models: dict, output_dir, overlap: float = 0.25, seed: int = 0, progress=None
+) -> list[dict]:
+    """Every model on every input: results.csv, report.md and figures/ in ``output_dir``; returns the rows.
+
+    ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task).
+    """
+    out = pathlib.Path(output_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    rows, total, done = [], len(inputs) * len(models), 0
+    for index, path in enumerate(inputs):
+        volume = read_volume(path)
+        for task, model in models.items():
+            result = evaluate_volume(volume, task, model, overlap, seed)
+            rows += result.rows
+            stem = f"{task}_{index:03d}"
+            report.scan_figure(result.original, result.generated, out / "figures" / f"{stem}_scan.png")
+            report.closeup_figure(
+                result.original, result.condition, result.generated, out / "figures" / f"{stem}_closeup.png"
+            )
+            done += 1
+            if progress:
+                progress(done, total)
+    report.write_report(rows, out)
+    return rows

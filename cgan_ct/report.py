@@ -74,3 +74,24 @@ def closeup_figure(original, condition, generated, path: pathlib.Path, size: int
     k, cy, cx = (n // 2 for n in original.shape)
     region = (k, slice(cy - size // 2, cy + size // 2), slice(cx - size // 2, cx + size // 2))
     return _save([_window(v[region], window) for v in (condition, generated, original)], path, scale=8)
+
+
+def write_report(rows: list[dict], output_dir) -> pathlib.Path:
+    """results.csv and report.md (tables and the figures found in output_dir/figures)."""
+    out = pathlib.Path(output_dir)
+    write_csv(rows, out / "results.csv")
+    figures = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    text = [
+        "# cgan-ct evaluation",
+        "PSNR and SSIM per axial slice, averaged; HU clipped to [-1024, 3071], data range 4096 HU. "
+        "Seam score: 1.0 means block seams are invisible.",
+        "## Whole volume (Table I)",
+        markdown_table(rows, "volume"),
+        "## Lungs (Table II)",
+        markdown_table(rows, "lungs"),
+        "## Figures",
+        *[f"![{p.stem}](figures/{p.name})" for p in figures],
+    ]
+    path = out / "report.md"
+    path.write_text("\n\n".join(text) + "\n")
+    return path

@@ -15,10 +15,11 @@ import sys
 
 from absl import app, flags
 
-from cgan_ct import read_volume, report
+from cgan_ct import report
 from cgan_ct.errors import VolumeError
-from cgan_ct.evaluation import evaluate_volume
+from cgan_ct.evaluation import evaluate_inputs
 from cgan_ct.inference import BlockModel
+from cgan_ct.progress import ProgressBar
 
 _MODELS = flags.DEFINE_multi_string("model", None, "TASK=MODEL_DIR (repeatable).")
 _INPUTS = flags.DEFINE_multi_string("input", None, "A DICOM folder or volume file (repeatable).")
@@ -42,39 +43,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not (_MODELS.value and _INPUTS.value and _OUTPUT.value):
         raise app.UsageError("--model, --input and --output_dir are required")
-    out = pathlib.Path(_OUTPUT.value)
     try:
         models = _models()
-        (out / "figures").mkdir(parents=True, exist_ok=True)
-        rows = []
-        for index, path in enumerate(_INPUTS.value):
-            volume = read_volume(path)
-            for task, model in models.items():
-                print(f"evaluating {task} on input {index + 1}/{len(_INPUTS.value)}", file=sys.stderr)
-                result = evaluate_volume(volume, task, model, _OVERLAP.value, _SEED.value)
-                rows += result.rows
-                stem = f"{task}_{index:03d}"
-                report.scan_figure(result.original, result.generated, out / "figures" / f"{stem}_scan.png")
-                report.closeup_figure(
-                    result.original, result.condition, result.generated, out / "figures" / f"{stem}_closeup.png"
-                )
+        bar = ProgressBar(len(_INPUTS.value) * len(models), "evaluated")
+        rows = evaluate_inputs(
+            _INPUTS.value, models, _OUTPUT.value, _OVERLAP.value, _SEED.value, lambda done, total: bar.update(done)
+        )
     except (VolumeError, ValueError) as exc:
         print(f"cgan-ct-evaluate: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    report.write_csv(rows, out / "results.csv")
-    text = [
-        "# cgan-ct evaluation",
-        "PSNR and SSIM per axial slice, averaged; HU clipped to [-1024, 3071], data range 4096 HU.",
-        "## Whole volume (Table I)",
-        report.markdown_table(rows, "volume"),
-        "## Lungs (Table II)",
-        report.markdown_table(rows, "lungs"),
-        "## Figures",
-        *[f"![{p.stem}](figures/{p.name})" for p in sorted((out / "figures").glob("*.png"))],
-    ]
-    (out / "report.md").write_text("\n\n".join(text) + "\n")
     print(report.markdown_table(rows, "volume"))
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {pathlib.Path(_OUTPUT.value) / 'report.md'}")
 
 
 def run() -> None:
