@@ -17,6 +17,7 @@ _JOBS = {
     "export": "pipelines.export",
     "infer": "pipelines.infer",
     "evaluate": "pipelines.evaluate",
+    "demo": "pipelines.demo",
 }
 
 setup(

@@ -241,8 +241,13 @@ def train(
     options: RunOptions,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int = 1,
+    extra_callbacks: list | None = None,
 ) -> TrainingResult:
-    """Trains (or resumes training) for ``config.epochs`` epochs; see the module docstring."""
+    """Trains (or resumes training) for ``config.epochs`` epochs; see the module docstring.
+
+    ``extra_callbacks`` are added to the job's own (e.g. a time budget that sets
+    ``model.stop_training``; the epoch then ends early and is checkpointed).
+    """
     dataset_dir, run_dir = pathlib.Path(dataset_dir), pathlib.Path(run_dir)
     manifest = load_manifest(dataset_dir)
     if manifest["block_size"] != config.block_size:
@@ -295,6 +300,7 @@ def train(
     if validation is not None:
         sample = next(iter(make_dataset(dataset_dir, "test", options.task, 4, options.seed)))
         callbacks.append(ImageSummaries(out_dir / "tensorboard", sample))
+    callbacks += list(extra_callbacks or [])
     try:
         return _fit_epochs(
             gan, dataset, validation, validation_steps, callbacks, guard, config, options, step, spe, verbose
