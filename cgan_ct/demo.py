@@ -8,6 +8,7 @@ other settings is refused).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -143,8 +144,36 @@ def run_demo(output_dir, settings: DemoSettings | None = None, data=None, say=pr
         "report": str(out / "report" / "report.md"),
         "minutes": (time.monotonic() - start) / 60,
         "test_scans": len(test_inputs),
-        "tasks": list(TASKS),
+        "comparison": _compare(_read_rows(out / "report" / "results.csv")),
     }
+
+
+def _read_rows(path: pathlib.Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [
+            {k: (v if k in ("patient", "volume", "task", "method", "region") else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def _compare(rows: list[dict]) -> dict:
+    """Per task, whole volume: mean PSNR of the model, of its condition and of the best baseline."""
+    summary = {}
+    for task in sorted({r["task"] for r in rows}):
+        psnr: dict = {}
+        for r in rows:
+            if r["task"] == task and r["region"] == "volume":
+                psnr.setdefault(r["method"], []).append(r["psnr_slices_db"])
+        mean = {method: sum(v) / len(v) for method, v in psnr.items()}
+        others = {m: v for m, v in mean.items() if m not in ("model", "condition")}
+        best = max(others, key=others.get) if others else "condition"
+        summary[task] = {
+            "model_db": mean["model"],
+            "condition_db": mean["condition"],
+            "best_baseline": best,
+            "best_baseline_db": mean[best],
+        }
+    return summary
 
 
 def _test_inputs(inputs, manifest: dict, data) -> list[pathlib.Path]:

@@ -39,6 +39,13 @@ def main(argv: list[str]) -> None:
     out = summary["output_dir"]
     print(f"\ncgan-ct-demo: done in {summary['minutes']:.1f} minutes.")
     print(f"  report (tables: model against baselines, figures): {summary['report']}")
+    print("  PSNR on held-out scans (whole volume, mean over axial slices):")
+    for task, c in summary["comparison"].items():
+        verdict = "beats" if c["model_db"] > c["condition_db"] else "does not beat"
+        print(
+            f"    {task:<11} model {c['model_db']:.2f} dB ({verdict} its condition, {c['condition_db']:.2f} dB); "
+            f"best baseline {c['best_baseline']} {c['best_baseline_db']:.2f} dB"
+        )
     print(f"  models (SavedModels): {out}/models/<task>    training runs: {out}/runs/<task>")
     print(f"  stitched volumes (NIfTI, DICOM): {out}/volumes/<task>/")
     print(
