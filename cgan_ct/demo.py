@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import pathlib
 import time
 
@@ -25,6 +24,7 @@ from cgan_ct.errors import VolumeError
 from cgan_ct.evaluation import evaluate_inputs
 from cgan_ct.export import export_generator
 from cgan_ct.inference import BlockModel, infer_volume
+from cgan_ct.json_files import write_json_atomic
 from cgan_ct.phantom import make_phantom
 from cgan_ct.training import RunOptions, train
 from cgan_ct.volume_files import write_nifti
@@ -80,9 +80,7 @@ class _State:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data)
 
 
 def _cohort(out: pathlib.Path, settings: DemoSettings, state: _State, say) -> list[pathlib.Path]:

@@ -6,16 +6,15 @@ Written last, atomically: a dataset folder with a manifest is complete.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 from cgan_ct import __version__, intensity, schema
 from cgan_ct.config import ConversionConfig
 from cgan_ct.errors import VolumeError
+from cgan_ct.json_files import write_json_atomic
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
-_TMP = ".tmp-"
 
 
 def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.IntensityMapping:
@@ -80,9 +79,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
 
 def write_manifest(output_dir, manifest: dict) -> None:
     """Writes ``manifest.json`` atomically."""
-    tmp = pathlib.Path(output_dir) / f"{_TMP}{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, pathlib.Path(output_dir) / MANIFEST)
+    write_json_atomic(pathlib.Path(output_dir) / MANIFEST, manifest)
 
 
 def load_manifest(dataset_dir) -> dict:

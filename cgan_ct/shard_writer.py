@@ -9,8 +9,6 @@ written next to it, first, so a shard under its final name always has one.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import pathlib
 
 import numpy as np
@@ -18,6 +16,7 @@ import numpy as np
 from cgan_ct import intensity
 from cgan_ct.config import ConversionConfig
 from cgan_ct.errors import VolumeError
+from cgan_ct.json_files import write_json_atomic
 from cgan_ct.sources import VolumeSource, skipped_from_error
 from cgan_ct.tfrecord_io import ShardWriter
 from cgan_ct.volume_records import convert_volume
@@ -68,13 +67,6 @@ def write_shard(task: ShardTask) -> dict:
             receipt["volumes"].append({**converted.entry, "split": task.split, "shard": task.name})
             histogram += converted.histogram
         receipt.update(records=writer.records, bytes=writer.bytes, crc32c=writer.crc32c, histogram=histogram.tolist())
-        _write_json_atomic(task.receipt_path, receipt)
+        write_json_atomic(task.receipt_path, receipt)
         writer.commit()
     return receipt
-
-
-def _write_json_atomic(path: pathlib.Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

@@ -31,6 +31,7 @@ from cgan_ct.config import ModelConfig
 from cgan_ct.errors import VolumeError
 from cgan_ct.gan import ConditionalGAN
 from cgan_ct.input_pipeline import PipelineOptions, make_dataset
+from cgan_ct.json_files import write_json_atomic
 from cgan_ct.manifest import load_manifest
 from cgan_ct.networks import build_discriminator, build_generator
 
@@ -102,12 +103,6 @@ def _steps(gan: ConditionalGAN) -> int:
     return int(np.asarray(gan.g_optimizer.iterations.numpy()))
 
 
-def _atomic_json(path: pathlib.Path, data: dict) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 class Backup(keras.callbacks.Callback):
     """Saves the resume point every ``every`` steps and at each epoch end (only finite states)."""
 
@@ -123,7 +118,7 @@ class Backup(keras.callbacks.Callback):
         self.model.save_weights(tmp)
         os.replace(tmp, self.folder / "weights.weights.h5")
         seed_state = np.asarray(self.model.noise_seed.state.numpy()).tolist()
-        _atomic_json(self.folder / "state.json", {"step": _steps(self.model), "noise_seed_state": seed_state})
+        write_json_atomic(self.folder / "state.json", {"step": _steps(self.model), "noise_seed_state": seed_state})
 
     def on_train_batch_end(self, batch, logs=None):
         if _steps(self.model) % self.every == 0:
@@ -186,7 +181,7 @@ class GeneratorCheckpoints(keras.callbacks.Callback):
         if score < self.best:
             self.best = score
             self._save(GENERATOR_BEST)
-            _atomic_json(self.run_dir / "best.json", {"val_g_l1": score, "epoch": epoch + 1})
+            write_json_atomic(self.run_dir / "best.json", {"val_g_l1": score, "epoch": epoch + 1})
 
 
 class ImageSummaries(keras.callbacks.Callback):
@@ -231,7 +226,7 @@ def _check_run_dir(run_dir: pathlib.Path, record: dict) -> None:
     if path.exists() and _comparable(json.loads(path.read_text())) != _comparable(record):
         raise VolumeError(run_dir, "holds a run with other settings or data; use another --output_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_json(path, record)
+    write_json_atomic(path, record)
 
 
 def train(
