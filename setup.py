@@ -18,6 +18,8 @@ _JOBS = {
     "infer": "pipelines.infer",
     "evaluate": "pipelines.evaluate",
     "demo": "pipelines.demo",
+    "train-cascade": "pipelines.train_cascade",
+    "synthesize": "pipelines.synthesize",
 }
 
 setup(

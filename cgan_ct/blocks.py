@@ -105,11 +105,26 @@ def predict_volume(
     stride = max(1, int(round(block * (1 - overlap))))
     origins = list(itertools.product(*(sliding_origins(n, block, stride) for n in padded.shape)))
     weights = blend_window(block, window)
-    total = np.zeros(padded.shape, np.float32)
-    norm = np.zeros(padded.shape, np.float32)
+    total, norm = predict_sums(padded, predictor, block, origins, weights, batch_size, progress)
+    np.divide(total, norm, out=total)
+    return total[: shape[0], : shape[1], : shape[2]]
+
+
+def predict_sums(
+    volume: np.ndarray, predictor, block: int, origins, weights: np.ndarray, batch_size: int = 16, progress=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of weighted predictions, sum of weights), float32 arrays shaped like ``volume``.
+
+    ``origins`` (z, y, x) are block starts inside ``volume`` (no padding is
+    done here); ``weights`` is a [block]^3 window. Dividing the first by the
+    second gives the stitched prediction; keeping them apart lets a caller
+    blend across separately predicted slabs (cgan_ct.cascade).
+    """
+    total = np.zeros(volume.shape, np.float32)
+    norm = np.zeros(volume.shape, np.float32)
     for start in range(0, len(origins), batch_size):
         chunk = origins[start : start + batch_size]
-        tiles = [padded[z : z + block, y : y + block, x : x + block] for z, y, x in chunk]
+        tiles = [volume[z : z + block, y : y + block, x : x + block] for z, y, x in chunk]
         batch = np.stack(tiles).astype(np.float32, copy=False)[..., None]
         predicted = np.asarray(predictor(batch), np.float32).reshape(len(chunk), block, block, block)
         for (z, y, x), values in zip(chunk, predicted, strict=True):
@@ -117,5 +132,4 @@ def predict_volume(
             norm[z : z + block, y : y + block, x : x + block] += weights
         if progress:
             progress(start + len(chunk), len(origins))
-    np.divide(total, norm, out=total)
-    return total[: shape[0], : shape[1], : shape[2]]
+    return total, norm

@@ -32,6 +32,8 @@ class ConversionConfig:
       pad_hu: value of voxels beyond the volume's edge (air).
       intensity: "equalize" (the paper's histogram equalization, fitted on
         the training split) or "linear" (a fixed window to [-1, 1]).
+      subsample: keep every subsample-th voxel along z, y, x after reading
+        (cgan_ct.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
     """
 
     block_size: int = 32
@@ -44,8 +46,11 @@ class ConversionConfig:
     unet_depth: int = 4
     pad_hu: int = AIR_HU
     intensity: str = "equalize"
+    subsample: int = 1
 
     def __post_init__(self):
+        if self.subsample < 1:
+            raise ValueError(f"subsample must be >= 1, got {self.subsample}")
         if self.block_size <= 0 or self.block_size % (2**self.unet_depth):
             raise ValueError(
                 f"block_size {self.block_size} must be a positive multiple of 2**unet_depth = "
@@ -161,3 +166,53 @@ def model_config(preset: str = "paper", **overrides) -> ModelConfig:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(MODEL_PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(MODEL_PRESETS[preset], **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseConfig:
+    """The synthesis cascade's coarse generator: whole low-resolution volumes from noise.
+
+    Attributes:
+      size: in-plane voxels of the coarse level (512 / 2**levels; a power of
+        two >= 8; the latent grid is 4 x 4 in-plane).
+      latent_channels: noise channels per latent voxel (one latent slice per
+        coarse slice, so the depth follows the requested slice count).
+      filters: filters at the latent level, halved at each in-plane
+        up-sampling (never below 8); the discriminator mirrors them.
+      crop_depth: coarse slices per training example (a random z crop; the
+        relative z position of each slice is an input of both networks).
+      batch_size, steps, learning_rate, beta_1: training.
+    """
+
+    size: int = 64
+    latent_channels: int = 32
+    filters: int = 64
+    crop_depth: int = 8
+    batch_size: int = 8
+    steps: int = 2000
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+
+    def __post_init__(self):
+        if self.size < 8 or self.size & (self.size - 1):
+            raise ValueError(f"coarse size must be a power of two >= 8, got {self.size}")
+        if min(self.latent_channels, self.filters, self.crop_depth, self.batch_size, self.steps) < 1:
+            raise ValueError("latent channels, filters, crop depth, batch size and steps must be positive")
+
+    @property
+    def upsamplings(self) -> int:
+        return (self.size // 4).bit_length() - 1
+
+
+COARSE_PRESETS = {
+    "paper": CoarseConfig(filters=128, latent_channels=64, batch_size=16, steps=20000),
+    "cpu": CoarseConfig(),
+    "smoke": CoarseConfig(size=8, latent_channels=4, filters=8, crop_depth=4, batch_size=2, steps=4),
+}
+
+
+def coarse_config(preset: str = "cpu", **overrides) -> CoarseConfig:
+    """The named coarse-generator preset with ``overrides`` applied (None values are ignored)."""
+    if preset not in COARSE_PRESETS:
+        raise ValueError(f"unknown coarse preset {preset!r}; choose from {sorted(COARSE_PRESETS)}")
+    return dataclasses.replace(COARSE_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})

@@ -60,7 +60,8 @@ def split_patients(patient_keys, test_fraction: float, seed: int) -> dict[str, s
 
 
 def _estimated_bytes(source: VolumeSource, config: ConversionConfig) -> int:
-    return int(source.estimated_voxels / config.block_size**3 * config.record_bytes * 1.1)
+    voxels = source.estimated_voxels / config.subsample**3
+    return int(voxels / config.block_size**3 * config.record_bytes * 1.1)
 
 
 def plan_shards(sources, config: ConversionConfig, salt, output_dir: pathlib.Path) -> list[ShardTask]:

@@ -50,7 +50,7 @@ def _check_writable(volume: Volume, folder: pathlib.Path, overwrite: bool) -> No
         raise VolumeError(folder.parent, "output parent folder does not exist")
 
 
-def _series_template(volume: Volume, description: str) -> Dataset:
+def _series_template(volume: Volume, description: str, synthetic: bool = False) -> Dataset:
     """Attributes shared by every slice of the new series."""
     ds = Dataset()
     acq = volume.acquisition
@@ -67,6 +67,11 @@ def _series_template(volume: Volume, description: str) -> Dataset:
     ds.ReferringPhysicianName = ""
     ds.SeriesDescription = description
     ds.DerivationDescription = f"written by {_package}; pseudonymous, new UIDs"
+    if synthetic:
+        # Not Synthetic Data (0008,001C): the dciodvfy of Debian 12's dicom3tools rejects it as
+        # unknown. The standard-old marks: derived image type, derivation and comments.
+        ds.DerivationDescription = f"SYNTHETIC: generated from noise by {_package}; no real patient"
+        ds.ImageComments = "SYNTHETIC IMAGE - no real patient was scanned"
     ds.PatientName = ""
     ds.PatientID = volume.patient_key
     ds.PatientBirthDate = ""
@@ -125,13 +130,15 @@ def write_dicom_series(
     folder: str | os.PathLike,
     description: str = "cgan-ct volume",
     overwrite: bool = False,
+    synthetic: bool = False,
 ) -> pathlib.Path:
     """Writes ``volume`` as a CT Image Storage series, one file per z slice.
 
     Files are named ``IM00001.dcm``... The series is written into a temporary
     sibling folder and moved into place when complete, so ``folder`` ends up
     holding the whole series or is left as it was. An existing non-empty
-    ``folder`` is refused unless ``overwrite`` is true.
+    ``folder`` is refused unless ``overwrite`` is true. ``synthetic`` marks
+    the series as generated data of no real patient (derivation description, image comments).
 
     Returns:
       The folder written.
@@ -141,7 +148,7 @@ def write_dicom_series(
     if int(volume.hu.max(initial=0)) > np.iinfo(np.int16).max + _INTERCEPT:
         raise VolumeError(folder, "HU above 31743 cannot be stored with the -1024 intercept")
     stored = (volume.hu.astype(np.int32) - _INTERCEPT).astype(np.int16)
-    template = _series_template(volume, description)
+    template = _series_template(volume, description, synthetic)
     stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
     tmp = folder.parent / f".{folder.name}.tmp-{stamp}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

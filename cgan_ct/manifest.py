@@ -64,6 +64,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         "spacing_policy": "native" if config.spacing_mm is None else {"resampled_to_mm": list(config.spacing_mm)},
         "split": {"by": "patient", "test_fraction": config.test_fraction, "seed": config.seed},
         "drop_outside_body": config.drop_outside_body,
+        "subsample": config.subsample,
         "intensity": fit_intensity(train_histogram, config).to_json(),
         "counts": {
             "volumes": len(volumes),

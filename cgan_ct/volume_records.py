@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from cgan_ct import blocks, intensity, schema
+from cgan_ct import blocks, intensity, pyramid, schema
 from cgan_ct.body_mask import body_mask
 from cgan_ct.config import ConversionConfig
 from cgan_ct.sources import VolumeSource
@@ -51,7 +51,7 @@ def _volume_blocks(volume, config: ConversionConfig):
 
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
     """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
-    volume = source.read(salt, config.spacing_mm)
+    volume = pyramid.subsample_volume(source.read(salt, config.spacing_mm), config.subsample)
     kept, dropped = _volume_blocks(volume, config)
     encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)
     records = (encoder.encode(block, origin, padding) for origin, block, padding in kept)

@@ -1,0 +1,75 @@
+"""cgan-ct-train-cascade: train the synthesis cascade (coarse generator + x2 depixelation stages).
+
+  cgan-ct-train-cascade --input PATH [PATH ...] --output_dir OUT [--preset cpu|paper|smoke]
+                        [--levels 3] [--size 512] [--stage_steps N] [--coarse_steps N]
+                        [--test_fraction 0.2] [--seed 0] [--workers N]
+
+PATH: DICOM folders, volume files, or root folders of them. OUT receives
+datasets/level<j>/, runs/ and cascade/ (the model set for cgan-ct-synthesize).
+Running again into OUT resumes: finished stages are skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from cgan_ct.cascade_training import CascadeSettings, train_cascade
+from cgan_ct.config import coarse_config, conversion_config, model_config
+from cgan_ct.errors import VolumeError
+from cgan_ct.fit_progress import FitProgress
+
+_INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for datasets, runs and the cascade.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Model sizes of every stage.")
+_LEVELS = flags.DEFINE_integer("levels", 3, "x2 stages between the coarse level and full resolution.")
+_SIZE = flags.DEFINE_integer("size", 512, "In-plane voxels of the synthetic volumes.")
+_STAGE_STEPS = flags.DEFINE_integer("stage_steps", 2000, "Training steps per depixelation stage.")
+_COARSE_STEPS = flags.DEFINE_integer("coarse_steps", None, "Training steps of the coarse generator (preset's).")
+_TEST = flags.DEFINE_float("test_fraction", 0.2, "Fraction of patients held out.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the split, the training and the noise.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Conversion processes (default: all cores).")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not (_INPUT.value and _OUTPUT.value):
+        raise app.UsageError("--input and --output_dir are required")
+    preset = _PRESET.value
+    try:
+        settings = CascadeSettings(
+            levels=_LEVELS.value,
+            size=_SIZE.value,
+            stage=model_config(preset),
+            stage_steps=_STAGE_STEPS.value,
+            coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
+            conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
+            seed=_SEED.value,
+        )
+
+        def callbacks(name):
+            steps = settings.coarse.steps if name == "coarse" else settings.stage_steps
+            return [FitProgress(name, steps=steps, show=("g_l1", "d_loss", "g_loss"))]
+
+        cascade = train_cascade(
+            _INPUT.value,
+            _OUTPUT.value,
+            settings,
+            say=lambda m: print(m, flush=True),
+            callbacks=callbacks,
+            workers=_WORKERS.value,
+        )
+    except (VolumeError, ValueError) as exc:
+        print(f"cgan-ct-train-cascade: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"cascade ready: {cascade}\nnext: cgan-ct-synthesize --model_dir {cascade} --output_dir SYNTHETIC --count 4")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

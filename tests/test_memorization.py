@@ -1,0 +1,185 @@
+"""The privacy check: planted training blocks are flagged, blocks of other patients are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from cgan_ct.memorization import (
+    BlockSet,
+    blocks_from_volumes,
+    extract_blocks,
+    memorization_check,
+    nearest_distances,
+)
+from cgan_ct.phantom import make_phantom
+
+BLOCK = 16
+TRAINING_SEEDS = (0, 1, 2)
+HELDOUT_SEEDS = (3, 4)
+SYNTHETIC_SEEDS = (5, 6)
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> dict[int, np.ndarray]:
+    return {seed: make_phantom(seed, 32, 96).hu for seed in TRAINING_SEEDS + HELDOUT_SEEDS + SYNTHETIC_SEEDS}
+
+
+@pytest.fixture(scope="module")
+def training(phantoms) -> BlockSet:
+    return blocks_from_volumes([phantoms[s] for s in TRAINING_SEEDS], block=BLOCK)
+
+
+@pytest.fixture(scope="module")
+def heldout(phantoms) -> BlockSet:
+    return blocks_from_volumes([phantoms[s] for s in HELDOUT_SEEDS], block=BLOCK)
+
+
+def _plant(phantoms, training: BlockSet, index: int, change) -> tuple[BlockSet, tuple[int, int, int]]:
+    """Synthetic blocks of the synthetic seeds, with training block ``index`` (HU, after ``change``) pasted into
+    the first synthetic volume at the same origin."""
+    z, y, x = (int(v) for v in training.origins_zyx[index])
+    window = np.s_[z : z + BLOCK, y : y + BLOCK, x : x + BLOCK]
+    source = phantoms[TRAINING_SEEDS[training.volume_index[index]]][window]
+    target = phantoms[SYNTHETIC_SEEDS[0]].copy()
+    target[window] = change(source)
+    synthetic = blocks_from_volumes([target] + [phantoms[s] for s in SYNTHETIC_SEEDS[1:]], block=BLOCK)
+    return synthetic, (z, y, x)
+
+
+def _a_training_block(training: BlockSet) -> int:
+    """A block of the second training volume near the middle of the body (mostly lung, heart and ribs)."""
+    candidates = np.flatnonzero(training.volume_index == 1)
+    assert candidates.size > 10
+    return int(candidates[candidates.size // 2])
+
+
+def test_planted_exact_copy_is_flagged(phantoms, training, heldout):
+    index = _a_training_block(training)
+    synthetic, origin = _plant(phantoms, training, index, lambda hu: hu)
+    report = memorization_check(synthetic, training, heldout)
+    assert len(report.flagged) == 1
+    flagged = report.flagged[0]
+    assert flagged.distance == 0.0  # recomputed exactly, not from the float32 expansion
+    assert (flagged.synthetic_volume, flagged.synthetic_origin_zyx) == (0, origin)
+    assert (flagged.training_index, flagged.training_volume, flagged.training_origin_zyx) == (index, 1, origin)
+    assert flagged.flip_axes == ()
+    assert report.heldout_distance.min() > 0.05  # other patients stay far: the threshold is not noise-level
+    text = report.markdown()
+    assert f"Flagged: 1 of {len(synthetic)} synthetic blocks" in text and "heldout -> training" in text
+
+
+def test_planted_copy_with_noise_is_flagged(phantoms, training, heldout):
+    index = _a_training_block(training)
+    rng = np.random.default_rng(7)
+
+    def noisy(hu):
+        return np.rint(hu + rng.normal(0, 10, hu.shape)).astype(np.int16)
+
+    synthetic, origin = _plant(phantoms, training, index, noisy)
+    report = memorization_check(synthetic, training, heldout)
+    assert [(f.training_index, f.synthetic_origin_zyx) for f in report.flagged] == [(index, origin)]
+    # 10 HU Gaussian noise is about 10 / 1024 RMS in the normalized scale
+    assert report.flagged[0].distance == pytest.approx(10 / 1024, rel=0.1)
+    assert report.flagged[0].distance < report.threshold / 3
+
+
+def test_mirrored_copy_is_flagged_only_with_the_flip(phantoms, training, heldout):
+    index = _a_training_block(training)
+    synthetic, origin = _plant(phantoms, training, index, lambda hu: hu[:, :, ::-1])
+    report = memorization_check(synthetic, training, heldout)  # left-right flips by default
+    assert [(f.training_index, f.flip_axes, f.distance) for f in report.flagged] == [(index, (2,), 0.0)]
+    unflipped = memorization_check(synthetic, training, heldout, flip_axes=())
+    assert unflipped.flagged == ()
+
+
+def test_other_patients_are_not_flagged(phantoms, training, heldout):
+    synthetic = blocks_from_volumes([phantoms[s] for s in SYNTHETIC_SEEDS], block=BLOCK)
+    report = memorization_check(synthetic, training, heldout, flip_axes=(0, 1, 2))
+    assert report.flagged == ()
+    assert report.synthetic_distance.shape == (len(synthetic),) and report.heldout_distance.shape == (len(heldout),)
+    quantiles = report.quantiles()
+    # novel blocks, synthetic or held-out, sit at comparable distances from the training set
+    assert 0.5 < quantiles["synthetic"]["median"] / quantiles["heldout"]["median"] < 2
+    assert report.threshold == pytest.approx(0.5 * report.heldout_distance.min())
+    assert "Flagged: 0 of" in report.markdown()
+
+
+def test_flip_along_any_axis_is_found_and_named():
+    rng = np.random.default_rng(3)
+    training = rng.uniform(-1, 1, (20, 4, 4, 4)).astype(np.float32)
+    synthetic = np.stack([training[5, ::-1], training[9, :, ::-1, ::-1], rng.uniform(-1, 1, (4, 4, 4))])
+    heldout = rng.uniform(-1, 1, (10, 64)).astype(np.float32)
+    report = memorization_check(synthetic.reshape(3, 64), training.reshape(20, 64), heldout, flip_axes=(0, 1, 2))
+    found = sorted((f.synthetic_index, f.training_index, f.flip_axes) for f in report.flagged)
+    assert found == [(0, 5, (0,)), (1, 9, (1, 2))]
+    assert report.flagged[0].synthetic_volume == -1  # plain arrays carry no source
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_nearest_distances_agree_with_brute_force(chunk):
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, (53, 27)).astype(np.float32)
+    query = rng.normal(0, 1, (37, 27)).astype(np.float32)
+    query[4] = reference[11]
+    distance, index = nearest_distances(query, reference, chunk=chunk)
+    full = cdist(query.astype(np.float64), reference.astype(np.float64))
+    np.testing.assert_array_equal(index, full.argmin(axis=1))
+    np.testing.assert_allclose(distance, full.min(axis=1) / np.sqrt(27), rtol=1e-6, atol=0)
+    assert distance[4] == 0.0 and index[4] == 11
+
+
+def test_nearest_distances_on_ct_blocks_agree_with_brute_force(training, heldout):
+    # large, nearly equal norms (air and lung near -1) are where the |a|^2 + |b|^2 - 2ab expansion loses digits
+    distance, index = nearest_distances(heldout.blocks, training.blocks, chunk=16)
+    full = cdist(heldout.blocks.astype(np.float64), training.blocks.astype(np.float64))
+    np.testing.assert_array_equal(index, full.argmin(axis=1))
+    np.testing.assert_allclose(distance, full.min(axis=1) / np.sqrt(BLOCK**3), rtol=1e-9)
+
+
+def test_air_and_uniform_blocks_are_excluded():
+    hu = np.full((32, 48, 48), -1000, np.int16)
+    assert extract_blocks(hu, block=BLOCK)[0].shape == (0, BLOCK**3)
+    rng = np.random.default_rng(1)
+    hu[:, :32, :32] = 40 + rng.normal(0, 15, (32, 32, 32)).round().astype(np.int16)  # one tissue, CT-like noise
+    hu[:, :32, 8:16] = 400  # a bone plate: structure in the blocks it crosses
+    blocks, origins = extract_blocks(hu, block=BLOCK)
+    # only the blocks holding the plate: body fraction >= 0.5 and HU spread >= 40
+    assert sorted(map(tuple, origins.tolist())) == [(z, y, 0) for z in (0, 16) for y in (0, 16)]
+    assert blocks.dtype == np.float32 and blocks.shape == (4, BLOCK**3)
+    assert blocks.min() >= -1 and blocks.max() == pytest.approx(400 / 1024)
+    uniform_kept = extract_blocks(hu, block=BLOCK, min_std_hu=0)[1]
+    assert len(uniform_kept) == 8  # the uniform tissue blocks come back without the spread filter; air never does
+
+
+def test_stride_and_sources(phantoms):
+    blocks, origins = extract_blocks(phantoms[0], block=BLOCK, stride=8)
+    assert len(blocks) > len(extract_blocks(phantoms[0], block=BLOCK)[0])
+    assert origins[:, 0].max() == 32 - BLOCK and set(origins[:, 0].tolist()) <= {0, 8, 16}
+    both = blocks_from_volumes([phantoms[0], make_phantom(1, 32, 96)], block=BLOCK)
+    assert set(both.volume_index.tolist()) == {0, 1} and len(both) == both.origins_zyx.shape[0]
+
+
+def test_bad_inputs_raise_clear_errors(training, heldout):
+    small = np.zeros((3, 8**3), np.float32)
+    with pytest.raises(ValueError, match="different sizes"):
+        nearest_distances(small, training.blocks)
+    with pytest.raises(ValueError, match="reference is empty"):
+        nearest_distances(small, np.zeros((0, 8**3), np.float32))
+    with pytest.raises(ValueError, match="different sizes"):
+        memorization_check(small, training, heldout)
+    with pytest.raises(ValueError, match="heldout has no blocks"):
+        memorization_check(training, training, np.zeros((0, BLOCK**3), np.float32))
+    with pytest.raises(ValueError, match="training is empty|training has no blocks"):
+        memorization_check(heldout, np.zeros((0, BLOCK**3), np.float32), heldout)
+    with pytest.raises(ValueError, match="flip_axes"):
+        memorization_check(heldout, training, heldout, flip_axes=(3,))
+    with pytest.raises(ValueError, match="not an integer cubed"):
+        memorization_check(np.zeros((2, 10)), np.zeros((2, 10)), np.ones((2, 10)))
+    with pytest.raises(ValueError, match="threshold_factor"):
+        memorization_check(heldout, training, heldout, threshold_factor=1.5)
+    with pytest.raises(ValueError, match="smaller than a block"):
+        extract_blocks(np.zeros((8, 64, 64), np.int16), block=BLOCK)
+    with pytest.raises(ValueError, match="3-D"):
+        extract_blocks(np.zeros((64, 64), np.int16), block=BLOCK)

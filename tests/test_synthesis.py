@@ -1,0 +1,217 @@
+"""The synthesis cascade: scale levels, streamed x2 refinement, the coarse generator,
+training a tiny cascade end to end, synthetic DICOM output and what it must not carry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+
+from cgan_ct import read_volume
+from cgan_ct.blocks import predict_volume
+from cgan_ct.cascade import cascade_stream, refine_stream
+from cgan_ct.config import coarse_config, conversion_config, model_config
+from cgan_ct.errors import VolumeError
+from cgan_ct.phantom import make_phantom
+from cgan_ct.pyramid import level_shape, subsample, subsample_volume, upsample_nearest
+from cgan_ct.volume_files import write_nifti
+from tests.conftest import REPO, require_tool
+
+
+def _block_mean_predictor(blocks):
+    """Depends on the whole block, so any tiling or blending difference shows."""
+    return blocks * 0.5 + blocks.mean(axis=(1, 2, 3, 4), keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(37, 33, 40), (9, 40, 40), (64, 48, 40), (20, 16, 16)])
+@pytest.mark.parametrize("slab_rows", [1, 3, 8])
+def test_refine_stream_equals_whole_volume_stitching(shape, slab_rows):
+    rng = np.random.default_rng(0)
+    coarse = rng.normal(0, 100, level_shape(shape, 1)).astype(np.float32)
+    slabs = (coarse[z : z + slab_rows] for z in range(0, len(coarse), slab_rows))
+    streamed = list(refine_stream(slabs, shape, _block_mean_predictor, 16, overlap=0.25, pad_value=-1000))
+    assert all(len(s) > 0 for s in streamed)
+    whole = predict_volume(upsample_nearest(coarse, 2, shape), _block_mean_predictor, 16, 0.25, pad_value=-1000)
+    np.testing.assert_allclose(np.concatenate(streamed), whole, atol=1e-3)
+
+
+def test_refine_stream_holds_a_few_slabs_whatever_the_depth():
+    """The stream yields as it reads: after the first output, it has read only about a block ahead."""
+    rng = np.random.default_rng(1)
+    coarse = rng.normal(0, 1, (64, 16, 16)).astype(np.float32)
+    read = []
+
+    def slabs():
+        for z in range(len(coarse)):
+            read.append(z)
+            yield coarse[z : z + 1]
+
+    stream = refine_stream(slabs(), (128, 32, 32), lambda b: b, 16, overlap=0.25)
+    first = next(stream)
+    assert len(first) == 12 and len(read) <= 16  # one block of finer rows needs 8 coarse rows, plus a stride
+    rest = list(stream)
+    assert sum(len(s) for s in rest) + len(first) == 128 and len(read) == 64
+
+
+def test_cascade_of_identities_is_nearest_upsampling():
+    rng = np.random.default_rng(2)
+    coarse = rng.normal(0, 100, (5, 8, 8)).astype(np.float32)
+    shapes = [(10, 16, 16), (19, 32, 32)]
+    out = np.concatenate(list(cascade_stream(coarse, [(lambda b: b, 8), (lambda b: b, 16)], shapes, slab_rows=2)))
+    np.testing.assert_allclose(out, upsample_nearest(coarse, 4, (19, 32, 32)), atol=1e-3)
+
+
+def test_refine_stream_rejects_wrong_slabs():
+    with pytest.raises(ValueError, match="expected"):
+        list(refine_stream([np.zeros((4, 9, 8), np.float32)], (8, 16, 16), lambda b: b, 8))
+    with pytest.raises(ValueError, match="needs 4"):
+        list(refine_stream([np.zeros((6, 8, 8), np.float32)], (8, 16, 16), lambda b: b, 8))
+
+
+def test_subsample_volume_keeps_the_first_voxel_and_scales_spacing():
+    volume = make_phantom(0, 10, 32)
+    half = subsample_volume(volume, 2)
+    assert half.shape == (5, 16, 16) == level_shape(volume.shape, 1)
+    np.testing.assert_array_equal(half.hu, subsample(volume.hu, 2))
+    assert half.spacing_mm == tuple(2 * s for s in volume.spacing_mm)
+    np.testing.assert_allclose(half.index_to_lps((1, 1, 1)), volume.index_to_lps((2, 2, 2)))
+    assert half.volume_id != volume.volume_id
+
+
+def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
+    from cgan_ct.conversion import convert
+
+    write_nifti(make_phantom(0, 16, 64), tmp_path / "p.nii.gz")
+    manifest = convert(
+        [tmp_path / "p.nii.gz"], tmp_path / "ds", conversion_config("smoke", test_fraction=0.0, subsample=2), workers=1
+    ).manifest
+    assert manifest["subsample"] == 2
+    assert manifest["volumes"][0]["shape_zyx"] == [8, 32, 32]
+    with pytest.raises(ValueError, match="subsample"):
+        conversion_config("smoke", subsample=0)
+
+
+def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
+    from cgan_ct.coarse_gan import CoarseModel, build_coarse_generator, save_coarse_model
+    from cgan_ct.intensity import linear_mapping
+
+    config = coarse_config("smoke", size=16)
+    generator = build_coarse_generator(config)
+    save_coarse_model(generator, linear_mapping(), config, tmp_path / "coarse")
+    model = CoarseModel(tmp_path / "coarse")
+    a, b = model.draw(3, 5), model.draw(3, 5)
+    assert a.shape == (5, 16, 16) and model.draw(3, 11).shape == (11, 16, 16)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - model.draw(4, 5)).max() > 0
+    assert a.min() >= -1024 and a.max() <= 3071
+    with pytest.raises(VolumeError, match="not a coarse generator"):
+        CoarseModel(tmp_path)
+
+
+def test_coarse_crops_carry_their_relative_height():
+    from cgan_ct.coarse_gan import crop_batches
+
+    config = coarse_config("smoke", size=8, crop_depth=4, batch_size=3)
+    volumes = [np.full((6, 8, 8), 0.5, np.float32), np.zeros((2, 8, 8), np.float32)]
+    volumes_batch, positions = next(crop_batches(volumes, config, seed=0))
+    assert volumes_batch.shape == (3, 4, 8, 8, 1) and positions.shape == (3, 4)
+    assert (np.diff(positions, axis=1) > 0).all()
+    for volume, position in zip(volumes_batch[..., 0], positions, strict=True):
+        if volume.min() == -1:  # the 2-slice volume, padded with air above its top: past +1 there
+            np.testing.assert_array_equal(volume[2:], -1)
+            np.testing.assert_allclose(position, [-0.5, 0.5, 1.5, 2.5])
+        else:
+            assert (np.abs(position) < 1).all()
+    with pytest.raises(ValueError, match="expected"):
+        next(crop_batches([np.zeros((4, 9, 9), np.float32)], config, seed=0))
+
+
+@pytest.fixture(scope="module")
+def tiny_cascade(tmp_path_factory):
+    """A two-level cascade trained for a few steps on four 64 x 64 phantoms (about a minute)."""
+    from cgan_ct.cascade_training import CascadeSettings, train_cascade
+
+    root = tmp_path_factory.mktemp("cascade")
+    (root / "in").mkdir()
+    for seed in range(4):
+        write_nifti(make_phantom(seed, 24, 64), root / "in" / f"p{seed}.nii.gz")
+    settings = CascadeSettings(
+        levels=2,
+        size=64,
+        stage=model_config("smoke"),
+        stage_steps=3,
+        coarse=coarse_config("smoke"),
+        conversion=conversion_config("smoke", test_fraction=0.25),
+    )
+    messages = []
+    cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
+    return root, settings, cascade, messages
+
+
+@pytest.mark.slow
+def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
+    from cgan_ct.synthesis import Cascade
+
+    _, _, folder, messages = tiny_cascade
+    assert any("coarse" in m for m in messages) and sum("training the x2" in m for m in messages) == 2
+    info = json.loads((folder / "cascade.json").read_text())
+    assert info["stages"] == ["stage1", "stage0"] and info["training"]["volumes"] == 3
+    cascade = Cascade(folder)
+    assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
+    calls = []
+    volume = cascade.synthesize(1, 20, progress=lambda *a: calls.append(a))
+    assert volume.shape == (20, 64, 64) and volume.hu.dtype == np.int16
+    assert volume.spacing_mm == tuple(info["spacing_mm"])
+    assert {c[0] for c in calls} == {0, 1}
+    np.testing.assert_array_equal(volume.hu, cascade.synthesize(1, 20).hu)
+    assert not np.array_equal(volume.hu, cascade.synthesize(2, 20).hu)
+    assert cascade.synthesize(1, 37).shape == (37, 64, 64)
+
+
+@pytest.mark.slow
+def test_training_again_resumes_without_retraining(tiny_cascade):
+    from cgan_ct.cascade_training import train_cascade
+
+    root, settings, folder, _ = tiny_cascade
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    messages = []
+    train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
+    assert messages == []
+    assert before == {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_synthesize_cli_writes_marked_dicom_that_passes_dciodvfy(tiny_cascade, tmp_path):
+    _, _, folder, _ = tiny_cascade
+    out = tmp_path / "syn"
+    command = [sys.executable, "-m", "pipelines.synthesize", "--model_dir", str(folder), "--output_dir", str(out)]
+    result = subprocess.run([*command, "--count", "2", "--slices", "12"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "synthesis.json").read_text())
+    assert [v["seed"] for v in record["volumes"]] == [0, 1]
+    volume = read_volume(out / "synthetic_000" / "volume.nii.gz")
+    series = read_volume(out / "synthetic_000" / "dicom")
+    assert volume.shape == (12, 64, 64)
+    np.testing.assert_array_equal(series.hu, volume.hu)
+    files = sorted((out / "synthetic_000" / "dicom").glob("*.dcm"))
+    first, other = pydicom.dcmread(files[0]), pydicom.dcmread(sorted((out / "synthetic_001" / "dicom").glob("*"))[0])
+    assert "SYNTHETIC" in first.ImageComments and "SYNTHETIC" in first.DerivationDescription
+    assert first.StudyInstanceUID != other.StudyInstanceUID and first.PatientID != other.PatientID
+    assert first.PatientName == "" and "DERIVED" in first.ImageType
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 2 and "exists" in again.stderr
+    dciodvfy = require_tool("dciodvfy")
+    report = subprocess.run([dciodvfy, str(files[0])], capture_output=True, text=True)
+    text = report.stdout + report.stderr
+    assert "CTImage" in text and [line for line in text.splitlines() if line.startswith("Error")] == [], text
+
+
+def test_cascade_folder_errors_name_the_folder(tmp_path):
+    from cgan_ct.synthesis import Cascade
+
+    with pytest.raises(VolumeError, match="not a synthesis cascade"):
+        Cascade(tmp_path)
