@@ -20,6 +20,7 @@ _JOBS = {
     "demo": "pipelines.demo",
     "train-cascade": "pipelines.train_cascade",
     "synthesize": "pipelines.synthesize",
+    "synthesis-report": "pipelines.synthesis_report",
 }
 
 setup(

@@ -120,7 +120,7 @@ def coarse_volumes(inputs, manifest: dict, settings: CascadeSettings):
         volume = source.read(None)
         if volume.volume_id not in train_ids:
             continue
-        hu = _fit_plane(volume.hu, settings.size)
+        hu = fit_plane(volume.hu, settings.size)
         volumes.append(subsample(hu, 2**settings.levels).astype(np.float32))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
@@ -129,7 +129,7 @@ def coarse_volumes(inputs, manifest: dict, settings: CascadeSettings):
     return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices))
 
 
-def _fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
+def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
     """Centre-crops or pads (with air) the in-plane axes to size x size."""
     out = np.full((hu.shape[0], size, size), AIR_HU, hu.dtype)
     src, dst = [], []

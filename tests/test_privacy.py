@@ -130,3 +130,28 @@ def test_conversion_outputs_carry_no_identifier(tmp_path):
     report = convert([archive], out, config, salt="s", workers=1)
     assert len(report.manifest["skipped"]) == 2
     _assert_clean([p for p in out.rglob("*") if p.is_file()])
+
+
+def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
+    """Everything a cascade writes (datasets, runs, models, synthetic series) is free of the source's identity."""
+    from cgan_ct.cascade_training import CascadeSettings, train_cascade
+    from cgan_ct.config import coarse_config, conversion_config, model_config
+    from cgan_ct.synthesis import Cascade
+
+    _write_source(tmp_path / "Zyxwick_Honoria" / "Quibble_chest")
+    settings = CascadeSettings(
+        levels=1,
+        size=16,
+        stage=model_config("smoke"),
+        stage_steps=2,
+        coarse=coarse_config("smoke", steps=2),
+        conversion=conversion_config("smoke", test_fraction=0.0),
+    )
+    messages = []
+    folder = train_cascade([tmp_path / "Zyxwick_Honoria"], tmp_path / "out", settings, messages.append, workers=1)
+    volume = Cascade(folder).synthesize(0, 4)
+    write_dicom_series(volume, tmp_path / "syn", synthetic=True)
+    write_nifti(volume, tmp_path / "syn.nii.gz")
+    _assert_clean([m.encode() for m in messages])
+    _assert_clean([p for p in (tmp_path / "out").rglob("*") if p.is_file()])
+    _assert_clean(sorted((tmp_path / "syn").iterdir()) + [tmp_path / "syn.nii.gz"])

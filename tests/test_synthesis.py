@@ -215,3 +215,33 @@ def test_cascade_folder_errors_name_the_folder(tmp_path):
 
     with pytest.raises(VolumeError, match="not a synthesis cascade"):
         Cascade(tmp_path)
+
+
+@pytest.mark.slow
+def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
+    from cgan_ct.cascade_training import fit_plane
+    from cgan_ct.synthesis import Cascade
+
+    root, _, folder, _ = tiny_cascade
+    cascade = Cascade(folder)
+    syn = tmp_path / "syn"
+    honest = cascade.synthesize(5, 24)
+    planted = cascade.synthesize(6, 24)
+    training = read_volume(root / "in" / "p0.nii.gz")  # p0 is in the training split (seed 0, 1 of 4 held out)
+    manifest = json.loads((root / "out" / "datasets" / "level0" / "manifest.json").read_text())
+    assert {v["volume_id"]: v["split"] for v in manifest["volumes"]}[training.volume_id] == "train"
+    hu = planted.hu.copy()
+    hu[8:24, 16:32, 16:32] = fit_plane(training.hu, 64)[8:24, 16:32, 16:32]
+    for i, volume in enumerate((honest, planted.replace(hu=hu))):
+        (syn / f"synthetic_{i:03d}").mkdir(parents=True)
+        write_nifti(volume, syn / f"synthetic_{i:03d}" / "volume.nii.gz")
+    report = tmp_path / "report"
+    args = ["--synthetic", str(syn), "--input", str(root / "in"), "--output_dir", str(report)]
+    args += ["--dataset_dir", str(root / "out" / "datasets" / "level0"), "--size", "64", "--block", "16"]
+    result = subprocess.run([sys.executable, "-m", "pipelines.synthesis_report", *args], capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr[-2000:]
+    flagged = json.loads((report / "memorization.json").read_text())["flagged"]
+    assert [(b["synthetic_volume"], b["origin_zyx"], b["distance"]) for b in flagged] == [(1, [8, 16, 16], 0.0)]
+    text = (report / "report.md").read_text()
+    assert "Flagged: 1 of" in text and "![synthetic_001](figures/synthetic_001.png)" in text
+    assert (report / "figures" / "synthetic_000.png").stat().st_size > 1000

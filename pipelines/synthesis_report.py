@@ -1,0 +1,79 @@
+"""cgan-ct-synthesis-report: synthetic volumes against the real ones, without human raters.
+
+  cgan-ct-synthesis-report --synthetic SYN_DIR --input PATH [PATH ...] --dataset_dir DATASET
+                           --output_dir REPORT [--block 32] [--size 512]
+
+SYN_DIR: the output of cgan-ct-synthesize. PATH: the inputs the cascade was
+trained on; DATASET: its level-0 dataset (cgan-ct-train-cascade OUT/datasets/level0),
+whose manifest says which inputs were training and which held out. Real
+volumes are centre-cropped or padded to --size in-plane, as for training.
+REPORT receives report.md (statistics against training, for synthetic and
+held-out volumes; the memorization check; figures), statistics.csv and
+memorization.json. Exit status 3 when blocks are flagged as memorized.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from absl import app, flags
+
+from cgan_ct import read_volume
+from cgan_ct.cascade_training import fit_plane
+from cgan_ct.errors import VolumeError
+from cgan_ct.manifest import load_manifest
+from cgan_ct.sources import discover
+from cgan_ct.synthesis_report import synthesis_report
+
+_SYNTHETIC = flags.DEFINE_string("synthetic", None, "Output folder of cgan-ct-synthesize.")
+_INPUT = flags.DEFINE_list("input", None, "The cascade's training inputs (DICOM folders, volume files, roots).")
+_DATASET = flags.DEFINE_string("dataset_dir", None, "The cascade's level-0 dataset (for the patient split).")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the report.")
+_BLOCK = flags.DEFINE_integer("block", 32, "Block edge of the memorization check.")
+_SIZE = flags.DEFINE_integer("size", 512, "In-plane size the real volumes are cropped or padded to.")
+
+
+def _synthetic_volumes(folder: pathlib.Path) -> list:
+    volumes = []
+    for sub in sorted(folder.glob("synthetic_*")):
+        path = sub / "volume.nii.gz" if (sub / "volume.nii.gz").exists() else sub / "dicom"
+        volumes.append(read_volume(path))
+    if not volumes:
+        raise VolumeError(folder, "holds no synthetic_* volumes (run cgan-ct-synthesize first)")
+    return volumes
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not (_SYNTHETIC.value and _INPUT.value and _DATASET.value and _OUTPUT.value):
+        raise app.UsageError("--synthetic, --input, --dataset_dir and --output_dir are required")
+    try:
+        synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
+        split = {v["volume_id"]: v["split"] for v in load_manifest(pathlib.Path(_DATASET.value))["volumes"]}
+        groups: dict = {"train": [], "test": []}
+        sources, _ = discover(_INPUT.value)
+        for source in sources:
+            volume = source.read(None)
+            if volume.volume_id in split:
+                groups[split[volume.volume_id]].append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
+        if not groups["train"] or not groups["test"]:
+            raise VolumeError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
+        print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
+        summary = synthesis_report(synthetic, groups["train"], groups["test"], _OUTPUT.value, _BLOCK.value)
+    except (VolumeError, ValueError) as exc:
+        print(f"cgan-ct-synthesis-report: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"report: {summary['report']}")
+    print(f"memorization: {summary['flagged_blocks']} of {summary['synthetic_blocks']} synthetic blocks flagged")
+    if summary["flagged_blocks"]:
+        sys.exit(3)
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
