@@ -16,15 +16,18 @@ $(STAMP): setup.py
 
 setup: $(STAMP)
 
-# dcm2niix and dciodvfy are the references the reader and writer are checked against.
+# dcm2niix and dciodvfy are the references the reader and writer are checked against;
+# Chromium and its driver run the reader-study page in the browser tests.
 system-deps:
-	@if command -v dcm2niix >/dev/null && command -v dciodvfy >/dev/null; then \
-	  echo "dcm2niix and dciodvfy present"; \
+	@if command -v dcm2niix >/dev/null && command -v dciodvfy >/dev/null \
+	    && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "dcm2niix, dciodvfy, chromium and chromedriver present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix dicom3tools >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    dcm2niix dicom3tools chromium chromium-driver >/dev/null; \
 	else \
-	  echo "note: install dcm2niix and dicom3tools (Debian/Ubuntu: sudo apt-get install dcm2niix dicom3tools);"; \
-	  echo "      the tests that compare with them are skipped without them"; \
+	  echo "note: install dcm2niix dicom3tools chromium chromium-driver (Debian/Ubuntu: sudo apt-get install ...);"; \
+	  echo "      the tests that need them are skipped without them"; \
 	fi
 
 # The main job on the embedded default: a synthetic chest CT cohort -> dataset -> three trained

@@ -21,6 +21,8 @@ _JOBS = {
     "train-cascade": "pipelines.train_cascade",
     "synthesize": "pipelines.synthesize",
     "synthesis-report": "pipelines.synthesis_report",
+    "reader-study": "pipelines.reader_study",
+    "reader-study-score": "pipelines.reader_study_score",
 }
 
 setup(
@@ -55,7 +57,15 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
         # pip install -e '.[beam]': the conversion as an Apache Beam pipeline (cgan-ct-convert --engine beam).
         "beam": ["apache-beam[tfrecord]>=2.60"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "nibabel>=5", "psutil>=5", "ruff>=0.6", "apache-beam[tfrecord]>=2.60"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "nibabel>=5",
+            "psutil>=5",
+            "ruff>=0.6",
+            "apache-beam[tfrecord]>=2.60",
+            "selenium>=4.20",
+        ],
     },
     entry_points={
         "console_scripts": [f"cgan-ct-{job}={module}:run" for job, module in _JOBS.items()],

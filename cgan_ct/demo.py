@@ -23,7 +23,7 @@ from cgan_ct.dicom_writer import write_dicom_series
 from cgan_ct.errors import VolumeError
 from cgan_ct.evaluation import evaluate_inputs
 from cgan_ct.export import export_generator
-from cgan_ct.inference import BlockModel, infer_volume
+from cgan_ct.inference import BlockModel
 from cgan_ct.json_files import write_json_atomic
 from cgan_ct.phantom import make_phantom
 from cgan_ct.training import RunOptions, train
@@ -95,8 +95,15 @@ def _cohort(out: pathlib.Path, settings: DemoSettings, state: _State, say) -> li
     return folders
 
 
-def run_demo(output_dir, settings: DemoSettings | None = None, data=None, say=print) -> dict:
-    """Runs every stage within ``settings.budget_minutes``; returns a summary dict."""
+def run_demo(
+    output_dir, settings: DemoSettings | None = None, data=None, say=print, training_callbacks=None, progress=None
+) -> dict:
+    """Runs every stage within ``settings.budget_minutes``; returns a summary dict.
+
+    ``training_callbacks(task, seconds)`` returns extra Keras callbacks for a
+    task's training (e.g. a progress bar); ``progress(done, total)`` follows
+    the evaluation (one step per held-out scan and task).
+    """
     settings = settings or DemoSettings()
     start = time.monotonic()
     out = pathlib.Path(output_dir)
@@ -128,7 +135,10 @@ def run_demo(output_dir, settings: DemoSettings | None = None, data=None, say=pr
                 dataclasses.replace(config, epochs=1),
                 options,
                 verbose=0,
-                extra_callbacks=[TimeBudget(seconds)],
+                extra_callbacks=[
+                    TimeBudget(seconds),
+                    *(training_callbacks(task, seconds) if training_callbacks else []),
+                ],
             )
             state.mark(f"train:{task}")
         if not state.done(f"export:{task}"):
@@ -138,8 +148,15 @@ def run_demo(output_dir, settings: DemoSettings | None = None, data=None, say=pr
     test_inputs = _test_inputs(inputs, manifest, data)
     if not state.done("evaluate"):
         say(f"inference and evaluation on {len(test_inputs)} held-out scan(s)")
-        evaluate_inputs(test_inputs, models, out / "report", settings.overlap, settings.seed)
-        _write_volumes(test_inputs[0], models, out / "volumes", settings)
+        evaluate_inputs(
+            test_inputs,
+            models,
+            out / "report",
+            settings.overlap,
+            settings.seed,
+            progress,
+            _volume_writer(out / "volumes"),
+        )
         state.mark("evaluate")
     return {
         "output_dir": str(out),
@@ -187,13 +204,17 @@ def _test_inputs(inputs, manifest: dict, data) -> list[pathlib.Path]:
     return chosen or list(inputs[-1:])
 
 
-def _write_volumes(scan: pathlib.Path, models: dict, out: pathlib.Path, settings: DemoSettings) -> None:
-    """The first held-out scan's condition and generated volume per task, as NIfTI and DICOM."""
-    volume = read_volume(scan)
-    for task, model in models.items():
-        condition, generated = infer_volume(volume, model, task, overlap=settings.overlap, seed=settings.seed)
-        for name, result in (("condition", condition), ("generated", generated)):
-            folder = out / task
-            folder.mkdir(parents=True, exist_ok=True)
-            write_nifti(result, folder / f"{name}.nii.gz", overwrite=True)
-            write_dicom_series(result, folder / f"{name}_dicom", description=f"cgan-ct {task} {name}", overwrite=True)
+def _volume_writer(out: pathlib.Path):
+    """Writes the first held-out scan's condition and generated volume per task, as NIfTI and DICOM."""
+
+    def write(index: int, result) -> None:
+        if index != 0:
+            return
+        folder = out / result.task
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, volume in (("condition", result.condition_volume), ("generated", result.generated_volume)):
+            write_nifti(volume, folder / f"{name}.nii.gz", overwrite=True)
+            description = f"cgan-ct {result.task} {name}"
+            write_dicom_series(volume, folder / f"{name}_dicom", description=description, overwrite=True)
+
+    return write

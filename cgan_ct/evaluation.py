@@ -25,6 +25,8 @@ class TaskResult:
     condition: np.ndarray
     generated: np.ndarray
     rows: list[dict]
+    condition_volume: Volume | None = None
+    generated_volume: Volume | None = None
 
 
 def evaluate_volume(volume: Volume, task: str, model: BlockModel, overlap: float = 0.25, seed: int = 0) -> TaskResult:
@@ -52,15 +54,16 @@ def evaluate_volume(volume: Volume, task: str, model: BlockModel, overlap: float
                     "seam_score": seam_score(output, model.block_size) if region == "volume" else float("nan"),
                 }
             )
-    return TaskResult(task, volume.hu, condition.hu, generated.hu, rows)
+    return TaskResult(task, volume.hu, condition.hu, generated.hu, rows, condition, generated)
 
 
 def evaluate_inputs(
-    inputs, models: dict, output_dir, overlap: float = 0.25, seed: int = 0, progress=None
+    inputs, models: dict, output_dir, overlap: float = 0.25, seed: int = 0, progress=None, on_result=None
 ) -> list[dict]:
     """Every model on every input: results.csv, report.md and figures/ in ``output_dir``; returns the rows.
 
-    ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task).
+    ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task);
+    ``on_result(input_index, result)`` receives each TaskResult (e.g. to keep its volumes).
     """
     out = pathlib.Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -75,6 +78,8 @@ def evaluate_inputs(
             report.closeup_figure(
                 result.original, result.condition, result.generated, out / "figures" / f"{stem}_closeup.png"
             )
+            if on_result:
+                on_result(index, result)
             done += 1
             if progress:
                 progress(done, total)

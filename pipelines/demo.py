@@ -16,6 +16,8 @@ from absl import app, flags
 
 from cgan_ct.demo import DemoSettings, run_demo
 from cgan_ct.errors import VolumeError
+from cgan_ct.fit_progress import FitProgress
+from cgan_ct.progress import ProgressBar
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for everything the demo makes.")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "Time budget for all stages (default 15).")
@@ -32,7 +34,20 @@ def main(argv: list[str]) -> None:
     if _BUDGET.value:
         settings = DemoSettings(**{**settings.__dict__, "budget_minutes": _BUDGET.value})
     try:
-        summary = run_demo(_OUTPUT.value, settings, _DATA.value, say=lambda m: print(f"cgan-ct-demo: {m}", flush=True))
+        bar = ProgressBar(0, "cgan-ct-demo: evaluation (scans x tasks)")
+
+        def progress(done, total):
+            bar.total = total
+            bar.update(done)
+
+        summary = run_demo(
+            _OUTPUT.value,
+            settings,
+            _DATA.value,
+            say=lambda m: print(f"cgan-ct-demo: {m}", flush=True),
+            training_callbacks=lambda task, seconds: [FitProgress(f"cgan-ct-demo: {task} (seconds)", seconds=seconds)],
+            progress=progress,
+        )
     except (VolumeError, ValueError) as exc:
         print(f"cgan-ct-demo: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,68 @@
+"""cgan-ct-reader-study: a blinded real-or-generated reader study as a static web page.
+
+  cgan-ct-reader-study --real PATH --generated PATH --output_dir DIR
+                       [--pairs 20] [--window lung|mediastinum|both] [--seed S] [--size_px 512]
+
+PATH is a volume (file or DICOM folder) or a folder of volumes, paired by
+sorted order. Writes DIR/study/ (index.html and img/: give this folder to the
+readers; it opens from a file, no server or network) and DIR/key.json (which
+side is real: keep it away from the readers). --seed chooses the slices, so
+two generators can be shown on the same slices; sides, order and image names
+are drawn afresh from the operating system every time. Score the
+downloaded answers with cgan-ct-reader-study-score. Errors print one line and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.progress import ProgressBar
+from cgan_ct.reader_study import build_study
+
+_REAL = flags.DEFINE_string("real", None, "Real CT: a volume file, DICOM folder, or folder of volumes.")
+_GENERATED = flags.DEFINE_string("generated", None, "Generated CT, as --real; paired with it by sorted order.")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Writes OUTPUT_DIR/study/ (for readers) and OUTPUT_DIR/key.json.")
+_PAIRS = flags.DEFINE_integer("pairs", 20, "Slice pairs to show (with --window both, each in both windows).")
+_WINDOW = flags.DEFINE_enum("window", "lung", ["lung", "mediastinum", "both"], "Display window(s).")
+_SEED = flags.DEFINE_integer("seed", 0, "Chooses the slices (sides, order and names are always freshly random).")
+_SIZE = flags.DEFINE_integer("size_px", 512, "Displayed image size in pixels (square).")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not (_REAL.value and _GENERATED.value and _OUTPUT.value):
+        raise app.UsageError("--real, --generated and --output_dir are required")
+    bars = {}
+
+    def progress(done: int, total: int) -> None:
+        bars.setdefault("read", ProgressBar(total, "volume pairs read")).update(done)
+
+    try:
+        study = build_study(
+            _REAL.value,
+            _GENERATED.value,
+            _OUTPUT.value,
+            pairs=_PAIRS.value,
+            window=_WINDOW.value,
+            seed=_SEED.value,
+            size_px=_SIZE.value,
+            progress=progress,
+        )
+    except VolumeError as exc:
+        print(f"cgan-ct-reader-study: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"study: {study.page} ({study.trials} trials; give the folder {study.page.parent} to the readers)")
+    print(f"key:   {study.key} (keep it away from the readers)")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

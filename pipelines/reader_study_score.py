@@ -1,0 +1,47 @@
+"""cgan-ct-reader-study-score: readers' accuracy at telling real from generated CT.
+
+  cgan-ct-reader-study-score --key DIR/key.json --answers FILE [FILE ...] [--output table.md]
+
+FILE is an answers file a reader downloaded from the study page (JSON or
+CSV), one per reader. Prints a Markdown table: per reader and pooled, per
+window and all windows, the accuracy with an exact 95% confidence interval
+and an exact two-sided binomial test against 50% (guessing). Errors print one
+line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from absl import app, flags
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.reader_score import markdown_table, read_answers, read_key, score_readers
+
+_KEY = flags.DEFINE_string("key", None, "The study's key.json.")
+_ANSWERS = flags.DEFINE_multi_string("answers", None, "A reader's answers file; more may follow as arguments.")
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the table to this Markdown file.")
+
+
+def main(argv: list[str]) -> None:
+    files = (_ANSWERS.value or []) + argv[1:]
+    if not (_KEY.value and files):
+        raise app.UsageError("--key and --answers FILE [FILE ...] are required")
+    try:
+        key = read_key(_KEY.value)
+        table = markdown_table(score_readers(key, [read_answers(f) for f in files]))
+    except VolumeError as exc:
+        print(f"cgan-ct-reader-study-score: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(table)
+    if _OUTPUT.value:
+        pathlib.Path(_OUTPUT.value).write_text(table + "\n", encoding="utf-8")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
