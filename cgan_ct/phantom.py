@@ -76,6 +76,13 @@ def _ellipse(xx, yy, cx, cy, rx, ry):
     return ((xx - cx) / max(rx, 1e-3)) ** 2 + ((yy - cy) / max(ry, 1e-3)) ** 2 < 1
 
 
+def _torso(xx, yy, cx, cy, rx, ry):
+    """A torso cross-section: rounded in front, flatter and squarer at the back (lying on the table)."""
+    u, v = np.abs(xx - cx) / max(rx, 1e-3), (yy - cy) / max(ry, 1e-3)
+    back = v > 0
+    return np.where(back, u**2.8 + np.abs(v) ** 3.2, u**2.2 + np.abs(v) ** 2) < 1
+
+
 def _lungs(a: Anatomy, z: float, xx, yy) -> np.ndarray:
     """Both lungs at height z: ellipses tapering to the apex, floored by the diaphragm domes."""
     taper = np.sqrt(np.clip(1 - (max(z, 0) / a.apex_z) ** 2, 0, 1))
@@ -94,10 +101,12 @@ def _slice(a: Anatomy, z: float, xx, yy, texture) -> np.ndarray:
     """One axial slice in HU at height z (mm above the base of the diaphragm)."""
     cx, cy = a.centre_x, a.centre_y
     out = np.full(xx.shape, HU["air"], np.float32)
-    body = _ellipse(xx, yy, cx, cy, a.body_rx, a.body_ry)
+    widen = 1 + 0.08 * np.clip(z / a.apex_z, 0, 1.2) ** 2  # the shoulder girdle broadens the upper chest
+    rx = a.body_rx * widen
+    body = _torso(xx, yy, cx, cy, rx, a.body_ry)
     out[body] = HU["skin"]
-    out[_ellipse(xx, yy, cx, cy, a.body_rx - 2, a.body_ry - 2)] = HU["fat"]
-    muscle = _ellipse(xx, yy, cx, cy, a.body_rx - a.fat, a.body_ry - a.fat)
+    out[_torso(xx, yy, cx, cy, rx - 2, a.body_ry - 2)] = HU["fat"]
+    muscle = _torso(xx, yy, cx, cy, rx - a.fat * (1 + 0.3 * (widen - 1) / 0.08), a.body_ry - a.fat)
     out[muscle] = HU["muscle"]
     inner = _ellipse(xx, yy, cx, cy, a.body_rx - a.fat - 14, a.body_ry - a.fat - 12)
     out[inner] = HU["fat"] + 30  # mediastinal and abdominal fat
@@ -117,8 +126,11 @@ def _slice(a: Anatomy, z: float, xx, yy, texture) -> np.ndarray:
     # spine, canal, posterior elements, paraspinal muscle
     sy = cy + a.body_ry - a.fat - 48
     out[_ellipse(xx, yy, cx, sy + 30, 45, 16)] = HU["muscle"]
-    out[_ellipse(xx, yy, cx, sy, 20, 17)] = HU["marrow"]
-    out[_ellipse(xx, yy, cx, sy, 20, 17) & ~_ellipse(xx, yy, cx, sy, 17, 14)] = HU["bone"]
+    if np.cos(2 * np.pi * z / 26.0) > -0.8:  # vertebral bodies, with discs about every 26 mm
+        out[_ellipse(xx, yy, cx, sy, 20, 17)] = HU["marrow"]
+        out[_ellipse(xx, yy, cx, sy, 20, 17) & ~_ellipse(xx, yy, cx, sy, 17, 14)] = HU["bone"]
+    else:
+        out[_ellipse(xx, yy, cx, sy, 20, 17)] = HU["muscle"] + 30
     out[_ellipse(xx, yy, cx, sy + 27, 13, 12)] = HU["bone"]
     out[_ellipse(xx, yy, cx, sy + 27, 8, 8)] = HU["muscle"] - 15
     # aorta: descending beside the spine; ascending and arch above the heart
@@ -199,8 +211,14 @@ def make_phantom(
     coords = (np.arange(size) - size / 2) * pixel_mm
     xx, yy = np.meshgrid(coords, coords)
     z0 = a.apex_z + 10 - slices * slice_mm
-    texture = ndimage.gaussian_filter(rng.normal(0, 50, (size, size)), 2 / pixel_mm).astype(np.float32)
-    hu = np.stack([_slice(a, z0 + k * slice_mm, xx, yy, texture) for k in range(slices)])
+    # parenchyma texture: two smooth fields drifting against each other from slice to slice
+    fields = [ndimage.gaussian_filter(rng.normal(0, 50, (size, size)), 2 / pixel_mm).astype(np.float32) for _ in "ab"]
+    drift = max(1, round(slice_mm / pixel_mm))
+
+    def texture(k):
+        return 0.8 * np.roll(fields[0], k * drift, axis=0) + 0.6 * np.roll(fields[1], -k * drift, axis=1)
+
+    hu = np.stack([_slice(a, z0 + k * slice_mm, xx, yy, texture(k)) for k in range(slices)])
     lungs = hu < -700
     vessels, airways = _tubes(rng, a, z0, hu.shape, (slice_mm, pixel_mm, pixel_mm), a.apex_z * 0.5)
     inside_lungs = ndimage.binary_erosion(lungs, iterations=2)
