@@ -34,11 +34,12 @@ def main(argv: list[str]) -> None:
     if _BUDGET.value:
         settings = DemoSettings(**{**settings.__dict__, "budget_minutes": _BUDGET.value})
     try:
-        bar = ProgressBar(0, "cgan-ct-demo: evaluation (scans x tasks)")
+        bars = []
 
         def progress(done, total):
-            bar.total = total
-            bar.update(done)
+            if not bars:  # started at the first report, so its clock counts the evaluation only
+                bars.append(ProgressBar(total, "cgan-ct-demo: evaluation (scans x tasks)"))
+            bars[0].update(done)
 
         summary = run_demo(
             _OUTPUT.value,

@@ -21,6 +21,8 @@ def test_smoke_demo_end_to_end_and_rerun(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "done in" in first.stdout and "report" in first.stdout
+    for bar in ("autoencode (seconds) [", "depixelate (seconds) [", "evaluation (scans x tasks) ["):
+        assert bar in first.stderr  # progress bars throughout
     state = json.loads((out / "demo.json").read_text())
     assert state["done"][:2] == ["cohort", "dataset"] and "evaluate" in state["done"]
     report = (out / "report" / "report.md").read_text()
