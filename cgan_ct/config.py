@@ -182,6 +182,13 @@ class CoarseConfig:
       crop_depth: coarse slices per training example (a random z crop; the
         relative z position of each slice is an input of both networks).
       batch_size, steps, learning_rate, beta_1: training.
+      r1_gamma: weight of the R1 penalty (squared gradient of D on real
+        volumes); keeps D from overfitting the few training volumes.
+      r1_every: the penalty is computed every r1_every-th step only (and
+        weighted by it), as in StyleGAN2: it doubles a step's cost.
+      augment: translate and cut out what D sees, real and generated alike
+        (differentiable augmentation: D cannot memorize the training crops,
+        and G is not taught the augmentations, since both sides get them).
     """
 
     size: int = 64
@@ -192,8 +199,15 @@ class CoarseConfig:
     steps: int = 2000
     learning_rate: float = 2e-4
     beta_1: float = 0.5
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    augment: bool = True
 
     def __post_init__(self):
+        if self.r1_every < 1:
+            raise ValueError(f"r1_every must be >= 1, got {self.r1_every}")
+        if self.r1_gamma < 0:
+            raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         if self.size < 8 or self.size & (self.size - 1):
             raise ValueError(f"coarse size must be a power of two >= 8, got {self.size}")
         if min(self.latent_channels, self.filters, self.crop_depth, self.batch_size, self.steps) < 1:

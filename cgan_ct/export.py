@@ -86,11 +86,21 @@ def save_block_model(generator: keras.Model, info: dict, output_dir, overwrite: 
         "generate_hu_seeded": module.generate_hu_seeded,
         "generate_normalized": module.generate_normalized,
     }
+    return save_module_atomic(module, signatures, output_dir, MODEL_INFO, {**info, "signatures": sorted(signatures)})
+
+
+def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_name: str, info: dict) -> pathlib.Path:
+    """Saves ``module`` as a SavedModel folder with ``info`` as JSON file ``info_name`` inside.
+
+    Written beside ``output_dir`` under a temporary name and moved into place
+    only when complete, so a crash leaves the previous folder (or none).
+    """
+    output_dir = pathlib.Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
     try:
         tf.saved_model.save(module, str(tmp), signatures=signatures)
-        (tmp / MODEL_INFO).write_text(json.dumps({**info, "signatures": sorted(signatures)}, indent=1))
+        (tmp / info_name).write_text(json.dumps(info, indent=1))
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)

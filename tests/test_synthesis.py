@@ -130,6 +130,59 @@ def test_coarse_crops_carry_their_relative_height():
         next(crop_batches([np.zeros((4, 9, 9), np.float32)], config, seed=0))
 
 
+def test_discriminator_augmentation_shifts_with_air_and_cuts_out_a_square():
+    import tensorflow as tf
+
+    from cgan_ct.coarse_gan import augment_for_discriminator
+
+    volumes = np.full((6, 3, 16, 16, 1), -1.0, np.float32)
+    volumes[:, :, 8, 8] = 1.0  # one bright column per example
+    shifted = augment_for_discriminator(tf.constant(volumes), tf.constant([1, 2]), max_shift=2, cutout=0).numpy()
+    moves = set()
+    for example in shifted[..., 0]:
+        z, y, x = np.nonzero(example == 1.0)
+        assert list(z) == [0, 1, 2] and len(set(y)) == len(set(x)) == 1  # every slice moved alike
+        assert abs(y[0] - 8) <= 2 and abs(x[0] - 8) <= 2
+        assert np.count_nonzero(example != -1.0) == 3  # air filled in, nothing else changed
+        moves.add((y[0], x[0]))
+    assert len(moves) > 1  # examples get their own shifts
+
+    flat = tf.constant(np.full((4, 2, 16, 16, 1), 0.5, np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        cut = augment_for_discriminator(flat, tf.constant([3, 4]), max_shift=0, cutout=4)
+        total = tf.reduce_sum(cut)
+    for example in cut.numpy()[..., 0]:
+        rows, cols = np.nonzero(example[0] == 0.0)
+        assert len(rows) == 16 and np.ptp(rows) == 3 and np.ptp(cols) == 3  # one 4 x 4 square
+        np.testing.assert_array_equal(example[0] == 0.0, example[1] == 0.0)  # through every slice
+    gradient = tape.gradient(total, flat).numpy()  # differentiable: G learns through it
+    np.testing.assert_array_equal(gradient == 0.0, cut.numpy() == 0.0)
+
+
+def test_coarse_training_applies_the_r1_penalty():
+    import keras
+
+    from cgan_ct.coarse_gan import train_coarse
+    from cgan_ct.intensity import linear_mapping
+
+    history = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            history.append(dict(logs))
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]
+    config = coarse_config("smoke", size=8, steps=4, r1_every=2, r1_gamma=10.0)
+    generator = train_coarse(volumes, linear_mapping(), config, seed=0, callbacks=[Record()])
+    assert len(history) == 4 and all(np.isfinite(float(v)) for log in history for v in log.values())
+    assert float(history[0]["r1"]) > 0  # computed on step 0 (then every 2nd step; the metric is a running mean)
+    assert generator.output_shape == (None, None, 8, 8, 1)
+    with pytest.raises(ValueError, match="r1_every"):
+        coarse_config("smoke", r1_every=0)
+
+
 @pytest.fixture(scope="module")
 def tiny_cascade(tmp_path_factory):
     """A two-level cascade trained for a few steps on four 64 x 64 phantoms (about a minute)."""
