@@ -183,11 +183,11 @@ class CoarseGAN(keras.Model):
         code, latent = draw_noise(self.noise_seed.next(), batch, depth, self.config.latent_channels)
         return self.generator([code, latent, _broadcast_position(position, LATENT_SIZE)], training=training)
 
-    def _discriminate(self, volumes, position, training=True):
+    def _discriminate(self, volumes, position):
         if self.config.augment:
             size = self.config.size
             volumes = augment_for_discriminator(volumes, self.augment_seed.next(), size // 8, size // 4)
-        return self.discriminator([volumes, position], training=training)
+        return self.discriminator([volumes, position], training=True)
 
     def _r1(self, volumes, position):
         """Mean over the batch of the squared gradient norm of D's mean logit at real volumes.
@@ -314,7 +314,6 @@ def save_coarse_model(
     generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig, output_dir, info: dict | None = None
 ) -> pathlib.Path:
     """Writes the coarse generator as a SavedModel folder (signature ``generate``), atomically."""
-    output_dir = pathlib.Path(output_dir)
     module = CoarseModule(generator, mapping, config)
     record = {**(info or {}), "size": config.size, "intensity": mapping.to_json(), "signatures": ["generate"]}
     return save_module_atomic(module, {"generate": module.generate}, output_dir, COARSE_INFO, record)

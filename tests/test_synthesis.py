@@ -166,18 +166,25 @@ def test_coarse_training_applies_the_r1_penalty():
     from cgan_ct.coarse_gan import train_coarse
     from cgan_ct.intensity import linear_mapping
 
-    history = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            history.append(dict(logs))
-
     rng = np.random.default_rng(0)
     volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]
-    config = coarse_config("smoke", size=8, steps=4, r1_every=2, r1_gamma=10.0)
-    generator = train_coarse(volumes, linear_mapping(), config, seed=0, callbacks=[Record()])
-    assert len(history) == 4 and all(np.isfinite(float(v)) for log in history for v in log.values())
-    assert float(history[0]["r1"]) > 0  # computed on step 0 (then every 2nd step; the metric is a running mean)
+
+    def train(gamma):
+        history = []
+
+        class Record(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                history.append({k: float(v) for k, v in logs.items()})
+
+        config = coarse_config("smoke", size=8, steps=4, r1_every=2, r1_gamma=gamma)
+        return train_coarse(volumes, linear_mapping(), config, seed=0, callbacks=[Record()]), history
+
+    generator, history = train(10.0)
+    assert len(history) == 4 and all(np.isfinite(v) for log in history for v in log.values())
+    assert history[0]["r1"] > 0  # computed on step 0 (then every 2nd step; the metric is a running mean)
+    # the penalty enters D's loss: same seeds, same step-0 logits, d_loss larger by gamma/2 * r1_every * r1
+    _, unpenalized = train(0.0)
+    assert history[0]["d_loss"] - unpenalized[0]["d_loss"] == pytest.approx(10.0 * history[0]["r1"], rel=1e-3)
     assert generator.output_shape == (None, None, 8, 8, 1)
     with pytest.raises(ValueError, match="r1_every"):
         coarse_config("smoke", r1_every=0)
