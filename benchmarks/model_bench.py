@@ -17,6 +17,10 @@ from __future__ import annotations
 import json
 import time
 
+# isort: off
+import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
+# isort: on
+
 import keras
 import tensorflow as tf
 from absl import app, flags

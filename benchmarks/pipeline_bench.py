@@ -21,6 +21,10 @@ import shutil
 import tempfile
 import time
 
+# isort: off
+import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
+# isort: on
+
 import keras
 import tensorflow as tf
 from absl import app, flags

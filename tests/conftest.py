@@ -9,6 +9,8 @@ import shutil
 import pytest
 import SimpleITK as sitk
 
+import cgan_ct  # noqa: F401  (first: sets TensorFlow's CPU runtime before a test imports it)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "ct"
 
