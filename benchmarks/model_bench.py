@@ -4,9 +4,11 @@ For each preset: FLOPs per block counted from layer shapes (forward convolutions
 of G and D; a train step is counted as 3 x G + 9 x D: one G forward and three
 D forwards, with backward passes at twice their forward), train-step blocks/s
 (ConditionalGAN.train_on_batch on an in-memory batch), inference blocks/s
-(generator forward), and the GFLOP/s they achieve divided by the GFLOP/s of a
-large Conv3D (64 -> 64 channels, 3^3 kernel, 32^3 voxels) timed in the same run
-on the same device: the practical peak.
+(generator forward), and the GFLOP/s they achieve divided by two limits timed in
+the same run on the same device: a large Conv3D (64 -> 64 channels, 3^3 kernel,
+32^3 voxels: the practical convolution peak) and a large float32 matmul
+(4096^2: the CPU's practical FMA peak). The header names the CPU, whether
+TensorFlow's oneDNN kernels are on, and the thread settings.
 
   python benchmarks/model_bench.py [--presets cpu,paper] [--seconds 10] [--batch N]
                                    [--mixed_precision] [--jit_compile] [--output FILE]
@@ -24,7 +26,9 @@ import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFl
 import keras
 import tensorflow as tf
 from absl import app, flags
+from tensorflow.python.util import _pywrap_util_port
 
+from cgan_ct import runtime
 from cgan_ct.config import model_config
 from cgan_ct.networks import build_discriminator, build_generator, conv_flops_per_block
 from cgan_ct.training import build_gan
@@ -57,6 +61,13 @@ def conv_peak_gflops(seconds: float) -> float:
     return _rate(lambda: step().numpy(), 1, seconds) * flops / 1e9
 
 
+def matmul_peak_gflops(seconds: float, n: int = 4096) -> float:
+    """GFLOP/s of a large float32 matmul (the practical FMA peak)."""
+    a, b = tf.random.uniform([n, n]), tf.random.uniform([n, n])
+    step = tf.function(lambda: tf.matmul(a, b), jit_compile=_XLA.value)
+    return _rate(lambda: step().numpy(), 1, seconds) * 2 * n**3 / 1e9
+
+
 def measure(preset: str, seconds: float) -> dict:
     config = model_config(preset, mixed_precision=_MIXED.value, jit_compile=_XLA.value)
     batch = _BATCH.value or config.global_batch_size
@@ -85,18 +96,29 @@ def measure(preset: str, seconds: float) -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
+    status = runtime.status()
+    status["onednn_in_effect"] = bool(_pywrap_util_port.IsMklEnabled())
     peak = conv_peak_gflops(_SECONDS.value)
+    fma = matmul_peak_gflops(_SECONDS.value)
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
+    print(
+        f"cpu: {status['cpu']}; oneDNN {'on' if status['onednn_in_effect'] else 'off'} "
+        f"(TF_ENABLE_ONEDNN_OPTS={status['onednn']}); threads intra {status['intra_op_threads']}, "
+        f"inter {status['inter_op_threads']}; {status['usable_cores']} usable cores"
+    )
     print(f"devices {devices}; mixed_precision={_MIXED.value} jit_compile={_XLA.value}")
-    print(f"large conv3d peak: {peak:.1f} GFLOP/s")
+    print(f"large conv3d peak: {peak:.1f} GFLOP/s; float32 matmul (FMA) peak: {fma:.1f} GFLOP/s")
     for preset in _PRESETS.value:
         r = measure(preset, _SECONDS.value)
-        r.update(peak_gflops=peak, mixed_precision=_MIXED.value, jit_compile=_XLA.value, devices=devices)
+        r.update(peak_gflops=peak, matmul_peak_gflops=fma, runtime=status, devices=devices)
+        r.update(mixed_precision=_MIXED.value, jit_compile=_XLA.value)
         print(
             f"{preset:<6} G {r['params_generator'] / 1e6:.2f} M params, D {r['params_discriminator'] / 1e6:.2f} M; "
             f"{r['gflop_per_block_generator']:.2f} GFLOP/block forward, {r['gflop_per_block_train_step']:.2f} per "
-            f"train step | train {r['train_blocks_per_s']:.1f} blocks/s ({r['train_gflops'] / peak:.0%} of peak) | "
-            f"inference {r['infer_blocks_per_s']:.1f} blocks/s ({r['infer_gflops'] / peak:.0%} of peak)"
+            f"train step | train {r['train_blocks_per_s']:.1f} blocks/s "
+            f"({r['train_gflops'] / peak:.0%} of conv3d peak, "
+            f"{r['train_gflops'] / fma:.0%} of matmul) | inference {r['infer_blocks_per_s']:.1f} blocks/s "
+            f"({r['infer_gflops'] / peak:.0%} of conv3d peak, {r['infer_gflops'] / fma:.0%} of matmul)"
         )
         if _OUTPUT.value:
             with open(_OUTPUT.value, "a") as f:

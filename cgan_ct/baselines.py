@@ -44,15 +44,23 @@ def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.
         return np.stack(list(pool.map(one, images))).astype(np.float32)
 
 
-def baselines(task: str, condition_hu: np.ndarray) -> dict[str, np.ndarray]:
-    """Name -> baseline volume for ``task`` (the condition itself included)."""
+def baselines(task: str, condition_hu: np.ndarray, skip=()) -> dict[str, np.ndarray]:
+    """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``."""
+    methods = {
+        "depixelate": {
+            "trilinear": lambda: interpolate_samples(condition_hu, order=1),
+            "tricubic": lambda: interpolate_samples(condition_hu, order=3),
+        },
+        "denoise": {
+            "gaussian": lambda: gaussian_smoothing(condition_hu),
+            "non_local_means": lambda: non_local_means(condition_hu),
+        },
+    }.get(task, {})
+    unknown = set(skip) - {"trilinear", "tricubic", "gaussian", "non_local_means"}
+    if unknown:
+        raise ValueError(f"unknown baselines to skip: {sorted(unknown)}")
     result = {"condition": np.asarray(condition_hu, np.float32)}
-    if task == "depixelate":
-        result["trilinear"] = interpolate_samples(condition_hu, order=1)
-        result["tricubic"] = interpolate_samples(condition_hu, order=3)
-    elif task == "denoise":
-        result["gaussian"] = gaussian_smoothing(condition_hu)
-        result["non_local_means"] = non_local_means(condition_hu)
+    result.update({name: make() for name, make in methods.items() if name not in skip})
     return result
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import pathlib
 import time
 
 import keras
 
+from cgan_ct import demo_plan, report
 from cgan_ct.config import conversion_config, model_config
 from cgan_ct.conversion import convert
 from cgan_ct.corruption import TASKS
@@ -42,7 +44,6 @@ class DemoSettings:
     preset: str = "cpu"
     overlap: float = 0.25
     seed: int = 0
-    evaluation_reserve: float = 0.35  # fraction of the budget kept for export, inference and evaluation
 
     @classmethod
     def smoke(cls) -> DemoSettings:
@@ -95,12 +96,72 @@ def _cohort(out: pathlib.Path, settings: DemoSettings, state: _State, say) -> li
     return folders
 
 
+def _speed(state: _State, config, settings: DemoSettings, say) -> demo_plan.Speed:
+    if "speed" not in state.data:
+        say("measuring this machine's speed (a few train steps, inference and baselines)")
+        state.data["speed"] = dataclasses.asdict(demo_plan.measure_speed(config, settings.size))
+        state.save()
+    return demo_plan.Speed(**state.data["speed"])
+
+
+def _plan(state: _State, speed, settings: DemoSettings, manifest: dict, data, block: int, seconds_left: float):
+    """The evaluation and training plan, made once (after conversion) and kept in the state."""
+    if "plan" not in state.data:
+        budget = settings.budget_minutes * 60
+        test = [v for v in manifest["volumes"] if v["split"] == "test"] or manifest["volumes"]
+        shape = max((v["shape_zyx"] for v in test), key=lambda s: s[0] * s[1] * s[2])
+        scans = len(test) if data is not None else min(len(test), 2)
+        evaluation = demo_plan.plan_evaluation(speed, budget, shape[1:], shape[0], scans, settings.overlap, block)
+        evaluation = dataclasses.replace(evaluation, slices=shape[0])  # the cohort exists: its size is fixed now
+        available = max(
+            1, math.ceil(manifest["splits"]["test"]["blocks"] / model_config(settings.preset).global_batch_size)
+        )
+        validation = demo_plan.validation_steps(speed, budget, available)
+        steps = demo_plan.plan_training(speed, seconds_left, evaluation.estimate_s, validation)
+        state.data["plan"] = {**dataclasses.asdict(evaluation), "train_steps": steps, "validation_steps": validation}
+        state.save()
+    return state.data["plan"]
+
+
+def _cohort_slices(speed, settings: DemoSettings, block: int) -> int:
+    """Slices per phantom: fewer only where the evaluation of full-size ones would not fit the budget."""
+    scans = max(1, round(0.34 * settings.patients))
+    plan = demo_plan.plan_evaluation(
+        speed,
+        settings.budget_minutes * 60,
+        (settings.size, settings.size),
+        settings.slices,
+        scans,
+        settings.overlap,
+        block,
+    )
+    return plan.slices
+
+
+def _train_task(out, task, config, settings, plan, speed, training_callbacks) -> None:
+    steps, validation = plan["train_steps"], plan["validation_steps"]
+    options = RunOptions(
+        task, seed=settings.seed, steps_per_epoch=steps, validation_steps=validation, checkpoint_every=50
+    )
+    guard_s = 1.3 * steps * speed.train_step_s + 30  # if the machine slows down, stop anyway near the plan
+    train(
+        out / "dataset",
+        out / "runs" / task,
+        dataclasses.replace(config, epochs=1),
+        options,
+        verbose=0,
+        extra_callbacks=[TimeBudget(guard_s), *(training_callbacks(task, steps) if training_callbacks else [])],
+    )
+
+
 def run_demo(
     output_dir, settings: DemoSettings | None = None, data=None, say=print, training_callbacks=None, progress=None
 ) -> dict:
     """Runs every stage within ``settings.budget_minutes``; returns a summary dict.
 
-    ``training_callbacks(task, seconds)`` returns extra Keras callbacks for a
+    The work is sized to this machine (cgan_ct.demo_plan): a few timed steps
+    first, then steps per task, validation and evaluation sizes that fit.
+    ``training_callbacks(task, steps)`` returns extra Keras callbacks for a
     task's training (e.g. a progress bar); ``progress(done, total)`` follows
     the evaluation (one step per held-out scan and task).
     """
@@ -109,8 +170,14 @@ def run_demo(
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out, settings, data)
-    inputs = [pathlib.Path(data)] if data is not None else _cohort(out, settings, state, say)
     config = model_config(settings.preset)
+    speed = _speed(state, config, settings, say)
+    if data is not None:
+        inputs = [pathlib.Path(data)]
+    else:
+        inputs = _cohort(
+            out, dataclasses.replace(settings, slices=_cohort_slices(speed, settings, config.block_size)), state, say
+        )
     # The linear window, not equalization: after minutes of CPU training, equalization's weak weighting
     # of rare HU ranges left the models behind their conditions in HU (see BUILD_NOTES.md).
     conversion = conversion_config(
@@ -121,41 +188,41 @@ def run_demo(
         convert(inputs, out / "dataset", conversion, workers=None)
         state.mark("dataset")
     manifest = json.loads((out / "dataset" / "manifest.json").read_text())
-    budget = settings.budget_minutes * 60
+    seconds_left = settings.budget_minutes * 60 - (time.monotonic() - start)
+    plan = _plan(state, speed, settings, manifest, data, config.block_size, seconds_left)
+    say(
+        f"plan for this machine (train step {speed.train_step_s:.2f} s, inference {1000 * speed.infer_block_s:.0f} ms "
+        f"a block): {plan['train_steps']} steps per task, {plan['test_scans']} held-out scan(s), overlap "
+        f"{plan['overlap']}, non-local means {'on' if plan['non_local_means'] else 'off'}, evaluation ~"
+        f"{plan['estimate_s'] / 60:.1f} min"
+    )
     models = {}
-    for index, task in enumerate(TASKS):
+    for task in TASKS:
         if not state.done(f"train:{task}"):
-            left = budget * (1 - settings.evaluation_reserve) - (time.monotonic() - start)
-            seconds = max(20.0, left / (len(TASKS) - index))
-            say(f"training {task} for up to {seconds / 60:.1f} minutes")
-            options = RunOptions(task, seed=settings.seed, steps_per_epoch=10**6, checkpoint_every=50)
-            train(
-                out / "dataset",
-                out / "runs" / task,
-                dataclasses.replace(config, epochs=1),
-                options,
-                verbose=0,
-                extra_callbacks=[
-                    TimeBudget(seconds),
-                    *(training_callbacks(task, seconds) if training_callbacks else []),
-                ],
-            )
+            say(f"training {task}: {plan['train_steps']} steps")
+            _train_task(out, task, config, settings, plan, speed, training_callbacks)
             state.mark(f"train:{task}")
         if not state.done(f"export:{task}"):
             export_generator(out / "runs" / task, out / "models" / task, checkpoint="last", overwrite=True)
             state.mark(f"export:{task}")
         models[task] = BlockModel(out / "models" / task)
-    test_inputs = _test_inputs(inputs, manifest, data)
+    test_inputs = _test_inputs(inputs, manifest, data)[: plan["test_scans"]]
     if not state.done("evaluate"):
         say(f"inference and evaluation on {len(test_inputs)} held-out scan(s)")
+        skip = () if plan["non_local_means"] else ("non_local_means",)
+        notes = [f"Non-local means was skipped to fit the demo's {settings.budget_minutes:g}-minute budget."] * bool(
+            skip
+        )
         evaluate_inputs(
             test_inputs,
             models,
             out / "report",
-            settings.overlap,
+            plan["overlap"],
             settings.seed,
             progress,
             _volume_writer(out / "volumes"),
+            skip_baselines=skip,
+            notes=notes,
         )
         state.mark("evaluate")
     return {
@@ -163,7 +230,8 @@ def run_demo(
         "report": str(out / "report" / "report.md"),
         "minutes": (time.monotonic() - start) / 60,
         "test_scans": len(test_inputs),
-        "comparison": _compare(_read_rows(out / "report" / "results.csv")),
+        "plan": plan,
+        "comparison": report.comparison(_read_rows(out / "report" / "results.csv")),
     }
 
 
@@ -173,26 +241,6 @@ def _read_rows(path: pathlib.Path) -> list[dict]:
             {k: (v if k in ("patient", "volume", "task", "method", "region") else float(v)) for k, v in row.items()}
             for row in csv.DictReader(f)
         ]
-
-
-def _compare(rows: list[dict]) -> dict:
-    """Per task, whole volume: mean PSNR of the model, of its condition and of the best baseline."""
-    summary = {}
-    for task in sorted({r["task"] for r in rows}):
-        psnr: dict = {}
-        for r in rows:
-            if r["task"] == task and r["region"] == "volume":
-                psnr.setdefault(r["method"], []).append(r["psnr_slices_db"])
-        mean = {method: sum(v) / len(v) for method, v in psnr.items()}
-        others = {m: v for m, v in mean.items() if m not in ("model", "condition")}
-        best = max(others, key=others.get) if others else "condition"
-        summary[task] = {
-            "model_db": mean["model"],
-            "condition_db": mean["condition"],
-            "best_baseline": best,
-            "best_baseline_db": mean[best],
-        }
-    return summary
 
 
 def _test_inputs(inputs, manifest: dict, data) -> list[pathlib.Path]:

@@ -29,11 +29,13 @@ class TaskResult:
     generated_volume: Volume | None = None
 
 
-def evaluate_volume(volume: Volume, task: str, model: BlockModel, overlap: float = 0.25, seed: int = 0) -> TaskResult:
-    """Model and baselines against the original, whole volume and lungs; seam score of the model's output."""
+def evaluate_volume(
+    volume: Volume, task: str, model: BlockModel, overlap: float = 0.25, seed: int = 0, skip_baselines=()
+) -> TaskResult:
+    """Model and baselines (but ``skip_baselines``) against the original, whole volume and lungs; seam score."""
     condition, generated = infer_volume(volume, model, task, overlap=overlap, seed=seed)
     lungs = lung_mask(volume.hu, volume.spacing_mm)
-    methods = {"model": generated.hu.astype(np.float32), **baselines(task, condition.hu)}
+    methods = {"model": generated.hu.astype(np.float32), **baselines(task, condition.hu, skip=skip_baselines)}
     rows = []
     for method, output in methods.items():
         for region, mask in (("volume", None), ("lungs", lungs if lungs.any() else None)):
@@ -58,12 +60,21 @@ def evaluate_volume(volume: Volume, task: str, model: BlockModel, overlap: float
 
 
 def evaluate_inputs(
-    inputs, models: dict, output_dir, overlap: float = 0.25, seed: int = 0, progress=None, on_result=None
+    inputs,
+    models: dict,
+    output_dir,
+    overlap: float = 0.25,
+    seed: int = 0,
+    progress=None,
+    on_result=None,
+    skip_baselines=(),
+    notes=(),
 ) -> list[dict]:
     """Every model on every input: results.csv, report.md and figures/ in ``output_dir``; returns the rows.
 
     ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task);
-    ``on_result(input_index, result)`` receives each TaskResult (e.g. to keep its volumes).
+    ``on_result(input_index, result)`` receives each TaskResult (e.g. to keep its volumes);
+    ``skip_baselines`` names baselines not to run; ``notes`` are lines for the report.
     """
     out = pathlib.Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -71,7 +82,7 @@ def evaluate_inputs(
     for index, path in enumerate(inputs):
         volume = read_volume(path)
         for task, model in models.items():
-            result = evaluate_volume(volume, task, model, overlap, seed)
+            result = evaluate_volume(volume, task, model, overlap, seed, skip_baselines)
             rows += result.rows
             stem = f"{task}_{index:03d}"
             report.scan_figure(result.original, result.generated, out / "figures" / f"{stem}_scan.png")
@@ -83,5 +94,5 @@ def evaluate_inputs(
             done += 1
             if progress:
                 progress(done, total)
-    report.write_report(rows, out)
+    report.write_report(rows, out, notes)
     return rows

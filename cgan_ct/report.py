@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+TIE_DB = 0.1  # PSNR differences below this are ties: under the run-to-run spread of the measurement
 LUNG_WINDOW = (-1350.0, 150.0)
 SOFT_WINDOW = (-160.0, 240.0)
 _COLUMNS = (
@@ -47,6 +48,47 @@ def markdown_table(rows: list[dict], region: str) -> str:
     return "\n".join(lines)
 
 
+def verdict(model_db: float, other_db: float, tie_db: float = TIE_DB) -> str:
+    """ "beats", "ties with" or "loses to": the model's PSNR against another's; |difference| < tie_db is a tie."""
+    difference = model_db - other_db
+    if abs(difference) < tie_db:
+        return "ties with"
+    return "beats" if difference > 0 else "loses to"
+
+
+def comparison(rows: list[dict], region: str = "volume") -> dict:
+    """Per task: mean slice PSNR of the model, its condition and the best baseline, with verdicts."""
+    summary = {}
+    for task in sorted({r["task"] for r in rows if r["region"] == region}):
+        psnr: dict = {}
+        for r in rows:
+            if r["task"] == task and r["region"] == region:
+                psnr.setdefault(r["method"], []).append(float(r["psnr_slices_db"]))
+        mean = {method: float(np.mean(v)) for method, v in psnr.items()}
+        if "model" not in mean:
+            continue
+        baselines = {m: v for m, v in mean.items() if m not in ("model", "condition")}
+        best = max(baselines, key=baselines.get) if baselines else "condition"
+        summary[task] = {
+            "model_db": mean["model"],
+            "condition_db": mean["condition"],
+            "best_baseline": best,
+            "best_baseline_db": mean[best],
+            "vs_condition": verdict(mean["model"], mean["condition"]),
+            "vs_best_baseline": verdict(mean["model"], mean[best]),
+        }
+    return summary
+
+
+def verdict_lines(rows: list[dict], region: str = "volume") -> list[str]:
+    """One sentence per task: the model against its condition and the best classical baseline."""
+    return [
+        f"{task}: model {c['model_db']:.2f} dB {c['vs_condition']} its condition ({c['condition_db']:.2f} dB) and "
+        f"{c['vs_best_baseline']} the best baseline, {c['best_baseline']} ({c['best_baseline_db']:.2f} dB)"
+        for task, c in comparison(rows, region).items()
+    ]
+
+
 def _window(image: np.ndarray, window) -> np.ndarray:
     low, high = window
     return (np.clip((np.asarray(image, np.float32) - low) / (high - low), 0, 1) * 255).astype(np.uint8)
@@ -76,8 +118,8 @@ def closeup_figure(original, condition, generated, path: pathlib.Path, size: int
     return _save([_window(v[region], window) for v in (condition, generated, original)], path, scale=8)
 
 
-def write_report(rows: list[dict], output_dir) -> pathlib.Path:
-    """results.csv and report.md (tables and the figures found in output_dir/figures)."""
+def write_report(rows: list[dict], output_dir, notes=()) -> pathlib.Path:
+    """results.csv and report.md (verdicts, tables, ``notes`` and the figures found in output_dir/figures)."""
     out = pathlib.Path(output_dir)
     write_csv(rows, out / "results.csv")
     figures = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
@@ -85,6 +127,12 @@ def write_report(rows: list[dict], output_dir) -> pathlib.Path:
         "# cgan-ct evaluation",
         "PSNR and SSIM per axial slice, averaged; HU clipped to [-1024, 3071], data range 4096 HU. "
         "Seam score: 1.0 means block seams are invisible.",
+        *notes,
+        "## Verdicts",
+        f"Mean slice PSNR; a difference under {TIE_DB} dB is a tie.",
+        "\n".join(f"- {line}" for line in verdict_lines(rows, "volume")),
+        "Lungs:",
+        "\n".join(f"- {line}" for line in verdict_lines(rows, "lungs")),
         "## Whole volume (Table I)",
         markdown_table(rows, "volume"),
         "## Lungs (Table II)",

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
             settings,
             _DATA.value,
             say=lambda m: print(f"cgan-ct-demo: {m}", flush=True),
-            training_callbacks=lambda task, seconds: [FitProgress(f"cgan-ct-demo: {task} (seconds)", seconds=seconds)],
+            training_callbacks=lambda task, steps: [FitProgress(f"cgan-ct-demo: {task} (steps)", steps=steps)],
             progress=progress,
         )
     except (VolumeError, ValueError) as exc:
@@ -55,12 +55,12 @@ def main(argv: list[str]) -> None:
     out = summary["output_dir"]
     print(f"\ncgan-ct-demo: done in {summary['minutes']:.1f} minutes.")
     print(f"  report (tables: model against baselines, figures): {summary['report']}")
-    print("  PSNR on held-out scans (whole volume, mean over axial slices):")
+    print("  PSNR on held-out scans (whole volume, mean over axial slices; under 0.1 dB apart is a tie):")
     for task, c in summary["comparison"].items():
-        verdict = "beats" if c["model_db"] > c["condition_db"] else "does not beat"
         print(
-            f"    {task:<11} model {c['model_db']:.2f} dB ({verdict} its condition, {c['condition_db']:.2f} dB); "
-            f"best baseline {c['best_baseline']} {c['best_baseline_db']:.2f} dB"
+            f"    {task:<11} model {c['model_db']:.2f} dB ({c['vs_condition']} its condition, "
+            f"{c['condition_db']:.2f} dB; {c['vs_best_baseline']} the best baseline, "
+            f"{c['best_baseline']} {c['best_baseline_db']:.2f} dB)"
         )
     print(f"  models (SavedModels): {out}/models/<task>    training runs: {out}/runs/<task>")
     print(f"  stitched volumes (NIfTI, DICOM): {out}/volumes/<task>/")

@@ -53,6 +53,8 @@ def main(argv: list[str]) -> None:
         print(f"cgan-ct-evaluate: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(report.markdown_table(rows, "volume"))
+    for line in report.verdict_lines(rows, "volume"):
+        print(line)
     print(f"report: {pathlib.Path(_OUTPUT.value) / 'report.md'}")
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from cgan_ct import read_volume
+from cgan_ct import demo_plan
 from cgan_ct.demo import DemoSettings, _State
 from cgan_ct.errors import VolumeError
 from tests.conftest import REPO
@@ -21,10 +22,12 @@ def test_smoke_demo_end_to_end_and_rerun(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "done in" in first.stdout and "report" in first.stdout
-    for bar in ("autoencode (seconds) [", "depixelate (seconds) [", "evaluation (scans x tasks) ["):
+    for bar in ("autoencode (steps) [", "depixelate (steps) [", "evaluation (scans x tasks) ["):
         assert bar in first.stderr  # progress bars throughout
     state = json.loads((out / "demo.json").read_text())
     assert state["done"][:2] == ["cohort", "dataset"] and "evaluate" in state["done"]
+    assert state["speed"]["train_step_s"] > 0 and state["plan"]["train_steps"] >= 1  # sized to this machine
+    assert "plan for this machine" in first.stdout
     report = (out / "report" / "report.md").read_text()
     for task in ("autoencode", "denoise", "depixelate"):
         assert f"| {task} | model | 1 |" in report
@@ -46,3 +49,24 @@ def test_a_folder_with_other_settings_or_files_is_refused(tmp_path):
     (tmp_path / "b" / "mine.txt").write_text("x")
     with pytest.raises(VolumeError, match="did not make"):
         _State(tmp_path / "b", DemoSettings(), None)
+
+
+def _plan_total(speed, budget_s, setup_s=60.0):
+    evaluation = demo_plan.plan_evaluation(speed, budget_s, (512, 512), 64, 2, 0.25, 32)
+    validation = demo_plan.validation_steps(speed, budget_s, 128)
+    steps = demo_plan.plan_training(speed, budget_s - setup_s, evaluation.estimate_s, validation)
+    per_task = steps * speed.train_step_s + demo_plan.EXPORT_S + validation * speed.train_step_s / 3
+    return evaluation, steps, setup_s + 3 * per_task + evaluation.estimate_s
+
+
+def test_the_plan_fits_the_budget_on_a_fast_machine_and_on_one_30x_slower():
+    baselines = {"nlm_voxel_s": 5e-7, "interp_voxel_s": 4e-7, "quality_voxel_s": 1.3e-7}
+    fast = demo_plan.Speed(train_step_s=0.23, infer_block_s=0.0085, **baselines)  # measured here, oneDNN on
+    slow = demo_plan.Speed(train_step_s=7.3, infer_block_s=0.031, **baselines)  # oneDNN off (the EPYC)
+    fast_eval, fast_steps, fast_total = _plan_total(fast, 900)
+    slow_eval, slow_steps, slow_total = _plan_total(slow, 900)
+    for evaluation, total in ((fast_eval, fast_total), (slow_eval, slow_total)):
+        assert total <= 900 and evaluation.estimate_s <= demo_plan.EVALUATION_SHARE * 900
+    assert (fast_eval.test_scans, fast_eval.overlap, fast_eval.non_local_means) == (2, 0.25, True)
+    assert slow_eval.overlap == 0.0  # a smaller evaluation, so that training keeps its share
+    assert fast_steps > 600 and slow_steps >= 20

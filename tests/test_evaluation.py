@@ -76,3 +76,19 @@ def test_evaluate_end_to_end_on_the_chest(model_dir, shared_ct, tmp_path):  # no
     assert "## Lungs (Table II)" in text and "| denoise | model | 1 |" in text
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert figures == ["denoise_000_closeup.png", "denoise_000_scan.png"]
+
+
+def test_a_difference_under_a_tenth_of_a_db_is_a_tie_in_every_summary(tmp_path):
+    from cgan_ct import report
+
+    assert report.verdict(37.08, 37.06) == "ties with" and report.verdict(33.48, 33.48) == "ties with"
+    assert report.verdict(35.61, 33.48) == "beats" and report.verdict(35.61, 38.02) == "loses to"
+    rows = [
+        {"task": "denoise", "method": m, "region": "volume", "psnr_slices_db": v, "patient": "p", "volume": "v"}
+        for m, v in (("model", 37.08), ("condition", 37.06), ("gaussian", 36.0), ("non_local_means", 38.0))
+    ]
+    c = report.comparison(rows)["denoise"]
+    assert c["vs_condition"] == "ties with" and c["vs_best_baseline"] == "loses to"
+    assert c["best_baseline"] == "non_local_means"
+    line = report.verdict_lines(rows)[0]
+    assert "ties with its condition" in line and "beats" not in line

@@ -118,7 +118,7 @@ def test_train_step_updates_both_networks_and_reports_metrics():
     g_before = [v.numpy().copy() for v in gan.generator.trainable_variables]
     d_before = [v.numpy().copy() for v in gan.discriminator.trainable_variables]
     logs = gan.train_on_batch(y, x, return_dict=True)
-    assert set(logs) == {"g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim"}
+    assert set(logs) == {"g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr"}  # SSIM: evaluation
     assert logs["g_total"] == pytest.approx(logs["g_adversarial"] + 100 * logs["g_l1"], rel=0.05)
     assert any(
         not np.array_equal(a, v.numpy()) for a, v in zip(g_before, gan.generator.trainable_variables, strict=False)
@@ -128,7 +128,24 @@ def test_train_step_updates_both_networks_and_reports_metrics():
     )
     assert gan.g_optimizer.iterations.numpy() == 2 and gan.d_optimizer.iterations.numpy() == 2
     evaluation = gan.test_on_batch(y, x, return_dict=True)
-    assert np.isfinite(list(evaluation.values())).all()
+    assert "ssim" in evaluation and np.isfinite(list(evaluation.values())).all()
+
+
+@pytest.mark.parametrize("normalization", ["instance", "none"])
+def test_one_discriminator_pass_over_real_and_generated_gives_the_two_passes_logits(normalization):
+    config = model_config("smoke", normalization=normalization)
+    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=1)
+    assert gan.joint_d_pass
+    y, x, g = (tf.random.uniform([3, 16, 16, 16, 1], -1, 1, seed=s) for s in (4, 5, 6))
+    real, fake = gan._real_and_fake_logits(y, x, g)
+    np.testing.assert_allclose(real, gan.discriminator([y, x], training=True), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fake, gan.discriminator([y, g], training=True), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(real, fake)
+
+
+def test_batch_normalization_keeps_two_discriminator_passes():
+    config = model_config("smoke", normalization="batch")
+    assert not ConditionalGAN(build_generator(config), build_discriminator(config)).joint_d_pass
 
 
 @pytest.mark.slow

@@ -1,0 +1,135 @@
+"""Sizing the demo to the machine: a few timed steps, then the work that fits the time budget.
+
+A machine that trains 20x slower (TensorFlow without oneDNN, an older CPU, a
+busy node) must still finish the demo within its budget with every task
+trained, so the demo does not split wall-clock time blindly: it measures a
+train step, a block of inference and the evaluation's classical baselines and
+metrics per voxel (``measure_speed``, seconds), then picks the largest
+evaluation that fits its share of the budget (held-out scans, tile overlap,
+whether non-local means runs, the cohort's slice count) and gives training the
+rest as a number of steps per task (``plan_evaluation``, ``plan_training``).
+Estimates are in seconds; the plan is recorded in the demo's state, so a
+resumed run follows the same plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from cgan_ct.blocks import sliding_origins
+from cgan_ct.corruption import TASKS
+
+EVALUATION_SHARE = 0.3  # at most this fraction of the budget for inference, baselines, metrics and figures
+EXPORT_S = 12.0  # per task: last generator saved, SavedModel traced and written, loaded back (measured ~5-10 s)
+SAFETY = 0.07  # of the budget, kept free for what the estimates miss
+_METHODS = {"autoencode": 2, "denoise": 4, "depixelate": 4}  # model, condition and baselines scored per task
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """Measured costs on this machine, in seconds."""
+
+    train_step_s: float  # one train step at the preset's global batch
+    infer_block_s: float  # one block through the generator (batch 16)
+    nlm_voxel_s: float  # non-local means, per voxel
+    interp_voxel_s: float  # tricubic interpolation, per voxel
+    quality_voxel_s: float  # PSNR + SSIM per slice and MAE, per voxel
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationPlan:
+    slices: int
+    test_scans: int
+    overlap: float
+    non_local_means: bool
+    estimate_s: float
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up (graph tracing, allocation)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure_speed(config, size: int) -> Speed:
+    """Times 3 train steps, 2 inference batches and the baselines on a small slab (~10-60 s)."""
+    import tensorflow as tf
+
+    from cgan_ct.baselines import interpolate_samples, non_local_means
+    from cgan_ct.metrics import quality
+    from cgan_ct.training import build_gan
+
+    n, batch = config.block_size, config.global_batch_size
+    gan = build_gan(config)
+    y = tf.random.uniform([batch, n, n, n, 1], -1, 1, seed=1)
+    blocks = tf.random.uniform([16, n, n, n, 1], -1, 1, seed=2)
+    step = _timed(lambda: gan.train_on_batch(y, y), 3)
+    infer = tf.function(lambda: gan.generator([blocks, blocks], training=False))
+    block = _timed(lambda: infer().numpy(), 2) / 16
+    rng = np.random.default_rng(0)
+    slab = rng.normal(0, 60, (4, size, size)).astype(np.float32) - 700
+    voxels = slab.size
+    return Speed(
+        train_step_s=step,
+        infer_block_s=block,
+        nlm_voxel_s=_timed(lambda: non_local_means(slab[:2]), 1) / (voxels / 2),
+        interp_voxel_s=_timed(lambda: interpolate_samples(slab, order=3), 1) / voxels,
+        quality_voxel_s=_timed(lambda: quality(slab, slab + 1.0), 1) / voxels,
+    )
+
+
+def tiles(shape_zyx, block: int, overlap: float) -> int:
+    stride = max(1, int(round(block * (1 - overlap))))
+    return math.prod(len(sliding_origins(n, block, stride)) for n in shape_zyx)
+
+
+def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm: bool, block: int) -> float:
+    """Inference, baselines and metrics for ``scans`` volumes of ``shape_zyx``, all tasks; 20 % for the rest."""
+    voxels = math.prod(shape_zyx)
+    per_scan = 0.0
+    for task in TASKS:
+        per_scan += tiles(shape_zyx, block, overlap) * speed.infer_block_s
+        methods = _METHODS[task] - (1 if task == "denoise" and not nlm else 0)
+        per_scan += 2 * methods * voxels * speed.quality_voxel_s  # whole volume and lungs
+        if task == "denoise" and nlm:
+            per_scan += voxels * speed.nlm_voxel_s
+        if task == "depixelate":
+            per_scan += 2 * voxels * speed.interp_voxel_s
+    return 1.2 * scans * per_scan
+
+
+def plan_evaluation(
+    speed: Speed, budget_s: float, in_plane: tuple, slices: int, scans: int, overlap: float, block: int
+) -> EvaluationPlan:
+    """The largest evaluation that fits EVALUATION_SHARE of the budget (the smallest one otherwise)."""
+    candidates = [
+        (slices, scans, overlap, True),
+        (slices, scans, 0.0, True),
+        (slices, 1, 0.0, True),
+        (max(block, slices // 2), 1, 0.0, True),
+        (max(block, slices // 2), 1, 0.0, False),
+    ]
+    plan = None
+    for z, n, lap, nlm in candidates:
+        seconds = evaluation_seconds(speed, (z, *in_plane), min(n, scans), lap, nlm, block)
+        plan = EvaluationPlan(z, min(n, scans), lap, nlm, seconds)
+        if seconds <= EVALUATION_SHARE * budget_s:
+            break
+    return plan
+
+
+def plan_training(speed: Speed, seconds_left: float, evaluation_s: float, validation_steps: int) -> int:
+    """Train steps per task so that training, validation, export and evaluation end within ``seconds_left``."""
+    per_task = (seconds_left - evaluation_s) / len(TASKS) - EXPORT_S - validation_steps * speed.train_step_s / 3
+    return max(1, int(per_task / speed.train_step_s))
+
+
+def validation_steps(speed: Speed, budget_s: float, available: int) -> int:
+    """Validation batches per task: about 1 % of the budget each (they only pick the best generator)."""
+    return int(max(1, min(available, 0.01 * budget_s / (speed.train_step_s / 3))))
