@@ -111,16 +111,41 @@ def _plan(state: _State, speed, settings: DemoSettings, manifest: dict, data, bl
         test = [v for v in manifest["volumes"] if v["split"] == "test"] or manifest["volumes"]
         shape = max((v["shape_zyx"] for v in test), key=lambda s: s[0] * s[1] * s[2])
         scans = len(test) if data is not None else min(len(test), 2)
-        evaluation = demo_plan.plan_evaluation(speed, budget, shape[1:], shape[0], scans, settings.overlap, block)
-        evaluation = dataclasses.replace(evaluation, slices=shape[0])  # the cohort exists: its size is fixed now
+        evaluation = demo_plan.plan_evaluation(
+            speed, budget, shape[1:], shape[0], scans, settings.overlap, block, can_shrink=False
+        )
         available = max(
             1, math.ceil(manifest["splits"]["test"]["blocks"] / model_config(settings.preset).global_batch_size)
         )
         validation = demo_plan.validation_steps(speed, budget, available)
-        steps = demo_plan.plan_training(speed, seconds_left, evaluation.estimate_s, validation)
-        state.data["plan"] = {**dataclasses.asdict(evaluation), "train_steps": steps, "validation_steps": validation}
+        first = demo_plan.plan_training(
+            speed.train_step_s, seconds_left - demo_plan.SAFETY * budget, evaluation.estimate_s, validation
+        )
+        state.data["plan"] = {
+            **dataclasses.asdict(evaluation),
+            "validation_steps": validation,
+            "first_estimate_steps": first,
+            "train_steps": {},  # per task, decided when it starts (see _task_steps)
+            "step_s": speed.train_step_s,  # seconds per step: calibrated, then as measured by the tasks trained
+            "export_s": demo_plan.EXPORT_S,  # seconds per export: a guess, then as measured
+        }
         state.save()
     return state.data["plan"]
+
+
+def _task_steps(state: _State, plan: dict, task: str, seconds_left: float) -> int:
+    if task not in plan["train_steps"]:
+        tasks_left = len(TASKS) - len(plan["train_steps"])
+        plan["train_steps"][task] = demo_plan.plan_training(
+            plan["step_s"],
+            seconds_left,
+            plan["estimate_s"],
+            plan["validation_steps"],
+            tasks_left,
+            plan["export_s"],
+        )
+        state.save()
+    return plan["train_steps"][task]
 
 
 def _cohort_slices(speed, settings: DemoSettings, block: int) -> int:
@@ -138,12 +163,11 @@ def _cohort_slices(speed, settings: DemoSettings, block: int) -> int:
     return plan.slices
 
 
-def _train_task(out, task, config, settings, plan, speed, training_callbacks) -> None:
-    steps, validation = plan["train_steps"], plan["validation_steps"]
+def _train_task(out, task, config, settings, plan, steps, training_callbacks) -> None:
     options = RunOptions(
-        task, seed=settings.seed, steps_per_epoch=steps, validation_steps=validation, checkpoint_every=50
+        task, seed=settings.seed, steps_per_epoch=steps, validation_steps=plan["validation_steps"], checkpoint_every=50
     )
-    guard_s = 1.3 * steps * speed.train_step_s + 30  # if the machine slows down, stop anyway near the plan
+    guard_s = 1.3 * steps * plan["step_s"] + 30  # if the machine slows down, stop anyway near the plan
     train(
         out / "dataset",
         out / "runs" / task,
@@ -192,20 +216,28 @@ def run_demo(
     plan = _plan(state, speed, settings, manifest, data, config.block_size, seconds_left)
     say(
         f"plan for this machine (train step {speed.train_step_s:.2f} s, inference {1000 * speed.infer_block_s:.0f} ms "
-        f"a block): {plan['train_steps']} steps per task, {plan['test_scans']} held-out scan(s), overlap "
+        f"a block): ~{plan['first_estimate_steps']} steps per task (refined from each task's measured speed), "
+        f"{plan['test_scans']} held-out scan(s), overlap "
         f"{plan['overlap']}, non-local means {'on' if plan['non_local_means'] else 'off'}, evaluation ~"
         f"{plan['estimate_s'] / 60:.1f} min"
     )
     models = {}
     for task in TASKS:
         if not state.done(f"train:{task}"):
-            say(f"training {task}: {plan['train_steps']} steps")
-            _train_task(out, task, config, settings, plan, speed, training_callbacks)
+            task_start = time.monotonic()
+            budget = settings.budget_minutes * 60
+            steps = _task_steps(state, plan, task, budget * (1 - demo_plan.SAFETY) - (task_start - start))
+            say(f"training {task}: {steps} steps")
+            _train_task(out, task, config, settings, plan, steps, training_callbacks)
+            plan["step_s"] = (time.monotonic() - task_start) / steps  # validation and start-up included
             state.mark(f"train:{task}")
         if not state.done(f"export:{task}"):
+            export_start = time.monotonic()
             export_generator(out / "runs" / task, out / "models" / task, checkpoint="last", overwrite=True)
+            models[task] = BlockModel(out / "models" / task)
+            plan["export_s"] = time.monotonic() - export_start
             state.mark(f"export:{task}")
-        models[task] = BlockModel(out / "models" / task)
+        models[task] = models.get(task) or BlockModel(out / "models" / task)
     test_inputs = _test_inputs(inputs, manifest, data)[: plan["test_scans"]]
     if not state.done("evaluate"):
         say(f"inference and evaluation on {len(test_inputs)} held-out scan(s)")

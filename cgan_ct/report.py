@@ -82,11 +82,15 @@ def comparison(rows: list[dict], region: str = "volume") -> dict:
 
 def verdict_lines(rows: list[dict], region: str = "volume") -> list[str]:
     """One sentence per task: the model against its condition and the best classical baseline."""
-    return [
-        f"{task}: model {c['model_db']:.2f} dB {c['vs_condition']} its condition ({c['condition_db']:.2f} dB) and "
-        f"{c['vs_best_baseline']} the best baseline, {c['best_baseline']} ({c['best_baseline_db']:.2f} dB)"
-        for task, c in comparison(rows, region).items()
-    ]
+    lines = []
+    for task, c in comparison(rows, region).items():
+        line = f"{task}: model {c['model_db']:.2f} dB {c['vs_condition']} its condition ({c['condition_db']:.2f} dB)"
+        if c["best_baseline"] != "condition":  # autoencode has no baseline but its condition
+            line += (
+                f" and {c['vs_best_baseline']} the best baseline, {c['best_baseline']} ({c['best_baseline_db']:.2f} dB)"
+            )
+        lines.append(line)
+    return lines
 
 
 def _window(image: np.ndarray, window) -> np.ndarray:

@@ -57,10 +57,14 @@ def main(argv: list[str]) -> None:
     print(f"  report (tables: model against baselines, figures): {summary['report']}")
     print("  PSNR on held-out scans (whole volume, mean over axial slices; under 0.1 dB apart is a tie):")
     for task, c in summary["comparison"].items():
+        baseline = (
+            f"; {c['vs_best_baseline']} the best baseline, {c['best_baseline']} {c['best_baseline_db']:.2f} dB"
+            if c["best_baseline"] != "condition"
+            else ""
+        )
         print(
-            f"    {task:<11} model {c['model_db']:.2f} dB ({c['vs_condition']} its condition, "
-            f"{c['condition_db']:.2f} dB; {c['vs_best_baseline']} the best baseline, "
-            f"{c['best_baseline']} {c['best_baseline_db']:.2f} dB)"
+            f"    {task:<11} model {c['model_db']:.2f} dB "
+            f"({c['vs_condition']} its condition, {c['condition_db']:.2f} dB{baseline})"
         )
     print(f"  models (SavedModels): {out}/models/<task>    training runs: {out}/runs/<task>")
     print(f"  stitched volumes (NIfTI, DICOM): {out}/volumes/<task>/")

@@ -25,7 +25,9 @@ def test_smoke_demo_end_to_end_and_rerun(tmp_path):
         assert bar in first.stderr  # progress bars throughout
     state = json.loads((out / "demo.json").read_text())
     assert state["done"][:2] == ["cohort", "dataset"] and "evaluate" in state["done"]
-    assert state["speed"]["train_step_s"] > 0 and state["plan"]["train_steps"] >= 1  # sized to this machine
+    assert state["speed"]["train_step_s"] > 0  # sized to this machine, each task's steps decided as it started
+    assert set(state["plan"]["train_steps"]) == {"autoencode", "denoise", "depixelate"}
+    assert min(state["plan"]["train_steps"].values()) >= 1
     assert "plan for this machine" in first.stdout
     report = (out / "report" / "report.md").read_text()
     for task in ("autoencode", "denoise", "depixelate"):
@@ -53,7 +55,7 @@ def test_a_folder_with_other_settings_or_files_is_refused(tmp_path):
 def _plan_total(speed, budget_s, setup_s=60.0):
     evaluation = demo_plan.plan_evaluation(speed, budget_s, (512, 512), 64, 2, 0.25, 32)
     validation = demo_plan.validation_steps(speed, budget_s, 128)
-    steps = demo_plan.plan_training(speed, budget_s - setup_s, evaluation.estimate_s, validation)
+    steps = demo_plan.plan_training(speed.train_step_s, budget_s - setup_s, evaluation.estimate_s, validation)
     per_task = steps * speed.train_step_s + demo_plan.EXPORT_S + validation * speed.train_step_s / 3
     return evaluation, steps, setup_s + 3 * per_task + evaluation.estimate_s
 
@@ -69,3 +71,6 @@ def test_the_plan_fits_the_budget_on_a_fast_machine_and_on_one_30x_slower():
     assert (fast_eval.test_scans, fast_eval.overlap, fast_eval.non_local_means) == (2, 0.25, True)
     assert slow_eval.overlap == 0.0  # a smaller evaluation, so that training keeps its share
     assert fast_steps > 600 and slow_steps >= 20
+    # the last task gets what the first two left: a slower first task leaves it fewer steps
+    on_plan = demo_plan.plan_training(0.3, 300, 200, 10, tasks_left=1)
+    assert demo_plan.plan_training(0.3, 250, 200, 10, tasks_left=1) < on_plan
