@@ -44,6 +44,9 @@ def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.
         return np.stack(list(pool.map(one, images))).astype(np.float32)
 
 
+BASELINES = {"depixelate": ("trilinear", "tricubic"), "denoise": ("gaussian", "non_local_means")}
+
+
 def baselines(task: str, condition_hu: np.ndarray, skip=()) -> dict[str, np.ndarray]:
     """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``."""
     methods = {
@@ -56,7 +59,7 @@ def baselines(task: str, condition_hu: np.ndarray, skip=()) -> dict[str, np.ndar
             "non_local_means": lambda: non_local_means(condition_hu),
         },
     }.get(task, {})
-    unknown = set(skip) - {"trilinear", "tricubic", "gaussian", "non_local_means"}
+    unknown = set(skip) - {name for names in BASELINES.values() for name in names}
     if unknown:
         raise ValueError(f"unknown baselines to skip: {sorted(unknown)}")
     result = {"condition": np.asarray(condition_hu, np.float32)}

@@ -51,6 +51,17 @@ def sliding_origins(length: int, block: int, stride: int) -> list[int]:
     return starts
 
 
+def tile_stride(block: int, overlap: float) -> int:
+    """Voxels between tile starts for a fractional ``overlap`` of neighbouring tiles."""
+    return max(1, int(round(block * (1 - overlap))))
+
+
+def tile_origins(shape_zyx, block: int, overlap: float) -> list[tuple[int, int, int]]:
+    """Tile starts covering a volume (axes shorter than a block count as one block, padded)."""
+    stride = tile_stride(block, overlap)
+    return list(itertools.product(*(sliding_origins(max(n, block), block, stride) for n in shape_zyx)))
+
+
 def blend_window(block: int, kind: str) -> np.ndarray:
     """Weights [block]^3 for overlapping tiles: "gaussian" (sigma = block / 8), "linear" (tent), or "none"."""
     centre = (block - 1) / 2
@@ -102,8 +113,7 @@ def predict_volume(
     pad = [(0, max(0, block - n)) for n in shape]
     # padded only where an axis is shorter than a block; blocks are cast to float32 a batch at a time
     padded = np.pad(volume, pad, constant_values=pad_value) if any(p for _, p in pad) else volume
-    stride = max(1, int(round(block * (1 - overlap))))
-    origins = list(itertools.product(*(sliding_origins(n, block, stride) for n in padded.shape)))
+    origins = tile_origins(padded.shape, block, overlap)
     weights = blend_window(block, window)
     total, norm = predict_sums(padded, predictor, block, origins, weights, batch_size, progress)
     np.divide(total, norm, out=total)

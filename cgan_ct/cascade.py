@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from cgan_ct.blocks import blend_window, predict_sums, sliding_origins
+from cgan_ct.blocks import blend_window, predict_sums, sliding_origins, tile_stride
 from cgan_ct.pyramid import upsample_nearest
 from cgan_ct.volume import AIR_HU
 
@@ -57,7 +57,7 @@ def refine_stream(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     h, w = -(-height // 2), -(-width // 2)
     grid = (max(depth, block), max(height, block), max(width, block))  # at least one block per axis
-    stride = max(1, int(round(block * (1 - overlap))))
+    stride = tile_stride(block, overlap)
     z_origins = sliding_origins(grid[0], block, stride)
     plane = [
         (0, y, x) for y in sliding_origins(grid[1], block, stride) for x in sliding_origins(grid[2], block, stride)

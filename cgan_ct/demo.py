@@ -222,10 +222,10 @@ def run_demo(
         f"{plan['estimate_s'] / 60:.1f} min"
     )
     models = {}
+    budget = settings.budget_minutes * 60
     for task in TASKS:
         if not state.done(f"train:{task}"):
             task_start = time.monotonic()
-            budget = settings.budget_minutes * 60
             steps = _task_steps(state, plan, task, budget * (1 - demo_plan.SAFETY) - (task_start - start))
             say(f"training {task}: {steps} steps")
             _train_task(out, task, config, settings, plan, steps, training_callbacks)
@@ -235,15 +235,18 @@ def run_demo(
             export_start = time.monotonic()
             export_generator(out / "runs" / task, out / "models" / task, checkpoint="last", overwrite=True)
             models[task] = BlockModel(out / "models" / task)
-            plan["export_s"] = time.monotonic() - export_start
+            plan["export_s"] = time.monotonic() - export_start  # the model's loading included
             state.mark(f"export:{task}")
-        models[task] = models.get(task) or BlockModel(out / "models" / task)
+        else:
+            models[task] = BlockModel(out / "models" / task)
     test_inputs = _test_inputs(inputs, manifest, data)[: plan["test_scans"]]
     if not state.done("evaluate"):
         say(f"inference and evaluation on {len(test_inputs)} held-out scan(s)")
         skip = () if plan["non_local_means"] else ("non_local_means",)
-        notes = [f"Non-local means was skipped to fit the demo's {settings.budget_minutes:g}-minute budget."] * bool(
-            skip
+        notes = (
+            [f"Non-local means was skipped to fit the demo's {settings.budget_minutes:g}-minute budget."]
+            if skip
+            else []
         )
         evaluate_inputs(
             test_inputs,

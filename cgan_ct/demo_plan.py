@@ -23,13 +23,13 @@ import time
 
 import numpy as np
 
-from cgan_ct.blocks import sliding_origins
+from cgan_ct.baselines import BASELINES
+from cgan_ct.blocks import tile_origins
 from cgan_ct.corruption import TASKS
 
 EVALUATION_SHARE = 0.3  # at most this fraction of the budget for inference, baselines, metrics and figures
 EXPORT_S = 30.0  # first guess per task (SavedModel traced and written, loaded back); then as measured
 SAFETY = 0.05  # of the budget, kept free for what the estimates miss
-_METHODS = {"autoencode": 2, "denoise": 4, "depixelate": 4}  # model, condition and baselines scored per task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,19 +88,15 @@ def measure_speed(config, size: int) -> Speed:
     )
 
 
-def tiles(shape_zyx, block: int, overlap: float) -> int:
-    stride = max(1, int(round(block * (1 - overlap))))
-    return math.prod(len(sliding_origins(n, block, stride)) for n in shape_zyx)
-
-
 def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm: bool, block: int) -> float:
     """Inference, baselines and metrics for ``scans`` volumes of ``shape_zyx``, all tasks; 35 % for the rest
     (lung masks, figures, the stitched volumes written; measured 17 % over a 20 % allowance)."""
     voxels = math.prod(shape_zyx)
     per_scan = 0.0
     for task in TASKS:
-        per_scan += tiles(shape_zyx, block, overlap) * speed.infer_block_s
-        methods = _METHODS[task] - (1 if task == "denoise" and not nlm else 0)
+        per_scan += len(tile_origins(shape_zyx, block, overlap)) * speed.infer_block_s
+        baselines = [b for b in BASELINES.get(task, ()) if nlm or b != "non_local_means"]
+        methods = 2 + len(baselines)  # the model and the condition are scored too
         per_scan += 2 * methods * voxels * speed.quality_voxel_s  # whole volume and lungs
         if task == "denoise" and nlm:
             per_scan += voxels * speed.nlm_voxel_s

@@ -57,6 +57,9 @@ def test_other_convolutions_are_refused(kwargs):
     options = {"padding": "same", "use_bias": False, **kwargs}
     with pytest.raises(ValueError, match="stride 1"):
         FastKernelGradConv3D(4, 3, **options)
+
+
+def test_an_even_kernel_is_refused():
     with pytest.raises(ValueError, match="odd cubic"):
         FastKernelGradConv3D(4, 2, padding="same", use_bias=False)
 
