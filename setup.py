@@ -6,7 +6,7 @@ import re
 from setuptools import find_packages, setup
 
 _ROOT = pathlib.Path(__file__).parent
-_VERSION = re.search(r'__version__ = "([^"]+)"', (_ROOT / "cgan_ct" / "__init__.py").read_text()).group(1)
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_ROOT / "cgan_ct" / "version.py").read_text()).group(1)
 
 # One console command per job: cgan-ct-<job> = <package>.<module>:run
 _JOBS = {

@@ -27,7 +27,7 @@ from absl import app, flags
 
 from cgan_ct import read_volume
 from cgan_ct.config import ConversionConfig
-from cgan_ct.conversion import convert
+from cgan_ct.data.conversion import convert
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
 _SERIES_DIR = flags.DEFINE_string("series_dir", str(_DEFAULT), "A folder holding one DICOM series.")

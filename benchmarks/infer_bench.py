@@ -24,12 +24,12 @@ import numpy as np
 from absl import app, flags
 
 from cgan_ct import read_volume
-from cgan_ct.blocks import sliding_origins
 from cgan_ct.config import model_config
-from cgan_ct.export import save_block_model
-from cgan_ct.inference import BlockModel, infer_volume
-from cgan_ct.intensity import linear_mapping
-from cgan_ct.networks import build_generator
+from cgan_ct.inference.inference import BlockModel, infer_volume
+from cgan_ct.model.export import save_block_model
+from cgan_ct.model.networks import build_generator
+from cgan_ct.ops.blocks import sliding_origins
+from cgan_ct.ops.intensity import linear_mapping
 
 _CHEST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
 _SERIES = flags.DEFINE_string("series_dir", str(_CHEST), "The scan to infer.")

@@ -30,8 +30,8 @@ from tensorflow.python.util import _pywrap_util_port
 
 from cgan_ct import runtime
 from cgan_ct.config import model_config
-from cgan_ct.networks import build_discriminator, build_generator, conv_flops_per_block
-from cgan_ct.training import build_gan
+from cgan_ct.model.networks import build_discriminator, build_generator, conv_flops_per_block
+from cgan_ct.model.training import build_gan
 
 _PRESETS = flags.DEFINE_list("presets", ["cpu", "paper"], "Model presets to measure.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of timing per figure (after warm-up).")

@@ -28,8 +28,8 @@ from tensorflow.python.util import _pywrap_util_port
 
 from cgan_ct import runtime
 from cgan_ct.config import model_config
-from cgan_ct.gan import block_psnr, block_ssim
-from cgan_ct.training import build_gan
+from cgan_ct.model.gan import block_psnr, block_ssim
+from cgan_ct.model.training import build_gan
 
 _PRESET = flags.DEFINE_string("preset", "cpu", "Model preset.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Batch.")

@@ -42,12 +42,12 @@ _CHILD = flags.DEFINE_string("child", None, "(internal) measure this cascade fol
 
 
 def build_cascade(folder: pathlib.Path, preset: str, levels: int, size: int) -> None:
-    from cgan_ct.coarse_gan import build_coarse_generator, save_coarse_model
     from cgan_ct.config import coarse_config, model_config
-    from cgan_ct.export import save_block_model
-    from cgan_ct.intensity import linear_mapping
-    from cgan_ct.json_files import write_json_atomic
-    from cgan_ct.networks import build_generator
+    from cgan_ct.io.json_files import write_json_atomic
+    from cgan_ct.model.export import save_block_model
+    from cgan_ct.model.networks import build_generator
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_gan import build_coarse_generator, save_coarse_model
 
     mapping = linear_mapping()
     config = model_config(preset)
@@ -90,7 +90,7 @@ class PeakRss:
 def measure(folder: str, slices: int, batch: int, overlap: float) -> dict:
     import tensorflow as tf
 
-    from cgan_ct.synthesis import Cascade
+    from cgan_ct.synthesis.synthesis import Cascade
 
     gpus = tf.config.list_physical_devices("GPU")
     cascade = Cascade(folder)
@@ -131,7 +131,7 @@ def measure(folder: str, slices: int, batch: int, overlap: float) -> dict:
 
 
 def _count_blocks(cascade, slices: int, overlap: float) -> int:
-    from cgan_ct.blocks import sliding_origins
+    from cgan_ct.ops.blocks import sliding_origins
 
     total = 0
     for (depth, height, width), stage in zip(cascade.level_shapes(slices), cascade.stages, strict=True):

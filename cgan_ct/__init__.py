@@ -11,15 +11,18 @@ from cgan_ct.runtime import configure_environment
 
 configure_environment()  # before any module of ours imports TensorFlow
 
-from cgan_ct.dicom_writer import write_dicom_series  # noqa: E402
+from cgan_ct import moved  # noqa: E402
 from cgan_ct.errors import VolumeError  # noqa: E402
-from cgan_ct.volume import AcquisitionInfo, Volume  # noqa: E402
-from cgan_ct.volume_files import write_nifti  # noqa: E402
-from cgan_ct.volume_io import read_volume  # noqa: E402
+from cgan_ct.io.dicom_writer import write_dicom_series  # noqa: E402
+from cgan_ct.io.volume import AcquisitionInfo, Volume  # noqa: E402
+from cgan_ct.io.volume_files import write_nifti  # noqa: E402
+from cgan_ct.io.volume_io import read_volume  # noqa: E402
+from cgan_ct.version import __version__  # noqa: E402
 
-__version__ = "0.1.0"
+moved.install()  # the module paths before the rooms still import (deprecated)
 
 __all__ = [
+    "__version__",
     "AcquisitionInfo",
     "Volume",
     "VolumeError",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cgan_ct.volume import AIR_HU
+from cgan_ct.constants import AIR_HU
 
 INTENSITY_KINDS = ("equalize", "linear")
 
@@ -33,7 +33,7 @@ class ConversionConfig:
       intensity: "equalize" (the paper's histogram equalization, fitted on
         the training split) or "linear" (a fixed window to [-1, 1]).
       subsample: keep every subsample-th voxel along z, y, x after reading
-        (cgan_ct.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
+        (cgan_ct.ops.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
     """
 
     block_size: int = 32
@@ -108,7 +108,7 @@ class ModelConfig:
         several replicas compute the same thing), "batch" or "none".
       dropout: dropout rate in the two deepest levels of the decoder.
       residual: the generator corrects its condition (output starts as Y)
-        instead of drawing the block from scratch; see cgan_ct.networks.
+        instead of drawing the block from scratch; see cgan_ct.model.networks.
       disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".

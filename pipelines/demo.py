@@ -14,10 +14,10 @@ import sys
 
 from absl import app, flags
 
-from cgan_ct.demo import DemoSettings, run_demo
+from cgan_ct.cli.fit_progress import FitProgress
+from cgan_ct.cli.progress import ProgressBar
+from cgan_ct.demo.run import DemoSettings, run_demo
 from cgan_ct.errors import VolumeError
-from cgan_ct.fit_progress import FitProgress
-from cgan_ct.progress import ProgressBar
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for everything the demo makes.")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "Time budget for all stages (default 15).")

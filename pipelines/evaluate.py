@@ -15,11 +15,11 @@ import sys
 
 from absl import app, flags
 
-from cgan_ct import report
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.evaluation import evaluate_inputs
-from cgan_ct.inference import BlockModel
-from cgan_ct.progress import ProgressBar
+from cgan_ct.inference import report
+from cgan_ct.inference.evaluation import evaluate_inputs
+from cgan_ct.inference.inference import BlockModel
 
 _MODELS = flags.DEFINE_multi_string("model", None, "TASK=MODEL_DIR (repeatable).")
 _INPUTS = flags.DEFINE_multi_string("input", None, "A DICOM folder or volume file (repeatable).")

@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 
 from cgan_ct.errors import VolumeError
-from cgan_ct.export import export_generator
+from cgan_ct.model.export import export_generator
 
 _RUN = flags.DEFINE_string("run_dir", None, "A folder written by cgan-ct-train.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "SavedModel folder to write.")

@@ -17,9 +17,9 @@ import sys
 from absl import app, flags
 
 from cgan_ct import read_volume, write_dicom_series, write_nifti
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.inference import CONDITION_MODES, BlockModel, infer_volume
-from cgan_ct.progress import ProgressBar
+from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
 
 _MODEL = flags.DEFINE_string("model", None, "A SavedModel folder (cgan-ct-export) or a training run folder.")
 _INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")

@@ -19,9 +19,9 @@ import sys
 
 from absl import app, flags
 
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.progress import ProgressBar
-from cgan_ct.reader_study import build_study
+from cgan_ct.study.reader_study import build_study
 
 _REAL = flags.DEFINE_string("real", None, "Real CT: a volume file, DICOM folder, or folder of volumes.")
 _GENERATED = flags.DEFINE_string("generated", None, "Generated CT, as --real; paired with it by sorted order.")

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags
 
 from cgan_ct.errors import VolumeError
-from cgan_ct.reader_score import markdown_table, read_answers, read_key, score_readers
+from cgan_ct.study.reader_score import markdown_table, read_answers, read_key, score_readers
 
 _KEY = flags.DEFINE_string("key", None, "The study's key.json.")
 _ANSWERS = flags.DEFINE_multi_string("answers", None, "A reader's answers file; more may follow as arguments.")

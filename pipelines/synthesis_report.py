@@ -20,11 +20,11 @@ import sys
 from absl import app, flags
 
 from cgan_ct import read_volume
-from cgan_ct.cascade_training import fit_plane
+from cgan_ct.data.manifest import load_manifest
 from cgan_ct.errors import VolumeError
-from cgan_ct.manifest import load_manifest
-from cgan_ct.sources import discover
-from cgan_ct.synthesis_report import synthesis_report
+from cgan_ct.io.sources import discover
+from cgan_ct.synthesis.cascade_training import fit_plane
+from cgan_ct.synthesis.synthesis_report import synthesis_report
 
 _SYNTHETIC = flags.DEFINE_string("synthetic", None, "Output folder of cgan-ct-synthesize.")
 _INPUT = flags.DEFINE_list("input", None, "The cascade's training inputs (DICOM folders, volume files, roots).")

@@ -19,10 +19,10 @@ import time
 from absl import app, flags
 
 from cgan_ct import write_dicom_series, write_nifti
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.json_files import write_json_atomic
-from cgan_ct.progress import ProgressBar
-from cgan_ct.synthesis import Cascade
+from cgan_ct.io.json_files import write_json_atomic
+from cgan_ct.synthesis.synthesis import Cascade
 
 _MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")

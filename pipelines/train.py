@@ -17,10 +17,10 @@ import sys
 from absl import app, flags
 
 from cgan_ct.config import model_config
-from cgan_ct.corruption import TASKS
+from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.errors import VolumeError
-from cgan_ct.input_pipeline import PipelineOptions
-from cgan_ct.training import RunOptions, train
+from cgan_ct.model.training import RunOptions, train
+from cgan_ct.ops.corruption import TASKS
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
 _TASK = flags.DEFINE_enum("task", None, list(TASKS), "The condition to learn from.")

@@ -15,10 +15,10 @@ import sys
 
 from absl import app, flags
 
-from cgan_ct.cascade_training import CascadeSettings, train_cascade
+from cgan_ct.cli.fit_progress import FitProgress
 from cgan_ct.config import coarse_config, conversion_config, model_config
 from cgan_ct.errors import VolumeError
-from cgan_ct.fit_progress import FitProgress
+from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for datasets, runs and the cascade.")

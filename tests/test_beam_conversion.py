@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("apache_beam", reason="apache-beam is the optional 'beam' extra (installed by the test extra)")
 
-from cgan_ct.beam_conversion import convert_with_beam  # noqa: E402
-from cgan_ct.conversion import convert  # noqa: E402
-from cgan_ct.dataset_check import verify  # noqa: E402
+from cgan_ct.data.beam_conversion import convert_with_beam  # noqa: E402
+from cgan_ct.data.conversion import convert  # noqa: E402
+from cgan_ct.data.dataset_check import verify  # noqa: E402
+from cgan_ct.data.tfrecord_io import iter_records  # noqa: E402
 from cgan_ct.errors import VolumeError  # noqa: E402
-from cgan_ct.tfrecord_io import iter_records  # noqa: E402
 from tests.test_conversion import SMOKE, archive  # noqa: E402, F401 - archive is a fixture
 
 

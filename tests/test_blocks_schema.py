@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import blocks, schema
-from cgan_ct.tfrecord_io import ShardWriter, file_crc32c, iter_records
+from cgan_ct.data import schema
+from cgan_ct.data.tfrecord_io import ShardWriter, file_crc32c, iter_records
+from cgan_ct.ops import blocks
 
 
 def test_blocks_cover_an_awkward_volume_exactly():

@@ -9,10 +9,11 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from cgan_ct import VolumeError, read_volume, schema
+from cgan_ct import VolumeError, read_volume
 from cgan_ct.config import ConversionConfig, conversion_config
-from cgan_ct.conversion import convert, split_patients
-from cgan_ct.dataset_check import verify
+from cgan_ct.data import schema
+from cgan_ct.data.conversion import convert, split_patients
+from cgan_ct.data.dataset_check import verify
 from tests.dicom_factory import random_hu, write_ct_series
 
 SMOKE = conversion_config("smoke")  # 16^3 blocks, margin 4

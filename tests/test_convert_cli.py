@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from cgan_ct.dataset_check import verify
-from cgan_ct.tfrecord_io import iter_records
+from cgan_ct.data.dataset_check import verify
+from cgan_ct.data.tfrecord_io import iter_records
 from tests.conftest import REPO
 from tests.test_conversion import write_nifti_volume
 

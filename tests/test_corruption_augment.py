@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import augment, corruption
+from cgan_ct.data import augment
+from cgan_ct.ops import corruption
 
 
 def _numpy_depixelate(hu, factor):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import cpu_conv
-from cgan_ct.cpu_conv import FastKernelGradConv3D
+from cgan_ct.model import cpu_conv
+from cgan_ct.model.cpu_conv import FastKernelGradConv3D
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_an_even_kernel_is_refused():
 
 def test_saved_and_loaded_as_part_of_the_generator(tmp_path):
     from cgan_ct.config import model_config
-    from cgan_ct.networks import build_generator
+    from cgan_ct.model.networks import build_generator
 
     generator = build_generator(model_config("smoke"))
     generator.save(tmp_path / "g.keras")

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from cgan_ct import demo_plan, read_volume
-from cgan_ct.demo import DemoSettings, _State
+from cgan_ct import read_volume
+from cgan_ct.demo import plan as demo_plan
+from cgan_ct.demo.run import DemoSettings, _State
 from cgan_ct.errors import VolumeError
 from tests.conftest import REPO
 

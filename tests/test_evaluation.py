@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from cgan_ct.baselines import baselines, interpolate_samples, seam_score
+from cgan_ct.inference.baselines import baselines, interpolate_samples, seam_score
 from tests.conftest import REPO
 from tests.test_inference import model_dir  # noqa: F401 - fixture
 from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
@@ -79,7 +79,7 @@ def test_evaluate_end_to_end_on_the_chest(model_dir, shared_ct, tmp_path):  # no
 
 
 def test_a_difference_under_a_tenth_of_a_db_is_a_tie_in_every_summary(tmp_path):
-    from cgan_ct import report
+    from cgan_ct.inference import report
 
     assert report.verdict(37.08, 37.06) == "ties with" and report.verdict(33.48, 33.48) == "ties with"
     assert report.verdict(35.61, 33.48) == "beats" and report.verdict(35.61, 38.02) == "loses to"

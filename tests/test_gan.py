@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import losses
 from cgan_ct.config import ModelConfig, model_config
-from cgan_ct.gan import ConditionalGAN, block_psnr_ssim
-from cgan_ct.networks import build_discriminator, build_generator, conv_flops_per_block
+from cgan_ct.model import losses
+from cgan_ct.model.gan import ConditionalGAN, block_psnr_ssim
+from cgan_ct.model.networks import build_discriminator, build_generator, conv_flops_per_block
 from tests.conftest import REPO
 
 LOG2 = math.log(2.0)
@@ -155,8 +155,8 @@ def test_one_and_two_replicas_give_the_same_loss():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from cgan_ct.config import model_config
-        from cgan_ct.gan import ConditionalGAN
-        from cgan_ct.networks import build_discriminator, build_generator
+        from cgan_ct.model.gan import ConditionalGAN
+        from cgan_ct.model.networks import build_discriminator, build_generator
 
         def losses_with(strategy, weights, y, x, z):
             with strategy.scope():
@@ -194,7 +194,7 @@ def test_untrained_residual_generator_returns_its_condition():
 
 
 def test_mixed_precision_step_runs_and_stays_finite():
-    from cgan_ct.training import build_gan
+    from cgan_ct.model.training import build_gan
 
     try:
         gan = build_gan(model_config("smoke", mixed_precision=True))

@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from cgan_ct import read_volume
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.export import export_generator
-from cgan_ct.inference import BlockModel, infer_volume, make_condition
-from cgan_ct.progress import ProgressBar
+from cgan_ct.inference.inference import BlockModel, infer_volume, make_condition
+from cgan_ct.model.export import export_generator
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
 from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 from cgan_ct.config import ConversionConfig
-from cgan_ct.conversion import convert
-from cgan_ct.input_pipeline import PipelineOptions, make_dataset
+from cgan_ct.data.conversion import convert
+from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from tests.conftest import REPO
 from tests.test_corruption_augment import _numpy_depixelate
 
@@ -118,7 +118,7 @@ def test_works_under_mirrored_strategy_on_two_cpu_devices(dataset):
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from cgan_ct.input_pipeline import make_dataset
+        from cgan_ct.data.input_pipeline import make_dataset
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         dist = strategy.distribute_datasets_from_function(
             lambda ctx: make_dataset({str(dataset)!r}, "train", "denoise", 4, seed=1, input_context=ctx))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import intensity, read_volume
+from cgan_ct import read_volume
+from cgan_ct.ops import intensity
 
 
 def test_linear_window_golden_values():

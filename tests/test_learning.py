@@ -20,10 +20,10 @@ import tensorflow as tf
 
 from cgan_ct import read_volume, write_nifti
 from cgan_ct.config import ConversionConfig, model_config
-from cgan_ct.conversion import convert
-from cgan_ct.export import load_run_generator
-from cgan_ct.input_pipeline import PipelineOptions, load_intensity, make_dataset
-from cgan_ct.training import RunOptions, train
+from cgan_ct.data.conversion import convert
+from cgan_ct.data.input_pipeline import PipelineOptions, load_intensity, make_dataset
+from cgan_ct.model.export import load_run_generator
+from cgan_ct.model.training import RunOptions, train
 
 MARGIN_DB = 1.5
 EVERY = 25

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from cgan_ct.memorization import (
+from cgan_ct.demo.phantom import make_phantom
+from cgan_ct.synthesis.memorization import (
     BlockSet,
     blocks_from_volumes,
     extract_blocks,
     memorization_check,
     nearest_distances,
 )
-from cgan_ct.phantom import make_phantom
 
 BLOCK = 16
 TRAINING_SEEDS = (0, 1, 2)

@@ -7,8 +7,8 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cgan_ct import read_volume
-from cgan_ct.lung import lung_mask
-from cgan_ct.metrics import quality
+from cgan_ct.inference.metrics import quality
+from cgan_ct.ops.lung import lung_mask
 
 
 def test_psnr_golden_value():

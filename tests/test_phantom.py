@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgan_ct.lung import lung_mask
-from cgan_ct.phantom import make_phantom
+from cgan_ct.demo.phantom import make_phantom
+from cgan_ct.ops.lung import lung_mask
 
 
 def test_deterministic_and_distinct():

@@ -105,7 +105,7 @@ def test_info_tool_output_and_copies_carry_no_identifier(tmp_path):
 
 def test_conversion_outputs_carry_no_identifier(tmp_path):
     from cgan_ct.config import conversion_config
-    from cgan_ct.conversion import convert
+    from cgan_ct.data.conversion import convert
 
     archive = tmp_path / "Zyxwick_Honoria_archive"
     _write_source(archive / "Honoria_chest")
@@ -134,9 +134,9 @@ def test_conversion_outputs_carry_no_identifier(tmp_path):
 
 def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
     """Everything a cascade writes (datasets, runs, models, synthetic series) is free of the source's identity."""
-    from cgan_ct.cascade_training import CascadeSettings, train_cascade
     from cgan_ct.config import coarse_config, conversion_config, model_config
-    from cgan_ct.synthesis import Cascade
+    from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
+    from cgan_ct.synthesis.synthesis import Cascade
 
     _write_source(tmp_path / "Zyxwick_Honoria" / "Quibble_chest")
     settings = CascadeSettings(

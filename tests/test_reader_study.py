@@ -13,10 +13,10 @@ from PIL import Image
 from scipy import ndimage, stats
 
 from cgan_ct import VolumeError, write_nifti
-from cgan_ct import reader_study as rs
-from cgan_ct.phantom import make_phantom
-from cgan_ct.reader_page import ANSWERS_FORMAT, page_html
-from cgan_ct.reader_score import (
+from cgan_ct.demo.phantom import make_phantom
+from cgan_ct.study import reader_study as rs
+from cgan_ct.study.reader_page import ANSWERS_FORMAT, page_html
+from cgan_ct.study.reader_score import (
     binomial_p_half,
     clopper_pearson,
     markdown_table,

@@ -21,8 +21,8 @@ import pytest
 from scipy import ndimage, stats
 
 from cgan_ct import read_volume, write_nifti
-from cgan_ct.phantom import make_phantom
-from cgan_ct.reader_study import build_study
+from cgan_ct.demo.phantom import make_phantom
+from cgan_ct.study.reader_study import build_study
 from tests.conftest import REPO
 
 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cgan_ct.blocks import blend_window, predict_volume, sliding_origins
+from cgan_ct.ops.blocks import blend_window, predict_volume, sliding_origins
 
 
 def test_sliding_origins():

@@ -12,13 +12,13 @@ import pydicom
 import pytest
 
 from cgan_ct import read_volume
-from cgan_ct.blocks import predict_volume
-from cgan_ct.cascade import cascade_stream, refine_stream
 from cgan_ct.config import coarse_config, conversion_config, model_config
+from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
-from cgan_ct.phantom import make_phantom
-from cgan_ct.pyramid import level_shape, subsample, subsample_volume, upsample_nearest
-from cgan_ct.volume_files import write_nifti
+from cgan_ct.io.volume_files import write_nifti
+from cgan_ct.ops.blocks import predict_volume
+from cgan_ct.ops.pyramid import level_shape, subsample, subsample_volume, upsample_nearest
+from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from tests.conftest import REPO, require_tool
 
 
@@ -83,7 +83,7 @@ def test_subsample_volume_keeps_the_first_voxel_and_scales_spacing():
 
 
 def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
-    from cgan_ct.conversion import convert
+    from cgan_ct.data.conversion import convert
 
     write_nifti(make_phantom(0, 16, 64), tmp_path / "p.nii.gz")
     manifest = convert(
@@ -96,8 +96,8 @@ def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
 
 
 def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
-    from cgan_ct.coarse_gan import CoarseModel, build_coarse_generator, save_coarse_model
-    from cgan_ct.intensity import linear_mapping
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_gan import CoarseModel, build_coarse_generator, save_coarse_model
 
     config = coarse_config("smoke", size=16)
     generator = build_coarse_generator(config)
@@ -113,7 +113,7 @@ def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
 
 
 def test_coarse_crops_carry_their_relative_height():
-    from cgan_ct.coarse_gan import crop_batches
+    from cgan_ct.synthesis.coarse_gan import crop_batches
 
     config = coarse_config("smoke", size=8, crop_depth=4, batch_size=3)
     volumes = [np.full((6, 8, 8), 0.5, np.float32), np.zeros((2, 8, 8), np.float32)]
@@ -133,7 +133,7 @@ def test_coarse_crops_carry_their_relative_height():
 def test_discriminator_augmentation_shifts_with_air_and_cuts_out_a_square():
     import tensorflow as tf
 
-    from cgan_ct.coarse_gan import augment_for_discriminator
+    from cgan_ct.synthesis.coarse_gan import augment_for_discriminator
 
     volumes = np.full((6, 3, 16, 16, 1), -1.0, np.float32)
     volumes[:, :, 8, 8] = 1.0  # one bright column per example
@@ -163,8 +163,8 @@ def test_discriminator_augmentation_shifts_with_air_and_cuts_out_a_square():
 def test_coarse_training_applies_the_r1_penalty():
     import keras
 
-    from cgan_ct.coarse_gan import train_coarse
-    from cgan_ct.intensity import linear_mapping
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_gan import train_coarse
 
     rng = np.random.default_rng(0)
     volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]
@@ -193,7 +193,7 @@ def test_coarse_training_applies_the_r1_penalty():
 @pytest.fixture(scope="module")
 def tiny_cascade(tmp_path_factory):
     """A two-level cascade trained for a few steps on four 64 x 64 phantoms (about a minute)."""
-    from cgan_ct.cascade_training import CascadeSettings, train_cascade
+    from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
 
     root = tmp_path_factory.mktemp("cascade")
     (root / "in").mkdir()
@@ -214,7 +214,7 @@ def tiny_cascade(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
-    from cgan_ct.synthesis import Cascade
+    from cgan_ct.synthesis.synthesis import Cascade
 
     _, _, folder, messages = tiny_cascade
     assert any("coarse" in m for m in messages) and sum("training the x2" in m for m in messages) == 2
@@ -234,7 +234,7 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
 
 @pytest.mark.slow
 def test_training_again_resumes_without_retraining(tiny_cascade):
-    from cgan_ct.cascade_training import train_cascade
+    from cgan_ct.synthesis.cascade_training import train_cascade
 
     root, settings, folder, _ = tiny_cascade
     before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
@@ -271,7 +271,7 @@ def test_synthesize_cli_writes_marked_dicom_that_passes_dciodvfy(tiny_cascade, t
 
 
 def test_cascade_folder_errors_name_the_folder(tmp_path):
-    from cgan_ct.synthesis import Cascade
+    from cgan_ct.synthesis.synthesis import Cascade
 
     with pytest.raises(VolumeError, match="not a synthesis cascade"):
         Cascade(tmp_path)
@@ -279,8 +279,8 @@ def test_cascade_folder_errors_name_the_folder(tmp_path):
 
 @pytest.mark.slow
 def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
-    from cgan_ct.cascade_training import fit_plane
-    from cgan_ct.synthesis import Cascade
+    from cgan_ct.synthesis.cascade_training import fit_plane
+    from cgan_ct.synthesis.synthesis import Cascade
 
     root, _, folder, _ = tiny_cascade
     cascade = Cascade(folder)

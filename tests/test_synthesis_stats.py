@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from cgan_ct.body_mask import body_mask
+from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
-from cgan_ct.phantom import make_phantom
-from cgan_ct.synthesis_stats import (
+from cgan_ct.ops.body_mask import body_mask
+from cgan_ct.synthesis.synthesis_stats import (
     HuHistogram,
     RadialSpectrum,
     VolumeStatistics,

@@ -19,10 +19,10 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 from cgan_ct.config import conversion_config, model_config
-from cgan_ct.conversion import convert
-from cgan_ct.export import export_generator
-from cgan_ct.intensity import IntensityMapping
-from cgan_ct.training import Backup, DivergenceGuard, RunOptions, build_gan, train
+from cgan_ct.data.conversion import convert
+from cgan_ct.model.export import export_generator
+from cgan_ct.model.training import Backup, DivergenceGuard, RunOptions, build_gan, train
+from cgan_ct.ops.intensity import IntensityMapping
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cgan_ct import Volume, VolumeError
-from cgan_ct.pseudonym import pseudonym
-from cgan_ct.volume import AcquisitionInfo, canonical_axes, to_canonical
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.io.volume import AcquisitionInfo, canonical_axes, to_canonical
 
 
 def _volume(direction, shape=(3, 4, 5)):

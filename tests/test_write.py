@@ -11,8 +11,8 @@ import SimpleITK as sitk
 
 import cgan_ct
 from cgan_ct import Volume, VolumeError, read_volume, write_dicom_series, write_nifti
-from cgan_ct.sitk_bridge import geometry_from_sitk
-from cgan_ct.volume import AcquisitionInfo
+from cgan_ct.io.sitk_bridge import geometry_from_sitk
+from cgan_ct.io.volume import AcquisitionInfo
 from tests.conftest import require_tool
 
 

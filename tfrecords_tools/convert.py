@@ -19,10 +19,10 @@ import sys
 
 from absl import app, flags
 
+from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.config import conversion_config
-from cgan_ct.conversion import ConversionReport, convert
+from cgan_ct.data.conversion import ConversionReport, convert
 from cgan_ct.errors import VolumeError
-from cgan_ct.progress import ProgressBar
 
 _INPUT = flags.DEFINE_multi_string("input", None, "DICOM folder, volume file or root folder (repeatable).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Dataset folder to write.")
@@ -81,7 +81,7 @@ def _summary(report) -> str:
 
 def _run_beam(config, beam_args):
     try:
-        from cgan_ct.beam_conversion import convert_with_beam
+        from cgan_ct.data.beam_conversion import convert_with_beam
     except ImportError:
         raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
     manifest = convert_with_beam(_INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args)

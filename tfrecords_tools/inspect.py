@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from cgan_ct.dataset_check import montage_png, summarize, verify
+from cgan_ct.data.dataset_check import montage_png, summarize, verify
 from cgan_ct.errors import VolumeError
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "A folder written by cgan-ct-convert.")

@@ -1,0 +1,96 @@
+"""The one way a cgan-ct job runs: absl flags, a ``--help`` that describes the job, errors as one line.
+
+Every console script (``cgan-ct-<job>``) and ``python -m pipelines.<job>`` ends in::
+
+    def run() -> None:
+        job.run(main, __name__, required=("dataset_dir", "output_dir"))
+
+``main(argv)`` returns the exit status (None is 0). A ``VolumeError``, ``ValueError``
+or ``OSError`` that escapes it (a bad input, a wrong value, a path that cannot be
+written) becomes one line, ``cgan-ct-<job>: error: ...`` on stderr, and exit
+status 2; anything else is a bug and keeps its traceback. Missing required
+flags and stray arguments are absl usage errors (exit status 1).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+
+from cgan_ct.errors import VolumeError
+
+INPUT_ERRORS = (VolumeError, ValueError, OSError)
+INPUT_ERROR_STATUS = 2
+_HELP_FLAGS = {"--help", "-help", "--helpshort", "-helpshort", "-?", "--?"}
+_HELPFULL_FLAGS = {"--helpfull", "-helpfull"}
+
+
+def job_name(module: str) -> str:
+    """The command name: the first word of the job module's docstring (``cgan-ct-train: ...``)."""
+    doc = sys.modules[module].__doc__ or ""
+    name = doc.strip().split(":", 1)[0].strip()
+    return name or module
+
+
+def help_text(module: str, full: bool = False) -> str:
+    """The job's docstring and its own flags (``full``: every flag absl knows)."""
+    doc = (sys.modules[module].__doc__ or "").strip("\n")
+    key = sys.argv[0] if module == "__main__" else module  # absl files __main__'s flags under argv[0]
+    flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(key)
+    lines = [doc, ""]
+    if flag_help:
+        lines += ["flags:", "", flag_help, ""]
+    if not full:
+        lines.append("Try --helpfull to get a list of all flags.")
+    return "\n".join(lines)
+
+
+def _asked_for_help(argv: Sequence[str]) -> str | None:
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg in _HELP_FLAGS:
+            return "short"
+        if arg in _HELPFULL_FLAGS:
+            return "full"
+    return None
+
+
+def run(
+    main: Callable[[list[str]], int | None],
+    module: str,
+    required: Sequence[str] = (),
+    positional: bool = False,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Parses flags and runs ``main``; exits with its status. See the module docstring.
+
+    Args:
+      main: the job, ``argv -> exit status``; argv[0] is the program, the rest positional arguments.
+      module: the job module's ``__name__`` (its docstring is the help; its flags are listed).
+      required: flags that must be given.
+      positional: whether the job takes positional arguments (else they are a usage error).
+      argv: the command line (default ``sys.argv``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    asked = _asked_for_help(argv)
+    if asked:
+        print(help_text(module, full=asked == "full"))
+        sys.exit(0)
+    if required:
+        flags.mark_flags_as_required(list(required))
+    name = job_name(module)
+
+    def guarded(args: list[str]) -> None:
+        if len(args) > 1 and not positional:
+            raise app.UsageError(f"unexpected arguments: {args[1:]}")
+        try:
+            status = main(args)
+        except INPUT_ERRORS as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            sys.exit(INPUT_ERROR_STATUS)
+        sys.exit(status or 0)
+
+    app.run(guarded, argv=argv)

@@ -1,0 +1,71 @@
+"""Values every room of the package shares, written once.
+
+HU constants, the display windows, the Poisson protocol, the task names, and
+the names of the files and SavedModel signatures that other tools rely on.
+This module imports nothing; any module of the project may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+PACKAGE = "cgan_ct"
+
+# --- Hounsfield units -------------------------------------------------------------------------
+AIR_HU = -1024  # air, and what padding and out-of-field voxels become
+CLIP_HU = (-1024, 3071)  # the CT numbers a 12-bit scanner stores; intensity and metrics clip to it
+DATA_RANGE_HU = 4096.0  # CLIP_HU's width: the data range of PSNR and SSIM
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A display window: ``width`` and ``level`` (centre) in HU."""
+
+    name: str
+    title: str
+    width: float
+    level: float
+
+    @property
+    def low_hu(self) -> float:
+        return self.level - self.width / 2
+
+    @property
+    def high_hu(self) -> float:
+        return self.level + self.width / 2
+
+    @property
+    def range_hu(self) -> tuple[float, float]:
+        return (self.low_hu, self.high_hu)
+
+
+LUNG_WINDOW = Window("lung", "Lung window", 1500.0, -600.0)  # [-1350, 150] HU
+MEDIASTINAL_WINDOW = Window("mediastinum", "Mediastinal window", 400.0, 40.0)  # [-160, 240] HU
+
+# --- the denoise task's Poisson protocol (Mangalagiri et al.) ---------------------------------
+# x01 = clip((HU + POISSON_HU_OFFSET) / POISSON_HU_RANGE, 0, 1); Y = Poisson(peak * x01) / peak.
+POISSON_HU_OFFSET = 1024.0
+POISSON_HU_RANGE = 4096.0
+DEFAULT_PEAK = 512.0  # counts at x01 = 1: lower is noisier
+DEFAULT_FACTOR = 2  # the depixelate task's nearest-neighbour factor
+
+# --- tasks ------------------------------------------------------------------------------------
+AUTOENCODE = "autoencode"
+DENOISE = "denoise"
+DEPIXELATE = "depixelate"
+TASKS = (AUTOENCODE, DENOISE, DEPIXELATE)
+
+# --- file and signature names (promises to users and other tools) ----------------------------
+MANIFEST_FILE = "manifest.json"  # a converted dataset; written last
+RUN_FILE = "run.json"  # a training run folder
+GENERATOR_LAST = "generator_last.keras"
+GENERATOR_BEST = "generator_best.keras"
+MODEL_INFO_FILE = "cgan_ct_model.json"  # beside an exported block generator
+COARSE_INFO_FILE = "cgan_ct_coarse.json"  # beside an exported coarse generator
+CASCADE_FILE = "cascade.json"  # a synthesis cascade folder
+SAVED_MODEL_FILE = "saved_model.pb"
+
+SERVING_SIGNATURE = "serving_default"  # blocks_hu -> blocks_hu, noise drawn inside
+SEEDED_SIGNATURE = "generate_hu_seeded"  # blocks_hu, seed -> blocks_hu
+NORMALIZED_SIGNATURE = "generate_normalized"  # condition, noise -> generated ([-1, 1])
+COARSE_SIGNATURE = "generate"  # the coarse generator: seed, count -> volumes

@@ -1,0 +1,215 @@
+"""CT volumes -> sharded TFRecords of blocks, with a manifest. Resumable and atomic.
+
+The run: find the volumes, split patients into train and test, pack volumes
+into shards, write the shards that are not done yet (in parallel), then fit
+the intensity mapping on the training split and write ``manifest.json`` last.
+A folder with a manifest is complete; without one, a later run with the same
+inputs and settings picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import shutil
+
+import numpy as np
+
+from cgan_ct.config import ConversionConfig
+from cgan_ct.data import schema
+from cgan_ct.data.manifest import MANIFEST, SPLITS, build_manifest, write_manifest
+from cgan_ct.data.shard_writer import WORK_DIR, ShardTask, write_shard
+from cgan_ct.data.tfrecord_io import TMP_PREFIX
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.sources import VolumeSource, discover
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionReport:
+    """What a run did. ``skipped`` pairs a location (console only) with a reason."""
+
+    output_dir: pathlib.Path
+    manifest: dict
+    skipped: list[tuple[str, str]]
+    shards_written: int
+    shards_reused: int
+
+    @property
+    def complete(self) -> bool:
+        return not self.manifest["skipped"]
+
+
+def split_patients(patient_keys, test_fraction: float, seed: int) -> dict[str, str]:
+    """Patient key -> "train" or "test": a seeded shuffle of the sorted keys.
+
+    round(test_fraction * n) patients go to test, at least one when there are
+    two or more patients and the fraction is positive, never all of them.
+    """
+    keys = sorted(set(patient_keys))
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n_test = round(test_fraction * len(keys))
+    if test_fraction > 0 and len(keys) >= 2:
+        n_test = min(max(1, n_test), len(keys) - 1)
+    test = {keys[i] for i in order[:n_test]}
+    return {k: ("test" if k in test else "train") for k in keys}
+
+
+def _estimated_bytes(source: VolumeSource, config: ConversionConfig) -> int:
+    voxels = source.estimated_voxels / config.subsample**3
+    return int(voxels / config.block_size**3 * config.record_bytes * 1.1)
+
+
+def plan_shards(sources, config: ConversionConfig, salt, output_dir: pathlib.Path) -> list[ShardTask]:
+    """Packs each split's volumes (in volume-id order) into shards of about the target size."""
+    splits = split_patients([s.patient_key for s in sources], config.test_fraction, config.seed)
+    target = config.shard_target_mb * 2**20
+    tasks = []
+    for split in SPLITS:
+        groups, current, size = [], [], 0
+        for source in (s for s in sources if splits[s.patient_key] == split):
+            estimate = _estimated_bytes(source, config)
+            if current and size + estimate > 1.25 * target:  # would overshoot: start a new shard
+                groups.append(current)
+                current, size = [], 0
+            current.append(source)
+            size += estimate
+        groups += [current] if current else []
+        tasks += [ShardTask(split, i, len(groups), tuple(g), config, salt, output_dir) for i, g in enumerate(groups)]
+    return tasks
+
+
+def plan_fingerprint(tasks: list[ShardTask], config: ConversionConfig) -> str:
+    plan = {
+        "config": dataclasses.asdict(config),
+        "schema_version": schema.SCHEMA_VERSION,
+        "shards": {t.name: [s.volume_id for s in t.sources] for t in tasks},
+    }
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def _remove_outputs(output_dir: pathlib.Path) -> None:
+    """Removes what a conversion writes (and nothing else) from ``output_dir``."""
+    for split in SPLITS:
+        for path in output_dir.glob(f"{split}-*-of-*.tfrecord"):
+            path.unlink()
+    (output_dir / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)
+
+
+def _remove_temporaries(output_dir: pathlib.Path) -> None:
+    for folder in (output_dir, output_dir / WORK_DIR):
+        for path in folder.glob(f"{TMP_PREFIX}*"):
+            path.unlink()
+
+
+def _prepare(output_dir: pathlib.Path, fingerprint: str, overwrite: bool) -> dict | None:
+    """Readies ``output_dir``; returns the manifest if the same conversion is complete."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _remove_outputs(output_dir)
+    manifest_path = output_dir / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("plan_fingerprint") == fingerprint:
+            return manifest
+        raise VolumeError(output_dir, "holds a different conversion; use --overwrite or another folder")
+    plan_path = output_dir / WORK_DIR / "plan.json"
+    if plan_path.exists() and json.loads(plan_path.read_text()).get("fingerprint") != fingerprint:
+        raise VolumeError(output_dir, "holds an unfinished conversion of other inputs or settings; use --overwrite")
+    plan_path.parent.mkdir(exist_ok=True)
+    plan_path.write_text(json.dumps({"fingerprint": fingerprint}))
+    _remove_temporaries(output_dir)
+    return None
+
+
+def _done_receipt(task: ShardTask) -> dict | None:
+    if not (task.path.exists() and task.receipt_path.exists()):
+        return None
+    receipt = json.loads(task.receipt_path.read_text())
+    return receipt if receipt.get("bytes") == task.path.stat().st_size else None
+
+
+def _run_tasks(tasks: list[ShardTask], workers: int, progress) -> list[dict]:
+    if workers <= 1 or len(tasks) <= 1:
+        receipts = []
+        for task in tasks:
+            receipts.append(write_shard(task))
+            if progress:
+                progress(receipts[-1], len(receipts), len(tasks))
+        return receipts
+    # spawn, not fork: the parent may hold TensorFlow's threads (tests, notebooks).
+    context = multiprocessing.get_context("spawn")
+    receipts = []
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(write_shard, t) for t in tasks]):
+            receipts.append(future.result())
+            if progress:
+                progress(receipts[-1], len(receipts), len(tasks))
+    return receipts
+
+
+def convert(
+    inputs,
+    output_dir,
+    config: ConversionConfig | None = None,
+    salt: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> ConversionReport:
+    """Converts the CT volumes under ``inputs`` into a TFRecord dataset in ``output_dir``.
+
+    Args:
+      inputs: DICOM folders, volume files, or root folders holding them.
+      output_dir: the dataset folder (created if needed).
+      config: block size, margin, split, shard size...
+      salt: salt of the pseudonymous ids (default $CGAN_CT_SALT).
+      workers: processes (default: all cores).
+      overwrite: discard whatever conversion the folder holds and start over.
+      progress: called as ``progress(receipt, shards_done, shards_to_do)`` when
+        a shard completes.
+
+    Returns:
+      A ConversionReport; ``report.complete`` is False when inputs were skipped.
+
+    Raises:
+      VolumeError: the output folder holds another conversion, or nothing
+        could be converted.
+    """
+    config = config or ConversionConfig()
+    output_dir = pathlib.Path(output_dir)
+    sources, skipped = discover(inputs, salt)
+    tasks = plan_shards(sources, config, salt, output_dir)
+    fingerprint = plan_fingerprint(tasks, config)
+    console_skips = [(s.path, s.reason) for s in skipped]
+    existing = _prepare(output_dir, fingerprint, overwrite)
+    if existing is not None:
+        return ConversionReport(output_dir, existing, console_skips, 0, len(tasks))
+    done = {t.name: r for t in tasks if (r := _done_receipt(t)) is not None}
+    todo = [t for t in tasks if t.name not in done]
+    receipts = list(done.values()) + _run_tasks(todo, workers or os.cpu_count() or 1, progress)
+    locations = {s.volume_id: str(s.location) for s in sources}
+    console_skips += [(locations.get(s["source"], s["source"]), s["reason"]) for r in receipts for s in r["skipped"]]
+    manifest = manifest_from_receipts(receipts, config, fingerprint, [s.to_json() for s in skipped])
+    write_manifest(output_dir, manifest)
+    shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)
+    return ConversionReport(output_dir, manifest, console_skips, len(todo), len(done))
+
+
+def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> dict:
+    receipts = sorted(receipts, key=lambda r: r["shard"])
+    shards = [{k: r[k] for k in ("split", "shard", "records", "bytes", "crc32c")} for r in receipts]
+    train = [np.asarray(r["histogram"], np.int64) for r in receipts if r["split"] == "train"]
+    return build_manifest(
+        shards=shards,
+        volumes=[v for r in receipts for v in r["volumes"]],
+        skipped=skipped_inputs + [s for r in receipts for s in r["skipped"]],
+        train_histogram=np.sum(train, axis=0) if train else None,
+        config=config,
+        fingerprint=fingerprint,
+    )

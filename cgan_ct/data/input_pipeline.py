@@ -1,0 +1,164 @@
+"""The tf.data pipeline: TFRecord blocks -> (condition Y, target X) batches for one task.
+
+Per element: decode the stored block (int16 HU with margin) -> augmented
+(train) or centre (eval) 32^3 crop -> condition derived from the crop, in HU
+(cgan_ct.ops.corruption) -> both mapped to [-1, 1] by the dataset's recorded
+intensity mapping -> channel axis. Corruption is defined in HU (the Poisson
+protocol is), so the intensity mapping comes last; the result is the same
+pair the issue's order would give.
+
+Randomness is stateless: each element gets a seed pair from
+``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``, so a seed
+gives the same sequence of batches in every run, and each epoch (each new
+iteration of the dataset) gets fresh draws. The evaluation split derives its
+seeds from the element index and the seed: identical at every iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import tensorflow as tf
+
+from cgan_ct.data import augment, schema
+from cgan_ct.data.manifest import SPLITS, load_manifest
+from cgan_ct.errors import VolumeError
+from cgan_ct.ops import corruption
+from cgan_ct.ops.intensity import IntensityMapping
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """Knobs of the pipeline beyond the required arguments.
+
+    Attributes:
+      augment_copies: augmented copies of each block per epoch (the paper: 34).
+      max_rotation_deg: small rotations about z on top of 90-degree turns (0: off).
+      peak: Poisson peak of the denoise task (lower: noisier).
+      factor: down-sampling factor of the depixelate task.
+      shuffle_buffer: records held for shuffling (one record: 221 KB at 48^3).
+      cycle_length: shards read at once.
+    """
+
+    augment_copies: int = 1
+    max_rotation_deg: float = 0.0
+    peak: float = corruption.DEFAULT_PEAK
+    factor: int = corruption.DEFAULT_FACTOR
+    shuffle_buffer: int = 512
+    cycle_length: int = 16
+
+
+def _shard_files(dataset_dir: pathlib.Path, manifest: dict, split: str) -> list[str]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    names = [s["name"] for s in manifest["splits"][split]["shards"]]
+    if not names:
+        raise VolumeError(dataset_dir, f"the {split} split has no shards")
+    return [str(dataset_dir / name) for name in names]
+
+
+def _pair_fn(manifest: dict, task: str, training: bool, options: PipelineOptions):
+    """The per-element function: (record, seed) -> (condition, target), float32 [B, B, B, 1]."""
+    mapping = IntensityMapping.from_json(manifest["intensity"])
+    block, stored = manifest["block_size"], manifest["stored_size"]
+
+    def pair(record, seed):
+        hu = schema.decode_block(record, stored)["hu"]
+        augment_seed, corrupt_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        if training:
+            target_hu = augment.random_block(hu, augment_seed, block, options.max_rotation_deg)
+        else:
+            target_hu = augment.center_crop(hu, block)
+        condition_hu = corruption.make_condition(target_hu, task, corrupt_seed, options.peak, options.factor)
+        condition = mapping.forward_tf(condition_hu)[..., None]
+        target = mapping.forward_tf(target_hu)[..., None]
+        return tf.ensure_shape(condition, [block] * 3 + [1]), tf.ensure_shape(target, [block] * 3 + [1])
+
+    return pair
+
+
+def make_dataset(
+    dataset_dir,
+    split: str,
+    task: str,
+    global_batch_size: int,
+    seed: int = 0,
+    options: PipelineOptions | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    epoch: int | None = None,
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (condition Y, target X), float32 in [-1, 1], shape [B, 32, 32, 32, 1].
+
+    Args:
+      dataset_dir: a folder written by cgan-ct-convert.
+      split: "train" (shuffled, augmented, drops the last partial batch) or
+        "test" (in order, centre crops, fixed corruption).
+      task: "autoencode", "denoise" or "depixelate".
+      global_batch_size: batch over all replicas (the paper: 50).
+      seed: seeds shuffling, augmentation and corruption.
+      options: see PipelineOptions.
+      input_context: from ``strategy.distribute_datasets_from_function``; the
+        shards are divided among input pipelines, and B becomes the
+        per-replica batch.
+
+      epoch: for resumable training: the training split's order and draws
+        then depend only on (seed, epoch), not on how often the dataset was
+        iterated, so a restarted job can rebuild the epoch it stopped in.
+      skip_batches: with ``epoch``, start that epoch after this many batches
+        (records are skipped before they are decoded).
+
+    One pass over the dataset is one epoch; iterate it again (Keras fit does)
+    for the next epoch, with fresh shuffling and augmentation draws.
+    """
+    if task not in corruption.TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {corruption.TASKS}")
+    options = options or PipelineOptions()
+    dataset_dir = pathlib.Path(dataset_dir)
+    manifest = load_manifest(dataset_dir)
+    files = _shard_files(dataset_dir, manifest, split)
+    training = split == "train"
+    batch = global_batch_size
+    pipeline_id, pipelines = 0, 1
+    if input_context is not None:
+        batch = input_context.get_per_replica_batch_size(global_batch_size)
+        pipeline_id, pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
+    # Each input pipeline (worker) reads its own shards; with fewer shards than
+    # pipelines, every pipeline reads all shards and keeps every n-th record.
+    by_file = len(files) >= pipelines
+
+    element_seed = seed * 1_000_003 + pipeline_id  # distinct streams per input pipeline
+    fresh_each_pass = epoch is None
+    if not fresh_each_pass:
+        element_seed = element_seed * 10_007 + epoch
+    shards = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        shards = shards.shard(pipelines, pipeline_id)
+    if training:
+        shards = shards.shuffle(len(files), seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
+    records = shards.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(options.cycle_length, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if not by_file:
+        records = records.shard(pipelines, pipeline_id)
+    if training:
+        records = records.shuffle(options.shuffle_buffer, seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
+        if options.augment_copies > 1:
+            records = records.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(options.augment_copies))
+        seeds = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=fresh_each_pass).batch(2)
+        paired = tf.data.Dataset.zip(records, seeds).skip(skip_batches * batch)
+    else:
+        paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
+    pairs = paired.map(
+        _pair_fn(manifest, task, training, options), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return pairs.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def load_intensity(dataset_dir) -> IntensityMapping:
+    """The dataset's intensity mapping, to turn model outputs back into HU."""
+    return IntensityMapping.from_json(load_manifest(dataset_dir)["intensity"])

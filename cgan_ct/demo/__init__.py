@@ -1,0 +1,1 @@
+"""cgan_ct.demo.run."""

@@ -1,0 +1,114 @@
+"""Whole scans through an exported generator: condition -> blocks -> prediction -> stitched HU volume.
+
+Memory is bounded by a few volume-sized float32 arrays (the volume, the
+stitching sum and its weights) plus one batch of blocks, whatever the scan's size.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.io.volume import AIR_HU, Volume, hu_to_int16
+from cgan_ct.model.export import MODEL_INFO, BlockGenerator, load_run_generator
+from cgan_ct.ops import corruption
+from cgan_ct.ops.blocks import predict_volume
+from cgan_ct.ops.intensity import IntensityMapping
+
+CONDITION_MODES = ("simulate", "as_is")
+_SLAB = 32  # slices per chunk when corrupting a whole volume
+
+
+class BlockModel:
+    """A generator that maps HU blocks to HU blocks: an exported SavedModel
+    (cgan-ct-export), or a training run folder (its best generator)."""
+
+    def __init__(self, model_dir):
+        import tensorflow as tf
+
+        model_dir = pathlib.Path(model_dir)
+        self._tf = tf
+        if (model_dir / "run.json").exists():  # a training run: its best generator, wrapped in memory
+            generator, run = load_run_generator(model_dir)
+            self.info = {"block_size": run["model"]["block_size"], "task": run["task"], "intensity": run["intensity"]}
+            module = BlockGenerator(generator, IntensityMapping.from_json(run["intensity"]), self.info["block_size"])
+            self._signature = module.generate_hu_seeded
+        elif (model_dir / MODEL_INFO).exists() and (model_dir / "saved_model.pb").exists():
+            self.info = json.loads((model_dir / MODEL_INFO).read_text())
+            self._signature = tf.saved_model.load(str(model_dir)).signatures["generate_hu_seeded"]
+        else:
+            raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
+        self.block_size = int(self.info["block_size"])
+        self.task = self.info["task"]
+
+    def predictor(self, seed: int):
+        """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call."""
+        calls = iter(range(1 << 62))
+        tf = self._tf
+
+        def predict(blocks_hu):
+            seed_pair = tf.constant([seed, next(calls)], tf.int64)
+            out = self._signature(blocks_hu=tf.constant(blocks_hu, tf.float32), seed=seed_pair)
+            return out["blocks_hu"].numpy()
+
+        return predict
+
+
+def make_condition(
+    volume: Volume,
+    task: str,
+    seed: int = 0,
+    peak: float = corruption.DEFAULT_PEAK,
+    factor: int = corruption.DEFAULT_FACTOR,
+) -> Volume:
+    """The task's condition for a whole volume, by the same corruption code as training.
+
+    Computed in slabs of ``_SLAB`` slices (a multiple of any pixelation factor
+    used, so pixel cells never straddle two slabs), each with its own seed:
+    memory stays at one slab of temporaries.
+    """
+    import tensorflow as tf
+
+    if _SLAB % factor:
+        raise ValueError(f"depixelation factor {factor} must divide {_SLAB}")
+    out = np.empty_like(volume.hu)
+    for index, z in enumerate(range(0, volume.shape[0], _SLAB)):
+        slab = volume.hu[z : z + _SLAB].astype(np.float32)
+        hu = corruption.make_condition(slab, task, tf.constant([seed, index]), peak, factor)
+        out[z : z + _SLAB], _ = hu_to_int16(np.asarray(hu), volume.volume_id)
+    return volume.replace(hu=out, volume_id=pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}"))
+
+
+def infer_volume(
+    volume: Volume,
+    model: BlockModel,
+    task: str | None = None,
+    condition_mode: str = "simulate",
+    overlap: float = 0.25,
+    window: str = "gaussian",
+    batch_size: int = 16,
+    seed: int = 0,
+    progress=None,
+) -> tuple[Volume, Volume]:
+    """(condition, generated) volumes, both int16 HU on ``volume``'s grid.
+
+    ``condition_mode`` "simulate" derives the task's condition from the volume
+    (noise, pixelation), "as_is" takes the volume itself as the condition
+    (e.g. a real low-dose scan for a denoising model).
+    """
+    task = task or model.task
+    if condition_mode not in CONDITION_MODES:
+        raise ValueError(f"condition_mode must be one of {CONDITION_MODES}, got {condition_mode!r}")
+    if task != model.task:
+        raise VolumeError(None, f"the model was trained for {model.task!r}, not {task!r}")
+    condition = make_condition(volume, task, seed) if condition_mode == "simulate" else volume
+    generated_hu = predict_volume(
+        condition.hu, model.predictor(seed), model.block_size, overlap, batch_size, window, AIR_HU, progress
+    )
+    generated, _ = hu_to_int16(generated_hu, volume.volume_id)
+    generated_id = pseudonym("vol", f"{volume.volume_id}:{task}:generated:{seed}")
+    return condition, volume.replace(hu=generated, volume_id=generated_id, warnings=())

@@ -1,0 +1,364 @@
+"""Reading a CT volume from a folder of DICOM files.
+
+The folder is searched recursively; files that are not DICOM (no "DICM"
+marker) are ignored, while a DICOM file that cannot be parsed is an error.
+Files are grouped into series by SeriesInstanceUID; localizer images are left
+out. Pixel data is read only for the chosen series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.io import slice_geometry
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.io.volume import AIR_HU, AcquisitionInfo, Volume, hu_to_int16, to_canonical
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_DEFER_BYTES = 1024  # headers now, pixel data only when used
+_IOP_TOLERANCE = 1e-3
+_SPACING_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass
+class _Series:
+    uid: str
+    files: list[tuple[pathlib.Path, pydicom.Dataset]]
+
+    @property
+    def first(self) -> pydicom.Dataset:
+        return self.files[0][1]
+
+    def label(self, salt: str | None) -> str:
+        ds = self.first
+        number = ds.get("SeriesNumber", "?")
+        description = str(ds.get("SeriesDescription", "") or "").strip()
+        vol_id = pseudonym("vol", self.uid, salt)
+        return f"series {number} '{description}': {len(self.files)} slices (series='{number}' or '{vol_id}')"
+
+
+def _is_dicom_file(path: pathlib.Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_header(path: pathlib.Path) -> pydicom.Dataset:
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
+        raise VolumeError(path, f"corrupt or truncated DICOM file ({exc})") from None
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        raise VolumeError(path, "corrupt DICOM file (the DICM marker is not followed by file meta information)")
+    return ds
+
+
+def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
+    """All image series under ``folder``, keyed by SeriesInstanceUID.
+
+    A corrupt DICOM file raises VolumeError, or, when ``on_error`` is given,
+    is passed to it and left out.
+    """
+    series: dict[str, _Series] = {}
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = pathlib.Path(root, name)
+            if name.startswith(".") or not _is_dicom_file(path):
+                continue
+            try:
+                ds = _read_header(path)
+            except VolumeError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
+            if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
+                continue
+            uid = str(ds.get("SeriesInstanceUID", "") or f"(no SeriesInstanceUID) {root}")
+            series.setdefault(uid, _Series(uid, [])).files.append((path, ds))
+    return series
+
+
+def _choose_series(folder: pathlib.Path, found: dict[str, _Series], choice: str | None, salt) -> _Series:
+    if not found:
+        raise VolumeError(folder, "no DICOM image files found")
+    if choice is None and len(found) == 1:
+        return next(iter(found.values()))
+    if choice is not None:
+        matches = [
+            s
+            for s in found.values()
+            if choice in (s.uid, str(s.first.get("SeriesNumber", "")), pseudonym("vol", s.uid, salt))
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        problem = f"series '{choice}' " + ("is ambiguous" if matches else "not found")
+    else:
+        problem = f"{len(found)} series found; choose one with series="
+    listing = "; ".join(s.label(salt) for s in found.values())
+    raise VolumeError(folder, f"{problem}: {listing}")
+
+
+def _check_consistent(series: _Series) -> None:
+    """Every slice a single-frame CT image with the same size and geometry."""
+    first_path, first = series.files[0]
+    for path, ds in series.files:
+        modality = str(ds.get("Modality", "") or "")
+        if modality != "CT":
+            raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
+        for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
+            if ds.get(key) is None:
+                raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            raise VolumeError(
+                path,
+                f"{ds.Rows}x{ds.Columns} pixels, but {first_path.name} has "
+                f"{first.Rows}x{first.Columns}: inconsistent rows/columns in one series",
+            )
+        if not np.allclose(
+            np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=_SPACING_TOLERANCE
+        ):
+            raise VolumeError(
+                path,
+                f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} in one series",
+            )
+        if not np.allclose(
+            np.asarray(ds.ImageOrientationPatient, float),
+            np.asarray(first.ImageOrientationPatient, float),
+            atol=_IOP_TOLERANCE,
+        ):
+            raise VolumeError(path, "image orientation differs from the rest of the series")
+
+
+def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
+    """The stored pixel values of one slice; the dataset lets go of its bytes."""
+    syntax = ds.file_meta.get("TransferSyntaxUID", None)
+    try:
+        pixels = pydicom.pixels.pixel_array(ds)
+    except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
+        name = getattr(syntax, "name", None) or "unknown"
+        raise VolumeError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {exc}") from None
+    del ds.PixelData  # keep one copy of the series in memory, not two
+    if pixels.shape != (ds.Rows, ds.Columns):
+        raise VolumeError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")
+    return pixels
+
+
+def _store_slice_hu(path: pathlib.Path, ds: pydicom.Dataset, out: np.ndarray) -> tuple[float, float]:
+    """Writes one slice in HU into ``out`` (int16 or float32), padding set to air.
+
+    Returns the HU range before any clipping to ``out``'s type.
+    """
+    pixels = _decode(path, ds)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    low, high = float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept
+    low, high = min(low, high), max(low, high)
+    limits = np.iinfo(out.dtype) if out.dtype.kind == "i" else np.finfo(out.dtype)
+    if slope == 1 and intercept.is_integer() and limits.min <= low and high <= limits.max:
+        np.add(pixels, np.int32(intercept), out=out, casting="unsafe")  # one pass, exact
+    else:
+        hu = pixels.astype(np.float32) * slope + intercept
+        if out.dtype.kind == "i":
+            hu = np.clip(np.rint(hu), limits.min, limits.max)
+        out[:] = hu
+    padding = _padding_mask(ds, pixels)
+    if padding is not None:
+        out[padding] = AIR_HU
+    return low, high
+
+
+def _read_stack(files, dtype) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Sorted slices as one [N, rows, cols] array of HU, allocated once."""
+    _, first = files[0]
+    stack = np.empty((len(files), first.Rows, first.Columns), dtype)
+    low, high = np.inf, -np.inf
+    for k, (path, ds) in enumerate(files):
+        slice_low, slice_high = _store_slice_hu(path, ds, stack[k])
+        low, high = min(low, slice_low), max(high, slice_high)
+    if dtype == np.int16 and (low < -32768 or high > 32767):
+        return stack, (f"HU range {low:.0f}..{high:.0f} clipped to int16",)
+    return stack, ()
+
+
+def _padding_mask(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray | None:
+    """Pixels marked as padding (outside the field of view), or None."""
+    value = ds.get("PixelPaddingValue")
+    if value is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None:
+        return pixels == value
+    low, high = sorted((int(value), int(limit)))
+    return (pixels >= low) & (pixels <= high)
+
+
+def _acquisition(ds: pydicom.Dataset) -> AcquisitionInfo:
+    def text(key):
+        value = ds.get(key)
+        if value is None or value == "":
+            return None
+        return "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+
+    def number(key):
+        value = ds.get(key)
+        try:
+            return float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    series_number = number("SeriesNumber")
+    return AcquisitionInfo(
+        source_format="DICOM",
+        manufacturer=text("Manufacturer"),
+        model=text("ManufacturerModelName"),
+        kernel=text("ConvolutionKernel"),
+        slice_thickness_mm=number("SliceThickness"),
+        kvp=number("KVP"),
+        series_number=None if series_number is None else int(series_number),
+    )
+
+
+def _patient_key(ds: pydicom.Dataset, series_uid: str, salt) -> str:
+    """Pseudonym of the patient: PatientID, else name and birth date, else the study."""
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if patient_id:
+        return pseudonym("pat", "id:" + patient_id, salt)
+    name = str(ds.get("PatientName", "") or "").strip()
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    if name:
+        return pseudonym("pat", f"name:{name}|{birth}", salt)
+    study = str(ds.get("StudyInstanceUID", "") or series_uid)
+    return pseudonym("pat", "study:" + study, salt)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesRef:
+    """One DICOM series found on disk: its files and pseudonymous identity."""
+
+    files: tuple[pathlib.Path, ...]
+    volume_id: str
+    patient_key: str
+    rows: int
+    columns: int
+
+    @property
+    def estimated_voxels(self) -> int:
+        return self.rows * self.columns * len(self.files)
+
+
+def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> list[SeriesRef]:
+    """Every CT image series under ``root`` (headers only), sorted by volume id."""
+    refs = []
+    for uid, series in scan_series(root, on_error).items():
+        first = series.first
+        refs.append(
+            SeriesRef(
+                files=tuple(path for path, _ in series.files),
+                volume_id=pseudonym("vol", uid, salt),
+                patient_key=_patient_key(first, uid, salt),
+                rows=int(first.get("Rows", 0) or 0),
+                columns=int(first.get("Columns", 0) or 0),
+            )
+        )
+    return sorted(refs, key=lambda r: r.volume_id)
+
+
+def read_dicom_series(
+    folder: pathlib.Path,
+    series: str | None = None,
+    salt: str | None = None,
+    slice_spacing_mm: float | None = None,
+) -> Volume:
+    """Reads one CT series under ``folder`` into a canonical Volume.
+
+    Args:
+      folder: folder searched recursively for DICOM files.
+      series: SeriesNumber, SeriesInstanceUID or pseudonymous volume id of the
+        series to read; required when the folder holds several.
+      salt: salt of the pseudonymous ids (see cgan_ct.io.pseudonym).
+      slice_spacing_mm: spacing of the regular grid used when the series is
+        tilted or unevenly spaced (default: its finest typical gap).
+
+    Raises:
+      VolumeError: naming the file or folder and the problem.
+    """
+    chosen = _choose_series(folder, scan_series(folder), series, salt)
+    return _read_chosen(chosen, folder, salt, slice_spacing_mm)
+
+
+def read_series_ref(ref: SeriesRef, salt: str | None = None, slice_spacing_mm: float | None = None) -> Volume:
+    """Reads a series that find_series found (its headers are read again)."""
+    series = _Series("", [(path, _read_header(path)) for path in ref.files])
+    uids = {str(ds.get("SeriesInstanceUID", "")) for _, ds in series.files}
+    if len(uids) != 1:
+        raise VolumeError(ref.files[0].parent, "the series' files changed since they were found")
+    series.uid = uids.pop()
+    return _read_chosen(series, ref.files[0].parent, salt, slice_spacing_mm)
+
+
+def _read_chosen(chosen: _Series, folder: pathlib.Path, salt, slice_spacing_mm) -> Volume:
+    _check_consistent(chosen)
+    first = chosen.first
+    geometry = slice_geometry.make_geometry(
+        np.asarray(first.ImageOrientationPatient, float),
+        np.asarray(first.PixelSpacing, float),
+        np.asarray([ds.ImagePositionPatient for _, ds in chosen.files], float),
+    )
+    files = [chosen.files[i] for i in geometry.order]
+    numbers = [ds.get("InstanceNumber") for _, ds in files]
+    problem = slice_geometry.find_stack_problem(geometry, [None if n is None else int(n) for n in numbers])
+    if problem:
+        raise VolumeError(folder, problem)
+    hu, origin, direction, spacing, warnings = _assemble(files, geometry, slice_spacing_mm)
+    volume = Volume(
+        hu=hu,
+        spacing_mm=spacing,
+        origin_mm=tuple(float(v) for v in origin),
+        direction=direction,
+        volume_id=pseudonym("vol", chosen.uid, salt),
+        patient_key=_patient_key(first, chosen.uid, salt),
+        acquisition=_acquisition(first),
+        warnings=warnings,
+    )
+    return to_canonical(volume)
+
+
+def _assemble(files, geometry: slice_geometry.StackGeometry, slice_spacing_mm):
+    """Reads the sorted slices: stacked as they are, or regularized if tilted / uneven.
+
+    Returns (hu int16 [z, y, x], origin_mm, direction, spacing_mm, warnings).
+    """
+    dy, dx = geometry.pixel_spacing_mm
+    direction = np.stack([geometry.normal, geometry.col_dir, geometry.row_dir], axis=1)
+    gaps = geometry.gaps_mm
+    if not geometry.is_tilted and not geometry.is_uneven:
+        # A single slice has no gap; its thickness (or 1 mm) stands in.
+        first = files[0][1]
+        dz = float(np.mean(gaps)) if len(gaps) else float(first.get("SliceThickness", 0) or 0) or 1.0
+        hu, warnings = _read_stack(files, np.int16)
+        return hu, geometry.positions_mm[0], direction, (dz, dy, dx), warnings
+    warnings = []
+    if geometry.is_tilted:
+        warnings.append(f"gantry tilt of {geometry.tilt_deg:.1f} degrees corrected by resampling")
+    if geometry.is_uneven:
+        warnings.append(f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm) resampled to a regular grid")
+    dz = float(slice_spacing_mm) if slice_spacing_mm else geometry.default_slice_spacing_mm()
+    stack, _ = _read_stack(files, np.float32)
+    volume, origin, direction = slice_geometry.regularize(stack, geometry, dz, AIR_HU)
+    del stack
+    hu, clip_warnings = hu_to_int16(volume, str(files[0][0].parent))
+    return hu, origin, direction, (dz, dy, dx), tuple(warnings) + clip_warnings

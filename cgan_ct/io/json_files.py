@@ -1,0 +1,63 @@
+"""JSON files that appear complete or not at all (manifests, receipts, run and demo state),
+and the checks every typed record (Manifest, RunRecord, ModelInfo, CascadeSpec) makes on reading one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+from cgan_ct.errors import VolumeError
+
+FORMAT_VERSION_KEY = "format_version"
+
+
+def write_json_atomic(path, data) -> pathlib.Path:
+    """Writes ``data`` as JSON to a hidden temporary file beside ``path``, then renames it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_json_object(path, what: str) -> dict:
+    """The JSON object in ``path``; VolumeError naming the file if it is missing, not JSON or not an object."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise VolumeError(path, f"no {what} here")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VolumeError(path, f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise VolumeError(path, f"{what} is not a JSON object")
+    return data
+
+
+def check_format_version(path, data: dict, what: str, supported: int, key: str = FORMAT_VERSION_KEY) -> int:
+    """The record's format version (1 where the record predates the field); refuses versions this code cannot read."""
+    version = data.get(key, 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise VolumeError(path, f"{what} has an invalid {key} {version!r}")
+    if version > supported:
+        raise VolumeError(
+            path, f"{what} has {key} {version}; this cgan-ct reads up to {supported}: upgrade cgan-ct to read it"
+        )
+    return version
+
+
+def record_fields(cls, data: dict, path, what: str) -> dict:
+    """``data``'s values for the fields of dataclass ``cls``; VolumeError naming a missing field."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise VolumeError(path, f"{what} lacks {', '.join(missing)}")
+    return {name: data[name] for name in fields if name in data}

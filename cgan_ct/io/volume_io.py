@@ -1,0 +1,64 @@
+"""``read_volume``: one entry point for every CT input the project accepts."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.dicom_io import read_dicom_series
+from cgan_ct.io.sitk_bridge import resample
+from cgan_ct.io.volume import Volume
+from cgan_ct.io.volume_files import read_volume_file
+
+
+def _as_spacing(spacing_mm) -> tuple[float, float, float] | None:
+    if spacing_mm is None:
+        return None
+    values = (float(spacing_mm),) * 3 if isinstance(spacing_mm, (int, float)) else tuple(map(float, spacing_mm))
+    if len(values) != 3 or min(values) <= 0:
+        raise VolumeError(None, f"spacing_mm must be one or three positive numbers (z, y, x), got {spacing_mm}")
+    return values
+
+
+def read_volume(
+    path: str | os.PathLike,
+    series: str | None = None,
+    spacing_mm: float | tuple[float, float, float] | None = None,
+    salt: str | None = None,
+) -> Volume:
+    """Reads a CT volume in HU from a DICOM folder or a volume file.
+
+    Args:
+      path: a folder holding a DICOM series (searched recursively), or a
+        .nii / .nii.gz / .mha / .mhd / .nrrd / .nhdr file of HU values.
+      series: which series to read when the folder holds several
+        (SeriesNumber, SeriesInstanceUID or the pseudonymous volume id that
+        the error listing the series shows).
+      spacing_mm: resample to this spacing, one value or (z, y, x) in mm
+        (linear interpolation over the same extent). Default: native.
+      salt: salt for the pseudonymous volume id and patient key; default
+        $CGAN_CT_SALT, else a public default (see cgan_ct.io.pseudonym).
+
+    Returns:
+      A Volume in the canonical orientation (see cgan_ct.io.volume). Tilted or
+      unevenly spaced DICOM series come back resampled onto a regular grid,
+      with a note in ``Volume.warnings``.
+
+    Raises:
+      VolumeError: the path does not exist, or cannot be read as CT; the
+        message names the file and the problem.
+    """
+    target = _as_spacing(spacing_mm)
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise VolumeError(path, "no such file or folder")
+    if path.is_dir():
+        volume = read_dicom_series(path, series=series, salt=salt)
+    else:
+        if series is not None:
+            raise VolumeError(path, "series= applies to DICOM folders, not to volume files")
+        volume = read_volume_file(path, salt=salt)
+    if target is not None and tuple(volume.spacing_mm) != target:
+        volume = resample(volume, target)
+    return volume

@@ -1,0 +1,125 @@
+"""The trained generator as a SavedModel for block inference.
+
+Signatures (N = block size, blocks float32 [batch, N, N, N, 1]):
+- serving_default(blocks_hu) -> {"blocks_hu"}: HU in, HU out; the dataset's
+  intensity mapping is applied inside, the noise Z ~ U[-1, 1] drawn inside.
+- generate_hu_seeded(blocks_hu, seed int64 [2]) -> {"blocks_hu"}: the same
+  with reproducible noise.
+- generate_normalized(condition, noise) -> {"generated"}: the bare
+  generator on [-1, 1] values with explicit noise (for other runtimes).
+Next to it, ``cgan_ct_model.json`` records block size, task, intensity
+mapping and model settings. The SavedModel needs TensorFlow only, not this
+project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import uuid
+
+import keras
+import tensorflow as tf
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.model.training import GENERATOR_BEST, GENERATOR_LAST, RUN_FILE
+from cgan_ct.ops.intensity import IntensityMapping
+
+MODEL_INFO = "cgan_ct_model.json"
+
+
+class BlockGenerator(tf.Module):
+    """Wraps a generator with its intensity mapping; see the module docstring."""
+
+    def __init__(self, generator: keras.Model, mapping: IntensityMapping, block_size: int):
+        super().__init__(name="block_generator")
+        self.generator = generator
+        self.mapping = mapping
+        blocks = tf.TensorSpec([None, block_size, block_size, block_size, 1], tf.float32)
+        self.generate_hu = tf.function(self._generate_hu, input_signature=[blocks])
+        self.generate_hu_seeded = tf.function(
+            self._generate_hu_seeded, input_signature=[blocks, tf.TensorSpec([2], tf.int64)]
+        )
+        self.generate_normalized = tf.function(self._generate_normalized, input_signature=[blocks, blocks])
+
+    def _hu(self, blocks_hu, noise):
+        condition = self.mapping.forward_tf(blocks_hu)
+        generated = tf.cast(self.generator([condition, noise], training=False), tf.float32)
+        return {"blocks_hu": self.mapping.inverse_tf(generated)}
+
+    def _generate_hu(self, blocks_hu):
+        return self._hu(blocks_hu, tf.random.uniform(tf.shape(blocks_hu), -1.0, 1.0))
+
+    def _generate_hu_seeded(self, blocks_hu, seed):
+        return self._hu(blocks_hu, tf.random.stateless_uniform(tf.shape(blocks_hu), seed, -1.0, 1.0))
+
+    def _generate_normalized(self, condition, noise):
+        return {"generated": tf.cast(self.generator([condition, noise], training=False), tf.float32)}
+
+
+def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, dict]:
+    """The run's generator (built fresh, outside any strategy) and its run record."""
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise VolumeError(run_dir, "not a training run folder (no run.json)")
+    names = {"best": [GENERATOR_BEST, GENERATOR_LAST], "last": [GENERATOR_LAST]}[checkpoint]
+    found = [run_dir / n for n in names if (run_dir / n).exists()]
+    if not found:
+        raise VolumeError(run_dir, "has no generator checkpoint yet (no finished epoch)")
+    return keras.models.load_model(found[0], compile=False), json.loads((run_dir / RUN_FILE).read_text())
+
+
+def save_block_model(generator: keras.Model, info: dict, output_dir, overwrite: bool = False) -> pathlib.Path:
+    """Saves ``generator`` with its intensity mapping as a SavedModel folder, atomically.
+
+    ``info`` needs block_size, task and intensity (the manifest's mapping); it
+    is written as cgan_ct_model.json beside the model.
+    """
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise VolumeError(output_dir, "exists and is not empty; not overwriting")
+    module = BlockGenerator(generator, IntensityMapping.from_json(info["intensity"]), int(info["block_size"]))
+    signatures = {
+        "serving_default": module.generate_hu,
+        "generate_hu_seeded": module.generate_hu_seeded,
+        "generate_normalized": module.generate_normalized,
+    }
+    return save_module_atomic(module, signatures, output_dir, MODEL_INFO, {**info, "signatures": sorted(signatures)})
+
+
+def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_name: str, info: dict) -> pathlib.Path:
+    """Saves ``module`` as a SavedModel folder with ``info`` as JSON file ``info_name`` inside.
+
+    Written beside ``output_dir`` under a temporary name and moved into place
+    only when complete, so a crash leaves the previous folder (or none).
+    """
+    output_dir = pathlib.Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        (tmp / info_name).write_text(json.dumps(info, indent=1))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: bool = False) -> pathlib.Path:
+    """Writes the run's generator as a SavedModel folder ``output_dir``; returns it."""
+    output_dir = pathlib.Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise VolumeError(output_dir, "exists and is not empty; not overwriting")
+    generator, run = load_run_generator(run_dir, checkpoint)
+    info = {
+        "block_size": int(run["model"]["block_size"]),
+        "task": run["task"],
+        "intensity": run["intensity"],
+        "model": run["model"],
+        "checkpoint": checkpoint,
+    }
+    return save_block_model(generator, info, output_dir, overwrite)

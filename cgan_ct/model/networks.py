@@ -1,0 +1,114 @@
+"""The generator (a 3-D U-Net) and the discriminator (a conditional 3-D PatchGAN).
+
+Shapes (B = batch, N = block_size):
+- generator inputs: condition Y [B, N, N, N, 1] and noise Z [B, N, N, N, 1],
+  both in [-1, 1] (Z uniform, one channel at full resolution, concatenated
+  with Y); output G(Y, Z) [B, N, N, N, 1] in [-1, 1] (tanh). With
+  ``config.residual`` (the default) the output is Y + (1 - |Y|) tanh(D), D the
+  U-Net's last layer (initialised to zero): still in [-1, 1], and the
+  untrained generator returns its condition, so training starts from the
+  condition's quality instead of from noise.
+- discriminator inputs: condition Y and a block X (real or generated), each
+  [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
+  for L strided layers.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cgan_ct.config import ModelConfig
+from cgan_ct.model.cpu_conv import FastKernelGradConv3D
+
+
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class ResidualTanh(layers.Layer):
+    """[Y, D] -> Y + (1 - |Y|) * tanh(D): in [-1, 1] for Y in [-1, 1]; Y itself when D = 0."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+    def call(self, inputs):
+        condition, delta = (keras.ops.cast(t, "float32") for t in inputs)
+        return condition + (1.0 - keras.ops.abs(condition)) * keras.ops.tanh(delta)
+
+
+def _normalization(kind: str, name: str):
+    if kind == "instance":
+        return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)  # one group per channel
+    if kind == "batch":
+        return layers.BatchNormalization(name=name)
+    return layers.Identity(name=name)
+
+
+def _conv_unit(x, filters: int, config: ModelConfig, name: str, strides: int = 1):
+    # stride 1: the same convolution, with a faster kernel gradient on AVX2-only CPUs (cgan_ct.model.cpu_conv)
+    conv = FastKernelGradConv3D if strides == 1 else layers.Conv3D
+    x = conv(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = _normalization(config.normalization, f"{name}_norm")(x)
+    return layers.LeakyReLU(0.2, name=f"{name}_act")(x)
+
+
+def build_generator(config: ModelConfig) -> keras.Model:
+    """The 3-D U-Net G(Y, Z); see the module docstring for shapes."""
+    n = config.block_size
+    condition = keras.Input((n, n, n, 1), name="condition")
+    noise = keras.Input((n, n, n, 1), name="noise")
+    x = layers.Concatenate(name="condition_and_noise")([condition, noise])
+    skips = []
+    for level in range(config.depth):
+        filters = config.base_filters * 2**level
+        x = _conv_unit(x, filters, config, f"enc{level}")
+        skips.append(x)
+        x = _conv_unit(x, filters * 2, config, f"down{level}", strides=2)
+    x = _conv_unit(x, config.base_filters * 2**config.depth, config, "bottleneck")
+    for level in reversed(range(config.depth)):
+        filters = config.base_filters * 2**level
+        x = layers.Conv3DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = _conv_unit(x, filters, config, f"dec{level}")
+        if config.dropout and level >= config.depth - 2:
+            x = layers.Dropout(config.dropout, name=f"dropout{level}")(x)
+    if config.residual:
+        delta = layers.Conv3D(1, 1, kernel_initializer="zeros", dtype="float32", name="correction")(x)
+        output = ResidualTanh(name="generated")([condition, delta])
+    else:
+        output = layers.Conv3D(1, 1, activation="tanh", dtype="float32", name="generated")(x)
+    return keras.Model([condition, noise], output, name="generator")
+
+
+def build_discriminator(config: ModelConfig) -> keras.Model:
+    """The conditional PatchGAN D(Y, X) -> patch logits; see the module docstring."""
+    n = config.block_size
+    condition = keras.Input((n, n, n, 1), name="condition")
+    block = keras.Input((n, n, n, 1), name="block")
+    x = layers.Concatenate(name="condition_and_block")([condition, block])
+    for layer in range(config.disc_layers):
+        filters = config.disc_filters * 2**layer
+        x = layers.Conv3D(filters, 4, strides=2, padding="same", use_bias=layer == 0, name=f"d{layer}_conv")(x)
+        if layer > 0:
+            x = _normalization(config.normalization, f"d{layer}_norm")(x)
+        x = layers.LeakyReLU(0.2, name=f"d{layer}_act")(x)
+    logits = layers.Conv3D(1, 3, padding="same", dtype="float32", name="patch_logits")(x)
+    return keras.Model([condition, block], logits, name="discriminator")
+
+
+def conv_flops_per_block(model: keras.Model) -> int:
+    """Multiply-adds x 2 of the convolutions for one block, counted from layer shapes."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv3D, layers.Conv3DTranspose)):
+            kernel = layer.kernel.shape  # (k, k, k, in, out)
+            out_voxels = 1
+            for dim in layer.output.shape[1:4]:
+                out_voxels *= dim
+            k3 = kernel[0] * kernel[1] * kernel[2]
+            if isinstance(layer, layers.Conv3DTranspose):  # each input voxel scatters a k^3 x out kernel
+                in_voxels = 1
+                for dim in layer.input.shape[1:4]:
+                    in_voxels *= dim
+                total += 2 * in_voxels * k3 * kernel[3] * kernel[4]
+            else:
+                total += 2 * out_voxels * k3 * kernel[3] * kernel[4]
+    return int(total)

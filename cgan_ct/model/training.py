@@ -1,0 +1,324 @@
+"""Training a ConditionalGAN on a converted dataset with keras fit: resumable, distributed.
+
+A run folder holds:
+  run.json               what was trained: model config, task, seed, dataset, intensity
+  backup/                the resume point: weights.weights.h5 (networks and both
+                         optimizers) and state.json (optimizer step, noise seed state),
+                         written every ``checkpoint_every`` steps and at each epoch end
+  generator_last.keras   the generator after the last finished epoch with finite losses
+  generator_best.keras   the generator with the lowest validation L1 so far
+  log.csv, tensorboard/  per-epoch metrics; scalars and condition / generated / target images
+
+Resuming is exact in steps: the data of epoch e depends only on (seed, e), so a
+restarted job restores the weights, the optimizers and the noise state, rebuilds
+epoch e, skips the batches already used, and trains exactly the remaining steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cgan_ct.config import ModelConfig
+from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
+from cgan_ct.data.manifest import load_manifest
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.json_files import write_json_atomic
+from cgan_ct.model.gan import ConditionalGAN
+from cgan_ct.model.networks import build_discriminator, build_generator
+
+BACKUP = "backup"
+RUN_FILE = "run.json"
+GENERATOR_LAST = "generator_last.keras"
+GENERATOR_BEST = "generator_best.keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What to train beyond the model: task, seed, epoch length, checkpoint cadence."""
+
+    task: str
+    seed: int = 0
+    steps_per_epoch: int | None = None  # default: training blocks // global batch
+    validation_steps: int | None = None  # default: the whole test split
+    checkpoint_every: int = 100
+    pipeline: PipelineOptions = PipelineOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    steps: int
+    epochs: int
+    diverged: bool
+    message: str
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
+    MirroredStrategy over all visible GPUs (one CPU device when there is none)."""
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if sum(len(v) for v in cluster.values()) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy()
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run's files (the only one, or the chief / worker 0)."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0)
+
+
+def _optimizer(learning_rate: float, config: ModelConfig):
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
+
+
+def build_gan(config: ModelConfig, seed: int = 0) -> ConditionalGAN:
+    """The compiled GAN with both optimizers built; call inside the strategy's scope."""
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed)
+    gan.compile(
+        _optimizer(config.g_learning_rate, config),
+        _optimizer(config.d_learning_rate, config),
+        l1_weight=config.l1_weight,
+        adversarial=config.adversarial,
+        jit_compile=config.jit_compile,
+    )
+    # built here, inside the scope: built lazily by the first step, they fail under a strategy
+    gan.g_optimizer.build(gan.generator.trainable_variables)
+    gan.d_optimizer.build(gan.discriminator.trainable_variables)
+    return gan
+
+
+def _steps(gan: ConditionalGAN) -> int:
+    return int(np.asarray(gan.g_optimizer.iterations.numpy()))
+
+
+class Backup(keras.callbacks.Callback):
+    """Saves the resume point every ``every`` steps and at each epoch end (only finite states)."""
+
+    def __init__(self, folder: pathlib.Path, every: int, guard):
+        super().__init__()
+        self.folder, self.every, self.guard = folder, every, guard
+
+    def save(self):
+        if self.guard.diverged:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / ".tmp-weights.weights.h5"
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.folder / "weights.weights.h5")
+        seed_state = np.asarray(self.model.noise_seed.state.numpy()).tolist()
+        write_json_atomic(self.folder / "state.json", {"step": _steps(self.model), "noise_seed_state": seed_state})
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _steps(self.model) % self.every == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+def restore(gan: ConditionalGAN, run_dir: pathlib.Path) -> int:
+    """Loads the resume point if there is one; returns the optimizer step reached."""
+    folder = run_dir / BACKUP
+    if not (folder / "state.json").exists():
+        return 0
+    state = json.loads((folder / "state.json").read_text())
+    gan.load_weights(folder / "weights.weights.h5")
+    gan.noise_seed.state.assign(np.asarray(state["noise_seed_state"], dtype=gan.noise_seed.state.dtype))
+    return int(state["step"])
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss; checkpoints after it are not written."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = False
+        self.message = ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+        if bad and not self.diverged:
+            self.diverged = True
+            self.message = (
+                f"training diverged at step {_steps(self.model)}: non-finite {', '.join(sorted(bad))}; "
+                "the last good checkpoints are kept"
+            )
+            self.model.stop_training = True
+
+
+class GeneratorCheckpoints(keras.callbacks.Callback):
+    """generator_last.keras after every finite epoch; generator_best.keras by validation L1."""
+
+    def __init__(self, run_dir: pathlib.Path, guard: DivergenceGuard):
+        super().__init__()
+        self.run_dir, self.guard = run_dir, guard
+        record = run_dir / "best.json"
+        self.best = json.loads(record.read_text())["val_g_l1"] if record.exists() else math.inf
+
+    def _save(self, name: str):
+        tmp = self.run_dir / f".tmp-{name}"
+        self.model.generator.save(tmp)
+        os.replace(tmp, self.run_dir / name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.guard.diverged or not all(math.isfinite(float(v)) for v in logs.values()):
+            return
+        self._save(GENERATOR_LAST)
+        score = float(logs.get("val_g_l1", logs.get("g_l1", math.inf)))
+        if score < self.best:
+            self.best = score
+            self._save(GENERATOR_BEST)
+            write_json_atomic(self.run_dir / "best.json", {"val_g_l1": score, "epoch": epoch + 1})
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """TensorBoard images: central axial slice of condition | generated | target, fixed batch."""
+
+    def __init__(self, log_dir: pathlib.Path, batch):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir / "images"))
+        self.condition, self.target = (t[:4] for t in batch)
+        self.noise = tf.random.stateless_uniform(tf.shape(self.condition), [7, 7], -1.0, 1.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        generated = self.model.generator([self.condition, self.noise], training=False)
+        middle = self.condition.shape[1] // 2
+        row = tf.concat(
+            [self.condition[:, middle], tf.cast(generated[:, middle], tf.float32), self.target[:, middle]], 2
+        )
+        with self.writer.as_default():
+            tf.summary.image("condition | generated | target", (row + 1.0) / 2.0, step=epoch, max_outputs=4)
+
+
+def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOptions, manifest: dict) -> dict:
+    return {
+        "model": dataclasses.asdict(config),
+        "task": options.task,
+        "seed": options.seed,
+        "pipeline": dataclasses.asdict(options.pipeline),
+        "dataset_dir": str(dataset_dir.resolve()),
+        "dataset_fingerprint": manifest["plan_fingerprint"],
+        "intensity": manifest["intensity"],
+    }
+
+
+def _comparable(record: dict) -> dict:
+    """What must match to continue a run (more epochs may be asked for)."""
+    keys = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
+    return {k: ({**record[k], "epochs": None} if k == "model" else record.get(k)) for k in keys}
+
+
+def _check_run_dir(run_dir: pathlib.Path, record: dict) -> None:
+    path = run_dir / RUN_FILE
+    if path.exists() and _comparable(json.loads(path.read_text())) != _comparable(record):
+        raise VolumeError(run_dir, "holds a run with other settings or data; use another --output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
+
+
+def train(
+    dataset_dir,
+    run_dir,
+    config: ModelConfig,
+    options: RunOptions,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 1,
+    extra_callbacks: list | None = None,
+) -> TrainingResult:
+    """Trains (or resumes training) for ``config.epochs`` epochs; see the module docstring.
+
+    ``extra_callbacks`` are added to the job's own (e.g. a time budget that sets
+    ``model.stop_training``; the epoch then ends early and is checkpointed).
+    """
+    dataset_dir, run_dir = pathlib.Path(dataset_dir), pathlib.Path(run_dir)
+    manifest = load_manifest(dataset_dir)
+    if manifest["block_size"] != config.block_size:
+        raise VolumeError(
+            dataset_dir, f"blocks are {manifest['block_size']}^3, the model expects {config.block_size}^3"
+        )
+    strategy = strategy or make_strategy()
+    chief = is_chief()
+    out_dir = run_dir if chief else run_dir / f".worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}"
+    record = _run_record(dataset_dir, config, options, manifest)
+    if chief:
+        _check_run_dir(run_dir, record)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blocks = manifest["splits"]["train"]["blocks"] * options.pipeline.augment_copies
+    spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
+    with strategy.scope():
+        gan = build_gan(config, options.seed)
+    step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
+    total = spe * config.epochs
+    if step >= total:
+        return TrainingResult(step, config.epochs, False, f"already finished: {step} steps")
+
+    def dataset(split, **kw):
+        def make(ctx):
+            data = make_dataset(
+                dataset_dir,
+                split,
+                options.task,
+                config.global_batch_size,
+                options.seed,
+                options.pipeline,
+                input_context=ctx,
+                **kw,
+            )
+            # an epoch of steps_per_epoch may be longer than one pass (or than this worker's shards)
+            return data.repeat() if split == "train" else data
+
+        return strategy.distribute_datasets_from_function(make)
+
+    validation = dataset("test") if manifest["splits"]["test"]["shards"] else None
+    validation_steps = max(1, math.ceil(manifest["splits"]["test"]["blocks"] / config.global_batch_size))
+    guard = DivergenceGuard()
+    callbacks = [
+        guard,
+        Backup(out_dir / BACKUP, options.checkpoint_every, guard),
+        GeneratorCheckpoints(out_dir, guard),
+        keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
+    ]
+    if validation is not None:
+        sample = next(iter(make_dataset(dataset_dir, "test", options.task, 4, options.seed)))
+        callbacks.append(ImageSummaries(out_dir / "tensorboard", sample))
+    callbacks += list(extra_callbacks or [])
+    try:
+        return _fit_epochs(
+            gan, dataset, validation, validation_steps, callbacks, guard, config, options, step, spe, verbose
+        )
+    finally:
+        if not chief:  # other workers write to a scratch folder (savers must run on every worker)
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _fit_epochs(gan, dataset, validation, validation_steps, callbacks, guard, config, options, step, spe, verbose):
+    for epoch in range(step // spe, config.epochs):
+        skip = step - epoch * spe if epoch == step // spe else 0
+        gan.fit(
+            dataset("train", epoch=epoch, skip_batches=skip),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=spe - skip,
+            validation_data=validation,
+            validation_steps=options.validation_steps or validation_steps,
+            shuffle=False,  # the pipeline shuffles
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        if guard.diverged:
+            return TrainingResult(_steps(gan), epoch, True, guard.message)
+    return TrainingResult(_steps(gan), config.epochs, False, f"finished: {_steps(gan)} steps")

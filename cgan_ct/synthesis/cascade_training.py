@@ -1,0 +1,167 @@
+"""Training a synthesis cascade: a coarse generator and one depixelation stage per level.
+
+Output folder:
+
+  datasets/level<j>/   TFRecords of the inputs at level j (every 2**j-th voxel),
+                       one patient split for all levels (the same seed)
+  runs/stage<j>/       the depixelate training run for level j (cgan-ct-train's)
+  runs/coarse.keras    the coarse generator
+  cascade/             the model set cgan_ct.synthesis.synthesis.Cascade loads
+
+Every stage is skipped when its output exists, so an interrupted run resumes
+at the stage it was in (a depixelation run resumes mid-training, as cgan-ct-train does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
+from cgan_ct.data.conversion import convert
+from cgan_ct.data.manifest import load_manifest
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.json_files import write_json_atomic
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.io.sources import discover
+from cgan_ct.io.volume import AIR_HU
+from cgan_ct.model.export import export_generator
+from cgan_ct.model.training import RunOptions, train
+from cgan_ct.ops.intensity import linear_mapping
+from cgan_ct.ops.pyramid import level_length, subsample
+from cgan_ct.synthesis.coarse_gan import save_coarse_model, train_coarse
+from cgan_ct.synthesis.synthesis import CASCADE_FILE
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSettings:
+    """What to train.
+
+    Attributes:
+      levels: x2 stages between the coarse level and full resolution
+        (3: 64 x 64 coarse slices for 512 x 512).
+      size: in-plane voxels of the synthetic volumes; training volumes are
+        centre-cropped or padded with air to it for the coarse level.
+      stage: the depixelation models' configuration (block size, filters...).
+      stage_steps: training steps per depixelation stage.
+      coarse: the coarse generator's configuration (its size is set from
+        size and levels).
+      conversion: block size, margin and split of the level datasets
+        (intensity is forced to the linear window, subsample to each level).
+      seed: seeds the split, the training and the noise.
+    """
+
+    levels: int = 3
+    size: int = 512
+    stage: ModelConfig = ModelConfig()
+    stage_steps: int = 2000
+    coarse: CoarseConfig = CoarseConfig()
+    conversion: ConversionConfig = ConversionConfig()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.levels < 1:
+            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if self.size % 2**self.levels:
+            raise ValueError(f"size {self.size} must divide by 2**levels = {2**self.levels}")
+
+
+def train_cascade(
+    inputs, output_dir, settings: CascadeSettings, say=lambda message: None, callbacks=None, workers: int | None = None
+) -> pathlib.Path:
+    """Trains every stage not yet done; returns the cascade folder.
+
+    ``workers``: conversion processes (default: all cores).
+
+    ``callbacks``: a function ``stage name -> list of Keras callbacks`` (progress, time budgets).
+    """
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = callbacks or (lambda name: [])
+    cascade = out / "cascade"
+    conversion = dataclasses.replace(settings.conversion, intensity="linear", seed=settings.seed)
+    stage_names = []
+    for level in range(settings.levels):
+        name = f"stage{level}"
+        stage_names.append(name)
+        dataset = out / "datasets" / f"level{level}"
+        if not (dataset / "manifest.json").exists():
+            say(f"{name}: converting the inputs at level {level} (every {2**level}-th voxel)")
+            convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
+        if not (cascade / name / "saved_model.pb").exists():
+            say(f"{name}: training the x2 depixelation from level {level + 1} to level {level}")
+            options = RunOptions("depixelate", seed=settings.seed, steps_per_epoch=settings.stage_steps)
+            config = dataclasses.replace(settings.stage, epochs=1)
+            train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
+            export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
+    coarse_size = level_length(settings.size, settings.levels)
+    coarse_config = dataclasses.replace(settings.coarse, size=coarse_size)
+    manifest = load_manifest(out / "datasets" / "level0")
+    if not (cascade / CASCADE_FILE).exists():
+        volumes, spacing, slices = coarse_volumes(inputs, manifest, settings)
+        if not (cascade / "coarse" / "saved_model.pb").exists():
+            say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
+            mapping = linear_mapping()
+            generator = train_coarse(volumes, mapping, coarse_config, settings.seed, callbacks("coarse"))
+            generator.save(out / "runs" / "coarse.keras")
+            save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", {"levels": settings.levels})
+        _write_cascade_file(cascade, settings, stage_names, spacing, slices, manifest)
+    return cascade
+
+
+def coarse_volumes(inputs, manifest: dict, settings: CascadeSettings):
+    """(coarse HU arrays of the training split, median full-resolution spacing, median slice count)."""
+    train_ids = {v["volume_id"] for v in manifest["volumes"] if v["split"] == "train"}
+    sources, _ = discover(inputs)
+    volumes, spacings, slices = [], [], []
+    for source in sources:
+        volume = source.read(None)
+        if volume.volume_id not in train_ids:
+            continue
+        hu = fit_plane(volume.hu, settings.size)
+        volumes.append(subsample(hu, 2**settings.levels).astype(np.float32))
+        spacings.append(volume.spacing_mm)
+        slices.append(volume.shape[0])
+    if not volumes:
+        raise VolumeError(None, "no training-split volume could be read for the coarse generator")
+    return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices))
+
+
+def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crops or pads (with air) the in-plane axes to size x size."""
+    out = np.full((hu.shape[0], size, size), AIR_HU, hu.dtype)
+    src, dst = [], []
+    for n in hu.shape[1:]:
+        if n >= size:
+            start = (n - size) // 2
+            src.append(slice(start, start + size))
+            dst.append(slice(0, size))
+        else:
+            start = (size - n) // 2
+            src.append(slice(0, n))
+            dst.append(slice(start, start + n))
+    out[:, dst[0], dst[1]] = hu[:, src[0], src[1]]
+    return out
+
+
+def _write_cascade_file(cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest):
+    """cascade.json: what Cascade needs, and counts only (no ids, no paths) about the training data."""
+    record = {
+        "levels": settings.levels,
+        "size": settings.size,
+        "spacing_mm": list(spacing),
+        "default_slices": slices,
+        "coarse": "coarse",
+        "stages": list(reversed(stage_names)),  # coarsest first
+        "cascade_id": pseudonym("cas", f"{manifest.get('plan_fingerprint', '')}:{settings.seed}"),
+        "training": {
+            "volumes": sum(1 for v in manifest["volumes"] if v["split"] == "train"),
+            "stage_steps": settings.stage_steps,
+            "coarse_steps": settings.coarse.steps,
+            "stage_model": dataclasses.asdict(settings.stage),
+            "coarse_model": dataclasses.asdict(settings.coarse),
+        },
+    }
+    write_json_atomic(cascade / CASCADE_FILE, record)

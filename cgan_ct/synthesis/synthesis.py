@@ -1,0 +1,106 @@
+"""Synthetic CT volumes of patients who do not exist, from white noise.
+
+A cascade folder (written by cgan_ct.synthesis.cascade_training) holds a set of
+SavedModels and a description:
+
+  cascade.json   levels, in-plane size, spacing, stage order, training summary
+  coarse/        the coarse generator (cgan_ct.synthesis.coarse_gan): noise -> level L
+  stage<j>/      a depixelation block model (cgan-ct-export format): level
+                 j + 1 -> level j, for j = L-1 ... 0
+
+``Cascade.slabs`` draws a coarse volume and refines it stage by stage, block
+by block (cgan_ct.synthesis.cascade), yielding the full-resolution volume slab by slab:
+memory is bounded by the block and the batch, not by the number of slices.
+Every model is a plain TensorFlow SavedModel, servable without this project;
+this module is the glue that chains them.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from cgan_ct.errors import VolumeError
+from cgan_ct.inference.inference import BlockModel
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
+from cgan_ct.ops.pyramid import level_length
+from cgan_ct.synthesis.cascade import cascade_stream
+from cgan_ct.synthesis.coarse_gan import CoarseModel
+
+CASCADE_FILE = "cascade.json"
+SYNTHETIC_SOURCE = "synthetic"
+
+
+class Cascade:
+    """A cascade folder, loaded: the coarse generator and the depixelation stages, coarsest first."""
+
+    def __init__(self, folder):
+        folder = pathlib.Path(folder)
+        if not (folder / CASCADE_FILE).exists():
+            raise VolumeError(
+                folder, f"not a synthesis cascade (no {CASCADE_FILE}); train one with cgan-ct-train-cascade"
+            )
+        self.folder = folder
+        self.info = json.loads((folder / CASCADE_FILE).read_text())
+        self.levels = int(self.info["levels"])
+        self.size = int(self.info["size"])
+        self.spacing_mm = tuple(float(s) for s in self.info["spacing_mm"])
+        self.coarse = CoarseModel(folder / self.info["coarse"])
+        self.stages = [BlockModel(folder / name) for name in self.info["stages"]]
+        if len(self.stages) != self.levels:
+            raise VolumeError(folder, f"{CASCADE_FILE} lists {len(self.stages)} stages for {self.levels} levels")
+        for name, stage in zip(self.info["stages"], self.stages, strict=True):
+            if stage.task != "depixelate":
+                raise VolumeError(folder / name, f"is a {stage.task!r} model; a cascade stage must depixelate")
+        if self.coarse.size != level_length(self.size, self.levels):
+            raise VolumeError(folder, f"coarse size {self.coarse.size} does not match {self.size} / 2**{self.levels}")
+
+    def level_shapes(self, slices: int) -> list[tuple[int, int, int]]:
+        """Shapes (z, y, x) the stages produce, coarsest first; the last is the final volume's."""
+        return [
+            (level_length(slices, j), level_length(self.size, j), level_length(self.size, j))
+            for j in reversed(range(self.levels))
+        ]
+
+    def slabs(
+        self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None
+    ) -> Iterator[np.ndarray]:
+        """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order.
+
+        ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
+        (stage 0 the coarsest refinement).
+        """
+        if slices < 1:
+            raise ValueError(f"slices must be >= 1, got {slices}")
+        coarse = self.coarse.draw(seed, level_length(slices, self.levels))
+        stages = [(model.predictor(seed * 1009 + i), model.block_size) for i, model in enumerate(self.stages)]
+        return cascade_stream(
+            coarse, stages, self.level_shapes(slices), overlap, batch_size=batch_size, progress=progress
+        )
+
+    def synthesize(self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None) -> Volume:
+        """One synthetic volume (int16 HU, canonical) for ``seed``; only the int16 result grows with ``slices``."""
+        hu = np.empty((slices, self.size, self.size), np.int16)
+        z = 0
+        for slab in self.slabs(seed, slices, overlap, batch_size, progress):
+            hu[z : z + len(slab)], _ = hu_to_int16(slab, "synthetic volume")
+            z += len(slab)
+        return synthetic_volume(hu, self.spacing_mm, seed, self.info.get("cascade_id", "cascade"))
+
+
+def synthetic_volume(hu: np.ndarray, spacing_mm, seed: int, cascade_id: str) -> Volume:
+    """A Volume for generated voxels: canonical axes, centred, ids that name no source."""
+    origin = [-(n - 1) * s / 2 for n, s in zip(hu.shape[::-1], spacing_mm[::-1], strict=True)]
+    return Volume(
+        hu=hu,
+        spacing_mm=tuple(float(s) for s in spacing_mm),
+        origin_mm=(origin[0], origin[1], 0.0),
+        direction=np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+        volume_id=pseudonym("vol", f"synthetic:{cascade_id}:{seed}:{hu.shape[0]}"),
+        patient_key=pseudonym("syn", f"synthetic:{cascade_id}:{seed}"),
+        acquisition=AcquisitionInfo(SYNTHETIC_SOURCE, manufacturer="cgan-ct (synthetic)", kernel="synthetic"),
+    )
