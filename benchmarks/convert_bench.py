@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     try:
         report = run_convert()  # warm-up: file cache, imports
         read_volume(series)
-        size = sum(s["bytes"] for s in report.manifest["splits"]["train"]["shards"])
+        size = sum(s.bytes for s in report.manifest.splits["train"].shards)
         payload = bytes(size)
 
         def read_and_write():
@@ -73,10 +73,10 @@ def main(argv: list[str]) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     m = report.manifest
-    size_mb = sum(s["bytes"] for s in m["splits"]["train"]["shards"]) / 2**20
+    size_mb = sum(s.bytes for s in m.splits["train"].shards) / 2**20
     read_s, convert_s = statistics.median(reads), statistics.median(converts)
     read_write_s = statistics.median(read_writes)
-    print(f"series: {series}; {m['counts']['blocks']} blocks of {m['block_size']}^3 + margin {m['margin']}")
+    print(f"series: {series}; {m.counts['blocks']} blocks of {m.block_size}^3 + margin {m.margin}")
     print(f"  written: {size_mb:.0f} MB; median of {_REPEATS.value} runs")
     print(f"  read_volume alone (limit) {read_s:8.3f} s")
     print(f"  read + write same bytes   {read_write_s:8.3f} s")

@@ -25,8 +25,9 @@ from absl import app, flags
 
 from cgan_ct import read_volume
 from cgan_ct.config import model_config
+from cgan_ct.constants import DENOISE
 from cgan_ct.inference.inference import BlockModel, infer_volume
-from cgan_ct.model.export import save_block_model
+from cgan_ct.model.export import ModelInfo, save_block_model
 from cgan_ct.model.networks import build_generator
 from cgan_ct.ops.blocks import sliding_origins
 from cgan_ct.ops.intensity import linear_mapping
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> None:
     config = model_config(_PRESET.value)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="infer-bench-"))
     try:
-        info = {"block_size": config.block_size, "task": "denoise", "intensity": linear_mapping().to_json()}
+        info = ModelInfo(config.block_size, DENOISE, linear_mapping().to_json())
         model = BlockModel(save_block_model(build_generator(config), info, scratch / "model"))
         volume = read_volume(_SERIES.value)
         n, b = volume.shape, config.block_size

@@ -62,8 +62,8 @@ def train_step_rate(preset: str, seconds: float) -> tuple[float, int]:
     config = model_config(preset)
     gan = ConditionalGAN(build_generator(config), build_discriminator(config))
     gan.compile(
-        keras.optimizers.Adam(config.g_learning_rate, beta_1=config.beta_1),
-        keras.optimizers.Adam(config.d_learning_rate, beta_1=config.beta_1),
+        d_optimizer=keras.optimizers.Adam(config.d_learning_rate, beta_1=config.beta_1),
+        g_optimizer=keras.optimizers.Adam(config.g_learning_rate, beta_1=config.beta_1),
         jit_compile=config.jit_compile,
     )
     n, batch = config.block_size, config.global_batch_size

@@ -43,24 +43,24 @@ _CHILD = flags.DEFINE_string("child", None, "(internal) measure this cascade fol
 
 def build_cascade(folder: pathlib.Path, preset: str, levels: int, size: int) -> None:
     from cgan_ct.config import coarse_config, model_config
-    from cgan_ct.io.json_files import write_json_atomic
-    from cgan_ct.model.export import save_block_model
+    from cgan_ct.constants import DEPIXELATE
+    from cgan_ct.model.export import ModelInfo, save_block_model
     from cgan_ct.model.networks import build_generator
     from cgan_ct.ops.intensity import linear_mapping
-    from cgan_ct.synthesis.coarse_gan import build_coarse_generator, save_coarse_model
+    from cgan_ct.synthesis.cascade_spec import CascadeSpec
+    from cgan_ct.synthesis.coarse_export import save_coarse_model
+    from cgan_ct.synthesis.coarse_networks import build_coarse_generator
 
     mapping = linear_mapping()
     config = model_config(preset)
     names = []
     for level in range(levels):
-        info = {"block_size": config.block_size, "task": "depixelate", "intensity": mapping.to_json()}
-        info["model"] = dataclasses.asdict(config)
+        info = ModelInfo(config.block_size, DEPIXELATE, mapping.to_json(), model=dataclasses.asdict(config))
         save_block_model(build_generator(config), info, folder / f"stage{level}")
         names.append(f"stage{level}")
     coarse = coarse_config(preset, size=size // 2**levels)
     save_coarse_model(build_coarse_generator(coarse), mapping, coarse, folder / "coarse")
-    record = {"levels": levels, "size": size, "spacing_mm": [2.5, 0.8, 0.8], "default_slices": 64}
-    write_json_atomic(folder / "cascade.json", {**record, "coarse": "coarse", "stages": names[::-1]})
+    CascadeSpec(levels, size, (2.5, 0.8, 0.8), 64, coarse="coarse", stages=tuple(names[::-1])).save(folder)
 
 
 class PeakRss:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], object], Callable[[], list]]:
     """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a public name to its module in the package."""
 
-    def __getattr__(name: str):
+    def __getattr__(name: str):  # noqa: N807 (the module-level hook of PEP 562)
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -24,7 +24,7 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
         setattr(sys.modules[package], name, value)  # once imported, a plain attribute
         return value
 
-    def __dir__() -> list:
+    def __dir__() -> list:  # noqa: N807
         return sorted(set(vars(sys.modules[package])) | set(exports))
 
     return __getattr__, __dir__

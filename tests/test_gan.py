@@ -106,7 +106,9 @@ def test_psnr_ssim_of_identical_and_different_blocks():
 def _smoke_gan():
     config = model_config("smoke")
     gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=1)
-    gan.compile(keras.optimizers.Adam(2e-4, beta_1=0.5), keras.optimizers.Adam(2e-4, beta_1=0.5))
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5)
+    )
     return gan
 
 
@@ -162,7 +164,7 @@ def test_one_and_two_replicas_give_the_same_loss():
             with strategy.scope():
                 config = model_config("smoke")
                 gan = ConditionalGAN(build_generator(config), build_discriminator(config))
-                gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+                gan.compile(d_optimizer=keras.optimizers.Adam(), g_optimizer=keras.optimizers.Adam())
                 gan.generator.set_weights(weights[0]); gan.discriminator.set_weights(weights[1])
             data = tf.data.Dataset.from_tensor_slices((y, x, z)).batch(4)
             dist = strategy.experimental_distribute_dataset(data)

@@ -15,9 +15,10 @@ from cgan_ct import read_volume
 from cgan_ct.config import coarse_config, conversion_config, model_config
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.volume import subsample_volume
 from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.ops.blocks import predict_volume
-from cgan_ct.ops.pyramid import level_shape, subsample, subsample_volume, upsample_nearest
+from cgan_ct.ops.pyramid import level_shape, subsample, upsample_nearest
 from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from tests.conftest import REPO, require_tool
 
@@ -97,7 +98,8 @@ def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
 
 def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
     from cgan_ct.ops.intensity import linear_mapping
-    from cgan_ct.synthesis.coarse_gan import CoarseModel, build_coarse_generator, save_coarse_model
+    from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
+    from cgan_ct.synthesis.coarse_networks import build_coarse_generator
 
     config = coarse_config("smoke", size=16)
     generator = build_coarse_generator(config)
@@ -113,7 +115,7 @@ def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
 
 
 def test_coarse_crops_carry_their_relative_height():
-    from cgan_ct.synthesis.coarse_gan import crop_batches
+    from cgan_ct.synthesis.coarse_training import crop_batches
 
     config = coarse_config("smoke", size=8, crop_depth=4, batch_size=3)
     volumes = [np.full((6, 8, 8), 0.5, np.float32), np.zeros((2, 8, 8), np.float32)]
@@ -133,7 +135,7 @@ def test_coarse_crops_carry_their_relative_height():
 def test_discriminator_augmentation_shifts_with_air_and_cuts_out_a_square():
     import tensorflow as tf
 
-    from cgan_ct.synthesis.coarse_gan import augment_for_discriminator
+    from cgan_ct.synthesis.coarse_training import augment_for_discriminator
 
     volumes = np.full((6, 3, 16, 16, 1), -1.0, np.float32)
     volumes[:, :, 8, 8] = 1.0  # one bright column per example
@@ -164,7 +166,7 @@ def test_coarse_training_applies_the_r1_penalty():
     import keras
 
     from cgan_ct.ops.intensity import linear_mapping
-    from cgan_ct.synthesis.coarse_gan import train_coarse
+    from cgan_ct.synthesis.coarse_training import train_coarse
 
     rng = np.random.default_rng(0)
     volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data.conversion import plan_fingerprint, plan_shards
-from cgan_ct.data.manifest import SPLITS, build_manifest, write_manifest
+from cgan_ct.data.manifest import SPLITS, Manifest, build_manifest, write_manifest
 from cgan_ct.data.tfrecord_io import file_crc32c, iter_records
 from cgan_ct.data.volume_records import convert_volume
 from cgan_ct.errors import VolumeError
@@ -77,7 +77,7 @@ def _shard_infos(output_dir: pathlib.Path) -> list[dict]:
 
 def convert_with_beam(
     inputs, output_dir, config: ConversionConfig | None = None, salt: str | None = None, beam_args=()
-) -> dict:
+) -> Manifest:
     """Runs the conversion as a Beam pipeline; returns the manifest it wrote.
 
     Args:

@@ -22,7 +22,7 @@ import numpy as np
 
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
-from cgan_ct.data.manifest import MANIFEST, SPLITS, build_manifest, write_manifest
+from cgan_ct.data.manifest import MANIFEST, SPLITS, Manifest, build_manifest, write_manifest
 from cgan_ct.data.shard_writer import WORK_DIR, ShardTask, write_shard
 from cgan_ct.data.tfrecord_io import TMP_PREFIX
 from cgan_ct.errors import VolumeError
@@ -34,14 +34,14 @@ class ConversionReport:
     """What a run did. ``skipped`` pairs a location (console only) with a reason."""
 
     output_dir: pathlib.Path
-    manifest: dict
+    manifest: Manifest
     skipped: list[tuple[str, str]]
     shards_written: int
     shards_reused: int
 
     @property
     def complete(self) -> bool:
-        return not self.manifest["skipped"]
+        return not self.manifest.skipped
 
 
 def split_patients(patient_keys, test_fraction: float, seed: int) -> dict[str, str]:
@@ -107,20 +107,20 @@ def _remove_temporaries(output_dir: pathlib.Path) -> None:
             path.unlink()
 
 
-def _prepare(output_dir: pathlib.Path, fingerprint: str, overwrite: bool) -> dict | None:
+def _prepare(output_dir: pathlib.Path, fingerprint: str, overwrite: bool) -> Manifest | None:
     """Readies ``output_dir``; returns the manifest if the same conversion is complete."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         _remove_outputs(output_dir)
-    manifest_path = output_dir / MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("plan_fingerprint") == fingerprint:
+    if (output_dir / MANIFEST).exists():
+        manifest = Manifest.load(output_dir)
+        if manifest.plan_fingerprint == fingerprint:
             return manifest
-        raise VolumeError(output_dir, "holds a different conversion; use --overwrite or another folder")
+        raise VolumeError(output_dir, "holds a different conversion; overwrite it or use another folder")
     plan_path = output_dir / WORK_DIR / "plan.json"
     if plan_path.exists() and json.loads(plan_path.read_text()).get("fingerprint") != fingerprint:
-        raise VolumeError(output_dir, "holds an unfinished conversion of other inputs or settings; use --overwrite")
+        message = "holds an unfinished conversion of other inputs or settings; overwrite it or use another folder"
+        raise VolumeError(output_dir, message)
     plan_path.parent.mkdir(exist_ok=True)
     plan_path.write_text(json.dumps({"fingerprint": fingerprint}))
     _remove_temporaries(output_dir)
@@ -201,7 +201,7 @@ def convert(
     return ConversionReport(output_dir, manifest, console_skips, len(todo), len(done))
 
 
-def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> dict:
+def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> Manifest:
     receipts = sorted(receipts, key=lambda r: r["shard"])
     shards = [{k: r[k] for k in ("split", "shard", "records", "bytes", "crc32c")} for r in receipts]
     train = [np.asarray(r["histogram"], np.int64) for r in receipts if r["split"] == "train"]

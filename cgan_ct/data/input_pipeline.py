@@ -22,7 +22,7 @@ import pathlib
 import tensorflow as tf
 
 from cgan_ct.data import augment, schema
-from cgan_ct.data.manifest import SPLITS, load_manifest
+from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.ops import corruption
 from cgan_ct.ops.intensity import IntensityMapping
@@ -49,19 +49,19 @@ class PipelineOptions:
     cycle_length: int = 16
 
 
-def _shard_files(dataset_dir: pathlib.Path, manifest: dict, split: str) -> list[str]:
+def _shard_files(dataset_dir: pathlib.Path, manifest: Manifest, split: str) -> list[str]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    names = [s["name"] for s in manifest["splits"][split]["shards"]]
+    names = [s.name for s in manifest.splits[split].shards]
     if not names:
         raise VolumeError(dataset_dir, f"the {split} split has no shards")
     return [str(dataset_dir / name) for name in names]
 
 
-def _pair_fn(manifest: dict, task: str, training: bool, options: PipelineOptions):
+def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOptions):
     """The per-element function: (record, seed) -> (condition, target), float32 [B, B, B, 1]."""
-    mapping = IntensityMapping.from_json(manifest["intensity"])
-    block, stored = manifest["block_size"], manifest["stored_size"]
+    mapping = manifest.mapping
+    block, stored = manifest.block_size, manifest.stored_size
 
     def pair(record, seed):
         hu = schema.decode_block(record, stored)["hu"]
@@ -161,4 +161,4 @@ def make_dataset(
 
 def load_intensity(dataset_dir) -> IntensityMapping:
     """The dataset's intensity mapping, to turn model outputs back into HU."""
-    return IntensityMapping.from_json(load_manifest(dataset_dir)["intensity"])
+    return load_manifest(dataset_dir).mapping

@@ -1,22 +1,152 @@
 """The manifest of a converted dataset: what it holds and how to read it back.
 
 Written last, atomically: a dataset folder with a manifest is complete.
+``Manifest`` is the one definition of ``manifest.json``; every reader loads it
+with ``Manifest.load`` (or ``load_manifest``) and reads attributes, not keys.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import pathlib
 
 from cgan_ct.config import ConversionConfig
+from cgan_ct.constants import MANIFEST_FILE
 from cgan_ct.data import schema
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import write_json_atomic
-from cgan_ct.version import __version__
+from cgan_ct.io.json_files import read_json_object, record_fields, write_json_atomic
 from cgan_ct.ops import intensity
+from cgan_ct.version import __version__
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 SPLITS = ("train", "test")
+_WHAT = "dataset manifest"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    """One TFRecord shard: its file name in the dataset folder, records, size and CRC-32C."""
+
+    name: str
+    records: int
+    bytes: int
+    crc32c: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    volumes: int
+    patients: int
+    blocks: int
+    shards: tuple[ShardInfo, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeEntry:
+    """A converted volume: pseudonymous ids only, its grid, and where its blocks went."""
+
+    volume_id: str
+    patient_key: str
+    shape_zyx: tuple[int, ...]
+    spacing_mm: tuple[float, ...]
+    blocks: int
+    padding_voxels: int
+    dropped_outside_body: int
+    warnings: tuple[str, ...]
+    split: str
+    shard: str | None = None  # the local engine's shard; the Beam engine's records are spread over shards
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        if self.shard is None:
+            del data["shard"]
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedInput:
+    source: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``, typed. Field order is the file's key order."""
+
+    schema_version: int
+    cgan_ct_version: str
+    plan_fingerprint: str
+    block_size: int
+    margin: int
+    stored_size: int
+    pad_hu: int
+    edge_policy: str
+    spacing_policy: str | dict
+    split: dict
+    drop_outside_body: bool
+    subsample: int
+    intensity: dict
+    counts: dict
+    splits: dict[str, SplitInfo]
+    volumes: tuple[VolumeEntry, ...]
+    skipped: tuple[SkippedInput, ...]
+
+    @property
+    def mapping(self) -> intensity.IntensityMapping:
+        """The intensity mapping the dataset was normalized with."""
+        return intensity.IntensityMapping.from_json(self.intensity)
+
+    def volumes_in(self, split: str) -> tuple[VolumeEntry, ...]:
+        return tuple(v for v in self.volumes if v.split == split)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["volumes"] = [v.to_json() for v in self.volumes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict, path=None) -> Manifest:
+        """The manifest in ``data`` (as read from ``path``, named in errors); refuses unknown schema versions."""
+        version = data.get("schema_version")
+        if version not in schema.READABLE_SCHEMA_VERSIONS:
+            raise VolumeError(
+                path,
+                f"{_WHAT} has schema_version {version!r}; this cgan-ct reads "
+                f"{', '.join(map(str, schema.READABLE_SCHEMA_VERSIONS))}: convert the data again or upgrade cgan-ct",
+            )
+        try:
+            fields = record_fields(cls, data, path, _WHAT)
+            fields["splits"] = {
+                name: SplitInfo(**{**split, "shards": tuple(ShardInfo(**s) for s in split["shards"])})
+                for name, split in fields["splits"].items()
+            }
+            fields["volumes"] = tuple(
+                VolumeEntry(
+                    **{
+                        **v,
+                        "shape_zyx": tuple(v["shape_zyx"]),
+                        "spacing_mm": tuple(v["spacing_mm"]),
+                        "warnings": tuple(v["warnings"]),
+                    }
+                )
+                for v in fields["volumes"]
+            )
+            fields["skipped"] = tuple(SkippedInput(**s) for s in fields["skipped"])
+            return cls(**fields)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise VolumeError(path, f"{_WHAT} is malformed ({exc})") from None
+
+    @classmethod
+    def load(cls, dataset_dir) -> Manifest:
+        """The manifest of a converted dataset; VolumeError if there is none or it cannot be read."""
+        path = pathlib.Path(dataset_dir) / MANIFEST_FILE
+        if not path.exists():
+            raise VolumeError(path, "no manifest: not a converted dataset, or its conversion did not finish")
+        return cls.from_json(read_json_object(path, _WHAT), path)
+
+    def save(self, dataset_dir) -> pathlib.Path:
+        """Writes ``manifest.json`` atomically."""
+        return write_json_atomic(pathlib.Path(dataset_dir) / MANIFEST_FILE, self.to_json())
 
 
 def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.IntensityMapping:
@@ -28,12 +158,12 @@ def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.Intens
     return intensity.fit_equalization(train_histogram)
 
 
-def build_manifest(shards, volumes, skipped, train_histogram, config: ConversionConfig, fingerprint: str) -> dict:
+def build_manifest(shards, volumes, skipped, train_histogram, config: ConversionConfig, fingerprint: str) -> Manifest:
     """The manifest.
 
     Args:
       shards: dicts with split, shard (file name), records, bytes, crc32c.
-      volumes: manifest entries of the converted volumes (with their split).
+      volumes: manifest entries of the converted volumes (dicts, with their split and shard).
       skipped: {source, reason} of every input left out.
       train_histogram: summed HU histogram of the training volumes (or None).
       config: the conversion's settings.
@@ -54,7 +184,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         }
         for split in SPLITS
     }
-    return {
+    record = {
         "schema_version": schema.SCHEMA_VERSION,
         "cgan_ct_version": __version__,
         "plan_fingerprint": fingerprint,
@@ -78,19 +208,14 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         "volumes": volumes,
         "skipped": list(skipped),
     }
+    return Manifest.from_json(record)
 
 
-def write_manifest(output_dir, manifest: dict) -> None:
+def write_manifest(output_dir, manifest: Manifest) -> pathlib.Path:
     """Writes ``manifest.json`` atomically."""
-    write_json_atomic(pathlib.Path(output_dir) / MANIFEST, manifest)
+    return manifest.save(output_dir)
 
 
-def load_manifest(dataset_dir) -> dict:
-    """The manifest of a converted dataset; VolumeError if there is none."""
-    path = pathlib.Path(dataset_dir) / MANIFEST
-    if not path.exists():
-        raise VolumeError(path, "no manifest: not a converted dataset, or its conversion did not finish")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VolumeError(path, f"manifest is not valid JSON ({exc})") from None
+def load_manifest(dataset_dir) -> Manifest:
+    """``Manifest.load``: the manifest of a converted dataset; VolumeError if there is none."""
+    return Manifest.load(dataset_dir)

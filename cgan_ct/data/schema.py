@@ -16,6 +16,7 @@ import struct
 import numpy as np
 
 SCHEMA_VERSION = 1
+READABLE_SCHEMA_VERSIONS = (1,)  # manifests (and their shards) this code reads
 
 HU = "block/hu_int16"
 SIZE = "block/stored_size"

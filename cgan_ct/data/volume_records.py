@@ -15,7 +15,8 @@ import numpy as np
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
 from cgan_ct.io.sources import VolumeSource
-from cgan_ct.ops import blocks, intensity, pyramid
+from cgan_ct.io.volume import subsample_volume
+from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
 
 HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
@@ -52,7 +53,7 @@ def _volume_blocks(volume, config: ConversionConfig):
 
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
     """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
-    volume = pyramid.subsample_volume(source.read(salt, config.spacing_mm), config.subsample)
+    volume = subsample_volume(source.read(salt, config.spacing_mm), config.subsample)
     kept, dropped = _volume_blocks(volume, config)
     encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)
     records = (encoder.encode(block, origin, padding) for origin, block, padding in kept)

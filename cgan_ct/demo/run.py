@@ -19,6 +19,7 @@ import keras
 
 from cgan_ct.config import conversion_config, model_config
 from cgan_ct.data.conversion import convert
+from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.demo import plan as demo_plan
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
@@ -67,11 +68,11 @@ class _State:
     def __init__(self, out: pathlib.Path, settings: DemoSettings, data):
         self.path = out / STATE
         if not self.path.exists() and any(out.iterdir()):
-            raise VolumeError(out, "holds files that cgan-ct-demo did not make; use an empty or new --output_dir")
+            raise VolumeError(out, "holds files that cgan-ct-demo did not make; use an empty or new output folder")
         record = {"settings": dataclasses.asdict(settings), "data": None if data is None else str(data)}
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {**record, "done": []}
         if {k: self.data.get(k) for k in record} != record:
-            raise VolumeError(out, "holds a demo run with other settings or data; use another --output_dir")
+            raise VolumeError(out, "holds a demo run with other settings or data; use another output folder")
         self.save()
 
     def done(self, stage: str) -> bool:
@@ -105,19 +106,17 @@ def _speed(state: _State, config, settings: DemoSettings, say) -> demo_plan.Spee
     return demo_plan.Speed(**state.data["speed"])
 
 
-def _plan(state: _State, speed, settings: DemoSettings, manifest: dict, data, block: int, seconds_left: float):
+def _plan(state: _State, speed, settings: DemoSettings, manifest: Manifest, data, block: int, seconds_left: float):
     """The evaluation and training plan, made once (after conversion) and kept in the state."""
     if "plan" not in state.data:
         budget = settings.budget_minutes * 60
-        test = [v for v in manifest["volumes"] if v["split"] == "test"] or manifest["volumes"]
-        shape = max((v["shape_zyx"] for v in test), key=lambda s: s[0] * s[1] * s[2])
+        test = manifest.volumes_in("test") or manifest.volumes
+        shape = max((v.shape_zyx for v in test), key=lambda s: s[0] * s[1] * s[2])
         scans = len(test) if data is not None else min(len(test), 2)
         evaluation = demo_plan.plan_evaluation(
             speed, budget, shape[1:], shape[0], scans, settings.overlap, block, can_shrink=False
         )
-        available = max(
-            1, math.ceil(manifest["splits"]["test"]["blocks"] / model_config(settings.preset).global_batch_size)
-        )
+        available = max(1, math.ceil(manifest.splits["test"].blocks / model_config(settings.preset).global_batch_size))
         validation = demo_plan.validation_steps(speed, budget, available)
         first = demo_plan.plan_training(
             speed.train_step_s, seconds_left - demo_plan.SAFETY * budget, evaluation.estimate_s, validation
@@ -212,7 +211,7 @@ def run_demo(
         say("converting to TFRecords")
         convert(inputs, out / "dataset", conversion, workers=None)
         state.mark("dataset")
-    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
+    manifest = load_manifest(out / "dataset")
     seconds_left = settings.budget_minutes * 60 - (time.monotonic() - start)
     plan = _plan(state, speed, settings, manifest, data, config.block_size, seconds_left)
     say(
@@ -279,11 +278,11 @@ def _read_rows(path: pathlib.Path) -> list[dict]:
         ]
 
 
-def _test_inputs(inputs, manifest: dict, data) -> list[pathlib.Path]:
+def _test_inputs(inputs, manifest: Manifest, data) -> list[pathlib.Path]:
     """The inputs whose volumes landed in the test split (all inputs when there is one)."""
     if data is not None or len(inputs) == 1:
         return list(inputs)
-    test_ids = {v["volume_id"] for v in manifest["volumes"] if v["split"] == "test"}
+    test_ids = {v.volume_id for v in manifest.volumes_in("test")}
     chosen = [p for p in inputs if read_volume(p).volume_id in test_ids]
     return chosen or list(inputs[-1:])
 

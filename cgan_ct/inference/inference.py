@@ -6,18 +6,18 @@ stitching sum and its weights) plus one batch of blocks, whatever the scan's siz
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
 
+from cgan_ct.constants import AIR_HU, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.io.volume import AIR_HU, Volume, hu_to_int16
-from cgan_ct.model.export import MODEL_INFO, BlockGenerator, load_run_generator
+from cgan_ct.io.volume import Volume, hu_to_int16
+from cgan_ct.model.export import BlockGenerator, ModelInfo, is_exported_model, load_run_generator
+from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
-from cgan_ct.ops.intensity import IntensityMapping
 
 CONDITION_MODES = ("simulate", "as_is")
 _SLAB = 32  # slices per chunk when corrupting a whole volume
@@ -32,18 +32,18 @@ class BlockModel:
 
         model_dir = pathlib.Path(model_dir)
         self._tf = tf
-        if (model_dir / "run.json").exists():  # a training run: its best generator, wrapped in memory
+        if is_run_dir(model_dir):  # a training run: its best generator, wrapped in memory
             generator, run = load_run_generator(model_dir)
-            self.info = {"block_size": run["model"]["block_size"], "task": run["task"], "intensity": run["intensity"]}
-            module = BlockGenerator(generator, IntensityMapping.from_json(run["intensity"]), self.info["block_size"])
+            self.info = ModelInfo.from_run(run)
+            module = BlockGenerator(generator, self.info.mapping, self.info.block_size)
             self._signature = module.generate_hu_seeded
-        elif (model_dir / MODEL_INFO).exists() and (model_dir / "saved_model.pb").exists():
-            self.info = json.loads((model_dir / MODEL_INFO).read_text())
-            self._signature = tf.saved_model.load(str(model_dir)).signatures["generate_hu_seeded"]
+        elif is_exported_model(model_dir):
+            self.info = ModelInfo.load(model_dir)
+            self._signature = tf.saved_model.load(str(model_dir)).signatures[SEEDED_SIGNATURE]
         else:
             raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
-        self.block_size = int(self.info["block_size"])
-        self.task = self.info["task"]
+        self.block_size = int(self.info.block_size)
+        self.task = self.info.task
 
     def predictor(self, seed: int):
         """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call."""

@@ -16,10 +16,11 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
 from cgan_ct.io import slice_geometry
 from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.io.volume import AIR_HU, AcquisitionInfo, Volume, hu_to_int16, to_canonical
+from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16, to_canonical
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _DEFER_BYTES = 1024  # headers now, pixel data only when used

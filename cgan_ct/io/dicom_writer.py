@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from cgan_ct.constants import PACKAGE as _package
+from cgan_ct.constants import PACKAGE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.dicom_io import CT_IMAGE_STORAGE
 from cgan_ct.io.volume import Volume
@@ -66,18 +66,18 @@ def _series_template(volume: Volume, description: str, synthetic: bool = False) 
         ds.ManufacturerModelName = acq.model
     ds.ReferringPhysicianName = ""
     ds.SeriesDescription = description
-    ds.DerivationDescription = f"written by {_package}; pseudonymous, new UIDs"
+    ds.DerivationDescription = f"written by {PACKAGE}; pseudonymous, new UIDs"
     if synthetic:
         # Not Synthetic Data (0008,001C): the dciodvfy of Debian 12's dicom3tools rejects it as
         # unknown. The standard-old marks: derived image type, derivation and comments.
-        ds.DerivationDescription = f"SYNTHETIC: generated from noise by {_package}; no real patient"
+        ds.DerivationDescription = f"SYNTHETIC: generated from noise by {PACKAGE}; no real patient"
         ds.ImageComments = "SYNTHETIC IMAGE - no real patient was scanned"
     ds.PatientName = ""
     ds.PatientID = volume.patient_key
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = f"{_package}: new UIDs, salted pseudonyms, no source attributes"
+    ds.DeidentificationMethod = f"{PACKAGE}: new UIDs, salted pseudonyms, no source attributes"
     ds.SliceThickness = _ds(volume.spacing_mm[0])
     ds.KVP = "" if acq.kvp is None else f"{acq.kvp:g}"
     if acq.kernel:

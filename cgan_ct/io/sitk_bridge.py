@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from cgan_ct.io.volume import AIR_HU, Volume, hu_to_int16
+from cgan_ct.constants import AIR_HU
+from cgan_ct.io.volume import Volume, hu_to_int16
 
 
 def to_sitk(volume: Volume) -> sitk.Image:

@@ -23,8 +23,9 @@ import dataclasses
 
 import numpy as np
 
-from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.pseudonym import pseudonym
+from cgan_ct.ops.pyramid import subsample
 
 HU_MIN = -32768
 HU_MAX = 32767
@@ -153,4 +154,15 @@ def to_canonical(volume: Volume) -> Volume:
         spacing_mm=spacing,
         origin_mm=tuple(float(v) for v in origin),
         direction=new_direction,
+    )
+
+
+def subsample_volume(volume: Volume, factor: int) -> Volume:
+    """``volume`` at every ``factor``-th voxel: same first voxel and direction, spacing x factor."""
+    if factor == 1:
+        return volume
+    return volume.replace(
+        hu=np.ascontiguousarray(subsample(volume.hu, factor)),
+        spacing_mm=tuple(float(s) * factor for s in volume.spacing_mm),
+        volume_id=pseudonym("vol", f"{volume.volume_id}:subsample:{factor}"),
     )

@@ -14,6 +14,7 @@ project.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -23,11 +24,74 @@ import uuid
 import keras
 import tensorflow as tf
 
+from cgan_ct.constants import (
+    GENERATOR_BEST,
+    GENERATOR_LAST,
+    MODEL_INFO_FILE,
+    NORMALIZED_SIGNATURE,
+    SAVED_MODEL_FILE,
+    SEEDED_SIGNATURE,
+    SERVING_SIGNATURE,
+)
 from cgan_ct.errors import VolumeError
-from cgan_ct.model.training import GENERATOR_BEST, GENERATOR_LAST, RUN_FILE
+from cgan_ct.io.json_files import FORMAT_VERSION_KEY, check_format_version, read_json_object, record_fields
+from cgan_ct.model.run_record import RunRecord
 from cgan_ct.ops.intensity import IntensityMapping
 
-MODEL_INFO = "cgan_ct_model.json"
+MODEL_INFO = MODEL_INFO_FILE
+MODEL_FORMAT_VERSION = 1
+_WHAT = "model description"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """``cgan_ct_model.json``: what an exported block generator does and on what values.
+
+    ``intensity`` is the dataset's mapping (IntensityMapping.to_json); ``model``
+    the ModelConfig as a dict (None for a model saved outside a training run).
+    """
+
+    block_size: int
+    task: str
+    intensity: dict
+    model: dict | None = None
+    checkpoint: str | None = None
+    signatures: tuple[str, ...] = ()
+    format_version: int = MODEL_FORMAT_VERSION
+
+    @property
+    def mapping(self) -> IntensityMapping:
+        return IntensityMapping.from_json(self.intensity)
+
+    @classmethod
+    def from_run(cls, run: RunRecord, checkpoint: str | None = None) -> ModelInfo:
+        return cls(int(run.block_size), run.task, run.intensity, run.model, checkpoint)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict, path=None) -> ModelInfo:
+        version = check_format_version(path, data, _WHAT, MODEL_FORMAT_VERSION)
+        fields = record_fields(cls, data, path, _WHAT)
+        fields["signatures"] = tuple(fields.get("signatures", ()))
+        return cls(**{**fields, FORMAT_VERSION_KEY: version})
+
+    @classmethod
+    def load(cls, model_dir) -> ModelInfo:
+        path = pathlib.Path(model_dir) / MODEL_INFO_FILE
+        return cls.from_json(read_json_object(path, _WHAT), path)
+
+    def save(self, model_dir) -> pathlib.Path:
+        path = pathlib.Path(model_dir) / MODEL_INFO_FILE
+        path.write_text(json.dumps(self.to_json(), indent=1))
+        return path
+
+
+def is_exported_model(folder) -> bool:
+    folder = pathlib.Path(folder)
+    return (folder / MODEL_INFO_FILE).exists() and (folder / SAVED_MODEL_FILE).exists()
 
 
 class BlockGenerator(tf.Module):
@@ -59,34 +123,34 @@ class BlockGenerator(tf.Module):
         return {"generated": tf.cast(self.generator([condition, noise], training=False), tf.float32)}
 
 
-def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, dict]:
+def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, RunRecord]:
     """The run's generator (built fresh, outside any strategy) and its run record."""
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise VolumeError(run_dir, "not a training run folder (no run.json)")
+    run = RunRecord.load(run_dir)
     names = {"best": [GENERATOR_BEST, GENERATOR_LAST], "last": [GENERATOR_LAST]}[checkpoint]
     found = [run_dir / n for n in names if (run_dir / n).exists()]
     if not found:
         raise VolumeError(run_dir, "has no generator checkpoint yet (no finished epoch)")
-    return keras.models.load_model(found[0], compile=False), json.loads((run_dir / RUN_FILE).read_text())
+    return keras.models.load_model(found[0], compile=False), run
 
 
-def save_block_model(generator: keras.Model, info: dict, output_dir, overwrite: bool = False) -> pathlib.Path:
+def save_block_model(generator: keras.Model, info: ModelInfo, output_dir, overwrite: bool = False) -> pathlib.Path:
     """Saves ``generator`` with its intensity mapping as a SavedModel folder, atomically.
 
-    ``info`` needs block_size, task and intensity (the manifest's mapping); it
-    is written as cgan_ct_model.json beside the model.
+    ``info`` (block size, task, the dataset's intensity mapping) is written as
+    cgan_ct_model.json beside the model, with the signature names.
     """
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise VolumeError(output_dir, "exists and is not empty; not overwriting")
-    module = BlockGenerator(generator, IntensityMapping.from_json(info["intensity"]), int(info["block_size"]))
+    module = BlockGenerator(generator, info.mapping, int(info.block_size))
     signatures = {
-        "serving_default": module.generate_hu,
-        "generate_hu_seeded": module.generate_hu_seeded,
-        "generate_normalized": module.generate_normalized,
+        SERVING_SIGNATURE: module.generate_hu,
+        SEEDED_SIGNATURE: module.generate_hu_seeded,
+        NORMALIZED_SIGNATURE: module.generate_normalized,
     }
-    return save_module_atomic(module, signatures, output_dir, MODEL_INFO, {**info, "signatures": sorted(signatures)})
+    info = dataclasses.replace(info, signatures=tuple(sorted(signatures)))
+    return save_module_atomic(module, signatures, output_dir, MODEL_INFO, info.to_json())
 
 
 def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_name: str, info: dict) -> pathlib.Path:
@@ -115,11 +179,4 @@ def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: b
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise VolumeError(output_dir, "exists and is not empty; not overwriting")
     generator, run = load_run_generator(run_dir, checkpoint)
-    info = {
-        "block_size": int(run["model"]["block_size"]),
-        "task": run["task"],
-        "intensity": run["intensity"],
-        "model": run["model"],
-        "checkpoint": checkpoint,
-    }
-    return save_block_model(generator, info, output_dir, overwrite)
+    return save_block_model(generator, ModelInfo.from_run(run, checkpoint), output_dir, overwrite)

@@ -58,10 +58,11 @@ class ConditionalGAN(keras.Model):
             isinstance(layer, keras.layers.BatchNormalization) for layer in discriminator.layers
         )
 
-    def compile(self, g_optimizer, d_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
+    def compile(self, *, d_optimizer, g_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
+        """By keyword, in the Keras guides' order: ``compile(d_optimizer=..., g_optimizer=..., ...)``."""
         super().compile(optimizer=None, **kw)  # two optimizers of our own; no default one to save
-        self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
         self.l1_weight = l1_weight
         self.adversarial = adversarial
 
@@ -91,21 +92,40 @@ class ConditionalGAN(keras.Model):
     def _global_batch(self, condition):
         return tf.shape(condition)[0] * tf.distribute.get_strategy().num_replicas_in_sync
 
+    def _d_loss(self, real_logits, fake_logits, global_batch):
+        return losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
+
+    def _g_losses(self, fake_logits, target, generated, global_batch):
+        """(total, adversarial, L1) of the generator."""
+        return losses.generator_loss(fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial)
+
+    def _real_and_fake_logits(self, condition, target, generated, training: bool = True):
+        if not self.joint_d_pass:
+            return (
+                self.discriminator([condition, target], training=training),
+                self.discriminator([condition, generated], training=training),
+            )
+        both = self.discriminator(
+            [tf.concat([condition, condition], 0), tf.concat([target, tf.cast(generated, target.dtype)], 0)],
+            training=training,
+        )
+        return tf.split(both, 2, axis=0)
+
     def compute_losses(self, condition, target, noise, training: bool):
-        """All losses and outputs for one batch with explicit noise (used by both steps)."""
+        """All losses and outputs for one batch with explicit noise, without updating anything.
+
+        The same loss functions as ``train_step``, which differs only in updating D
+        before G's adversarial term is computed (with the updated D).
+        """
         global_batch = self._global_batch(condition)
         generated = self.generator([condition, noise], training=training)
-        real_logits = self.discriminator([condition, target], training=training)
-        fake_logits = self.discriminator([condition, generated], training=training)
-        d_loss = losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
-        g_total, g_adv, g_l1 = losses.generator_loss(
-            fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial
-        )
+        real_logits, fake_logits = self._real_and_fake_logits(condition, target, generated, training)
+        g_total, g_adv, g_l1 = self._g_losses(fake_logits, target, generated, global_batch)
         return {
             "generated": generated,
             "real_logits": real_logits,
             "fake_logits": fake_logits,
-            "d_loss": d_loss,
+            "d_loss": self._d_loss(real_logits, fake_logits, global_batch),
             "g_total": g_total,
             "g_adversarial": g_adv,
             "g_l1": g_l1,
@@ -123,31 +143,19 @@ class ConditionalGAN(keras.Model):
         with tf.GradientTape() as g_tape:
             generated = self.generator([condition, noise], training=True)  # one forward pass of G
             with tf.GradientTape() as d_tape:
-                real_logits, fake_logits = self._real_and_fake_logits(condition, target, tf.stop_gradient(generated))
-                d_loss = losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
+                real_logits, fake_logits = self._real_and_fake_logits(
+                    condition, target, tf.stop_gradient(generated), training=True
+                )
+                d_loss = self._d_loss(real_logits, fake_logits, global_batch)
                 d_scaled = self.d_optimizer.scale_loss(d_loss)
             self._apply(self.d_optimizer, d_scaled, d_tape, self.discriminator.trainable_variables)
             g_logits = self.discriminator([condition, generated], training=True)  # D after its update
-            g_total, g_adv, g_l1 = losses.generator_loss(
-                g_logits, target, generated, global_batch, self.l1_weight, self.adversarial
-            )
+            g_total, g_adv, g_l1 = self._g_losses(g_logits, target, generated, global_batch)
             g_scaled = self.g_optimizer.scale_loss(g_total)
         self._apply(self.g_optimizer, g_scaled, g_tape, self.generator.trainable_variables)
         return self._update_metrics(
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
         )
-
-    def _real_and_fake_logits(self, condition, target, generated):
-        if not self.joint_d_pass:
-            return (
-                self.discriminator([condition, target], training=True),
-                self.discriminator([condition, generated], training=True),
-            )
-        both = self.discriminator(
-            [tf.concat([condition, condition], 0), tf.concat([target, tf.cast(generated, target.dtype)], 0)],
-            training=True,
-        )
-        return tf.split(both, 2, axis=0)
 
     def test_step(self, data):
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)

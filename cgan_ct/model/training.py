@@ -28,17 +28,16 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.config import ModelConfig
+from cgan_ct.constants import GENERATOR_BEST, GENERATOR_LAST
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
-from cgan_ct.data.manifest import load_manifest
+from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
+from cgan_ct.model.run_record import RunRecord, is_run_dir
 
 BACKUP = "backup"
-RUN_FILE = "run.json"
-GENERATOR_LAST = "generator_last.keras"
-GENERATOR_BEST = "generator_best.keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +86,8 @@ def build_gan(config: ModelConfig, seed: int = 0) -> ConditionalGAN:
         keras.mixed_precision.set_global_policy("mixed_float16")
     gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed)
     gan.compile(
-        _optimizer(config.g_learning_rate, config),
-        _optimizer(config.d_learning_rate, config),
+        d_optimizer=_optimizer(config.d_learning_rate, config),
+        g_optimizer=_optimizer(config.g_learning_rate, config),
         l1_weight=config.l1_weight,
         adversarial=config.adversarial,
         jit_compile=config.jit_compile,
@@ -203,30 +202,23 @@ class ImageSummaries(keras.callbacks.Callback):
             tf.summary.image("condition | generated | target", (row + 1.0) / 2.0, step=epoch, max_outputs=4)
 
 
-def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOptions, manifest: dict) -> dict:
-    return {
-        "model": dataclasses.asdict(config),
-        "task": options.task,
-        "seed": options.seed,
-        "pipeline": dataclasses.asdict(options.pipeline),
-        "dataset_dir": str(dataset_dir.resolve()),
-        "dataset_fingerprint": manifest["plan_fingerprint"],
-        "intensity": manifest["intensity"],
-    }
+def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOptions, manifest: Manifest) -> RunRecord:
+    return RunRecord(
+        model=dataclasses.asdict(config),
+        task=options.task,
+        seed=options.seed,
+        pipeline=dataclasses.asdict(options.pipeline),
+        dataset_dir=str(dataset_dir.resolve()),
+        dataset_fingerprint=manifest.plan_fingerprint,
+        intensity=manifest.intensity,
+    )
 
 
-def _comparable(record: dict) -> dict:
-    """What must match to continue a run (more epochs may be asked for)."""
-    keys = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
-    return {k: ({**record[k], "epochs": None} if k == "model" else record.get(k)) for k in keys}
-
-
-def _check_run_dir(run_dir: pathlib.Path, record: dict) -> None:
-    path = run_dir / RUN_FILE
-    if path.exists() and _comparable(json.loads(path.read_text())) != _comparable(record):
-        raise VolumeError(run_dir, "holds a run with other settings or data; use another --output_dir")
+def _check_run_dir(run_dir: pathlib.Path, record: RunRecord) -> None:
+    if is_run_dir(run_dir) and RunRecord.load(run_dir).comparable() != record.comparable():
+        raise VolumeError(run_dir, "holds a run with other settings or data; use another output folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
+    record.save(run_dir)
 
 
 def train(
@@ -235,7 +227,7 @@ def train(
     config: ModelConfig,
     options: RunOptions,
     strategy: tf.distribute.Strategy | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     extra_callbacks: list | None = None,
 ) -> TrainingResult:
     """Trains (or resumes training) for ``config.epochs`` epochs; see the module docstring.
@@ -245,10 +237,8 @@ def train(
     """
     dataset_dir, run_dir = pathlib.Path(dataset_dir), pathlib.Path(run_dir)
     manifest = load_manifest(dataset_dir)
-    if manifest["block_size"] != config.block_size:
-        raise VolumeError(
-            dataset_dir, f"blocks are {manifest['block_size']}^3, the model expects {config.block_size}^3"
-        )
+    if manifest.block_size != config.block_size:
+        raise VolumeError(dataset_dir, f"blocks are {manifest.block_size}^3, the model expects {config.block_size}^3")
     strategy = strategy or make_strategy()
     chief = is_chief()
     out_dir = run_dir if chief else run_dir / f".worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}"
@@ -256,7 +246,7 @@ def train(
     if chief:
         _check_run_dir(run_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = manifest["splits"]["train"]["blocks"] * options.pipeline.augment_copies
+    blocks = manifest.splits["train"].blocks * options.pipeline.augment_copies
     spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
     with strategy.scope():
         gan = build_gan(config, options.seed)
@@ -282,8 +272,8 @@ def train(
 
         return strategy.distribute_datasets_from_function(make)
 
-    validation = dataset("test") if manifest["splits"]["test"]["shards"] else None
-    validation_steps = max(1, math.ceil(manifest["splits"]["test"]["blocks"] / config.global_batch_size))
+    validation = dataset("test") if manifest.splits["test"].shards else None
+    validation_steps = max(1, math.ceil(manifest.splits["test"].blocks / config.global_batch_size))
     guard = DivergenceGuard()
     callbacks = [
         guard,

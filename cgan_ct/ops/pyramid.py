@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.io.volume import Volume
-
 
 def level_length(length: int, level: int) -> int:
     """Voxels along an axis of ``length`` at ``level`` (ceil(length / 2**level))."""
@@ -40,14 +37,3 @@ def upsample_nearest(hu: np.ndarray, factor: int, shape_zyx=None) -> np.ndarray:
     if shape_zyx is not None:
         up = up[..., : shape_zyx[0], : shape_zyx[1], : shape_zyx[2]]
     return up
-
-
-def subsample_volume(volume: Volume, factor: int) -> Volume:
-    """``volume`` at every ``factor``-th voxel: same first voxel and direction, spacing x factor."""
-    if factor == 1:
-        return volume
-    return volume.replace(
-        hu=np.ascontiguousarray(subsample(volume.hu, factor)),
-        spacing_mm=tuple(float(s) * factor for s in volume.spacing_mm),
-        volume_id=pseudonym("vol", f"{volume.volume_id}:subsample:{factor}"),
-    )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from cgan_ct.io.volume import AIR_HU
+from cgan_ct.constants import AIR_HU
 from cgan_ct.ops.blocks import blend_window, predict_sums, sliding_origins, tile_stride
 from cgan_ct.ops.pyramid import upsample_nearest
 

@@ -20,19 +20,19 @@ import pathlib
 import numpy as np
 
 from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
+from cgan_ct.constants import AIR_HU, CASCADE_FILE, DEPIXELATE, MANIFEST_FILE, SAVED_MODEL_FILE
 from cgan_ct.data.conversion import convert
-from cgan_ct.data.manifest import load_manifest
+from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sources import discover
-from cgan_ct.io.volume import AIR_HU
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.pyramid import level_length, subsample
-from cgan_ct.synthesis.coarse_gan import save_coarse_model, train_coarse
-from cgan_ct.synthesis.synthesis import CASCADE_FILE
+from cgan_ct.synthesis.cascade_spec import CascadeSpec
+from cgan_ct.synthesis.coarse_export import save_coarse_model
+from cgan_ct.synthesis.coarse_training import train_coarse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +87,12 @@ def train_cascade(
         name = f"stage{level}"
         stage_names.append(name)
         dataset = out / "datasets" / f"level{level}"
-        if not (dataset / "manifest.json").exists():
+        if not (dataset / MANIFEST_FILE).exists():
             say(f"{name}: converting the inputs at level {level} (every {2**level}-th voxel)")
             convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
-        if not (cascade / name / "saved_model.pb").exists():
+        if not (cascade / name / SAVED_MODEL_FILE).exists():
             say(f"{name}: training the x2 depixelation from level {level + 1} to level {level}")
-            options = RunOptions("depixelate", seed=settings.seed, steps_per_epoch=settings.stage_steps)
+            options = RunOptions(DEPIXELATE, seed=settings.seed, steps_per_epoch=settings.stage_steps)
             config = dataclasses.replace(settings.stage, epochs=1)
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
@@ -101,7 +101,7 @@ def train_cascade(
     manifest = load_manifest(out / "datasets" / "level0")
     if not (cascade / CASCADE_FILE).exists():
         volumes, spacing, slices = coarse_volumes(inputs, manifest, settings)
-        if not (cascade / "coarse" / "saved_model.pb").exists():
+        if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
             say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
             mapping = linear_mapping()
             generator = train_coarse(volumes, mapping, coarse_config, settings.seed, callbacks("coarse"))
@@ -111,9 +111,9 @@ def train_cascade(
     return cascade
 
 
-def coarse_volumes(inputs, manifest: dict, settings: CascadeSettings):
+def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     """(coarse HU arrays of the training split, median full-resolution spacing, median slice count)."""
-    train_ids = {v["volume_id"] for v in manifest["volumes"] if v["split"] == "train"}
+    train_ids = {v.volume_id for v in manifest.volumes_in("train")}
     sources, _ = discover(inputs)
     volumes, spacings, slices = [], [], []
     for source in sources:
@@ -148,20 +148,19 @@ def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
 
 def _write_cascade_file(cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest):
     """cascade.json: what Cascade needs, and counts only (no ids, no paths) about the training data."""
-    record = {
-        "levels": settings.levels,
-        "size": settings.size,
-        "spacing_mm": list(spacing),
-        "default_slices": slices,
-        "coarse": "coarse",
-        "stages": list(reversed(stage_names)),  # coarsest first
-        "cascade_id": pseudonym("cas", f"{manifest.get('plan_fingerprint', '')}:{settings.seed}"),
-        "training": {
-            "volumes": sum(1 for v in manifest["volumes"] if v["split"] == "train"),
+    CascadeSpec(
+        levels=settings.levels,
+        size=settings.size,
+        spacing_mm=tuple(spacing),
+        default_slices=slices,
+        coarse="coarse",
+        stages=tuple(reversed(stage_names)),  # coarsest first
+        cascade_id=pseudonym("cas", f"{manifest.plan_fingerprint}:{settings.seed}"),
+        training={
+            "volumes": len(manifest.volumes_in("train")),
             "stage_steps": settings.stage_steps,
             "coarse_steps": settings.coarse.steps,
             "stage_model": dataclasses.asdict(settings.stage),
             "coarse_model": dataclasses.asdict(settings.coarse),
         },
-    }
-    write_json_atomic(cascade / CASCADE_FILE, record)
+    ).save(cascade)

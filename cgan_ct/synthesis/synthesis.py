@@ -4,7 +4,7 @@ A cascade folder (written by cgan_ct.synthesis.cascade_training) holds a set of
 SavedModels and a description:
 
   cascade.json   levels, in-plane size, spacing, stage order, training summary
-  coarse/        the coarse generator (cgan_ct.synthesis.coarse_gan): noise -> level L
+  coarse/        the coarse generator (cgan_ct.synthesis.coarse_export): noise -> level L
   stage<j>/      a depixelation block model (cgan-ct-export format): level
                  j + 1 -> level j, for j = L-1 ... 0
 
@@ -17,21 +17,21 @@ this module is the glue that chains them.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Iterator
 
 import numpy as np
 
+from cgan_ct.constants import CASCADE_FILE, DEPIXELATE
 from cgan_ct.errors import VolumeError
 from cgan_ct.inference.inference import BlockModel
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
 from cgan_ct.ops.pyramid import level_length
 from cgan_ct.synthesis.cascade import cascade_stream
-from cgan_ct.synthesis.coarse_gan import CoarseModel
+from cgan_ct.synthesis.cascade_spec import CascadeSpec
+from cgan_ct.synthesis.coarse_export import CoarseModel
 
-CASCADE_FILE = "cascade.json"
 SYNTHETIC_SOURCE = "synthetic"
 
 
@@ -40,21 +40,17 @@ class Cascade:
 
     def __init__(self, folder):
         folder = pathlib.Path(folder)
-        if not (folder / CASCADE_FILE).exists():
-            raise VolumeError(
-                folder, f"not a synthesis cascade (no {CASCADE_FILE}); train one with cgan-ct-train-cascade"
-            )
         self.folder = folder
-        self.info = json.loads((folder / CASCADE_FILE).read_text())
-        self.levels = int(self.info["levels"])
-        self.size = int(self.info["size"])
-        self.spacing_mm = tuple(float(s) for s in self.info["spacing_mm"])
-        self.coarse = CoarseModel(folder / self.info["coarse"])
-        self.stages = [BlockModel(folder / name) for name in self.info["stages"]]
+        self.info = CascadeSpec.load(folder)
+        self.levels = self.info.levels
+        self.size = self.info.size
+        self.spacing_mm = self.info.spacing_mm
+        self.coarse = CoarseModel(folder / self.info.coarse)
+        self.stages = [BlockModel(folder / name) for name in self.info.stages]
         if len(self.stages) != self.levels:
             raise VolumeError(folder, f"{CASCADE_FILE} lists {len(self.stages)} stages for {self.levels} levels")
-        for name, stage in zip(self.info["stages"], self.stages, strict=True):
-            if stage.task != "depixelate":
+        for name, stage in zip(self.info.stages, self.stages, strict=True):
+            if stage.task != DEPIXELATE:
                 raise VolumeError(folder / name, f"is a {stage.task!r} model; a cascade stage must depixelate")
         if self.coarse.size != level_length(self.size, self.levels):
             raise VolumeError(folder, f"coarse size {self.coarse.size} does not match {self.size} / 2**{self.levels}")
@@ -89,7 +85,7 @@ class Cascade:
         for slab in self.slabs(seed, slices, overlap, batch_size, progress):
             hu[z : z + len(slab)], _ = hu_to_int16(slab, "synthetic volume")
             z += len(slab)
-        return synthetic_volume(hu, self.spacing_mm, seed, self.info.get("cascade_id", "cascade"))
+        return synthetic_volume(hu, self.spacing_mm, seed, self.info.cascade_id)
 
 
 def synthetic_volume(hu: np.ndarray, spacing_mm, seed: int, cascade_id: str) -> Volume:

@@ -1,0 +1,77 @@
+"""``run.json``: what a training run trains, the record training writes and export, inference and resume read.
+
+Kept apart from ``training`` so that reading a run (``export``, serving a run
+folder) never imports the training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+from cgan_ct.config import ModelConfig
+from cgan_ct.constants import RUN_FILE
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.json_files import (
+    FORMAT_VERSION_KEY,
+    check_format_version,
+    read_json_object,
+    record_fields,
+    write_json_atomic,
+)
+
+RUN_FORMAT_VERSION = 1
+_WHAT = "training run record"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run's settings and data. ``model`` is the ModelConfig as a dict; ``pipeline`` the PipelineOptions."""
+
+    model: dict
+    task: str
+    seed: int
+    pipeline: dict
+    dataset_dir: str
+    dataset_fingerprint: str
+    intensity: dict
+    format_version: int = RUN_FORMAT_VERSION
+
+    @property
+    def block_size(self) -> int:
+        return int(self.model["block_size"])
+
+    def model_config(self) -> ModelConfig:
+        """The run's ModelConfig (fields this version does not know are left out)."""
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        return ModelConfig(**{k: v for k, v in self.model.items() if k in known})
+
+    def comparable(self) -> dict:
+        """What must match to continue a run (more epochs may be asked for)."""
+        fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
+        record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
+        return {k: ({**record[k], "epochs": None} if k == "model" else record[k]) for k in fields}
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, path=None) -> RunRecord:
+        version = check_format_version(path, data, _WHAT, RUN_FORMAT_VERSION)
+        return cls(**{**record_fields(cls, data, path, _WHAT), FORMAT_VERSION_KEY: version})
+
+    @classmethod
+    def load(cls, run_dir) -> RunRecord:
+        """The record of the run in ``run_dir``; VolumeError if it is not a training run folder."""
+        path = pathlib.Path(run_dir) / RUN_FILE
+        if not path.exists():
+            raise VolumeError(pathlib.Path(run_dir), f"not a training run folder (no {RUN_FILE})")
+        return cls.from_json(read_json_object(path, _WHAT), path)
+
+    def save(self, run_dir) -> pathlib.Path:
+        return write_json_atomic(pathlib.Path(run_dir) / RUN_FILE, self.to_json())
+
+
+def is_run_dir(folder) -> bool:
+    return (pathlib.Path(folder) / RUN_FILE).exists()

@@ -1,0 +1,79 @@
+"""``cascade.json``: the description of a synthesis cascade folder.
+
+Written by ``cascade_training`` when the last model of a cascade is saved, read
+by ``synthesis.Cascade`` to chain the models. Kept apart from both so that
+synthesis (serving) never imports the training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from cgan_ct.constants import CASCADE_FILE
+from cgan_ct.errors import VolumeError
+from cgan_ct.io.json_files import (
+    FORMAT_VERSION_KEY,
+    check_format_version,
+    read_json_object,
+    record_fields,
+    write_json_atomic,
+)
+
+CASCADE_FORMAT_VERSION = 1
+_WHAT = "cascade description"
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSpec:
+    """A cascade: ``levels`` x2 stages above a coarse generator, ``size`` x ``size`` in-plane at full resolution.
+
+    Attributes:
+      levels: depixelation stages (the coarse level is every 2**levels-th voxel).
+      size: in-plane voxels of the full-resolution volume.
+      spacing_mm: (z, y, x) spacing of the full-resolution volume (the training volumes' median).
+      default_slices: slices of a volume when none are asked for (the training volumes' median).
+      coarse: folder (inside the cascade folder) of the coarse generator.
+      stages: folders of the stages, coarsest first.
+      cascade_id: a pseudonymous id (from the dataset fingerprint and the seed), carried by synthetic volumes.
+      training: counts and settings of the training only (no ids, no paths).
+    """
+
+    levels: int
+    size: int
+    spacing_mm: tuple[float, ...]
+    default_slices: int
+    coarse: str
+    stages: tuple[str, ...]
+    cascade_id: str = "cascade"
+    training: dict = dataclasses.field(default_factory=dict)
+    format_version: int = CASCADE_FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, path=None) -> CascadeSpec:
+        version = check_format_version(path, data, _WHAT, CASCADE_FORMAT_VERSION)
+        fields = record_fields(cls, data, path, _WHAT)
+        try:
+            fields["spacing_mm"] = tuple(float(s) for s in fields["spacing_mm"])
+            fields["stages"] = tuple(str(s) for s in fields["stages"])
+            fields["levels"], fields["size"] = int(fields["levels"]), int(fields["size"])
+            fields["default_slices"] = int(fields["default_slices"])
+        except (TypeError, ValueError) as exc:
+            raise VolumeError(path, f"{_WHAT} is malformed ({exc})") from None
+        return cls(**{**fields, FORMAT_VERSION_KEY: version})
+
+    @classmethod
+    def load(cls, folder) -> CascadeSpec:
+        path = pathlib.Path(folder) / CASCADE_FILE
+        if not path.exists():
+            raise VolumeError(
+                pathlib.Path(folder),
+                f"not a synthesis cascade (no {CASCADE_FILE}); train one with cgan-ct-train-cascade",
+            )
+        return cls.from_json(read_json_object(path, _WHAT), path)
+
+    def save(self, folder) -> pathlib.Path:
+        return write_json_atomic(pathlib.Path(folder) / CASCADE_FILE, self.to_json())

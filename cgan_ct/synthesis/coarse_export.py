@@ -1,0 +1,69 @@
+"""The trained coarse generator as a SavedModel (signature ``generate``), and loading it back.
+
+Beside the SavedModel, ``cgan_ct_coarse.json`` records its in-plane size and
+intensity mapping. Serving needs TensorFlow only; this module never imports
+the training code.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cgan_ct.config import CoarseConfig
+from cgan_ct.constants import COARSE_INFO_FILE, COARSE_SIGNATURE, SAVED_MODEL_FILE
+from cgan_ct.errors import VolumeError
+from cgan_ct.model.export import save_module_atomic
+from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.synthesis.coarse_networks import LATENT_SIZE, broadcast_position, draw_noise, positions
+
+COARSE_INFO = COARSE_INFO_FILE
+
+
+class CoarseModule(tf.Module):
+    """The coarse generator with its intensity mapping: ``generate(seed int64 [2], depth int32 [])``
+    -> {"volume_hu": float32 [depth, S, S]}, reproducible for a seed."""
+
+    def __init__(self, generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig):
+        super().__init__(name="coarse_generator")
+        self.generator, self.mapping, self.config = generator, mapping, config
+        self.generate = tf.function(
+            self._generate, input_signature=[tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)]
+        )
+
+    def _generate(self, seed, depth):
+        code, latent = draw_noise(seed, 1, depth, self.config.latent_channels)
+        position = broadcast_position(positions(depth)[None], LATENT_SIZE)
+        volume = self.generator([code, latent, position], training=False)[0, ..., 0]
+        return {"volume_hu": self.mapping.inverse_tf(volume)}
+
+
+def save_coarse_model(
+    generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig, output_dir, info: dict | None = None
+) -> pathlib.Path:
+    """Writes the coarse generator as a SavedModel folder (signature ``generate``), atomically."""
+    module = CoarseModule(generator, mapping, config)
+    record = {**(info or {}), "size": config.size, "intensity": mapping.to_json(), "signatures": [COARSE_SIGNATURE]}
+    return save_module_atomic(module, {COARSE_SIGNATURE: module.generate}, output_dir, COARSE_INFO, record)
+
+
+class CoarseModel:
+    """A saved coarse generator: ``draw(seed, depth)`` -> float32 HU [depth, S, S]."""
+
+    def __init__(self, model_dir):
+        model_dir = pathlib.Path(model_dir)
+        if not (model_dir / COARSE_INFO).exists() or not (model_dir / SAVED_MODEL_FILE).exists():
+            raise VolumeError(model_dir, f"not a coarse generator saved by cgan-ct (no {COARSE_INFO})")
+        self.info = json.loads((model_dir / COARSE_INFO).read_text())
+        self._generate = tf.saved_model.load(str(model_dir)).signatures[COARSE_SIGNATURE]
+        self.size = int(self.info["size"])
+
+    def draw(self, seed: int, depth: int) -> np.ndarray:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        out = self._generate(seed=tf.constant([seed, 0x5EED], tf.int64), depth=tf.constant(depth, tf.int32))
+        return out["volume_hu"].numpy()

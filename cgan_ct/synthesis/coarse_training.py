@@ -1,0 +1,183 @@
+"""Training the coarse GAN (cgan_ct.synthesis.coarse_networks) on coarse crops of the training volumes.
+
+The discriminator sees real and generated volumes through the same random
+translation and cutout (differentiable augmentation), with a lazy R1 penalty
+on its gradient at real volumes; see coarse_networks for why.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cgan_ct.config import CoarseConfig
+from cgan_ct.model import losses
+from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.synthesis.coarse_networks import (
+    LATENT_SIZE,
+    broadcast_position,
+    build_coarse_discriminator,
+    build_coarse_generator,
+    draw_noise,
+)
+
+
+def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int):
+    """Random in-plane translation (air fills what moves in) and a cutout square, per example.
+
+    volumes [B, D, S, S, 1] in [-1, 1]; shifts in [-max_shift, max_shift];
+    the cutout (a cutout x cutout square through all slices) is set to 0.
+    """
+    batch, size = tf.shape(volumes)[0], volumes.shape[2]
+    shift_seed, cut_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    shifts = tf.random.stateless_uniform([batch, 2], shift_seed, -max_shift, max_shift + 1, dtype=tf.int32)
+    out = volumes
+    for axis in (2, 3):
+        index = tf.range(size)[None] - shifts[:, axis - 2 : axis - 1]  # [B, S]
+        inside = (index >= 0) & (index < size)
+        moved = tf.gather(out, tf.clip_by_value(index, 0, size - 1), axis=axis, batch_dims=1)
+        mask = inside[:, None, :, None, None] if axis == 2 else inside[:, None, None, :, None]
+        out = tf.where(mask, moved, -1.0)
+    corner = tf.random.stateless_uniform([batch, 2], cut_seed, 0, size - cutout + 1, dtype=tf.int32)
+    grid = tf.range(size)[None]
+    rows = (grid >= corner[:, :1]) & (grid < corner[:, :1] + cutout)
+    cols = (grid >= corner[:, 1:]) & (grid < corner[:, 1:] + cutout)
+    hole = rows[:, None, :, None, None] & cols[:, None, None, :, None]
+    return tf.where(hole, 0.0, out)
+
+
+class CoarseGAN(keras.Model):
+    """Trains the coarse generator against its discriminator (non-saturating loss)."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: CoarseConfig, seed=0, **kw):
+        super().__init__(**kw)
+        self.generator, self.discriminator, self.config = generator, discriminator, config
+        self.noise_seed = keras.random.SeedGenerator(seed)
+        self.augment_seed = keras.random.SeedGenerator(seed + 1)
+        names = ("d_loss", "g_loss", "r1", "real_score")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True
+
+    def compile(self, *, d_optimizer, g_optimizer, **kw):
+        """By keyword, in the Keras guides' order: ``compile(d_optimizer=..., g_optimizer=...)``."""
+        super().compile(optimizer=None, **kw)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def generate(self, position, training=False):
+        """position [B, D] -> volumes [B, D, S, S, 1] with fresh noise."""
+        batch, depth = tf.shape(position)[0], tf.shape(position)[1]
+        code, latent = draw_noise(self.noise_seed.next(), batch, depth, self.config.latent_channels)
+        return self.generator([code, latent, broadcast_position(position, LATENT_SIZE)], training=training)
+
+    def _discriminate(self, volumes, position):
+        if self.config.augment:
+            size = self.config.size
+            volumes = augment_for_discriminator(volumes, self.augment_seed.next(), size // 8, size // 4)
+        return self.discriminator([volumes, position], training=True)
+
+    def _r1(self, volumes, position):
+        """Mean over the batch of the squared gradient norm of D's mean logit at real volumes.
+
+        The mean over D's patches (its loss averages them): a sum would scale
+        the penalty with the number of patches, and silence D.
+        """
+        with tf.GradientTape() as tape:
+            tape.watch(volumes)
+            total = tf.reduce_sum(tf.reduce_mean(self._discriminate(volumes, position), axis=[1, 2, 3, 4]))
+        slopes = tape.gradient(total, volumes)
+        return tf.reduce_mean(tf.reduce_sum(tf.square(slopes), axis=[1, 2, 3, 4]))
+
+    def train_step(self, data):
+        volumes, position = data
+        batch = tf.shape(volumes)[0]
+        full_position = broadcast_position(position, self.config.size)
+        with tf.GradientTape() as g_tape:
+            fake = self.generate(position, training=True)
+            with tf.GradientTape() as d_tape:
+                real_logits = self._discriminate(volumes, full_position)
+                fake_logits = self._discriminate(tf.stop_gradient(fake), full_position)
+                d_loss = losses.discriminator_loss(real_logits, fake_logits, batch)
+                # lazy R1 (StyleGAN2): every r1_every-th step, weighted by r1_every
+                every = self.config.r1_every
+                r1 = tf.cond(
+                    self.d_optimizer.iterations % every == 0,
+                    lambda: self._r1(volumes, full_position),
+                    lambda: tf.zeros([]),
+                )
+                d_loss += 0.5 * self.config.r1_gamma * every * r1
+            d_vars = self.discriminator.trainable_variables
+            self.d_optimizer.apply(d_tape.gradient(d_loss, d_vars), d_vars)
+            g_loss = losses.generator_adversarial_loss(self._discriminate(fake, full_position), batch)
+        g_vars = self.generator.trainable_variables
+        self.g_optimizer.apply(g_tape.gradient(g_loss, g_vars), g_vars)
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["r1"].update_state(r1)
+        self.trackers["real_score"].update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int):
+    """Endless (volumes [B, crop, S, S, 1], positions [B, crop]) batches of random z crops.
+
+    ``volumes_norm``: coarse volumes [D_i, S, S] in [-1, 1]; shorter than the
+    crop, they are padded with air (-1) above their last slice, whose
+    positions then run past +1 (above the volume).
+    """
+    for v in volumes_norm:
+        if v.ndim != 3 or v.shape[1:] != (config.size, config.size):
+            raise ValueError(
+                f"coarse training volume has shape {v.shape}; expected [slices, {config.size}, {config.size}]"
+            )
+    rng = np.random.default_rng(seed)
+    crop = config.crop_depth
+    while True:
+        batch_volumes, batch_positions = [], []
+        for index in rng.integers(0, len(volumes_norm), config.batch_size):
+            v = volumes_norm[index]
+            depth = len(v)
+            if depth < crop:
+                v = np.concatenate([v, np.full((crop - depth, *v.shape[1:]), -1.0, np.float32)])
+            start = int(rng.integers(0, max(1, depth - crop + 1)))
+            batch_volumes.append(v[start : start + crop])
+            batch_positions.append(-1.0 + 2.0 * (np.arange(start, start + crop) + 0.5) / depth)
+        yield np.stack(batch_volumes)[..., None].astype(np.float32), np.stack(batch_positions).astype(np.float32)
+
+
+def train_coarse(
+    volumes_hu: list[np.ndarray],
+    mapping: IntensityMapping,
+    config: CoarseConfig,
+    seed: int = 0,
+    callbacks=None,
+    verbose: int = 0,
+) -> keras.Model:
+    """Trains a coarse generator on ``volumes_hu`` (coarse-level [D, S, S] HU arrays); returns it."""
+    if not volumes_hu:
+        raise ValueError("no coarse training volumes")
+    keras.utils.set_random_seed(seed)
+    volumes = [mapping.forward(v) for v in volumes_hu]
+    spec = (
+        tf.TensorSpec([config.batch_size, config.crop_depth, config.size, config.size, 1], tf.float32),
+        tf.TensorSpec([config.batch_size, config.crop_depth], tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(lambda: crop_batches(volumes, config, seed), output_signature=spec)
+    gan = CoarseGAN(build_coarse_generator(config), build_coarse_discriminator(config), config, seed)
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
+        g_optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
+    )
+    gan.fit(
+        dataset.prefetch(2),
+        epochs=1,
+        steps_per_epoch=config.steps,
+        callbacks=callbacks or [],
+        verbose=verbose,
+        shuffle=False,
+    )
+    return gan.generator

@@ -1,0 +1,167 @@
+"""The house as drawn: rooms import only what their ``MAY_IMPORT`` allows, serving never reaches training,
+the jobs stay out of the library and of each other, and the old module paths still import."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pathlib
+import warnings
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "cgan_ct"
+ROOMS = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+# Modules at the top of the package that every room may import; they import none of the rooms.
+TOP = {"config", "constants", "errors", "version", "runtime", "lazy_exports"}
+# Serving a model or a cascade must not import the training code (a server has no dataset, and should not need one).
+SERVING = ["cgan_ct.model.export", "cgan_ct.synthesis.synthesis", "cgan_ct.synthesis.coarse_export"]
+TRAINING = {
+    "cgan_ct.model.training",
+    "cgan_ct.model.gan",
+    "cgan_ct.data.input_pipeline",
+    "cgan_ct.synthesis.coarse_training",
+    "cgan_ct.synthesis.cascade_training",
+}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+MODULES = _modules()
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every cgan_ct module ``path`` imports, anywhere in the file (function-level imports count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "cgan_ct"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cgan_ct":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return found
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS else None
+
+
+def _declared(room: str) -> tuple[str, ...]:
+    tree = ast.parse((PACKAGE / room / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MAY_IMPORT" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError(f"cgan_ct/{room}/__init__.py declares no MAY_IMPORT")
+
+
+def test_every_room_declares_what_it_may_import_and_documents_itself():
+    assert set(ROOMS) >= {"io", "ops", "data", "model", "inference", "synthesis", "study", "demo", "cli"}
+    for room in ROOMS:
+        declared = _declared(room)
+        assert set(declared) <= set(ROOMS) - {room, "cli"}, (room, declared)
+        doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
+        assert doc and len(doc.split()) >= 20, f"cgan_ct/{room}/__init__.py needs a docstring saying what it is for"
+
+
+def test_imports_follow_the_declared_direction():
+    allowed = {room: set(_declared(room)) | {room} for room in ROOMS}
+    problems = []
+    for module, path in MODULES.items():
+        room = _room(module)
+        for target in sorted(_imports(path)):
+            if module == "cgan_ct" or module == "cgan_ct.moved":
+                continue  # the public API and the old-path aliases may name anything
+            if target == "cgan_ct":
+                problems.append(f"{module} imports the package's __init__ (an import running back up)")
+                continue
+            target_room = _room(target)
+            if target_room is None:
+                if target.split(".")[1] not in TOP:
+                    problems.append(f"{module} imports {target}, not a top-level module every room may use")
+            elif room is None:
+                problems.append(f"{module} (top level) imports {target} of room {target_room}")
+            elif target_room not in allowed[room]:
+                problems.append(f"{module} (room {room}) imports {target}; {room} may import {sorted(allowed[room])}")
+    assert not problems, "\n".join(problems)
+
+
+def _closure(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module in seen or module not in MODULES:
+            continue
+        seen.add(module)
+        todo += sorted(_imports(MODULES[module]))
+    return seen
+
+
+def test_serving_code_never_imports_training():
+    serving = SERVING + sorted(m for m in MODULES if _room(m) == "inference")
+    for module in serving:
+        reached = _closure(module) & TRAINING
+        assert not reached, f"{module} imports training code: {sorted(reached)}"
+
+
+def test_serving_does_not_load_training_modules_at_run_time():
+    """The lazy room exports keep it true when the modules run, not only in their text."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cgan_ct.model.export, cgan_ct.inference.inference, cgan_ct.synthesis.synthesis\n"
+        f"print(sorted(m for m in sys.modules if m in {sorted(TRAINING)!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_jobs_use_the_library_and_not_each_other():
+    for folder, other in (("pipelines", "tfrecords_tools"), ("tfrecords_tools", "pipelines")):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    assert top not in (folder, other) or path.name == "__init__.py", f"{path} imports {name}"
+    for module, path in MODULES.items():
+        assert not {t for t in _imports(path) if t.split(".")[0] in ("pipelines", "tfrecords_tools")}, module
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_room_exports_resolve(room):
+    package = importlib.import_module(f"cgan_ct.{room}")
+    assert package.__all__ == sorted(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name) is not None, f"cgan_ct.{room}.{name}"
+
+
+def test_old_module_paths_still_import_and_warn():
+    from cgan_ct.moved import MOVED
+
+    for old, new in MOVED.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(f"cgan_ct.{old}")
+        assert module is importlib.import_module(f"cgan_ct.{new}"), old
+        if new != old:
+            assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+    from cgan_ct.input_pipeline import PipelineOptions, make_dataset  # the README's example before the move
+
+    from cgan_ct.data import input_pipeline
+
+    assert make_dataset is input_pipeline.make_dataset and PipelineOptions is input_pipeline.PipelineOptions
