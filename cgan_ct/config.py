@@ -10,6 +10,29 @@ import dataclasses
 from cgan_ct.constants import AIR_HU
 
 INTENSITY_KINDS = ("equalize", "linear")
+PRESETS = ("cpu", "paper", "smoke")  # every kind of config has these three
+
+# The block edge and the U-Net's down-sampling levels meet in two configs (the data is cut for the
+# model): one default, one check.
+BLOCK_SIZE = 32  # the paper's 32^3 blocks
+UNET_DEPTH = 4
+_SMOKE_BLOCK_SIZE, _SMOKE_UNET_DEPTH = 16, 2
+
+
+def check_block_size(block_size: int, depth: int, depth_name: str = "unet_depth") -> None:
+    """ValueError unless ``block_size`` is a positive multiple of 2**depth (the generator's down-sampling)."""
+    if depth < 1 or block_size <= 0 or block_size % (2**depth):
+        raise ValueError(
+            f"block_size {block_size} must be a positive multiple of 2**{depth_name} = {2**depth} "
+            "(the generator's down-sampling)"
+        )
+
+
+def from_preset(presets: dict, name: str, what: str, overrides: dict):
+    """``presets[name]`` with ``overrides`` applied (None values are ignored): the one preset accessor."""
+    if name not in presets:
+        raise ValueError(f"unknown {what} preset {name!r}; choose from {sorted(presets)}")
+    return dataclasses.replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,14 +59,14 @@ class ConversionConfig:
         (cgan_ct.ops.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
     """
 
-    block_size: int = 32
+    block_size: int = BLOCK_SIZE
     margin: int = 8
     test_fraction: float = 0.2
     seed: int = 0
     shard_target_mb: float = 150.0
     spacing_mm: tuple[float, float, float] | None = None
     drop_outside_body: bool = False
-    unet_depth: int = 4
+    unet_depth: int = UNET_DEPTH
     pad_hu: int = AIR_HU
     intensity: str = "equalize"
     subsample: int = 1
@@ -51,11 +74,7 @@ class ConversionConfig:
     def __post_init__(self):
         if self.subsample < 1:
             raise ValueError(f"subsample must be >= 1, got {self.subsample}")
-        if self.block_size <= 0 or self.block_size % (2**self.unet_depth):
-            raise ValueError(
-                f"block_size {self.block_size} must be a positive multiple of 2**unet_depth = "
-                f"{2**self.unet_depth} (the generator's down-sampling)"
-            )
+        check_block_size(self.block_size, self.unet_depth)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if not 0 <= self.test_fraction < 1:
@@ -80,16 +99,15 @@ class ConversionConfig:
 CONVERSION_PRESETS = {
     "paper": ConversionConfig(),
     "cpu": ConversionConfig(),
-    "smoke": ConversionConfig(block_size=16, margin=4, unet_depth=2, shard_target_mb=1.0),
+    "smoke": ConversionConfig(
+        block_size=_SMOKE_BLOCK_SIZE, margin=4, unet_depth=_SMOKE_UNET_DEPTH, shard_target_mb=1.0
+    ),
 }
 
 
 def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
-    """The named preset with ``overrides`` applied (None values are ignored)."""
-    if preset not in CONVERSION_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(CONVERSION_PRESETS)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(CONVERSION_PRESETS[preset], **changes)
+    """The named conversion preset with ``overrides`` applied (None values are ignored)."""
+    return from_preset(CONVERSION_PRESETS, preset, "conversion", overrides)
 
 
 NORMALIZATIONS = ("instance", "batch", "none")
@@ -118,9 +136,9 @@ class ModelConfig:
       mixed_precision, jit_compile: for GPUs; slower on CPUs.
     """
 
-    block_size: int = 32
+    block_size: int = BLOCK_SIZE
     base_filters: int = 32
-    depth: int = 4
+    depth: int = UNET_DEPTH
     normalization: str = "instance"
     dropout: float = 0.5
     residual: bool = True
@@ -137,8 +155,7 @@ class ModelConfig:
     jit_compile: bool = False
 
     def __post_init__(self):
-        if self.depth < 1 or self.block_size % (2**self.depth):
-            raise ValueError(f"block_size {self.block_size} must divide by 2**depth = {2**self.depth}")
+        check_block_size(self.block_size, self.depth, "depth")
         if self.block_size % (2**self.disc_layers):
             raise ValueError(f"block_size {self.block_size} must divide by 2**disc_layers = {2**self.disc_layers}")
         if self.normalization not in NORMALIZATIONS:
@@ -155,17 +172,20 @@ MODEL_PRESETS = {
     "paper": ModelConfig(),
     "cpu": ModelConfig(base_filters=8, depth=3, disc_filters=8, global_batch_size=8, epochs=5, dropout=0.0),
     "smoke": ModelConfig(
-        block_size=16, base_filters=4, depth=2, disc_filters=4, disc_layers=2, global_batch_size=4, epochs=1
+        block_size=_SMOKE_BLOCK_SIZE,
+        base_filters=4,
+        depth=_SMOKE_UNET_DEPTH,
+        disc_filters=4,
+        disc_layers=2,
+        global_batch_size=4,
+        epochs=1,
     ),
 }
 
 
 def model_config(preset: str = "paper", **overrides) -> ModelConfig:
     """The named model preset with ``overrides`` applied (None values are ignored)."""
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(MODEL_PRESETS)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(MODEL_PRESETS[preset], **changes)
+    return from_preset(MODEL_PRESETS, preset, "model", overrides)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +247,4 @@ COARSE_PRESETS = {
 
 def coarse_config(preset: str = "cpu", **overrides) -> CoarseConfig:
     """The named coarse-generator preset with ``overrides`` applied (None values are ignored)."""
-    if preset not in COARSE_PRESETS:
-        raise ValueError(f"unknown coarse preset {preset!r}; choose from {sorted(COARSE_PRESETS)}")
-    return dataclasses.replace(COARSE_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return from_preset(COARSE_PRESETS, preset, "coarse", overrides)

@@ -19,20 +19,20 @@ DATA_RANGE_HU = 4096.0  # CLIP_HU's width: the data range of PSNR and SSIM
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """A display window: ``width`` and ``level`` (centre) in HU."""
+    """A display window in HU: ``level_hu`` is its centre, ``width_hu`` its extent."""
 
     name: str
-    title: str
-    width: float
-    level: float
+    label: str
+    width_hu: float
+    level_hu: float
 
     @property
     def low_hu(self) -> float:
-        return self.level - self.width / 2
+        return self.level_hu - self.width_hu / 2
 
     @property
     def high_hu(self) -> float:
-        return self.level + self.width / 2
+        return self.level_hu + self.width_hu / 2
 
     @property
     def range_hu(self) -> tuple[float, float]:

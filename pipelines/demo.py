@@ -10,14 +10,12 @@ against classical baselines. Running again into OUT resumes or skips what is don
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from cgan_ct.cli import job
 from cgan_ct.cli.fit_progress import FitProgress
 from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.demo.run import DemoSettings, run_demo
-from cgan_ct.errors import VolumeError
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for everything the demo makes.")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "Time budget for all stages (default 15).")
@@ -26,32 +24,24 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "A tiny, fast run (checks that everyt
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _OUTPUT.value:
-        raise app.UsageError("--output_dir is required")
     settings = DemoSettings.smoke() if _SMOKE.value else DemoSettings()
     if _BUDGET.value:
         settings = DemoSettings(**{**settings.__dict__, "budget_minutes": _BUDGET.value})
-    try:
-        bars = []
+    bars = []
 
-        def progress(done, total):
-            if not bars:  # started at the first report, so its clock counts the evaluation only
-                bars.append(ProgressBar(total, "cgan-ct-demo: evaluation (scans x tasks)"))
-            bars[0].update(done)
+    def progress(done, total):
+        if not bars:  # started at the first report, so its clock counts the evaluation only
+            bars.append(ProgressBar(total, "cgan-ct-demo: evaluation (scans x tasks)"))
+        bars[0].update(done)
 
-        summary = run_demo(
-            _OUTPUT.value,
-            settings,
-            _DATA.value,
-            say=lambda m: print(f"cgan-ct-demo: {m}", flush=True),
-            training_callbacks=lambda task, steps: [FitProgress(f"cgan-ct-demo: {task} (steps)", steps=steps)],
-            progress=progress,
-        )
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-demo: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    summary = run_demo(
+        _OUTPUT.value,
+        settings,
+        _DATA.value,
+        say=lambda m: print(f"cgan-ct-demo: {m}", flush=True),
+        training_callbacks=lambda task, steps: [FitProgress(f"cgan-ct-demo: {task} (steps)", steps=steps)],
+        progress=progress,
+    )
     out = summary["output_dir"]
     print(f"\ncgan-ct-demo: done in {summary['minutes']:.1f} minutes.")
     print(f"  report (tables: model against baselines, figures): {summary['report']}")
@@ -75,7 +65,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("output_dir",))
 
 
 if __name__ == "__main__":

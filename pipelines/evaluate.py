@@ -11,12 +11,11 @@ figures/ (original | generated | difference, and 32 x 32 close-ups).
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from absl import app, flags
 
+from cgan_ct.cli import job
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.errors import VolumeError
 from cgan_ct.inference import report
 from cgan_ct.inference.evaluation import evaluate_inputs
 from cgan_ct.inference.inference import BlockModel
@@ -39,19 +38,11 @@ def _models() -> dict:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_MODELS.value and _INPUTS.value and _OUTPUT.value):
-        raise app.UsageError("--model, --input and --output_dir are required")
-    try:
-        models = _models()
-        bar = ProgressBar(len(_INPUTS.value) * len(models), "evaluated")
-        rows = evaluate_inputs(
-            _INPUTS.value, models, _OUTPUT.value, _OVERLAP.value, _SEED.value, lambda done, total: bar.update(done)
-        )
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-evaluate: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    models = _models()
+    bar = ProgressBar(len(_INPUTS.value) * len(models), "evaluated")
+    rows = evaluate_inputs(
+        _INPUTS.value, models, _OUTPUT.value, _OVERLAP.value, _SEED.value, lambda done, total: bar.update(done)
+    )
     print(report.markdown_table(rows, "volume"))
     for line in report.verdict_lines(rows, "volume"):
         print(line)
@@ -59,7 +50,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("model", "input", "output_dir"))
 
 
 if __name__ == "__main__":

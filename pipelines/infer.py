@@ -12,13 +12,13 @@ DICOM series (condition_dicom/, generated_dicom/), de-identified.
 from __future__ import annotations
 
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from cgan_ct import read_volume, write_dicom_series, write_nifti
+from cgan_ct import read_volume
+from cgan_ct.cli import job
+from cgan_ct.cli.formats import parse_formats, write_volume
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.errors import VolumeError
 from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
 
 _MODEL = flags.DEFINE_string("model", None, "A SavedModel folder (cgan-ct-export) or a training run folder.")
@@ -38,55 +38,36 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of 
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
 
 
-def _write(volume, out: pathlib.Path, name: str, formats) -> list[pathlib.Path]:
-    written = []
-    if "nifti" in formats:
-        written.append(write_nifti(volume, out / f"{name}.nii.gz"))
-    if "dicom" in formats:
-        written.append(write_dicom_series(volume, out / f"{name}_dicom", description=f"cgan-ct {name}"))
-    return written
-
-
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_MODEL.value and _INPUT.value and _OUTPUT.value):
-        raise app.UsageError("--model, --input and --output_dir are required")
-    formats = {f.strip().lower() for f in _FORMAT.value}
-    if not formats or formats - {"nifti", "dicom"}:
-        raise app.UsageError(f"--format takes nifti and/or dicom, got {_FORMAT.value}")
-    try:
-        model = BlockModel(_MODEL.value)
-        volume = read_volume(_INPUT.value, series=_SERIES.value)
-        bar = ProgressBar(0, "blocks")
+    formats = parse_formats(_FORMAT.value)
+    model = BlockModel(_MODEL.value)
+    volume = read_volume(_INPUT.value, series=_SERIES.value)
+    bar = ProgressBar(0, "blocks")
 
-        def progress(done, total):
-            bar.total = total
-            bar.update(done)
+    def progress(done, total):
+        bar.total = total
+        bar.update(done)
 
-        condition, generated = infer_volume(
-            volume,
-            model,
-            _TASK.value,
-            _CONDITION.value,
-            _OVERLAP.value,
-            _WINDOW.value,
-            _BATCH.value,
-            _SEED.value,
-            progress,
-        )
-        out = pathlib.Path(_OUTPUT.value)
-        out.mkdir(parents=True, exist_ok=True)
-        written = _write(condition, out, "condition", formats) + _write(generated, out, "generated", formats)
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-infer: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    condition, generated = infer_volume(
+        volume,
+        model,
+        _TASK.value,
+        _CONDITION.value,
+        _OVERLAP.value,
+        _WINDOW.value,
+        _BATCH.value,
+        _SEED.value,
+        progress,
+    )
+    out = pathlib.Path(_OUTPUT.value)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_volume(condition, out, "condition", formats) + write_volume(generated, out, "generated", formats)
     for path in written:
         print(f"wrote {path}")
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("model", "input", "output_dir"))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ volume read. Errors print one line and exit with status 2.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from absl import app, flags
 
 import cgan_ct
+from cgan_ct.cli import job
 
 _SERIES = flags.DEFINE_string("series", None, "SeriesNumber, SeriesInstanceUID or volume id to read.")
 _SPACING = flags.DEFINE_list("spacing_mm", None, "Resample to this spacing: one value or z,y,x in mm.")
@@ -71,21 +70,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("give at least one PATH (a DICOM folder or a volume file)")
     if (_WRITE_DICOM.value or _WRITE_NIFTI.value) and len(paths) != 1:
         raise app.UsageError("--write_dicom / --write_nifti take exactly one PATH")
-    try:
-        for path in paths:
-            volume = cgan_ct.read_volume(path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value)
-            print(summarize(path, volume))
-            if _WRITE_DICOM.value:
-                print(f"  wrote DICOM   {cgan_ct.write_dicom_series(volume, _WRITE_DICOM.value)}")
-            if _WRITE_NIFTI.value:
-                print(f"  wrote NIfTI   {cgan_ct.write_nifti(volume, _WRITE_NIFTI.value)}")
-    except cgan_ct.VolumeError as exc:
-        print(f"cgan-ct-info: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    for path in paths:
+        volume = cgan_ct.read_volume(path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value)
+        print(summarize(path, volume))
+        if _WRITE_DICOM.value:
+            print(f"  wrote DICOM   {cgan_ct.write_dicom_series(volume, _WRITE_DICOM.value)}")
+        if _WRITE_NIFTI.value:
+            print(f"  wrote NIfTI   {cgan_ct.write_nifti(volume, _WRITE_NIFTI.value)}")
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, positional=True)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ exit with status 2.
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from cgan_ct.cli import job
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.errors import VolumeError
 from cgan_ct.study.reader_study import build_study
 
 _REAL = flags.DEFINE_string("real", None, "Real CT: a volume file, DICOM folder, or folder of volumes.")
@@ -33,35 +31,27 @@ _SIZE = flags.DEFINE_integer("size_px", 512, "Displayed image size in pixels (sq
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_REAL.value and _GENERATED.value and _OUTPUT.value):
-        raise app.UsageError("--real, --generated and --output_dir are required")
     bars = {}
 
     def progress(done: int, total: int) -> None:
         bars.setdefault("read", ProgressBar(total, "volume pairs read")).update(done)
 
-    try:
-        study = build_study(
-            _REAL.value,
-            _GENERATED.value,
-            _OUTPUT.value,
-            pairs=_PAIRS.value,
-            window=_WINDOW.value,
-            seed=_SEED.value,
-            size_px=_SIZE.value,
-            progress=progress,
-        )
-    except VolumeError as exc:
-        print(f"cgan-ct-reader-study: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    study = build_study(
+        _REAL.value,
+        _GENERATED.value,
+        _OUTPUT.value,
+        pairs=_PAIRS.value,
+        window=_WINDOW.value,
+        seed=_SEED.value,
+        size_px=_SIZE.value,
+        progress=progress,
+    )
     print(f"study: {study.page} ({study.trials} trials; give the folder {study.page.parent} to the readers)")
     print(f"key:   {study.key} (keep it away from the readers)")
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("real", "generated", "output_dir"))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ line and exit with status 2.
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from absl import app, flags
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.cli import job
 from cgan_ct.study.reader_score import markdown_table, read_answers, read_key, score_readers
 
 _KEY = flags.DEFINE_string("key", None, "The study's key.json.")
@@ -26,21 +25,17 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the table to this Mark
 
 def main(argv: list[str]) -> None:
     files = (_ANSWERS.value or []) + argv[1:]
-    if not (_KEY.value and files):
-        raise app.UsageError("--key and --answers FILE [FILE ...] are required")
-    try:
-        key = read_key(_KEY.value)
-        table = markdown_table(score_readers(key, [read_answers(f) for f in files]))
-    except VolumeError as exc:
-        print(f"cgan-ct-reader-study-score: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    if not files:
+        raise app.UsageError("give at least one answers file: --answers FILE [FILE ...]")
+    key = read_key(_KEY.value)
+    table = markdown_table(score_readers(key, [read_answers(f) for f in files]))
     print(table)
     if _OUTPUT.value:
         pathlib.Path(_OUTPUT.value).write_text(table + "\n", encoding="utf-8")
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("key",), positional=True)
 
 
 if __name__ == "__main__":

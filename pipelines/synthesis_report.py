@@ -15,11 +15,11 @@ memorization.json. Exit status 3 when blocks are flagged as memorized.
 from __future__ import annotations
 
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from cgan_ct import read_volume
+from cgan_ct.cli import job
 from cgan_ct.data.manifest import load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.sources import discover
@@ -44,35 +44,26 @@ def _synthetic_volumes(folder: pathlib.Path) -> list:
     return volumes
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_SYNTHETIC.value and _INPUT.value and _DATASET.value and _OUTPUT.value):
-        raise app.UsageError("--synthetic, --input, --dataset_dir and --output_dir are required")
-    try:
-        synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
-        split = {v["volume_id"]: v["split"] for v in load_manifest(pathlib.Path(_DATASET.value))["volumes"]}
-        groups: dict = {"train": [], "test": []}
-        sources, _ = discover(_INPUT.value)
-        for source in sources:
-            volume = source.read(None)
-            if volume.volume_id in split:
-                groups[split[volume.volume_id]].append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
-        if not groups["train"] or not groups["test"]:
-            raise VolumeError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
-        print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
-        summary = synthesis_report(synthetic, groups["train"], groups["test"], _OUTPUT.value, _BLOCK.value)
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-synthesis-report: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def main(argv: list[str]) -> int:
+    synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
+    split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}
+    groups: dict = {"train": [], "test": []}
+    sources, _ = discover(_INPUT.value)
+    for source in sources:
+        volume = source.read(None)
+        if volume.volume_id in split:
+            groups[split[volume.volume_id]].append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
+    if not groups["train"] or not groups["test"]:
+        raise VolumeError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
+    print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
+    summary = synthesis_report(synthetic, groups["train"], groups["test"], _OUTPUT.value, _BLOCK.value)
     print(f"report: {summary['report']}")
     print(f"memorization: {summary['flagged_blocks']} of {summary['synthetic_blocks']} synthetic blocks flagged")
-    if summary["flagged_blocks"]:
-        sys.exit(3)
+    return 3 if summary["flagged_blocks"] else 0
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("synthetic", "input", "dataset_dir", "output_dir"))
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ time per volume.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-import time
-
 from absl import app, flags
 
-from cgan_ct import write_dicom_series, write_nifti
+from cgan_ct.cli import job
+from cgan_ct.cli.formats import parse_formats
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.synthesis.synthesis import Cascade
+from cgan_ct.synthesis.writing import write_synthetic_volumes
 
 _MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")
@@ -35,53 +31,38 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_MODEL.value and _OUTPUT.value):
-        raise app.UsageError("--model_dir and --output_dir are required")
-    formats = {f.strip().lower() for f in _FORMAT.value}
-    if not formats or formats - {"nifti", "dicom"}:
-        raise app.UsageError(f"--format takes nifti and/or dicom, got {_FORMAT.value}")
-    if _COUNT.value < 1:
+    formats = parse_formats(_FORMAT.value)
+    count = _COUNT.value
+    if count < 1:
         raise app.UsageError("--count must be >= 1")
-    out = pathlib.Path(_OUTPUT.value)
-    try:
-        cascade = Cascade(_MODEL.value)
-        slices = _SLICES.value or int(cascade.info["default_slices"])
-        out.mkdir(parents=True, exist_ok=True)
-        record = {"cascade_id": cascade.info.get("cascade_id"), "slices": slices, "volumes": []}
-        for i in range(_COUNT.value):
-            seed = _SEED.value + i
-            folder = out / f"synthetic_{i:03d}"
-            if folder.exists():
-                raise VolumeError(folder, "exists; choose another --output_dir or remove it")
-            bar = ProgressBar(0, f"volume {i + 1}/{_COUNT.value}")
+    cascade = Cascade(_MODEL.value)
 
-            def progress(stage, done, total, bar=bar, i=i):
-                bar.label = f"volume {i + 1}/{_COUNT.value} stage {stage + 1}/{cascade.levels}"
-                bar.total = total
-                bar.update(done)
+    def progress(i: int):
+        bar = ProgressBar(0, f"volume {i + 1}/{count}")
 
-            start = time.monotonic()
-            volume = cascade.synthesize(seed, slices, _OVERLAP.value, _BATCH.value, progress)
-            seconds = time.monotonic() - start
-            tmp = out / f".tmp-synthetic_{i:03d}"
-            tmp.mkdir(exist_ok=True)
-            if "nifti" in formats:
-                write_nifti(volume, tmp / "volume.nii.gz", overwrite=True)
-            if "dicom" in formats:
-                write_dicom_series(volume, tmp / "dicom", "cgan-ct synthetic CT", overwrite=True, synthetic=True)
-            tmp.rename(folder)
-            record["volumes"].append({"folder": folder.name, "seed": seed, "seconds": round(seconds, 2)})
-            write_json_atomic(out / "synthesis.json", record)
-            print(f"wrote {folder} ({seconds:.1f} s)")
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-synthesize: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        def report(stage: int, done: int, total: int) -> None:
+            bar.label = f"volume {i + 1}/{count} stage {stage + 1}/{cascade.levels}"
+            bar.total = total
+            bar.update(done)
+
+        return report
+
+    write_synthetic_volumes(
+        cascade,
+        _OUTPUT.value,
+        count,
+        _SEED.value,
+        _SLICES.value,
+        formats,
+        _OVERLAP.value,
+        _BATCH.value,
+        progress=progress,
+        on_volume=lambda folder, seconds: print(f"wrote {folder} ({seconds:.1f} s)"),
+    )
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("model_dir", "output_dir"))
 
 
 if __name__ == "__main__":

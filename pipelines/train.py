@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from cgan_ct.cli import job
 from cgan_ct.config import model_config
 from cgan_ct.data.input_pipeline import PipelineOptions
-from cgan_ct.errors import VolumeError
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.corruption import TASKS
 
@@ -40,42 +40,35 @@ _XLA = flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (GPUs)
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 a line per epoch.")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_DATASET.value and _TASK.value and _OUTPUT.value):
-        raise app.UsageError("--dataset_dir, --task and --output_dir are required")
-    try:
-        config = model_config(
-            _PRESET.value,
-            epochs=_EPOCHS.value,
-            global_batch_size=_BATCH.value,
-            g_learning_rate=_G_LR.value,
-            d_learning_rate=_D_LR.value,
-            mixed_precision=_MIXED.value,
-            jit_compile=_XLA.value,
-        )
-        pipeline = PipelineOptions() if _PEAK.value is None else PipelineOptions(peak=_PEAK.value)
-        options = RunOptions(
-            _TASK.value,
-            seed=_SEED.value,
-            steps_per_epoch=_SPE.value,
-            validation_steps=_VAL_STEPS.value,
-            checkpoint_every=_CKPT.value,
-            pipeline=pipeline,
-        )
-        result = train(_DATASET.value, _OUTPUT.value, config, options, verbose=_VERBOSE.value)
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def main(argv: list[str]) -> int:
+    config = model_config(
+        _PRESET.value,
+        epochs=_EPOCHS.value,
+        global_batch_size=_BATCH.value,
+        g_learning_rate=_G_LR.value,
+        d_learning_rate=_D_LR.value,
+        mixed_precision=_MIXED.value,
+        jit_compile=_XLA.value,
+    )
+    pipeline = PipelineOptions() if _PEAK.value is None else PipelineOptions(peak=_PEAK.value)
+    options = RunOptions(
+        _TASK.value,
+        seed=_SEED.value,
+        steps_per_epoch=_SPE.value,
+        validation_steps=_VAL_STEPS.value,
+        checkpoint_every=_CKPT.value,
+        pipeline=pipeline,
+    )
+    result = train(_DATASET.value, _OUTPUT.value, config, options, verbose=_VERBOSE.value)
     if result.diverged:
         print(f"cgan-ct-train: {result.message}", file=sys.stderr)
-        sys.exit(3)
+        return 3
     print(f"cgan-ct-train: {result.message}; run folder {_OUTPUT.value}")
+    return 0
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("dataset_dir", "task", "output_dir"))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ Running again into OUT resumes: finished stages are skipped.
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from cgan_ct.cli import job
 from cgan_ct.cli.fit_progress import FitProgress
 from cgan_ct.config import coarse_config, conversion_config, model_config
-from cgan_ct.errors import VolumeError
 from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
@@ -33,42 +31,34 @@ _WORKERS = flags.DEFINE_integer("workers", None, "Conversion processes (default:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not (_INPUT.value and _OUTPUT.value):
-        raise app.UsageError("--input and --output_dir are required")
     preset = _PRESET.value
-    try:
-        settings = CascadeSettings(
-            levels=_LEVELS.value,
-            size=_SIZE.value,
-            stage=model_config(preset),
-            stage_steps=_STAGE_STEPS.value,
-            coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
-            conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
-            seed=_SEED.value,
-        )
+    settings = CascadeSettings(
+        levels=_LEVELS.value,
+        size=_SIZE.value,
+        stage=model_config(preset),
+        stage_steps=_STAGE_STEPS.value,
+        coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
+        conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
+        seed=_SEED.value,
+    )
 
-        def callbacks(name):
-            steps = settings.coarse.steps if name == "coarse" else settings.stage_steps
-            return [FitProgress(name, steps=steps, show=("g_l1", "d_loss", "g_loss"))]
+    def callbacks(name):
+        steps = settings.coarse.steps if name == "coarse" else settings.stage_steps
+        return [FitProgress(name, steps=steps, show=("g_l1", "d_loss", "g_loss"))]
 
-        cascade = train_cascade(
-            _INPUT.value,
-            _OUTPUT.value,
-            settings,
-            say=lambda m: print(m, flush=True),
-            callbacks=callbacks,
-            workers=_WORKERS.value,
-        )
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-train-cascade: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    cascade = train_cascade(
+        _INPUT.value,
+        _OUTPUT.value,
+        settings,
+        say=lambda m: print(m, flush=True),
+        callbacks=callbacks,
+        workers=_WORKERS.value,
+    )
     print(f"cascade ready: {cascade}\nnext: cgan-ct-synthesize --model_dir {cascade} --output_dir SYNTHETIC --count 4")
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("input", "output_dir"))
 
 
 if __name__ == "__main__":

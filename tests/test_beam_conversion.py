@@ -30,8 +30,10 @@ def _without_shard(volumes):
 
 @pytest.mark.slow
 def test_beam_matches_local(archive, tmp_path):  # noqa: F811 - pytest fixture from test_conversion
-    local = convert([archive], tmp_path / "local", SMOKE, salt="s", workers=1).manifest
-    beam = convert_with_beam([archive], tmp_path / "beam", SMOKE, salt="s", beam_args=["--runner=DirectRunner"])
+    local = convert([archive], tmp_path / "local", SMOKE, salt="s", workers=1).manifest.to_json()
+    beam = convert_with_beam(
+        [archive], tmp_path / "beam", SMOKE, salt="s", beam_args=["--runner=DirectRunner"]
+    ).to_json()
     assert _records(tmp_path / "local", local) == _records(tmp_path / "beam", beam)
     assert _without_shard(beam["volumes"]) == _without_shard(local["volumes"])
     assert beam["intensity"] == local["intensity"] and beam["skipped"] == local["skipped"]

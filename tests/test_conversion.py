@@ -52,7 +52,7 @@ def _decoded_blocks(dataset_dir, manifest):
 
 def test_converts_every_block_exactly_and_splits_by_patient(archive, tmp_path):
     report = convert([archive, tmp_path / "missing"], tmp_path / "ds", SMOKE, salt="s", workers=1)
-    m = report.manifest
+    m = report.manifest.to_json()
     assert not report.complete
     reasons = sorted(s["reason"] for s in m["skipped"])
     assert reasons == ["modality is 'MR', not CT", "no such file or folder"]
@@ -78,8 +78,8 @@ def test_converts_every_block_exactly_and_splits_by_patient(archive, tmp_path):
 
 
 def test_same_inputs_give_identical_shards(archive, tmp_path):
-    a = convert([archive], tmp_path / "a", SMOKE, salt="s", workers=1).manifest
-    b = convert([archive], tmp_path / "b", SMOKE, salt="s", workers=2).manifest
+    a = convert([archive], tmp_path / "a", SMOKE, salt="s", workers=1).manifest.to_json()
+    b = convert([archive], tmp_path / "b", SMOKE, salt="s", workers=2).manifest.to_json()
     shards = lambda m: [(s["name"], s["crc32c"]) for sp in ("train", "test") for s in m["splits"][sp]["shards"]]  # noqa: E731
     assert shards(a) == shards(b) and len(shards(a)) >= 2
     assert a["intensity"] == b["intensity"]
@@ -109,7 +109,7 @@ def test_interrupted_run_is_completed_without_redoing_done_shards(archive, tmp_p
     again = convert([archive], tmp_path / "ds", SMOKE, salt="s", workers=1)
     assert again.shards_reused == 1 and again.shards_written >= 1
     assert not list((tmp_path / "ds").glob(".tmp-*")) and not (tmp_path / "ds" / ".work").exists()
-    assert again.manifest["splits"] == convert([archive], tmp_path / "fresh", SMOKE, salt="s").manifest["splits"]
+    assert again.manifest.splits == convert([archive], tmp_path / "fresh", SMOKE, salt="s").manifest.splits
     assert verify(tmp_path / "ds") == []
 
 
@@ -125,7 +125,7 @@ def test_split_is_deterministic_and_by_fraction():
 
 def test_short_volume_is_padded_not_dropped(tmp_path):
     write_nifti_volume(tmp_path / "short.nii", (5, 20, 20), seed=1)
-    m = convert([tmp_path / "short.nii"], tmp_path / "ds", SMOKE, workers=1).manifest
+    m = convert([tmp_path / "short.nii"], tmp_path / "ds", SMOKE, workers=1).manifest.to_json()
     [volume] = m["volumes"]
     assert volume["shape_zyx"] == [5, 20, 20] and volume["blocks"] == 4
     assert volume["padding_voxels"] == 4 * 16**3 - 5 * 20 * 20
@@ -137,7 +137,7 @@ def test_body_filter_drops_air_blocks(tmp_path):
     image = sitk.GetImageFromArray(hu)
     sitk.WriteImage(image, str(tmp_path / "v.nii"))
     config = SMOKE.__class__(**{**SMOKE.__dict__, "drop_outside_body": True})
-    m = convert([tmp_path / "v.nii"], tmp_path / "ds", config, workers=1).manifest
+    m = convert([tmp_path / "v.nii"], tmp_path / "ds", config, workers=1).manifest.to_json()
     assert m["counts"]["blocks"] == 2 * 2 * 2 and m["counts"]["dropped_outside_body"] == 2 * 3 * 3 - 8
 
 
@@ -165,7 +165,7 @@ def test_manifest_is_json_with_checksums(archive, tmp_path):
 def test_real_chest_series(shared_ct, tmp_path):
     chest = shared_ct / "lung-pet-ct-dx-A0001"
     report = convert([chest], tmp_path / "ds", ConversionConfig(), workers=1)
-    m = report.manifest
+    m = report.manifest.to_json()
     assert report.complete and m["counts"]["blocks"] == 2 * 16 * 16 and m["stored_size"] == 48
     [volume] = m["volumes"]
     assert volume["shape_zyx"] == [64, 512, 512] and volume["padding_voxels"] == 0

@@ -80,7 +80,7 @@ def test_flops_count_golden():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="divide by 2\\*\\*depth"):
+    with pytest.raises(ValueError, match="multiple of 2\\*\\*depth"):
         ModelConfig(block_size=32, depth=6)
     with pytest.raises(ValueError, match="normalization"):
         ModelConfig(normalization="layer")

@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
         image = sitk.GetImageFromArray(_phantom(i))
         sitk.WriteImage(image, str(root / f"v{i}.nii"))
     config = ConversionConfig(shard_target_mb=0.5)  # one shard per volume
-    manifest = convert([root], root / "ds", config, workers=1).manifest
+    manifest = convert([root], root / "ds", config, workers=1).manifest.to_json()
     assert len(manifest["splits"]["train"]["shards"]) == 3 and manifest["splits"]["test"]["blocks"] == 8
     return root / "ds"
 

@@ -165,3 +165,12 @@ def test_old_module_paths_still_import_and_warn():
     from cgan_ct.data import input_pipeline
 
     assert make_dataset is input_pipeline.make_dataset and PipelineOptions is input_pipeline.PipelineOptions
+
+
+def test_every_config_kind_has_the_same_presets():
+    from cgan_ct import config
+
+    assert set(config.CONVERSION_PRESETS) == set(config.MODEL_PRESETS) == set(config.COARSE_PRESETS)
+    assert set(config.PRESETS) == set(config.MODEL_PRESETS)
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        config.model_config("huge")

@@ -128,7 +128,7 @@ def test_conversion_outputs_carry_no_identifier(tmp_path):
     assert any(".work" in str(p) for p in unfinished)
     _assert_clean(unfinished)  # what an interrupted run leaves behind
     report = convert([archive], out, config, salt="s", workers=1)
-    assert len(report.manifest["skipped"]) == 2
+    assert len(report.manifest.skipped) == 2
     _assert_clean([p for p in out.rglob("*") if p.is_file()])
 
 

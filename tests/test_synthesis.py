@@ -89,7 +89,7 @@ def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
     write_nifti(make_phantom(0, 16, 64), tmp_path / "p.nii.gz")
     manifest = convert(
         [tmp_path / "p.nii.gz"], tmp_path / "ds", conversion_config("smoke", test_fraction=0.0, subsample=2), workers=1
-    ).manifest
+    ).manifest.to_json()
     assert manifest["subsample"] == 2
     assert manifest["volumes"][0]["shape_zyx"] == [8, 32, 32]
     with pytest.raises(ValueError, match="subsample"):

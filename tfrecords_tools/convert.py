@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from cgan_ct.cli import job
 from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.config import conversion_config
 from cgan_ct.data.conversion import ConversionReport, convert
@@ -64,16 +65,14 @@ def _config():
 def _summary(report) -> str:
     m = report.manifest
     lines = [f"dataset: {report.output_dir}  (shards written {report.shards_written}, reused {report.shards_reused})"]
-    for split, info in m["splits"].items():
+    for split, info in m.splits.items():
         lines.append(
-            f"  {split:<5} {info['patients']} patients  {info['volumes']} volumes  "
-            f"{info['blocks']} blocks  {len(info['shards'])} shards"
+            f"  {split:<5} {info.patients} patients  {info.volumes} volumes  "
+            f"{info.blocks} blocks  {len(info.shards)} shards"
         )
-    lines.append(
-        f"  blocks of {m['block_size']}^3 stored with margin {m['margin']}; intensity {m['intensity']['kind']}"
-    )
-    if m["counts"]["dropped_outside_body"]:
-        lines.append(f"  dropped {m['counts']['dropped_outside_body']} blocks outside the body")
+    lines.append(f"  blocks of {m.block_size}^3 stored with margin {m.margin}; intensity {m.intensity['kind']}")
+    if m.counts["dropped_outside_body"]:
+        lines.append(f"  dropped {m.counts['dropped_outside_body']} blocks outside the body")
     for where, reason in report.skipped:
         lines.append(f"  skipped {where}: {reason}")
     return "\n".join(lines)
@@ -86,7 +85,7 @@ def _run_beam(config, beam_args):
         raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
     manifest = convert_with_beam(_INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args)
     return ConversionReport(
-        pathlib.Path(_OUTPUT.value), manifest, [(s["source"], s["reason"]) for s in manifest["skipped"]], 0, 0
+        pathlib.Path(_OUTPUT.value), manifest, [(s.source, s.reason) for s in manifest.skipped], 0, 0
     )
 
 
@@ -111,25 +110,20 @@ def _run_local(config):
     )
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     if len(argv) > 1 and _ENGINE.value != "beam":
         raise app.UsageError(f"unexpected arguments: {argv[1:]}; give inputs with --input")
-    if not _INPUT.value or not _OUTPUT.value:
-        raise app.UsageError("--input and --output_dir are required")
-    try:
-        config = _config()
-        report = _run_beam(config, argv[1:]) if _ENGINE.value == "beam" else _run_local(config)
-    except (VolumeError, ValueError) as exc:
-        print(f"cgan-ct-convert: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    config = _config()
+    report = _run_beam(config, argv[1:]) if _ENGINE.value == "beam" else _run_local(config)
     print(_summary(report))
     if not report.complete:
         print(f"cgan-ct-convert: {len(report.skipped)} input(s) skipped; see above", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("input", "output_dir"), positional=True)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from cgan_ct.cli import job
 from cgan_ct.data.dataset_check import montage_png, summarize, verify
-from cgan_ct.errors import VolumeError
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "A folder written by cgan-ct-convert.")
 _MONTAGE = flags.DEFINE_string("montage", None, "Write a PNG montage of random blocks here.")
@@ -24,28 +24,21 @@ _BLOCKS = flags.DEFINE_integer("montage_blocks", 36, "Blocks in the montage.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for choosing the montage blocks.")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _DATASET.value:
-        raise app.UsageError("--dataset_dir is required")
-    try:
-        print(summarize(_DATASET.value))
-        problems = verify(_DATASET.value)
-        if _MONTAGE.value:
-            print(f"montage: {montage_png(_DATASET.value, _MONTAGE.value, _BLOCKS.value, _SEED.value)}")
-    except VolumeError as exc:
-        print(f"cgan-ct-inspect: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def main(argv: list[str]) -> int:
+    print(summarize(_DATASET.value))
+    problems = verify(_DATASET.value)
+    if _MONTAGE.value:
+        print(f"montage: {montage_png(_DATASET.value, _MONTAGE.value, _BLOCKS.value, _SEED.value)}")
     for problem in problems:
         print(f"cgan-ct-inspect: FAILED {problem}", file=sys.stderr)
     if problems:
-        sys.exit(1)
+        return 1
     print("verified: every shard checksum, record count and record decodes")
+    return 0
 
 
 def run() -> None:
-    app.run(main)
+    job.run(main, __name__, required=("dataset_dir",))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ Every console script (``cgan-ct-<job>``) and ``python -m pipelines.<job>`` ends 
 or ``OSError`` that escapes it (a bad input, a wrong value, a path that cannot be
 written) becomes one line, ``cgan-ct-<job>: error: ...`` on stderr, and exit
 status 2; anything else is a bug and keeps its traceback. Missing required
-flags and stray arguments are absl usage errors (exit status 1).
+flags (or empty ones: ``--output_dir=``) and stray arguments are absl usage
+errors (exit status 1).
 """
 
 from __future__ import annotations
 
+import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -29,19 +31,26 @@ _HELPFULL_FLAGS = {"--helpfull", "-helpfull"}
 
 def job_name(module: str) -> str:
     """The command name: the first word of the job module's docstring (``cgan-ct-train: ...``)."""
-    doc = sys.modules[module].__doc__ or ""
-    name = doc.strip().split(":", 1)[0].strip()
-    return name or module
+    first_line = (sys.modules[module].__doc__ or "").strip().split("\n", 1)[0]
+    name, colon, _ = first_line.partition(":")
+    if colon and name.strip() and not any(c.isspace() for c in name.strip()):
+        return name.strip()
+    return pathlib.Path(sys.argv[0]).name if module == "__main__" else module
 
 
 def help_text(module: str, full: bool = False) -> str:
     """The job's docstring and its own flags (``full``: every flag absl knows)."""
     doc = (sys.modules[module].__doc__ or "").strip("\n")
     key = sys.argv[0] if module == "__main__" else module  # absl files __main__'s flags under argv[0]
-    flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(key)
+    if full:
+        flag_help = flags.FLAGS.get_help().strip("\n")
+    else:  # the job's own flags, without absl's "<module>:" heading (a file path under python -m)
+        flag_help = "\n".join(
+            line for line in flags.FLAGS.module_help(key).strip("\n").splitlines() if line != f"{key}:"
+        )
     lines = [doc, ""]
     if flag_help:
-        lines += ["flags:", "", flag_help, ""]
+        lines += ["flags:", flag_help, ""]
     if not full:
         lines.append("Try --helpfull to get a list of all flags.")
     return "\n".join(lines)
@@ -56,6 +65,19 @@ def _asked_for_help(argv: Sequence[str]) -> str | None:
         if arg in _HELPFULL_FLAGS:
             return "full"
     return None
+
+
+def _given(value) -> bool:
+    return value is None or value not in ("", [])  # None is mark_flags_as_required's to report
+
+
+def _require(required: Sequence[str]) -> None:
+    """Required flags must be given, and not as an empty value (``--output_dir=`` is no folder)."""
+    if not required:
+        return
+    flags.mark_flags_as_required(list(required))
+    for name in required:
+        flags.register_validator(name, _given, message=f"--{name} must not be empty")
 
 
 def run(
@@ -79,8 +101,7 @@ def run(
     if asked:
         print(help_text(module, full=asked == "full"))
         sys.exit(0)
-    if required:
-        flags.mark_flags_as_required(list(required))
+    _require(required)
     name = job_name(module)
 
     def guarded(args: list[str]) -> None:

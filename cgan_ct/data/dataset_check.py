@@ -98,6 +98,8 @@ def _tile(hu_block: np.ndarray, margin: int) -> np.ndarray:
 
 def montage_png(dataset_dir, png_path, count: int = 36, seed: int = 0) -> pathlib.Path:
     """Writes a grid of ``count`` random blocks (all splits) as a PNG; returns its path."""
+    if count < 1:
+        raise ValueError(f"a montage needs at least one block, got count {count}")
     dataset_dir = pathlib.Path(dataset_dir)
     m = load_manifest(dataset_dir)
     shards = [s for split in SPLITS for s in m.splits[split].shards]

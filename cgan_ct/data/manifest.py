@@ -8,6 +8,7 @@ with ``Manifest.load`` (or ``load_manifest``) and reads attributes, not keys.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 
 from cgan_ct.config import ConversionConfig
@@ -100,9 +101,10 @@ class Manifest:
         return tuple(v for v in self.volumes if v.split == split)
 
     def to_json(self) -> dict:
+        """The manifest as ``manifest.json`` holds it (lists, not tuples)."""
         data = dataclasses.asdict(self)
         data["volumes"] = [v.to_json() for v in self.volumes]
-        return data
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_json(cls, data: dict, path=None) -> Manifest:

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from cgan_ct.constants import CLIP_HU
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume
 
@@ -230,7 +231,7 @@ def make_phantom(
     noise = ndimage.gaussian_filter(rng.normal(0, 1, hu.shape), (0, 0.7, 0.7)).astype(np.float32)
     hu += noise * (18 / noise.std())
     return Volume(
-        hu=np.clip(np.rint(hu), -1024, 3071).astype(np.int16),
+        hu=np.clip(np.rint(hu), *CLIP_HU).astype(np.int16),
         spacing_mm=(slice_mm, pixel_mm, pixel_mm),
         origin_mm=(float(coords[0]), float(coords[0]), float(z0)),
         direction=np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),

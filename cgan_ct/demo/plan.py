@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from cgan_ct.constants import DENOISE, DEPIXELATE
 from cgan_ct.inference.baselines import BASELINES
 from cgan_ct.ops.blocks import tile_origins
 from cgan_ct.ops.corruption import TASKS
@@ -98,9 +99,9 @@ def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm:
         baselines = [b for b in BASELINES.get(task, ()) if nlm or b != "non_local_means"]
         methods = 2 + len(baselines)  # the model and the condition are scored too
         per_scan += 2 * methods * voxels * speed.quality_voxel_s  # whole volume and lungs
-        if task == "denoise" and nlm:
+        if task == DENOISE and nlm:
             per_scan += voxels * speed.nlm_voxel_s
-        if task == "depixelate":
+        if task == DEPIXELATE:
             per_scan += 2 * voxels * speed.interp_voxel_s
     return 1.35 * scans * per_scan
 

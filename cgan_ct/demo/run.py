@@ -179,17 +179,19 @@ def _train_task(out, task, config, settings, plan, steps, training_callbacks) ->
 
 
 def run_demo(
-    output_dir, settings: DemoSettings | None = None, data=None, say=print, training_callbacks=None, progress=None
+    output_dir, settings: DemoSettings | None = None, data=None, say=None, training_callbacks=None, progress=None
 ) -> dict:
     """Runs every stage within ``settings.budget_minutes``; returns a summary dict.
 
     The work is sized to this machine (cgan_ct.demo.plan): a few timed steps
     first, then steps per task, validation and evaluation sizes that fit.
-    ``training_callbacks(task, steps)`` returns extra Keras callbacks for a
+    ``say(message)`` hears what the demo is doing (nothing is printed without
+    it); ``training_callbacks(task, steps)`` returns extra Keras callbacks for a
     task's training (e.g. a progress bar); ``progress(done, total)`` follows
     the evaluation (one step per held-out scan and task).
     """
     settings = settings or DemoSettings()
+    say = say or (lambda message: None)
     start = time.monotonic()
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.restoration import denoise_nl_means
 
-from cgan_ct.ops.corruption import DEFAULT_FACTOR, DEFAULT_PEAK
+from cgan_ct.constants import DEFAULT_FACTOR, DEFAULT_PEAK, DENOISE, DEPIXELATE, POISSON_HU_OFFSET, POISSON_HU_RANGE
 
 
 def interpolate_samples(condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, order: int = 1) -> np.ndarray:
@@ -34,7 +34,7 @@ def gaussian_smoothing(condition_hu: np.ndarray) -> np.ndarray:
 
 def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.ndarray:
     """Per-slice non-local means with the noise level the Poisson protocol implies for soft tissue."""
-    sigma_hu = 4096.0 * np.sqrt((1024.0 / 4096.0) / peak)  # std of Y at 0 HU
+    sigma_hu = POISSON_HU_RANGE * np.sqrt((POISSON_HU_OFFSET / POISSON_HU_RANGE) / peak)  # std of Y at 0 HU
     images = np.asarray(condition_hu, np.float32)
 
     def one(image):
@@ -44,17 +44,17 @@ def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.
         return np.stack(list(pool.map(one, images))).astype(np.float32)
 
 
-BASELINES = {"depixelate": ("trilinear", "tricubic"), "denoise": ("gaussian", "non_local_means")}
+BASELINES = {DEPIXELATE: ("trilinear", "tricubic"), DENOISE: ("gaussian", "non_local_means")}
 
 
 def baselines(task: str, condition_hu: np.ndarray, skip=()) -> dict[str, np.ndarray]:
     """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``."""
     methods = {
-        "depixelate": {
+        DEPIXELATE: {
             "trilinear": lambda: interpolate_samples(condition_hu, order=1),
             "tricubic": lambda: interpolate_samples(condition_hu, order=3),
         },
-        "denoise": {
+        DENOISE: {
             "gaussian": lambda: gaussian_smoothing(condition_hu),
             "non_local_means": lambda: non_local_means(condition_hu),
         },

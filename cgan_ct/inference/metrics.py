@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 from skimage.metrics import structural_similarity
 
-CLIP_HU = (-1024.0, 3071.0)
-DATA_RANGE_HU = 4096.0
+from cgan_ct.constants import CLIP_HU, DATA_RANGE_HU
+
 IDENTICAL_PSNR_DB = 100.0  # a slice with no error would be infinite; capped so averages stay finite
 
 

@@ -9,9 +9,10 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from cgan_ct.constants import LUNG_WINDOW as _LUNG
+
 TIE_DB = 0.1  # PSNR differences below this are ties: under the run-to-run spread of the measurement
-LUNG_WINDOW = (-1350.0, 150.0)
-SOFT_WINDOW = (-160.0, 240.0)
+LUNG_WINDOW = _LUNG.range_hu  # (low, high) HU of the figures
 _COLUMNS = (
     "patient",
     "volume",

@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-TASKS = ("autoencode", "denoise", "depixelate")
-DEFAULT_PEAK = 512.0
-DEFAULT_FACTOR = 2
-_HU_OFFSET, _HU_RANGE = 1024.0, 4096.0
+from cgan_ct.constants import (
+    AUTOENCODE,
+    DEFAULT_FACTOR,
+    DEFAULT_PEAK,
+    DENOISE,
+    DEPIXELATE,
+    POISSON_HU_OFFSET,
+    POISSON_HU_RANGE,
+    TASKS,
+)
+
+__all__ = ["DEFAULT_FACTOR", "DEFAULT_PEAK", "TASKS", "autoencode", "depixelate", "make_condition", "poisson_noise"]
 
 
 def autoencode(hu):
@@ -31,9 +39,9 @@ def autoencode(hu):
 def poisson_noise(hu, seed, peak: float = DEFAULT_PEAK):
     """Y = Poisson(peak * x01) / peak in HU; ``seed`` is a shape-[2] int tensor."""
     hu = tf.convert_to_tensor(hu, tf.float32)
-    x01 = tf.clip_by_value((hu + _HU_OFFSET) / _HU_RANGE, 0.0, 1.0)
+    x01 = tf.clip_by_value((hu + POISSON_HU_OFFSET) / POISSON_HU_RANGE, 0.0, 1.0)
     counts = tf.random.stateless_poisson(tf.shape(hu), seed, lam=peak * x01, dtype=tf.float32)
-    return counts / peak * _HU_RANGE - _HU_OFFSET
+    return counts / peak * POISSON_HU_RANGE - POISSON_HU_OFFSET
 
 
 def depixelate(hu, factor: int = DEFAULT_FACTOR):
@@ -52,12 +60,12 @@ def depixelate(hu, factor: int = DEFAULT_FACTOR):
 
 def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR):
     """The condition of ``task`` for the block(s) or volume ``hu`` (float32 HU)."""
-    if task == "autoencode":
+    if task == AUTOENCODE:
         return autoencode(hu)
-    if task == "denoise":
+    if task == DENOISE:
         if seed is None:
             raise ValueError("denoise needs a seed (a shape-[2] integer tensor)")
         return poisson_noise(hu, seed, peak)
-    if task == "depixelate":
+    if task == DEPIXELATE:
         return depixelate(hu, factor)
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")

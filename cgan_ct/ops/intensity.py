@@ -21,7 +21,8 @@ import dataclasses
 
 import numpy as np
 
-CLIP_HU = (-1024, 3071)
+from cgan_ct.constants import CLIP_HU
+
 DEFAULT_LINEAR_WEIGHT = 0.1
 
 

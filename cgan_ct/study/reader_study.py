@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW, Window
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.volume_files import volume_format
@@ -46,28 +47,7 @@ KEY_FILE = "key.json"
 Z_MARGIN = 0.05  # fraction of slices left out at each end of a volume: partial, mostly-air end slices
 
 
-@dataclasses.dataclass(frozen=True)
-class Window:
-    """A display window in HU: ``level`` is its centre, ``width`` its extent."""
-
-    name: str
-    label: str
-    width_hu: float
-    level_hu: float
-
-    @property
-    def low_hu(self) -> float:
-        return self.level_hu - self.width_hu / 2
-
-    @property
-    def high_hu(self) -> float:
-        return self.level_hu + self.width_hu / 2
-
-
-WINDOWS = {
-    "lung": Window("lung", "Lung window", 1500.0, -600.0),
-    "mediastinum": Window("mediastinum", "Mediastinal window", 400.0, 40.0),
-}
+WINDOWS = {w.name: w for w in (LUNG_WINDOW, MEDIASTINAL_WINDOW)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ _EXPORTS = {
     "train_cascade": "cascade_training",
     "train_coarse": "coarse_training",
     "volume_statistics": "synthesis_stats",
+    "write_synthetic_volumes": "writing",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

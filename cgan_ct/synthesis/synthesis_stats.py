@@ -25,13 +25,13 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from cgan_ct.constants import CLIP_HU
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.lung import lung_mask
 
-HIST_LOW_HU = -1024
-HIST_HIGH_HU = 3071
+HIST_LOW_HU, HIST_HIGH_HU = CLIP_HU
 # Inclusive HU ranges of the classes other than lung, outside the lung mask.
 TISSUE_HU = {"fat": (-190, -30), "soft_tissue": (-29, 150), "bone": (300, None)}
 TISSUE_CLASSES = ("lung", "fat", "soft_tissue", "bone")

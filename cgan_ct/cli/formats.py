@@ -1,0 +1,33 @@
+"""``--format``: the files a job writes a volume as, NIfTI and/or a DICOM series (cgan-ct-infer, cgan-ct-synthesize)."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable
+
+from absl import app
+
+from cgan_ct.io.dicom_writer import write_dicom_series
+from cgan_ct.io.volume import Volume
+from cgan_ct.io.volume_files import write_nifti
+
+FORMATS = ("nifti", "dicom")
+
+
+def parse_formats(values: Iterable[str]) -> frozenset[str]:
+    """The formats of a ``--format`` list flag; a usage error for none or an unknown one."""
+    values = list(values or [])
+    formats = frozenset(f.strip().lower() for f in values)
+    if not formats or formats - set(FORMATS):
+        raise app.UsageError(f"--format takes nifti and/or dicom, got {values}")
+    return formats
+
+
+def write_volume(volume: Volume, folder: pathlib.Path, name: str, formats: Iterable[str]) -> list[pathlib.Path]:
+    """``volume`` as ``folder/<name>.nii.gz`` and/or the series ``folder/<name>_dicom/``; the paths written."""
+    written = []
+    if "nifti" in formats:
+        written.append(write_nifti(volume, folder / f"{name}.nii.gz"))
+    if "dicom" in formats:
+        written.append(write_dicom_series(volume, folder / f"{name}_dicom", description=f"cgan-ct {name}"))
+    return written
