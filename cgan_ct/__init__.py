@@ -1,7 +1,13 @@
 """cgan-ct: synthetic 3-D CT volumes with conditional GANs.
 
 The library never parses flags or prints; the jobs in ``pipelines/`` and
-``tfrecords_tools/`` do.
+``tfrecords_tools/`` do. It is grouped in rooms, each a subpackage whose
+``__init__`` says what it holds and what it may import: ``ops`` (pure CT value
+operations), ``io`` (volumes and files), ``data`` (datasets of blocks),
+``model`` (the GAN, training, export), ``inference`` (whole scans, metrics,
+baselines, evaluation), ``synthesis`` (synthetic CT from noise), ``study`` (the
+reader study), ``demo`` and ``cli`` (what only the jobs use). The names below
+are the public API of the top.
 
 Importing any part of the package first sets TensorFlow's CPU runtime (oneDNN
 on x86, threads that fit the cores): see ``cgan_ct.runtime``.
