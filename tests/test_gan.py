@@ -195,6 +195,64 @@ def test_untrained_residual_generator_returns_its_condition():
     np.testing.assert_allclose(out.numpy(), y.numpy(), atol=1e-6)
 
 
+def test_residual_output_reaches_the_whole_range_from_any_condition():
+    from cgan_ct.model.networks import ResidualRange
+
+    layer = ResidualRange()
+    y = np.array([-1.0, -0.999, -0.5, 0.0, 0.7, 1.0], np.float32)
+    for target in (-1.0, -0.99, -0.3, 0.0, 0.5, 0.99, 1.0):
+        # the D that maps each Y to ``target``: tanh(D) = (target - Y) / room, room on the side it moves to
+        room = np.where(target > y, 1.0 - y, 1.0 + y)
+        step = np.divide(target - y, room, out=np.zeros_like(y), where=room > 0)
+        delta = np.arctanh(np.clip(step, -1 + 1e-7, 1 - 1e-7)).astype(np.float32)
+        out = layer([y, delta]).numpy()
+        np.testing.assert_allclose(out, target, atol=2e-6)
+    extremes = layer([np.repeat(y, 2), np.tile(np.float32([-30.0, 30.0]), len(y))]).numpy()
+    np.testing.assert_allclose(extremes, np.tile([-1.0, 1.0], len(y)), atol=1e-6)
+    np.testing.assert_array_equal(layer([y, np.zeros_like(y)]).numpy(), y)  # the identity at D = 0
+    with tf.GradientTape() as tape:
+        delta = tf.zeros_like(y)
+        tape.watch(delta)
+        out = layer([tf.constant(y), delta])
+    np.testing.assert_allclose(tape.gradient(out, delta).numpy(), 1.0 + np.abs(y))  # no voxel starts stuck
+
+
+def test_psnr_in_hu_follows_the_evaluation_protocol():
+    from cgan_ct.inference.metrics import quality
+    from cgan_ct.model.gan import block_psnr_hu
+    from cgan_ct.ops.intensity import linear_mapping
+
+    mapping = linear_mapping()
+    rng = np.random.default_rng(3)
+    target_hu = rng.uniform(-1100, 3200, (2, 8, 8, 8)).astype(np.float32)  # beyond the clip range too
+    generated_hu = target_hu + rng.normal(0, 40, target_hu.shape).astype(np.float32)
+    normalized = [mapping.forward(v)[..., None] for v in (target_hu, generated_hu)]
+    measured = float(block_psnr_hu(tf.constant(normalized[0]), tf.constant(normalized[1]), mapping))
+    expected = np.mean([quality(t, g).psnr_slices_db for t, g in zip(target_hu, generated_hu, strict=True)])
+    assert measured == pytest.approx(expected, abs=0.02)
+
+
+def test_noise_spread_is_the_per_voxel_standard_deviation_in_hu():
+    from cgan_ct.model.gan import noise_std_hu
+    from cgan_ct.ops.intensity import linear_mapping
+
+    mapping = linear_mapping()
+    rng = np.random.default_rng(5)
+    a_hu = rng.uniform(-1000, 1000, (2, 8, 8, 8, 1)).astype(np.float32)
+    b_hu = a_hu + np.where(rng.random(a_hu.shape) < 0.5, 30.0, -30.0).astype(np.float32)  # |a - b| = 30 HU
+    spread = float(noise_std_hu(tf.constant(mapping.forward(a_hu)), tf.constant(mapping.forward(b_hu)), mapping))
+    assert spread == pytest.approx(30.0 / math.sqrt(2.0), rel=1e-3)
+
+
+def test_checkpoint_selection_prefers_psnr_in_hu_then_l1():
+    from cgan_ct.model.training import selection_score
+
+    assert selection_score({"val_psnr_hu": 31.0, "val_g_l1": 0.2, "g_l1": 0.1}) == ("val_psnr_hu", 31.0)
+    assert selection_score({"val_g_l1": 0.2, "g_l1": 0.1}) == ("val_g_l1", -0.2)
+    assert selection_score({"g_l1": 0.1}) == ("g_l1", -0.1)
+    assert selection_score({"d_loss": 1.0}) is None
+
+
 def test_mixed_precision_step_runs_and_stays_finite():
     from cgan_ct.model.training import build_gan
 

@@ -67,6 +67,25 @@ def test_run_folder_contents(smoke_run):
     assert any("images" in str(p) for p in events)
 
 
+def test_autoencode_trains_without_the_identity_start(smoke_dataset, tmp_path):
+    run_dir = tmp_path / "autoencode"
+    train(smoke_dataset, run_dir, SMOKE, RunOptions("autoencode", steps_per_epoch=1), verbose=0)
+    assert SMOKE.residual and json.loads((run_dir / "run.json").read_text())["model"]["residual"] is False
+    generator = keras.models.load_model(run_dir / "generator_last.keras", compile=False)
+    y = np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 16, 1)).astype(np.float32)
+    assert np.abs(generator([y, np.zeros_like(y)], training=False).numpy() - y).mean() > 0.05  # not Y for free
+
+
+def test_best_generator_is_chosen_by_validation_psnr_in_hu(smoke_run):
+    header, row = (smoke_run / "log.csv").read_text().splitlines()
+    logged = dict(zip(header.split(","), row.split(","), strict=True))
+    best = json.loads((smoke_run / "best.json").read_text())
+    assert best["metric"] == "val_psnr_hu" and best["epoch"] == 1
+    assert best["val_psnr_hu"] == pytest.approx(float(logged["val_psnr_hu"]), rel=1e-6)
+    assert 10 < best["val_psnr_hu"] < 100  # HU, data range 4096: a real figure, not the normalized PSNR
+    assert float(logged["val_z_std_hu"]) >= 0  # whether the noise input changes the output, logged
+
+
 @pytest.mark.slow
 def test_kill_9_mid_epoch_resumes_to_the_same_step_count(smoke_dataset, tmp_path):
     args = [

@@ -6,7 +6,13 @@ updates D once, then G once (losses in cgan_ct.model.losses, reduced over the gl
 batch). Metrics: G total / adversarial / L1, D loss, mean D(real) and
 D(fake) (sigmoid of the patch logits), PSNR of G(Y, Z) against X on the batch
 (axial slices, values in [-1, 1], data range 2), and in evaluation also SSIM
-(it cost 5 % of a CPU train step and guides nothing there).
+(it cost 5 % of a CPU train step and guides nothing there) and, given the
+dataset's intensity mapping, ``psnr_hu``: PSNR in HU by the project's protocol
+(clipped to [-1024, 3071], data range 4096, slice-averaged), the number users
+read and the one the best checkpoint is chosen by, and ``z_std_hu``: the
+per-voxel standard deviation of G's output over noise draws (from two draws,
+in HU), which says whether the generator uses Z at all (pix2pix generators
+often learn to ignore it).
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from cgan_ct.constants import CLIP_HU, DATA_RANGE_HU
 from cgan_ct.model import losses
+from cgan_ct.ops.intensity import IntensityMapping
 
-_METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim")
+_METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim", "psnr_hu", "z_std_hu")
 
 
 def _slices(blocks):
@@ -37,6 +45,23 @@ def block_ssim(target, generated):
     return tf.reduce_mean(tf.image.ssim(_slices(target), _slices(generated), max_val=2.0, filter_size=filter_size))
 
 
+def block_psnr_hu(target, generated, mapping: IntensityMapping):
+    """Mean PSNR in HU over the axial slices of a batch of normalized blocks: the project's protocol."""
+    low, high = (float(h) for h in CLIP_HU)
+
+    def hu(blocks):
+        return tf.clip_by_value(mapping.inverse_tf(tf.cast(blocks, tf.float32)), low, high) - low
+
+    psnr = tf.image.psnr(_slices(hu(target)), _slices(hu(generated)), max_val=DATA_RANGE_HU)
+    return tf.reduce_mean(tf.where(tf.math.is_finite(psnr), psnr, 100.0))
+
+
+def noise_std_hu(generated, other, mapping: IntensityMapping):
+    """Per-voxel standard deviation over noise draws, in HU, estimated from two draws of the same batch."""
+    difference = mapping.inverse_tf(tf.cast(generated, tf.float32)) - mapping.inverse_tf(tf.cast(other, tf.float32))
+    return tf.sqrt(tf.reduce_mean(tf.square(difference)) / 2.0)
+
+
 def block_psnr_ssim(target, generated):
     """Mean PSNR and SSIM over the axial slices of a batch, for values in [-1, 1]."""
     return block_psnr(target, generated), block_ssim(target, generated)
@@ -45,10 +70,19 @@ def block_psnr_ssim(target, generated):
 class ConditionalGAN(keras.Model):
     """Trains ``generator`` (G(Y, Z)) and ``discriminator`` (D(Y, X)) together."""
 
-    def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        seed: int = 0,
+        hu_mapping: IntensityMapping | None = None,
+        **kwargs,
+    ):
+        """``hu_mapping``: the dataset's intensity mapping; with it, evaluation also reports ``psnr_hu``."""
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
+        self.hu_mapping = hu_mapping
         self.noise_seed = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
         self.built = True  # both networks are built functional models
@@ -160,6 +194,11 @@ class ConditionalGAN(keras.Model):
     def test_step(self, data):
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
         out = self.compute_losses(condition, target, self.draw_noise(condition), training=False)
+        extra = {}
+        if self.hu_mapping is not None:
+            extra["psnr_hu"] = block_psnr_hu(target, out["generated"], self.hu_mapping)
+            other = self.generator([condition, self.draw_noise(condition)], training=False)  # another Z
+            extra["z_std_hu"] = noise_std_hu(out["generated"], other, self.hu_mapping)
         return self._update_metrics(
             condition,
             target,
@@ -170,10 +209,22 @@ class ConditionalGAN(keras.Model):
             out["g_total"],
             out["g_adversarial"],
             out["g_l1"],
+            extra=extra,
         )
 
     def _update_metrics(
-        self, condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=True
+        self,
+        condition,
+        target,
+        generated,
+        real_logits,
+        fake_logits,
+        d_loss,
+        g_total,
+        g_adv,
+        g_l1,
+        ssim=True,
+        extra=None,
     ):
         # losses are fractions of the global mean on each replica; scale back to this replica's mean
         replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
@@ -186,8 +237,9 @@ class ConditionalGAN(keras.Model):
             "d_fake": tf.reduce_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32))),
             "psnr": block_psnr(target, generated),
         }
-        if ssim:
+        if ssim:  # evaluation
             values["ssim"] = block_ssim(target, generated)
+        values.update(extra or {})
         for name, value in values.items():
             self.trackers[name].update_state(value)
         results = {name: self.trackers[name].result() for name in values}

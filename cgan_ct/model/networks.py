@@ -4,10 +4,11 @@ Shapes (B = batch, N = block_size):
 - generator inputs: condition Y [B, N, N, N, 1] and noise Z [B, N, N, N, 1],
   both in [-1, 1] (Z uniform, one channel at full resolution, concatenated
   with Y); output G(Y, Z) [B, N, N, N, 1] in [-1, 1] (tanh). With
-  ``config.residual`` (the default) the output is Y + (1 - |Y|) tanh(D), D the
-  U-Net's last layer (initialised to zero): still in [-1, 1], and the
-  untrained generator returns its condition, so training starts from the
-  condition's quality instead of from noise.
+  ``config.residual`` (the default) the output is Y + s tanh(D), D the U-Net's
+  last layer (initialised to zero) and s the room on the side it moves to
+  (1 - Y upward, 1 + Y downward): still in [-1, 1], every value in [-1, 1]
+  reachable from every condition, and the untrained generator returns its
+  condition, so training starts from the condition's quality instead of from noise.
 - discriminator inputs: condition Y and a block X (real or generated), each
   [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
   for L strided layers.
@@ -23,11 +24,28 @@ from cgan_ct.model.cpu_conv import FastKernelGradConv3D
 
 
 @keras.saving.register_keras_serializable(package="cgan_ct")
-class ResidualTanh(layers.Layer):
-    """[Y, D] -> Y + (1 - |Y|) * tanh(D): in [-1, 1] for Y in [-1, 1]; Y itself when D = 0."""
+class ResidualRange(layers.Layer):
+    """[Y, D] -> Y + s * tanh(D), s = 1 - Y where D > 0 (room above), 1 + Y where D < 0 (room below).
+
+    In [-1, 1] for Y in [-1, 1]; Y itself when D = 0; tanh(D) -> +-1 reaches +-1 from any Y, so any
+    target is reachable (the older ``ResidualTanh`` could not move a voxel at Y = -1, air, at all). At
+    D = 0 the slope is 1 + |Y| (the side with room), so no voxel starts with a zero gradient.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+    def call(self, inputs):
+        condition, delta = (keras.ops.cast(t, "float32") for t in inputs)
+        step = keras.ops.tanh(delta)
+        at_zero = 1.0 + keras.ops.abs(condition)
+        room = keras.ops.where(delta > 0, 1.0 - condition, keras.ops.where(delta < 0, 1.0 + condition, at_zero))
+        return condition + room * step
+
+
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class ResidualTanh(ResidualRange):
+    """[Y, D] -> Y + (1 - |Y|) * tanh(D). Superseded by ResidualRange; kept so older checkpoints load."""
 
     def call(self, inputs):
         condition, delta = (keras.ops.cast(t, "float32") for t in inputs)
@@ -72,7 +90,7 @@ def build_generator(config: ModelConfig) -> keras.Model:
             x = layers.Dropout(config.dropout, name=f"dropout{level}")(x)
     if config.residual:
         delta = layers.Conv3D(1, 1, kernel_initializer="zeros", dtype="float32", name="correction")(x)
-        output = ResidualTanh(name="generated")([condition, delta])
+        output = ResidualRange(name="generated")([condition, delta])
     else:
         output = layers.Conv3D(1, 1, activation="tanh", dtype="float32", name="generated")(x)
     return keras.Model([condition, noise], output, name="generator")

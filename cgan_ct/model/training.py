@@ -6,7 +6,7 @@ A run folder holds:
                          optimizers) and state.json (optimizer step, noise seed state),
                          written every ``checkpoint_every`` steps and at each epoch end
   generator_last.keras   the generator after the last finished epoch with finite losses
-  generator_best.keras   the generator with the lowest validation L1 so far
+  generator_best.keras   the generator with the best validation PSNR in HU so far (best.json: which epoch)
   log.csv, tensorboard/  per-epoch metrics; scalars and condition / generated / target images
 
 Resuming is exact in steps: the data of epoch e depends only on (seed, e), so a
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.config import ModelConfig
-from cgan_ct.constants import GENERATOR_BEST, GENERATOR_LAST
+from cgan_ct.constants import AUTOENCODE, GENERATOR_BEST, GENERATOR_LAST
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -36,6 +36,7 @@ from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
 from cgan_ct.model.run_record import RunRecord, is_run_dir
+from cgan_ct.ops.intensity import IntensityMapping
 
 BACKUP = "backup"
 
@@ -80,11 +81,14 @@ def _optimizer(learning_rate: float, config: ModelConfig):
     return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
 
 
-def build_gan(config: ModelConfig, seed: int = 0) -> ConditionalGAN:
-    """The compiled GAN with both optimizers built; call inside the strategy's scope."""
+def build_gan(config: ModelConfig, seed: int = 0, hu_mapping: IntensityMapping | None = None) -> ConditionalGAN:
+    """The compiled GAN with both optimizers built; call inside the strategy's scope.
+
+    ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is chosen.
+    """
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed)
+    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
     gan.compile(
         d_optimizer=_optimizer(config.d_learning_rate, config),
         g_optimizer=_optimizer(config.g_learning_rate, config),
@@ -157,14 +161,39 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+# What the best generator is chosen by, best first: validation PSNR in HU (the number users read), else
+# validation L1, else training L1 (a dataset without a test split). Sign: higher is better.
+SELECTION_METRICS = (("val_psnr_hu", 1.0), ("val_g_l1", -1.0), ("g_l1", -1.0))
+
+
+def selection_score(logs: dict) -> tuple[str, float] | None:
+    """(metric, score with higher better) for an epoch's logs, by SELECTION_METRICS."""
+    for name, sign in SELECTION_METRICS:
+        if name in logs:
+            return name, sign * float(logs[name])
+    return None
+
+
 class GeneratorCheckpoints(keras.callbacks.Callback):
-    """generator_last.keras after every finite epoch; generator_best.keras by validation L1."""
+    """generator_last.keras after every finite epoch; generator_best.keras by validation PSNR in HU.
+
+    best.json records the metric, its value and the epoch; a best chosen by another metric (runs before
+    PSNR in HU was measured chose by validation L1) is replaced by the next finite epoch.
+    """
 
     def __init__(self, run_dir: pathlib.Path, guard: DivergenceGuard):
         super().__init__()
         self.run_dir, self.guard = run_dir, guard
-        record = run_dir / "best.json"
-        self.best = json.loads(record.read_text())["val_g_l1"] if record.exists() else math.inf
+        self.best = self._recorded(run_dir / "best.json")
+
+    @staticmethod
+    def _recorded(path: pathlib.Path) -> tuple[str, float] | None:
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        if "metric" in record:
+            return record["metric"], float(record["score"])
+        return selection_score(record)  # {"val_g_l1": ..., "epoch": ...} from before
 
     def _save(self, name: str):
         tmp = self.run_dir / f".tmp-{name}"
@@ -176,11 +205,15 @@ class GeneratorCheckpoints(keras.callbacks.Callback):
         if self.guard.diverged or not all(math.isfinite(float(v)) for v in logs.values()):
             return
         self._save(GENERATOR_LAST)
-        score = float(logs.get("val_g_l1", logs.get("g_l1", math.inf)))
-        if score < self.best:
-            self.best = score
+        scored = selection_score(logs)
+        if scored is None:
+            return
+        metric, score = scored
+        if self.best is None or self.best[0] != metric or score > self.best[1]:
+            self.best = scored
             self._save(GENERATOR_BEST)
-            write_json_atomic(self.run_dir / "best.json", {"val_g_l1": score, "epoch": epoch + 1})
+            record = {"metric": metric, "score": score, metric: float(logs[metric]), "epoch": epoch + 1}
+            write_json_atomic(self.run_dir / "best.json", record)
 
 
 class ImageSummaries(keras.callbacks.Callback):
@@ -221,6 +254,17 @@ def _check_run_dir(run_dir: pathlib.Path, record: RunRecord) -> None:
     record.save(run_dir)
 
 
+def model_for_task(config: ModelConfig, task: str) -> ModelConfig:
+    """The model a task trains: autoencode without the residual output.
+
+    A residual generator starts as the identity, which is the autoencoder's answer: it would score
+    perfectly at step 0 and measure nothing. The paper's autoencoder learns to reproduce its input.
+    """
+    if task == AUTOENCODE and config.residual:
+        return dataclasses.replace(config, residual=False)
+    return config
+
+
 def train(
     dataset_dir,
     run_dir,
@@ -236,6 +280,7 @@ def train(
     ``model.stop_training``; the epoch then ends early and is checkpointed).
     """
     dataset_dir, run_dir = pathlib.Path(dataset_dir), pathlib.Path(run_dir)
+    config = model_for_task(config, options.task)
     manifest = load_manifest(dataset_dir)
     if manifest.block_size != config.block_size:
         raise VolumeError(dataset_dir, f"blocks are {manifest.block_size}^3, the model expects {config.block_size}^3")
@@ -249,7 +294,7 @@ def train(
     blocks = manifest.splits["train"].blocks * options.pipeline.augment_copies
     spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
     with strategy.scope():
-        gan = build_gan(config, options.seed)
+        gan = build_gan(config, options.seed, manifest.mapping)
     step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
     total = spe * config.epochs
     if step >= total:

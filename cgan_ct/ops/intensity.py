@@ -93,8 +93,8 @@ def _interp_tf(x, xp, fp):
 
 
 def _interp_uniform_tf(tf, x, start: float, step: float, fp):
+    last = int(np.asarray(fp).shape[0]) - 1  # before tf.constant: a graph tensor has no len()
     fp = tf.constant(fp, tf.float32)
-    last = len(fp) - 1
     position = tf.clip_by_value((tf.cast(x, tf.float32) - start) / step, 0.0, float(last))
     lower = tf.minimum(tf.cast(tf.floor(position), tf.int32), last - 1)
     frac = position - tf.cast(lower, tf.float32)

@@ -1,0 +1,131 @@
+"""Training-recipe A/B on real CT: each variant trained the same way, scored on patients held out.
+
+  python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants range,tanh \
+      [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001] \
+      [--heldout lidc-idri-0001,covid-ct-md-normal001] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
+
+The training series (default: three of the shared chest series) are converted once (cgan-ct-convert
+defaults, no test split: the held-out patients are never converted); each variant trains the `cpu`
+preset for ``--steps`` steps in a fresh process and is scored on every held-out series by the project's
+protocol (slice-averaged PSNR and SSIM, HU clipped to [-1024, 3071], whole volume and lungs) beside the
+condition and the classical baselines, in the same run. Variants:
+
+- ``range``: the current generator (residual output Y + s tanh(D), s the room on the side it moves to);
+- ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1).
+
+Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+# isort: off
+import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
+# isort: on
+
+from absl import app, flags
+
+from cgan_ct import runtime
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_TASK = flags.DEFINE_enum("task", "depixelate", ["denoise", "depixelate"], "Task to compare on.")
+_STEPS = flags.DEFINE_integer("steps", 600, "Training steps per variant.")
+_VARIANTS = flags.DEFINE_list("variants", ["range", "tanh"], "Variants: range, tanh.")
+_CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
+_TRAIN = flags.DEFINE_list(
+    "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
+)
+_HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
+_OUT = flags.DEFINE_string("output_dir", None, "Work folder (default: a temporary one).")
+_OUTPUT = flags.DEFINE_string("output", None, "Append the results as JSON lines to this file.")
+_VARIANT = flags.DEFINE_string("child_variant", None, "(internal) train and score this variant in this process.")
+_DATASET = flags.DEFINE_string("child_dataset", None, "(internal)")
+
+
+def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict]:
+    from cgan_ct.config import model_config
+    from cgan_ct.inference.evaluation import evaluate_inputs
+    from cgan_ct.inference.inference import BlockModel
+    from cgan_ct.model import networks
+    from cgan_ct.model.training import RunOptions, train
+
+    if variant == "tanh":  # the output layer before issue 16, kept in networks so old checkpoints load
+        networks.ResidualRange = networks.ResidualTanh
+    elif variant != "range":
+        raise ValueError(f"unknown variant {variant!r}")
+    config = model_config("cpu", epochs=1)
+    start = time.monotonic()
+    train(dataset, work / variant / "run", config, RunOptions(_TASK.value, steps_per_epoch=_STEPS.value))
+    train_s = time.monotonic() - start
+    model = BlockModel(work / variant / "run")  # one epoch: its best generator is its last
+    inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
+    rows = evaluate_inputs(inputs, {_TASK.value: model}, work / variant / "eval", overlap=0.25)
+    for row in rows:
+        row.update(variant=variant, steps=_STEPS.value, train_s=round(train_s, 1))
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    methods = sorted({(r["variant"], r["method"]) for r in rows}, key=lambda m: (m[1] != "model", m))
+    patients = sorted({r["patient"] for r in rows})
+    lines = ["| method | region | " + " | ".join(p[:10] for p in patients) + " | mean PSNR | mean SSIM |"]
+    lines.append("|---|---|" + "---|" * (len(patients) + 2))
+    seen = set()
+    for variant, method in methods:
+        label = f"model ({variant})" if method == "model" else method
+        for region in ("volume", "lungs"):
+            if method != "model" and (method, region) in seen:
+                continue
+            seen.add((method, region))
+            chosen = [r for r in rows if r["variant"] == variant and r["method"] == method and r["region"] == region]
+            if not chosen:
+                continue
+            by_patient = {r["patient"]: r for r in chosen}
+            cells = [f"{by_patient[p]['psnr_slices_db']:.2f}" if p in by_patient else "-" for p in patients]
+            mean_psnr = sum(r["psnr_slices_db"] for r in chosen) / len(chosen)
+            mean_ssim = sum(r["ssim_slices"] for r in chosen) / len(chosen)
+            lines.append(f"| {label} | {region} | " + " | ".join(cells) + f" | {mean_psnr:.2f} | {mean_ssim:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if _VARIANT.value:
+        rows = _child(_VARIANT.value, pathlib.Path(_DATASET.value), pathlib.Path(_OUT.value))
+        print("ROWS " + json.dumps(rows))
+        return
+    from cgan_ct.config import conversion_config
+    from cgan_ct.data.conversion import convert
+
+    work = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="recipe-ab-"))
+    status = runtime.status()
+    print(f"cpu: {status['cpu']}; oneDNN {status['onednn']}; task {_TASK.value}, {_STEPS.value} steps")
+    dataset = work / "dataset"
+    inputs = [pathlib.Path(_CT.value) / name for name in _TRAIN.value]
+    convert(inputs, dataset, conversion_config("paper", test_fraction=0.0), workers=None)
+    rows = []
+    for variant in _VARIANTS.value:
+        command = [sys.executable, __file__, f"--child_variant={variant}", f"--child_dataset={dataset}"]
+        command += [f"--output_dir={work}", f"--task={_TASK.value}", f"--steps={_STEPS.value}"]
+        command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}"]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=_ROOT)
+        if result.returncode != 0:
+            raise SystemExit(f"variant {variant} failed:\n{result.stderr[-3000:]}")
+        line = next(x for x in result.stdout.splitlines() if x.startswith("ROWS "))
+        rows += json.loads(line[5:])
+        print(f"{variant}: trained in {rows[-1]['train_s']} s", flush=True)
+    print(_table(rows))
+    if _OUTPUT.value:
+        with open(_OUTPUT.value, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
