@@ -92,3 +92,21 @@ def test_a_difference_under_a_tenth_of_a_db_is_a_tie_in_every_summary(tmp_path):
     assert c["best_baseline"] == "non_local_means"
     line = report.verdict_lines(rows)[0]
     assert "ties with its condition" in line and "beats" not in line
+
+
+def test_figures_label_every_panel_and_scale_the_difference(tmp_path):
+    from PIL import Image
+
+    from cgan_ct.inference import report
+
+    original = np.full((3, 40, 50), -800.0, np.float32)
+    generated = original + 100.0
+    scan = np.asarray(Image.open(report.scan_figure(original, generated, tmp_path / "scan.png")))
+    band = report._CAPTION_PX
+    assert scan.shape == (40 + 2 * band, 3 * 50 + 2 * 4)  # labels above, the difference's scale below
+    for start in (0, 54, 108):  # each panel's label: dark text in the band above it
+        assert (scan[:band, start : start + 50] < 128).any(), start
+    ramp = scan[band + 40 + 1, 108 : 108 + 50]
+    assert ramp[0] < 10 and ramp[-1] > 245 and (np.diff(ramp.astype(int)) >= 0).all()  # 0 .. 200 HU, grey
+    closeup = np.asarray(Image.open(report.closeup_figure(original, original, generated, tmp_path / "c.png", 16)))
+    assert closeup.shape == (16 * 8 + band, 3 * 16 * 8 + 2 * 4 * 8)

@@ -7,7 +7,7 @@ import math
 import pathlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from cgan_ct.constants import LUNG_WINDOW as _LUNG
 
@@ -99,28 +99,61 @@ def _window(image: np.ndarray, window) -> np.ndarray:
     return (np.clip((np.asarray(image, np.float32) - low) / (high - low), 0, 1) * 255).astype(np.uint8)
 
 
-def _save(panels: list[np.ndarray], path: pathlib.Path, scale: int = 1) -> pathlib.Path:
-    gap = np.full((panels[0].shape[0], 4), 255, np.uint8)
+_CAPTION_PX = 14  # a band above the panels for their labels, and one below for the difference scale
+_GAP_PX = 4
+
+
+def _save(
+    panels: list[np.ndarray], path: pathlib.Path, captions: list[str], scale: int = 1, scale_bar=None
+) -> pathlib.Path:
+    """The panels side by side, each labelled above; ``scale_bar`` = (panel index, low, high, unit) draws
+    the grey ramp of that panel's values below it."""
+    gap = np.full((panels[0].shape[0], _GAP_PX), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     image = Image.fromarray(row)
     if scale > 1:
         image = image.resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST)
-    image.save(path)
+    bands = 2 if scale_bar else 1
+    canvas = Image.new("L", (image.width, image.height + bands * _CAPTION_PX), 255)
+    canvas.paste(image, (0, _CAPTION_PX))
+    draw = ImageDraw.Draw(canvas)
+    starts = np.cumsum([0] + [(panel.shape[1] + _GAP_PX) * scale for panel in panels[:-1]])
+    for start, caption in zip(starts, captions, strict=True):
+        draw.text((int(start) + 2, 1), caption, fill=0)
+    if scale_bar:
+        index, low, high, unit = scale_bar
+        x0, width = int(starts[index]), panels[index].shape[1] * scale
+        top = _CAPTION_PX + image.height
+        ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (4, 1))
+        canvas.paste(Image.fromarray(ramp), (x0, top + 1))
+        draw.text((x0 + 2, top + 4), f"{low:g}", fill=0)
+        label = f"{high:g} {unit}"
+        draw.text((x0 + width - 6 * len(label) - 2, top + 4), label, fill=0)
+    canvas.save(path)
     return path
 
 
+def _window_label(window) -> str:
+    return f"{window[0]:g}..{window[1]:g} HU"
+
+
 def scan_figure(original, generated, path: pathlib.Path, window=LUNG_WINDOW) -> pathlib.Path:
-    """Middle axial slice: original | generated | |difference| (0..200 HU), like the paper's Figs 2-3."""
+    """Middle axial slice: original | generated | |difference| (0..200 HU), like the paper's Figs 2-3,
+    each labelled, with the window and a scale for the difference."""
     k = original.shape[0] // 2
     difference = np.abs(np.asarray(generated[k], np.float32) - original[k])
-    return _save([_window(original[k], window), _window(generated[k], window), _window(difference, (0, 200))], path)
+    panels = [_window(original[k], window), _window(generated[k], window), _window(difference, (0, 200))]
+    captions = [f"original ({_window_label(window)})", "generated", "|generated - original|"]
+    return _save(panels, path, captions, scale_bar=(2, 0, 200, "HU"))
 
 
 def closeup_figure(original, condition, generated, path: pathlib.Path, size: int = 32, window=LUNG_WINDOW):
     """A size x size region at the centre of the middle slice: condition | generated | original (Figs 4-5), 8x."""
     k, cy, cx = (n // 2 for n in original.shape)
     region = (k, slice(cy - size // 2, cy + size // 2), slice(cx - size // 2, cx + size // 2))
-    return _save([_window(v[region], window) for v in (condition, generated, original)], path, scale=8)
+    panels = [_window(v[region], window) for v in (condition, generated, original)]
+    captions = [f"condition ({_window_label(window)})", "generated", "original"]
+    return _save(panels, path, captions, scale=8)
 
 
 def write_report(rows: list[dict], output_dir, notes=()) -> pathlib.Path:
