@@ -213,6 +213,12 @@ def test_run_turns_an_input_error_into_one_line_and_status_2(exc, fake_job, caps
     assert err.splitlines() == [f"cgan-ct-fake: error: {exc}"] and "bad value" in err and out == ""
 
 
+def test_run_keeps_the_traceback_when_asked(fake_job, monkeypatch):
+    monkeypatch.setenv(job.TRACEBACK_ENV, "1")
+    with pytest.raises(ValueError, match="bad value"):
+        job.run(_raises(ValueError("bad value")), fake_job, argv=["prog"])
+
+
 def test_run_exits_with_what_main_returns(fake_job, capsys):
     assert _exit_of(lambda argv: 3, fake_job) == 3
     assert _exit_of(lambda argv: None, fake_job) == 0

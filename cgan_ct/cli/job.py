@@ -8,13 +8,15 @@ Every console script (``cgan-ct-<job>``) and ``python -m pipelines.<job>`` ends 
 ``main(argv)`` returns the exit status (None is 0). A ``VolumeError``, ``ValueError``
 or ``OSError`` that escapes it (a bad input, a wrong value, a path that cannot be
 written) becomes one line, ``cgan-ct-<job>: error: ...`` on stderr, and exit
-status 2; anything else is a bug and keeps its traceback. Missing required
+status 2 (with ``CGAN_CT_TRACEBACK=1`` in the environment they keep their traceback:
+a ValueError can also be a bug); anything else is a bug and keeps its traceback. Missing required
 flags (or empty ones: ``--output_dir=``) and stray arguments are absl usage
 errors (exit status 1).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from cgan_ct.errors import VolumeError
 
 INPUT_ERRORS = (VolumeError, ValueError, OSError)
 INPUT_ERROR_STATUS = 2
+TRACEBACK_ENV = "CGAN_CT_TRACEBACK"  # =1: input errors keep their traceback (a ValueError may be a bug)
 _HELP_FLAGS = {"--help", "-help", "--helpshort", "-helpshort", "-?", "--?"}
 _HELPFULL_FLAGS = {"--helpfull", "-helpfull"}
 
@@ -110,6 +113,8 @@ def run(
         try:
             status = main(args)
         except INPUT_ERRORS as exc:
+            if os.environ.get(TRACEBACK_ENV) == "1":
+                raise  # a developer asking where a "bad input" really came from
             print(f"{name}: error: {exc}", file=sys.stderr)
             sys.exit(INPUT_ERROR_STATUS)
         sys.exit(status or 0)
