@@ -55,6 +55,9 @@ DENOISE = "denoise"
 DEPIXELATE = "depixelate"
 TASKS = (AUTOENCODE, DENOISE, DEPIXELATE)
 
+# --- what the jobs write a volume as (--format) -----------------------------------------------
+VOLUME_FORMATS = ("nifti", "dicom")
+
 # --- file and signature names (promises to users and other tools) ----------------------------
 MANIFEST_FILE = "manifest.json"  # a converted dataset; written last
 RUN_FILE = "run.json"  # a training run folder

@@ -19,6 +19,7 @@ from cgan_ct import read_volume
 from cgan_ct.cli import job
 from cgan_ct.cli.formats import parse_formats, write_volume
 from cgan_ct.cli.progress import ProgressBar
+from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
 
 _MODEL = flags.DEFINE_string("model", None, "A SavedModel folder (cgan-ct-export) or a training run folder.")
@@ -32,7 +33,7 @@ _OVERLAP = flags.DEFINE_float(
     "overlap", 0.25, "Fraction of a block shared by neighbouring tiles (0: the paper's tiling)."
 )
 _WINDOW = flags.DEFINE_enum("window", "gaussian", ["gaussian", "linear", "none"], "Blending of overlapping tiles.")
-_FORMAT = flags.DEFINE_list("format", ["nifti", "dicom"], "Output formats: nifti, dicom.")
+_FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of the noise.")
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")

@@ -17,6 +17,7 @@ from absl import app, flags
 from cgan_ct.cli import job
 from cgan_ct.cli.formats import parse_formats
 from cgan_ct.cli.progress import ProgressBar
+from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.synthesis.synthesis import Cascade
 from cgan_ct.synthesis.writing import write_synthetic_volumes
 
@@ -25,7 +26,7 @@ _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volu
 _COUNT = flags.DEFINE_integer("count", 1, "Number of volumes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first volume (volume i uses seed + i).")
 _SLICES = flags.DEFINE_integer("slices", None, "Slices per volume (default: the training volumes' median).")
-_FORMAT = flags.DEFINE_list("format", ["nifti", "dicom"], "Output formats: nifti, dicom.")
+_FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
 _OVERLAP = flags.DEFINE_float("overlap", 0.25, "Fraction of a block shared by neighbouring tiles.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
 

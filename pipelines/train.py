@@ -17,7 +17,7 @@ import sys
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.config import model_config
+from cgan_ct.config import PRESETS, model_config
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.corruption import TASKS
@@ -25,7 +25,7 @@ from cgan_ct.ops.corruption import TASKS
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
 _TASK = flags.DEFINE_enum("task", None, list(TASKS), "The condition to learn from.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Run folder (checkpoints, logs); reused to resume.")
-_PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Model preset.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Model preset.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs (paper: 100).")
 _BATCH = flags.DEFINE_integer("global_batch", None, "Global batch over all replicas (paper: 50).")
 _G_LR = flags.DEFINE_float("g_lr", None, "Generator learning rate (default 2e-4).")

@@ -15,12 +15,12 @@ from absl import flags
 
 from cgan_ct.cli import job
 from cgan_ct.cli.fit_progress import FitProgress
-from cgan_ct.config import coarse_config, conversion_config, model_config
+from cgan_ct.config import PRESETS, coarse_config, conversion_config, model_config
 from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for datasets, runs and the cascade.")
-_PRESET = flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Model sizes of every stage.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Model sizes of every stage.")
 _LEVELS = flags.DEFINE_integer("levels", 3, "x2 stages between the coarse level and full resolution.")
 _SIZE = flags.DEFINE_integer("size", 512, "In-plane voxels of the synthetic volumes.")
 _STAGE_STEPS = flags.DEFINE_integer("stage_steps", 2000, "Training steps per depixelation stage.")

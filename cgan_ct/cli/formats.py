@@ -7,11 +7,12 @@ from collections.abc import Iterable
 
 from absl import app
 
+from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.io.dicom_writer import write_dicom_series
 from cgan_ct.io.volume import Volume
 from cgan_ct.io.volume_files import write_nifti
 
-FORMATS = ("nifti", "dicom")
+FORMATS = VOLUME_FORMATS
 
 
 def parse_formats(values: Iterable[str]) -> frozenset[str]:

@@ -61,3 +61,9 @@ def record_fields(cls, data: dict, path, what: str) -> dict:
     if missing:
         raise VolumeError(path, f"{what} lacks {', '.join(missing)}")
     return {name: data[name] for name in fields if name in data}
+
+
+def versioned_fields(cls, data: dict, path, what: str, supported: int) -> dict:
+    """``record_fields`` of a record with a format version, the version checked and filled in (1 if absent)."""
+    version = check_format_version(path, data, what, supported)
+    return {**record_fields(cls, data, path, what), FORMAT_VERSION_KEY: version}

@@ -34,7 +34,7 @@ from cgan_ct.constants import (
     SERVING_SIGNATURE,
 )
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import FORMAT_VERSION_KEY, check_format_version, read_json_object, record_fields
+from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 from cgan_ct.model.run_record import RunRecord
 from cgan_ct.ops.intensity import IntensityMapping
 
@@ -65,7 +65,7 @@ class ModelInfo:
 
     @classmethod
     def from_run(cls, run: RunRecord, checkpoint: str | None = None) -> ModelInfo:
-        return cls(int(run.block_size), run.task, run.intensity, run.model, checkpoint)
+        return cls(run.block_size, run.task, run.intensity, run.model, checkpoint)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -73,10 +73,9 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, data: dict, path=None) -> ModelInfo:
-        version = check_format_version(path, data, _WHAT, MODEL_FORMAT_VERSION)
-        fields = record_fields(cls, data, path, _WHAT)
+        fields = versioned_fields(cls, data, path, _WHAT, MODEL_FORMAT_VERSION)
         fields["signatures"] = tuple(fields.get("signatures", ()))
-        return cls(**{**fields, FORMAT_VERSION_KEY: version})
+        return cls(**fields)
 
     @classmethod
     def load(cls, model_dir) -> ModelInfo:
@@ -84,9 +83,7 @@ class ModelInfo:
         return cls.from_json(read_json_object(path, _WHAT), path)
 
     def save(self, model_dir) -> pathlib.Path:
-        path = pathlib.Path(model_dir) / MODEL_INFO_FILE
-        path.write_text(json.dumps(self.to_json(), indent=1))
-        return path
+        return write_json_atomic(pathlib.Path(model_dir) / MODEL_INFO_FILE, self.to_json())
 
 
 def is_exported_model(folder) -> bool:

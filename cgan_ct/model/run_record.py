@@ -10,16 +10,9 @@ import dataclasses
 import json
 import pathlib
 
-from cgan_ct.config import ModelConfig
 from cgan_ct.constants import RUN_FILE
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import (
-    FORMAT_VERSION_KEY,
-    check_format_version,
-    read_json_object,
-    record_fields,
-    write_json_atomic,
-)
+from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 
 RUN_FORMAT_VERSION = 1
 _WHAT = "training run record"
@@ -42,11 +35,6 @@ class RunRecord:
     def block_size(self) -> int:
         return int(self.model["block_size"])
 
-    def model_config(self) -> ModelConfig:
-        """The run's ModelConfig (fields this version does not know are left out)."""
-        known = {f.name for f in dataclasses.fields(ModelConfig)}
-        return ModelConfig(**{k: v for k, v in self.model.items() if k in known})
-
     def comparable(self) -> dict:
         """What must match to continue a run (more epochs may be asked for)."""
         fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
@@ -58,8 +46,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict, path=None) -> RunRecord:
-        version = check_format_version(path, data, _WHAT, RUN_FORMAT_VERSION)
-        return cls(**{**record_fields(cls, data, path, _WHAT), FORMAT_VERSION_KEY: version})
+        return cls(**versioned_fields(cls, data, path, _WHAT, RUN_FORMAT_VERSION))
 
     @classmethod
     def load(cls, run_dir) -> RunRecord:

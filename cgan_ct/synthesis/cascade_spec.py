@@ -12,13 +12,7 @@ import pathlib
 
 from cgan_ct.constants import CASCADE_FILE
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.json_files import (
-    FORMAT_VERSION_KEY,
-    check_format_version,
-    read_json_object,
-    record_fields,
-    write_json_atomic,
-)
+from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 
 CASCADE_FORMAT_VERSION = 1
 _WHAT = "cascade description"
@@ -54,8 +48,7 @@ class CascadeSpec:
 
     @classmethod
     def from_json(cls, data: dict, path=None) -> CascadeSpec:
-        version = check_format_version(path, data, _WHAT, CASCADE_FORMAT_VERSION)
-        fields = record_fields(cls, data, path, _WHAT)
+        fields = versioned_fields(cls, data, path, _WHAT, CASCADE_FORMAT_VERSION)
         try:
             fields["spacing_mm"] = tuple(float(s) for s in fields["spacing_mm"])
             fields["stages"] = tuple(str(s) for s in fields["stages"])
@@ -63,7 +56,7 @@ class CascadeSpec:
             fields["default_slices"] = int(fields["default_slices"])
         except (TypeError, ValueError) as exc:
             raise VolumeError(path, f"{_WHAT} is malformed ({exc})") from None
-        return cls(**{**fields, FORMAT_VERSION_KEY: version})
+        return cls(**fields)
 
     @classmethod
     def load(cls, folder) -> CascadeSpec:

@@ -15,12 +15,13 @@ import pathlib
 import time
 from collections.abc import Callable, Iterable
 
+from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.dicom_writer import write_dicom_series
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.volume_files import write_nifti
 
-FORMATS = ("nifti", "dicom")
+FORMATS = VOLUME_FORMATS
 RECORD_FILE = "synthesis.json"
 NIFTI_FILE = "volume.nii.gz"
 DICOM_FOLDER = "dicom"
