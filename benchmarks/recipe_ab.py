@@ -1,6 +1,6 @@
 """Training-recipe A/B on real CT: each variant trained the same way, scored on patients held out.
 
-  python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants range,tanh \
+  python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants before,air,air+l1hu \
       [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001] \
       [--heldout lidc-idri-0001,covid-ct-md-normal001] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
 
@@ -8,10 +8,16 @@ The training series (default: three of the shared chest series) are converted on
 defaults, no test split: the held-out patients are never converted); each variant trains the `cpu`
 preset for ``--steps`` steps in a fresh process and is scored on every held-out series by the project's
 protocol (slice-averaged PSNR and SSIM, HU clipped to [-1024, 3071], whole volume and lungs) beside the
-condition and the classical baselines, in the same run. Variants:
+condition and the classical baselines, in the same run. A variant is ``+``-joined changes applied to
+``before`` (the recipe before issue 16's recipe work: every block, normalized L1, no EMA, constant rate):
 
-- ``range``: the current generator (residual output Y + s tanh(D), s the room on the side it moves to);
-- ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1).
+- ``before``: nothing changed (``range`` is accepted as its old name);
+- ``air``: content sampling, 10 % of air blocks kept (PipelineOptions.air_keep = 0.1);
+- ``l1hu``: the L1 term in HU (ModelConfig.l1_space = "hu");
+- ``ema``: the moving average of G's weights (ema_decay 0.99);
+- ``cosine``: the cosine learning-rate decay;
+- ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
+- ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise).
 
 Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given.
 """
@@ -36,7 +42,7 @@ from cgan_ct import runtime
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _TASK = flags.DEFINE_enum("task", "depixelate", ["denoise", "depixelate"], "Task to compare on.")
 _STEPS = flags.DEFINE_integer("steps", 600, "Training steps per variant.")
-_VARIANTS = flags.DEFINE_list("variants", ["range", "tanh"], "Variants: range, tanh.")
+_VARIANTS = flags.DEFINE_list("variants", ["before", "air"], "Variants: +-joined changes, see the docstring.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _TRAIN = flags.DEFINE_list(
     "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
@@ -50,18 +56,35 @@ _DATASET = flags.DEFINE_string("child_dataset", None, "(internal)")
 
 def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict]:
     from cgan_ct.config import model_config
+    from cgan_ct.data.input_pipeline import PipelineOptions
     from cgan_ct.inference.evaluation import evaluate_inputs
     from cgan_ct.inference.inference import BlockModel
     from cgan_ct.model import networks
     from cgan_ct.model.training import RunOptions, train
 
-    if variant == "tanh":  # the output layer before issue 16, kept in networks so old checkpoints load
-        networks.ResidualRange = networks.ResidualTanh
-    elif variant != "range":
-        raise ValueError(f"unknown variant {variant!r}")
-    config = model_config("cpu", epochs=1)
+    model = {"epochs": 1, "l1_space": "normalized", "ema_decay": 0.0, "lr_schedule": "constant"}
+    pipeline, seed = {"air_keep": 1.0}, 0
+    for change in variant.split("+"):
+        if change in ("before", "range"):
+            continue
+        if change == "tanh":  # the output layer before issue 16, kept in networks so old checkpoints load
+            networks.ResidualRange = networks.ResidualTanh
+        elif change == "air":
+            pipeline["air_keep"] = 0.1
+        elif change == "l1hu":
+            model["l1_space"] = "hu"
+        elif change == "ema":
+            model["ema_decay"] = 0.99
+        elif change == "cosine":
+            model["lr_schedule"] = "cosine"
+        elif change.startswith("seed") and change[4:].isdigit():
+            seed = int(change[4:])
+        else:
+            raise ValueError(f"unknown change {change!r} in variant {variant!r}")
+    config = model_config("cpu", **model)
+    options = RunOptions(_TASK.value, seed=seed, steps_per_epoch=_STEPS.value, pipeline=PipelineOptions(**pipeline))
     start = time.monotonic()
-    train(dataset, work / variant / "run", config, RunOptions(_TASK.value, steps_per_epoch=_STEPS.value))
+    train(dataset, work / variant / "run", config, options)
     train_s = time.monotonic() - start
     model = BlockModel(work / variant / "run")  # one epoch: its best generator is its last
     inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]

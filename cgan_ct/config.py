@@ -112,6 +112,8 @@ def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
 
 NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
+L1_SPACES = ("normalized", "hu")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +133,17 @@ class ModelConfig:
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".
       l1_weight: lambda of the L1 term (pix2pix: 100).
+      l1_space: "normalized" (L1 of the [-1, 1] values, the paper's) or "hu"
+        (L1 of the values mapped back to HU, divided by 2048 so a linear
+        window gives the same number: with histogram equalization the
+        normalized L1 spends most of its weight on air, HU weights errors as
+        PSNR in HU does).
+      ema_decay: exponential moving average of the generator's weights, used
+        for validation and saved as the run's generators (0: off). The decay
+        warms up as min(ema_decay, (1 + t) / (10 + t)) at step t.
       g_learning_rate, d_learning_rate, beta_1: Adam settings.
+      lr_schedule: "constant", or "cosine": both learning rates decay along a
+        half cosine to 10 % over the run's steps.
       global_batch_size, epochs: the paper's 50 and 100.
       mixed_precision, jit_compile: for GPUs; slower on CPUs.
     """
@@ -146,9 +158,12 @@ class ModelConfig:
     disc_layers: int = 3
     adversarial: str = "nonsaturating"
     l1_weight: float = 100.0
+    l1_space: str = "normalized"
+    ema_decay: float = 0.0
     g_learning_rate: float = 2e-4
     d_learning_rate: float = 2e-4
     beta_1: float = 0.5
+    lr_schedule: str = "constant"
     global_batch_size: int = 50
     epochs: int = 100
     mixed_precision: bool = False
@@ -164,6 +179,12 @@ class ModelConfig:
             raise ValueError(f"adversarial must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.l1_space not in L1_SPACES:
+            raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if min(self.base_filters, self.disc_filters, self.global_batch_size, self.epochs) < 1:
             raise ValueError("filters, batch size and epochs must be positive")
 

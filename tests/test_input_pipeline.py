@@ -144,3 +144,49 @@ def test_epoch_streams_can_be_rebuilt_and_skipped_into(dataset):
     np.testing.assert_array_equal(resumed[0][1], full[2][1])
     other_epoch = _batches(make_dataset(dataset, "train", "denoise", 2, seed=3, epoch=5), 1)
     assert not np.array_equal(other_epoch[0][1], full[0][1])
+
+
+@pytest.fixture(scope="module")
+def half_air_dataset(tmp_path_factory):
+    """Four 64 x 64 x 128 volumes whose right half (x >= 64) is air around 0 HU noise: 8 of 16 blocks are air."""
+    root = tmp_path_factory.mktemp("half-air")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        hu = np.full((64, 64, 128), -1000.0) + rng.normal(0, 20, (64, 64, 128))
+        hu[:, :, :64] = _phantom(i)[:, :, :64]
+        sitk.WriteImage(sitk.GetImageFromArray(np.clip(hu, -1024, 3071).astype(np.int16)), str(root / f"v{i}.nii"))
+    convert([root], root / "ds", ConversionConfig(shard_target_mb=0.5), workers=1)
+    return root / "ds"
+
+
+def _content(block_hu_normalized_target, manifest_dir) -> float:
+    from cgan_ct.data.input_pipeline import load_intensity
+
+    hu = load_intensity(manifest_dir).inverse(block_hu_normalized_target)
+    return float((hu > -500).mean())
+
+
+def test_training_blocks_are_sampled_by_content_evaluation_keeps_all(half_air_dataset):
+    def targets(split, air_keep, **kw):
+        options = PipelineOptions(air_keep=air_keep)
+        return [x[0, ..., 0] for _, x in make_dataset(half_air_dataset, split, "autoencode", 1, 1, options, **kw)]
+
+    every, content_only, default = targets("train", 1.0), targets("train", 0.0), targets("train", 0.1)
+    assert len(every) == 48 and len(content_only) == 24  # 3 training volumes x 16 blocks, 8 of them air
+    assert min(_content(t, half_air_dataset) for t in content_only) > 0.05
+    assert sum(_content(t, half_air_dataset) == 0 for t in every) >= 20  # the air blocks were there
+    assert 24 <= len(default) < 36  # a few air blocks kept (binomial(24, 0.1): below 12 extra, p > 0.9999)
+    assert len(targets("test", 0.0)) == 16  # evaluation covers the whole scan
+    # resuming inside an epoch skips the batches the filtered stream gave, not raw records
+    full = targets("train", 0.5, epoch=2)
+    assert len(full) > 30
+    resumed = targets("train", 0.5, epoch=2, skip_batches=7)
+    assert len(resumed) == len(full) - 7
+    np.testing.assert_array_equal(resumed[0], full[7])
+
+
+def test_air_keep_must_be_a_probability():
+    with pytest.raises(ValueError, match="air_keep"):
+        PipelineOptions(air_keep=1.5)
+    with pytest.raises(ValueError, match="augment_copies"):
+        PipelineOptions(augment_copies=0)

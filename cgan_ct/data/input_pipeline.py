@@ -7,6 +7,11 @@ intensity mapping -> channel axis. Corruption is defined in HU (the Poisson
 protocol is), so the intensity mapping comes last; the result is the same
 pair the issue's order would give.
 
+Training blocks are sampled by content: an "air" block (fewer than 1 % of its
+voxels above -500 HU, cgan_ct.constants) is kept with probability ``air_keep``
+(default 0.1), so the loss is spent on anatomy, not on the air around the
+patient (24-48 % of a chest's blocks). The evaluation split keeps every block.
+
 Randomness is stateless: each element gets a seed pair from
 ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``, so a seed
 gives the same sequence of batches in every run, and each epoch (each new
@@ -21,6 +26,7 @@ import pathlib
 
 import tensorflow as tf
 
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -39,6 +45,8 @@ class PipelineOptions:
       factor: down-sampling factor of the depixelate task.
       shuffle_buffer: records held for shuffling (one record: 221 KB at 48^3).
       cycle_length: shards read at once.
+      air_keep: probability that a training block with (almost) no content
+        is kept (1.0 keeps all blocks, as the paper did).
     """
 
     augment_copies: int = 1
@@ -47,6 +55,13 @@ class PipelineOptions:
     factor: int = corruption.DEFAULT_FACTOR
     shuffle_buffer: int = 512
     cycle_length: int = 16
+    air_keep: float = DEFAULT_AIR_KEEP
+
+    def __post_init__(self):
+        if not 0.0 <= self.air_keep <= 1.0:
+            raise ValueError(f"air_keep must be in [0, 1], got {self.air_keep}")
+        if self.augment_copies < 1:
+            raise ValueError(f"augment_copies must be >= 1, got {self.augment_copies}")
 
 
 def _shard_files(dataset_dir: pathlib.Path, manifest: Manifest, split: str) -> list[str]:
@@ -58,13 +73,34 @@ def _shard_files(dataset_dir: pathlib.Path, manifest: Manifest, split: str) -> l
     return [str(dataset_dir / name) for name in names]
 
 
-def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOptions):
-    """The per-element function: (record, seed) -> (condition, target), float32 [B, B, B, 1]."""
-    mapping = manifest.mapping
-    block, stored = manifest.block_size, manifest.stored_size
+def _decode_fn(manifest: Manifest):
+    stored = manifest.stored_size
 
-    def pair(record, seed):
-        hu = schema.decode_block(record, stored)["hu"]
+    def decode(record, seed):
+        return schema.decode_block(record, stored)["hu"], seed
+
+    return decode
+
+
+def _keep_fn(manifest: Manifest, air_keep: float):
+    """(hu, seed) -> whether a training block is kept: always with content, with ``air_keep`` if air."""
+    margin, block = manifest.margin, manifest.block_size
+
+    def keep(hu, seed):
+        centre = hu[margin : margin + block, margin : margin + block, margin : margin + block]
+        content = tf.reduce_mean(tf.cast(centre > CONTENT_HU, tf.float32))
+        draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1))
+        return tf.logical_or(content >= AIR_BLOCK_FRACTION, draw < air_keep)
+
+    return keep
+
+
+def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOptions):
+    """The per-element function: (HU block, seed) -> (condition, target), float32 [B, B, B, 1]."""
+    mapping = manifest.mapping
+    block = manifest.block_size
+
+    def pair(hu, seed):
         augment_seed, corrupt_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         if training:
             target_hu = augment.random_block(hu, augment_seed, block, options.max_rotation_deg)
@@ -106,8 +142,7 @@ def make_dataset(
       epoch: for resumable training: the training split's order and draws
         then depend only on (seed, epoch), not on how often the dataset was
         iterated, so a restarted job can rebuild the epoch it stopped in.
-      skip_batches: with ``epoch``, start that epoch after this many batches
-        (records are skipped before they are decoded).
+      skip_batches: with ``epoch``, start that epoch after this many batches.
 
     One pass over the dataset is one epoch; iterate it again (Keras fit does)
     for the next epoch, with fresh shuffling and augmentation draws.
@@ -150,10 +185,15 @@ def make_dataset(
         if options.augment_copies > 1:
             records = records.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(options.augment_copies))
         seeds = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=fresh_each_pass).batch(2)
-        paired = tf.data.Dataset.zip(records, seeds).skip(skip_batches * batch)
+        paired = tf.data.Dataset.zip(records, seeds)
     else:
         paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
-    pairs = paired.map(
+    decoded = paired.map(_decode_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        if options.air_keep < 1.0:
+            decoded = decoded.filter(_keep_fn(manifest, options.air_keep))
+        decoded = decoded.skip(skip_batches * batch)  # after the filter: the batches training saw
+    pairs = decoded.map(
         _pair_fn(manifest, task, training, options), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     return pairs.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

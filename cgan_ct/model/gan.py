@@ -13,11 +13,17 @@ read and the one the best checkpoint is chosen by, and ``z_std_hu``: the
 per-voxel standard deviation of G's output over noise draws (from two draws,
 in HU), which says whether the generator uses Z at all (pix2pix generators
 often learn to ignore it).
+
+Options (``compile``): the L1 term on the normalized values or in HU
+(``l1_space``); an exponential moving average of G's weights (``ema_decay``),
+kept in non-trainable variables beside G, updated after each G step, and used
+by evaluation and by ``export_generator`` (what checkpoints save).
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cgan_ct.constants import CLIP_HU, DATA_RANGE_HU
@@ -92,13 +98,70 @@ class ConditionalGAN(keras.Model):
             isinstance(layer, keras.layers.BatchNormalization) for layer in discriminator.layers
         )
 
-    def compile(self, *, d_optimizer, g_optimizer, l1_weight: float = 100.0, adversarial: str = "nonsaturating", **kw):
-        """By keyword, in the Keras guides' order: ``compile(d_optimizer=..., g_optimizer=..., ...)``."""
+    def compile(
+        self,
+        *,
+        d_optimizer,
+        g_optimizer,
+        l1_weight: float = 100.0,
+        adversarial: str = "nonsaturating",
+        l1_space: str = "normalized",
+        ema_decay: float = 0.0,
+        **kw,
+    ):
+        """By keyword, in the Keras guides' order: ``compile(d_optimizer=..., g_optimizer=..., ...)``.
+
+        ``l1_space="hu"`` needs ``hu_mapping``; ``ema_decay > 0`` creates the moving average (call inside
+        the strategy's scope, as the optimizers are built).
+        """
         super().compile(optimizer=None, **kw)  # two optimizers of our own; no default one to save
+        if l1_space == "hu" and self.hu_mapping is None:
+            raise ValueError("l1_space='hu' needs the dataset's intensity mapping (hu_mapping)")
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.l1_weight = l1_weight
         self.adversarial = adversarial
+        self.l1_space = l1_space
+        self.ema_decay = float(ema_decay)
+        if self.ema_decay > 0 and not hasattr(self, "ema_weights"):
+            # aggregation "mean": every replica assigns the same value in its replica context. Started from
+            # a numpy copy: a variable made from another's read value can share its buffer on the CPU.
+            self.ema_weights = [
+                keras.Variable(np.array(w.numpy()), trainable=False, aggregation="mean", name=f"ema_{i}")
+                for i, w in enumerate(self.generator.trainable_weights)
+            ]
+
+    @property
+    def uses_ema(self) -> bool:
+        return getattr(self, "ema_decay", 0.0) > 0
+
+    def _update_ema(self):
+        step = tf.cast(self.g_optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        for average, weight in zip(self.ema_weights, self.generator.trainable_weights, strict=True):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight.value, average.dtype))
+
+    def evaluation_generate(self, condition, noise):
+        """G(Y, Z) as evaluation sees it: with the moving average of the weights when there is one."""
+        if not self.uses_ema:
+            return self.generator([condition, noise], training=False)
+        outputs, _ = self.generator.stateless_call(
+            [w.value for w in self.ema_weights],
+            [w.value for w in self.generator.non_trainable_variables],
+            [condition, noise],
+            training=False,
+        )
+        return outputs
+
+    def export_generator(self) -> keras.Model:
+        """The generator to save: G itself, or a copy holding the moving average of its weights."""
+        if not self.uses_ema:
+            return self.generator
+        copy = keras.models.clone_model(self.generator)
+        copy.set_weights(self.generator.get_weights())
+        for target, average in zip(copy.trainable_weights, self.ema_weights, strict=True):
+            target.assign(average.value)
+        return copy
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras builds a model symbolically from a first batch it takes from the
@@ -130,7 +193,11 @@ class ConditionalGAN(keras.Model):
         return losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
 
     def _g_losses(self, fake_logits, target, generated, global_batch):
-        """(total, adversarial, L1) of the generator."""
+        """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"``."""
+        if getattr(self, "l1_space", "normalized") == "hu":
+            scale = DATA_RANGE_HU / 2.0  # a linear window over CLIP_HU then gives the normalized L1
+            target = self.hu_mapping.inverse_tf(tf.cast(target, tf.float32)) / scale
+            generated = self.hu_mapping.inverse_tf(tf.cast(generated, tf.float32)) / scale
         return losses.generator_loss(fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial)
 
     def _real_and_fake_logits(self, condition, target, generated, training: bool = True):
@@ -149,10 +216,14 @@ class ConditionalGAN(keras.Model):
         """All losses and outputs for one batch with explicit noise, without updating anything.
 
         The same loss functions as ``train_step``, which differs only in updating D
-        before G's adversarial term is computed (with the updated D).
+        before G's adversarial term is computed (with the updated D). Not training:
+        G is the evaluation generator (the moving average of its weights, if any).
         """
         global_batch = self._global_batch(condition)
-        generated = self.generator([condition, noise], training=training)
+        if training:
+            generated = self.generator([condition, noise], training=True)
+        else:
+            generated = self.evaluation_generate(condition, noise)
         real_logits, fake_logits = self._real_and_fake_logits(condition, target, generated, training)
         g_total, g_adv, g_l1 = self._g_losses(fake_logits, target, generated, global_batch)
         return {
@@ -187,6 +258,8 @@ class ConditionalGAN(keras.Model):
             g_total, g_adv, g_l1 = self._g_losses(g_logits, target, generated, global_batch)
             g_scaled = self.g_optimizer.scale_loss(g_total)
         self._apply(self.g_optimizer, g_scaled, g_tape, self.generator.trainable_variables)
+        if self.uses_ema:
+            self._update_ema()
         return self._update_metrics(
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
         )
@@ -197,7 +270,7 @@ class ConditionalGAN(keras.Model):
         extra = {}
         if self.hu_mapping is not None:
             extra["psnr_hu"] = block_psnr_hu(target, out["generated"], self.hu_mapping)
-            other = self.generator([condition, self.draw_noise(condition)], training=False)  # another Z
+            other = self.evaluation_generate(condition, self.draw_noise(condition))  # another Z
             extra["z_std_hu"] = noise_std_hu(out["generated"], other, self.hu_mapping)
         return self._update_metrics(
             condition,

@@ -16,6 +16,11 @@ from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json
 
 RUN_FORMAT_VERSION = 1
 _WHAT = "training run record"
+# Settings added after runs were recorded without them: the value those runs trained with.
+_TRAINED_BEFORE = {
+    "model": {"l1_space": "normalized", "ema_decay": 0.0, "lr_schedule": "constant"},
+    "pipeline": {"air_keep": 1.0},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +44,25 @@ class RunRecord:
         """What must match to continue a run (more epochs may be asked for)."""
         fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
         record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
+        for key, before in _TRAINED_BEFORE.items():
+            record[key] = {**before, **record[key]}
         return {k: ({**record[k], "epochs": None} if k == "model" else record[k]) for k in fields}
+
+    def differences(self, other: RunRecord) -> list[str]:
+        """``name: this -> other`` for each comparable setting that differs (nested settings by name)."""
+        mine, theirs = self.comparable(), other.comparable()
+        out = []
+        for key in mine:
+            a, b = mine[key], theirs[key]
+            if isinstance(a, dict) and isinstance(b, dict):
+                out += [
+                    f"{name}: {a.get(name)!r} -> {b.get(name)!r}"
+                    for name in sorted(a | b)
+                    if a.get(name) != b.get(name)
+                ]
+            elif a != b:
+                out.append(f"{key}: {a!r} -> {b!r}")
+        return out
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

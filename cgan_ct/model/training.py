@@ -76,24 +76,36 @@ def is_chief() -> bool:
     return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0)
 
 
-def _optimizer(learning_rate: float, config: ModelConfig):
+def _optimizer(learning_rate: float, config: ModelConfig, total_steps: int | None):
+    if config.lr_schedule == "cosine":
+        if not total_steps:
+            raise ValueError("lr_schedule 'cosine' needs the run's total steps")
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.1)
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1)
     return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
 
 
-def build_gan(config: ModelConfig, seed: int = 0, hu_mapping: IntensityMapping | None = None) -> ConditionalGAN:
+def build_gan(
+    config: ModelConfig,
+    seed: int = 0,
+    hu_mapping: IntensityMapping | None = None,
+    total_steps: int | None = None,
+) -> ConditionalGAN:
     """The compiled GAN with both optimizers built; call inside the strategy's scope.
 
-    ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is chosen.
+    ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is
+    chosen, and the L1 be taken in HU; ``total_steps`` is the length of a learning-rate schedule.
     """
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
     gan.compile(
-        d_optimizer=_optimizer(config.d_learning_rate, config),
-        g_optimizer=_optimizer(config.g_learning_rate, config),
+        d_optimizer=_optimizer(config.d_learning_rate, config, total_steps),
+        g_optimizer=_optimizer(config.g_learning_rate, config, total_steps),
         l1_weight=config.l1_weight,
         adversarial=config.adversarial,
+        l1_space=config.l1_space,
+        ema_decay=config.ema_decay,
         jit_compile=config.jit_compile,
     )
     # built here, inside the scope: built lazily by the first step, they fail under a strategy
@@ -197,7 +209,7 @@ class GeneratorCheckpoints(keras.callbacks.Callback):
 
     def _save(self, name: str):
         tmp = self.run_dir / f".tmp-{name}"
-        self.model.generator.save(tmp)
+        self.model.export_generator().save(tmp)  # with EMA: the averaged weights
         os.replace(tmp, self.run_dir / name)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -226,7 +238,7 @@ class ImageSummaries(keras.callbacks.Callback):
         self.noise = tf.random.stateless_uniform(tf.shape(self.condition), [7, 7], -1.0, 1.0)
 
     def on_epoch_end(self, epoch, logs=None):
-        generated = self.model.generator([self.condition, self.noise], training=False)
+        generated = self.model.evaluation_generate(self.condition, self.noise)
         middle = self.condition.shape[1] // 2
         row = tf.concat(
             [self.condition[:, middle], tf.cast(generated[:, middle], tf.float32), self.target[:, middle]], 2
@@ -248,8 +260,15 @@ def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOpti
 
 
 def _check_run_dir(run_dir: pathlib.Path, record: RunRecord) -> None:
-    if is_run_dir(run_dir) and RunRecord.load(run_dir).comparable() != record.comparable():
-        raise VolumeError(run_dir, "holds a run with other settings or data; use another output folder")
+    if is_run_dir(run_dir):
+        differences = RunRecord.load(run_dir).differences(record)
+        if differences:
+            raise VolumeError(
+                run_dir,
+                "holds a run with other settings or data (recorded -> asked: "
+                + "; ".join(differences[:6])
+                + "); use another output folder",
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     record.save(run_dir)
 
@@ -293,10 +312,10 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = manifest.splits["train"].blocks * options.pipeline.augment_copies
     spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
-    with strategy.scope():
-        gan = build_gan(config, options.seed, manifest.mapping)
-    step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
     total = spe * config.epochs
+    with strategy.scope():
+        gan = build_gan(config, options.seed, manifest.mapping, total_steps=total)
+    step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
     if step >= total:
         return TrainingResult(step, config.epochs, False, f"already finished: {step} steps")
 
