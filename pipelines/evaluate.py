@@ -1,11 +1,16 @@
 """cgan-ct-evaluate: models and baselines on whole scans, as the paper's Tables I and II.
 
-  cgan-ct-evaluate --model TASK=MODEL_DIR [--model ...] --input PATH [--input ...] --output_dir REPORT_DIR
+  cgan-ct-evaluate --model TASK=MODEL [--model ...] --input PATH [--input ...] --output_dir REPORT_DIR
                    [--overlap 0.25] [--seed 0]
+
+MODEL is an exported model folder, a training run folder or a shipped model
+(pretrained:denoise, pretrained:denoise-peak128, pretrained:depixelate);
+"TASK=" may be left out (the model's task).
 
 Writes REPORT_DIR/results.csv (one row per patient, task, method, region),
 report.md (tables averaged over patients, whole volume and lungs) and
-figures/ (original | generated | difference, and 32 x 32 close-ups).
+figures/ (original | generated | difference, and 32 x 32 close-ups), and
+says whether each model uses its noise input (output spread over two draws).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from cgan_ct.inference import report
 from cgan_ct.inference.evaluation import evaluate_inputs
 from cgan_ct.inference.inference import BlockModel
 
-_MODELS = flags.DEFINE_multi_string("model", None, "TASK=MODEL_DIR (repeatable).")
+_MODELS = flags.DEFINE_multi_string("model", None, "[TASK=]MODEL: a folder or pretrained:NAME (repeatable).")
 _INPUTS = flags.DEFINE_multi_string("input", None, "A DICOM folder or volume file (repeatable).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Report folder.")
 _OVERLAP = flags.DEFINE_float("overlap", 0.25, "Tile overlap for inference.")
@@ -30,10 +35,16 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of conditions and noise.")
 def _models() -> dict:
     models = {}
     for spec in _MODELS.value:
-        task, _, folder = spec.partition("=")
+        task, _, folder = spec.rpartition("=")
         if not folder:
-            raise app.UsageError(f"--model takes TASK=MODEL_DIR, got {spec!r}")
-        models[task] = BlockModel(folder)
+            raise app.UsageError(f"--model takes [TASK=]MODEL, got {spec!r}")
+        model = BlockModel(folder)
+        task = task or model.task
+        if task != model.task:
+            raise app.UsageError(f"--model {spec}: the model was trained for {model.task!r}, not {task!r}")
+        if task in models:
+            raise app.UsageError(f"--model: two models for {task!r}")
+        models[task] = model
     return models
 
 

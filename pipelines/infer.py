@@ -1,6 +1,6 @@
 """cgan-ct-infer: run an exported generator over a whole CT scan.
 
-  cgan-ct-infer --model MODEL_DIR --input PATH --output_dir OUT [--task TASK]
+  cgan-ct-infer --model MODEL_DIR|pretrained:NAME --input PATH --output_dir OUT [--task TASK]
                 [--condition simulate|as_is] [--overlap 0.25] [--window gaussian|linear|none]
                 [--format dicom,nifti] [--batch 16] [--seed 0]
 
@@ -22,7 +22,9 @@ from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
 
-_MODEL = flags.DEFINE_string("model", None, "A SavedModel folder (cgan-ct-export) or a training run folder.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "A SavedModel folder (cgan-ct-export), a training run folder, or pretrained:NAME (shipped)."
+)
 _INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the outputs (must not hold them already).")
 _TASK = flags.DEFINE_string("task", None, "Task (default: the model's).")

@@ -72,8 +72,11 @@ def test_evaluate_end_to_end_on_the_chest(model_dir, shared_ct, tmp_path):  # no
     for row in rows:
         assert 0 < float(row["psnr_slices_db"]) <= 100 and -1 <= float(row["ssim_slices"]) <= 1
         assert math.isfinite(float(row["mae_hu"]))
+    model_row = next(r for r in rows if r["method"] == "model" and r["region"] == "volume")
+    assert float(model_row["z_std_hu"]) >= 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Lungs (Table II)" in text and "| denoise | model | 1 |" in text
+    assert "Noise input Z (denoise): per-voxel spread over two draws" in text
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert figures == ["denoise_000_closeup.png", "denoise_000_scan.png"]
 
@@ -110,3 +113,33 @@ def test_figures_label_every_panel_and_scale_the_difference(tmp_path):
     assert ramp[0] < 10 and ramp[-1] > 245 and (np.diff(ramp.astype(int)) >= 0).all()  # 0 .. 200 HU, grey
     closeup = np.asarray(Image.open(report.closeup_figure(original, original, generated, tmp_path / "c.png", 16)))
     assert closeup.shape == (16 * 8 + band, 3 * 16 * 8 + 2 * 4 * 8)
+
+
+class _FakeModel:
+    """A block model whose output is its input plus ``scale`` times seed-dependent noise."""
+
+    block_size = 16
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def predictor(self, seed: int):
+        rng = np.random.default_rng(seed)
+        return lambda blocks: blocks + self.scale * rng.standard_normal(blocks.shape).astype(np.float32)
+
+
+def test_noise_spread_is_zero_for_a_deterministic_model_and_the_noise_for_a_noisy_one():
+    from cgan_ct.inference.evaluation import noise_spread_hu, noise_spread_lines
+
+    hu = np.full((40, 48, 48), -1000, np.int16)
+    hu[:, 8:40, 8:40] = 40
+    for scale, expected in ((0.0, 0.0), (10.0, 10.0)):
+        model = _FakeModel(scale)
+        first = model.predictor(0)(hu[None, ..., None].astype(np.float32))[0, ..., 0]
+        first = np.asarray(np.rint(first))
+        spread = noise_spread_hu(hu, model, overlap=0.0, seed=0, first=first)
+        assert spread == pytest.approx(expected, abs=0.8)  # the Gaussian blend of tiles shrinks it a little
+    rows = [{"task": "denoise", "method": "model", "region": "volume", "z_std_hu": 0.2}]
+    assert "ignores its noise input" in noise_spread_lines(rows)[0]
+    rows[0]["z_std_hu"] = 12.0
+    assert "changes the output" in noise_spread_lines(rows)[0]

@@ -32,7 +32,7 @@ from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.ops.corruption import TASKS
+from cgan_ct.ops.corruption import DENOISE, DEPIXELATE, TASKS
 
 STATE = "demo.json"
 
@@ -46,6 +46,7 @@ class DemoSettings:
     preset: str = "cpu"
     overlap: float = 0.25
     seed: int = 0
+    pretrained: bool = False  # evaluate the models shipped with the package; train nothing
 
     @classmethod
     def smoke(cls) -> DemoSettings:
@@ -69,7 +70,10 @@ class _State:
         self.path = out / STATE
         if not self.path.exists() and any(out.iterdir()):
             raise VolumeError(out, "holds files that cgan-ct-demo did not make; use an empty or new output folder")
-        record = {"settings": dataclasses.asdict(settings), "data": None if data is None else str(data)}
+        recorded = dataclasses.asdict(settings)
+        if not settings.pretrained:  # as demo folders made before the option existed recorded it
+            del recorded["pretrained"]
+        record = {"settings": recorded, "data": None if data is None else str(data)}
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {**record, "done": []}
         if {k: self.data.get(k) for k in record} != record:
             raise VolumeError(out, "holds a demo run with other settings or data; use another output folder")
@@ -196,6 +200,8 @@ def run_demo(
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out, settings, data)
+    if settings.pretrained:
+        return _run_pretrained(out, settings, state, data, say, progress, start)
     config = model_config(settings.preset)
     speed = _speed(state, config, settings, say)
     if data is not None:
@@ -268,6 +274,39 @@ def run_demo(
         "minutes": (time.monotonic() - start) / 60,
         "test_scans": len(test_inputs),
         "plan": plan,
+        "comparison": report.comparison(_read_rows(out / "report" / "results.csv")),
+    }
+
+
+PRETRAINED_MODELS = {DENOISE: "pretrained:denoise", DEPIXELATE: "pretrained:depixelate"}
+PRETRAINED_SCANS = 2  # phantoms evaluated: none was seen in training, two keep the demo to minutes
+
+
+def _run_pretrained(out, settings: DemoSettings, state: _State, data, say, progress, start) -> dict:
+    """The shipped models (trained on real chest CT) on the cohort or ``data``: no conversion, no training."""
+    models = {task: BlockModel(spec) for task, spec in PRETRAINED_MODELS.items()}
+    cohort = dataclasses.replace(settings, patients=PRETRAINED_SCANS)
+    inputs = [pathlib.Path(data)] if data is not None else _cohort(out, cohort, state, say)
+    if not state.done("evaluate"):
+        say(f"evaluating the shipped models ({', '.join(PRETRAINED_MODELS.values())}) on {len(inputs)} scan(s)")
+        notes = ["Models: the pretrained ones shipped with cgan-ct (see their MODEL_CARD.md); nothing was trained."]
+        evaluate_inputs(
+            inputs,
+            models,
+            out / "report",
+            settings.overlap,
+            settings.seed,
+            progress,
+            _volume_writer(out / "volumes"),
+            notes=notes,
+        )
+        state.mark("evaluate")
+    return {
+        "output_dir": str(out),
+        "report": str(out / "report" / "report.md"),
+        "minutes": (time.monotonic() - start) / 60,
+        "test_scans": len(inputs),
+        "plan": {"pretrained": dict(PRETRAINED_MODELS)},
         "comparison": report.comparison(_read_rows(out / "report" / "results.csv")),
     }
 

@@ -47,16 +47,21 @@ def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.
 BASELINES = {DEPIXELATE: ("trilinear", "tricubic"), DENOISE: ("gaussian", "non_local_means")}
 
 
-def baselines(task: str, condition_hu: np.ndarray, skip=()) -> dict[str, np.ndarray]:
-    """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``."""
+def baselines(
+    task: str, condition_hu: np.ndarray, skip=(), peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR
+) -> dict[str, np.ndarray]:
+    """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``.
+
+    ``peak`` and ``factor``: the condition's Poisson peak (non-local means' noise level) and pixelation factor.
+    """
     methods = {
         DEPIXELATE: {
-            "trilinear": lambda: interpolate_samples(condition_hu, order=1),
-            "tricubic": lambda: interpolate_samples(condition_hu, order=3),
+            "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1),
+            "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3),
         },
         DENOISE: {
             "gaussian": lambda: gaussian_smoothing(condition_hu),
-            "non_local_means": lambda: non_local_means(condition_hu),
+            "non_local_means": lambda: non_local_means(condition_hu, peak),
         },
     }.get(task, {})
     unknown = set(skip) - {name for names in BASELINES.values() for name in names}

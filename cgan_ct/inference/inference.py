@@ -6,14 +6,13 @@ stitching sum and its weights) plus one batch of blocks, whatever the scan's siz
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 
 from cgan_ct.constants import AIR_HU, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
+from cgan_ct.model import pretrained
 from cgan_ct.model.export import BlockGenerator, ModelInfo, is_exported_model, load_run_generator
 from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
@@ -25,12 +24,13 @@ _SLAB = 32  # slices per chunk when corrupting a whole volume
 
 class BlockModel:
     """A generator that maps HU blocks to HU blocks: an exported SavedModel
-    (cgan-ct-export), or a training run folder (its best generator)."""
+    (cgan-ct-export), a training run folder (its best generator), or a model
+    shipped with the package (``pretrained:NAME``, cgan_ct.model.pretrained)."""
 
     def __init__(self, model_dir):
         import tensorflow as tf
 
-        model_dir = pathlib.Path(model_dir)
+        model_dir = pretrained.resolve(model_dir)
         self._tf = tf
         if is_run_dir(model_dir):  # a training run: its best generator, wrapped in memory
             generator, run = load_run_generator(model_dir)
@@ -97,15 +97,19 @@ def infer_volume(
     """(condition, generated) volumes, both int16 HU on ``volume``'s grid.
 
     ``condition_mode`` "simulate" derives the task's condition from the volume
-    (noise, pixelation), "as_is" takes the volume itself as the condition
-    (e.g. a real low-dose scan for a denoising model).
+    (noise, pixelation) with the parameters the model was trained on (its
+    Poisson peak, its factor), "as_is" takes the volume itself as the
+    condition (e.g. a real low-dose scan for a denoising model).
     """
     task = task or model.task
     if condition_mode not in CONDITION_MODES:
         raise ValueError(f"condition_mode must be one of {CONDITION_MODES}, got {condition_mode!r}")
     if task != model.task:
         raise VolumeError(None, f"the model was trained for {model.task!r}, not {task!r}")
-    condition = make_condition(volume, task, seed) if condition_mode == "simulate" else volume
+    if condition_mode == "simulate":
+        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor)
+    else:
+        condition = volume
     generated_hu = predict_volume(
         condition.hu, model.predictor(seed), model.block_size, overlap, batch_size, window, AIR_HU, progress
     )

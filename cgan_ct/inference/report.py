@@ -24,6 +24,7 @@ _COLUMNS = (
     "mae_hu",
     "psnr_volume_db",
     "seam_score",
+    "z_std_hu",  # the model's output spread over noise draws (model rows only)
 )
 
 

@@ -25,6 +25,8 @@ import keras
 import tensorflow as tf
 
 from cgan_ct.constants import (
+    DEFAULT_FACTOR,
+    DEFAULT_PEAK,
     GENERATOR_BEST,
     GENERATOR_LAST,
     MODEL_INFO_FILE,
@@ -48,7 +50,9 @@ class ModelInfo:
     """``cgan_ct_model.json``: what an exported block generator does and on what values.
 
     ``intensity`` is the dataset's mapping (IntensityMapping.to_json); ``model``
-    the ModelConfig as a dict (None for a model saved outside a training run).
+    the ModelConfig as a dict (None for a model saved outside a training run);
+    ``condition`` the corruption the model was trained on ({"peak", "factor"};
+    absent in models exported before it was recorded: the defaults).
     """
 
     block_size: int
@@ -57,15 +61,30 @@ class ModelInfo:
     model: dict | None = None
     checkpoint: str | None = None
     signatures: tuple[str, ...] = ()
+    condition: dict | None = None
     format_version: int = MODEL_FORMAT_VERSION
 
     @property
     def mapping(self) -> IntensityMapping:
         return IntensityMapping.from_json(self.intensity)
 
+    @property
+    def peak(self) -> float:
+        """The Poisson peak of the denoise condition the model was trained on."""
+        return float((self.condition or {}).get("peak", DEFAULT_PEAK))
+
+    @property
+    def factor(self) -> int:
+        """The pixelation factor of the depixelate condition the model was trained on."""
+        return int((self.condition or {}).get("factor", DEFAULT_FACTOR))
+
     @classmethod
     def from_run(cls, run: RunRecord, checkpoint: str | None = None) -> ModelInfo:
-        return cls(run.block_size, run.task, run.intensity, run.model, checkpoint)
+        condition = {
+            "peak": float(run.pipeline.get("peak", DEFAULT_PEAK)),
+            "factor": int(run.pipeline.get("factor", DEFAULT_FACTOR)),
+        }
+        return cls(run.block_size, run.task, run.intensity, run.model, checkpoint, condition=condition)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -122,6 +141,10 @@ class BlockGenerator(tf.Module):
 
 def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, RunRecord]:
     """The run's generator (built fresh, outside any strategy) and its run record."""
+    # The checkpoint names our layers (registered when their module is imported): a fresh process that
+    # only serves (cgan-ct-export, cgan-ct-infer --model RUN_DIR) would not find them otherwise.
+    from cgan_ct.model import networks  # noqa: F401
+
     run_dir = pathlib.Path(run_dir)
     run = RunRecord.load(run_dir)
     names = {"best": [GENERATOR_BEST, GENERATOR_LAST], "last": [GENERATOR_LAST]}[checkpoint]

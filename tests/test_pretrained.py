@@ -1,0 +1,85 @@
+"""Models shipped with the package: ``pretrained:NAME`` specs, their records, and their quality on real CT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cgan_ct.constants import MODEL_INFO_FILE
+from cgan_ct.errors import VolumeError
+from cgan_ct.inference.inference import BlockModel, infer_volume
+from cgan_ct.model import pretrained
+from cgan_ct.model.export import ModelInfo
+from tests.conftest import REPO
+from tests.test_inference import model_dir  # noqa: F401 - fixture
+from tests.test_input_pipeline import _phantom
+from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
+
+SHIPPED = ("denoise", "denoise-peak128", "depixelate")  # what the README and the model cards promise
+HELDOUT = "lidc-idri-0001"  # never seen in training (benchmarks/train_pretrained.py)
+
+
+def test_unknown_pretrained_name_is_one_clear_error():
+    with pytest.raises(VolumeError, match=r"pretrained:nope.*no such pretrained model; shipped: pretrained:"):
+        pretrained.resolve("pretrained:nope")
+    with pytest.raises(VolumeError, match="no such pretrained model"):
+        pretrained.resolve("pretrained:../denoise")
+    assert str(pretrained.resolve("some/folder")) == "some/folder"
+
+
+def test_cli_names_the_bad_spec(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.infer", "--model", "pretrained:nope", "--input", "x", "--output_dir", "y"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2 and "pretrained:nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exported_model_records_its_condition_and_inference_simulates_it(model_dir, tmp_path):  # noqa: F811
+    info = ModelInfo.load(model_dir)
+    assert info.condition == {"peak": 512.0, "factor": 2} and info.peak == 512.0
+    assert ModelInfo(16, "denoise", info.intensity).peak == 512.0  # models exported before it was recorded
+    import SimpleITK as sitk
+
+    from cgan_ct.io.volume_io import read_volume
+
+    sitk.WriteImage(sitk.GetImageFromArray(_phantom(3)[:32]), str(tmp_path / "v.nii"))
+    volume = read_volume(tmp_path / "v.nii")
+    noise = {}
+    for peak in (512.0, 128.0):
+        data = json.loads((model_dir / MODEL_INFO_FILE).read_text())
+        data["condition"]["peak"] = peak
+        (model_dir / MODEL_INFO_FILE).write_text(json.dumps(data))
+        condition, _ = infer_volume(volume, BlockModel(model_dir), overlap=0.0)
+        noise[peak] = float(np.std(condition.hu.astype(np.float32) - volume.hu))
+    assert noise[128.0] > 1.6 * noise[512.0]  # 1/sqrt(peak): about 2x
+
+
+def test_the_promised_models_ship_small_with_cards():
+    assert pretrained.available() == sorted(SHIPPED)
+    total = sum(p.stat().st_size for p in pretrained.PRETRAINED_DIR.rglob("*") if p.is_file())
+    assert total <= 10e6, f"shipped models take {total / 1e6:.1f} MB"
+    for name in SHIPPED:
+        card = (pretrained.PRETRAINED_DIR / name / pretrained.MODEL_CARD_FILE).read_text()
+        assert "not for diagnosis" in card and "Held-out real patients" in card and HELDOUT in card
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_model_beats_its_condition_on_a_held_out_patient(shared_ct, name):
+    from cgan_ct.inference.evaluation import evaluate_volume
+    from cgan_ct.io.volume_io import read_volume
+
+    volume = read_volume(shared_ct / HELDOUT)
+    middle = volume.shape[0] // 2
+    volume = volume.replace(hu=np.ascontiguousarray(volume.hu[middle - 16 : middle + 16]))
+    model = BlockModel(f"pretrained:{name}")
+    skip = ("trilinear", "tricubic", "gaussian", "non_local_means")
+    result = evaluate_volume(volume, model.task, model, overlap=0.25, skip_baselines=skip, noise_spread=False)
+    psnr = {(r["method"], r["region"]): r["psnr_slices_db"] for r in result.rows}
+    assert psnr[("model", "volume")] > psnr[("condition", "volume")] + 0.5, psnr
