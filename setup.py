@@ -67,6 +67,15 @@ setup(
             "selenium>=4.20",
         ],
     },
+    # The models shipped with the package (pretrained:NAME): SavedModel folders and their model cards.
+    package_data={
+        "cgan_ct.model": [
+            "pretrained_models/*/*.pb",
+            "pretrained_models/*/*.json",
+            "pretrained_models/*/*.md",
+            "pretrained_models/*/variables/*",
+        ]
+    },
     entry_points={
         "console_scripts": [f"cgan-ct-{job}={module}:run" for job, module in _JOBS.items()],
     },

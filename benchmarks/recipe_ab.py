@@ -16,6 +16,9 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``l1hu``: the L1 term in HU (ModelConfig.l1_space = "hu");
 - ``ema``: the moving average of G's weights (ema_decay 0.99);
 - ``cosine``: the cosine learning-rate decay;
+- ``linear``: the linear intensity window instead of histogram equalization (a second dataset);
+- ``cubic``: the residual output corrects the cubic interpolation of the condition's samples
+  (ModelConfig.residual_base = "cubic"; depixelate);
 - ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
 - ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise).
 
@@ -77,6 +80,10 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             model["ema_decay"] = 0.99
         elif change == "cosine":
             model["lr_schedule"] = "cosine"
+        elif change == "cubic":
+            model["residual_base"] = "cubic"
+        elif change == "linear":
+            pass  # the parent gave this variant the linear dataset
         elif change.startswith("seed") and change[4:].isdigit():
             seed = int(change[4:])
         else:
@@ -129,11 +136,16 @@ def main(argv: list[str]) -> None:
     work = pathlib.Path(_OUT.value or tempfile.mkdtemp(prefix="recipe-ab-"))
     status = runtime.status()
     print(f"cpu: {status['cpu']}; oneDNN {status['onednn']}; task {_TASK.value}, {_STEPS.value} steps")
-    dataset = work / "dataset"
     inputs = [pathlib.Path(_CT.value) / name for name in _TRAIN.value]
-    convert(inputs, dataset, conversion_config("paper", test_fraction=0.0), workers=None)
+    datasets = {}
+    for intensity in sorted({"linear" if "linear" in v.split("+") else "equalize" for v in _VARIANTS.value}):
+        datasets[intensity] = work / ("dataset" if intensity == "equalize" else f"dataset-{intensity}")
+        if not (datasets[intensity] / "manifest.json").exists():
+            config = conversion_config("paper", test_fraction=0.0, intensity=intensity)
+            convert(inputs, datasets[intensity], config, workers=None)
     rows = []
     for variant in _VARIANTS.value:
+        dataset = datasets["linear" if "linear" in variant.split("+") else "equalize"]
         command = [sys.executable, __file__, f"--child_variant={variant}", f"--child_dataset={dataset}"]
         command += [f"--output_dir={work}", f"--task={_TASK.value}", f"--steps={_STEPS.value}"]
         command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}"]

@@ -113,6 +113,7 @@ def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
 NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
+RESIDUAL_BASES = ("condition", "cubic")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -129,6 +130,9 @@ class ModelConfig:
       dropout: dropout rate in the two deepest levels of the decoder.
       residual: the generator corrects its condition (output starts as Y)
         instead of drawing the block from scratch; see cgan_ct.model.networks.
+      residual_base: what the residual output corrects: "condition" (Y), or
+        "cubic" (the cubic interpolation of Y's samples every
+        ``residual_factor`` voxels: for depixelate).
       disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".
@@ -154,6 +158,8 @@ class ModelConfig:
     normalization: str = "instance"
     dropout: float = 0.5
     residual: bool = True
+    residual_base: str = "condition"
+    residual_factor: int = 2
     disc_filters: int = 32
     disc_layers: int = 3
     adversarial: str = "nonsaturating"
@@ -181,6 +187,10 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.l1_space not in L1_SPACES:
             raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
+        if self.residual_base not in RESIDUAL_BASES:
+            raise ValueError(f"residual_base must be one of {RESIDUAL_BASES}, got {self.residual_base!r}")
+        if self.residual_factor < 1 or self.block_size % self.residual_factor:
+            raise ValueError(f"residual_factor must divide block_size {self.block_size}, got {self.residual_factor}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.ema_decay < 1:

@@ -9,6 +9,10 @@ Shapes (B = batch, N = block_size):
   (1 - Y upward, 1 + Y downward): still in [-1, 1], every value in [-1, 1]
   reachable from every condition, and the untrained generator returns its
   condition, so training starts from the condition's quality instead of from noise.
+- ``config.residual_base = "cubic"`` (depixelate): the correction starts from
+  the cubic interpolation of the condition's samples (every factor-th voxel,
+  Keys' kernel, a = -0.5) instead of from Y itself, as super-resolution
+  networks start from bicubic up-sampling; the U-Net sees Y, Z and that base.
 - discriminator inputs: condition Y and a block X (real or generated), each
   [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
   for L strided layers.
@@ -52,6 +56,59 @@ class ResidualTanh(ResidualRange):
         return condition + (1.0 - keras.ops.abs(condition)) * keras.ops.tanh(delta)
 
 
+def keys_weights(t: float) -> tuple[float, float, float, float]:
+    """Keys' cubic convolution weights (a = -0.5) of samples i-1, i, i+1, i+2 at position i + t, t in [0, 1)."""
+    return (
+        -0.5 * t**3 + t**2 - 0.5 * t,
+        1.5 * t**3 - 2.5 * t**2 + 1.0,
+        -1.5 * t**3 + 2.0 * t**2 + 0.5 * t,
+        0.5 * t**3 - 0.5 * t**2,
+    )
+
+
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class CubicUpsample(layers.Layer):
+    """[B, N, N, N, C] -> the same shape: keeps every ``factor``-th voxel (from 0) along each spatial axis and
+    interpolates between them with Keys' cubic kernel (edges replicated), clipped to [-1, 1].
+
+    On a nearest-neighbour pixelated block this is the cubic interpolation of its samples.
+    """
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.factor = int(factor)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+    def _along(self, x, axis: int):
+        ops = keras.ops
+        f = self.factor
+        n = x.shape[axis]
+        first = ops.take(x, [0], axis=axis)
+        last = ops.take(x, [n - 1], axis=axis)
+        padded = ops.concatenate([first, x, last, last], axis=axis)  # samples i-1 .. i+2 for every i
+
+        def window(offset):
+            return ops.take(padded, list(range(offset, offset + n)), axis=axis)
+
+        taps = [window(j) for j in range(4)]
+        phases = []
+        for k in range(f):
+            w = keys_weights(k / f)
+            phases.append(sum(wj * tap for wj, tap in zip(w, taps, strict=True)))
+        stacked = ops.stack(phases, axis=axis + 1)  # [..., n, f, ...]
+        shape = list(x.shape)
+        shape[axis] = n * f
+        return ops.reshape(stacked, [-1 if d is None else d for d in shape])
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, "float32")[:, :: self.factor, :: self.factor, :: self.factor, :]
+        for axis in (1, 2, 3):
+            x = self._along(x, axis)
+        return keras.ops.clip(x, -1.0, 1.0)
+
+
 def _normalization(kind: str, name: str):
     if kind == "instance":
         return layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)  # one group per channel
@@ -73,7 +130,12 @@ def build_generator(config: ModelConfig) -> keras.Model:
     n = config.block_size
     condition = keras.Input((n, n, n, 1), name="condition")
     noise = keras.Input((n, n, n, 1), name="noise")
-    x = layers.Concatenate(name="condition_and_noise")([condition, noise])
+    base = condition
+    if config.residual and config.residual_base == "cubic":
+        base = CubicUpsample(config.residual_factor, name="cubic_base")(condition)
+        x = layers.Concatenate(name="condition_noise_and_base")([condition, noise, base])
+    else:
+        x = layers.Concatenate(name="condition_and_noise")([condition, noise])
     skips = []
     for level in range(config.depth):
         filters = config.base_filters * 2**level
@@ -90,7 +152,7 @@ def build_generator(config: ModelConfig) -> keras.Model:
             x = layers.Dropout(config.dropout, name=f"dropout{level}")(x)
     if config.residual:
         delta = layers.Conv3D(1, 1, kernel_initializer="zeros", dtype="float32", name="correction")(x)
-        output = ResidualRange(name="generated")([condition, delta])
+        output = ResidualRange(name="generated")([base, delta])
     else:
         output = layers.Conv3D(1, 1, activation="tanh", dtype="float32", name="generated")(x)
     return keras.Model([condition, noise], output, name="generator")

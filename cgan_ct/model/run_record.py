@@ -18,7 +18,13 @@ RUN_FORMAT_VERSION = 1
 _WHAT = "training run record"
 # Settings added after runs were recorded without them: the value those runs trained with.
 _TRAINED_BEFORE = {
-    "model": {"l1_space": "normalized", "ema_decay": 0.0, "lr_schedule": "constant"},
+    "model": {
+        "l1_space": "normalized",
+        "ema_decay": 0.0,
+        "lr_schedule": "constant",
+        "residual_base": "condition",
+        "residual_factor": 2,
+    },
     "pipeline": {"air_keep": 1.0},
 }
 
