@@ -264,3 +264,33 @@ def test_mixed_precision_step_runs_and_stays_finite():
         assert np.isfinite(list(logs.values())).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_cubic_base_keeps_the_samples_and_interpolates_smooth_blocks():
+    from cgan_ct.model.networks import CubicUpsample, keys_weights
+
+    for t in (0.0, 0.25, 0.5, 0.75):
+        assert sum(keys_weights(t)) == pytest.approx(1.0)
+    assert keys_weights(0.5) == pytest.approx((-1 / 16, 9 / 16, 9 / 16, -1 / 16))
+    z, y, x = np.meshgrid(*(np.linspace(0, 1, 32),) * 3, indexing="ij")
+    smooth = (0.5 * np.sin(3 * x + 2 * y) * np.cos(2 * z)).astype(np.float32)
+    pixelated = np.repeat(np.repeat(np.repeat(smooth[::2, ::2, ::2], 2, 0), 2, 1), 2, 2)
+    out = CubicUpsample(2)(pixelated[None, ..., None])[0, ..., 0].numpy()
+    np.testing.assert_allclose(out[::2, ::2, ::2], smooth[::2, ::2, ::2], atol=1e-6)
+    inner = (slice(2, -3),) * 3
+    assert np.abs(out - smooth)[inner].mean() < 0.01 * np.abs(pixelated - smooth)[inner].mean()
+
+
+def test_untrained_cubic_residual_generator_returns_the_cubic_base_and_reloads(tmp_path):
+    from cgan_ct.model.networks import CubicUpsample
+
+    config = model_config("smoke", residual_base="cubic")
+    generator = build_generator(config)
+    y = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=4)
+    z = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=5)
+    np.testing.assert_allclose(generator([y, z]), CubicUpsample(2)(y), atol=1e-6)
+    generator.save(tmp_path / "g.keras")
+    again = keras.models.load_model(tmp_path / "g.keras", compile=False)
+    np.testing.assert_allclose(again([y, z]), generator([y, z]), atol=1e-6)
+    with pytest.raises(ValueError, match="residual_base"):
+        model_config("smoke", residual_base="bicubic")

@@ -83,3 +83,25 @@ def test_each_shipped_model_beats_its_condition_on_a_held_out_patient(shared_ct,
     result = evaluate_volume(volume, model.task, model, overlap=0.25, skip_baselines=skip, noise_spread=False)
     psnr = {(r["method"], r["region"]): r["psnr_slices_db"] for r in result.rows}
     assert psnr[("model", "volume")] > psnr[("condition", "volume")] + 0.5, psnr
+
+
+def test_demo_starts_from_the_shipped_models(shared_ct, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.demo",
+            "--pretrained",
+            "--data",
+            str(shared_ct / "totalsegmentator" / "example_ct_sm.nii.gz"),
+            "--output_dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pretrained:denoise" in result.stdout and not (tmp_path / "demo" / "runs").exists()
+    text = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "| denoise | model | 1 |" in text and "| depixelate | model | 1 |" in text
