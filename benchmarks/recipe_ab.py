@@ -19,6 +19,7 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``linear``: the linear intensity window instead of histogram equalization (a second dataset);
 - ``cubic``: the residual output corrects the cubic interpolation of the condition's samples
   (ModelConfig.residual_base = "cubic"; depixelate);
+- ``l1wN``: L1 weight N instead of 100 (the adversarial term's share shrinks by 100 / N);
 - ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
 - ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise).
 
@@ -84,6 +85,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             model["residual_base"] = "cubic"
         elif change == "linear":
             pass  # the parent gave this variant the linear dataset
+        elif change.startswith("l1w") and change[3:].isdigit():
+            model["l1_weight"] = float(change[3:])
         elif change.startswith("seed") and change[4:].isdigit():
             seed = int(change[4:])
         else:
