@@ -113,7 +113,7 @@ def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
 NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
-RESIDUAL_BASES = ("condition", "cubic")
+RESIDUAL_BASES = ("auto", "condition", "cubic")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -130,9 +130,11 @@ class ModelConfig:
       dropout: dropout rate in the two deepest levels of the decoder.
       residual: the generator corrects its condition (output starts as Y)
         instead of drawing the block from scratch; see cgan_ct.model.networks.
-      residual_base: what the residual output corrects: "condition" (Y), or
+      residual_base: what the residual output corrects: "condition" (Y),
         "cubic" (the cubic interpolation of Y's samples every
-        ``residual_factor`` voxels: for depixelate).
+        ``residual_factor`` voxels: depixelate only), or "auto" (cubic for
+        depixelate, the condition otherwise; resolved by
+        cgan_ct.model.training.model_for_task, which also sets the factor).
       disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".

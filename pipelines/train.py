@@ -3,6 +3,8 @@
   cgan-ct-train --dataset_dir DIR --task denoise --output_dir RUN_DIR [--preset cpu|paper|smoke]
                 [--epochs N] [--global_batch N] [--g_lr 2e-4] [--d_lr 2e-4] [--seed 0]
                 [--steps_per_epoch N] [--checkpoint_every 100] [--mixed_precision] [--jit_compile]
+                [--air_keep 0.1] [--l1_space normalized|hu] [--ema_decay D] [--lr_schedule constant|cosine]
+                [--residual_base condition|cubic] [--l1_weight 100]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
 MultiWorkerMirroredStrategy when TF_CONFIG names several workers. Re-running
@@ -17,7 +19,7 @@ import sys
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.config import PRESETS, model_config
+from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.corruption import TASKS
@@ -35,6 +37,12 @@ _SPE = flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: 
 _VAL_STEPS = flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch (default: all).")
 _CKPT = flags.DEFINE_integer("checkpoint_every", 100, "Steps between resume points.")
 _PEAK = flags.DEFINE_float("peak", None, "Poisson peak for the denoise task (default 512).")
+_AIR = flags.DEFINE_float("air_keep", None, "Share of air blocks kept in training (default 0.1; 1: all).")
+_L1_SPACE = flags.DEFINE_enum("l1_space", None, list(L1_SPACES), "L1 on normalized values or in HU.")
+_L1_WEIGHT = flags.DEFINE_float("l1_weight", None, "Weight of the L1 term (the adversarial term's is 1).")
+_EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
+_LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
+_BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
 _MIXED = flags.DEFINE_bool("mixed_precision", None, "Mixed float16 (GPUs).")
 _XLA = flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (GPUs).")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 a line per epoch.")
@@ -49,8 +57,14 @@ def main(argv: list[str]) -> int:
         d_learning_rate=_D_LR.value,
         mixed_precision=_MIXED.value,
         jit_compile=_XLA.value,
+        l1_space=_L1_SPACE.value,
+        l1_weight=_L1_WEIGHT.value,
+        ema_decay=_EMA.value,
+        lr_schedule=_LR_SCHEDULE.value,
+        residual_base=_BASE.value,
     )
-    pipeline = PipelineOptions() if _PEAK.value is None else PipelineOptions(peak=_PEAK.value)
+    chosen = {"peak": _PEAK.value, "air_keep": _AIR.value}
+    pipeline = PipelineOptions(**{k: v for k, v in chosen.items() if v is not None})
     options = RunOptions(
         _TASK.value,
         seed=_SEED.value,

@@ -152,3 +152,15 @@ def test_evaluation_without_moving_average_is_the_generator():
     gan = ConditionalGAN(build_generator(config), build_discriminator(config))
     gan.compile(d_optimizer=keras.optimizers.Adam(), g_optimizer=keras.optimizers.Adam())
     assert not gan.uses_ema and gan.export_generator() is gan.generator
+
+
+def test_residual_base_is_resolved_per_task():
+    from cgan_ct.model.training import model_for_task
+
+    auto = model_config("smoke", residual_base="auto")
+    assert model_for_task(auto, "depixelate", 4).residual_base == "cubic"
+    assert model_for_task(auto, "depixelate", 4).residual_factor == 4
+    assert model_for_task(auto, "denoise").residual_base == "condition"
+    assert model_for_task(auto, "autoencode").residual is False
+    with pytest.raises(ValueError, match="for depixelate, not denoise"):
+        model_for_task(model_config("smoke", residual_base="cubic"), "denoise")

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.config import ModelConfig
-from cgan_ct.constants import AUTOENCODE, GENERATOR_BEST, GENERATOR_LAST
+from cgan_ct.constants import AUTOENCODE, DEFAULT_FACTOR, DEPIXELATE, GENERATOR_BEST, GENERATOR_LAST
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -273,12 +273,21 @@ def _check_run_dir(run_dir: pathlib.Path, record: RunRecord) -> None:
     record.save(run_dir)
 
 
-def model_for_task(config: ModelConfig, task: str) -> ModelConfig:
-    """The model a task trains: autoencode without the residual output.
+def model_for_task(config: ModelConfig, task: str, factor: int = DEFAULT_FACTOR) -> ModelConfig:
+    """The model a task trains: autoencode without the residual output; the residual base resolved.
 
     A residual generator starts as the identity, which is the autoencoder's answer: it would score
     perfectly at step 0 and measure nothing. The paper's autoencoder learns to reproduce its input.
+    ``residual_base`` "auto" becomes "cubic" for depixelate (with the task's ``factor``) and
+    "condition" otherwise; "cubic" for another task is refused (its condition has no samples to
+    interpolate).
     """
+    base = config.residual_base
+    if base == "auto":
+        base = "cubic" if task == DEPIXELATE else "condition"
+    if base == "cubic" and task != DEPIXELATE:
+        raise ValueError(f"residual_base 'cubic' interpolates a pixelated condition: for depixelate, not {task}")
+    config = dataclasses.replace(config, residual_base=base, residual_factor=factor if base == "cubic" else 2)
     if task == AUTOENCODE and config.residual:
         return dataclasses.replace(config, residual=False)
     return config
@@ -299,7 +308,7 @@ def train(
     ``model.stop_training``; the epoch then ends early and is checkpointed).
     """
     dataset_dir, run_dir = pathlib.Path(dataset_dir), pathlib.Path(run_dir)
-    config = model_for_task(config, options.task)
+    config = model_for_task(config, options.task, options.pipeline.factor)
     manifest = load_manifest(dataset_dir)
     if manifest.block_size != config.block_size:
         raise VolumeError(dataset_dir, f"blocks are {manifest.block_size}^3, the model expects {config.block_size}^3")
