@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -74,7 +75,10 @@ def test_converts_every_block_exactly_and_splits_by_patient(archive, tmp_path):
         np.testing.assert_array_equal(hu, padded[z : z + 24, y : y + 24, x : x + 24])
     assert sum(p for _, _, p in mine.values()) == 32 * 32 * 32 - 20 * 24 * 18
     assert verify(tmp_path / "ds") == []
-    assert m["intensity"]["kind"] == "equalize" and len(m["intensity"]["levels"]) == 4096
+    assert m["intensity"]["kind"] == "linear"  # the default since issue 16 (measured better in HU)
+    equalized = convert([archive], tmp_path / "ds-eq", dataclasses.replace(SMOKE, intensity="equalize"), workers=1)
+    intensity = equalized.manifest.to_json()["intensity"]
+    assert intensity["kind"] == "equalize" and len(intensity["levels"]) == 4096
 
 
 def test_same_inputs_give_identical_shards(archive, tmp_path):
