@@ -9,7 +9,8 @@ defaults, no test split: the held-out patients are never converted); each varian
 preset for ``--steps`` steps in a fresh process and is scored on every held-out series by the project's
 protocol (slice-averaged PSNR and SSIM, HU clipped to [-1024, 3071], whole volume and lungs) beside the
 condition and the classical baselines, in the same run. A variant is ``+``-joined changes applied to
-``before`` (the recipe before issue 16's recipe work: every block, normalized L1, no EMA, constant rate):
+``before`` (the recipe before issue 16's recipe work: every block, equalization, normalized L1 with weight
+100, no EMA, constant rate, the residual on the condition; the cpu preset's defaults now differ):
 
 - ``before``: nothing changed (``range`` is accepted as its old name);
 - ``air``: content sampling, 10 % of air blocks kept (PipelineOptions.air_keep = 0.1);
@@ -66,7 +67,15 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
     from cgan_ct.model import networks
     from cgan_ct.model.training import RunOptions, train
 
-    model = {"epochs": 1, "l1_space": "normalized", "ema_decay": 0.0, "lr_schedule": "constant"}
+    # "before": the cpu preset as it was before issue 16's recipe (the preset's defaults have moved since)
+    model = {
+        "epochs": 1,
+        "l1_space": "normalized",
+        "ema_decay": 0.0,
+        "lr_schedule": "constant",
+        "l1_weight": 100.0,
+        "residual_base": "condition",
+    }
     pipeline, seed = {"air_keep": 1.0}, 0
     for change in variant.split("+"):
         if change in ("before", "range"):
