@@ -52,7 +52,8 @@ class HeldOutPsnr(keras.callbacks.Callback):
         self.steps += 1
         if self.steps % self.every:
             return
-        generated = [self.model.generator([c, z], training=False).numpy() for c, z in self.batches]
+        # what the run saves: with a moving average of the weights, that generator (evaluation_generate)
+        generated = [self.model.evaluation_generate(c, z).numpy() for c, z in self.batches]
         self.history.append((self.steps, _psnr_hu(self.to_hu(generated), self.target)))
         if self.history[-1][1] >= self.condition_db + self.margin_db:
             self.model.stop_training = True
