@@ -152,9 +152,11 @@ def test_config_validation():
         ConversionConfig(test_fraction=1.0)
 
 
-def test_nothing_converted_is_an_error(tmp_path):
+@pytest.mark.parametrize("kind", ["linear", "equalize"])
+def test_nothing_converted_is_an_error(tmp_path, kind):
     with pytest.raises(VolumeError, match="no training volume"):
-        convert([tmp_path / "missing"], tmp_path / "ds", SMOKE, workers=1)
+        convert([tmp_path / "missing"], tmp_path / "ds", dataclasses.replace(SMOKE, intensity=kind), workers=1)
+    assert not (tmp_path / "ds" / "manifest.json").exists()
 
 
 def test_manifest_is_json_with_checksums(archive, tmp_path):

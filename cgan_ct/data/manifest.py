@@ -152,11 +152,15 @@ class Manifest:
 
 
 def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.IntensityMapping:
-    """The mapping the manifest records: fitted on the training split's histogram, or linear."""
+    """The mapping the manifest records: fitted on the training split's histogram, or linear.
+
+    A conversion without a training volume is refused whatever the mapping (with equalization it has
+    nothing to fit; with the linear window, which needs no fit, it would be a dataset nothing can train on).
+    """
+    if train_histogram is None or int(train_histogram.sum()) == 0:
+        raise VolumeError(None, "no training volume was converted; nothing to train on or to fit the intensity to")
     if config.intensity == "linear":
         return intensity.linear_mapping()
-    if train_histogram is None or int(train_histogram.sum()) == 0:
-        raise VolumeError(None, "no training volume was converted; cannot fit the intensity mapping")
     return intensity.fit_equalization(train_histogram)
 
 

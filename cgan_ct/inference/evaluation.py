@@ -105,12 +105,14 @@ def evaluate_inputs(
     on_result=None,
     skip_baselines=(),
     notes=(),
+    noise_spread: bool = True,
 ) -> list[dict]:
     """Every model on every input: results.csv, report.md and figures/ in ``output_dir``; returns the rows.
 
     ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task);
     ``on_result(input_index, result)`` receives each TaskResult (e.g. to keep its volumes);
-    ``skip_baselines`` names baselines not to run; ``notes`` are lines for the report.
+    ``skip_baselines`` names baselines not to run; ``notes`` are lines for the report; ``noise_spread``
+    measures each model's output spread over noise draws (a second inference of up to 64 slices).
     """
     out = pathlib.Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ def evaluate_inputs(
     for index, path in enumerate(inputs):
         volume = read_volume(path)
         for task, model in models.items():
-            result = evaluate_volume(volume, task, model, overlap, seed, skip_baselines)
+            result = evaluate_volume(volume, task, model, overlap, seed, skip_baselines, noise_spread)
             rows += result.rows
             stem = f"{task}_{index:03d}"
             report.scan_figure(result.original, result.generated, out / "figures" / f"{stem}_scan.png")
