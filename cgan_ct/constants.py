@@ -16,8 +16,8 @@ AIR_HU = -1024  # air, and what padding and out-of-field voxels become
 CLIP_HU = (-1024, 3071)  # the CT numbers a 12-bit scanner stores; intensity and metrics clip to it
 DATA_RANGE_HU = 4096.0  # CLIP_HU's width: the data range of PSNR and SSIM
 # A training block is "air" when fewer than AIR_BLOCK_FRACTION of its voxels are above CONTENT_HU
-# (tissue, vessels, bone, the table). Measured on three shared chest series: 24-36 % of blocks, of which
-# 93-100 % have no body voxel at all; the 1-2 % of body blocks caught are mostly lung at the body's edge.
+# (tissue, vessels, bone, the table). Measured on three shared chest series: 26-38 % of blocks, of which
+# 93-98 % have no body voxel at all; the 1-2 % of body blocks caught are mostly lung at the body's edge.
 CONTENT_HU = -500
 AIR_BLOCK_FRACTION = 0.01
 DEFAULT_AIR_KEEP = 0.1  # share of air blocks the training pipeline keeps (1.0: all, as the paper)

@@ -10,7 +10,7 @@ pair the issue's order would give.
 Training blocks are sampled by content: an "air" block (fewer than 1 % of its
 voxels above -500 HU, cgan_ct.constants) is kept with probability ``air_keep``
 (default 0.1), so the loss is spent on anatomy, not on the air around the
-patient (24-48 % of a chest's blocks). The evaluation split keeps every block.
+patient (26-38 % of a chest's blocks). The evaluation split keeps every block.
 
 Randomness is stateless: each element gets a seed pair from
 ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)``, so a seed

@@ -269,11 +269,16 @@ def run_demo(
             noise_spread=False,  # a second inference pass the demo's time plan does not hold
         )
         state.mark("evaluate")
+    return _summary(out, start, len(test_inputs), plan)
+
+
+def _summary(out: pathlib.Path, start: float, test_scans: int, plan: dict) -> dict:
+    """What run_demo returns: where things are, how long it took, the plan and the verdicts."""
     return {
         "output_dir": str(out),
         "report": str(out / "report" / "report.md"),
         "minutes": (time.monotonic() - start) / 60,
-        "test_scans": len(test_inputs),
+        "test_scans": test_scans,
         "plan": plan,
         "comparison": report.comparison(_read_rows(out / "report" / "results.csv")),
     }
@@ -302,14 +307,7 @@ def _run_pretrained(out, settings: DemoSettings, state: _State, data, say, progr
             notes=notes,
         )
         state.mark("evaluate")
-    return {
-        "output_dir": str(out),
-        "report": str(out / "report" / "report.md"),
-        "minutes": (time.monotonic() - start) / 60,
-        "test_scans": len(inputs),
-        "plan": {"pretrained": dict(PRETRAINED_MODELS)},
-        "comparison": report.comparison(_read_rows(out / "report" / "results.csv")),
-    }
+    return _summary(out, start, len(inputs), {"pretrained": dict(PRETRAINED_MODELS)})
 
 
 def _read_rows(path: pathlib.Path) -> list[dict]:

@@ -89,6 +89,7 @@ class ConditionalGAN(keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.hu_mapping = hu_mapping
+        self.l1_space, self.ema_decay, self.ema_weights = "normalized", 0.0, []  # compile() sets them
         self.noise_seed = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in _METRICS}
         self.built = True  # both networks are built functional models
@@ -123,7 +124,7 @@ class ConditionalGAN(keras.Model):
         self.adversarial = adversarial
         self.l1_space = l1_space
         self.ema_decay = float(ema_decay)
-        if self.ema_decay > 0 and not hasattr(self, "ema_weights"):
+        if self.ema_decay > 0 and not self.ema_weights:
             # aggregation "mean": every replica assigns the same value in its replica context. Started from
             # a numpy copy: a variable made from another's read value can share its buffer on the CPU.
             self.ema_weights = [
@@ -133,7 +134,7 @@ class ConditionalGAN(keras.Model):
 
     @property
     def uses_ema(self) -> bool:
-        return getattr(self, "ema_decay", 0.0) > 0
+        return self.ema_decay > 0
 
     def _update_ema(self):
         step = tf.cast(self.g_optimizer.iterations, tf.float32)
@@ -194,7 +195,7 @@ class ConditionalGAN(keras.Model):
 
     def _g_losses(self, fake_logits, target, generated, global_batch):
         """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"``."""
-        if getattr(self, "l1_space", "normalized") == "hu":
+        if self.l1_space == "hu":
             scale = DATA_RANGE_HU / 2.0  # a linear window over CLIP_HU then gives the normalized L1
             target = self.hu_mapping.inverse_tf(tf.cast(target, tf.float32)) / scale
             generated = self.hu_mapping.inverse_tf(tf.cast(generated, tf.float32)) / scale
