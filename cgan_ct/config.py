@@ -35,6 +35,44 @@ def from_preset(presets: dict, name: str, what: str, overrides: dict):
     return dataclasses.replace(presets[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+STORED_CONDITIONS = (None, "lowdose", "paired")
+
+
+@dataclasses.dataclass(frozen=True)
+class LowDoseConfig:
+    """The ``lowdose`` condition: a lower dose simulated in the projection domain (cgan_ct.ops.lowdose).
+
+    Attributes:
+      dose: the simulated dose as a fraction of the scan's own (0.25: quarter dose).
+      i0: photons per detector bin and view reaching the detector unattenuated at the scan's
+        own dose (full dose), for ``views`` views over 180 degrees. The default gives about
+        11 HU of noise at the centre of a 30 cm water cylinder at full dose (0.7 mm pixels):
+        a standard-dose body scan (BUILD_NOTES.md, "Low dose").
+      electronic_variance: variance of the detector's electronic noise (counts squared);
+        10 as in the low-dose simulation literature (e.g. Zeng et al., IEEE TNS 2015).
+      views: projection angles over 180 degrees (parallel beam).
+      seed: seeds the noise; each volume draws from (seed, its pseudonymous id), each slice
+        from its index, so a conversion is reproducible.
+    """
+
+    dose: float = 0.25
+    i0: float = 3.0e6
+    electronic_variance: float = 10.0
+    views: int = 360
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.dose <= 1:
+            raise ValueError(f"dose must be in (0, 1], got {self.dose}")
+        if self.i0 <= 0 or self.electronic_variance < 0:
+            raise ValueError(f"i0 must be > 0 and electronic_variance >= 0, got {self.i0}, {self.electronic_variance}")
+        if self.views < 8:
+            raise ValueError(f"views must be >= 8, got {self.views}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConversionConfig:
     """How CT volumes become TFRecord blocks.
@@ -59,6 +97,11 @@ class ConversionConfig:
         equalization, fitted on the training split).
       subsample: keep every subsample-th voxel along z, y, x after reading
         (cgan_ct.ops.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
+      condition: a paired condition stored beside each block (the ``lowdose``
+        task trains on it): None (none), "lowdose" (simulated in the projection
+        domain from each volume, with ``lowdose``'s settings) or "paired" (read
+        from a second series of the same patient: ``convert(condition_inputs=)``).
+      lowdose: the simulation's settings, used when condition is "lowdose".
     """
 
     block_size: int = BLOCK_SIZE
@@ -72,8 +115,12 @@ class ConversionConfig:
     pad_hu: int = AIR_HU
     intensity: str = "linear"
     subsample: int = 1
+    condition: str | None = None
+    lowdose: LowDoseConfig = LowDoseConfig()
 
     def __post_init__(self):
+        if self.condition not in STORED_CONDITIONS:
+            raise ValueError(f"condition must be one of {STORED_CONDITIONS}, got {self.condition!r}")
         if self.subsample < 1:
             raise ValueError(f"subsample must be >= 1, got {self.subsample}")
         check_block_size(self.block_size, self.unet_depth)

@@ -59,7 +59,9 @@ DEFAULT_FACTOR = 2  # the depixelate task's nearest-neighbour factor
 AUTOENCODE = "autoencode"
 DENOISE = "denoise"
 DEPIXELATE = "depixelate"
-TASKS = (AUTOENCODE, DENOISE, DEPIXELATE)
+LOWDOSE = "lowdose"  # the condition is stored with each block (simulated low dose, or a real pair)
+DERIVED_TASKS = (AUTOENCODE, DENOISE, DEPIXELATE)  # conditions computed from the block itself
+TASKS = DERIVED_TASKS + (LOWDOSE,)
 
 # --- what the jobs write a volume as (--format) -----------------------------------------------
 VOLUME_FORMATS = ("nifti", "dicom")

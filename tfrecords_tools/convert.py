@@ -3,6 +3,7 @@
   cgan-ct-convert --input PATH [--input PATH ...] --output_dir DIR
                   [--block_size 32] [--margin 8] [--test_fraction 0.2] [--seed 0]
                   [--workers N] [--overwrite] [--preset paper|cpu|smoke] ...
+                  [--condition lowdose [--dose 0.25] | --condition_input LOW_DOSE_PATH ...]
 
 Each PATH is a DICOM folder, a volume file or a root folder holding many.
 With --engine beam the same conversion runs as an Apache Beam pipeline
@@ -14,6 +15,7 @@ dataset is still written; the reasons are listed), 2 on an error.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import sys
 
@@ -21,7 +23,7 @@ from absl import app, flags
 
 from cgan_ct.cli import job
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.config import conversion_config
+from cgan_ct.config import LowDoseConfig, conversion_config
 from cgan_ct.data.conversion import ConversionReport, convert
 from cgan_ct.errors import VolumeError
 
@@ -40,10 +42,31 @@ _UNET_DEPTH = flags.DEFINE_integer("unet_depth", None, "Generator down-sampling 
 _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard what the output folder holds and redo.")
 _ENGINE = flags.DEFINE_enum("engine", "local", ["local", "beam"], "Run locally, or as an Apache Beam pipeline.")
+_CONDITION = flags.DEFINE_enum(
+    "condition", None, ["lowdose"], "Store a paired condition with each block: lowdose (simulated; --task lowdose)."
+)
+_CONDITION_INPUT = flags.DEFINE_multi_string(
+    "condition_input", None, "The same patients' low-dose series (repeatable): stored paired with --input's."
+)
+_DOSE = flags.DEFINE_float("dose", None, "lowdose: simulated dose, a fraction of the scan's (default 0.25).")
+_I0 = flags.DEFINE_float("i0", None, "lowdose: photons per ray and view at full dose (default 3e6).")
+_ELECTRONIC = flags.DEFINE_float("electronic_variance", None, "lowdose: electronic noise variance (default 10).")
+_VIEWS = flags.DEFINE_integer("views", None, "lowdose: projection angles over 180 degrees (default 360).")
 _SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
 
 
+def _lowdose():
+    base = LowDoseConfig()
+    given = {"dose": _DOSE.value, "i0": _I0.value, "electronic_variance": _ELECTRONIC.value, "views": _VIEWS.value}
+    if _CONDITION.value != "lowdose" and any(v is not None for v in given.values()):
+        raise app.UsageError("--dose, --i0, --electronic_variance and --views go with --condition lowdose")
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
 def _config():
+    if _CONDITION.value and _CONDITION_INPUT.value:
+        raise app.UsageError("--condition lowdose simulates the condition; --condition_input reads it: give one")
+    condition = "paired" if _CONDITION_INPUT.value else _CONDITION.value
     spacing = None
     if _SPACING.value:
         values = [float(v) for v in _SPACING.value]
@@ -59,6 +82,8 @@ def _config():
         drop_outside_body=_BODY.value,
         intensity=_INTENSITY.value,
         unet_depth=_UNET_DEPTH.value,
+        condition=condition,
+        lowdose=_lowdose(),
     )
 
 
@@ -71,6 +96,9 @@ def _summary(report) -> str:
             f"{info.blocks} blocks  {len(info.shards)} shards"
         )
     lines.append(f"  blocks of {m.block_size}^3 stored with margin {m.margin}; intensity {m.intensity['kind']}")
+    if m.condition:
+        settings = ", ".join(f"{k} {v:g}" for k, v in m.condition.items() if k != "kind")
+        lines.append(f"  paired condition: {m.condition['kind']}" + (f" ({settings})" if settings else ""))
     if m.counts["dropped_outside_body"]:
         lines.append(f"  dropped {m.counts['dropped_outside_body']} blocks outside the body")
     for where, reason in report.skipped:
@@ -107,6 +135,7 @@ def _run_local(config):
         workers=_WORKERS.value,
         overwrite=_OVERWRITE.value,
         progress=progress,
+        condition_inputs=_CONDITION_INPUT.value,
     )
 
 

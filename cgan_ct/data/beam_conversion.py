@@ -90,6 +90,8 @@ def convert_with_beam(
     """
     config = config or ConversionConfig()
     output_dir = pathlib.Path(output_dir)
+    if config.condition == "paired":
+        raise VolumeError(output_dir, "a paired conversion (condition inputs) runs with the local engine only")
     if output_dir.exists() and any(output_dir.iterdir()):
         raise VolumeError(output_dir, "the Beam conversion needs an empty or new output folder")
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import numpy as np
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
 from cgan_ct.data.manifest import MANIFEST, SPLITS, Manifest, build_manifest, write_manifest
+from cgan_ct.data.pairing import pair_sources
 from cgan_ct.data.shard_writer import WORK_DIR, ShardTask, write_shard
 from cgan_ct.data.tfrecord_io import TMP_PREFIX
 from cgan_ct.errors import VolumeError
@@ -83,11 +84,22 @@ def plan_shards(sources, config: ConversionConfig, salt, output_dir: pathlib.Pat
     return tasks
 
 
+def _config_record(config: ConversionConfig) -> dict:
+    """The settings that identify a conversion (those of a condition only where one is stored)."""
+    record = dataclasses.asdict(config)
+    if config.condition != "lowdose":
+        del record["lowdose"]
+    if config.condition is None:
+        del record["condition"]  # unconditioned datasets fingerprint as before schema 2
+    return record
+
+
 def plan_fingerprint(tasks: list[ShardTask], config: ConversionConfig) -> str:
     plan = {
-        "config": dataclasses.asdict(config),
+        "config": _config_record(config),
         "schema_version": schema.SCHEMA_VERSION,
         "shards": {t.name: [s.volume_id for s in t.sources] for t in tasks},
+        **({"paired": {t.name: [s.paired.volume_id for s in t.sources] for t in tasks}} if config.condition == "paired" else {}),
     }
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
@@ -161,6 +173,7 @@ def convert(
     workers: int | None = None,
     overwrite: bool = False,
     progress=None,
+    condition_inputs=None,
 ) -> ConversionReport:
     """Converts the CT volumes under ``inputs`` into a TFRecord dataset in ``output_dir``.
 
@@ -173,6 +186,9 @@ def convert(
       overwrite: discard whatever conversion the folder holds and start over.
       progress: called as ``progress(receipt, shards_done, shards_to_do)`` when
         a shard completes.
+      condition_inputs: with ``config.condition == "paired"``: the same
+        patients' condition (e.g. real low-dose) series, stored beside each
+        block (cgan_ct.data.pairing).
 
     Returns:
       A ConversionReport; ``report.complete`` is False when inputs were skipped.
@@ -184,6 +200,12 @@ def convert(
     config = config or ConversionConfig()
     output_dir = pathlib.Path(output_dir)
     sources, skipped = discover(inputs, salt)
+    if (config.condition == "paired") != bool(condition_inputs):
+        raise ValueError("condition inputs go with condition='paired', and a paired conversion needs them")
+    if condition_inputs:
+        condition_sources, condition_skipped = discover(condition_inputs, salt)
+        sources, unpaired = pair_sources(sources, condition_sources, salt)
+        skipped += condition_skipped + unpaired
     tasks = plan_shards(sources, config, salt, output_dir)
     fingerprint = plan_fingerprint(tasks, config)
     console_skips = [(s.path, s.reason) for s in skipped]

@@ -26,7 +26,7 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, LOWDOSE, TASKS
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -73,11 +73,13 @@ def _shard_files(dataset_dir: pathlib.Path, manifest: Manifest, split: str) -> l
     return [str(dataset_dir / name) for name in names]
 
 
-def _decode_fn(manifest: Manifest):
+def _decode_fn(manifest: Manifest, stored_condition: bool):
+    """(record, seed) -> ({"hu"[, "condition_hu"]}, seed): int16 stored blocks."""
     stored = manifest.stored_size
 
     def decode(record, seed):
-        return schema.decode_block(record, stored)["hu"], seed
+        parsed = schema.decode_block(record, stored, with_condition=stored_condition)
+        return {k: parsed[k] for k in ("hu", "condition_hu") if k in parsed}, seed
 
     return decode
 
@@ -86,7 +88,8 @@ def _keep_fn(manifest: Manifest, air_keep: float):
     """(hu, seed) -> whether a training block is kept: always with content, with ``air_keep`` if air."""
     margin, block = manifest.margin, manifest.block_size
 
-    def keep(hu, seed):
+    def keep(element, seed):
+        hu = element["hu"]
         centre = hu[margin : margin + block, margin : margin + block, margin : margin + block]
         content = tf.reduce_mean(tf.cast(centre > CONTENT_HU, tf.float32))
         draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1))
@@ -96,17 +99,26 @@ def _keep_fn(manifest: Manifest, air_keep: float):
 
 
 def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOptions):
-    """The per-element function: (HU block, seed) -> (condition, target), float32 [B, B, B, 1]."""
+    """The per-element function: (stored blocks, seed) -> (condition, target), float32 [B, B, B, 1].
+
+    A stored condition (task lowdose) gets the same crop, turns and flips as its block: the same
+    stateless seed gives the same draws.
+    """
     mapping = manifest.mapping
     block = manifest.block_size
 
-    def pair(hu, seed):
-        augment_seed, corrupt_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    def crop(hu, augment_seed):
         if training:
-            target_hu = augment.random_block(hu, augment_seed, block, options.max_rotation_deg)
+            return augment.random_block(hu, augment_seed, block, options.max_rotation_deg)
+        return augment.center_crop(hu, block)
+
+    def pair(element, seed):
+        augment_seed, corrupt_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        target_hu = crop(element["hu"], augment_seed)
+        if task == LOWDOSE:
+            condition_hu = crop(element["condition_hu"], augment_seed)
         else:
-            target_hu = augment.center_crop(hu, block)
-        condition_hu = corruption.make_condition(target_hu, task, corrupt_seed, options.peak, options.factor)
+            condition_hu = corruption.make_condition(target_hu, task, corrupt_seed, options.peak, options.factor)
         condition = mapping.forward_tf(condition_hu)[..., None]
         target = mapping.forward_tf(target_hu)[..., None]
         return tf.ensure_shape(condition, [block] * 3 + [1]), tf.ensure_shape(target, [block] * 3 + [1])
@@ -131,7 +143,8 @@ def make_dataset(
       dataset_dir: a folder written by cgan-ct-convert.
       split: "train" (shuffled, augmented, drops the last partial batch) or
         "test" (in order, centre crops, fixed corruption).
-      task: "autoencode", "denoise" or "depixelate".
+      task: "autoencode", "denoise", "depixelate", or "lowdose" (the
+        condition stored with each block: the dataset must have one).
       global_batch_size: batch over all replicas (the paper: 50).
       seed: seeds shuffling, augmentation and corruption.
       options: see PipelineOptions.
@@ -147,11 +160,12 @@ def make_dataset(
     One pass over the dataset is one epoch; iterate it again (Keras fit does)
     for the next epoch, with fresh shuffling and augmentation draws.
     """
-    if task not in corruption.TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {corruption.TASKS}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
     options = options or PipelineOptions()
     dataset_dir = pathlib.Path(dataset_dir)
     manifest = load_manifest(dataset_dir)
+    check_task_data(dataset_dir, manifest, task)
     files = _shard_files(dataset_dir, manifest, split)
     training = split == "train"
     batch = global_batch_size
@@ -188,7 +202,7 @@ def make_dataset(
         paired = tf.data.Dataset.zip(records, seeds)
     else:
         paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
-    decoded = paired.map(_decode_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decoded = paired.map(_decode_fn(manifest, task == LOWDOSE), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
         if options.air_keep < 1.0:
             decoded = decoded.filter(_keep_fn(manifest, options.air_keep))
@@ -197,6 +211,16 @@ def make_dataset(
         _pair_fn(manifest, task, training, options), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     return pairs.batch(batch, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def check_task_data(dataset_dir, manifest: Manifest, task: str) -> None:
+    """VolumeError unless the dataset can train ``task``: lowdose needs a stored condition."""
+    if task == LOWDOSE and not manifest.condition:
+        raise VolumeError(
+            dataset_dir,
+            "stores no paired condition, which task lowdose trains on: convert with "
+            "--condition lowdose (simulated) or --condition_input LOW_DOSE_SERIES (real pairs)",
+        )
 
 
 def load_intensity(dataset_dir) -> IntensityMapping:

@@ -56,11 +56,13 @@ class VolumeEntry:
     warnings: tuple[str, ...]
     split: str
     shard: str | None = None  # the local engine's shard; the Beam engine's records are spread over shards
+    condition_volume_id: str | None = None  # a paired condition's own volume (pseudonym)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
-        if self.shard is None:
-            del data["shard"]
+        for optional in ("shard", "condition_volume_id"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
@@ -91,6 +93,7 @@ class Manifest:
     splits: dict[str, SplitInfo]
     volumes: tuple[VolumeEntry, ...]
     skipped: tuple[SkippedInput, ...]
+    condition: dict | None = None  # schema 2: the paired condition stored with each block (condition_record)
 
     @property
     def mapping(self) -> intensity.IntensityMapping:
@@ -149,6 +152,15 @@ class Manifest:
     def save(self, dataset_dir) -> pathlib.Path:
         """Writes ``manifest.json`` atomically."""
         return write_json_atomic(pathlib.Path(dataset_dir) / MANIFEST_FILE, self.to_json())
+
+
+def condition_record(config: ConversionConfig) -> dict | None:
+    """What the manifest says of the stored condition: None, {"kind": "paired"} or {"kind": "lowdose", dose...}."""
+    if config.condition is None:
+        return None
+    if config.condition == "lowdose":
+        return {"kind": "lowdose", **config.lowdose.to_json()}
+    return {"kind": config.condition}
 
 
 def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.IntensityMapping:
@@ -213,6 +225,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         "splits": splits,
         "volumes": volumes,
         "skipped": list(skipped),
+        "condition": condition_record(config),
     }
     return Manifest.from_json(record)
 

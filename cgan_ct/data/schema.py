@@ -6,7 +6,11 @@ the conversion workers never import TensorFlow; decoding uses TensorFlow ops
 so that it runs inside tf.data.
 
 A record holds one block with its margin: int16 HU, little-endian, C order
-(z, y, x), edge ``stored_size = block_size + 2 * margin``.
+(z, y, x), edge ``stored_size = block_size + 2 * margin``. Since schema 2 a
+dataset may also store a paired condition beside each block (the same grid and
+encoding: a simulated low dose, or a real low-dose series of the same patient);
+its manifest then says what the condition is. Schema 1 datasets (no condition)
+read as before.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import struct
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-READABLE_SCHEMA_VERSIONS = (1,)  # manifests (and their shards) this code reads
+SCHEMA_VERSION = 2  # 2: an optional paired condition per block (CONDITION_HU)
+READABLE_SCHEMA_VERSIONS = (1, 2)  # manifests (and their shards) this code reads
 
 HU = "block/hu_int16"
+CONDITION_HU = "block/condition_hu_int16"
 SIZE = "block/stored_size"
 MARGIN = "block/margin"
 ORIGIN = "block/origin_zyx"
@@ -77,14 +82,20 @@ class BlockEncoder:
             + _entry(SPACING, _float_feature([float(s) for s in spacing_mm]))
         )
 
-    def encode(self, block_hu: np.ndarray, origin_zyx, padding_voxels: int) -> bytes:
+    def _voxels(self, block_hu: np.ndarray, what: str) -> bytes:
         if block_hu.dtype != np.int16 or block_hu.shape != (self.stored_size,) * 3:
             raise ValueError(
-                f"block must be a cubic int16 array of edge {self.stored_size}, got {block_hu.shape} {block_hu.dtype}"
+                f"{what} must be a cubic int16 array of edge {self.stored_size}, got {block_hu.shape} {block_hu.dtype}"
             )
-        voxels = block_hu.astype("<i2", copy=False).tobytes()  # one C-order copy
+        return block_hu.astype("<i2", copy=False).tobytes()  # one C-order copy
+
+    def encode(self, block_hu: np.ndarray, origin_zyx, padding_voxels: int, condition_hu=None) -> bytes:
+        """One record; ``condition_hu`` (same shape and dtype) is the block's paired condition, if any."""
+        entries = _entry(HU, _bytes_feature(self._voxels(block_hu, "block")))
+        if condition_hu is not None:
+            entries += _entry(CONDITION_HU, _bytes_feature(self._voxels(condition_hu, "condition block")))
         entries = (
-            _entry(HU, _bytes_feature(voxels))
+            entries
             + self._shared
             + _entry(ORIGIN, _int64_feature(origin_zyx))
             + _entry(PADDING, _int64_feature([padding_voxels]))
@@ -101,10 +112,12 @@ def encode_block(
     return BlockEncoder(block_hu.shape[0], margin, volume_id, spacing_mm).encode(block_hu, origin_zyx, padding_voxels)
 
 
-def feature_spec() -> dict:
+def feature_spec(with_condition: bool = False) -> dict:
     import tensorflow as tf  # imported here: the encoding side must not load TensorFlow
 
+    condition = {CONDITION_HU: tf.io.FixedLenFeature([], tf.string)} if with_condition else {}
     return {
+        **condition,
         HU: tf.io.FixedLenFeature([], tf.string),
         SIZE: tf.io.FixedLenFeature([], tf.int64),
         MARGIN: tf.io.FixedLenFeature([], tf.int64),
@@ -115,18 +128,24 @@ def feature_spec() -> dict:
     }
 
 
-def decode_block(serialized, stored_size: int) -> dict:
+def decode_block(serialized, stored_size: int, with_condition: bool = False) -> dict:
     """Parses one record into tensors (works eagerly and inside tf.data).
 
     Returns a dict: ``hu`` int16 [S, S, S] (S = stored_size), ``margin`` and
     ``padding_voxels`` int64 scalars, ``origin_zyx`` int64 [3], ``volume_id``
-    string, ``spacing_mm`` float32 [3].
+    string, ``spacing_mm`` float32 [3]; with ``with_condition``, also
+    ``condition_hu`` int16 [S, S, S] (the record must hold one).
     """
     import tensorflow as tf
 
-    parsed = tf.io.parse_single_example(serialized, feature_spec())
+    parsed = tf.io.parse_single_example(serialized, feature_spec(with_condition))
     hu = tf.io.decode_raw(parsed[HU], tf.int16, little_endian=True)
+    condition = {}
+    if with_condition:
+        voxels = tf.io.decode_raw(parsed[CONDITION_HU], tf.int16, little_endian=True)
+        condition = {"condition_hu": tf.reshape(voxels, [stored_size] * 3)}
     return {
+        **condition,
         "hu": tf.reshape(hu, [stored_size] * 3),
         "margin": parsed[MARGIN],
         "origin_zyx": parsed[ORIGIN],

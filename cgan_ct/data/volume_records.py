@@ -14,10 +14,12 @@ import numpy as np
 
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
+from cgan_ct.data.pairing import align_pair
 from cgan_ct.io.sources import VolumeSource
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
+from cgan_ct.ops.lowdose import simulate_lowdose
 
 HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
 
@@ -31,8 +33,8 @@ class ConvertedVolume:
     histogram: np.ndarray
 
 
-def _volume_blocks(volume, config: ConversionConfig):
-    """(origin, block, padding voxels) of every block kept, and how many were dropped."""
+def _volume_blocks(volume, config: ConversionConfig, condition_hu=None):
+    """(origin, block, padding voxels, condition block or None) of every block kept, and how many were dropped."""
     keep = None
     if config.drop_outside_body:
         mask = body_mask(volume.hu)
@@ -43,28 +45,46 @@ def _volume_blocks(volume, config: ConversionConfig):
             if mask[z : z + b, y : y + b, x : x + b].any():
                 keep.add(origin)
     kept, dropped = [], 0
-    for origin, block in blocks.iter_blocks_with_margin(volume.hu, config.block_size, config.margin, config.pad_hu):
+    cut = lambda hu: blocks.iter_blocks_with_margin(hu, config.block_size, config.margin, config.pad_hu)  # noqa: E731
+    conditions = (b for _, b in cut(condition_hu)) if condition_hu is not None else iter(lambda: None, 0)
+    for (origin, block), condition in zip(cut(volume.hu), conditions):
         if keep is not None and origin not in keep:
             dropped += 1
             continue
-        kept.append((origin, block, blocks.padding_voxels(volume.shape, origin, config.block_size)))
+        kept.append((origin, block, blocks.padding_voxels(volume.shape, origin, config.block_size), condition))
     return kept, dropped
+
+
+def _with_condition(volume, source: VolumeSource, config: ConversionConfig, salt: str | None):
+    """The volume (cropped to a paired condition's slices) and its condition in int16 HU, or None."""
+    if config.condition == "lowdose":
+        simulated = simulate_lowdose(volume.hu, volume.spacing_mm, config.lowdose, key=volume.volume_id)
+        return volume, np.rint(simulated).astype(np.int16)
+    if config.condition == "paired":
+        if source.paired is None:
+            raise ValueError(f"{source.volume_id}: a paired conversion needs each source's condition volume")
+        return align_pair(volume, source.paired.read(salt, config.spacing_mm))
+    return volume, None
 
 
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
     """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
-    volume = subsample_volume(source.read(salt, config.spacing_mm), config.subsample)
-    kept, dropped = _volume_blocks(volume, config)
+    volume, condition_hu = _with_condition(source.read(salt, config.spacing_mm), source, config, salt)
+    if config.subsample > 1:
+        volume = subsample_volume(volume, config.subsample)
+        condition_hu = None if condition_hu is None else condition_hu[:: config.subsample, :: config.subsample, :: config.subsample]
+    kept, dropped = _volume_blocks(volume, config, condition_hu)
     encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)
-    records = (encoder.encode(block, origin, padding) for origin, block, padding in kept)
+    records = (encoder.encode(block, origin, padding, condition) for origin, block, padding, condition in kept)
     entry = {
         "volume_id": volume.volume_id,
         "patient_key": source.patient_key,
         "shape_zyx": list(volume.shape),
         "spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
         "blocks": len(kept),
-        "padding_voxels": int(sum(p for _, _, p in kept)),
+        "padding_voxels": int(sum(p for _, _, p, _ in kept)),
         "dropped_outside_body": dropped,
         "warnings": list(volume.warnings),
+        **({"condition_volume_id": source.paired.volume_id} if source.paired is not None else {}),
     }
     return ConvertedVolume(entry, records, intensity.hu_histogram(volume.hu, stride=HISTOGRAM_STRIDE))

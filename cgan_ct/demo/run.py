@@ -32,7 +32,8 @@ from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.ops.corruption import DENOISE, DEPIXELATE, TASKS
+from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs whole-slice simulation: not in the demo yet
+from cgan_ct.ops.corruption import DENOISE, DEPIXELATE
 
 STATE = "demo.json"
 

@@ -31,6 +31,7 @@ class VolumeSource:
     estimated_voxels: int
     series: dicom_io.SeriesRef | None = None
     file: pathlib.Path | None = None
+    paired: VolumeSource | None = None  # the same patient's condition series (paired conversion)
 
     def read(self, salt: str | None, spacing_mm=None) -> Volume:
         if self.series is not None:

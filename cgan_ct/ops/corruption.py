@@ -24,6 +24,7 @@ from cgan_ct.constants import (
     DEFAULT_PEAK,
     DENOISE,
     DEPIXELATE,
+    LOWDOSE,
     POISSON_HU_OFFSET,
     POISSON_HU_RANGE,
     TASKS,
@@ -68,4 +69,9 @@ def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor:
         return poisson_noise(hu, seed, peak)
     if task == DEPIXELATE:
         return depixelate(hu, factor)
+    if task == LOWDOSE:
+        raise ValueError(
+            "lowdose's condition is made from whole slices (cgan_ct.ops.lowdose.simulate_lowdose) "
+            "or stored with the data, not derived from a block"
+        )
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
