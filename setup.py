@@ -48,6 +48,7 @@ setup(
         "pylibjpeg-openjpeg>=2",
         "SimpleITK>=2.3",
         "scikit-image>=0.22",
+        "bm3d>=4",  # the BM3D baseline of the denoising tasks (handles correlated noise)
         "absl-py>=2",
         "google-crc32c>=1.5",
         "pillow>=10",

@@ -30,11 +30,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from cgan_ct.config import ConversionConfig, model_config
+from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import make_dataset
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
-from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
 
 _CHEST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
 _DATASET = flags.DEFINE_string("dataset_dir", None, "A converted dataset (default: convert the shared chest series).")

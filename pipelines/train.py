@@ -20,9 +20,9 @@ from absl import flags
 
 from cgan_ct.cli import job
 from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config
+from cgan_ct.constants import TASKS
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.constants import TASKS
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
 _TASK = flags.DEFINE_enum("task", None, list(TASKS), "The condition to learn from.")

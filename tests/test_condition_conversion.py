@@ -115,7 +115,9 @@ def test_simulated_lowdose_conversion_is_reproducible(tmp_path):
     noise = [r["condition_hu"].numpy().astype(float) - r["hu"].numpy() for r in _records(tmp_path / "a")]
     noise = np.concatenate([n.ravel() for n in noise])
     assert 1.0 < noise.std() < 400.0 and abs(noise.mean()) < 20.0
-    other = conversion_config("smoke", condition="lowdose", lowdose=LowDoseConfig(views=64, dose=0.5), test_fraction=0.0)
+    other = conversion_config(
+        "smoke", condition="lowdose", lowdose=LowDoseConfig(views=64, dose=0.5), test_fraction=0.0
+    )
     with pytest.raises(VolumeError, match="different conversion"):
         convert([tmp_path / "in"], tmp_path / "a", other, workers=1)  # the dose is part of the conversion
 

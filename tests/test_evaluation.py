@@ -42,6 +42,23 @@ def test_baselines_per_task():
     assert set(baselines("denoise", volume)) == {"condition", "gaussian", "non_local_means"}
     assert set(baselines("depixelate", volume)) == {"condition", "trilinear", "tricubic"}
     assert set(baselines("autoencode", volume)) == {"condition"}
+    assert set(baselines("lowdose", volume, skip=())) == {"condition", "gaussian", "non_local_means", "bm3d"}
+
+
+def test_denoisers_improve_a_noisy_smooth_volume_and_tuning_picks_from_training_pairs():
+    from cgan_ct.inference.baselines import tune_baselines
+    from cgan_ct.inference.metrics import psnr_db
+
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.meshgrid(*(np.linspace(-1, 1, n) for n in (4, 48, 48)), indexing="ij")
+    clean = (300 * np.cos(3 * xx) * np.sin(2 * yy) + 40 * zz).astype(np.float32)
+    noisy = clean + rng.normal(0, 60, clean.shape).astype(np.float32)
+    out = baselines("lowdose", noisy, skip=())
+    for method in ("gaussian", "non_local_means", "bm3d"):
+        assert psnr_db(clean, out[method]) > psnr_db(clean, noisy) + 3, method
+    tuned = tune_baselines("lowdose", [(noisy, clean)], methods=("gaussian",))
+    assert tuned["gaussian"]["sigma_px"] in (0.5, 0.75, 1.0, 1.5, 2.0)
+    assert tuned["gaussian"]["psnr_db"] >= psnr_db(clean, out["gaussian"]) - 1e-3  # the default is on the grid
 
 
 @pytest.mark.slow

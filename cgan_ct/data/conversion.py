@@ -99,7 +99,11 @@ def plan_fingerprint(tasks: list[ShardTask], config: ConversionConfig) -> str:
         "config": _config_record(config),
         "schema_version": schema.SCHEMA_VERSION,
         "shards": {t.name: [s.volume_id for s in t.sources] for t in tasks},
-        **({"paired": {t.name: [s.paired.volume_id for s in t.sources] for t in tasks}} if config.condition == "paired" else {}),
+        **(
+            {"paired": {t.name: [s.paired.volume_id for s in t.sources] for t in tasks}}
+            if config.condition == "paired"
+            else {}
+        ),
     }
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 

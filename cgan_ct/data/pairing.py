@@ -74,7 +74,9 @@ def align_pair(full: Volume, condition: Volume) -> tuple[Volume, np.ndarray]:
     """
     problems = []
     if full.shape[1:] != condition.shape[1:]:
-        problems.append(f"slices of {full.shape[1]} x {full.shape[2]} against {condition.shape[1]} x {condition.shape[2]}")
+        problems.append(
+            f"slices of {full.shape[1]} x {full.shape[2]} against {condition.shape[1]} x {condition.shape[2]}"
+        )
     if np.max(np.abs(np.subtract(full.spacing_mm[1:], condition.spacing_mm[1:]))) > _SPACING_TOLERANCE_MM:
         problems.append(f"pixel spacing {full.spacing_mm[1:]} mm against {condition.spacing_mm[1:]} mm")
     if abs(full.spacing_mm[0] - condition.spacing_mm[0]) > _SPACING_TOLERANCE_MM:
@@ -83,7 +85,9 @@ def align_pair(full: Volume, condition: Volume) -> tuple[Volume, np.ndarray]:
         problems.append("different orientations")
     if not problems:
         in_plane = np.asarray(full.direction)[:, 1:]
-        shift = (np.asarray(condition.origin_mm) - np.asarray(full.origin_mm)) @ in_plane / np.asarray(full.spacing_mm[1:])
+        shift = (
+            (np.asarray(condition.origin_mm) - np.asarray(full.origin_mm)) @ in_plane / np.asarray(full.spacing_mm[1:])
+        )
         if np.max(np.abs(shift)) > _POSITION_TOLERANCE:
             problems.append(f"in-plane origins {np.round(shift, 2).tolist()} voxels apart")
     if problems:

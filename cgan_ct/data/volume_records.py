@@ -46,8 +46,9 @@ def _volume_blocks(volume, config: ConversionConfig, condition_hu=None):
                 keep.add(origin)
     kept, dropped = [], 0
     cut = lambda hu: blocks.iter_blocks_with_margin(hu, config.block_size, config.margin, config.pad_hu)  # noqa: E731
-    conditions = (b for _, b in cut(condition_hu)) if condition_hu is not None else iter(lambda: None, 0)
-    for (origin, block), condition in zip(cut(volume.hu), conditions):
+    cut_volume = list(cut(volume.hu))
+    conditions = [b for _, b in cut(condition_hu)] if condition_hu is not None else [None] * len(cut_volume)
+    for (origin, block), condition in zip(cut_volume, conditions, strict=True):
         if keep is not None and origin not in keep:
             dropped += 1
             continue
@@ -72,7 +73,11 @@ def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | N
     volume, condition_hu = _with_condition(source.read(salt, config.spacing_mm), source, config, salt)
     if config.subsample > 1:
         volume = subsample_volume(volume, config.subsample)
-        condition_hu = None if condition_hu is None else condition_hu[:: config.subsample, :: config.subsample, :: config.subsample]
+        condition_hu = (
+            None
+            if condition_hu is None
+            else condition_hu[:: config.subsample, :: config.subsample, :: config.subsample]
+        )
     kept, dropped = _volume_blocks(volume, config, condition_hu)
     encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)
     records = (encoder.encode(block, origin, padding, condition) for origin, block, padding, condition in kept)

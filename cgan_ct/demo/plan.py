@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 from cgan_ct.constants import DENOISE, DEPIXELATE
+from cgan_ct.constants import DERIVED_TASKS as TASKS  # the demo's tasks: conditions made from blocks
 from cgan_ct.inference.baselines import BASELINES
 from cgan_ct.ops.blocks import tile_origins
-from cgan_ct.constants import DERIVED_TASKS as TASKS  # the demo's tasks: conditions made from blocks
 
 EVALUATION_SHARE = 0.3  # at most this fraction of the budget for inference, baselines, metrics and figures
 EXPORT_S = 30.0  # first guess per task (SavedModel traced and written, loaded back); then as measured

@@ -18,12 +18,14 @@ import time
 import keras
 
 from cgan_ct.config import conversion_config, model_config
+from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.demo import plan as demo_plan
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
 from cgan_ct.inference import report
+from cgan_ct.inference.baselines import SLOW_BASELINES
 from cgan_ct.inference.evaluation import evaluate_inputs
 from cgan_ct.inference.inference import BlockModel
 from cgan_ct.io.dicom_writer import write_dicom_series
@@ -32,7 +34,6 @@ from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs whole-slice simulation: not in the demo yet
 from cgan_ct.ops.corruption import DENOISE, DEPIXELATE
 
 STATE = "demo.json"
@@ -265,7 +266,7 @@ def run_demo(
             settings.seed,
             progress,
             _volume_writer(out / "volumes"),
-            skip_baselines=skip,
+            skip_baselines=(*skip, *SLOW_BASELINES),
             notes=notes,
             noise_spread=False,  # a second inference pass the demo's time plan does not hold
         )

@@ -3,9 +3,16 @@
 Every baseline takes the condition volume in HU (z, y, x) and returns float32 HU.
 - depixelate: trilinear and tricubic interpolation from the same samples the
   model sees (every factor-th voxel, starting at 0);
-- denoise: Gaussian smoothing (sigma 1 voxel in-plane, 0.5 across slices) and
-  non-local means (scikit-image, per axial slice);
+- denoise and lowdose: Gaussian smoothing (sigma 1 voxel in-plane, 0.5 across
+  slices), non-local means (scikit-image, per axial slice) and BM3D (the
+  ``bm3d`` package, per axial slice; about 8 s a 512 x 512 slice, so it runs
+  only when asked for: ``SLOW_BASELINES``);
 - every task: the condition itself.
+
+Their settings: for denoise, the noise level the Poisson protocol implies;
+for lowdose, the noise level estimated from the condition itself (wavelet
+median, scikit-image ``estimate_sigma``); or ``params`` from ``tune_baselines``,
+fitted on training volumes (never on the patient being scored).
 """
 
 from __future__ import annotations
@@ -17,7 +24,18 @@ import numpy as np
 from scipy import ndimage
 from skimage.restoration import denoise_nl_means
 
-from cgan_ct.constants import DEFAULT_FACTOR, DEFAULT_PEAK, DENOISE, DEPIXELATE, POISSON_HU_OFFSET, POISSON_HU_RANGE
+from cgan_ct.constants import (
+    DATA_RANGE_HU,
+    DEFAULT_FACTOR,
+    DEFAULT_PEAK,
+    DENOISE,
+    DEPIXELATE,
+    LOWDOSE,
+    POISSON_HU_OFFSET,
+    POISSON_HU_RANGE,
+)
+
+SLOW_BASELINES = ("bm3d",)  # run only when asked for (evaluation skips them by default)
 
 
 def interpolate_samples(condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, order: int = 1) -> np.ndarray:
@@ -28,41 +46,99 @@ def interpolate_samples(condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, 
     return ndimage.map_coordinates(samples, coordinates, order=order, mode="nearest").astype(np.float32)
 
 
-def gaussian_smoothing(condition_hu: np.ndarray) -> np.ndarray:
-    return ndimage.gaussian_filter(np.asarray(condition_hu, np.float32), sigma=(0.5, 1.0, 1.0))
+def gaussian_smoothing(condition_hu: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
+    """Gaussian smoothing, ``sigma_px`` in-plane and half of it across slices."""
+    return ndimage.gaussian_filter(np.asarray(condition_hu, np.float32), sigma=(sigma_px / 2, sigma_px, sigma_px))
 
 
-def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK) -> np.ndarray:
-    """Per-slice non-local means with the noise level the Poisson protocol implies for soft tissue."""
-    sigma_hu = POISSON_HU_RANGE * np.sqrt((POISSON_HU_OFFSET / POISSON_HU_RANGE) / peak)  # std of Y at 0 HU
-    images = np.asarray(condition_hu, np.float32)
+def _per_slice(function, volume_hu: np.ndarray) -> np.ndarray:
+    images = np.asarray(volume_hu, np.float32)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # scikit-image and bm3d release the GIL
+        return np.stack(list(pool.map(function, images))).astype(np.float32)
+
+
+def poisson_sigma_hu(peak: float) -> float:
+    """Standard deviation of the Poisson protocol's condition at 0 HU (soft tissue)."""
+    return float(POISSON_HU_RANGE * np.sqrt((POISSON_HU_OFFSET / POISSON_HU_RANGE) / peak))
+
+
+def estimated_sigma_hu(condition_hu: np.ndarray, slices: int = 8) -> float:
+    """The condition's noise level from itself (wavelet median absolute deviation, a few central slices)."""
+    from skimage.restoration import estimate_sigma
+
+    volume = np.asarray(condition_hu, np.float32)
+    start = max(0, (len(volume) - slices) // 2)
+    return float(np.median([estimate_sigma(image) for image in volume[start : start + slices]]))
+
+
+def non_local_means(condition_hu: np.ndarray, peak: float = DEFAULT_PEAK, sigma_hu: float | None = None) -> np.ndarray:
+    """Per-slice non-local means at noise level ``sigma_hu`` (default: the Poisson protocol's at 0 HU)."""
+    sigma_hu = poisson_sigma_hu(peak) if sigma_hu is None else float(sigma_hu)
 
     def one(image):
         return denoise_nl_means(image, h=0.8 * sigma_hu, sigma=sigma_hu, patch_size=5, patch_distance=5, fast_mode=True)
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # scikit-image releases the GIL here
-        return np.stack(list(pool.map(one, images))).astype(np.float32)
+    return _per_slice(one, condition_hu)
 
 
-BASELINES = {DEPIXELATE: ("trilinear", "tricubic"), DENOISE: ("gaussian", "non_local_means")}
+def bm3d_slices(condition_hu: np.ndarray, sigma_hu: float) -> np.ndarray:
+    """Per-slice BM3D (both stages) at noise level ``sigma_hu``, on HU scaled by the data range."""
+    import bm3d
+
+    def one(image):
+        scaled = (image - CLIP_LOW) / DATA_RANGE_HU
+        out = bm3d.bm3d(scaled, sigma_psd=sigma_hu / DATA_RANGE_HU, stage_arg=bm3d.BM3DStages.ALL_STAGES)
+        return np.asarray(out, np.float32) * DATA_RANGE_HU + CLIP_LOW
+
+    # one slice at a time: bm3d runs its own thread pool, and two calls at once abort the process
+    return np.stack([one(image) for image in np.asarray(condition_hu, np.float32)]).astype(np.float32)
+
+
+CLIP_LOW = -1024.0
+BASELINES = {
+    DEPIXELATE: ("trilinear", "tricubic"),
+    DENOISE: ("gaussian", "non_local_means", "bm3d"),
+    LOWDOSE: ("gaussian", "non_local_means", "bm3d"),
+}
 
 
 def baselines(
-    task: str, condition_hu: np.ndarray, skip=(), peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR
+    task: str,
+    condition_hu: np.ndarray,
+    skip=SLOW_BASELINES,
+    peak: float = DEFAULT_PEAK,
+    factor: int = DEFAULT_FACTOR,
+    params: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``.
+    """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``
+    (default: the slow ones, BM3D).
 
-    ``peak`` and ``factor``: the condition's Poisson peak (non-local means' noise level) and pixelation factor.
+    ``peak`` and ``factor``: the condition's Poisson peak (the denoisers' noise level) and pixelation
+    factor. ``params``: per method, settings from ``tune_baselines`` ({"gaussian": {"sigma_px"},
+    "non_local_means": {"sigma_scale"}, "bm3d": {"sigma_scale"}}: the noise level is sigma_scale
+    times the condition's own, the protocol's for denoise, estimated from it for lowdose); what is
+    not given is the default (scale 1).
     """
+    params = params or {}
+    noise = {}
+
+    def sigma(method):  # the noise level, the condition's estimated once and only when needed
+        if "sigma" not in noise:
+            noise["sigma"] = poisson_sigma_hu(peak) if task == DENOISE else estimated_sigma_hu(condition_hu)
+        return params.get(method, {}).get("sigma_scale", 1.0) * noise["sigma"]
+
+    denoisers = {
+        "gaussian": lambda: gaussian_smoothing(condition_hu, params.get("gaussian", {}).get("sigma_px", 1.0)),
+        "non_local_means": lambda: non_local_means(condition_hu, peak, sigma("non_local_means")),
+        "bm3d": lambda: bm3d_slices(condition_hu, sigma("bm3d")),
+    }
     methods = {
         DEPIXELATE: {
             "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1),
             "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3),
         },
-        DENOISE: {
-            "gaussian": lambda: gaussian_smoothing(condition_hu),
-            "non_local_means": lambda: non_local_means(condition_hu, peak),
-        },
+        DENOISE: denoisers,
+        LOWDOSE: denoisers,
     }.get(task, {})
     unknown = set(skip) - {name for names in BASELINES.values() for name in names}
     if unknown:
@@ -70,6 +146,34 @@ def baselines(
     result = {"condition": np.asarray(condition_hu, np.float32)}
     result.update({name: make() for name, make in methods.items() if name not in skip})
     return result
+
+
+TUNING_GRID = {
+    "gaussian": ("sigma_px", (0.5, 0.75, 1.0, 1.5, 2.0)),
+    "non_local_means": ("sigma_scale", (0.5, 0.75, 1.0, 1.5, 2.0)),
+    "bm3d": ("sigma_scale", (0.5, 0.75, 1.0, 1.5, 2.0)),
+}
+
+
+def tune_baselines(task: str, pairs, methods=("gaussian", "non_local_means"), peak: float = DEFAULT_PEAK) -> dict:
+    """Each denoiser's setting that scores best (mean PSNR in HU) on ``pairs`` of (condition, target) volumes.
+
+    ``pairs`` come from training patients (a few slices each is enough). Returns
+    ``{method: {"sigma_px" or "sigma_scale": value, "psnr_db": best}}``, ready for ``baselines(params=)``.
+    """
+    from cgan_ct.inference.metrics import psnr_db
+
+    tuned = {}
+    for method in methods:
+        name, grid = TUNING_GRID[method]
+        others = [m for m in BASELINES[task] if m != method]
+        scores = []
+        for value in grid:
+            outputs = [baselines(task, c, others, peak, params={method: {name: value}})[method] for c, _ in pairs]
+            scores.append((float(np.mean([psnr_db(t, o) for (_, t), o in zip(pairs, outputs, strict=True)])), value))
+        best_score, best = max(scores)
+        tuned[method] = {name: best, "psnr_db": round(best_score, 3)}
+    return tuned
 
 
 def seam_score(volume: np.ndarray, block: int) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 
 from cgan_ct.constants import AIR_HU
 from cgan_ct.inference import report
-from cgan_ct.inference.baselines import baselines, seam_score
+from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, seam_score
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.inference.metrics import quality
 from cgan_ct.io.volume import Volume
@@ -59,8 +59,9 @@ def evaluate_volume(
     model: BlockModel,
     overlap: float = 0.25,
     seed: int = 0,
-    skip_baselines=(),
+    skip_baselines=SLOW_BASELINES,
     noise_spread: bool = True,
+    baseline_params: dict | None = None,
 ) -> TaskResult:
     """Model and baselines (but ``skip_baselines``) against the original, whole volume and lungs; seam score;
     and (``noise_spread``) the model's output spread over noise draws, ``z_std_hu`` on its rows."""
@@ -69,7 +70,7 @@ def evaluate_volume(
     lungs = lung_mask(volume.hu, volume.spacing_mm)
     methods = {
         "model": generated.hu.astype(np.float32),
-        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor),
+        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor, baseline_params),
     }
     rows = []
     for method, output in methods.items():
@@ -103,7 +104,7 @@ def evaluate_inputs(
     seed: int = 0,
     progress=None,
     on_result=None,
-    skip_baselines=(),
+    skip_baselines=SLOW_BASELINES,
     notes=(),
     noise_spread: bool = True,
 ) -> list[dict]:
@@ -111,8 +112,9 @@ def evaluate_inputs(
 
     ``models`` maps task -> BlockModel; ``progress(done, total)`` after each (input, task);
     ``on_result(input_index, result)`` receives each TaskResult (e.g. to keep its volumes);
-    ``skip_baselines`` names baselines not to run; ``notes`` are lines for the report; ``noise_spread``
-    measures each model's output spread over noise draws (a second inference of up to 64 slices).
+    ``skip_baselines`` names baselines not to run (default: the slow ones, BM3D); ``notes`` are lines
+    for the report; ``noise_spread`` measures each model's output spread over noise draws (a second
+    inference of up to 64 slices).
     """
     out = pathlib.Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgan_ct.constants import AIR_HU, SEEDED_SIGNATURE
+from cgan_ct.config import LowDoseConfig
+from cgan_ct.constants import AIR_HU, LOWDOSE, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
@@ -17,6 +18,7 @@ from cgan_ct.model.export import BlockGenerator, ModelInfo, is_exported_model, l
 from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
+from cgan_ct.ops.lowdose import simulate_lowdose
 
 CONDITION_MODES = ("simulate", "as_is")
 _SLAB = 32  # slices per chunk when corrupting a whole volume
@@ -64,14 +66,28 @@ def make_condition(
     seed: int = 0,
     peak: float = corruption.DEFAULT_PEAK,
     factor: int = corruption.DEFAULT_FACTOR,
+    lowdose: LowDoseConfig | None = None,
 ) -> Volume:
     """The task's condition for a whole volume, by the same corruption code as training.
 
     Computed in slabs of ``_SLAB`` slices (a multiple of any pixelation factor
     used, so pixel cells never straddle two slabs), each with its own seed:
-    memory stays at one slab of temporaries.
+    memory stays at one slab of temporaries. Task lowdose simulates ``lowdose``
+    (the dose a model was trained on) slice by slice (cgan_ct.ops.lowdose).
     """
     import tensorflow as tf
+
+    condition_id = pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}")
+    if task == LOWDOSE:
+        if lowdose is None:
+            raise VolumeError(
+                volume.volume_id,
+                "a lowdose model trained on real pairs has no dose to simulate: "
+                "give it a real low-dose scan as it is (condition as_is)",
+            )
+        simulated = simulate_lowdose(volume.hu, volume.spacing_mm, lowdose, key=f"{volume.volume_id}:{seed}")
+        hu, _ = hu_to_int16(np.rint(simulated), volume.volume_id)
+        return volume.replace(hu=hu, volume_id=condition_id)
 
     if _SLAB % factor:
         raise ValueError(f"depixelation factor {factor} must divide {_SLAB}")
@@ -80,7 +96,7 @@ def make_condition(
         slab = volume.hu[z : z + _SLAB].astype(np.float32)
         hu = corruption.make_condition(slab, task, tf.constant([seed, index]), peak, factor)
         out[z : z + _SLAB], _ = hu_to_int16(np.asarray(hu), volume.volume_id)
-    return volume.replace(hu=out, volume_id=pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}"))
+    return volume.replace(hu=out, volume_id=condition_id)
 
 
 def infer_volume(
@@ -107,7 +123,7 @@ def infer_volume(
     if task != model.task:
         raise VolumeError(None, f"the model was trained for {model.task!r}, not {task!r}")
     if condition_mode == "simulate":
-        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor)
+        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor, model.info.lowdose)
     else:
         condition = volume
     generated_hu = predict_volume(

@@ -24,11 +24,13 @@ import uuid
 import keras
 import tensorflow as tf
 
+from cgan_ct.config import LowDoseConfig
 from cgan_ct.constants import (
     DEFAULT_FACTOR,
     DEFAULT_PEAK,
     GENERATOR_BEST,
     GENERATOR_LAST,
+    LOWDOSE,
     MODEL_INFO_FILE,
     NORMALIZED_SIGNATURE,
     SAVED_MODEL_FILE,
@@ -52,7 +54,9 @@ class ModelInfo:
     ``intensity`` is the dataset's mapping (IntensityMapping.to_json); ``model``
     the ModelConfig as a dict (None for a model saved outside a training run);
     ``condition`` the corruption the model was trained on ({"peak", "factor"};
-    absent in models exported before it was recorded: the defaults).
+    absent in models exported before it was recorded: the defaults), and for
+    task lowdose the dataset's stored condition under "stored" (the simulated
+    dose and its settings, or {"kind": "paired"} for real pairs).
     """
 
     block_size: int
@@ -78,12 +82,27 @@ class ModelInfo:
         """The pixelation factor of the depixelate condition the model was trained on."""
         return int((self.condition or {}).get("factor", DEFAULT_FACTOR))
 
+    @property
+    def lowdose(self) -> LowDoseConfig | None:
+        """The simulated low dose a lowdose model was trained on; None for other models and real pairs."""
+        stored = (self.condition or {}).get("stored") or {}
+        if stored.get("kind") != "lowdose":
+            return None
+        return LowDoseConfig(**{k: v for k, v in stored.items() if k != "kind"})
+
+    @property
+    def stored_condition(self) -> str | None:
+        """ "lowdose" or "paired" for a model trained on a stored condition, else None."""
+        return ((self.condition or {}).get("stored") or {}).get("kind")
+
     @classmethod
     def from_run(cls, run: RunRecord, checkpoint: str | None = None) -> ModelInfo:
         condition = {
             "peak": float(run.pipeline.get("peak", DEFAULT_PEAK)),
             "factor": int(run.pipeline.get("factor", DEFAULT_FACTOR)),
         }
+        if run.task == LOWDOSE and run.condition:
+            condition["stored"] = dict(run.condition)
         return cls(run.block_size, run.task, run.intensity, run.model, checkpoint, condition=condition)
 
     def to_json(self) -> dict:

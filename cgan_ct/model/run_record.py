@@ -41,6 +41,7 @@ class RunRecord:
     dataset_fingerprint: str
     intensity: dict
     format_version: int = RUN_FORMAT_VERSION
+    condition: dict | None = None  # the dataset's stored condition (manifest "condition"), e.g. the low dose
 
     @property
     def block_size(self) -> int:
@@ -48,7 +49,7 @@ class RunRecord:
 
     def comparable(self) -> dict:
         """What must match to continue a run (more epochs may be asked for)."""
-        fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")
+        fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")  # the fingerprint covers the condition
         record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
         for key, before in _TRAINED_BEFORE.items():
             record[key] = {**before, **record[key]}

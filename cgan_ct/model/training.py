@@ -256,6 +256,7 @@ def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOpti
         dataset_dir=str(dataset_dir.resolve()),
         dataset_fingerprint=manifest.plan_fingerprint,
         intensity=manifest.intensity,
+        condition=manifest.condition,
     )
 
 

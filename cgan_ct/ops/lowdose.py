@@ -155,7 +155,9 @@ def _coarse_projections(mu_per_mm, pixel_mm: float, views: int) -> np.ndarray:
     full = beam(size, views)
     # bins: full bin b sits at t = b - (B - 1) / 2 pixels, coarse position t / 2
     positions = (np.arange(full.bins) - (full.bins - 1) / 2) / 2 + (low.shape[-1] - 1) / 2
-    along_bins = np.stack([np.interp(positions, np.arange(low.shape[-1]), row) for row in low.reshape(-1, low.shape[-1])])
+    along_bins = np.stack(
+        [np.interp(positions, np.arange(low.shape[-1]), row) for row in low.reshape(-1, low.shape[-1])]
+    )
     along_bins = along_bins.reshape(batch, coarse_views, full.bins)
     # views: full view v is at coarse position v * coarse_views / views; the view after the last is the
     # first one seen from the other side (p(theta + pi, t) = p(theta, -t))
@@ -195,7 +197,7 @@ def lowdose_noise_hu(
     if from_dose is None:
         p = geometry.project(mu) * np.float32(pixel_mm)
         expected = config.i0 * config.dose * np.exp(-p)
-        counts = np.stack([rng.poisson(e) for rng, e in zip(rngs, expected)]).astype(np.float32)
+        counts = np.stack([rng.poisson(e) for rng, e in zip(rngs, expected, strict=True)]).astype(np.float32)
         counts += np.float32(math.sqrt(config.electronic_variance)) * _normal(rngs, p.shape)
         noise_p = -np.log(np.maximum(counts, 1.0) / (config.i0 * config.dose)) - p
     else:
