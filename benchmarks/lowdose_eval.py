@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import tempfile
 import time
 
@@ -33,8 +32,6 @@ from absl import app, flags
 from cgan_ct import runtime
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_ROOT / "benchmarks"))
-from train_pretrained import table  # noqa: E402  (the same per-patient table)
 
 GOAL_DB = 1.0
 _DOSE = flags.DEFINE_float("dose", 0.25, "Simulated dose (fraction of the scan's).")
@@ -55,16 +52,32 @@ def _central(volume, count: int):
     return volume.replace(hu=volume.hu[start : start + count].copy())
 
 
+def table(rows: list[dict]) -> str:
+    """Region x method rows, one PSNR / SSIM column per held-out series."""
+    series = sorted({r["series"] for r in rows})
+    lines = ["| region | method | " + " | ".join(f"{s} PSNR / SSIM" for s in series) + " |"]
+    lines.append("|---|---|" + "---|" * len(series))
+    for region in ("volume", "lungs"):
+        methods = sorted({r["method"] for r in rows if r["region"] == region}, key=lambda m: (m != "model", m))
+        for method in methods:
+            cells = []
+            for s in series:
+                found = [r for r in rows if (r["series"], r["region"], r["method"]) == (s, region, method)]
+                cells.append(f"{found[0]['psnr_slices_db']:.2f} / {found[0]['ssim_slices']:.4f}" if found else "-")
+            lines.append(f"| {region} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def goal_lines(rows: list[dict]) -> list[str]:
     lines = []
-    for patient in sorted({r["patient"] for r in rows}):
-        scores = {r["method"]: r for r in rows if r["patient"] == patient and r["region"] == "volume"}
+    for series in sorted({r["series"] for r in rows}):
+        scores = {r["method"]: r for r in rows if r["series"] == series and r["region"] == "volume"}
         model, bm3d = scores["model"], scores["bm3d"]
         met = (
             model["psnr_slices_db"] >= bm3d["psnr_slices_db"] + GOAL_DB and model["ssim_slices"] >= bm3d["ssim_slices"]
         )
         lines.append(
-            f"{patient[:12]}: model {model['psnr_slices_db']:.2f} dB / {model['ssim_slices']:.4f}, "
+            f"{series}: model {model['psnr_slices_db']:.2f} dB / {model['ssim_slices']:.4f}, "
             f"BM3D {bm3d['psnr_slices_db']:.2f} dB / {bm3d['ssim_slices']:.4f}: goal (BM3D + 1 dB, SSIM not below) "
             + ("met" if met else f"missed ({model['psnr_slices_db'] - bm3d['psnr_slices_db']:+.2f} dB)")
         )
