@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -138,3 +139,40 @@ def test_lowdose_needs_a_stored_condition_and_schema_1_still_reads(tmp_path):
     assert condition.shape == target.shape == (2, 16, 16, 16, 1)
     with pytest.raises(ValueError, match="condition inputs"):
         convert([tmp_path / "in"], tmp_path / "x", conversion_config("smoke", condition="paired"), workers=1)
+
+
+def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
+    """The lowdose task end to end: dataset -> train -> export (records the dose) -> infer -> no-reference report."""
+    from cgan_ct.config import model_config
+    from cgan_ct.inference.evaluation import evaluate_no_reference
+    from cgan_ct.inference.inference import BlockModel, infer_volume, make_condition
+    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.model.export import ModelInfo, export_generator
+    from cgan_ct.model.training import RunOptions, train
+
+    hu = _smooth_hu((16, 40, 40), 0)
+    write_ct_series(tmp_path / "in", hu, tags={"PatientID": "P0"})
+    lowdose = LowDoseConfig(views=64, dose=0.5)
+    config = conversion_config("smoke", condition="lowdose", lowdose=lowdose, test_fraction=0.0)
+    convert([tmp_path / "in"], tmp_path / "ds", config, workers=1)
+    result = train(
+        tmp_path / "ds", tmp_path / "run", model_config("smoke"), RunOptions("lowdose", steps_per_epoch=3), verbose=0
+    )
+    assert not result.diverged
+    model_dir = export_generator(tmp_path / "run", tmp_path / "model")
+    info = ModelInfo.load(model_dir)
+    assert info.task == "lowdose" and info.lowdose == lowdose and info.stored_condition == "lowdose"
+    model = BlockModel(model_dir)
+    volume = read_volume(tmp_path / "in")
+    condition, generated = infer_volume(volume, model, overlap=0.0)
+    expected = make_condition(volume, "lowdose", 0, lowdose=lowdose)
+    np.testing.assert_array_equal(condition.hu, expected.hu)  # the model's own dose, simulated
+    assert generated.hu.shape == volume.hu.shape
+    rows = evaluate_no_reference([tmp_path / "in"], {"lowdose": model}, tmp_path / "report", overlap=0.0)
+    assert {r["measure"] for r in rows} >= {"noise_tissue_hu", "edge_body_mm"}
+    assert (tmp_path / "report" / "no_reference.md").read_text().count("| lowdose |") == len(rows)
+    # a model trained on real pairs has no dose to simulate: it takes real scans as they are
+    paired = dataclasses.replace(info, condition={**info.condition, "stored": {"kind": "paired"}})
+    assert paired.lowdose is None and paired.stored_condition == "paired"
+    with pytest.raises(VolumeError, match="as it is"):
+        make_condition(volume, "lowdose", 0, lowdose=paired.lowdose)

@@ -28,9 +28,9 @@ _COLUMNS = (
 )
 
 
-def write_csv(rows: list[dict], path: pathlib.Path) -> None:
+def write_csv(rows: list[dict], path: pathlib.Path, columns=_COLUMNS) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
