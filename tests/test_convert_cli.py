@@ -134,3 +134,37 @@ def test_kill_9_then_resume_gives_every_block_once(tmp_path):
     assert manifest["counts"]["volumes"] == 14 and manifest["counts"]["blocks"] == 14 * 4 * 6 * 6
     assert verify(tmp_path / "ds") == []  # checksums, counts, and no block twice
     assert not list((tmp_path / "ds").glob(".tmp-*"))
+
+
+def test_condition_flags(tmp_path):
+    """--condition lowdose [--dose], --condition_input (a real pair, here a NIfTI file of the same name)."""
+    for folder, seed in (("full", 1), ("low", 1)):
+        (tmp_path / folder).mkdir()
+        write_nifti_volume(tmp_path / folder / "p1.nii.gz", (20, 20, 20), seed=seed)
+    common = ("--preset", "smoke", "--workers", "1", "--test_fraction", "0")
+    simulated = _tool(
+        "tfrecords_tools.convert",
+        "--input", tmp_path / "full", "--output_dir", tmp_path / "sim", "--condition", "lowdose",
+        "--dose", "0.5", "--views", "32", *common,
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr
+    assert (
+        "paired condition: lowdose (dose 0.5, i0 3e+06, electronic_variance 10, views 32, seed 0)" in simulated.stdout
+    )
+    assert json.loads((tmp_path / "sim" / "manifest.json").read_text())["condition"]["dose"] == 0.5
+    paired = _tool(
+        "tfrecords_tools.convert",
+        "--input", tmp_path / "full", "--condition_input", tmp_path / "low", "--output_dir", tmp_path / "pair", *common,
+    )  # fmt: skip
+    assert paired.returncode == 0, paired.stderr
+    assert "paired condition: paired" in paired.stdout
+    both = _tool(
+        "tfrecords_tools.convert",
+        "--input", tmp_path / "full", "--condition_input", tmp_path / "low", "--condition", "lowdose",
+        "--output_dir", tmp_path / "x", *common,
+    )  # fmt: skip
+    assert both.returncode != 0 and "give one" in both.stderr
+    stray = _tool(
+        "tfrecords_tools.convert", "--input", tmp_path / "full", "--output_dir", tmp_path / "y", "--dose", "0.5"
+    )
+    assert stray.returncode != 0 and "go with --condition lowdose" in stray.stderr
