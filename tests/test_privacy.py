@@ -132,6 +132,27 @@ def test_conversion_outputs_carry_no_identifier(tmp_path):
     _assert_clean([p for p in out.rglob("*") if p.is_file()])
 
 
+def test_paired_and_simulated_conversions_carry_no_identifier(tmp_path):
+    """A real pair (both series identifying, in identifying folders) and a simulated low dose: no byte leaks."""
+    from cgan_ct.config import LowDoseConfig, conversion_config
+    from cgan_ct.data.conversion import convert
+
+    _write_source(tmp_path / "Zyxwick_full" / "Honoria_chest")
+    low = tmp_path / "Zyxwick_low" / "Honoria_lowdose"
+    per_slice = {i: {"SOPInstanceUID": f"{SOP_UID_ROOT}{i + 11}"} for i in range(4)}
+    tags = {**IDENTIFYING, "SeriesInstanceUID": "1.2.826.0.1.3680043.2.999111.5"}
+    write_ct_series(low, random_hu((4, 16, 16), seed=1), tags=tags, per_slice_tags=per_slice)
+    paired = conversion_config("smoke", test_fraction=0.0, condition="paired")
+    report = convert(
+        [tmp_path / "Zyxwick_full"], tmp_path / "pairs", paired, salt="s", workers=1, condition_inputs=[low.parent]
+    )
+    assert report.complete and report.manifest.volumes[0].condition_volume_id
+    simulated = conversion_config("smoke", test_fraction=0.0, condition="lowdose", lowdose=LowDoseConfig(views=16))
+    convert([tmp_path / "Zyxwick_full"], tmp_path / "simulated", simulated, salt="s", workers=1)
+    for folder in ("pairs", "simulated"):
+        _assert_clean([p for p in (tmp_path / folder).rglob("*") if p.is_file()])
+
+
 def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
     """Everything a cascade writes (datasets, runs, models, synthetic series) is free of the source's identity."""
     from cgan_ct.config import coarse_config, conversion_config, model_config
