@@ -13,13 +13,16 @@ against Gaussian smoothing, non-local means and BM3D, each tuned on the training
    volume, never on a held-out one.
 4. Each held-out volume's central ``--slices`` slices (BM3D costs ~8 s a slice) get the same
    simulated dose (seed 0) and are scored: slice-averaged PSNR / SSIM in HU, whole slab and lungs.
-Writes ``lowdose_eval.json`` and ``lowdose_eval.md`` in the work folder and prints the table.
+Writes ``lowdose_eval.json`` and ``lowdose_eval.md`` in the work folder and prints the table; with
+``--into DIR`` the model is copied to DIR/lowdose with a MODEL_CARD.md and scores.json (how the
+shipped ``pretrained:lowdose`` was made: ``--into cgan_ct/model/pretrained_models``).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import tempfile
 import time
 
@@ -45,6 +48,10 @@ _TRAIN = flags.DEFINE_list(
 )
 _HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
 _WORK = flags.DEFINE_string("work_dir", None, "Work folder (default: a temporary one).")
+_INTO = flags.DEFINE_string("into", None, "Copy the model, with its card, to INTO/lowdose.")
+_CARD_ONLY = flags.DEFINE_bool(
+    "card_only", False, "Write --into from the work folder's lowdose_eval.json; run nothing."
+)
 
 
 def _central(volume, count: int):
@@ -84,6 +91,51 @@ def goal_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def model_card(record: dict, rows: list[dict]) -> str:
+    dose = record["dose"]
+    return "\n".join(
+        [
+            "# Model card: `pretrained:lowdose`",
+            "",
+            f"A cgan-ct block generator for **lowdose**: 32^3 HU blocks of a CT scan at {dose:g} of its dose "
+            "(simulated in the projection domain, cgan_ct.ops.lowdose: noise insertion, parallel-beam FBP, "
+            f"settings {json.dumps(record['lowdose'])}) in, the full-dose blocks out. "
+            "**For research only: not for diagnosis or any clinical use.** It has been trained on simulated "
+            "low dose only; on real low-dose scans (`--condition as_is`) see the no-reference figures in "
+            'BUILD_NOTES.md ("Low dose").',
+            "",
+            "## Use",
+            "",
+            "    cgan-ct-infer --model pretrained:lowdose --input CT --output_dir OUT             # simulates the dose",
+            "    cgan-ct-infer --model pretrained:lowdose --input LOW_DOSE_CT --condition as_is --output_dir OUT",
+            "    cgan-ct-evaluate --model pretrained:lowdose --input CT --output_dir REPORT --bm3d",
+            "",
+            "## Training",
+            "",
+            f"- Data: {', '.join(record['train'])} (the shared real chest cohort: TCIA Lung-PET-CT-Dx, CC BY 4.0; "
+            "COVID-CT-MD, Afshar et al., Scientific Data 2021; see ../shared/data/ct/README.md for provenance).",
+            f"- Held out (never converted, never seen, nothing chosen on them): {', '.join(record['heldout'])} "
+            "(LIDC-IDRI, CC BY 3.0; COVID-CT-MD).",
+            f"- Recipe: the `cpu` preset, {record['steps']} steps (one epoch: the exported generator is the last), "
+            f"seed {record['seed']}, on {record['cpu']}; timings {json.dumps(record['timings'])}.",
+            "- Reproduce: `python benchmarks/lowdose_eval.py --into cgan_ct/model/pretrained_models`.",
+            "",
+            "## Held-out real patients",
+            "",
+            f"The central {record['slices']} slices of each, the same simulated dose (seed 0) for the model and the "
+            "baselines; slice-averaged PSNR (dB) and SSIM, HU clipped to [-1024, 3071], data range 4096 HU. "
+            f"Baselines tuned on the training patients: {json.dumps(record['params'])}.",
+            "",
+            table(rows),
+            "",
+            "Goal of issue 17 (per patient, whole slab):",
+            "",
+            *[f"- {line}" for line in goal_lines(rows)],
+            "",
+        ]
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
     from cgan_ct.config import LowDoseConfig, conversion_config, model_config
@@ -99,6 +151,12 @@ def main(argv: list[str]) -> None:
     work = pathlib.Path(_WORK.value or tempfile.mkdtemp(prefix="lowdose-"))
     status = runtime.status()
     lowdose = LowDoseConfig(dose=_DOSE.value)
+    if _CARD_ONLY.value:
+        saved = json.loads((work / "lowdose_eval.json").read_text())
+        defaults = {"lowdose": lowdose.to_json(), "seed": _SEED.value, "slices": _SLICES.value}
+        record = {**defaults, "train": _TRAIN.value, "heldout": _HELDOUT.value, **saved}
+        _ship(record, record.pop("rows"), work / "export")
+        return
     print(f"cpu: {status['cpu']}; oneDNN {status['onednn']}; dose {_DOSE.value}; work {work}", flush=True)
     timings = {}
     dataset = work / "dataset"
@@ -136,12 +194,35 @@ def main(argv: list[str]) -> None:
         for row in result.rows:
             rows.append({**row, "series": name})
         print(f"{name}: scored in {timings[f'evaluate_{name}_s']:.0f} s", flush=True)
-    record = {"dose": _DOSE.value, "steps": _STEPS.value, "params": params, "timings": timings, "cpu": status["cpu"]}
+    record = {
+        "dose": _DOSE.value,
+        "lowdose": lowdose.to_json(),
+        "steps": _STEPS.value,
+        "seed": _SEED.value,
+        "slices": _SLICES.value,
+        "train": _TRAIN.value,
+        "heldout": _HELDOUT.value,
+        "params": params,
+        "timings": timings,
+        "cpu": status["cpu"],
+    }
     lines = [table(rows), "", *goal_lines(rows)]
     (work / "lowdose_eval.json").write_text(json.dumps({**record, "rows": rows}, indent=1, default=float))
     (work / "lowdose_eval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps(record, default=float))
+    _ship(record, rows, export_dir)
+
+
+def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
+    if not _INTO.value:
+        return
+    folder = pathlib.Path(_INTO.value) / "lowdose"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(export_dir, folder)
+    (folder / "MODEL_CARD.md").write_text(model_card(record, rows))
+    (folder / "scores.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    print(f"model and card: {folder}")
 
 
 if __name__ == "__main__":

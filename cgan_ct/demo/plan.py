@@ -25,7 +25,7 @@ import numpy as np
 
 from cgan_ct.constants import DENOISE, DEPIXELATE
 from cgan_ct.constants import DERIVED_TASKS as TASKS  # the demo's tasks: conditions made from blocks
-from cgan_ct.inference.baselines import BASELINES
+from cgan_ct.inference.baselines import BASELINES, SLOW_BASELINES
 from cgan_ct.ops.blocks import tile_origins
 
 EVALUATION_SHARE = 0.3  # at most this fraction of the budget for inference, baselines, metrics and figures
@@ -96,7 +96,7 @@ def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm:
     per_scan = 0.0
     for task in TASKS:
         per_scan += len(tile_origins(shape_zyx, block, overlap)) * speed.infer_block_s
-        baselines = [b for b in BASELINES.get(task, ()) if nlm or b != "non_local_means"]
+        baselines = [b for b in BASELINES.get(task, ()) if (nlm or b != "non_local_means") and b not in SLOW_BASELINES]
         methods = 2 + len(baselines)  # the model and the condition are scored too
         per_scan += 2 * methods * voxels * speed.quality_voxel_s  # whole volume and lungs
         if task == DENOISE and nlm:
