@@ -13,6 +13,10 @@ against Gaussian smoothing, non-local means and BM3D, each tuned on the training
    volume, never on a held-out one.
 4. Each held-out volume's central ``--slices`` slices (BM3D costs ~8 s a slice) get the same
    simulated dose (seed 0) and are scored: slice-averaged PSNR / SSIM in HU, whole slab and lungs.
+5. With ``--real``: those real (low-dose) series are denoised as they are and measured without
+   reference (noise, edge widths; cgan_ct.inference.no_reference). ``--heldout ''`` skips 3 and 4:
+   e.g. ``--train lung-pet-ct-dx-A0001,lidc-idri-0001 --heldout '' --real covid-ct-md-normal001,...``
+   trains on standard-dose scans only and denoises the low-dose COVID-CT-MD ones.
 Writes ``lowdose_eval.json`` and ``lowdose_eval.md`` in the work folder and prints the table; with
 ``--into DIR`` the model is copied to DIR/lowdose with a MODEL_CARD.md and scores.json (how the
 shipped ``pretrained:lowdose`` was made: ``--into cgan_ct/model/pretrained_models``).
@@ -47,6 +51,9 @@ _TRAIN = flags.DEFINE_list(
     "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
 )
 _HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
+_REAL = flags.DEFINE_list(
+    "real", [], "Real low-dose series denoised as they are (no-reference measures), e.g. covid-ct-md-normal001."
+)
 _WORK = flags.DEFINE_string("work_dir", None, "Work folder (default: a temporary one).")
 _INTO = flags.DEFINE_string("into", None, "Copy the model, with its card, to INTO/lowdose.")
 _CARD_ONLY = flags.DEFINE_bool(
@@ -141,10 +148,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.config import LowDoseConfig, conversion_config, model_config
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.data.conversion import convert
-    from cgan_ct.inference.baselines import tune_baselines
-    from cgan_ct.inference.evaluation import evaluate_volume
-    from cgan_ct.inference.inference import BlockModel, make_condition
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.inference.inference import BlockModel
     from cgan_ct.model.export import export_generator
     from cgan_ct.model.training import RunOptions, train
 
@@ -176,24 +180,20 @@ def main(argv: list[str]) -> None:
         export_generator(run_dir, export_dir, "last")
     model = BlockModel(export_dir)
 
-    start = time.monotonic()
-    pairs = []
-    for path in train_inputs:
-        volume = _central(read_volume(path), _TUNE_SLICES.value)
-        pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
-    params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
-    timings["tune_s"] = time.monotonic() - start
-    print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
+    rows, params, lines = [], {}, []
+    if _HELDOUT.value:
+        rows, params = _supervised(model, train_inputs, lowdose, timings)
+        lines = [table(rows), "", *goal_lines(rows)]
+    if _REAL.value:
+        from cgan_ct.inference.evaluation import evaluate_no_reference, no_reference_markdown
 
-    rows = []
-    for name in _HELDOUT.value:
-        volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         start = time.monotonic()
-        result = evaluate_volume(volume, LOWDOSE, model, skip_baselines=(), noise_spread=False, baseline_params=params)
-        timings[f"evaluate_{name}_s"] = time.monotonic() - start
-        for row in result.rows:
-            rows.append({**row, "series": name})
-        print(f"{name}: scored in {timings[f'evaluate_{name}_s']:.0f} s", flush=True)
+        real = [pathlib.Path(_CT.value) / name for name in _REAL.value]
+        real_rows = evaluate_no_reference(real, {LOWDOSE: model}, work / "no_reference")
+        timings["no_reference_s"] = time.monotonic() - start
+        chunk = len(real_rows) // len(real)  # rows come input by input, one model, the same measures each
+        names = {real_rows[i * chunk]["volume"][:12]: name for i, name in enumerate(_REAL.value)}
+        lines += ["", f"Series: {json.dumps(names)}", "", no_reference_markdown(real_rows)]
     record = {
         "dose": _DOSE.value,
         "lowdose": lowdose.to_json(),
@@ -202,16 +202,44 @@ def main(argv: list[str]) -> None:
         "slices": _SLICES.value,
         "train": _TRAIN.value,
         "heldout": _HELDOUT.value,
+        "real": _REAL.value,
         "params": params,
         "timings": timings,
         "cpu": status["cpu"],
     }
-    lines = [table(rows), "", *goal_lines(rows)]
     (work / "lowdose_eval.json").write_text(json.dumps({**record, "rows": rows}, indent=1, default=float))
     (work / "lowdose_eval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps(record, default=float))
-    _ship(record, rows, export_dir)
+    if rows:
+        _ship(record, rows, export_dir)
+
+
+def _supervised(model, train_inputs, lowdose, timings):
+    """Baselines tuned on the training series, then model and baselines on the held-out ones."""
+    from cgan_ct.constants import LOWDOSE
+    from cgan_ct.inference.baselines import tune_baselines
+    from cgan_ct.inference.evaluation import evaluate_volume
+    from cgan_ct.inference.inference import make_condition
+    from cgan_ct.io.volume_io import read_volume
+
+    start = time.monotonic()
+    pairs = []
+    for path in train_inputs:
+        volume = _central(read_volume(path), _TUNE_SLICES.value)
+        pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
+    params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
+    timings["tune_s"] = time.monotonic() - start
+    print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
+    rows = []
+    for name in _HELDOUT.value:
+        volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
+        start = time.monotonic()
+        result = evaluate_volume(volume, LOWDOSE, model, skip_baselines=(), noise_spread=False, baseline_params=params)
+        timings[f"evaluate_{name}_s"] = time.monotonic() - start
+        rows += [{**row, "series": name} for row in result.rows]
+        print(f"{name}: scored in {timings[f'evaluate_{name}_s']:.0f} s", flush=True)
+    return rows, params
 
 
 def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
