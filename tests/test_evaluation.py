@@ -57,7 +57,7 @@ def test_denoisers_improve_a_noisy_smooth_volume_and_tuning_picks_from_training_
     for method in ("gaussian", "non_local_means", "bm3d"):
         assert psnr_db(clean, out[method]) > psnr_db(clean, noisy) + 3, method
     tuned = tune_baselines("lowdose", [(noisy, clean)], methods=("gaussian",))
-    assert tuned["gaussian"]["sigma_px"] in (0.5, 0.75, 1.0, 1.5, 2.0)
+    assert tuned["gaussian"]["sigma_px"] in (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)
     assert tuned["gaussian"]["psnr_db"] >= psnr_db(clean, out["gaussian"]) - 1e-3  # the default is on the grid
 
 
