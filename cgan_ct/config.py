@@ -45,9 +45,11 @@ class LowDoseConfig:
     Attributes:
       dose: the simulated dose as a fraction of the scan's own (0.25: quarter dose).
       i0: photons per detector bin and view reaching the detector unattenuated at the scan's
-        own dose (full dose), for ``views`` views over 180 degrees. The default gives about
-        11 HU of noise at the centre of a 30 cm water cylinder at full dose (0.7 mm pixels):
-        a standard-dose body scan (BUILD_NOTES.md, "Low dose").
+        own dose (full dose), for ``views`` views over 180 degrees; None (the default):
+        calibrated on each scan, so that the noise simulated at its own dose equals the noise
+        it shows (soft tissue, cgan_ct.ops.noise_level), and quarter dose doubles it.
+        ``REFERENCE_I0`` (3e6) gives about 20 HU at the centre of a 30 cm water cylinder (0.7 mm
+        pixels); scans with no soft tissue to measure fall back to it.
       electronic_variance: variance of the detector's electronic noise (counts squared);
         10 as in the low-dose simulation literature (e.g. Zeng et al., IEEE TNS 2015).
       views: projection angles over 180 degrees (parallel beam).
@@ -56,7 +58,7 @@ class LowDoseConfig:
     """
 
     dose: float = 0.25
-    i0: float = 3.0e6
+    i0: float | None = None
     electronic_variance: float = 10.0
     views: int = 360
     seed: int = 0
@@ -64,7 +66,7 @@ class LowDoseConfig:
     def __post_init__(self):
         if not 0 < self.dose <= 1:
             raise ValueError(f"dose must be in (0, 1], got {self.dose}")
-        if self.i0 <= 0 or self.electronic_variance < 0:
+        if (self.i0 is not None and self.i0 <= 0) or self.electronic_variance < 0:
             raise ValueError(f"i0 must be > 0 and electronic_variance >= 0, got {self.i0}, {self.electronic_variance}")
         if self.views < 8:
             raise ValueError(f"views must be >= 8, got {self.views}")

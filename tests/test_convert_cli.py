@@ -149,7 +149,8 @@ def test_condition_flags(tmp_path):
     )  # fmt: skip
     assert simulated.returncode == 0, simulated.stderr
     assert (
-        "paired condition: lowdose (dose 0.5, i0 3e+06, electronic_variance 10, views 32, seed 0)" in simulated.stdout
+        "paired condition: lowdose (dose 0.5, i0 calibrated per scan, electronic_variance 10, views 32, seed 0)"
+        in simulated.stdout
     )
     assert json.loads((tmp_path / "sim" / "manifest.json").read_text())["condition"]["dose"] == 0.5
     paired = _tool(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,30 @@ def test_config_refuses_bad_settings():
     for bad in ({"dose": 0.0}, {"dose": 1.5}, {"i0": -1.0}, {"views": 2}):
         with pytest.raises(ValueError):
             LowDoseConfig(**bad)
+
+
+def test_i0_is_calibrated_on_the_scans_own_noise():
+    """A scan with 20 HU of noise at its own dose: quarter dose adds sqrt(3) x 20 HU (noise doubles)."""
+    size = 128
+    yy, xx = _grid(size)
+    body = (xx / 55) ** 2 + (yy / 45) ** 2 < 1
+    slice_hu = np.where(body, 40.0, -1000.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    volume = np.repeat(slice_hu[None], 8, 0) + rng.normal(0, 20, (8, size, size)).astype(np.float32)
+    spacing = (2.0, 1.5, 1.5)
+    config = LowDoseConfig(dose=0.25, views=128)
+    i0, own = lowdose.calibrate_i0(volume, spacing, config)
+    assert own == pytest.approx(20.0, rel=0.15)
+    simulated = lowdose.simulate_lowdose(volume, spacing, config, "vol-a")
+    inner = (xx / 45) ** 2 + (yy / 35) ** 2 < 1
+    added = float(np.std((simulated - volume)[:, inner]))
+    assert added == pytest.approx(np.sqrt(3.0) * own, rel=0.2)
+    # a given i0 is used as it is; half the photons, twice the variance
+    fixed = lowdose.simulate_lowdose(volume, spacing, dataclasses.replace(config, i0=i0 / 2), "vol-a")
+    assert float(np.std((fixed - volume)[:, inner])) == pytest.approx(np.sqrt(2) * added, rel=0.1)
+    assert lowdose.calibrate_i0(volume, spacing, dataclasses.replace(config, i0=5e5)) == (
+        5e5,
+        pytest.approx(np.nan, nan_ok=True),
+    )
+    air = np.full((4, 32, 32), -1000.0, np.float32)  # nothing to measure: the reference
+    assert lowdose.calibrate_i0(air, spacing, config)[0] == lowdose.REFERENCE_I0

@@ -49,7 +49,9 @@ _CONDITION_INPUT = flags.DEFINE_multi_string(
     "condition_input", None, "The same patients' low-dose series (repeatable): stored paired with --input's."
 )
 _DOSE = flags.DEFINE_float("dose", None, "lowdose: simulated dose, a fraction of the scan's (default 0.25).")
-_I0 = flags.DEFINE_float("i0", None, "lowdose: photons per ray and view at full dose (default 3e6).")
+_I0 = flags.DEFINE_float(
+    "i0", None, "lowdose: photons per ray and view at full dose (default: calibrated on each scan's own noise)."
+)
 _ELECTRONIC = flags.DEFINE_float("electronic_variance", None, "lowdose: electronic noise variance (default 10).")
 _VIEWS = flags.DEFINE_integer("views", None, "lowdose: projection angles over 180 degrees (default 360).")
 _SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
@@ -97,7 +99,11 @@ def _summary(report) -> str:
         )
     lines.append(f"  blocks of {m.block_size}^3 stored with margin {m.margin}; intensity {m.intensity['kind']}")
     if m.condition:
-        settings = ", ".join(f"{k} {v:g}" for k, v in m.condition.items() if k != "kind")
+        settings = ", ".join(
+            f"{k} {'calibrated per scan' if v is None else format(v, 'g')}"
+            for k, v in m.condition.items()
+            if k != "kind"
+        )
         lines.append(f"  paired condition: {m.condition['kind']}" + (f" ({settings})" if settings else ""))
     if m.counts["dropped_outside_body"]:
         lines.append(f"  dropped {m.counts['dropped_outside_body']} blocks outside the body")

@@ -57,10 +57,11 @@ class VolumeEntry:
     split: str
     shard: str | None = None  # the local engine's shard; the Beam engine's records are spread over shards
     condition_volume_id: str | None = None  # a paired condition's own volume (pseudonym)
+    condition_settings: dict | None = None  # a simulated condition's per-volume settings (calibrated i0, own noise)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
-        for optional in ("shard", "condition_volume_id"):
+        for optional in ("shard", "condition_volume_id", "condition_settings"):
             if data[optional] is None:
                 del data[optional]
         return data

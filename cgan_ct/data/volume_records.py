@@ -19,7 +19,7 @@ from cgan_ct.io.sources import VolumeSource
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.ops.lowdose import simulate_lowdose
+from cgan_ct.ops.lowdose import calibrate_i0, simulate_lowdose
 
 HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
 
@@ -57,20 +57,30 @@ def _volume_blocks(volume, config: ConversionConfig, condition_hu=None):
 
 
 def _with_condition(volume, source: VolumeSource, config: ConversionConfig, salt: str | None):
-    """The volume (cropped to a paired condition's slices) and its condition in int16 HU, or None."""
+    """The volume (cropped to a paired condition's slices), its condition in int16 HU (or None), and
+    the simulation's per-volume settings (its calibrated i0 and own noise; or None)."""
     if config.condition == "lowdose":
-        simulated = simulate_lowdose(volume.hu, volume.spacing_mm, config.lowdose, key=volume.volume_id)
-        return volume, np.rint(simulated).astype(np.int16)
+        i0, own_noise_hu = calibrate_i0(volume.hu, volume.spacing_mm, config.lowdose)
+        settings = dataclasses.replace(config.lowdose, i0=i0)
+        simulated = simulate_lowdose(volume.hu, volume.spacing_mm, settings, key=volume.volume_id)
+        return volume, np.rint(simulated).astype(np.int16), {"i0": i0, "own_noise_hu": own_noise_hu}
     if config.condition == "paired":
         if source.paired is None:
             raise ValueError(f"{source.volume_id}: a paired conversion needs each source's condition volume")
-        return align_pair(volume, source.paired.read(salt, config.spacing_mm))
-    return volume, None
+        return (*align_pair(volume, source.paired.read(salt, config.spacing_mm)), None)
+    return volume, None, None
+
+
+def _finite(values: dict) -> dict:
+    """JSON has no NaN: unmeasured values are None."""
+    return {k: (round(float(v), 3) if np.isfinite(v) else None) for k, v in values.items()}
 
 
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
     """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
-    volume, condition_hu = _with_condition(source.read(salt, config.spacing_mm), source, config, salt)
+    volume, condition_hu, condition_settings = _with_condition(
+        source.read(salt, config.spacing_mm), source, config, salt
+    )
     if config.subsample > 1:
         volume = subsample_volume(volume, config.subsample)
         condition_hu = (
@@ -91,5 +101,6 @@ def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | N
         "dropped_outside_body": dropped,
         "warnings": list(volume.warnings),
         **({"condition_volume_id": source.paired.volume_id} if source.paired is not None else {}),
+        **({"condition_settings": _finite(condition_settings)} if condition_settings else {}),
     }
     return ConvertedVolume(entry, records, intensity.hu_histogram(volume.hu, stride=HISTOGRAM_STRIDE))

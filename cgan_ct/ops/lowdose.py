@@ -30,6 +30,7 @@ slice over 360 views costs about 0.5 s of one core; slices are spread over a thr
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import math
@@ -39,7 +40,9 @@ import numpy as np
 
 from cgan_ct.config import LowDoseConfig
 from cgan_ct.constants import AIR_HU, CLIP_HU
+from cgan_ct.ops.noise_level import TISSUE_HU, global_noise_hu, noise_regions
 
+REFERENCE_I0 = 3.0e6  # photons per bin and view: ~20 HU at the centre of a 30 cm water cylinder, 0.7 mm pixels
 MU_WATER_PER_MM = 0.0195  # water at the ~70 keV effective energy of a 120 kVp beam (NIST XCOM: 0.19-0.20 /cm)
 _BATCH = 16  # slices back-projected together (they share each view's interpolation indices)
 
@@ -183,8 +186,9 @@ def lowdose_noise_hu(
       config: dose, i0, electronic noise, views.
       rngs: one np.random.Generator per slice (or one for all): draws the noise.
       from_dose: the dose the slices already carry the noise of (1.0: they are the full-dose scan,
-        noise is inserted); None: they are noise free, and the whole acquisition is simulated
-        (Poisson counts, electronic noise, log).
+        noise is inserted; 0: Gaussian noise of the whole dose); None: they are noise free, and the
+        whole acquisition is simulated (Poisson counts, electronic noise, log). ``config.i0``
+        None is REFERENCE_I0 here (``calibrate_i0`` finds a scan's own).
 
     Returns:
       float32 [B, N, N] HU to add to ``slices_hu``.
@@ -194,21 +198,53 @@ def lowdose_noise_hu(
         rngs = [rngs] * len(slices_hu)
     mu = np.maximum(MU_WATER_PER_MM * (1 + slices_hu / 1000), 0).astype(np.float32)
     geometry = beam(slices_hu.shape[-1], config.views)
+    i0 = REFERENCE_I0 if config.i0 is None else config.i0
     if from_dose is None:
         p = geometry.project(mu) * np.float32(pixel_mm)
-        expected = config.i0 * config.dose * np.exp(-p)
+        expected = i0 * config.dose * np.exp(-p)
         counts = np.stack([rng.poisson(e) for rng, e in zip(rngs, expected, strict=True)]).astype(np.float32)
         counts += np.float32(math.sqrt(config.electronic_variance)) * _normal(rngs, p.shape)
-        noise_p = -np.log(np.maximum(counts, 1.0) / (config.i0 * config.dose)) - p
+        noise_p = -np.log(np.maximum(counts, 1.0) / (i0 * config.dose)) - p
     else:
-        if config.dose > from_dose:
+        if from_dose > 0 and config.dose > from_dose:
             raise ValueError(f"cannot simulate dose {config.dose} from a scan at dose {from_dose}: noise only adds")
         p = _coarse_projections(mu, pixel_mm, config.views)
-        extra = _variance(p, config.i0 * config.dose, config.electronic_variance)
-        extra -= _variance(p, config.i0 * from_dose, config.electronic_variance)
+        extra = _variance(p, i0 * config.dose, config.electronic_variance)
+        if from_dose > 0:  # from_dose 0: the whole noise of the dose (calibration)
+            extra -= _variance(p, i0 * from_dose, config.electronic_variance)
         noise_p = np.sqrt(np.maximum(extra, 0)) * _normal(rngs, p.shape)
     noise_mu_pixel = geometry.fbp(noise_p.astype(np.float32))  # mu * pixel length
     return noise_mu_pixel * np.float32(1000.0 / (MU_WATER_PER_MM * pixel_mm))
+
+
+_CALIBRATION_SLICES = 8
+
+
+def calibrate_i0(volume_hu, spacing_mm, config: LowDoseConfig) -> tuple[float, float]:
+    """(i0, own noise in HU): the photon count whose simulated full-dose noise matches the scan's own.
+
+    The scan's soft-tissue noise (cgan_ct.ops.noise_level, on its central slices) against the noise
+    REFERENCE_I0 gives on one central slice of it (its standard deviation in the same tissue);
+    noise variance goes as 1 / i0. Returns (REFERENCE_I0, NaN) where no soft tissue can be measured.
+    ``config.i0`` set: returned as it is.
+    """
+    if config.i0 is not None:
+        return float(config.i0), float("nan")
+    volume = np.asarray(volume_hu, np.float32)
+    middle = volume.shape[0] // 2
+    slab = volume[max(0, middle - _CALIBRATION_SLICES // 2) : middle + _CALIBRATION_SLICES // 2]
+    own = global_noise_hu(slab, spacing_mm, noise_regions(slab)[0], TISSUE_HU)
+    centre = volume[middle : middle + 1]
+    inside = noise_regions(centre)[0][0] & (centre[0] >= TISSUE_HU[0]) & (centre[0] <= TISSUE_HU[1])
+    square, crop = _square(centre)
+    pixel_mm = float(np.sqrt(float(spacing_mm[1]) * float(spacing_mm[2])))
+    reference = dataclasses.replace(config, i0=REFERENCE_I0, dose=1.0, electronic_variance=0.0)
+    rng = np.random.default_rng([volume_seed(config, "calibration"), middle])
+    noise = lowdose_noise_hu(square, pixel_mm, reference, rng, from_dose=0)[:, crop[0], crop[1]]
+    if not np.isfinite(own) or own <= 0 or inside.sum() < 100:
+        return REFERENCE_I0, float("nan")
+    simulated = float(np.std(noise[0][inside]))
+    return REFERENCE_I0 * (simulated / own) ** 2, own
 
 
 def volume_seed(config: LowDoseConfig, key: str) -> int:
@@ -222,12 +258,15 @@ def simulate_lowdose(volume_hu, spacing_mm, config: LowDoseConfig, key: str, wor
 
     Each slice's noise is drawn from (config.seed, ``key``, slice index): the same volume, key and
     config give the same result whatever ``workers`` is. Non-square slices are padded with air to a
-    square for the projections. The result is clipped to the CT number range (CLIP_HU).
+    square for the projections. The result is clipped to the CT number range (CLIP_HU). With
+    ``config.i0`` None, i0 is calibrated on the volume first (``calibrate_i0``).
     """
     volume_hu = np.asarray(volume_hu, np.float32)
     if volume_hu.ndim != 3 or min(volume_hu.shape[1:]) < 8:
         raise ValueError(f"lowdose needs a volume [Z, Y, X] of slices at least 8 x 8, got {volume_hu.shape}")
     pixel_mm = float(np.sqrt(float(spacing_mm[1]) * float(spacing_mm[2])))
+    if config.i0 is None:
+        config = dataclasses.replace(config, i0=calibrate_i0(volume_hu, spacing_mm, config)[0])
     square, crop = _square(volume_hu)
     seed = volume_seed(config, key)
     out = np.empty_like(volume_hu)
