@@ -157,6 +157,22 @@ TUNING_GRID = {
 }
 
 
+# Settings tuned once per condition on the shared training patients (lung-pet-ct-dx-A0001,
+# covid-ct-md-P001, covid-ct-md-cap001; 2 central slices each; benchmarks/tune_baselines.py), never on
+# a held-out one. Keys: ("denoise", peak) and ("lowdose", dose) for the default simulation (i0
+# calibrated per scan). Used by evaluation when the model's condition is one of them.
+TUNED: dict[tuple, dict] = {}
+
+
+def tuned_params(task: str, peak: float = DEFAULT_PEAK, lowdose=None) -> dict | None:
+    """The recorded tuned settings for this condition, or None (the defaults then apply)."""
+    if task == DENOISE:
+        return TUNED.get((DENOISE, float(peak)))
+    if task == LOWDOSE and lowdose is not None and lowdose.i0 is None:
+        return TUNED.get((LOWDOSE, float(lowdose.dose)))
+    return None
+
+
 def tune_baselines(task: str, pairs, methods=("gaussian", "non_local_means"), peak: float = DEFAULT_PEAK) -> dict:
     """Each denoiser's setting that scores best (mean PSNR in HU) on ``pairs`` of (condition, target) volumes.
 

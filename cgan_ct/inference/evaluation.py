@@ -9,7 +9,7 @@ import numpy as np
 
 from cgan_ct.constants import AIR_HU
 from cgan_ct.inference import report
-from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, seam_score
+from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, seam_score, tuned_params
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.inference.metrics import quality
 from cgan_ct.io.volume import Volume
@@ -64,13 +64,17 @@ def evaluate_volume(
     baseline_params: dict | None = None,
 ) -> TaskResult:
     """Model and baselines (but ``skip_baselines``) against the original, whole volume and lungs; seam score;
-    and (``noise_spread``) the model's output spread over noise draws, ``z_std_hu`` on its rows."""
+    and (``noise_spread``) the model's output spread over noise draws, ``z_std_hu`` on its rows.
+
+    The baselines' settings: ``baseline_params``, else those tuned for the model's condition
+    (``baselines.TUNED``), else their defaults."""
     condition, generated = infer_volume(volume, model, task, overlap=overlap, seed=seed)
+    params = baseline_params if baseline_params is not None else tuned_params(task, model.info.peak, model.info.lowdose)
     z_std = noise_spread_hu(condition.hu, model, overlap, seed, generated.hu) if noise_spread else float("nan")
     lungs = lung_mask(volume.hu, volume.spacing_mm)
     methods = {
         "model": generated.hu.astype(np.float32),
-        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor, baseline_params),
+        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor, params),
     }
     rows = []
     for method, output in methods.items():
