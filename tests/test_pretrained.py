@@ -19,7 +19,7 @@ from tests.test_inference import model_dir  # noqa: F401 - fixture
 from tests.test_input_pipeline import _phantom
 from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
 
-SHIPPED = ("denoise", "denoise-peak128", "depixelate")  # what the README and the model cards promise
+SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
 HELDOUT = "lidc-idri-0001"  # never seen in training (benchmarks/train_pretrained.py)
 
 
@@ -104,4 +104,6 @@ def test_demo_starts_from_the_shipped_models(shared_ct, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pretrained:denoise" in result.stdout and not (tmp_path / "demo" / "runs").exists()
     text = (tmp_path / "demo" / "report" / "report.md").read_text()
-    assert "| denoise | model | 1 |" in text and "| depixelate | model | 1 |" in text
+    assert (
+        "| denoise | model | 1 |" in text and "| depixelate | model | 1 |" in text and "| lowdose | model | 1 |" in text
+    )

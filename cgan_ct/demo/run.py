@@ -34,7 +34,7 @@ from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.ops.corruption import DENOISE, DEPIXELATE
+from cgan_ct.ops.corruption import DENOISE, DEPIXELATE, LOWDOSE
 
 STATE = "demo.json"
 
@@ -286,7 +286,7 @@ def _summary(out: pathlib.Path, start: float, test_scans: int, plan: dict) -> di
     }
 
 
-PRETRAINED_MODELS = {DENOISE: "pretrained:denoise", DEPIXELATE: "pretrained:depixelate"}
+PRETRAINED_MODELS = {DENOISE: "pretrained:denoise", DEPIXELATE: "pretrained:depixelate", LOWDOSE: "pretrained:lowdose"}
 PRETRAINED_SCANS = 2  # phantoms evaluated: none was seen in training, two keep the demo to minutes
 
 
