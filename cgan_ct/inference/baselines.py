@@ -25,6 +25,7 @@ from scipy import ndimage
 from skimage.restoration import denoise_nl_means
 
 from cgan_ct.constants import (
+    CLIP_HU,
     DATA_RANGE_HU,
     DEFAULT_FACTOR,
     DEFAULT_PEAK,
@@ -86,15 +87,14 @@ def bm3d_slices(condition_hu: np.ndarray, sigma_hu: float) -> np.ndarray:
     import bm3d
 
     def one(image):
-        scaled = (image - CLIP_LOW) / DATA_RANGE_HU
+        scaled = (image - CLIP_HU[0]) / DATA_RANGE_HU
         out = bm3d.bm3d(scaled, sigma_psd=sigma_hu / DATA_RANGE_HU, stage_arg=bm3d.BM3DStages.ALL_STAGES)
-        return np.asarray(out, np.float32) * DATA_RANGE_HU + CLIP_LOW
+        return np.asarray(out, np.float32) * DATA_RANGE_HU + CLIP_HU[0]
 
     # one slice at a time: bm3d runs its own thread pool, and two calls at once abort the process
     return np.stack([one(image) for image in np.asarray(condition_hu, np.float32)]).astype(np.float32)
 
 
-CLIP_LOW = -1024.0
 BASELINES = {
     DEPIXELATE: ("trilinear", "tricubic"),
     DENOISE: ("gaussian", "non_local_means", "bm3d"),
