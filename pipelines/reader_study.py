@@ -6,11 +6,12 @@
 PATH is a volume (file or DICOM folder) or a folder of volumes, paired by
 sorted order. Writes DIR/study/ (index.html and img/: give this folder to the
 readers; it opens from a file, no server or network) and DIR/key.json (which
-side is real: keep it away from the readers). --seed chooses the slices, so
+side is real, the slice positions and pseudonymous volume ids, never input
+paths or names: keep it away from the readers). --seed chooses the slices, so
 two generators can be shown on the same slices; sides, order and image names
-are drawn afresh from the operating system every time. Score the
-downloaded answers with cgan-ct-reader-study-score. Errors print one line and
-exit with status 2.
+are drawn afresh from the operating system every time. Score the downloaded
+answers with cgan-ct-reader-study-score. Errors print one line and exit with
+status 2.
 """
 
 from __future__ import annotations

@@ -266,11 +266,11 @@ def test_folders_of_volumes_pair_by_sorted_order(tmp_path):
     (tmp_path / "real" / "notes.txt").write_text("not a volume")
     study = rs.build_study(tmp_path / "real", tmp_path / "gen", tmp_path / "out", pairs=5, seed=2, size_px=64)
     key = json.loads(study.key.read_text())
-    assert [p["real"].rsplit("/", 1)[1] for p in key["volume_pairs"]] == ["case0.nii.gz", "case1.nii.gz"]
-    assert [p["generated"].rsplit("/", 1)[1] for p in key["volume_pairs"]] == [
-        "case0_synthetic.nii.gz",
-        "case1_synthetic.nii.gz",
-    ]
+    reals = [rs.read_volume(tmp_path / "real" / f"case{i}.nii.gz") for i in (0, 1)]
+    generateds = [rs.read_volume(tmp_path / "gen" / f"case{i}_synthetic.nii.gz") for i in (0, 1)]
+    assert [p["real_volume_id"] for p in key["volume_pairs"]] == [v.volume_id for v in reals]
+    assert [p["generated_volume_id"] for p in key["volume_pairs"]] == [v.volume_id for v in generateds]
+    assert "case" not in study.key.read_text()
     per_pair = [sum(t["volume_pair"] == v for t in key["trials"]) for v in (0, 1)]
     assert sorted(per_pair) == [2, 3]
     assert all(t["generated_slice"] == t["real_slice"] for t in key["trials"])  # same depths here
@@ -472,3 +472,30 @@ def test_programs_report_bad_input_in_one_line(volumes, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"cgan-ct-reader-study-score: error: {tmp_path / 'key.json'}: no such file"
     ]
+
+
+def test_no_input_path_or_name_in_any_study_output(tmp_path):
+    """A folder named after the patient: neither its path nor its name reaches the key, the page or any file."""
+    hu = make_phantom(5, 12, 64).hu
+    real = tmp_path / "DOE^JOHN_12345"
+    write_ct_series(real, hu, tags={"PatientName": "Doe^John", "PatientID": "12345"})
+    generated = tmp_path / "DOE^JOHN_12345_synthetic.nii.gz"
+    write_nifti(rs.read_volume(real), generated)
+    out = tmp_path / "out"
+    result = _job("pipelines.reader_study", "--real", real, "--generated", generated, "--output_dir", out,
+                  "--pairs", 3, "--window", "both", "--size_px", 64)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = sorted(p for p in out.rglob("*") if p.is_file())
+    assert out / "key.json" in written and out / "study" / "index.html" in written
+    assert {p.suffix for p in written} == {".json", ".html", ".png"}
+    for path in written:  # PNG bytes are compressed pixels (their text chunks are checked above): names only
+        text = path.relative_to(out).as_posix().lower() + ("" if path.suffix == ".png" else path.read_text().lower())
+        for secret in ("doe", "john", "12345", str(tmp_path).lower()):
+            assert secret not in text, (path, secret)
+    key = json.loads((out / "key.json").read_text())
+    volume, copy = rs.read_volume(real), rs.read_volume(generated)
+    assert key["volume_pairs"] == [
+        {"volume_pair": 0, "real_volume_id": volume.volume_id, "real_patient_key": volume.patient_key,
+         "generated_volume_id": copy.volume_id}
+    ]  # fmt: skip
+    assert {t["volume_pair"] for t in key["trials"]} == {0} and all("relative_z" in t for t in key["trials"])

@@ -9,7 +9,11 @@ the one they believe is real. ``build_study`` writes
   it is what readers get, and it carries no truth: image names are random
   tokens, sides are not stored, and no source names, ids or dates appear;
 - ``OUTPUT_DIR/key.json``: which side is real in each trial, the seeds, the
-  slices and the source paths; it stays with the organiser, outside the page.
+  slices and, per volume pair, the pseudonymous volume ids (and the real
+  volume's patient key); it stays with the organiser, outside the page. It
+  holds no source paths or file names: a folder is often named after the
+  patient. The organiser finds a source again by its position in sorted order
+  or by reading it and comparing ``volume_id`` (same salt).
 
 Two seeds: ``seed`` chooses the slices (so two generators can be shown on
 the same slices; it may be public), ``blinding_seed`` the real sides, the
@@ -221,13 +225,15 @@ def plan_trials(picks: list[SlicePair], windows: Sequence[str], rng: np.random.G
     return sorted(trials, key=lambda t: t["trial"])
 
 
-def _pick_all(pairs: list[tuple], quota: list[int], rng: np.random.Generator, progress) -> tuple[list, dict]:
-    """Reads each needed volume pair once: its picks, and per (volume pair, real slice) the two axial slices
-    with their pixel spacing, so that whole volumes can be let go."""
-    picks, slices = [], {}
+def _pick_all(pairs: list[tuple], quota: list[int], rng: np.random.Generator, progress) -> tuple[list, dict, list]:
+    """Reads each needed volume pair once: its picks, per (volume pair, real slice) the two axial slices
+    with their pixel spacing, so that whole volumes can be let go, and per volume pair its pseudonymous ids
+    (None for a pair that no trial needed, which is not read)."""
+    picks, slices, sources = [], {}, []
     for v, ((real_path, generated_path), count) in enumerate(zip(pairs, quota, strict=True)):
         if count:
             real, generated = read_volume(real_path), read_volume(generated_path)
+            sources.append(_source(v, real.volume_id, real.patient_key, generated.volume_id))
             try:
                 chosen = pick_slices(real.shape[0], generated.shape[0], count, rng)
             except ValueError as exc:
@@ -240,9 +246,21 @@ def _pick_all(pairs: list[tuple], quota: list[int], rng: np.random.Generator, pr
                     generated.hu[g].copy(),
                     generated.spacing_mm[1:],
                 )
+        else:
+            sources.append(_source(v, None, None, None))
         if progress:
             progress(v + 1, len(pairs))
-    return picks, slices
+    return picks, slices, sources
+
+
+def _source(volume_pair: int, real_id: str | None, patient_key: str | None, generated_id: str | None) -> dict:
+    """A key row naming a volume pair by pseudonyms only: never by path, since folders carry patient names."""
+    return {
+        "volume_pair": volume_pair,
+        "real_volume_id": real_id,
+        "real_patient_key": patient_key,
+        "generated_volume_id": generated_id,
+    }
 
 
 def _check_arguments(pairs: int, size_px: int, output: pathlib.Path) -> None:
@@ -288,7 +306,7 @@ def build_study(
     blinding_seed = secrets.randbits(128) if blinding_seed is None else int(blinding_seed)
     pick_rng = np.random.default_rng(int(seed))
     plan_rng, id_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(blinding_seed).spawn(2))
-    picks, slices = _pick_all(volume_pairs, allot(pairs, len(volume_pairs), pick_rng), pick_rng, progress)
+    picks, slices, sources = _pick_all(volume_pairs, allot(pairs, len(volume_pairs), pick_rng), pick_rng, progress)
     trials = plan_trials(picks, windows, plan_rng)
     study_id = "study-" + id_rng.bytes(8).hex()
     output.mkdir(parents=True, exist_ok=True)
@@ -301,19 +319,19 @@ def build_study(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     key = {"study_id": study_id, "seed": int(seed), "blinding_seed": blinding_seed, "window": window}
-    write_json_atomic(output / KEY_FILE, _key(key, size_px, volume_pairs, windows, trials))
+    write_json_atomic(output / KEY_FILE, _key(key, size_px, sources, windows, trials))
     return Study(output / STUDY_FOLDER / "index.html", output / KEY_FILE, len(trials), int(seed), blinding_seed)
 
 
-def _key(head: dict, size_px: int, volume_pairs: list, windows: Sequence[str], trials: list[dict]) -> dict:
-    """The key file's content: the study's identity and seeds, its sources, and one row per trial."""
+def _key(head: dict, size_px: int, sources: list[dict], windows: Sequence[str], trials: list[dict]) -> dict:
+    """The key file's content: the study's identity and seeds, its sources (pseudonyms), and one row per trial."""
     return {
         "format": KEY_FORMAT,
-        "version": 1,
+        "version": 2,  # 2: volume_pairs hold pseudonyms, not source paths
         **head,
         "blinding_seed": str(head["blinding_seed"]),  # a string: 128 bits overflow JSON readers' doubles
         "size_px": size_px,
-        "volume_pairs": [{"real": str(r), "generated": str(g)} for r, g in volume_pairs],
+        "volume_pairs": sources,
         "windows": {w: dataclasses.asdict(WINDOWS[w]) for w in windows},
         "trials": trials,
     }
