@@ -104,6 +104,8 @@ class ConversionConfig:
         domain from each volume, with ``lowdose``'s settings) or "paired" (read
         from a second series of the same patient: ``convert(condition_inputs=)``).
       lowdose: the simulation's settings, used when condition is "lowdose".
+      nonfinite: NaN / infinite voxels of volume files: "error" (the volume
+        is skipped, with the reason) or "air" (set to -1024 HU, with a warning).
     """
 
     block_size: int = BLOCK_SIZE
@@ -119,8 +121,11 @@ class ConversionConfig:
     subsample: int = 1
     condition: str | None = None
     lowdose: LowDoseConfig = LowDoseConfig()
+    nonfinite: str = "error"
 
     def __post_init__(self):
+        if self.nonfinite not in ("error", "air"):
+            raise ValueError(f"nonfinite must be 'error' or 'air', got {self.nonfinite!r}")
         if self.condition not in STORED_CONDITIONS:
             raise ValueError(f"condition must be one of {STORED_CONDITIONS}, got {self.condition!r}")
         if self.subsample < 1:

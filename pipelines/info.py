@@ -1,26 +1,34 @@
 """cgan-ct-info: read CT volumes and print their summary.
 
   cgan-ct-info PATH [PATH ...] [--series N] [--spacing_mm 1,1,1]
-               [--write_dicom DIR] [--write_nifti FILE.nii.gz]
+               [--write_dicom DIR] [--write_nifti FILE.nii.gz] [--nonfinite error|air]
 
 PATH is a folder holding a DICOM series or a .nii/.nii.gz/.mha/.mhd/.nrrd
 file. --write_dicom and --write_nifti save a de-identified copy of the (one)
-volume read. Errors print one line and exit with status 2.
+volume read; both locations are checked before either is written. Errors
+print one line and exit with status 2.
 """
 
 from __future__ import annotations
+
+import pathlib
 
 import numpy as np
 from absl import app, flags
 
 import cgan_ct
 from cgan_ct.cli import job
+from cgan_ct.io.output_paths import check_output_folder
+from cgan_ct.io.volume_files import check_nifti_path
 
 _SERIES = flags.DEFINE_string("series", None, "SeriesNumber, SeriesInstanceUID or volume id to read.")
 _SPACING = flags.DEFINE_list("spacing_mm", None, "Resample to this spacing: one value or z,y,x in mm.")
 _SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
 _WRITE_DICOM = flags.DEFINE_string("write_dicom", None, "Write the volume as a DICOM series to this folder.")
 _WRITE_NIFTI = flags.DEFINE_string("write_nifti", None, "Write the volume as NIfTI to this file.")
+_NONFINITE = flags.DEFINE_enum(
+    "nonfinite", "error", ["error", "air"], "NaN / infinite voxels of a volume file: refuse, or set them to air."
+)
 
 
 def summarize(path: str, volume: cgan_ct.Volume) -> str:
@@ -70,8 +78,15 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("give at least one PATH (a DICOM folder or a volume file)")
     if (_WRITE_DICOM.value or _WRITE_NIFTI.value) and len(paths) != 1:
         raise app.UsageError("--write_dicom / --write_nifti take exactly one PATH")
+    # Every output location is checked before any is written (and before the slow read).
+    if _WRITE_DICOM.value:
+        check_output_folder(pathlib.Path(_WRITE_DICOM.value))
+    if _WRITE_NIFTI.value:
+        check_nifti_path(pathlib.Path(_WRITE_NIFTI.value))
     for path in paths:
-        volume = cgan_ct.read_volume(path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value)
+        volume = cgan_ct.read_volume(
+            path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value, nonfinite=_NONFINITE.value
+        )
         print(summarize(path, volume))
         if _WRITE_DICOM.value:
             print(f"  wrote DICOM   {cgan_ct.write_dicom_series(volume, _WRITE_DICOM.value)}")

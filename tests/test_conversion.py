@@ -154,9 +154,10 @@ def test_config_validation():
 
 @pytest.mark.parametrize("kind", ["linear", "equalize"])
 def test_nothing_converted_is_an_error(tmp_path, kind):
-    with pytest.raises(VolumeError, match="no training volume"):
-        convert([tmp_path / "missing"], tmp_path / "ds", dataclasses.replace(SMOKE, intensity=kind), workers=1)
-    assert not (tmp_path / "ds" / "manifest.json").exists()
+    missing = tmp_path / "missing"
+    with pytest.raises(VolumeError, match=f"no volume to convert; nothing written. Skipped: {missing}: no such file"):
+        convert([missing], tmp_path / "ds", dataclasses.replace(SMOKE, intensity=kind), workers=1)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_manifest_is_json_with_checksums(archive, tmp_path):

@@ -119,7 +119,7 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
 
     original = pydicom.dcmwrite
     monkeypatch.setattr(pydicom, "dcmwrite", failing_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(VolumeError, match=r"out: writing failed \(disk full\)"):
         write_dicom_series(_volume(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 

@@ -4,13 +4,18 @@
                   [--block_size 32] [--margin 8] [--test_fraction 0.2] [--seed 0]
                   [--workers N] [--overwrite] [--preset paper|cpu|smoke] ...
                   [--condition lowdose [--dose 0.25] | --condition_input LOW_DOSE_PATH ...]
+                  [--patients FILE.csv] [--nonfinite error|air]
 
 Each PATH is a DICOM folder, a volume file or a root folder holding many.
 With --engine beam the same conversion runs as an Apache Beam pipeline
 (pip install 'cgan-ct[beam]'); Beam options follow a lone --, e.g.
   cgan-ct-convert --engine beam --input ... --output_dir ... -- --runner=DataflowRunner ...
-Exit status: 0 when every input converted, 1 when some were skipped (the
-dataset is still written; the reasons are listed), 2 on an error.
+--patients names the patient of each volume file (CSV rows: file,patient), so
+that two scans of one patient never land in both splits; DICOM series carry
+their PatientID. Exit status: 0 when every input converted, 1 when some were
+skipped (the dataset is still written; the reasons are listed), 2 on an error
+(nothing converted: each input is named with the reason; nothing is left in
+the output folder that a rerun would need --overwrite for).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.config import LowDoseConfig, conversion_config
 from cgan_ct.data.conversion import ConversionReport, convert
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.sources import read_patients_table
 
 _INPUT = flags.DEFINE_multi_string("input", None, "DICOM folder, volume file or root folder (repeatable).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Dataset folder to write.")
@@ -55,6 +61,12 @@ _I0 = flags.DEFINE_float(
 _ELECTRONIC = flags.DEFINE_float("electronic_variance", None, "lowdose: electronic noise variance (default 10).")
 _VIEWS = flags.DEFINE_integer("views", None, "lowdose: projection angles over 180 degrees (default 360).")
 _SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
+_PATIENTS = flags.DEFINE_string(
+    "patients", None, "CSV of file,patient rows: the patient of each volume file (NIfTI...), to split by patient."
+)
+_NONFINITE = flags.DEFINE_enum(
+    "nonfinite", "error", ["error", "air"], "NaN / infinite voxels: skip the volume (error) or set them to air."
+)
 
 
 def _lowdose():
@@ -86,6 +98,7 @@ def _config():
         unet_depth=_UNET_DEPTH.value,
         condition=condition,
         lowdose=_lowdose(),
+        nonfinite=_NONFINITE.value,
     )
 
 
@@ -109,6 +122,7 @@ def _summary(report) -> str:
         lines.append(f"  dropped {m.counts['dropped_outside_body']} blocks outside the body")
     for where, reason in report.skipped:
         lines.append(f"  skipped {where}: {reason}")
+    lines += [f"  warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
 
@@ -117,7 +131,10 @@ def _run_beam(config, beam_args):
         from cgan_ct.data.beam_conversion import convert_with_beam
     except ImportError:
         raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
-    manifest = convert_with_beam(_INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args)
+    patients = read_patients_table(_PATIENTS.value) if _PATIENTS.value else None
+    manifest = convert_with_beam(
+        _INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args, patients=patients
+    )
     return ConversionReport(
         pathlib.Path(_OUTPUT.value), manifest, [(s.source, s.reason) for s in manifest.skipped], 0, 0
     )
@@ -142,6 +159,7 @@ def _run_local(config):
         overwrite=_OVERWRITE.value,
         progress=progress,
         condition_inputs=_CONDITION_INPUT.value,
+        patients=read_patients_table(_PATIENTS.value) if _PATIENTS.value else None,
     )
 
 

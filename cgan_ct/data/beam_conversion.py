@@ -76,7 +76,12 @@ def _shard_infos(output_dir: pathlib.Path) -> list[dict]:
 
 
 def convert_with_beam(
-    inputs, output_dir, config: ConversionConfig | None = None, salt: str | None = None, beam_args=()
+    inputs,
+    output_dir,
+    config: ConversionConfig | None = None,
+    salt: str | None = None,
+    beam_args=(),
+    patients: dict[str, str] | None = None,
 ) -> Manifest:
     """Runs the conversion as a Beam pipeline; returns the manifest it wrote.
 
@@ -95,7 +100,7 @@ def convert_with_beam(
     if output_dir.exists() and any(output_dir.iterdir()):
         raise VolumeError(output_dir, "the Beam conversion needs an empty or new output folder")
     output_dir.mkdir(parents=True, exist_ok=True)
-    sources, skipped = discover(inputs, salt)
+    sources, skipped = discover(inputs, salt, patients)
     tasks = plan_shards(sources, config, salt, output_dir)
     split_of = {s.volume_id: t.split for t in tasks for s in t.sources}
     shard_counts = {split: sum(1 for t in tasks if t.split == split) for split in SPLITS}

@@ -9,11 +9,9 @@ inputs and settings picks up where the last one stopped.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import pathlib
 import shutil
@@ -24,21 +22,23 @@ from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
 from cgan_ct.data.manifest import MANIFEST, SPLITS, Manifest, build_manifest, write_manifest
 from cgan_ct.data.pairing import pair_sources
-from cgan_ct.data.shard_writer import WORK_DIR, ShardTask, write_shard
+from cgan_ct.data.shard_writer import WORK_DIR, ShardTask
 from cgan_ct.data.tfrecord_io import TMP_PREFIX
+from cgan_ct.data.workers import run_tasks
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.sources import VolumeSource, discover
 
 
 @dataclasses.dataclass(frozen=True)
 class ConversionReport:
-    """What a run did. ``skipped`` pairs a location (console only) with a reason."""
+    """What a run did. ``skipped`` pairs a location (console only) with a reason; ``warnings`` are for the console."""
 
     output_dir: pathlib.Path
     manifest: Manifest
     skipped: list[tuple[str, str]]
     shards_written: int
     shards_reused: int
+    warnings: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -91,6 +91,8 @@ def _config_record(config: ConversionConfig) -> dict:
         del record["lowdose"]
     if config.condition is None:
         del record["condition"]  # unconditioned datasets fingerprint as before schema 2
+    if config.nonfinite == "error":
+        del record["nonfinite"]  # the default fingerprints as before the option existed
     return record
 
 
@@ -144,29 +146,13 @@ def _prepare(output_dir: pathlib.Path, fingerprint: str, overwrite: bool) -> Man
 
 
 def _done_receipt(task: ShardTask) -> dict | None:
-    if not (task.path.exists() and task.receipt_path.exists()):
+    """The receipt of a shard a previous run finished (an empty shard has a receipt and no file)."""
+    if not task.receipt_path.exists():
         return None
     receipt = json.loads(task.receipt_path.read_text())
-    return receipt if receipt.get("bytes") == task.path.stat().st_size else None
-
-
-def _run_tasks(tasks: list[ShardTask], workers: int, progress) -> list[dict]:
-    if workers <= 1 or len(tasks) <= 1:
-        receipts = []
-        for task in tasks:
-            receipts.append(write_shard(task))
-            if progress:
-                progress(receipts[-1], len(receipts), len(tasks))
-        return receipts
-    # spawn, not fork: the parent may hold TensorFlow's threads (tests, notebooks).
-    context = multiprocessing.get_context("spawn")
-    receipts = []
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(write_shard, t) for t in tasks]):
-            receipts.append(future.result())
-            if progress:
-                progress(receipts[-1], len(receipts), len(tasks))
-    return receipts
+    if receipt.get("records") == 0:
+        return receipt
+    return receipt if task.path.exists() and receipt.get("bytes") == task.path.stat().st_size else None
 
 
 def convert(
@@ -178,6 +164,7 @@ def convert(
     overwrite: bool = False,
     progress=None,
     condition_inputs=None,
+    patients: dict[str, str] | None = None,
 ) -> ConversionReport:
     """Converts the CT volumes under ``inputs`` into a TFRecord dataset in ``output_dir``.
 
@@ -193,43 +180,77 @@ def convert(
       condition_inputs: with ``config.condition == "paired"``: the same
         patients' condition (e.g. real low-dose) series, stored beside each
         block (cgan_ct.data.pairing).
+      patients: {resolved volume file path: patient id} (cgan_ct.io.sources.
+        read_patients_table), so that volume files of one patient share a
+        split; without it each file is its own patient, with a warning.
 
     Returns:
       A ConversionReport; ``report.complete`` is False when inputs were skipped.
 
     Raises:
       VolumeError: the output folder holds another conversion, or nothing
-        could be converted.
+        could be converted (naming every input and why). Then nothing is left
+        behind in ``output_dir`` that a rerun would have to be told to discard.
     """
     config = config or ConversionConfig()
     output_dir = pathlib.Path(output_dir)
-    sources, skipped = discover(inputs, salt)
+    sources, skipped = discover(inputs, salt, patients)
     if (config.condition == "paired") != bool(condition_inputs):
         raise ValueError("condition inputs go with condition='paired', and a paired conversion needs them")
     if condition_inputs:
-        condition_sources, condition_skipped = discover(condition_inputs, salt)
+        condition_sources, condition_skipped = discover(condition_inputs, salt, patients)
         sources, unpaired = pair_sources(sources, condition_sources, salt)
         skipped += condition_skipped + unpaired
+    console_skips = [(s.path, s.reason) for s in skipped]
+    if not sources:
+        raise VolumeError(None, _nothing_converted("no volume to convert", console_skips))
     tasks = plan_shards(sources, config, salt, output_dir)
     fingerprint = plan_fingerprint(tasks, config)
-    console_skips = [(s.path, s.reason) for s in skipped]
+    created = not output_dir.exists()
     existing = _prepare(output_dir, fingerprint, overwrite)
+    warnings = _split_warnings(sources, patients)
     if existing is not None:
-        return ConversionReport(output_dir, existing, console_skips, 0, len(tasks))
+        return ConversionReport(output_dir, existing, console_skips, 0, len(tasks), warnings)
     done = {t.name: r for t in tasks if (r := _done_receipt(t)) is not None}
     todo = [t for t in tasks if t.name not in done]
-    receipts = list(done.values()) + _run_tasks(todo, workers or os.cpu_count() or 1, progress)
+    receipts = list(done.values()) + run_tasks(todo, workers or os.cpu_count() or 1, progress)
     locations = {s.volume_id: str(s.location) for s in sources}
     console_skips += [(locations.get(s["source"], s["source"]), s["reason"]) for r in receipts for s in r["skipped"]]
+    if not any(r["volumes"] for r in receipts if r["split"] == "train"):
+        _remove_outputs(output_dir)  # nothing in it can be used: a rerun starts clean, without --overwrite
+        if created:
+            output_dir.rmdir()
+        raise VolumeError(None, _nothing_converted("no training volume was converted", console_skips))
     manifest = manifest_from_receipts(receipts, config, fingerprint, [s.to_json() for s in skipped])
     write_manifest(output_dir, manifest)
     shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)
-    return ConversionReport(output_dir, manifest, console_skips, len(todo), len(done))
+    return ConversionReport(output_dir, manifest, console_skips, len(todo), len(done), warnings)
+
+
+def _nothing_converted(what: str, skips: list[tuple[str, str]]) -> str:
+    """The error of a conversion with nothing to train on: every input and why (for the console only)."""
+    reasons = "; ".join(f"{where}: {reason}" for where, reason in skips) or "no input was given"
+    return f"{what}; nothing written. Skipped: {reasons}"
+
+
+def _split_warnings(sources: list[VolumeSource], patients: dict[str, str] | None) -> tuple[str, ...]:
+    files = [s for s in sources if s.file is not None]
+    if len(files) < 2:
+        return ()
+    if patients is None:
+        return (
+            f"{len(files)} volume files are split into train and test one file per patient: two scans of one "
+            "patient can land in both splits. Give --patients FILE.csv (file,patient) to keep patients together.",
+        )
+    unlisted = sum(1 for s in files if s.patient is None)
+    if unlisted:
+        return (f"{unlisted} of {len(files)} volume files are not in the patients table; each is its own patient",)
+    return ()
 
 
 def manifest_from_receipts(receipts, config: ConversionConfig, fingerprint: str, skipped_inputs) -> Manifest:
     receipts = sorted(receipts, key=lambda r: r["shard"])
-    shards = [{k: r[k] for k in ("split", "shard", "records", "bytes", "crc32c")} for r in receipts]
+    shards = [{k: r[k] for k in ("split", "shard", "records", "bytes", "crc32c")} for r in receipts if r["records"]]
     train = [np.asarray(r["histogram"], np.int64) for r in receipts if r["split"] == "train"]
     return build_manifest(
         shards=shards,

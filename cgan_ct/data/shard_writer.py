@@ -47,11 +47,17 @@ class ShardTask:
         return self.output_dir / WORK_DIR / f"{self.name}.json"
 
 
+# What reading one volume can raise besides VolumeError, from a header no check foresaw: the volume
+# is skipped with the error's text, and the rest of the archive is converted.
+_VOLUME_FAILURES = (ValueError, ArithmeticError, MemoryError, OSError, RuntimeError, IndexError, KeyError, TypeError)
+
+
 def write_shard(task: ShardTask) -> dict:
     """Converts the task's volumes into its shard; returns the receipt.
 
-    A volume that cannot be read is skipped (listed in the receipt); any other
-    error aborts the shard, leaving nothing under its final name.
+    A volume that cannot be read is skipped (listed in the receipt), whatever
+    the error. A shard left with no records is not written: its receipt says
+    so (``records`` 0) and the manifest leaves it out.
     """
     receipt = {"shard": task.name, "split": task.split, "volumes": [], "skipped": []}
     histogram = np.zeros(intensity.CLIP_HU[1] - intensity.CLIP_HU[0] + 1, np.int64)
@@ -62,11 +68,16 @@ def write_shard(task: ShardTask) -> dict:
             except VolumeError as exc:
                 receipt["skipped"].append(skipped_from_error(exc, task.salt, source.volume_id).to_json())
                 continue
-            for record in converted.records:
+            except _VOLUME_FAILURES as exc:
+                error = VolumeError(source.location, f"cannot be read ({type(exc).__name__}: {exc})")
+                receipt["skipped"].append(skipped_from_error(error, task.salt, source.volume_id).to_json())
+                continue
+            for record in converted.records:  # an error here is ours, not the input's: it aborts the shard
                 writer.write(record)
             receipt["volumes"].append({**converted.entry, "split": task.split, "shard": task.name})
             histogram += converted.histogram
         receipt.update(records=writer.records, bytes=writer.bytes, crc32c=writer.crc32c, histogram=histogram.tolist())
         write_json_atomic(task.receipt_path, receipt)
-        writer.commit()
+        if writer.records:
+            writer.commit()
     return receipt

@@ -67,7 +67,7 @@ def _with_condition(volume, source: VolumeSource, config: ConversionConfig, salt
     if config.condition == "paired":
         if source.paired is None:
             raise ValueError(f"{source.volume_id}: a paired conversion needs each source's condition volume")
-        return (*align_pair(volume, source.paired.read(salt, config.spacing_mm)), None)
+        return (*align_pair(volume, source.paired.read(salt, config.spacing_mm, config.nonfinite)), None)
     return volume, None, None
 
 
@@ -79,7 +79,7 @@ def _finite(values: dict) -> dict:
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
     """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
     volume, condition_hu, condition_settings = _with_condition(
-        source.read(salt, config.spacing_mm), source, config, salt
+        source.read(salt, config.spacing_mm, config.nonfinite), source, config, salt
     )
     if config.subsample > 1:
         volume = subsample_volume(volume, config.subsample)

@@ -20,9 +20,21 @@ from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
 from cgan_ct.io import slice_geometry
 from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16, to_canonical
+from cgan_ct.io.volume import AcquisitionInfo, Volume, below_air_to_air, hu_to_int16, to_canonical
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+# CT, Enhanced CT, Legacy Converted Enhanced CT, MR, Secondary Capture: classes whose files must hold pixel data.
+_IMAGE_STORAGE_CLASSES = {
+    CT_IMAGE_STORAGE,
+    "1.2.840.10008.5.1.4.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.2.2",
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.7",
+}
+_PIXEL_DATA_TAG = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_MAX_SIDE = 16384  # rows or columns beyond this are a corrupt header, not a CT image
 _DEFER_BYTES = 1024  # headers now, pixel data only when used
 _IOP_TOLERANCE = 1e-3
 _SPACING_TOLERANCE = 1e-3
@@ -46,11 +58,12 @@ class _Series:
 
 
 def _is_dicom_file(path: pathlib.Path) -> bool:
+    """Whether ``path`` carries the DICM marker; a file that cannot be opened is an error, not "no"."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
-    except OSError:
-        return False
+    except OSError as exc:
+        raise VolumeError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     return len(head) == 132 and head[128:] == b"DICM"
 
 
@@ -61,28 +74,51 @@ def _read_header(path: pathlib.Path) -> pydicom.Dataset:
         raise VolumeError(path, f"corrupt or truncated DICOM file ({exc})") from None
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
         raise VolumeError(path, "corrupt DICOM file (the DICM marker is not followed by file meta information)")
+    _check_complete(path, ds)
     return ds
+
+
+def _check_complete(path: pathlib.Path, ds: pydicom.Dataset) -> None:
+    """An image file must hold all of its pixel data: pydicom stops quietly where a file ends early."""
+    sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", "") or "")
+    if "PixelData" not in ds:
+        if sop_class in _IMAGE_STORAGE_CLASSES:
+            raise VolumeError(path, "truncated DICOM file: an image file that ends before its pixel data")
+        return
+    raw = ds.get_item(_PIXEL_DATA_TAG)
+    length = getattr(raw, "length", None)
+    start = getattr(raw, "value_tell", None)
+    if length is None or start is None or length == _UNDEFINED_LENGTH:
+        return
+    size = path.stat().st_size
+    if start + length > size:
+        raise VolumeError(
+            path, f"truncated DICOM file: its pixel data needs {length} bytes, the file ends after {size - start}"
+        )
 
 
 def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
     """All image series under ``folder``, keyed by SeriesInstanceUID.
 
-    A corrupt DICOM file raises VolumeError, or, when ``on_error`` is given,
-    is passed to it and left out.
+    A DICOM file that cannot be read (corrupt, truncated, unreadable) raises
+    VolumeError; with ``on_error``, it is passed to ``on_error(error,
+    position)`` instead (``position``: "file k of n" in the name order of its
+    folder) and left out, and the caller decides what it spoils.
     """
     series: dict[str, _Series] = {}
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
+        names = sorted(n for n in names if not n.startswith("."))
+        for k, name in enumerate(names):
             path = pathlib.Path(root, name)
-            if name.startswith(".") or not _is_dicom_file(path):
-                continue
             try:
+                if not _is_dicom_file(path):
+                    continue
                 ds = _read_header(path)
             except VolumeError as exc:
                 if on_error is None:
                     raise
-                on_error(exc)
+                on_error(exc, f"file {k + 1} of {len(names)}")
                 continue
             if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
                 continue
@@ -111,22 +147,74 @@ def _choose_series(folder: pathlib.Path, found: dict[str, _Series], choice: str 
     raise VolumeError(folder, f"{problem}: {listing}")
 
 
+def _numbers(path: pathlib.Path, ds: pydicom.Dataset, key: str, count: int) -> np.ndarray:
+    """``count`` finite numbers from attribute ``key``, or a VolumeError naming the file and the attribute."""
+    value = ds.get(key)
+    if value is None or value == "":
+        raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+    try:
+        values = np.asarray(value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value], float)
+    except (TypeError, ValueError):
+        raise VolumeError(path, f"{key} is not numeric ({value!r})") from None
+    if values.shape != (count,) or not np.isfinite(values).all():
+        raise VolumeError(path, f"{key} must be {count} finite numbers, got {list(np.atleast_1d(values))}")
+    return values
+
+
+def _check_slice(path: pathlib.Path, ds: pydicom.Dataset) -> None:
+    """One slice's header: a single-frame CT image whose geometry and scaling make sense."""
+    modality = str(ds.get("Modality", "") or "")
+    if modality != "CT":
+        raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
+    for key in ("Rows", "Columns"):
+        side = ds.get(key)
+        if side is None:
+            raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+        if not 1 <= int(side) <= _MAX_SIDE:
+            raise VolumeError(path, f"{key} is {int(side)}: not an image size (1 to {_MAX_SIDE})")
+    _numbers(path, ds, "ImagePositionPatient", 3)
+    spacing = _numbers(path, ds, "PixelSpacing", 2)
+    if spacing.min() <= 0:
+        raise VolumeError(path, f"PixelSpacing must be positive, got {list(spacing)}")
+    row, col = np.split(_numbers(path, ds, "ImageOrientationPatient", 6), 2)
+    if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
+        raise VolumeError(
+            path, f"ImageOrientationPatient {list(np.r_[row, col])} is not two perpendicular unit vectors"
+        )
+    for key in ("RescaleSlope", "RescaleIntercept"):
+        if ds.get(key) not in (None, ""):
+            value = float(_numbers(path, ds, key, 1)[0])
+            if key == "RescaleSlope" and value == 0:
+                raise VolumeError(path, "RescaleSlope is 0: every pixel would be the same HU")
+    _check_pixel_length(path, ds)
+
+
+def _check_pixel_length(path: pathlib.Path, ds: pydicom.Dataset) -> None:
+    """Uncompressed pixel data must hold Rows x Columns pixels (checked before decoding allocates them)."""
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_SYNTAXES:
+        return
+    length = getattr(ds.get_item(_PIXEL_DATA_TAG), "length", None)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
+    if length is not None and length != _UNDEFINED_LENGTH and length < needed:
+        raise VolumeError(
+            path,
+            f"pixel data holds {length} bytes, but {int(ds.Rows)} x {int(ds.Columns)} pixels of {bits} bits "
+            f"need {needed}: the header's image size does not match its data",
+        )
+
+
 def _check_consistent(series: _Series) -> None:
-    """Every slice a single-frame CT image with the same size and geometry."""
-    first_path, first = series.files[0]
+    """Every slice a valid single-frame CT image with the same size and geometry as the first."""
+    _, first = series.files[0]
     for path, ds in series.files:
-        modality = str(ds.get("Modality", "") or "")
-        if modality != "CT":
-            raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
-        for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
-            if ds.get(key) is None:
-                raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+        _check_slice(path, ds)
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise VolumeError(
                 path,
-                f"{ds.Rows}x{ds.Columns} pixels, but {first_path.name} has "
+                f"{ds.Rows}x{ds.Columns} pixels, but the series' first file has "
                 f"{first.Rows}x{first.Columns}: inconsistent rows/columns in one series",
             )
         if not np.allclose(
@@ -164,8 +252,8 @@ def _store_slice_hu(path: pathlib.Path, ds: pydicom.Dataset, out: np.ndarray) ->
     Returns the HU range before any clipping to ``out``'s type.
     """
     pixels = _decode(path, ds)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope = 1.0 if ds.get("RescaleSlope") in (None, "") else float(ds.RescaleSlope)  # 0 refused by _check_slice
+    intercept = 0.0 if ds.get("RescaleIntercept") in (None, "") else float(ds.RescaleIntercept)
     low, high = float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept
     low, high = min(low, high), max(low, high)
     limits = np.iinfo(out.dtype) if out.dtype.kind == "i" else np.finfo(out.dtype)
@@ -190,9 +278,10 @@ def _read_stack(files, dtype) -> tuple[np.ndarray, tuple[str, ...]]:
     for k, (path, ds) in enumerate(files):
         slice_low, slice_high = _store_slice_hu(path, ds, stack[k])
         low, high = min(low, slice_low), max(high, slice_high)
-    if dtype == np.int16 and (low < -32768 or high > 32767):
-        return stack, (f"HU range {low:.0f}..{high:.0f} clipped to int16",)
-    return stack, ()
+    warnings = below_air_to_air(stack)
+    if dtype == np.int16 and high > 32767:
+        warnings += (f"HU range {low:.0f}..{high:.0f} clipped to int16",)
+    return stack, warnings
 
 
 def _padding_mask(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray | None:
@@ -262,19 +351,39 @@ class SeriesRef:
 
 
 def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> list[SeriesRef]:
-    """Every CT image series under ``root`` (headers only), sorted by volume id."""
+    """Every CT image series under ``root`` (headers only), sorted by volume id.
+
+    With ``on_error``, a file that cannot be read is reported as
+    ``on_error(error, volume_id)``: a file in a folder that holds a series
+    spoils that series (it may be one of its slices: a truncated first or last
+    slice leaves no gap), which is reported under the series' volume id and
+    left out; any other under ``volume_id=None``.
+    """
+    problems: list[tuple[VolumeError, str]] = []
+    found = scan_series(root, None if on_error is None else lambda exc, where: problems.append((exc, where)))
     refs = []
-    for uid, series in scan_series(root, on_error).items():
+    for uid, series in found.items():
         first = series.first
+        volume_id = pseudonym("vol", uid, salt)
+        folders = {path.parent for path, _ in series.files}
+        spoiled = [(exc, where) for exc, where in problems if pathlib.Path(exc.source).parent in folders]
+        if spoiled:
+            exc, where = spoiled[0]
+            on_error(VolumeError(exc.source, f"{where} of the series' folder: {exc.problem}"), volume_id)
+            continue
         refs.append(
             SeriesRef(
                 files=tuple(path for path, _ in series.files),
-                volume_id=pseudonym("vol", uid, salt),
+                volume_id=volume_id,
                 patient_key=_patient_key(first, uid, salt),
                 rows=int(first.get("Rows", 0) or 0),
                 columns=int(first.get("Columns", 0) or 0),
             )
         )
+    series_folders = {path.parent for series in found.values() for path, _ in series.files}
+    for exc, where in problems:
+        if pathlib.Path(exc.source).parent not in series_folders:
+            on_error(VolumeError(exc.source, f"{where} of its folder: {exc.problem}"), None)
     return sorted(refs, key=lambda r: r.volume_id)
 
 
@@ -358,8 +467,9 @@ def _assemble(files, geometry: slice_geometry.StackGeometry, slice_spacing_mm):
     if geometry.is_uneven:
         warnings.append(f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm) resampled to a regular grid")
     dz = float(slice_spacing_mm) if slice_spacing_mm else geometry.default_slice_spacing_mm()
-    stack, _ = _read_stack(files, np.float32)
-    volume, origin, direction = slice_geometry.regularize(stack, geometry, dz, AIR_HU)
+    stack, stack_warnings = _read_stack(files, np.float32)
+    warnings += stack_warnings
+    volume, origin, direction = slice_geometry.regularize(stack, geometry, dz, AIR_HU, files[0][0].parent)
     del stack
     hu, clip_warnings = hu_to_int16(volume, str(files[0][0].parent))
     return hu, origin, direction, (dz, dy, dx), tuple(warnings) + clip_warnings

@@ -22,6 +22,7 @@ from pydicom.valuerep import DSfloat
 from cgan_ct.constants import PACKAGE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.dicom_io import CT_IMAGE_STORAGE
+from cgan_ct.io.output_paths import check_output_folder
 from cgan_ct.io.volume import Volume
 
 _INTERCEPT = -1024
@@ -42,12 +43,7 @@ def _check_writable(volume: Volume, folder: pathlib.Path, overwrite: bool) -> No
     direction = np.asarray(volume.direction, float)
     if not np.allclose(direction.T @ direction, np.eye(3), atol=_ORTHONORMAL_TOLERANCE):
         raise VolumeError(folder, "volume direction is not orthonormal; resample before writing DICOM")
-    if folder.exists() and not folder.is_dir():
-        raise VolumeError(folder, "exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise VolumeError(folder, "folder exists and is not empty; not overwriting")
-    if not folder.parent.is_dir():
-        raise VolumeError(folder.parent, "output parent folder does not exist")
+    check_output_folder(folder, overwrite)
 
 
 def _series_template(volume: Volume, description: str, synthetic: bool = False) -> Dataset:
@@ -151,12 +147,18 @@ def write_dicom_series(
     template = _series_template(volume, description, synthetic)
     stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
     tmp = folder.parent / f".{folder.name}.tmp-{stamp}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise VolumeError(folder, f"cannot be written ({exc.strerror or type(exc).__name__})") from None
     try:
         for k in range(volume.shape[0]):
             ds = _slice_dataset(template, volume, k, stored)
             pydicom.dcmwrite(tmp / f"IM{k + 1:05d}.dcm", ds, enforce_file_format=True)
         _move_into_place(tmp, folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VolumeError(folder, f"writing failed ({exc.strerror or exc}); nothing was left there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.io.volume import Volume, hu_to_int16
+from cgan_ct.io.volume import Volume, check_grid_size, hu_to_int16
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
@@ -31,16 +31,18 @@ def geometry_from_sitk(image: sitk.Image) -> tuple[tuple, tuple, np.ndarray]:
     return spacing, origin, direction_xyz[:, ::-1].copy()
 
 
-def resample(volume: Volume, spacing_mm, interpolator=sitk.sitkLinear) -> Volume:
+def resample(volume: Volume, spacing_mm, interpolator=sitk.sitkLinear, source=None) -> Volume:
     """Resamples ``volume`` to ``spacing_mm`` (z, y, x) over the same extent.
 
     The grid keeps origin and direction; the number of voxels per axis is the
     old physical extent divided by the new spacing, rounded. Voxels outside
-    the source are air (-1024 HU).
+    the source are air (-1024 HU). A grid over MAX_VOXELS is refused, naming
+    ``source`` (default: the volume id).
     """
     spacing_mm = tuple(float(s) for s in spacing_mm)
     old_extent = np.asarray(volume.shape) * np.asarray(volume.spacing_mm)
-    size_zyx = np.maximum(1, np.rint(old_extent / np.asarray(spacing_mm))).astype(int)
+    size_zyx = np.maximum(1, np.rint(old_extent / np.asarray(spacing_mm))).astype(np.int64)
+    check_grid_size(size_zyx, source or volume.volume_id, f"resampling to {spacing_mm} mm")
     image = sitk.Cast(to_sitk(volume), sitk.sitkFloat32)
     resampled = sitk.Resample(
         image,

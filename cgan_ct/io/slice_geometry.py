@@ -22,6 +22,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from cgan_ct.io.volume import check_grid_size
+
 _UNEVEN_TOLERANCE = 0.01  # relative spread of gaps still called even
 _TILT_TOLERANCE_PX = 0.01  # in-plane drift (pixels) still called untilted
 _MISSING_RATIO_TOLERANCE = 0.1
@@ -138,19 +140,22 @@ def find_stack_problem(geometry: StackGeometry, instance_numbers: list[int | Non
 
 
 def regularize(
-    slices_hu: np.ndarray, geometry: StackGeometry, slice_spacing_mm: float, fill_hu: float
+    slices_hu: np.ndarray, geometry: StackGeometry, slice_spacing_mm: float, fill_hu: float, source=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resamples sorted slices [N, rows, cols] onto a regular, tilt-free grid.
 
     Returns (volume [K, rows', cols'] float32, origin_mm (x, y, z) LPS of the
     first voxel, direction with columns (normal, col_dir, row_dir)). Voxels no
-    slice covers get ``fill_hu``.
+    slice covers get ``fill_hu``. A grid over MAX_VOXELS (positions far
+    apart: a corrupt header) is refused naming ``source``.
     """
     offsets = geometry.in_plane_offsets_mm  # [N, (along col_dir, along row_dir)]
     spacing = np.asarray(geometry.pixel_spacing_mm)
     low = offsets.min(axis=0)
-    extra = np.ceil((offsets.max(axis=0) - low) / spacing - 1e-6).astype(int)
+    extra = np.ceil((offsets.max(axis=0) - low) / spacing - 1e-6).astype(np.int64)
     n, rows, cols = slices_hu.shape
+    count = int(np.floor(geometry.along_normal_mm[-1] / slice_spacing_mm + 1e-6)) + 1
+    check_grid_size((max(n, count), rows + extra[0], cols + extra[1]), source, "the regular grid of the slices")
     shifted = np.full((n, rows + extra[0], cols + extra[1]), fill_hu, np.float32)
     for i in range(n):
         shift_px = (offsets[i] - low) / spacing
@@ -159,7 +164,6 @@ def regularize(
         if np.abs(shift_px).max() > _TILT_TOLERANCE_PX:
             canvas[:] = ndimage.shift(canvas, shift_px, order=1, mode="constant", cval=fill_hu)
     along = geometry.along_normal_mm
-    count = int(np.floor(along[-1] / slice_spacing_mm + 1e-6)) + 1
     targets = np.arange(count) * slice_spacing_mm
     lower = np.clip(np.searchsorted(along, targets, side="right") - 1, 0, max(n - 2, 0))
     if n == 1:

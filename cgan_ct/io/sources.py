@@ -8,6 +8,7 @@ and folder names have been removed (names often hold patient names).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import pathlib
@@ -20,6 +21,7 @@ from cgan_ct.io import dicom_io, volume_files
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sitk_bridge import resample
 from cgan_ct.io.volume import Volume
+from cgan_ct.io.volume_io import check_exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +35,15 @@ class VolumeSource:
     file: pathlib.Path | None = None
     paired: VolumeSource | None = None  # the same patient's condition series (paired conversion)
 
-    def read(self, salt: str | None, spacing_mm=None) -> Volume:
+    patient: str | None = None  # a volume file's patient id from a --patients table (never written out)
+
+    def read(self, salt: str | None, spacing_mm=None, nonfinite: str = "error") -> Volume:
         if self.series is not None:
             volume = dicom_io.read_series_ref(self.series, salt=salt)
         else:
-            volume = volume_files.read_volume_file(self.file, salt=salt)
+            volume = volume_files.read_volume_file(self.file, salt=salt, patient=self.patient, nonfinite=nonfinite)
         if spacing_mm is not None and tuple(volume.spacing_mm) != tuple(spacing_mm):
-            volume = resample(volume, spacing_mm)
+            volume = resample(volume, spacing_mm, source=self.location)
         return volume
 
     @property
@@ -60,13 +64,14 @@ class SkippedInput:
         return {"source": self.source, "reason": self.reason}
 
 
+_UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")  # DICOM UIDs (SOP instance, series, study): dotted digits
 _FILE_NAME = re.compile(r"[\w.+-]+\.(dcm|dicom|ima|img|nii|nii\.gz|gz|mha|mhd|nrrd|nhdr|raw)\b", re.IGNORECASE)
 
 
 def redact(text: str, path: str | os.PathLike | None) -> str:
     """``text`` with every file and folder name of ``path``, and anything that
-    looks like a file name, replaced by '<name>'."""
-    text = _FILE_NAME.sub("<name>", text)
+    looks like a file name, replaced by '<name>', and DICOM UIDs by '<uid>'."""
+    text = _UID.sub("<uid>", _FILE_NAME.sub("<name>", text))
     if path is None:
         return text
     parts = sorted((p for p in pathlib.Path(path).parts if len(p) >= 3 and p != os.sep), key=len, reverse=True)
@@ -81,7 +86,37 @@ def skipped_from_error(error: VolumeError, salt: str | None, source_id: str | No
     return SkippedInput(source_id or pseudonym("src", path, salt), problem, path)
 
 
-def _file_source(path: pathlib.Path, salt: str | None) -> VolumeSource:
+def read_patients_table(path: str | os.PathLike) -> dict[str, str]:
+    """A CSV of ``file,patient`` rows (a header row ``file,patient`` is allowed) -> {resolved file path: patient id}.
+
+    Relative file paths are taken from the table's folder. The patient ids are
+    only hashed into patient keys (so two files of one patient fall into the
+    same split); they are never written out.
+    """
+    path = pathlib.Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except OSError as exc:
+        raise VolumeError(path, f"cannot read the patients table ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise VolumeError(path, f"not a CSV patients table ({exc})") from None
+    if rows and [cell.strip().lower() for cell in rows[0]] == ["file", "patient"]:
+        rows = rows[1:]
+    table = {}
+    for number, row in enumerate(rows, 1):
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise VolumeError(path, f"data row {number} is not 'file,patient' ({len(row)} fields)")
+        file = pathlib.Path(row[0].strip())
+        file = (file if file.is_absolute() else path.parent / file).resolve()
+        if table.setdefault(str(file), row[1].strip()) != row[1].strip():
+            raise VolumeError(path, f"data row {number}: the file is listed twice, for two patients")
+    if not table:
+        raise VolumeError(path, "the patients table has no rows")
+    return table
+
+
+def _file_source(path: pathlib.Path, salt: str | None, patients: dict[str, str] | None) -> VolumeSource:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -91,11 +126,13 @@ def _file_source(path: pathlib.Path, salt: str | None) -> VolumeSource:
     digest = volume_files.content_digest(path)
     size = reader.GetSize()
     voxels = int(size[0]) * int(size[1]) * int(size[2] if len(size) > 2 else 1)
+    patient = (patients or {}).get(str(path.resolve()))
     return VolumeSource(
         volume_id=pseudonym("vol", "file:" + digest, salt),
-        patient_key=pseudonym("pat", "file:" + digest, salt),
+        patient_key=volume_files.file_patient_key(digest, patient, salt),
         estimated_voxels=voxels,
         file=path,
+        patient=patient,
     )
 
 
@@ -107,27 +144,32 @@ def _volume_files_under(root: pathlib.Path) -> list[pathlib.Path]:
     return found
 
 
-def discover(inputs, salt: str | None = None) -> tuple[list[VolumeSource], list[SkippedInput]]:
+def discover(
+    inputs, salt: str | None = None, patients: dict[str, str] | None = None
+) -> tuple[list[VolumeSource], list[SkippedInput]]:
     """Every volume under ``inputs``, sorted by volume id, and what was skipped.
 
     The same volume given twice (e.g. a folder and its parent) counts once.
+    ``patients`` (read_patients_table) gives volume files their patient.
     """
     sources: dict[str, VolumeSource] = {}
     skipped: list[SkippedInput] = []
     for item in map(pathlib.Path, inputs):
-        if not item.exists():
-            skipped.append(skipped_from_error(VolumeError(item, "no such file or folder"), salt))
+        try:
+            check_exists(item)
+        except VolumeError as exc:
+            skipped.append(skipped_from_error(exc, salt))
             continue
         before = (len(sources), len(skipped))
         files = _volume_files_under(item) if item.is_dir() else [item]
         for path in files:
             try:
-                source = _file_source(path, salt)
+                source = _file_source(path, salt, patients)
                 sources.setdefault(source.volume_id, source)
             except VolumeError as exc:
                 skipped.append(skipped_from_error(exc, salt))
         if item.is_dir():
-            on_error = lambda exc: skipped.append(skipped_from_error(exc, salt))  # noqa: E731
+            on_error = lambda exc, volume_id: skipped.append(skipped_from_error(exc, salt, volume_id))  # noqa: E731
             for ref in dicom_io.find_series(item, salt, on_error=on_error):
                 source = VolumeSource(ref.volume_id, ref.patient_key, ref.estimated_voxels, series=ref)
                 sources.setdefault(ref.volume_id, source)

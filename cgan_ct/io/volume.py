@@ -23,12 +23,26 @@ import dataclasses
 
 import numpy as np
 
+from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.ops.pyramid import subsample
 
 HU_MIN = -32768
 HU_MAX = 32767
+# 2^31 voxels (4 GiB of int16, 8 GiB as float32 while resampling): beyond it a grid comes from a
+# corrupt header or a mistyped spacing, not from a CT scan (a 1024 x 1024 x 2000 scan has 2.1e9).
+MAX_VOXELS = 2**31
+
+
+def check_grid_size(shape, source, what: str) -> None:
+    """Refuses a grid of more than MAX_VOXELS voxels before anything allocates it."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        shape_text = " x ".join(str(int(n)) for n in shape)
+        raise VolumeError(source, f"{what} would be {shape_text} = {voxels:.3g} voxels (limit {MAX_VOXELS:.3g})")
+
+
 # Array axis a should point along LPS component _CANONICAL_LPS_AXIS[a].
 _CANONICAL_LPS_AXIS = (2, 1, 0)
 
@@ -106,6 +120,22 @@ def hu_to_int16(values: np.ndarray, source: str) -> tuple[np.ndarray, tuple[str,
     if np.issubdtype(values.dtype, np.floating):
         values = np.rint(values)
     return np.clip(values, HU_MIN, HU_MAX).astype(np.int16), warnings
+
+
+def below_air_to_air(hu: np.ndarray) -> tuple[str, ...]:
+    """Sets voxels below air (-1024 HU) to air, in place; returns a warning saying how many.
+
+    Nothing real is less dense than air: such values are a scanner's marks for
+    "outside the reconstruction circle" (-2048, -3024, ...) that no
+    PixelPaddingValue declared, and are treated like padding.
+    """
+    below = hu < AIR_HU
+    count = int(np.count_nonzero(below))
+    if not count:
+        return ()
+    lowest = float(hu[below].min())
+    hu[below] = AIR_HU
+    return (f"{count} voxels below -1024 HU (down to {lowest:.0f}; outside the reconstruction circle?) set to air",)
 
 
 def canonical_axes(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:

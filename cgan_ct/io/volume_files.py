@@ -10,10 +10,13 @@ import tempfile
 import numpy as np
 import SimpleITK as sitk
 
+from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.nifti_check import check_nifti
+from cgan_ct.io.output_paths import check_output_file
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sitk_bridge import geometry_from_sitk, to_sitk
-from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16, to_canonical
+from cgan_ct.io.volume import AcquisitionInfo, Volume, below_air_to_air, hu_to_int16, to_canonical
 
 # Suffix -> format name. Multi-part suffixes first.
 VOLUME_SUFFIXES = {
@@ -25,6 +28,29 @@ VOLUME_SUFFIXES = {
     ".nhdr": "NRRD",
 }
 _HASH_CHUNK = 1 << 22
+NONFINITE_CHOICES = ("error", "air")
+
+
+def _finite_hu(
+    values: np.ndarray, path: pathlib.Path, nonfinite: str, bad: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Refuses NaN / Inf voxels, or (``nonfinite="air"``) sets them to air with a warning.
+
+    ``bad``: where the file held non-finite values that the reader already turned into numbers.
+    """
+    if bad is None:
+        if values.dtype.kind != "f":
+            return values, ()
+        bad = ~np.isfinite(values)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return values, ()
+    if nonfinite != "air":
+        raise VolumeError(
+            path, f"{count} of {values.size} voxels are NaN or infinite (to read them as air: nonfinite='air')"
+        )
+    values = np.where(bad.reshape(values.shape), np.asarray(AIR_HU, values.dtype), values)
+    return values, (f"{count} NaN or infinite voxels set to air (-1024 HU)",)
 
 
 def volume_format(path: str | os.PathLike) -> str | None:
@@ -45,41 +71,79 @@ def content_digest(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-def read_volume_file(path: pathlib.Path, salt: str | None = None) -> Volume:
+def _itk_reason(exc: RuntimeError) -> str:
+    """ITK's message without its source location and object address."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()[1:] if line.strip()]
+    text = " ".join(line.split("): ", 1)[-1] if line.startswith("ITK ERROR") else line for line in lines)
+    return text or "unreadable"
+
+
+def read_volume_file(
+    path: pathlib.Path, salt: str | None = None, patient: str | None = None, nonfinite: str = "error"
+) -> Volume:
     """Reads a NIfTI / MetaImage / NRRD file of HU values into a canonical Volume.
 
     The file's voxel values are taken as HU (after any scaling the format
-    stores). Such files carry no patient identity, so the volume id and the
-    patient key are both derived from the file content.
+    stores); values below -1024 HU become air (with a warning). Such files
+    carry no patient identity: the volume id is derived from the file content,
+    and so is the patient key unless ``patient`` (the patient's id, e.g. from
+    a conversion's --patients table) is given.
+
+    Args:
+      nonfinite: "error" (default) refuses NaN / infinite voxels; "air" sets
+        them to -1024 HU with a warning.
     """
     fmt = volume_format(path)
     if fmt is None:
         raise VolumeError(path, "not a supported volume file (.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr)")
+    if nonfinite not in NONFINITE_CHOICES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_CHOICES}, got {nonfinite!r}")
+    nonfinite_mask = check_nifti(path).nonfinite if fmt == "NIfTI" else None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise VolumeError(path, f"cannot read {fmt} file ({first_line})") from None
+        raise VolumeError(path, f"cannot read {fmt} file ({_itk_reason(exc)})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise VolumeError(
             path,
             f"expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
             f"{image.GetNumberOfComponentsPerPixel()} component(s)",
         )
-    hu, warnings = hu_to_int16(sitk.GetArrayViewFromImage(image), str(path))
+    values, warnings = _finite_hu(sitk.GetArrayViewFromImage(image), path, nonfinite, nonfinite_mask)
+    hu, clip_warnings = hu_to_int16(values, str(path))
+    hu = np.array(hu, dtype=np.int16, copy=True)
+    warnings += clip_warnings + below_air_to_air(hu)
     spacing, origin, direction = geometry_from_sitk(image)
+    if not (np.isfinite(spacing).all() and min(spacing) > 0 and np.isfinite(origin).all()):
+        raise VolumeError(path, f"voxel spacing {spacing} / origin {origin} are not finite positive values")
     digest = content_digest(path)
     volume = Volume(
-        hu=np.array(hu, dtype=np.int16, copy=True),
+        hu=hu,
         spacing_mm=spacing,
         origin_mm=origin,
         direction=direction,
         volume_id=pseudonym("vol", "file:" + digest, salt),
-        patient_key=pseudonym("pat", "file:" + digest, salt),
+        patient_key=file_patient_key(digest, patient, salt),
         acquisition=AcquisitionInfo(source_format=fmt),
         warnings=warnings,
     )
     return to_canonical(volume)
+
+
+def file_patient_key(digest: str, patient: str | None, salt: str | None) -> str:
+    """A volume file's patient key: from the patient's id where known, else from the file content.
+
+    Keyed like a DICOM PatientID, so a NIfTI and a DICOM series of the same
+    patient id fall into the same split.
+    """
+    return pseudonym("pat", "id:" + patient if patient else "file:" + digest, salt)
+
+
+def check_nifti_path(path: pathlib.Path, overwrite: bool = False) -> None:
+    """``path`` is a NIfTI name (.nii / .nii.gz) that can be written."""
+    if volume_format(path) != "NIfTI":
+        raise VolumeError(path, "a NIfTI path must end in .nii or .nii.gz")
+    check_output_file(path, overwrite)
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
@@ -90,18 +154,16 @@ def write_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False
     ``overwrite`` is true. Only voxels and geometry are written.
     """
     path = pathlib.Path(path)
-    if volume_format(path) != "NIfTI":
-        raise VolumeError(path, "a NIfTI path must end in .nii or .nii.gz")
-    if path.exists() and not overwrite:
-        raise VolumeError(path, "already exists; not overwriting")
-    if not path.parent.is_dir():
-        raise VolumeError(path.parent, "output folder does not exist")
+    check_nifti_path(path, overwrite)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         sitk.WriteImage(to_sitk(volume), tmp_name, useCompression=suffix == ".nii.gz")
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as exc:
+        pathlib.Path(tmp_name).unlink(missing_ok=True)
+        raise VolumeError(path, f"writing failed ({getattr(exc, 'strerror', None) or exc})") from None
     except BaseException:
         pathlib.Path(tmp_name).unlink(missing_ok=True)
         raise

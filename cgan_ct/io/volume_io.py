@@ -26,6 +26,7 @@ def read_volume(
     series: str | None = None,
     spacing_mm: float | tuple[float, float, float] | None = None,
     salt: str | None = None,
+    nonfinite: str = "error",
 ) -> Volume:
     """Reads a CT volume in HU from a DICOM folder or a volume file.
 
@@ -39,11 +40,14 @@ def read_volume(
         (linear interpolation over the same extent). Default: native.
       salt: salt for the pseudonymous volume id and patient key; default
         $CGAN_CT_SALT, else a public default (see cgan_ct.io.pseudonym).
+      nonfinite: NaN / infinite voxels of a volume file: "error" (default)
+        or "air" (set to -1024 HU, with a warning).
 
     Returns:
       A Volume in the canonical orientation (see cgan_ct.io.volume). Tilted or
       unevenly spaced DICOM series come back resampled onto a regular grid,
-      with a note in ``Volume.warnings``.
+      and values below -1024 HU set to air, each with a note in
+      ``Volume.warnings``.
 
     Raises:
       VolumeError: the path does not exist, or cannot be read as CT; the
@@ -51,14 +55,27 @@ def read_volume(
     """
     target = _as_spacing(spacing_mm)
     path = pathlib.Path(path)
-    if not path.exists():
-        raise VolumeError(path, "no such file or folder")
+    check_exists(path)
     if path.is_dir():
+        if nonfinite not in ("error", "air"):
+            raise ValueError(f"nonfinite must be 'error' or 'air', got {nonfinite!r}")
         volume = read_dicom_series(path, series=series, salt=salt)
     else:
         if series is not None:
             raise VolumeError(path, "series= applies to DICOM folders, not to volume files")
-        volume = read_volume_file(path, salt=salt)
+        volume = read_volume_file(path, salt=salt, nonfinite=nonfinite)
     if target is not None and tuple(volume.spacing_mm) != target:
-        volume = resample(volume, target)
+        volume = resample(volume, target, source=path)
     return volume
+
+
+def check_exists(path: pathlib.Path) -> None:
+    """A missing path, and one that cannot be reached or read, each with its real cause."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise VolumeError(path, "no such file or folder") from None
+    except OSError as exc:
+        raise VolumeError(path, f"cannot be reached ({exc.strerror or type(exc).__name__})") from None
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise VolumeError(path, "permission denied: cannot be read")
