@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 
@@ -98,3 +99,71 @@ def test_progress_bar_throttles_outside_a_terminal():
         bar.update(i)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("x [" + "#" * 30 + "] 100/100")
+
+
+# --- serving input checks (issue 18, item 17) ---------------------------------------------------------------
+
+BAD_SHAPE = r"blocks_hu must be float32 \[batch, 16, 16, 16, 1\] for this model \(block size 16\); got shape\] \["
+
+
+def test_serving_signatures_reject_bad_blocks_with_one_clear_message(model_dir):
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(str(model_dir)).signatures
+    seed = tf.constant([1, 2], tf.int64)
+    calls = {
+        "serving_default": lambda x: signatures["serving_default"](blocks_hu=x),
+        "generate_hu_seeded": lambda x: signatures["generate_hu_seeded"](blocks_hu=x, seed=seed),
+        "generate_normalized": lambda x: signatures["generate_normalized"](condition=x, noise=tf.zeros_like(x)),
+    }
+    good = np.zeros((2, 16, 16, 16, 1), np.float32)
+    for name, call in calls.items():
+        assert call(tf.constant(good))  # fine blocks pass
+        for value in (np.nan, np.inf, -np.inf):
+            bad = good.copy()
+            bad[1, 3, 4, 5, 0] = value  # one voxel of one block
+            with pytest.raises(tf.errors.InvalidArgumentError, match="holds NaN or Inf"):
+                call(tf.constant(bad))
+        for shape in ((2, 8, 16, 16, 1), (2, 16, 16, 16), (1, 16, 16, 16, 2)):
+            message = BAD_SHAPE.replace("blocks_hu", "condition") if name == "generate_normalized" else BAD_SHAPE
+            message += re.escape(" ".join(map(str, shape)) + "]")
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                call(tf.zeros(shape))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor but is a int32"):
+            call(tf.zeros((2, 16, 16, 16, 1), tf.int32))
+
+
+def test_serving_clamps_out_of_range_hu_to_the_mapping_range_as_documented(model_dir):
+    import tensorflow as tf
+
+    from cgan_ct.constants import CLIP_HU
+    from cgan_ct.model import export
+
+    seeded = tf.saved_model.load(str(model_dir)).signatures["generate_hu_seeded"]
+    seed = tf.constant([3, 4], tf.int64)
+
+    def run(hu):
+        return seeded(blocks_hu=tf.fill([1, 16, 16, 16, 1], float(hu)), seed=seed)["blocks_hu"].numpy()
+
+    np.testing.assert_array_equal(run(1e6), run(CLIP_HU[1]))
+    np.testing.assert_array_equal(run(-1e6), run(CLIP_HU[0]))
+    assert "clamped to [-1024, 3071] HU" in export.__doc__
+    assert "clamped to [-1024, 3071] HU" in (REPO / "README.md").read_text()
+
+
+def test_python_side_checks_blocks_before_calling_the_model(model_dir, monkeypatch):
+    model = BlockModel(model_dir)
+
+    def must_not_run(**kwargs):
+        raise AssertionError("the SavedModel was called")
+
+    monkeypatch.setattr(model, "_signature", must_not_run)
+    predict = model.predictor(0)
+    blocks = np.zeros((3, 16, 16, 16, 1), np.float32)
+    blocks[2, 0, 0, 0, 0] = np.nan
+    with pytest.raises(VolumeError, match=r"blocks_hu holds 1 NaN or Inf value\(s\)"):
+        predict(blocks)
+    with pytest.raises(VolumeError, match=r"blocks_hu must be \[batch, 16, 16, 16, 1\].*got \(3, 8, 16, 16, 1\)"):
+        predict(np.zeros((3, 8, 16, 16, 1), np.float32))
+    with pytest.raises(VolumeError, match="blocks_hu must be real numbers, got complex64"):
+        predict(np.zeros((3, 16, 16, 16, 1), np.complex64))

@@ -48,16 +48,43 @@ class BlockModel:
         self.task = self.info.task
 
     def predictor(self, seed: int):
-        """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call."""
+        """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call.
+
+        Blocks are checked before the model sees them (see ``check_blocks``):
+        VolumeError for a wrong shape, a non-real dtype or a NaN or Inf.
+        Finite HU outside [-1024, 3071] are clamped by the model (cgan_ct.model.export).
+        """
         calls = iter(range(1 << 62))
         tf = self._tf
 
         def predict(blocks_hu):
+            blocks_hu = check_blocks(blocks_hu, self.block_size)
             seed_pair = tf.constant([seed, next(calls)], tf.int64)
             out = self._signature(blocks_hu=tf.constant(blocks_hu, tf.float32), seed=seed_pair)
             return out["blocks_hu"].numpy()
 
         return predict
+
+
+def check_blocks(blocks_hu, block_size: int) -> np.ndarray:
+    """``blocks_hu`` as float32 [B, N, N, N, 1] once it is that shape, real-valued and finite; else VolumeError.
+
+    The SavedModel checks the same (shipped models exported before it did
+    not), but here the message can say how many values are bad.
+    """
+    blocks_hu = np.asarray(blocks_hu)
+    n = int(block_size)
+    if blocks_hu.dtype.kind not in "fiub":
+        raise VolumeError(None, f"blocks_hu must be real numbers, got {blocks_hu.dtype}")
+    if blocks_hu.ndim != 5 or blocks_hu.shape[1:] != (n, n, n, 1):
+        raise VolumeError(
+            None, f"blocks_hu must be [batch, {n}, {n}, {n}, 1] (the model's block size {n}), got {blocks_hu.shape}"
+        )
+    blocks_hu = blocks_hu.astype(np.float32, copy=False)
+    bad = blocks_hu.size - int(np.count_nonzero(np.isfinite(blocks_hu)))
+    if bad:
+        raise VolumeError(None, f"blocks_hu holds {bad} NaN or Inf value(s); the model takes finite HU only")
+    return blocks_hu
 
 
 def make_condition(

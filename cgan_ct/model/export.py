@@ -10,6 +10,18 @@ Signatures (N = block size, blocks float32 [batch, N, N, N, 1]):
 Next to it, ``cgan_ct_model.json`` records block size, task, intensity
 mapping and model settings. The SavedModel needs TensorFlow only, not this
 project.
+
+Every signature checks its blocks first, inside the graph, because neither a
+reloaded signature nor TF Serving enforces the declared shape: a block that is
+not [batch, N, N, N, 1] fails with InvalidArgumentError "blocks_hu must be
+float32 [batch, N, N, N, 1] for this model (block size N); got shape] [...]", and
+a NaN or Inf anywhere with "blocks_hu holds NaN or Inf" (``condition`` for
+generate_normalized). A dtype other than float32 is refused by the runtime
+("expected to be a float tensor"). Finite HU outside the intensity mapping's
+range are clamped to it without a word, as a scanner's 12-bit range is: with
+the mappings cgan-ct trains (equalized, or the default linear window) inputs
+are clamped to [-1024, 3071] HU, so 1e6 HU is treated as 3071 HU, and outputs
+lie in that range too.
 """
 
 from __future__ import annotations
@@ -142,6 +154,21 @@ class BlockGenerator(tf.Module):
             self._generate_hu_seeded, input_signature=[blocks, tf.TensorSpec([2], tf.int64)]
         )
         self.generate_normalized = tf.function(self._generate_normalized, input_signature=[blocks, blocks])
+        self.block_size = int(block_size)
+
+    def _checked(self, blocks, name: str):
+        """``blocks`` once its shape is [batch, N, N, N, 1] and every value finite; else InvalidArgumentError.
+
+        Runtime checks: the signature's declared shape is only a trace-time
+        promise, which a reloaded signature or TF Serving does not enforce.
+        """
+        n = self.block_size
+        shape = tf.shape(blocks)
+        padded = tf.concat([shape, tf.zeros([5], tf.int32)], 0)  # compares a tensor of any rank
+        ok = tf.logical_and(tf.equal(tf.size(shape), 5), tf.reduce_all(tf.equal(padded[1:5], [n, n, n, 1])))
+        message = f"{name} must be float32 [batch, {n}, {n}, {n}, 1] for this model (block size {n}); got shape"
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=8)]):
+            return tf.debugging.assert_all_finite(blocks, f"{name} holds NaN or Inf")
 
     def _hu(self, blocks_hu, noise):
         condition = self.mapping.forward_tf(blocks_hu)
@@ -149,12 +176,15 @@ class BlockGenerator(tf.Module):
         return {"blocks_hu": self.mapping.inverse_tf(generated)}
 
     def _generate_hu(self, blocks_hu):
+        blocks_hu = self._checked(blocks_hu, "blocks_hu")
         return self._hu(blocks_hu, tf.random.uniform(tf.shape(blocks_hu), -1.0, 1.0))
 
     def _generate_hu_seeded(self, blocks_hu, seed):
+        blocks_hu = self._checked(blocks_hu, "blocks_hu")
         return self._hu(blocks_hu, tf.random.stateless_uniform(tf.shape(blocks_hu), seed, -1.0, 1.0))
 
     def _generate_normalized(self, condition, noise):
+        condition, noise = self._checked(condition, "condition"), self._checked(noise, "noise")
         return {"generated": tf.cast(self.generator([condition, noise], training=False), tf.float32)}
 
 
