@@ -29,12 +29,54 @@ def test_trilinear_from_samples_is_exact_on_a_ramp():
     assert np.abs(cubic - smooth)[3:-3, 3:-3, 3:-3].max() < 0.02
 
 
-def test_seam_score_golden():
+def test_tile_edges_are_where_the_stitched_tiles_begin_or_end():
+    from cgan_ct.ops.blocks import tile_edges
+
+    assert tile_edges(70, 32, 0.0) == [32, 38, 64]  # tiles 0, 32, 38 (the last flush with the end)
+    assert tile_edges(70, 32, 0.25) == [24, 32, 38, 56]  # tiles 0, 24, 38: stride 24
+    assert tile_edges(64, 32, 0.0) == [32] and tile_edges(20, 32, 0.25) == []  # a short axis: one padded tile
+
+
+def _seam_phantom():
+    from cgan_ct.demo.phantom import make_phantom
+
+    return make_phantom(1, 40, 70).hu.astype(np.float32)  # 40 x 70 x 70: not multiples of the block
+
+
+def test_seam_score_is_exactly_one_for_an_identity_and_for_any_seamless_stitching():
+    from cgan_ct.ops.blocks import predict_volume
+
+    original = _seam_phantom()
+    for overlap in (0.25, 0.0):
+        assert seam_score(original, original, 16, overlap) == 1.0
+        stitched = predict_volume(original, lambda blocks: blocks, 16, overlap)  # an identity model, tiled
+        assert seam_score(stitched, original, 16, overlap) == pytest.approx(1.0, abs=1e-6)
     rng = np.random.default_rng(0)
-    assert seam_score(rng.normal(0, 1, (64, 64, 64)), 32) == pytest.approx(1.0, abs=0.02)
-    blocky = np.kron(rng.normal(0, 1, (2, 2, 2)), np.ones((32, 32, 32)))  # constant inside blocks
-    blocky += rng.normal(0, 0.01, blocky.shape)
-    assert seam_score(blocky, 32) > 50
+    noisy = original + rng.normal(0, 20, original.shape).astype(np.float32)  # no tiles anywhere
+    assert seam_score(noisy, original, 16, 0.25) == pytest.approx(1.0, abs=0.1)
+
+
+def test_seam_score_sees_steps_at_the_real_tile_edges_only():
+    from cgan_ct.ops.blocks import predict_volume, tile_edges
+
+    original = _seam_phantom()
+    for overlap in (0.25, 0.0):
+        stepped = original.copy()
+        for axis in range(3):  # +-40 HU, switching at every tile edge
+            n = original.shape[axis]
+            sign = (-1.0) ** np.searchsorted(tile_edges(n, 16, overlap), np.arange(n), side="right")
+            stepped += np.expand_dims(40 * sign, [a for a in range(3) if a != axis])
+        assert seam_score(stepped, original, 16, overlap) > 1.5, overlap
+        offsets = iter(np.random.default_rng(1).normal(0, 100, 10_000))
+
+        def per_tile_offset(blocks):  # a model that is off by a different constant on every tile
+            return blocks + np.array([next(offsets) for _ in blocks], np.float32)[:, None, None, None, None]
+
+        unblended = predict_volume(original, per_tile_offset, 16, overlap, window="none")
+        assert seam_score(unblended, original, 16, overlap) > 1.25, overlap  # the phantom's texture: 52 HU
+    off_edge = original.copy()
+    off_edge[:, :, 44:] += 80  # a step between tile edges (x edges 12, 16, 24, 28, 36, 40, 48, 52, 54, 64)
+    assert seam_score(off_edge, original, 16, 0.25) == 1.0
 
 
 def test_baselines_per_task():

@@ -208,16 +208,40 @@ def tune_baselines(task: str, pairs, methods=("gaussian", "non_local_means"), pe
     return tuned
 
 
-def seam_score(volume: np.ndarray, block: int) -> float:
-    """Mean |difference| of neighbouring voxels across block boundaries over the same inside blocks.
+def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: float) -> float:
+    """How much more ``volume`` jumps at the tile edges of stitching than ``reference`` does; 1.0: no seams.
 
-    Boundaries are those of non-overlapping tiles from the origin. 1.0: seams invisible.
+    The seam planes are the real tile edges of ``predict_volume`` with this
+    ``block`` and ``overlap`` (``blocks.tile_edges``: where a tile begins or ends).
+    Per volume, mean |difference of neighbouring voxels| across those planes is
+    divided by the same across the planes just beside them (one voxel either side,
+    not edges themselves); the score is the volume's ratio over the reference's,
+    so anatomy that happens to lie on an edge plane cancels and a volume equal to
+    its reference scores exactly 1.0. Steps between edges are not counted: they are
+    not seams. NaN when the volume is too small to have tile edges.
     """
-    volume = np.asarray(volume, np.float32)
-    across, inside = [], []
-    for axis in range(3):
+    volume, reference = np.asarray(volume, np.float32), np.asarray(reference, np.float32)
+    if volume.shape != reference.shape:
+        raise ValueError(f"seam_score: volume {volume.shape} and reference {reference.shape} differ in shape")
+    planes = [_seam_planes(n, block, overlap) for n in volume.shape]
+    if not any(len(edges) for edges, _ in planes):
+        return float("nan")
+    return float(_edge_ratio(volume, planes) / max(_edge_ratio(reference, planes), 1e-12))
+
+
+def _seam_planes(length: int, block: int, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into np.diff along an axis (i: between voxels i and i + 1): at tile edges, and beside them."""
+    from cgan_ct.ops.blocks import tile_edges
+
+    edges = set(tile_edges(length, block, overlap))
+    beside = {q for p in edges for q in (p - 1, p + 1) if 0 < q < length} - edges
+    return np.array(sorted(edges), int) - 1, np.array(sorted(beside), int) - 1
+
+
+def _edge_ratio(volume: np.ndarray, planes: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    across, beside = [], []
+    for axis, (edges, near) in enumerate(planes):
         diffs = np.abs(np.diff(volume, axis=axis))
-        boundary = (np.arange(diffs.shape[axis]) + 1) % block == 0
-        across.append(np.compress(boundary, diffs, axis=axis).ravel())
-        inside.append(np.compress(~boundary, diffs, axis=axis).ravel())
-    return float(np.concatenate(across).mean() / max(np.concatenate(inside).mean(), 1e-12))
+        across.append(np.take(diffs, edges, axis=axis).ravel())
+        beside.append(np.take(diffs, near, axis=axis).ravel())
+    return float(np.concatenate(across).mean()) / max(float(np.concatenate(beside).mean()), 1e-12)

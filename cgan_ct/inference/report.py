@@ -165,7 +165,8 @@ def write_report(rows: list[dict], output_dir, notes=()) -> pathlib.Path:
     text = [
         "# cgan-ct evaluation",
         "PSNR and SSIM per axial slice, averaged; HU clipped to [-1024, 3071], data range 4096 HU. "
-        "Seam score: 1.0 means block seams are invisible.",
+        "Seam score: the jumps across the planes where stitched tiles begin or end, against the planes beside "
+        "them, relative to the original's; 1.0: no seams added.",
         *notes,
         "## Verdicts",
         f"Mean slice PSNR; a difference under {TIE_DB} dB is a tie.",

@@ -35,6 +35,7 @@ _EXPORTS = {
     "predict_volume": "blocks",
     "sliding_origins": "blocks",
     "subsample": "pyramid",
+    "tile_edges": "blocks",
     "tile_origins": "blocks",
     "tile_stride": "blocks",
     "upsample_nearest": "pyramid",

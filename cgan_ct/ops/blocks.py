@@ -62,6 +62,20 @@ def tile_origins(shape_zyx, block: int, overlap: float) -> list[tuple[int, int, 
     return list(itertools.product(*(sliding_origins(max(n, block), block, stride) for n in shape_zyx)))
 
 
+def tile_edges(length: int, block: int, overlap: float) -> list[int]:
+    """Where stitched tiles meet along one axis of ``length`` voxels: sorted positions p in 1..length-1 at which
+    a tile begins or ends, so that voxels p - 1 and p are covered by different tiles.
+
+    These are the tiles of ``predict_volume`` (``tile_origins``); with overlap they are
+    the planes where one tile's blend region begins and where another's ends, the only
+    planes where the stitched weighted average can jump. A short axis (< block) is one
+    padded tile: no edges.
+    """
+    starts = sliding_origins(max(int(length), block), block, tile_stride(block, overlap))
+    edges = {s for s in starts} | {s + block for s in starts}
+    return sorted(p for p in edges if 0 < p < length)
+
+
 def blend_window(block: int, kind: str) -> np.ndarray:
     """Weights [block]^3 for overlapping tiles: "gaussian" (sigma = block / 8), "linear" (tent), or "none"."""
     centre = (block - 1) / 2
