@@ -69,7 +69,7 @@ def test_seam_score_sees_steps_at_the_real_tile_edges_only():
         assert seam_score(stepped, original, 16, overlap) > 1.5, overlap
         offsets = iter(np.random.default_rng(1).normal(0, 100, 10_000))
 
-        def per_tile_offset(blocks):  # a model that is off by a different constant on every tile
+        def per_tile_offset(blocks, offsets=offsets):  # a model off by a different constant on every tile
             return blocks + np.array([next(offsets) for _ in blocks], np.float32)[:, None, None, None, None]
 
         unblended = predict_volume(original, per_tile_offset, 16, overlap, window="none")
