@@ -15,7 +15,7 @@ import numpy as np
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data import schema
 from cgan_ct.data.pairing import align_pair
-from cgan_ct.io.sources import VolumeSource
+from cgan_ct.io.sources import VolumeSource, redact
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
@@ -99,7 +99,7 @@ def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | N
         "blocks": len(kept),
         "padding_voxels": int(sum(p for _, _, p, _ in kept)),
         "dropped_outside_body": dropped,
-        "warnings": list(volume.warnings),
+        "warnings": [redact(w, source.location) for w in volume.warnings],  # readers' notes may quote a file
         **({"condition_volume_id": source.paired.volume_id} if source.paired is not None else {}),
         **({"condition_settings": _finite(condition_settings)} if condition_settings else {}),
     }

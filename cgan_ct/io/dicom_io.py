@@ -85,7 +85,7 @@ def _check_complete(path: pathlib.Path, ds: pydicom.Dataset) -> None:
         if sop_class in _IMAGE_STORAGE_CLASSES:
             raise VolumeError(path, "truncated DICOM file: an image file that ends before its pixel data")
         return
-    raw = ds.get_item(_PIXEL_DATA_TAG)
+    raw = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     length = getattr(raw, "length", None)
     start = getattr(raw, "value_tell", None)
     if length is None or start is None or length == _UNDEFINED_LENGTH:
@@ -195,14 +195,17 @@ def _check_pixel_length(path: pathlib.Path, ds: pydicom.Dataset) -> None:
     """Uncompressed pixel data must hold Rows x Columns pixels (checked before decoding allocates them)."""
     if str(ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_SYNTAXES:
         return
-    length = getattr(ds.get_item(_PIXEL_DATA_TAG), "length", None)
+    element = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    length = getattr(element, "length", None)  # a deferred value: its declared length
+    if length is None and isinstance(getattr(element, "value", None), bytes):
+        length = len(element.value)  # a value pydicom read (a short one at the file's end: what was there)
     bits = int(ds.get("BitsAllocated", 16) or 16)
     needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
     if length is not None and length != _UNDEFINED_LENGTH and length < needed:
         raise VolumeError(
             path,
             f"pixel data holds {length} bytes, but {int(ds.Rows)} x {int(ds.Columns)} pixels of {bits} bits "
-            f"need {needed}: the header's image size does not match its data",
+            f"need {needed}: the file is truncated or its header's image size is wrong",
         )
 
 

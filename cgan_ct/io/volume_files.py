@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
+import sys
 import tempfile
 
 import numpy as np
@@ -71,6 +73,26 @@ def content_digest(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _stderr_captured():
+    """Captures what C++ code prints on file descriptor 2 (ITK's MetaImage reader explains itself there).
+
+    Yields a list that holds the captured lines once the block is left.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    printed: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            printed += [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
+
+
 def _itk_reason(exc: RuntimeError) -> str:
     """ITK's message without its source location and object address."""
     lines = [line.strip() for line in str(exc).strip().splitlines()[1:] if line.strip()]
@@ -99,10 +121,14 @@ def read_volume_file(
     if nonfinite not in NONFINITE_CHOICES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_CHOICES}, got {nonfinite!r}")
     nonfinite_mask = check_nifti(path).nonfinite if fmt == "NIfTI" else None
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise VolumeError(path, f"cannot read {fmt} file ({_itk_reason(exc)})") from None
+    with _stderr_captured() as printed:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            image, reason = None, _itk_reason(exc)
+    if image is None:
+        # ITK's exception can blame errno ("No such file") where its own printed line says what happened.
+        raise VolumeError(path, f"cannot read {fmt} file ({' '.join(printed) or reason})")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise VolumeError(
             path,
@@ -112,7 +138,7 @@ def read_volume_file(
     values, warnings = _finite_hu(sitk.GetArrayViewFromImage(image), path, nonfinite, nonfinite_mask)
     hu, clip_warnings = hu_to_int16(values, str(path))
     hu = np.array(hu, dtype=np.int16, copy=True)
-    warnings += clip_warnings + below_air_to_air(hu)
+    warnings += clip_warnings + below_air_to_air(hu) + tuple(f"ITK: {line}" for line in printed)
     spacing, origin, direction = geometry_from_sitk(image)
     if not (np.isfinite(spacing).all() and min(spacing) > 0 and np.isfinite(origin).all()):
         raise VolumeError(path, f"voxel spacing {spacing} / origin {origin} are not finite positive values")
