@@ -156,6 +156,27 @@ def test_a_difference_under_a_tenth_of_a_db_is_a_tie_in_every_summary(tmp_path):
     assert "ties with its condition" in line and "beats" not in line
 
 
+def test_report_counts_patients_and_averages_each_patients_volumes_first(tmp_path):
+    from cgan_ct.inference import report
+
+    def row(patient, volume, method, psnr):
+        return {"patient": patient, "volume": volume, "task": "denoise", "method": method, "region": "volume",
+                "psnr_slices_db": psnr, "ssim_slices": psnr / 100, "mae_hu": 100 - psnr, "psnr_volume_db": psnr,
+                "seam_score": 1.0, "z_std_hu": float("nan")}  # fmt: skip
+
+    rows = []
+    for patient, volume, model_db, condition_db in (("pat-a", "vol-1", 30, 33), ("pat-a", "vol-2", 32, 33),
+                                                    ("pat-b", "vol-3", 40, 34)):  # fmt: skip
+        rows += [row(patient, volume, "model", model_db), row(patient, volume, "condition", condition_db)]
+    table = report.markdown_table(rows, "volume").splitlines()
+    assert table[0] == "| task | method | patients | volumes | PSNR (dB) | SSIM | MAE (HU) | seam score |"
+    assert "| denoise | model | 2 | 3 | 35.50 | 0.3550 | 64.5 | 1.000 |" in table  # (31 + 40) / 2, not 34
+    c = report.comparison(rows)["denoise"]
+    assert c["model_db"] == 35.5 and c["condition_db"] == 33.5 and c["vs_condition"] == "beats"
+    report.write_report(rows, tmp_path)
+    assert "each patient's volumes averaged first" in (tmp_path / "report.md").read_text()
+
+
 def test_figures_label_every_panel_and_scale_the_difference(tmp_path):
     from PIL import Image
 

@@ -35,17 +35,31 @@ def write_csv(rows: list[dict], path: pathlib.Path, columns=_COLUMNS) -> None:
         writer.writerows(rows)
 
 
+def patient_mean(rows: list[dict], key: str) -> float:
+    """Mean of ``key`` over patients, each patient's volumes averaged first (rows carry ``patient``,
+    the pseudonymous patient key): a patient scanned twice weighs as much as one scanned once."""
+    per_patient: dict[str, list[float]] = {}
+    for r in rows:
+        per_patient.setdefault(r["patient"], []).append(float(r[key]))
+    return float(np.mean([np.mean(values) for values in per_patient.values()]))
+
+
 def markdown_table(rows: list[dict], region: str) -> str:
-    """Mean over patients per task and method: PSNR and SSIM (slice means), MAE, seam score."""
-    lines = ["| task | method | patients | PSNR (dB) | SSIM | MAE (HU) | seam score |", "|---|---|---|---|---|---|---|"]
+    """Per task and method: distinct patients, volumes, and the mean over patients (each patient's volumes
+    averaged first) of PSNR and SSIM (slice means), MAE and seam score."""
+    lines = [
+        "| task | method | patients | volumes | PSNR (dB) | SSIM | MAE (HU) | seam score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     keys = sorted({(r["task"], r["method"]) for r in rows if r["region"] == region})
     for task, method in keys:
         group = [r for r in rows if r["region"] == region and r["task"] == task and r["method"] == method]
-        mean = {k: float(np.mean([r[k] for r in group])) for k in _COLUMNS[5:]}
+        mean = {k: patient_mean(group, k) for k in _COLUMNS[5:]}
         seam = "-" if math.isnan(mean["seam_score"]) else f"{mean['seam_score']:.3f}"
+        patients, volumes = len({r["patient"] for r in group}), len({r["volume"] for r in group})
         lines.append(
-            f"| {task} | {method} | {len(group)} | {mean['psnr_slices_db']:.2f} | {mean['ssim_slices']:.4f} | "
-            f"{mean['mae_hu']:.1f} | {seam} |"
+            f"| {task} | {method} | {patients} | {volumes} | {mean['psnr_slices_db']:.2f} | "
+            f"{mean['ssim_slices']:.4f} | {mean['mae_hu']:.1f} | {seam} |"
         )
     return "\n".join(lines)
 
@@ -59,14 +73,15 @@ def verdict(model_db: float, other_db: float, tie_db: float = TIE_DB) -> str:
 
 
 def comparison(rows: list[dict], region: str = "volume") -> dict:
-    """Per task: mean slice PSNR of the model, its condition and the best baseline, with verdicts."""
+    """Per task: mean slice PSNR (over patients, as ``patient_mean``) of the model, its condition and the
+    best baseline, with verdicts."""
     summary = {}
     for task in sorted({r["task"] for r in rows if r["region"] == region}):
-        psnr: dict = {}
+        by_method: dict = {}
         for r in rows:
             if r["task"] == task and r["region"] == region:
-                psnr.setdefault(r["method"], []).append(float(r["psnr_slices_db"]))
-        mean = {method: float(np.mean(v)) for method, v in psnr.items()}
+                by_method.setdefault(r["method"], []).append(r)
+        mean = {method: patient_mean(group, "psnr_slices_db") for method, group in by_method.items()}
         if "model" not in mean:
             continue
         baselines = {m: v for m, v in mean.items() if m not in ("model", "condition")}
@@ -165,6 +180,7 @@ def write_report(rows: list[dict], output_dir, notes=()) -> pathlib.Path:
     text = [
         "# cgan-ct evaluation",
         "PSNR and SSIM per axial slice, averaged; HU clipped to [-1024, 3071], data range 4096 HU. "
+        "Tables and verdicts are means over patients, each patient's volumes averaged first. "
         "Seam score: the jumps across the planes where stitched tiles begin or end, against the planes beside "
         "them, relative to the original's; 1.0: no seams added.",
         *notes,
