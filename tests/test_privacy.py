@@ -176,3 +176,33 @@ def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
     _assert_clean([m.encode() for m in messages])
     _assert_clean([p for p in (tmp_path / "out").rglob("*") if p.is_file()])
     _assert_clean(sorted((tmp_path / "syn").iterdir()) + [tmp_path / "syn.nii.gz"])
+
+
+def test_skip_reasons_name_no_file_or_folder(tmp_path):
+    """Files named after the patient or by their SOP Instance UID (no extension), in folders named after
+    the patient: every skip reason names the input by pseudonym and position only."""
+    from cgan_ct.config import conversion_config
+    from cgan_ct.data.conversion import convert
+
+    archive = tmp_path / "Zyxwick^Honoria 19450203"
+    names = [f"Zyxwick_Honoria_{i}" for i in range(3)]
+    write_ct_series(archive / "Honoria_chest", random_hu((3, 6, 6)), tags=IDENTIFYING, names=names)
+    (archive / "Honoria_chest" / names[-1]).write_bytes((archive / "Honoria_chest" / names[-1]).read_bytes()[:400])
+    uid_names = [f"{SOP_UID_ROOT}{i + 1}" for i in range(3)]
+    series = {**IDENTIFYING, "SeriesInstanceUID": "1.2.826.0.1.3680043.2.999111.7"}
+    write_ct_series(archive / "MRN99887766", random_hu((3, 6, 6)), tags=series, names=uid_names)
+    write_ct_series(  # a slice of another size in the same series: the error compares two files
+        archive / "MRN99887766",
+        random_hu((1, 5, 6)),
+        tags=series,
+        names=["Honoria_odd"],
+        origin=(-100.0, -120.0, 57.5),
+    )
+    write_ct_series(archive / "Honoria_good", random_hu((3, 16, 16)), names=[f"Honoria_{i}.dcm" for i in range(3)])
+    out = tmp_path / "dataset"
+    report = convert([archive], out, conversion_config("smoke", test_fraction=0.0), salt="s", workers=1)
+    assert len(report.manifest.skipped) == 2, report.manifest.skipped
+    reasons = [s.reason for s in report.manifest.skipped]
+    assert any(r.startswith("file 3 of 3 of the series' folder: truncated DICOM file") for r in reasons), reasons
+    assert any("inconsistent rows/columns" in r for r in reasons), reasons
+    _assert_clean([p for p in out.rglob("*") if p.is_file()] + [r.encode() for r in reasons])
