@@ -52,3 +52,37 @@ def test_progress_and_bad_arguments():
         predict_volume(np.zeros((16, 16, 16)), lambda b: b, 16, overlap=1.0)
     with pytest.raises(ValueError, match="window"):
         blend_window(16, "hann")
+
+
+def _pixelated(shape, factor, seed=0):
+    """A volume made of factor^3 cells starting at index 0 (the cells at odd ends are cut short)."""
+    cells = np.random.default_rng(seed).normal(size=[-(-n // factor) for n in shape]).astype(np.float32)
+    for axis in range(3):
+        cells = np.repeat(cells, factor, axis=axis)
+    return cells[: shape[0], : shape[1], : shape[2]]
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.1])
+def test_depixelation_tiles_start_on_the_pixel_grid(overlap):
+    """On odd-length axes the last tile used to start at an odd index and see its cells shifted by one."""
+    shape, block, factor = (37, 33, 40), 8, 2
+    volume = _pixelated(shape, factor)
+
+    def predictor(batch):
+        for tile in batch[..., 0]:  # every tile is whole cells beginning at its first voxel
+            cells = tile[::factor, ::factor, ::factor].repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
+            assert np.array_equal(tile, cells)
+        return batch
+
+    out = predict_volume(volume, predictor, block, overlap=overlap, batch_size=7, window="linear", grid=factor)
+    np.testing.assert_allclose(out, volume, atol=1e-5)  # the weighted average of equal values
+    with pytest.raises(AssertionError):  # the check above is not blind: without the grid it fails
+        predict_volume(volume, predictor, block, overlap=overlap, batch_size=7, window="linear")
+
+
+def test_tile_edges_follow_the_grid():
+    from cgan_ct.ops.blocks import tile_edges, tile_origins
+
+    assert tile_edges(37, 8, 0.0, grid=2) == [8, 16, 24, 30, 32]  # the last tile starts at 30 of a 38 padded
+    assert tile_edges(37, 8, 0.0) == [8, 16, 24, 29, 32]
+    assert all(z % 2 == 0 and y % 2 == 0 and x % 2 == 0 for z, y, x in tile_origins((37, 33, 41), 8, 0.1, grid=2))

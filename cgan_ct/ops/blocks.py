@@ -51,18 +51,33 @@ def sliding_origins(length: int, block: int, stride: int) -> list[int]:
     return starts
 
 
-def tile_stride(block: int, overlap: float) -> int:
-    """Voxels between tile starts for a fractional ``overlap`` of neighbouring tiles."""
-    return max(1, int(round(block * (1 - overlap))))
+def tile_stride(block: int, overlap: float, grid: int = 1) -> int:
+    """Voxels between tile starts for a fractional ``overlap`` of neighbouring tiles (a multiple of ``grid``)."""
+    stride = max(1, int(round(block * (1 - overlap))))
+    return max(grid, stride // grid * grid)
 
 
-def tile_origins(shape_zyx, block: int, overlap: float) -> list[tuple[int, int, int]]:
-    """Tile starts covering a volume (axes shorter than a block count as one block, padded)."""
-    stride = tile_stride(block, overlap)
-    return list(itertools.product(*(sliding_origins(max(n, block), block, stride) for n in shape_zyx)))
+def tiled_length(length: int, block: int, grid: int = 1) -> int:
+    """The length an axis is padded to for tiling: at least a block, and a multiple of ``grid``.
+
+    With ``grid`` > 1 every tile start, the last (flush with the end) included,
+    is a multiple of ``grid`` (the block is one too): a depixelation model sees
+    the pixel cells of its condition where training showed them, starting at
+    the block's first voxel, never shifted by one.
+    """
+    length = max(int(length), block)
+    if block % grid:
+        raise ValueError(f"the block ({block}) must be a multiple of the grid ({grid})")
+    return -(-length // grid) * grid
 
 
-def tile_edges(length: int, block: int, overlap: float) -> list[int]:
+def tile_origins(shape_zyx, block: int, overlap: float, grid: int = 1) -> list[tuple[int, int, int]]:
+    """Tile starts covering a volume padded to ``tiled_length`` along each axis."""
+    stride = tile_stride(block, overlap, grid)
+    return list(itertools.product(*(sliding_origins(tiled_length(n, block, grid), block, stride) for n in shape_zyx)))
+
+
+def tile_edges(length: int, block: int, overlap: float, grid: int = 1) -> list[int]:
     """Where stitched tiles meet along one axis of ``length`` voxels: sorted positions p in 1..length-1 at which
     a tile begins or ends, so that voxels p - 1 and p are covered by different tiles.
 
@@ -71,7 +86,7 @@ def tile_edges(length: int, block: int, overlap: float) -> list[int]:
     planes where the stitched weighted average can jump. A short axis (< block) is one
     padded tile: no edges.
     """
-    starts = sliding_origins(max(int(length), block), block, tile_stride(block, overlap))
+    starts = sliding_origins(tiled_length(length, block, grid), block, tile_stride(block, overlap, grid))
     edges = {s for s in starts} | {s + block for s in starts}
     return sorted(p for p in edges if 0 < p < length)
 
@@ -101,6 +116,7 @@ def predict_volume(
     window: str = "gaussian",
     pad_value: float = 0.0,
     progress=None,
+    grid: int = 1,
 ) -> np.ndarray:
     """Runs ``predictor`` over blocks of ``volume`` and stitches the results.
 
@@ -117,6 +133,10 @@ def predict_volume(
       window: weights of overlapping predictions (see ``blend_window``).
       pad_value: fills axes shorter than a block.
       progress: called as ``progress(blocks_done, blocks_total)``.
+      grid: tile starts are multiples of it (a depixelation model's factor;
+        see ``tiled_length``); an axis whose last tile would start off the
+        grid is padded by repeating its last plane, which completes its last
+        pixel cell.
 
     Returns:
       float32 [z, y, x]: the weighted average of every prediction covering each voxel.
@@ -127,7 +147,10 @@ def predict_volume(
     pad = [(0, max(0, block - n)) for n in shape]
     # padded only where an axis is shorter than a block; blocks are cast to float32 a batch at a time
     padded = np.pad(volume, pad, constant_values=pad_value) if any(p for _, p in pad) else volume
-    origins = tile_origins(padded.shape, block, overlap)
+    to_grid = [(0, tiled_length(n, block, grid) - n) for n in padded.shape]
+    if any(p for _, p in to_grid):
+        padded = np.pad(padded, to_grid, mode="edge")
+    origins = tile_origins(padded.shape, block, overlap, grid)
     weights = blend_window(block, window)
     total, norm = predict_sums(padded, predictor, block, origins, weights, batch_size, progress)
     np.divide(total, norm, out=total)
