@@ -190,3 +190,99 @@ def test_air_keep_must_be_a_probability():
         PipelineOptions(air_keep=1.5)
     with pytest.raises(ValueError, match="augment_copies"):
         PipelineOptions(augment_copies=0)
+
+
+def _unbatched(ds, batches: int):
+    return [x for _, batch in zip(range(batches), ds, strict=False) for x in batch[1].numpy()]
+
+
+@pytest.mark.parametrize(
+    ("pipelines", "replicas"),
+    [(1, 2), (2, 4)],  # MirroredStrategy on two local devices; MultiWorkerMirroredStrategy, 2 workers x 2
+)
+def test_resume_skips_the_batches_of_every_replica_the_pipeline_feeds(dataset, pipelines, replicas):
+    # one input pipeline feeds all the replicas on its machine: a step takes one per-replica batch per replica
+    context = tf.distribute.InputContext(pipelines, 0, replicas)
+    kw = {"seed": 3, "epoch": 1, "input_context": context}
+    full = _unbatched(make_dataset(dataset, "train", "denoise", 2 * replicas, **kw), 3 * replicas // pipelines)
+    resumed = _unbatched(make_dataset(dataset, "train", "denoise", 2 * replicas, skip_batches=2, **kw), 1)
+    consumed = 2 * (2 * replicas // pipelines)  # two steps of this worker's share of the global batch
+    np.testing.assert_array_equal(resumed[0], full[consumed])
+
+
+@pytest.mark.slow
+def test_resume_skips_what_two_mirrored_cpu_devices_consumed(dataset):
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from cgan_ct.data.input_pipeline import make_dataset
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+        def steps(skip, n):
+            dist = strategy.distribute_datasets_from_function(
+                lambda ctx: make_dataset({str(dataset)!r}, "train", "denoise", 4, seed=1, input_context=ctx,
+                                         epoch=2, skip_batches=skip))
+            out = []
+            for _, (condition, target) in zip(range(n), dist):
+                out.append(np.concatenate([t.numpy() for t in strategy.experimental_local_results(target)]))
+            return out
+
+        full, resumed = steps(0, 3), steps(2, 1)
+        np.testing.assert_array_equal(resumed[0], full[2])
+        print("resumed at step 2")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed at step 2" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def labelled_dataset(tmp_path_factory):
+    """Four 64^3 volumes of eight 32^3 blocks, each block a distinct level (-300, -200, ... HU) plus a
+    +-20 HU pattern, so a training block's source can be read off its centre after any augmentation."""
+    root = tmp_path_factory.mktemp("labelled")
+    z, y, x = np.meshgrid(*(np.arange(64),) * 3, indexing="ij")
+    pattern = 20 * np.sin(x / 3.0) * np.cos(y / 5.0 + z / 7.0)
+    for i in range(4):
+        label = 8 * i + 4 * (z // 32) + 2 * (y // 32) + x // 32
+        hu = -300 + 100 * label + pattern
+        sitk.WriteImage(sitk.GetImageFromArray(hu.astype(np.int16)), str(root / f"v{i}.nii"))
+    convert([root], root / "ds", ConversionConfig(shard_target_mb=0.5), workers=1)
+    return root / "ds"
+
+
+def _sources(targets, dataset_dir) -> list[int]:
+    from cgan_ct.data.input_pipeline import load_intensity
+
+    centre = load_intensity(dataset_dir).inverse(np.stack(targets)[:, 16, 16, 16, 0])
+    return [int(v) for v in np.round((centre + 300) / 100)]
+
+
+def test_augmented_copies_are_spread_over_the_epoch_with_their_own_draws(labelled_dataset):
+    options = PipelineOptions(augment_copies=4, air_keep=1.0)
+
+    def epoch(**kw):
+        return [b[1] for b in _batches(make_dataset(labelled_dataset, "train", "autoencode", 4, 2, options, **kw), 99)]
+
+    batches = epoch(epoch=0)
+    assert len(batches) == 24  # 3 training volumes x 8 blocks x 4 copies, batches of 4
+    sources = [_sources(list(b), labelled_dataset) for b in batches]
+    counts = np.bincount([s for b in sources for s in b])
+    assert np.count_nonzero(counts) == 24 and set(counts[counts > 0]) == {4}  # every block, four times
+    distinct = [len(set(b)) for b in sources]
+    assert np.mean(distinct) > 3.0, distinct  # copies side by side gave 1 source a batch
+    assert not any(len(set(b)) == 1 for b in sources)
+    targets = {}
+    for batch, labels in zip(batches, sources, strict=True):
+        for block, label in zip(batch, labels, strict=True):
+            targets.setdefault(label, []).append(block)
+    for copies in targets.values():  # each copy its own crop, turns and flips
+        assert all(not np.array_equal(copies[0], other) for other in copies[1:])
+    again = epoch(epoch=0)
+    for a, b in zip(batches, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    resumed = epoch(epoch=0, skip_batches=5)
+    assert len(resumed) == 19
+    np.testing.assert_array_equal(resumed[0], batches[5])
+    assert [_sources(list(b), labelled_dataset) for b in epoch(epoch=1)] != sources

@@ -17,6 +17,11 @@ Randomness is stateless: each element gets a seed pair from
 gives the same sequence of batches in every run, and each epoch (each new
 iteration of the dataset) gets fresh draws. The evaluation split derives its
 seeds from the element index and the seed: identical at every iteration.
+
+With ``augment_copies`` k > 1 an epoch is k passes over the blocks, each in its
+own shuffled order, so a block's copies lie about an epoch / k apart, not side
+by side in one batch; every copy still gets its own seed pair (its own crop,
+turns, flips and corruption).
 """
 
 from __future__ import annotations
@@ -126,6 +131,50 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
     return pair
 
 
+def _records(
+    files: list[str],
+    options: PipelineOptions,
+    pipeline: tuple[int, int],
+    shuffle_seed=None,
+    reshuffle: bool = False,
+    passes: tf.data.Dataset | None = None,
+) -> tf.data.Dataset:
+    """This input pipeline's serialized records for one epoch.
+
+    ``pipeline``: (its index, the number of pipelines). ``shuffle_seed``: None reads in order
+    (evaluation); else shards and records are shuffled with it, again at each iteration if
+    ``reshuffle``. ``passes``: a dataset of seeds, one pass over the records for each, shuffled by it.
+    """
+    pipeline_id, pipelines = pipeline
+    # Each input pipeline (worker) reads its own shards; with fewer shards than
+    # pipelines, every pipeline reads all shards and keeps every n-th record.
+    by_file = len(files) >= pipelines
+    training = shuffle_seed is not None
+
+    def one_pass(shuffle_seed, reshuffle: bool):
+        shards = tf.data.Dataset.from_tensor_slices(files)
+        if by_file:
+            shards = shards.shard(pipelines, pipeline_id)
+        if training:
+            shards = shards.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        records = shards.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(options.cycle_length, len(files)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if not by_file:
+            records = records.shard(pipelines, pipeline_id)
+        if training:
+            records = records.shuffle(options.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        return records
+
+    if passes is None:
+        return one_pass(shuffle_seed, reshuffle)
+    # reshuffling is the seeds' job: flat_map rebuilds a pass with the same shuffle at every iteration
+    return passes.flat_map(lambda pass_seed: one_pass(pass_seed, False))
+
+
 def make_dataset(
     dataset_dir,
     split: str,
@@ -155,7 +204,10 @@ def make_dataset(
       epoch: for resumable training: the training split's order and draws
         then depend only on (seed, epoch), not on how often the dataset was
         iterated, so a restarted job can rebuild the epoch it stopped in.
-      skip_batches: with ``epoch``, start that epoch after this many batches.
+      skip_batches: with ``epoch``, start that epoch after this many training
+        steps. One input pipeline feeds every replica of its machine a batch
+        of B per step (MirroredStrategy: all local devices; multi-worker: the
+        worker's), so a step takes B x local replicas of its records.
 
     One pass over the dataset is one epoch; iterate it again (Keras fit does)
     for the next epoch, with fresh shuffling and augmentation draws.
@@ -169,44 +221,32 @@ def make_dataset(
     files = _shard_files(dataset_dir, manifest, split)
     training = split == "train"
     batch = global_batch_size
-    pipeline_id, pipelines = 0, 1
+    pipeline_id, pipelines, local_replicas = 0, 1, 1
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(global_batch_size)
         pipeline_id, pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
-    # Each input pipeline (worker) reads its own shards; with fewer shards than
-    # pipelines, every pipeline reads all shards and keeps every n-th record.
-    by_file = len(files) >= pipelines
+        local_replicas = input_context.num_replicas_in_sync // pipelines
 
     element_seed = seed * 1_000_003 + pipeline_id  # distinct streams per input pipeline
     fresh_each_pass = epoch is None
     if not fresh_each_pass:
         element_seed = element_seed * 10_007 + epoch
-    shards = tf.data.Dataset.from_tensor_slices(files)
-    if by_file:
-        shards = shards.shard(pipelines, pipeline_id)
     if training:
-        shards = shards.shuffle(len(files), seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
-    records = shards.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(options.cycle_length, len(files)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if not by_file:
-        records = records.shard(pipelines, pipeline_id)
-    if training:
-        records = records.shuffle(options.shuffle_buffer, seed=element_seed, reshuffle_each_iteration=fresh_each_pass)
+        passes = None
         if options.augment_copies > 1:
-            records = records.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(options.augment_copies))
+            passes = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=fresh_each_pass)
+            passes = passes.take(options.augment_copies)
+        records = _records(files, options, (pipeline_id, pipelines), element_seed, fresh_each_pass, passes)
         seeds = tf.data.Dataset.random(seed=element_seed, rerandomize_each_iteration=fresh_each_pass).batch(2)
         paired = tf.data.Dataset.zip(records, seeds)
     else:
+        records = _records(files, options, (pipeline_id, pipelines))
         paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
     decoded = paired.map(_decode_fn(manifest, task == LOWDOSE), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
         if options.air_keep < 1.0:
             decoded = decoded.filter(_keep_fn(manifest, options.air_keep))
-        decoded = decoded.skip(skip_batches * batch)  # after the filter: the batches training saw
+        decoded = decoded.skip(skip_batches * batch * local_replicas)  # after the filter: what training saw
     pairs = decoded.map(
         _pair_fn(manifest, task, training, options), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
