@@ -266,6 +266,18 @@ def test_mixed_precision_step_runs_and_stays_finite():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_building_a_mixed_precision_gan_leaves_the_global_dtype_policy_as_it_was():
+    from cgan_ct.model.training import build_gan
+
+    try:
+        gan = build_gan(model_config("smoke", mixed_precision=True))
+        assert keras.config.dtype_policy().name == "float32"
+        policies = {layer.dtype_policy.name for layer in gan.generator.layers + gan.discriminator.layers}
+        assert "mixed_float16" in policies  # the networks themselves compute in float16
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 def test_cubic_base_keeps_the_samples_and_interpolates_smooth_blocks():
     from cgan_ct.model.networks import CubicUpsample, keys_weights
 

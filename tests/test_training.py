@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from cgan_ct.config import conversion_config, model_config
 from cgan_ct.data.conversion import convert
+from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
+from cgan_ct.model import training
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import Backup, DivergenceGuard, RunOptions, build_gan, train
 from cgan_ct.ops.intensity import IntensityMapping
@@ -250,3 +252,127 @@ def test_multi_worker_training_on_localhost(smoke_dataset, tmp_path):
     assert "finished: 4 steps" in outputs[0][0]
     assert "MultiWorkerMirroredStrategy" in outputs[0][1] or "CollectiveAllReduce" in outputs[0][1]
     assert (tmp_path / "run" / "generator_last.keras").exists()
+
+
+class _InterruptError(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    """Stops the job like a kill at the end of step ``step`` (after that step's checkpoint)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step, self.done = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done == self.step:
+            raise _InterruptError
+
+
+def _log_rows(run_dir) -> list[dict]:
+    header, *rows = (run_dir / "log.csv").read_text().splitlines()
+    return [dict(zip(header.split(","), map(float, row.split(",")), strict=True)) for row in rows]
+
+
+def test_crash_after_the_weights_were_replaced_resumes_to_the_requested_steps(smoke_dataset, tmp_path, monkeypatch):
+    replace, written = os.replace, []
+
+    def crash_after_the_second_weights(src, dst):
+        replace(src, dst)
+        if str(dst).endswith(".weights.h5"):
+            written.append(dst)
+            if len(written) == 2:  # the weights of step 4 are in place; whatever comes next is lost
+                raise _InterruptError
+
+    options = RunOptions("denoise", steps_per_epoch=6, checkpoint_every=2)
+    config = model_config("smoke", epochs=1)
+    monkeypatch.setattr(os, "replace", crash_after_the_second_weights)
+    with pytest.raises(_InterruptError):
+        train(smoke_dataset, tmp_path / "run", config, options)
+    monkeypatch.setattr(os, "replace", replace)
+    result = train(smoke_dataset, tmp_path / "run", config, options)
+    assert result.steps == 6 and result.message == "finished: 6 steps"
+    assert train(smoke_dataset, tmp_path / "run", config, options).message == "already finished: 6 steps"
+
+
+def test_mixed_precision_counts_skipped_steps_and_restores_the_dtype_policy(smoke_dataset, tmp_path):
+    class Overflow(keras.callbacks.Callback):
+        """A loss scale no float16 gradient survives for the first step: the optimizer skips G's update."""
+
+        forced = False
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if not self.forced:
+                self.model.g_optimizer.dynamic_scale.assign(2.0**100)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not self.forced:
+                self.forced = int(self.model.g_optimizer.iterations.numpy()) == 0  # skipped
+                self.model.g_optimizer.dynamic_scale.assign(2.0**15)
+
+    config = model_config("smoke", epochs=2, mixed_precision=True)
+    options = RunOptions("denoise", steps_per_epoch=3, checkpoint_every=2)
+    overflow = Overflow()
+    assert keras.config.dtype_policy().name == "float32"
+    try:
+        result = train(smoke_dataset, tmp_path / "run", config, options, extra_callbacks=[overflow])
+        policy = keras.config.dtype_policy().name
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert overflow.forced and int(result.steps) == 6, result  # 6 steps taken, 5 of them applied to G
+    assert policy == "float32"  # later models are built in float32 again
+    assert [row["epoch"] for row in _log_rows(tmp_path / "run")] == [0, 1]
+    assert train(smoke_dataset, tmp_path / "run", config, options).message == "already finished: 6 steps"
+
+
+def test_resumed_epoch_logs_the_averages_of_the_uninterrupted_epoch(smoke_dataset, tmp_path):
+    config = model_config("smoke", epochs=2)
+    options = RunOptions("denoise", steps_per_epoch=4, checkpoint_every=2)
+    keras.utils.set_random_seed(1)
+    train(smoke_dataset, tmp_path / "whole", config, options)
+    keras.utils.set_random_seed(1)
+    with pytest.raises(_InterruptError):  # stopped after step 6: mid-epoch 2, just checkpointed
+        train(smoke_dataset, tmp_path / "resumed", config, options, extra_callbacks=[_InterruptAt(6)])
+    train(smoke_dataset, tmp_path / "resumed", config, options)
+    whole, resumed = _log_rows(tmp_path / "whole"), _log_rows(tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed] == [0, 1] and list(resumed[1]) == list(whole[1])
+    for name, value in whole[1].items():  # the same steps, weights, data and random draws
+        assert resumed[1][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+def test_tensorboard_images_use_the_runs_pipeline_options(smoke_dataset, tmp_path, monkeypatch):
+    sampled = []
+
+    class SampledError(Exception):
+        pass
+
+    def record(log_dir, batch):
+        sampled.append(batch)
+        raise SampledError  # all this test needs: the job stops before training
+
+    monkeypatch.setattr(training, "ImageSummaries", record)
+    pipeline = PipelineOptions(peak=20.0)
+    with pytest.raises(SampledError):
+        train(smoke_dataset, tmp_path / "run", SMOKE, RunOptions("denoise", steps_per_epoch=1, pipeline=pipeline))
+    condition, target = next(iter(make_dataset(smoke_dataset, "test", "denoise", 4, 0, pipeline)))
+    np.testing.assert_array_equal(sampled[0][0].numpy(), condition.numpy())
+    np.testing.assert_array_equal(sampled[0][1].numpy(), target.numpy())
+
+
+def test_a_resume_point_written_before_issue_18_still_resumes(smoke_dataset, tmp_path):
+    import h5py
+
+    options = RunOptions("denoise", steps_per_epoch=4, checkpoint_every=2)
+    with pytest.raises(_InterruptError):
+        train(smoke_dataset, tmp_path / "run", SMOKE, options, extra_callbacks=[_InterruptAt(2)])
+    backup = tmp_path / "run" / "backup"
+    with h5py.File(backup / "resume.weights.h5", "a") as weights:  # the layout of before: weights + state.json
+        noise = weights["layers/training_state/vars/1"][0].tolist()
+        del weights["layers/training_state"]
+    os.rename(backup / "resume.weights.h5", backup / "weights.weights.h5")
+    (backup / "state.json").write_text(json.dumps({"step": 2, "noise_seed_state": noise}))
+    result = train(smoke_dataset, tmp_path / "run", SMOKE, options)
+    assert result.message == "finished: 4 steps"
+    assert sorted(p.name for p in backup.iterdir()) == ["resume.weights.h5", "state.json"]

@@ -18,6 +18,12 @@ Options (``compile``): the L1 term on the normalized values or in HU
 (``l1_space``); an exponential moving average of G's weights (``ema_decay``),
 kept in non-trainable variables beside G, updated after each G step, and used
 by evaluation and by ``export_generator`` (what checkpoints save).
+
+``training_state`` (a TrainingState) counts the training steps itself: an
+optimizer's ``iterations`` skips the steps a loss-scale optimizer (mixed
+precision) drops for overflowing gradients. It also holds what a resume point
+needs beyond the weights, saved in the same weights file: the random states and
+the metric sums of the epoch so far (``capture_resume_state``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,34 @@ def block_psnr_ssim(target, generated):
     return block_psnr(target, generated), block_ssim(target, generated)
 
 
+class TrainingState(keras.layers.Layer):
+    """Variables a resume point needs beyond the networks and the optimizers, saved with them.
+
+    ``steps``: training steps taken (int64), incremented by every train step, also one whose update
+    the loss-scale optimizer skipped. ``rng``: [R, 2] int64, copies of the model's random states (noise
+    and dropout seed generators). ``metric_sums``: [M, 2] float32, (total, count) of each metric
+    tracker. The last two are copied in at a checkpoint (``ConditionalGAN.capture_resume_state``).
+    """
+
+    def __init__(self, rng_count: int, metric_count: int, **kwargs):
+        super().__init__(**kwargs)
+
+        def variable(name, shape, dtype, **kw):
+            return self.add_weight(shape=shape, dtype=dtype, initializer="zeros", trainable=False, name=name, **kw)
+
+        self.steps = variable("steps", (), "int64", aggregation="only_first_replica")  # each replica adds 1
+        self.rng = variable("rng", (rng_count, 2), "int64")
+        self.metric_sums = variable("metric_sums", (metric_count, 2), "float32")
+        self.loaded = False
+        self.built = True
+
+    def load_own_variables(self, store):
+        # weights saved before this layer existed (resume points before issue 18) have no entry for it
+        self.loaded = bool(len(store.keys()))
+        if self.loaded:
+            super().load_own_variables(store)
+
+
 class ConditionalGAN(keras.Model):
     """Trains ``generator`` (G(Y, Z)) and ``discriminator`` (D(Y, X)) together."""
 
@@ -98,6 +132,7 @@ class ConditionalGAN(keras.Model):
         self.joint_d_pass = not any(
             isinstance(layer, keras.layers.BatchNormalization) for layer in discriminator.layers
         )
+        self.training_state = TrainingState(len(self.random_states()), len(self.trackers), name="training_state")
 
     def compile(
         self,
@@ -135,6 +170,41 @@ class ConditionalGAN(keras.Model):
     @property
     def uses_ema(self) -> bool:
         return self.ema_decay > 0
+
+    @property
+    def steps_taken(self) -> int:
+        """Training steps taken (with mixed precision, also those whose update was skipped)."""
+        return int(np.asarray(self.training_state.steps.numpy()))
+
+    def random_states(self) -> list:
+        """The state variables of every seed generator: Z's, then the networks' (dropout)."""
+        networks = [
+            v
+            for v in self.generator.non_trainable_variables + self.discriminator.non_trainable_variables
+            if v.name == "seed_generator_state"
+        ]
+        return [self.noise_seed.state, *networks]
+
+    def metric_sums(self) -> np.ndarray:
+        """[M, 2]: (total, count) of each tracker, summed over replicas (call outside ``fit``'s steps)."""
+        return np.array([[float(np.asarray(v.numpy())) for v in t.variables] for t in self.trackers.values()])
+
+    def set_metric_sums(self, sums) -> None:
+        """Continues the trackers from ``metric_sums()`` values (a resumed epoch's first part)."""
+        for tracker, row in zip(self.trackers.values(), np.asarray(sums), strict=True):
+            for variable, value in zip(tracker.variables, row, strict=True):
+                variable.assign(value)
+
+    def capture_resume_state(self, metric_sums=None) -> None:
+        """Copies the random states (and ``metric_sums``, if given) into ``training_state`` before a save."""
+        self.training_state.rng.assign(np.stack([np.asarray(v.numpy()) for v in self.random_states()]))
+        if metric_sums is not None:
+            self.training_state.metric_sums.assign(np.asarray(metric_sums, np.float32))
+
+    def restore_random_states(self) -> None:
+        """The random states from ``training_state``, as ``capture_resume_state`` left them before the save."""
+        for variable, value in zip(self.random_states(), self.training_state.rng.numpy(), strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def _update_ema(self):
         step = tf.cast(self.g_optimizer.iterations, tf.float32)
@@ -261,6 +331,7 @@ class ConditionalGAN(keras.Model):
         self._apply(self.g_optimizer, g_scaled, g_tape, self.generator.trainable_variables)
         if self.uses_ema:
             self._update_ema()
+        self.training_state.steps.assign_add(1)
         return self._update_metrics(
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
         )

@@ -2,16 +2,22 @@
 
 A run folder holds:
   run.json               what was trained: model config, task, seed, dataset, intensity
-  backup/                the resume point: weights.weights.h5 (networks and both
-                         optimizers) and state.json (optimizer step, noise seed state),
-                         written every ``checkpoint_every`` steps and at each epoch end
+  backup/                the resume point, one file replaced atomically every ``checkpoint_every``
+                         steps and at each epoch end: resume.weights.h5 (networks, both optimizers,
+                         and the GAN's training_state: steps taken, random states, the epoch's metric
+                         sums so far); state.json beside it says the step for people and tools, is
+                         written after it, and is read only to resume a run saved before issue 18
   generator_last.keras   the generator after the last finished epoch with finite losses
   generator_best.keras   the generator with the best validation PSNR in HU so far (best.json: which epoch)
   log.csv, tensorboard/  per-epoch metrics; scalars and condition / generated / target images
 
 Resuming is exact in steps: the data of epoch e depends only on (seed, e), so a
-restarted job restores the weights, the optimizers and the noise state, rebuilds
+restarted job restores the weights, the optimizers and the random states, rebuilds
 epoch e, skips the batches already used, and trains exactly the remaining steps.
+Steps are the GAN's own count (``ConditionalGAN.steps_taken``), not an optimizer's
+``iterations``, which with mixed precision skips the steps dropped for overflow.
+A resumed epoch's log.csv row averages all its steps, as an uninterrupted one does:
+the resume point keeps the metric sums of the steps before it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from cgan_ct.model.run_record import RunRecord, is_run_dir
 from cgan_ct.ops.intensity import IntensityMapping
 
 BACKUP = "backup"
+RESUME_POINT = "resume.weights.h5"
+LEGACY_WEIGHTS = "weights.weights.h5"  # with state.json: the resume point before issue 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +104,13 @@ def build_gan(
     ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is
     chosen, and the L1 be taken in HU; ``total_steps`` is the length of a learning-rate schedule.
     """
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
+    previous = keras.config.dtype_policy()
+    if config.mixed_precision:  # for these networks only: the layers keep the policy they were built with
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
+    finally:
+        keras.config.set_dtype_policy(previous)
     gan.compile(
         d_optimizer=_optimizer(config.d_learning_rate, config, total_steps),
         g_optimizer=_optimizer(config.g_learning_rate, config, total_steps),
@@ -115,25 +127,39 @@ def build_gan(
 
 
 def _steps(gan: ConditionalGAN) -> int:
-    return int(np.asarray(gan.g_optimizer.iterations.numpy()))
+    return gan.steps_taken
 
 
 class Backup(keras.callbacks.Callback):
-    """Saves the resume point every ``every`` steps and at each epoch end (only finite states)."""
+    """Saves the resume point every ``every`` steps and at each epoch end (only finite states).
+
+    One file, written beside and renamed over the last: a crash at any moment leaves a whole
+    resume point. The metric sums saved are the training ones: validation, which reuses the
+    trackers, is preceded by ``on_test_begin``, which keeps them.
+    """
 
     def __init__(self, folder: pathlib.Path, every: int, guard):
         super().__init__()
         self.folder, self.every, self.guard = folder, every, guard
+        self.training_sums = None
 
     def save(self):
         if self.guard.diverged:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / ".tmp-weights.weights.h5"
+        sums = self.model.metric_sums() if self.training_sums is None else self.training_sums
+        self.model.capture_resume_state(sums)
+        tmp = self.folder / f".tmp-{RESUME_POINT}"
         self.model.save_weights(tmp)
-        os.replace(tmp, self.folder / "weights.weights.h5")
-        seed_state = np.asarray(self.model.noise_seed.state.numpy()).tolist()
-        write_json_atomic(self.folder / "state.json", {"step": _steps(self.model), "noise_seed_state": seed_state})
+        os.replace(tmp, self.folder / RESUME_POINT)
+        (self.folder / LEGACY_WEIGHTS).unlink(missing_ok=True)  # superseded (a run begun before issue 18)
+        write_json_atomic(self.folder / "state.json", {"step": _steps(self.model), "resume_point": RESUME_POINT})
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.training_sums = None
+
+    def on_test_begin(self, logs=None):
+        self.training_sums = self.model.metric_sums()
 
     def on_train_batch_end(self, batch, logs=None):
         if _steps(self.model) % self.every == 0:
@@ -143,15 +169,29 @@ class Backup(keras.callbacks.Callback):
         self.save()
 
 
+class ContinueEpochMetrics(keras.callbacks.Callback):
+    """At the start of a resumed epoch (after fit reset the trackers), adds back the steps before the resume."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.set_metric_sums(self.model.training_state.metric_sums.numpy())
+
+
 def restore(gan: ConditionalGAN, run_dir: pathlib.Path) -> int:
-    """Loads the resume point if there is one; returns the optimizer step reached."""
+    """Loads the resume point if there is one; returns the training steps it had taken."""
     folder = run_dir / BACKUP
-    if not (folder / "state.json").exists():
-        return 0
-    state = json.loads((folder / "state.json").read_text())
-    gan.load_weights(folder / "weights.weights.h5")
-    gan.noise_seed.state.assign(np.asarray(state["noise_seed_state"], dtype=gan.noise_seed.state.dtype))
-    return int(state["step"])
+    if (folder / RESUME_POINT).exists():
+        gan.load_weights(folder / RESUME_POINT)
+        if not gan.training_state.loaded:
+            raise VolumeError(folder / RESUME_POINT, "holds no training state: not a resume point of this cgan-ct")
+        gan.restore_random_states()
+        return gan.steps_taken
+    if (folder / LEGACY_WEIGHTS).exists() and (folder / "state.json").exists():  # written before issue 18
+        state = json.loads((folder / "state.json").read_text())
+        gan.load_weights(folder / LEGACY_WEIGHTS)
+        gan.noise_seed.state.assign(np.asarray(state["noise_seed_state"], dtype=gan.noise_seed.state.dtype))
+        gan.training_state.steps.assign(int(state["step"]))
+        return int(state["step"])
+    return 0
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -357,7 +397,7 @@ def train(
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False),
     ]
     if validation is not None:
-        sample = next(iter(make_dataset(dataset_dir, "test", options.task, 4, options.seed)))
+        sample = next(iter(make_dataset(dataset_dir, "test", options.task, 4, options.seed, options.pipeline)))
         callbacks.append(ImageSummaries(out_dir / "tensorboard", sample))
     callbacks += list(extra_callbacks or [])
     try:
@@ -380,7 +420,7 @@ def _fit_epochs(gan, dataset, validation, validation_steps, callbacks, guard, co
             validation_data=validation,
             validation_steps=options.validation_steps or validation_steps,
             shuffle=False,  # the pipeline shuffles
-            callbacks=callbacks,
+            callbacks=callbacks + ([ContinueEpochMetrics()] if skip else []),
             verbose=verbose,
         )
         if guard.diverged:
