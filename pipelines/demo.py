@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
             "  models: the shipped pretrained:denoise and pretrained:depixelate (cgan-ct-infer --model pretrained:NAME)"
         )
     else:
-        print(f"  models (SavedModels): {out}/models/<task>    training runs: {out}/runs/<task>")
+        print(f"  models (SavedModels, TF Serving layout): {out}/models/<task>/1/    training runs: {out}/runs/<task>")
     print(f"  stitched volumes (NIfTI, DICOM): {out}/volumes/<task>/")
     print(
         "  next, on your own data: cgan-ct-convert --input YOUR_CT --output_dir DATASET; "

@@ -3,7 +3,8 @@
   cgan-ct-evaluate --model TASK=MODEL [--model ...] --input PATH [--input ...] --output_dir REPORT_DIR
                    [--overlap 0.25] [--seed 0] [--bm3d] [--no_reference]
 
-MODEL is an exported model folder, a training run folder or a shipped model
+MODEL is an exported model folder (a version folder, or cgan-ct-export's
+--output_dir: its highest version), a training run folder or a shipped model
 (pretrained:denoise, pretrained:denoise-peak128, pretrained:depixelate);
 "TASK=" may be left out (the model's task).
 
@@ -58,6 +59,8 @@ def _models() -> dict:
         if task in models:
             raise app.UsageError(f"--model: two models for {task!r}")
         models[task] = model
+        if model.version is not None:
+            print(f"model {task}: version {model.version} ({model.model_dir}), the highest in {folder}")
     return models
 
 

@@ -23,7 +23,10 @@ from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
 
 _MODEL = flags.DEFINE_string(
-    "model", None, "A SavedModel folder (cgan-ct-export), a training run folder, or pretrained:NAME (shipped)."
+    "model",
+    None,
+    "A SavedModel folder, a folder of its version folders (cgan-ct-export: the highest is used), "
+    "a training run folder, or pretrained:NAME (shipped).",
 )
 _INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the outputs (must not hold them already).")
@@ -44,6 +47,8 @@ _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder hold
 def main(argv: list[str]) -> None:
     formats = parse_formats(_FORMAT.value)
     model = BlockModel(_MODEL.value)
+    if model.version is not None:
+        print(f"model: version {model.version} ({model.model_dir}), the highest in {_MODEL.value}")
     volume = read_volume(_INPUT.value, series=_SERIES.value)
     bar = ProgressBar(0, "blocks")
 

@@ -30,10 +30,11 @@ def test_smoke_demo_end_to_end_and_rerun(tmp_path):
     assert set(state["plan"]["train_steps"]) == {"autoencode", "denoise", "depixelate"}
     assert min(state["plan"]["train_steps"].values()) >= 1
     assert "plan for this machine" in first.stdout
+    assert f"models (SavedModels, TF Serving layout): {out}/models/<task>/1/" in first.stdout
     report = (out / "report" / "report.md").read_text()
     for task in ("autoencode", "denoise", "depixelate"):
         assert f"| {task} | model | 1 |" in report
-        assert (out / "models" / task / "saved_model.pb").exists()
+        assert (out / "models" / task / "1" / "saved_model.pb").exists()  # TF Serving's version folder
         generated = read_volume(out / "volumes" / task / "generated_dicom")
         assert generated.shape == read_volume(out / "volumes" / task / "generated.nii.gz").shape
     assert "| denoise | non_local_means |" in report and "| depixelate | trilinear |" in report

@@ -167,3 +167,54 @@ def test_python_side_checks_blocks_before_calling_the_model(model_dir, monkeypat
         predict(np.zeros((3, 8, 16, 16, 1), np.float32))
     with pytest.raises(VolumeError, match="blocks_hu must be real numbers, got complex64"):
         predict(np.zeros((3, 16, 16, 16, 1), np.complex64))
+
+
+# --- serving layout: integer version folders (issue 18, item 20) --------------------------------------------
+
+
+def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, smoke_run, awkward_volume, tmp_path):  # noqa: F811
+    from cgan_ct.model.export import export_version
+
+    base = tmp_path / "models" / "denoise"
+    assert export_version(smoke_run, base) == (base / "1", 1)  # the next free integer
+    assert export_version(smoke_run, base) == (base / "2", 2)
+    assert export_version(smoke_run, base, version=7) == (base / "7", 7)
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7"]  # nothing else for TF Serving to skip
+    with pytest.raises(VolumeError, match="not overwriting"):
+        export_version(smoke_run, base, version=2)
+    assert export_version(smoke_run, base, version=2, overwrite=True) == (base / "2", 2)
+    with pytest.raises(VolumeError, match="version must be a positive integer"):
+        export_version(smoke_run, base, version=0)
+    with pytest.raises(VolumeError, match="is itself a SavedModel"):
+        export_version(smoke_run, model_dir)  # a flat export: a version inside it would be shadowed
+
+    latest = BlockModel(base)
+    assert (latest.model_dir, latest.version) == (base / "7", 7)
+    direct = BlockModel(base / "2")  # a SavedModel folder itself, as before
+    assert (direct.model_dir, direct.version) == (base / "2", None)
+    flat = BlockModel(model_dir)
+    assert (flat.model_dir, flat.version) == (model_dir, None)
+    outputs = [infer_volume(awkward_volume, m, batch_size=8)[1].hu for m in (latest, direct, flat)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+    (base / "12").mkdir()  # the highest version, but not a complete export: TF Serving would try it too
+    with pytest.raises(VolumeError, match=r"denoise/12: the highest version folder is not a model exported"):
+        BlockModel(base)
+
+
+def test_export_cli_writes_the_next_version_or_the_one_asked(smoke_run, tmp_path):  # noqa: F811
+    def export(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.export", "--run_dir", str(smoke_run), "--output_dir", str(tmp_path / "m"),
+             *args], capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+
+    first = export()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"SavedModel version 1 written to {tmp_path / 'm' / '1'}" in first.stdout
+    assert (tmp_path / "m" / "1" / "saved_model.pb").exists() and not (tmp_path / "m" / "saved_model.pb").exists()
+    third = export("--version", "3")
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert (tmp_path / "m" / "3" / "cgan_ct_model.json").exists()
+    again = export("--version", "3")
+    assert again.returncode == 2 and "not overwriting" in again.stderr

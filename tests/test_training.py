@@ -200,7 +200,7 @@ def test_export_in_a_fresh_process_finds_the_custom_layers(smoke_run, tmp_path):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "m" / "saved_model.pb").exists()
+    assert (tmp_path / "m" / "1" / "saved_model.pb").exists()  # version 1 of TF Serving's layout
 
 
 def test_export_refuses_missing_run_and_existing_output(smoke_run, tmp_path):

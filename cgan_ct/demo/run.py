@@ -32,7 +32,7 @@ from cgan_ct.io.dicom_writer import write_dicom_series
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
-from cgan_ct.model.export import export_generator
+from cgan_ct.model.export import export_version
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.corruption import DENOISE, DEPIXELATE, LOWDOSE
 
@@ -243,7 +243,8 @@ def run_demo(
             state.mark(f"train:{task}")
         if not state.done(f"export:{task}"):
             export_start = time.monotonic()
-            export_generator(out / "runs" / task, out / "models" / task, checkpoint="last", overwrite=True)
+            # version 1 of TF Serving's layout (models/<task>/1/), replaced when an interrupted export reruns
+            export_version(out / "runs" / task, out / "models" / task, 1, checkpoint="last", overwrite=True)
             models[task] = BlockModel(out / "models" / task)
             plan["export_s"] = time.monotonic() - export_start  # the model's loading included
             state.mark(f"export:{task}")

@@ -14,7 +14,13 @@ from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
 from cgan_ct.model import pretrained
-from cgan_ct.model.export import BlockGenerator, ModelInfo, is_exported_model, load_run_generator
+from cgan_ct.model.export import (
+    BlockGenerator,
+    ModelInfo,
+    is_exported_model,
+    load_run_generator,
+    resolve_model_dir,
+)
 from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
@@ -26,13 +32,22 @@ _SLAB = 32  # slices per chunk when corrupting a whole volume
 
 class BlockModel:
     """A generator that maps HU blocks to HU blocks: an exported SavedModel
-    (cgan-ct-export), a training run folder (its best generator), or a model
-    shipped with the package (``pretrained:NAME``, cgan_ct.model.pretrained)."""
+    (cgan-ct-export), a folder of its integer version folders (TF Serving's
+    layout: the highest is loaded), a training run folder (its best generator),
+    or a model shipped with the package (``pretrained:NAME``, cgan_ct.model.pretrained).
+
+    ``model_dir`` is the folder loaded and ``version`` its version (None unless
+    it was chosen among version folders)."""
 
     def __init__(self, model_dir):
         import tensorflow as tf
 
         model_dir = pretrained.resolve(model_dir)
+        if not is_run_dir(model_dir):
+            model_dir, self.version = resolve_model_dir(model_dir)
+        else:
+            self.version = None
+        self.model_dir = model_dir
         self._tf = tf
         if is_run_dir(model_dir):  # a training run: its best generator, wrapped in memory
             generator, run = load_run_generator(model_dir)

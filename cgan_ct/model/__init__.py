@@ -24,7 +24,9 @@ _EXPORTS = {
     "build_gan": "training",
     "build_generator": "networks",
     "export_generator": "export",
+    "export_version": "export",
     "load_run_generator": "export",
+    "resolve_model_dir": "export",
     "save_block_model": "export",
     "train": "training",
 }

@@ -7,7 +7,9 @@ Signatures (N = block size, blocks float32 [batch, N, N, N, 1]):
   with reproducible noise.
 - generate_normalized(condition, noise) -> {"generated"}: the bare
   generator on [-1, 1] values with explicit noise (for other runtimes).
-Next to it, ``cgan_ct_model.json`` records block size, task, intensity
+``export_version`` writes it as ``BASE/<N>/`` (TF Serving's layout: integer
+version folders, the highest served); ``resolve_model_dir`` loads either
+layout. Next to it, ``cgan_ct_model.json`` records block size, task, intensity
 mapping and model settings. The SavedModel needs TensorFlow only, not this
 project.
 
@@ -141,6 +143,32 @@ def is_exported_model(folder) -> bool:
     return (folder / MODEL_INFO_FILE).exists() and (folder / SAVED_MODEL_FILE).exists()
 
 
+def versions(base_dir) -> list[int]:
+    """The integer-named sub-folders of ``base_dir`` (TF Serving's version folders), ascending; [] if none."""
+    base_dir = pathlib.Path(base_dir)
+    if not base_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name.isascii())
+
+
+def resolve_model_dir(model_dir) -> tuple[pathlib.Path, int | None]:
+    """(SavedModel folder, version) for either layout.
+
+    A folder that is an export itself comes back as it is, version None. A
+    folder of integer version folders (``models/denoise/1/``, TF Serving's
+    layout) gives its highest version, as TF Serving serves it; VolumeError if
+    that one is not a complete export. Anything else comes back unchanged.
+    """
+    model_dir = pathlib.Path(model_dir)
+    found = [] if is_exported_model(model_dir) else versions(model_dir)
+    if not found:
+        return model_dir, None
+    folder = model_dir / str(found[-1])
+    if not is_exported_model(folder):
+        raise VolumeError(folder, "the highest version folder is not a model exported by cgan-ct-export")
+    return folder, found[-1]
+
+
 class BlockGenerator(tf.Module):
     """Wraps a generator with its intensity mapping; see the module docstring."""
 
@@ -242,8 +270,36 @@ def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_nam
     return output_dir
 
 
+def export_version(
+    run_dir, base_dir, version: int | None = None, checkpoint: str = "best", overwrite: bool = False
+) -> tuple[pathlib.Path, int]:
+    """Writes the run's generator as version ``version`` of a served model: ``base_dir/<version>/``.
+
+    TF Serving loads only integer version folders under its model base path and
+    serves the highest; ``version`` None takes the next free integer (1 for a new
+    ``base_dir``). An existing version is replaced only with ``overwrite``. A
+    ``base_dir`` that is itself an export (the flat layout) is refused: loading it
+    would never see the versions inside. Returns (the version folder, version).
+    """
+    base_dir = pathlib.Path(base_dir)
+    if is_exported_model(base_dir):
+        raise VolumeError(
+            base_dir, "is itself a SavedModel (flat layout); export to a new folder, or move it into a version folder"
+        )
+    if base_dir.exists() and not base_dir.is_dir():
+        raise VolumeError(base_dir, "is a file, not a folder for model versions")
+    if version is None:
+        version = (versions(base_dir) or [0])[-1] + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise VolumeError(base_dir, f"version must be a positive integer, got {version!r}")
+    return export_generator(run_dir, base_dir / str(version), checkpoint, overwrite), version
+
+
 def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: bool = False) -> pathlib.Path:
-    """Writes the run's generator as a SavedModel folder ``output_dir``; returns it."""
+    """Writes the run's generator as a SavedModel folder ``output_dir`` itself; returns it.
+
+    The flat layout (pretrained models, cascade stages); ``export_version`` writes TF Serving's.
+    """
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise VolumeError(output_dir, "exists and is not empty; not overwriting")
