@@ -199,6 +199,7 @@ class _FakeModel:
     """A block model whose output is its input plus ``scale`` times seed-dependent noise."""
 
     block_size = 16
+    tile_grid = 1
 
     def __init__(self, scale: float):
         self.scale = scale

@@ -218,3 +218,25 @@ def test_export_cli_writes_the_next_version_or_the_one_asked(smoke_run, tmp_path
     assert (tmp_path / "m" / "3" / "cgan_ct_model.json").exists()
     again = export("--version", "3")
     assert again.returncode == 2 and "not overwriting" in again.stderr
+
+
+def test_a_depixelation_model_sees_its_cells_from_each_tiles_first_voxel(awkward_volume, monkeypatch):
+    """x has 37 voxels: the last 32-voxel tile started at x = 5 and saw cells shifted by one."""
+    model = BlockModel("pretrained:depixelate")
+    factor = model.info.factor
+    assert model.tile_grid == factor == 2
+    seen = []
+
+    def check_cells(seed):
+        def predict(blocks_hu):
+            for tile in blocks_hu[..., 0]:
+                cells = tile[::factor, ::factor, ::factor]
+                seen.append(np.array_equal(tile, cells.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)))
+            return blocks_hu
+
+        return predict
+
+    monkeypatch.setattr(model, "predictor", check_cells)
+    condition, generated = infer_volume(awkward_volume, model, overlap=0.25, batch_size=8)
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} tiles saw shifted cells"
+    np.testing.assert_array_equal(generated.hu, condition.hu)  # identity predictor: stitched back exactly

@@ -208,11 +208,11 @@ def tune_baselines(task: str, pairs, methods=("gaussian", "non_local_means"), pe
     return tuned
 
 
-def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: float) -> float:
+def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: float, grid: int = 1) -> float:
     """How much more ``volume`` jumps at the tile edges of stitching than ``reference`` does; 1.0: no seams.
 
     The seam planes are the real tile edges of ``predict_volume`` with this
-    ``block`` and ``overlap`` (``blocks.tile_edges``: where a tile begins or ends).
+    ``block``, ``overlap`` and ``grid`` (``blocks.tile_edges``: where a tile begins or ends).
     Per volume, mean |difference of neighbouring voxels| across those planes is
     divided by the same across the planes just beside them (one voxel either side,
     not edges themselves); the score is the volume's ratio over the reference's,
@@ -223,17 +223,17 @@ def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: f
     volume, reference = np.asarray(volume, np.float32), np.asarray(reference, np.float32)
     if volume.shape != reference.shape:
         raise ValueError(f"seam_score: volume {volume.shape} and reference {reference.shape} differ in shape")
-    planes = [_seam_planes(n, block, overlap) for n in volume.shape]
+    planes = [_seam_planes(n, block, overlap, grid) for n in volume.shape]
     if not any(len(edges) for edges, _ in planes):
         return float("nan")
     return float(_edge_ratio(volume, planes) / max(_edge_ratio(reference, planes), 1e-12))
 
 
-def _seam_planes(length: int, block: int, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+def _seam_planes(length: int, block: int, overlap: float, grid: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Indices into np.diff along an axis (i: between voxels i and i + 1): at tile edges, and beside them."""
     from cgan_ct.ops.blocks import tile_edges
 
-    edges = set(tile_edges(length, block, overlap))
+    edges = set(tile_edges(length, block, overlap, grid))
     beside = {q for p in edges for q in (p - 1, p + 1) if 0 < q < length} - edges
     return np.array(sorted(edges), int) - 1, np.array(sorted(beside), int) - 1
 

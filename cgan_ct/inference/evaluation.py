@@ -41,11 +41,13 @@ def noise_spread_hu(condition_hu: np.ndarray, model: BlockModel, overlap: float,
     ``first`` is the output already computed with ``seed``; a second draw (seed + 1) of the central
     ``Z_SPREAD_SLICES`` slices gives the estimate sqrt(mean((a - b)^2) / 2). NaN if no voxel is in the body.
     """
-    depth = condition_hu.shape[0]
-    start = max(0, (depth - Z_SPREAD_SLICES) // 2)
+    depth, grid = condition_hu.shape[0], model.tile_grid
+    start = max(0, (depth - Z_SPREAD_SLICES) // 2) // grid * grid  # on the pixel grid, as the first pass was
     stop = min(depth, start + Z_SPREAD_SLICES)
     slab = condition_hu[start:stop]
-    second = predict_volume(slab, model.predictor(seed + 1), model.block_size, overlap, 16, "gaussian", AIR_HU)
+    second = predict_volume(
+        slab, model.predictor(seed + 1), model.block_size, overlap, 16, "gaussian", AIR_HU, grid=grid
+    )
     inside = body_mask(slab)
     if not inside.any():
         return float("nan")
@@ -78,7 +80,7 @@ def evaluate_volume(
     }
     rows = []
     for method, output in methods.items():
-        seam = seam_score(output, volume.hu, model.block_size, overlap)  # at the tile edges of this overlap
+        seam = seam_score(output, volume.hu, model.block_size, overlap, model.tile_grid)  # at this tiling's edges
         for region, mask in (("volume", None), ("lungs", lungs if lungs.any() else None)):
             if region == "lungs" and mask is None:
                 continue

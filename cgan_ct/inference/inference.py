@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cgan_ct.config import LowDoseConfig
-from cgan_ct.constants import AIR_HU, LOWDOSE, SEEDED_SIGNATURE
+from cgan_ct.constants import AIR_HU, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
@@ -61,6 +61,12 @@ class BlockModel:
             raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
         self.block_size = int(self.info.block_size)
         self.task = self.info.task
+
+    @property
+    def tile_grid(self) -> int:
+        """Tile starts must be multiples of this (a depixelation model's factor: its cells start at a
+        block's first voxel in training), else 1. See cgan_ct.ops.blocks.tiled_length."""
+        return int(self.info.factor) if self.task == DEPIXELATE else 1
 
     def predictor(self, seed: int):
         """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call.
@@ -169,7 +175,15 @@ def infer_volume(
     else:
         condition = volume
     generated_hu = predict_volume(
-        condition.hu, model.predictor(seed), model.block_size, overlap, batch_size, window, AIR_HU, progress
+        condition.hu,
+        model.predictor(seed),
+        model.block_size,
+        overlap,
+        batch_size,
+        window,
+        AIR_HU,
+        progress,
+        grid=model.tile_grid,
     )
     generated, _ = hu_to_int16(generated_hu, volume.volume_id)
     generated_id = pseudonym("vol", f"{volume.volume_id}:{task}:generated:{seed}")
