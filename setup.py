@@ -56,6 +56,9 @@ setup(
     extras_require={
         # pip install -e '.[gpu]': TensorFlow with its CUDA libraries from PyPI.
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
+        # pip install -e '.[jax]': Keras' JAX backend (cgan-ct-train --backend jax); CPU wheels here. On GPUs
+        # install JAX's CUDA build as JAX documents it (pip install -U "jax[cuda12]").
+        "jax": ["jax>=0.4.30"],
         # pip install -e '.[beam]': the conversion as an Apache Beam pipeline (cgan-ct-convert --engine beam).
         "beam": ["apache-beam[tfrecord]>=2.60"],
         "test": [
@@ -66,6 +69,7 @@ setup(
             "ruff>=0.6",
             "apache-beam[tfrecord]>=2.60",
             "selenium>=4.20",
+            "jax>=0.4.30",  # both Keras backends are tested
         ],
     },
     # The models shipped with the package (pretrained:NAME): SavedModel folders and their model cards.

@@ -129,3 +129,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+KERAS_BACKENDS = ("tensorflow", "jax")
+
+
+def select_keras_backend(argv=None, environ=None) -> str | None:
+    """Sets KERAS_BACKEND from a job's ``--backend NAME`` / ``--backend=NAME`` before Keras is imported.
+
+    Keras reads its backend once, at import; a job's flags are parsed after its imports. Returns the
+    name given, or None. A name Keras does not offer here is left for the flag's own check to refuse.
+    """
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    name = None
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        if arg.startswith("--backend="):
+            name = arg.split("=", 1)[1]
+        elif arg == "--backend" and i + 1 < len(argv):
+            name = argv[i + 1]
+    if name in KERAS_BACKENDS:
+        if "keras" in sys.modules and environ.get("KERAS_BACKEND", "tensorflow") != name:
+            raise RuntimeError(f"--backend {name}: Keras was imported with another backend already")
+        environ["KERAS_BACKEND"] = name
+    return name

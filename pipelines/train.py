@@ -7,7 +7,9 @@
                 [--residual_base condition|cubic] [--l1_weight 100]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
-MultiWorkerMirroredStrategy when TF_CONFIG names several workers. Re-running
+MultiWorkerMirroredStrategy when TF_CONFIG names several workers. With
+--backend jax (or KERAS_BACKEND=jax) the same models train on JAX, from the
+same tf.data pipeline, data-parallel over JAX's devices (keras.distribution). Re-running
 the same command after an interruption resumes where it stopped.
 Exit status: 0 trained (or already finished), 3 diverged, 2 on an input error.
 """
@@ -16,13 +18,18 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags
+from cgan_ct.runtime import KERAS_BACKENDS, select_keras_backend
 
-from cgan_ct.cli import job
-from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config
-from cgan_ct.constants import TASKS
-from cgan_ct.data.input_pipeline import PipelineOptions
-from cgan_ct.model.training import RunOptions, train
+select_keras_backend()  # --backend jax must reach Keras before anything below imports it
+
+import keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+from cgan_ct.cli import job  # noqa: E402
+from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
+from cgan_ct.constants import TASKS  # noqa: E402
+from cgan_ct.data.input_pipeline import PipelineOptions  # noqa: E402
+from cgan_ct.model.training import RunOptions, train  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
 _TASK = flags.DEFINE_enum("task", None, list(TASKS), "The condition to learn from.")
@@ -45,10 +52,18 @@ _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learn
 _BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
 _MIXED = flags.DEFINE_bool("mixed_precision", None, "Mixed float16 (GPUs).")
 _XLA = flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (GPUs).")
+_BACKEND = flags.DEFINE_enum(
+    "backend",
+    None,
+    list(KERAS_BACKENDS),
+    "Keras backend (default: $KERAS_BACKEND, else tensorflow). jax: XLA-compiled steps, pip install -e '.[jax]'.",
+)
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 a line per epoch.")
 
 
 def main(argv: list[str]) -> int:
+    if _BACKEND.value and keras.backend.backend() != _BACKEND.value:
+        raise ValueError(f"--backend {_BACKEND.value}: Keras runs on {keras.backend.backend()} in this process")
     config = model_config(
         _PRESET.value,
         epochs=_EPOCHS.value,

@@ -88,3 +88,20 @@ def test_status_names_the_cpu_and_the_settings():
     status = runtime.status()
     assert status["cpu"] and status["usable_cores"] >= 1
     assert status["onednn"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")
+
+
+def test_backend_flag_reaches_keras_before_it_is_imported():
+    import keras  # noqa: F401 - imported, on tensorflow: a later --backend jax cannot reach it
+
+    from cgan_ct.runtime import select_keras_backend
+
+    environ = {}
+    assert select_keras_backend(["cgan-ct-train", "--backend", "tensorflow", "--task", "denoise"], environ) == (
+        "tensorflow"
+    )
+    assert environ == {"KERAS_BACKEND": "tensorflow"}  # keras is imported here already, with tensorflow
+    with pytest.raises(RuntimeError, match="imported with another backend"):
+        select_keras_backend(["cgan-ct-train", "--backend=jax"], {})
+    assert select_keras_backend(["cgan-ct-train", "--", "--backend", "jax"], {}) is None
+    assert select_keras_backend(["cgan-ct-train", "--backend", "torch"], environ) == "torch"  # the flag refuses it
+    assert environ == {"KERAS_BACKEND": "tensorflow"}

@@ -21,7 +21,7 @@ _EXPORTS = {
     "RunRecord": "run_record",
     "TrainingResult": "training",
     "build_discriminator": "networks",
-    "build_gan": "training",
+    "build_gan": "build",
     "build_generator": "networks",
     "export_generator": "export",
     "export_version": "export",

@@ -30,53 +30,41 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from cgan_ct.constants import CLIP_HU, DATA_RANGE_HU
+from cgan_ct.constants import DATA_RANGE_HU
 from cgan_ct.model import losses
+from cgan_ct.model.block_metrics import (  # noqa: F401 - re-exported: the metrics' old home
+    block_psnr,
+    block_psnr_hu,
+    block_psnr_ssim,
+    block_ssim,
+    noise_std_hu,
+)
 from cgan_ct.ops.intensity import IntensityMapping
 
 _METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim", "psnr_hu", "z_std_hu")
 
 
-def _slices(blocks):
-    """[B, D, H, W, 1] -> [B * D, H, W, 1]: axial slices as images."""
-    shape = tf.shape(blocks)
-    return tf.reshape(tf.cast(blocks, tf.float32), [shape[0] * shape[1], shape[2], shape[3], 1])
+def _on_jax() -> bool:
+    return keras.backend.backend() == "jax"
 
 
-def block_psnr(target, generated):
-    """Mean PSNR over the axial slices of a batch, for values in [-1, 1]."""
-    psnr = tf.image.psnr(_slices(target), _slices(generated), max_val=2.0)
-    return tf.reduce_mean(tf.where(tf.math.is_finite(psnr), psnr, 100.0))  # identical slices: cap at 100 dB
+class OptimizerPair:
+    """What Keras' JAX trainer asks of ``model.optimizer``: one list of both optimizers' variables (D's, then G's).
 
+    The JAX trainer passes ``model.optimizer.variables`` through each train step as state; the GAN's step
+    updates the two optimizers' parts separately (cgan_ct.model.jax_steps).
+    """
 
-def block_ssim(target, generated):
-    """Mean SSIM over the axial slices of a batch, for values in [-1, 1]."""
-    filter_size = min(11, int(target.shape[2]))
-    return tf.reduce_mean(tf.image.ssim(_slices(target), _slices(generated), max_val=2.0, filter_size=filter_size))
+    built = True
 
+    def __init__(self, d_optimizer, g_optimizer):
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
-def block_psnr_hu(target, generated, mapping: IntensityMapping):
-    """Mean PSNR in HU over the axial slices of a batch of normalized blocks: the project's protocol."""
-    low, high = (float(h) for h in CLIP_HU)
-
-    def hu(blocks):
-        return tf.clip_by_value(mapping.inverse_tf(tf.cast(blocks, tf.float32)), low, high) - low
-
-    psnr = tf.image.psnr(_slices(hu(target)), _slices(hu(generated)), max_val=DATA_RANGE_HU)
-    return tf.reduce_mean(tf.where(tf.math.is_finite(psnr), psnr, 100.0))
-
-
-def noise_std_hu(generated, other, mapping: IntensityMapping):
-    """Per-voxel standard deviation over noise draws, in HU, estimated from two draws of the same batch."""
-    difference = mapping.inverse_tf(tf.cast(generated, tf.float32)) - mapping.inverse_tf(tf.cast(other, tf.float32))
-    return tf.sqrt(tf.reduce_mean(tf.square(difference)) / 2.0)
-
-
-def block_psnr_ssim(target, generated):
-    """Mean PSNR and SSIM over the axial slices of a batch, for values in [-1, 1]."""
-    return block_psnr(target, generated), block_ssim(target, generated)
+    @property
+    def variables(self) -> list:
+        return list(self.d_optimizer.variables) + list(self.g_optimizer.variables)
 
 
 class TrainingState(keras.layers.Layer):
@@ -159,6 +147,11 @@ class ConditionalGAN(keras.Model):
         self.adversarial = adversarial
         self.l1_space = l1_space
         self.ema_decay = float(ema_decay)
+        if _on_jax():  # the JAX trainer carries model.optimizer's variables through each step as state
+            for optimizer, network in ((d_optimizer, self.discriminator), (g_optimizer, self.generator)):
+                if not optimizer.built:
+                    optimizer.build(network.trainable_variables)
+            self.optimizer = OptimizerPair(d_optimizer, g_optimizer)
         if self.ema_decay > 0 and not self.ema_weights:
             # aggregation "mean": every replica assigns the same value in its replica context. Started from
             # a numpy copy: a variable made from another's read value can share its buffer on the CPU.
@@ -206,11 +199,15 @@ class ConditionalGAN(keras.Model):
         for variable, value in zip(self.random_states(), self.training_state.rng.numpy(), strict=True):
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
+    def ema_decay_at(self, step):
+        """The moving average's decay after ``step`` updates of G: warms up as (1 + t) / (10 + t)."""
+        step = ops.cast(step, "float32")
+        return ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+
     def _update_ema(self):
-        step = tf.cast(self.g_optimizer.iterations, tf.float32)
-        decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = self.ema_decay_at(self.g_optimizer.iterations)
         for average, weight in zip(self.ema_weights, self.generator.trainable_weights, strict=True):
-            average.assign(decay * average + (1.0 - decay) * tf.cast(weight.value, average.dtype))
+            average.assign(decay * average + (1.0 - decay) * ops.cast(weight.value, average.dtype))
 
     def evaluation_generate(self, condition, noise):
         """G(Y, Z) as evaluation sees it: with the moving average of the weights when there is one."""
@@ -250,15 +247,31 @@ class ConditionalGAN(keras.Model):
         return self.generator([condition, noise], training=training)
 
     def draw_noise(self, condition):
-        """Z ~ U[-1, 1] shaped like ``condition``; a fresh, replica-distinct draw per step."""
+        """Z ~ U[-1, 1] shaped like ``condition``; a fresh, replica-distinct draw per step.
+
+        On JAX the step sees the global batch (keras.distribution shards it), so one draw covers all devices.
+        """
+        if _on_jax():
+            return keras.random.uniform(ops.shape(condition), -1.0, 1.0, dtype=condition.dtype, seed=self.noise_seed)
+        import tensorflow as tf
+
         seed = tf.cast(self.noise_seed.next(), tf.int64)
         context = tf.distribute.get_replica_context()
         replica = 0 if context is None else context.replica_id_in_sync_group
         seed = seed + tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64) * 1_000_003])
         return tf.random.stateless_uniform(tf.shape(condition), seed, -1.0, 1.0, dtype=condition.dtype)
 
+    @staticmethod
+    def _replicas() -> int:
+        """Replicas whose local batches make the global one (a tf.distribute strategy's; 1 on JAX)."""
+        if _on_jax():
+            return 1
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
     def _global_batch(self, condition):
-        return tf.shape(condition)[0] * tf.distribute.get_strategy().num_replicas_in_sync
+        return ops.shape(condition)[0] * self._replicas()
 
     def _d_loss(self, real_logits, fake_logits, global_batch):
         return losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
@@ -267,8 +280,8 @@ class ConditionalGAN(keras.Model):
         """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"``."""
         if self.l1_space == "hu":
             scale = DATA_RANGE_HU / 2.0  # a linear window over CLIP_HU then gives the normalized L1
-            target = self.hu_mapping.inverse_tf(tf.cast(target, tf.float32)) / scale
-            generated = self.hu_mapping.inverse_tf(tf.cast(generated, tf.float32)) / scale
+            target = self.hu_mapping.inverse_ops(target) / scale
+            generated = self.hu_mapping.inverse_ops(generated) / scale
         return losses.generator_loss(fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial)
 
     def _real_and_fake_logits(self, condition, target, generated, training: bool = True):
@@ -278,10 +291,13 @@ class ConditionalGAN(keras.Model):
                 self.discriminator([condition, generated], training=training),
             )
         both = self.discriminator(
-            [tf.concat([condition, condition], 0), tf.concat([target, tf.cast(generated, target.dtype)], 0)],
+            [
+                ops.concatenate([condition, condition], 0),
+                ops.concatenate([target, ops.cast(generated, target.dtype)], 0),
+            ],
             training=training,
         )
-        return tf.split(both, 2, axis=0)
+        return ops.split(both, 2, axis=0)
 
     def compute_losses(self, condition, target, noise, training: bool):
         """All losses and outputs for one batch with explicit noise, without updating anything.
@@ -312,7 +328,16 @@ class ConditionalGAN(keras.Model):
         # the loss is scaled (mixed precision) inside the tape: scaling outside would cut the gradient
         optimizer.apply(tape.gradient(scaled_loss, variables), variables)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """TensorFlow: ``train_step(data)`` with two gradient tapes; JAX: ``train_step(state, data)``, stateless
+        (cgan_ct.model.jax_steps), in the same order: D's update, then G's against the updated D."""
+        if _on_jax():
+            from cgan_ct.model.jax_steps import jax_train_step
+
+            return jax_train_step(self, *args)
+        import tensorflow as tf
+
+        (data,) = args
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
         noise = self.draw_noise(condition)
         global_batch = self._global_batch(condition)
@@ -336,7 +361,16 @@ class ConditionalGAN(keras.Model):
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
         )
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        if _on_jax():
+            from cgan_ct.model.jax_steps import jax_test_step
+
+            return jax_test_step(self, *args)
+        (data,) = args
+        return self.evaluate_batch(data)
+
+    def evaluate_batch(self, data):
+        """The evaluation of one batch (updates the trackers, returns the logs): test_step's body."""
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
         out = self.compute_losses(condition, target, self.draw_noise(condition), training=False)
         extra = {}
@@ -372,14 +406,14 @@ class ConditionalGAN(keras.Model):
         extra=None,
     ):
         # losses are fractions of the global mean on each replica; scale back to this replica's mean
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        replicas = float(self._replicas())
         values = {
             "g_total": g_total * replicas,
             "g_adversarial": g_adv * replicas,
             "g_l1": g_l1 * replicas,
             "d_loss": d_loss * replicas,
-            "d_real": tf.reduce_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
-            "d_fake": tf.reduce_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32))),
+            "d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
+            "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32"))),
             "psnr": block_psnr(target, generated),
         }
         if ssim:  # evaluation
@@ -388,6 +422,10 @@ class ConditionalGAN(keras.Model):
         for name, value in values.items():
             self.trackers[name].update_state(value)
         results = {name: self.trackers[name].result() for name in values}
+        if _on_jax():
+            return results
+        import tensorflow as tf
+
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces multi-worker logs along axis 0, which fails on scalars
             # (tensorflow/tensorflow#72388); a shape-[1] log reduces to the scalar mean.

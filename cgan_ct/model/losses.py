@@ -6,25 +6,29 @@ local batch and divided by the *global* batch size, as
 losses (which the optimizer does with their gradients) gives the mean over the
 global batch, so lambda * L1 means the same on one GPU and on eight.
 
-Logits are the discriminator's raw patch outputs.
+Logits are the discriminator's raw patch outputs. Written in ``keras.ops`` only,
+so the TensorFlow and the JAX train steps compute the same numbers.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 
 def _per_example_mean(values):
-    return tf.reduce_mean(tf.reshape(tf.cast(values, tf.float32), [tf.shape(values)[0], -1]), axis=1)
+    values = ops.cast(values, "float32")
+    return ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)), axis=1)
 
 
 def _reduce(per_example, global_batch_size):
-    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+    # tf.nn.compute_average_loss's arithmetic, in keras.ops (the same on the TensorFlow and JAX backends)
+    return ops.sum(per_example) / ops.cast(global_batch_size, "float32")
 
 
 def _bce(logits, label: float):
-    logits = tf.cast(logits, tf.float32)
-    return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label), logits=logits)
+    """Sigmoid cross-entropy of ``logits`` against a constant label, in its overflow-free form."""
+    logits = ops.cast(logits, "float32")
+    return ops.maximum(logits, 0.0) - logits * label + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
 def discriminator_loss(real_logits, fake_logits, global_batch_size, kind: str = "nonsaturating"):
@@ -32,8 +36,8 @@ def discriminator_loss(real_logits, fake_logits, global_batch_size, kind: str = 
     if kind == "nonsaturating":
         per_example = _per_example_mean(_bce(real_logits, 1.0)) + _per_example_mean(_bce(fake_logits, 0.0))
     elif kind == "least_squares":
-        real, fake = tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32)
-        per_example = 0.5 * (_per_example_mean(tf.square(real - 1.0)) + _per_example_mean(tf.square(fake)))
+        real, fake = ops.cast(real_logits, "float32"), ops.cast(fake_logits, "float32")
+        per_example = 0.5 * (_per_example_mean(ops.square(real - 1.0)) + _per_example_mean(ops.square(fake)))
     else:
         raise ValueError(f"unknown adversarial loss {kind!r}")
     return _reduce(per_example, global_batch_size)
@@ -44,7 +48,7 @@ def generator_adversarial_loss(fake_logits, global_batch_size, kind: str = "nons
     if kind == "nonsaturating":
         per_example = _per_example_mean(_bce(fake_logits, 1.0))
     elif kind == "least_squares":
-        per_example = 0.5 * _per_example_mean(tf.square(tf.cast(fake_logits, tf.float32) - 1.0))
+        per_example = 0.5 * _per_example_mean(ops.square(ops.cast(fake_logits, "float32") - 1.0))
     else:
         raise ValueError(f"unknown adversarial loss {kind!r}")
     return _reduce(per_example, global_batch_size)
@@ -53,7 +57,7 @@ def generator_adversarial_loss(fake_logits, global_batch_size, kind: str = "nons
 def l1_loss(target, generated, global_batch_size):
     """Mean absolute difference per block, averaged over the global batch."""
     return _reduce(
-        _per_example_mean(tf.abs(tf.cast(target, tf.float32) - tf.cast(generated, tf.float32))), global_batch_size
+        _per_example_mean(ops.abs(ops.cast(target, "float32") - ops.cast(generated, "float32"))), global_batch_size
     )
 
 

@@ -22,6 +22,7 @@ the resume point keeps the metric sums of the steps before it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,10 +40,9 @@ from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import write_json_atomic
+from cgan_ct.model.build import build_gan  # noqa: F401 - build_gan's old home, still imported from here
 from cgan_ct.model.gan import ConditionalGAN
-from cgan_ct.model.networks import build_discriminator, build_generator
 from cgan_ct.model.run_record import RunRecord, is_run_dir
-from cgan_ct.ops.intensity import IntensityMapping
 
 BACKUP = "backup"
 RESUME_POINT = "resume.weights.h5"
@@ -69,9 +69,33 @@ class TrainingResult:
     message: str
 
 
-def make_strategy() -> tf.distribute.Strategy:
+class JaxPlacement:
+    """The strategy's part on the JAX backend, where there is no tf.distribute.
+
+    One input pipeline yields global batches; ``keras.distribution.DataParallel`` (set by
+    ``make_strategy`` when JAX sees several devices) shards each over the devices, and XLA
+    reduces the gradients. Losses divide by the global batch, as under a TF strategy.
+    """
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def distribute_datasets_from_function(self, make):
+        return make(None)
+
+
+def make_strategy():
     """MultiWorkerMirroredStrategy when TF_CONFIG names several workers, else
-    MirroredStrategy over all visible GPUs (one CPU device when there is none)."""
+    MirroredStrategy over all visible GPUs (one CPU device when there is none).
+    On the JAX backend: a JaxPlacement, with data parallelism over JAX's devices."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if len(jax.devices()) > 1 and keras.distribution.distribution() is None:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return JaxPlacement()
     cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     if sum(len(v) for v in cluster.values()) > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -82,48 +106,6 @@ def is_chief() -> bool:
     """Whether this process writes the run's files (the only one, or the chief / worker 0)."""
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0)
-
-
-def _optimizer(learning_rate: float, config: ModelConfig, total_steps: int | None):
-    if config.lr_schedule == "cosine":
-        if not total_steps:
-            raise ValueError("lr_schedule 'cosine' needs the run's total steps")
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.1)
-    optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1)
-    return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
-
-
-def build_gan(
-    config: ModelConfig,
-    seed: int = 0,
-    hu_mapping: IntensityMapping | None = None,
-    total_steps: int | None = None,
-) -> ConditionalGAN:
-    """The compiled GAN with both optimizers built; call inside the strategy's scope.
-
-    ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is
-    chosen, and the L1 be taken in HU; ``total_steps`` is the length of a learning-rate schedule.
-    """
-    previous = keras.config.dtype_policy()
-    if config.mixed_precision:  # for these networks only: the layers keep the policy they were built with
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
-        gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    gan.compile(
-        d_optimizer=_optimizer(config.d_learning_rate, config, total_steps),
-        g_optimizer=_optimizer(config.g_learning_rate, config, total_steps),
-        l1_weight=config.l1_weight,
-        adversarial=config.adversarial,
-        l1_space=config.l1_space,
-        ema_decay=config.ema_decay,
-        jit_compile=config.jit_compile,
-    )
-    # built here, inside the scope: built lazily by the first step, they fail under a strategy
-    gan.g_optimizer.build(gan.generator.trainable_variables)
-    gan.d_optimizer.build(gan.discriminator.trainable_variables)
-    return gan
 
 
 def _steps(gan: ConditionalGAN) -> int:

@@ -68,6 +68,10 @@ class IntensityMapping:
         """TensorFlow version of ``inverse``: any-shape float tensor -> float32 HU."""
         return _interp_tf(values, self.levels, self.knots_hu)
 
+    def inverse_ops(self, values):
+        """``inverse`` in keras.ops (any backend): any-shape float tensor -> float32 HU. For losses and metrics."""
+        return _interp_ops(values, self.levels, self.knots_hu)
+
 
 def _interp_tf(x, xp, fp):
     """np.interp in TensorFlow ops (clamped at both ends).
@@ -90,6 +94,19 @@ def _interp_tf(x, xp, fp):
     f0, f1 = tf.gather(fp, upper - 1), tf.gather(fp, upper)
     out = f0 + (flat - x0) * (f1 - f0) / (x1 - x0)
     return tf.reshape(out, shape)
+
+
+def _interp_ops(x, xp, fp):
+    """np.interp in keras.ops (clamped at both ends): the backend-neutral ``_interp_tf``."""
+    from keras import ops
+
+    xp_np, fp_np = np.asarray(xp, np.float32), np.asarray(fp, np.float32)
+    x = ops.cast(x, "float32")
+    flat = ops.clip(ops.reshape(x, (-1,)), float(xp_np[0]), float(xp_np[-1]))
+    upper = ops.clip(ops.searchsorted(ops.convert_to_tensor(xp_np), flat, side="right"), 1, len(xp_np) - 1)
+    x0, x1 = ops.take(xp_np, upper - 1), ops.take(xp_np, upper)
+    f0, f1 = ops.take(fp_np, upper - 1), ops.take(fp_np, upper)
+    return ops.reshape(f0 + (flat - x0) * (f1 - f0) / (x1 - x0), ops.shape(x))
 
 
 def _interp_uniform_tf(tf, x, start: float, step: float, fp):

@@ -32,7 +32,6 @@ This module holds the two networks and their noise and position inputs;
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import layers
 
 from cgan_ct.config import CoarseConfig
@@ -91,7 +90,13 @@ def build_coarse_generator(config: CoarseConfig) -> keras.Model:
 
 
 def draw_noise(seed, batch, depth, channels: int):
-    """(code [B, C], latent [B, D, 4, 4, C]) ~ U[-1, 1] from a stateless seed int [2]."""
+    """(code [B, C], latent [B, D, 4, 4, C]) ~ U[-1, 1] from a stateless seed int [2].
+
+    TensorFlow's stateless generator (what every trained cascade drew with); the coarse GAN trains on
+    TensorFlow only, the networks themselves are keras.ops and run on any backend.
+    """
+    import tensorflow as tf
+
     seed = tf.cast(seed, tf.int64)
     code = tf.random.stateless_uniform([batch, channels], seed, -1.0, 1.0)
     latent_seed = tf.random.experimental.stateless_fold_in(seed, 1)
@@ -118,10 +123,10 @@ def build_coarse_discriminator(config: CoarseConfig) -> keras.Model:
 def positions(depth, start=0, total=None):
     """Relative heights [depth] of slices start..start+depth-1 of a volume of ``total`` slices, in [-1, 1]."""
     total = depth if total is None else total
-    k = tf.cast(tf.range(depth) + start, tf.float32)
-    return -1.0 + 2.0 * (k + 0.5) / tf.cast(total, tf.float32)
+    k = keras.ops.cast(keras.ops.arange(depth) + start, "float32")
+    return -1.0 + 2.0 * (k + 0.5) / keras.ops.cast(total, "float32")
 
 
 def broadcast_position(position, size: int):
     """[B, D] -> [B, D, size, size, 1]."""
-    return tf.tile(position[:, :, None, None, None], [1, 1, size, size, 1])
+    return keras.ops.tile(position[:, :, None, None, None], [1, 1, size, size, 1])

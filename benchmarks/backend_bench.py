@@ -1,0 +1,88 @@
+"""The train step on Keras' TensorFlow and JAX backends, on this machine's CPU (issue 19, item 5).
+
+  python benchmarks/backend_bench.py [--preset cpu] [--steps 20] [--batch N]
+
+Each backend runs in its own process (Keras picks its backend once): the preset's ConditionalGAN
+(``build_gan``: TensorFlow as cgan-ct-train runs it, JAX XLA-compiled) is fitted on the same in-memory
+blocks, a warm-up fit of 2 steps first (tracing, compilation), then ``--steps`` steps timed. Prints
+blocks/s per backend and JAX's as a ratio of TensorFlow's, with the CPU model. TensorFlow stays the CPU
+default unless JAX is faster by more than the run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _child(preset: str, steps: int, batch: int | None) -> None:
+    import time
+
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    # isort: off
+    import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
+
+    # isort: on
+    import keras
+
+    from cgan_ct.config import model_config
+    from cgan_ct.model.build import build_gan
+
+    config = model_config(preset, **({"global_batch_size": batch} if batch else {}))
+    batch = config.global_batch_size
+    gan = build_gan(config, seed=0, total_steps=steps + 10)
+    n = config.block_size
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch * steps, n, n, n, 1)).astype(np.float32)
+    y = np.clip(x + 0.05, -1, 1).astype(np.float32)
+    gan.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    start = time.perf_counter()
+    gan.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"backend": keras.backend.backend(), "batch": batch, "blocks_per_s": batch * steps / seconds}))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.preset, args.steps, args.batch)
+        return
+    results = {}
+    for backend in ("tensorflow", "jax"):
+        command = [sys.executable, __file__, "--child", "--preset", args.preset, "--steps", str(args.steps)]
+        command += ["--batch", str(args.batch)] if args.batch else []
+        env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+        out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+        results[backend] = json.loads(out.strip().splitlines()[-1])
+    tf_rate, jax_rate = results["tensorflow"]["blocks_per_s"], results["jax"]["blocks_per_s"]
+    print(f"cpu: {_cpu_model()}; {os.cpu_count()} cores; preset {args.preset}, batch {results['jax']['batch']}")
+    ratio = jax_rate / tf_rate
+    print(f"tensorflow {tf_rate:.2f} blocks/s | jax {jax_rate:.2f} blocks/s | jax / tensorflow {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""ConditionalGAN's train and test steps on the JAX backend: stateless, as Keras' JAX trainer runs them.
+
+Keras calls ``train_step(state, data)`` under ``jax.jit`` with ``state`` =
+(trainable, non-trainable, optimizer, metric variables' values) and expects
+``(logs, new_state)``. The step runs inside a ``keras.StatelessScope`` holding
+that state, so the code shared with the TensorFlow step (noise from the GAN's
+SeedGenerator, losses, the moving average, the metric trackers) reads and
+writes values of the scope instead of variables; the networks run through
+``stateless_call`` so that gradients are plain ``jax`` derivatives:
+
+1. Z from the GAN's seed generator; G's forward pass once, kept as a
+   ``jax.vjp`` (the TensorFlow step also runs G once, under its outer tape);
+2. D's loss on (Y, X) and (Y, stop_gradient(G)), its gradient, D's update;
+3. G's loss through the *updated* D and the L1 term: its gradient with
+   respect to G's output, pulled back through G's forward pass; G's update;
+4. the moving average, the step counter and the trackers, as in TensorFlow.
+
+``model.optimizer`` is an ``OptimizerPair``: its variables (D's, then G's)
+are the state's optimizer part. Loss scaling (float16) goes through
+``scale_loss`` / ``stateless_apply`` as in TensorFlow; bfloat16 needs none.
+"""
+
+from __future__ import annotations
+
+import jax
+import keras
+from keras import ops
+
+
+def _state_mapping(gan, state) -> list:
+    groups = (gan.trainable_variables, gan.non_trainable_variables, gan.optimizer.variables, gan.metrics_variables)
+    mapping = []
+    for variables, values in zip(groups, state, strict=True):
+        mapping += list(zip(variables, values, strict=True))
+    return mapping
+
+
+def _new_state(gan, scope, with_optimizer: bool = True) -> tuple:
+    groups = [gan.trainable_variables, gan.non_trainable_variables]
+    groups += [gan.optimizer.variables] if with_optimizer else []
+    groups += [gan.metrics_variables]
+    return tuple([scope.get_current_value(v) for v in variables] for variables in groups)
+
+
+def _values(scope, variables) -> list:
+    return [scope.get_current_value(v) for v in variables]
+
+
+def _assign(variables, values) -> None:
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
+
+
+def _tensors(data):
+    return keras.tree.map_structure(lambda x: None if x is None else ops.convert_to_tensor(x), data)
+
+
+def jax_train_step(gan, state, data):
+    """One training step of ``gan`` (a ConditionalGAN) on the JAX backend; returns (logs, new state)."""
+    condition, target, _ = keras.utils.unpack_x_y_sample_weight(_tensors(data))
+    generator, discriminator = gan.generator, gan.discriminator
+    with keras.StatelessScope(state_mapping=_state_mapping(gan, state)) as scope:
+        noise = gan.draw_noise(condition)
+        global_batch = gan._global_batch(condition)
+        g_free = _values(scope, generator.non_trainable_variables)
+        d_trainable = _values(scope, discriminator.trainable_variables)
+        d_free = _values(scope, discriminator.non_trainable_variables)
+
+        def g_forward(g_trainable):
+            return generator.stateless_call(g_trainable, g_free, [condition, noise], training=True)
+
+        generated, g_pullback, g_free = jax.vjp(g_forward, _values(scope, generator.trainable_variables), has_aux=True)
+
+        def d_objective(trainable):
+            both, free = discriminator.stateless_call(
+                trainable,
+                d_free,
+                [
+                    ops.concatenate([condition, condition], 0),
+                    ops.concatenate([target, ops.cast(jax.lax.stop_gradient(generated), target.dtype)], 0),
+                ],
+                training=True,
+            )
+            real_logits, fake_logits = ops.split(both, 2, axis=0)
+            loss = gan._d_loss(real_logits, fake_logits, global_batch)
+            return gan.d_optimizer.scale_loss(loss), (loss, real_logits, fake_logits, free)
+
+        (_, (d_loss, real_logits, fake_logits, d_free)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
+            d_trainable
+        )
+        d_trainable, d_slots = gan.d_optimizer.stateless_apply(
+            _values(scope, gan.d_optimizer.variables), d_grads, d_trainable
+        )
+
+        def g_objective(output):
+            logits, free = discriminator.stateless_call(d_trainable, d_free, [condition, output], training=True)
+            total, adversarial, l1 = gan._g_losses(logits, target, output, global_batch)
+            return gan.g_optimizer.scale_loss(total), (total, adversarial, l1, free)
+
+        (_, (g_total, g_adv, g_l1, d_free)), d_output = jax.value_and_grad(g_objective, has_aux=True)(generated)
+        (g_grads,) = g_pullback(d_output)
+        g_trainable, g_slots = gan.g_optimizer.stateless_apply(
+            _values(scope, gan.g_optimizer.variables), g_grads, _values(scope, generator.trainable_variables)
+        )
+
+        _assign(discriminator.trainable_variables, d_trainable)
+        _assign(discriminator.non_trainable_variables, d_free)
+        _assign(gan.d_optimizer.variables, d_slots)
+        _assign(generator.trainable_variables, g_trainable)
+        _assign(generator.non_trainable_variables, g_free)
+        _assign(gan.g_optimizer.variables, g_slots)
+        if gan.uses_ema:
+            decay = gan.ema_decay_at(scope.get_current_value(gan.g_optimizer.iterations))
+            for average, weight in zip(gan.ema_weights, g_trainable, strict=True):
+                average.assign(decay * average + (1.0 - decay) * ops.cast(weight, average.dtype))
+        gan.training_state.steps.assign_add(1)
+        logs = gan._update_metrics(
+            condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
+        )
+    return logs, _new_state(gan, scope)
+
+
+def jax_test_step(gan, state, data):
+    """One evaluation step on the JAX backend (no gradients: the TensorFlow code runs in the scope)."""
+    trainable, free, metrics = state
+    groups = (gan.trainable_variables, gan.non_trainable_variables, gan.metrics_variables)
+    mapping = []
+    for variables, values in zip(groups, (trainable, free, metrics), strict=True):
+        mapping += list(zip(variables, values, strict=True))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        logs = gan.evaluate_batch(_tensors(data))
+    return logs, _new_state(gan, scope, with_optimizer=False)
