@@ -5,7 +5,8 @@ process (one JAX start-up, one set of compilations), and leaves its results in W
 
 - ``losses.json``: the loss functions on the golden inputs of tests/test_gan.py (``loss_cases``);
 - ``steps.json``: three train steps from WORK/init.weights.h5 on WORK/batch.npz with the noise fixed;
-- ``run/``: a short cgan-ct-train run on WORK/dataset (``train()``), and ``run_outputs.npy``: its
+- ``run/``: a short cgan-ct-train run on WORK/dataset (``train()``; data-parallel when the test gives the
+  process two host devices: ``devices.json``), and ``run_outputs.npy``: its
   best generator on WORK/probe.npz, as JAX computes it.
 """
 
@@ -96,6 +97,12 @@ def main(work: pathlib.Path) -> None:
     options = RunOptions("denoise", steps_per_epoch=4, checkpoint_every=2)
     result = train(work / "dataset", work / "run", model_config("smoke"), options)
     assert result.steps == 4 and not result.diverged, result
+    import jax
+
+    devices = len(jax.devices())
+    parallel = keras.distribution.distribution()
+    assert devices < 2 or isinstance(parallel, keras.distribution.DataParallel), (devices, parallel)
+    (work / "devices.json").write_text(json.dumps({"devices": devices, "data_parallel": parallel is not None}))
     generator = keras.saving.load_model(work / "run" / "generator_best.keras")
     probe = np.load(work / "probe.npz")
     np.save(work / "run_outputs.npy", np.asarray(generator([probe["condition"], probe["noise"]], training=False)))

@@ -30,9 +30,35 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason=
 PRESET = "smoke"
 
 
+def _start_gpu_check(folder):
+    """benchmarks/gpu_jax_check.py as it runs on a JAX-only GPU machine: a tensorflow module that cannot be
+    imported stands first on the path, so any import of TensorFlow fails the run. Started beside the worker
+    (each JAX process compiles on one core most of the time)."""
+    fake = folder / "no_tf" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("no TensorFlow on this machine")\n')
+    out = folder / "figures.jsonl"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(fake.parent)}
+    # bfloat16 only: the float32 step is the one the worker trains and compares
+    args = ["--preset", "smoke", "--batches", "2", "--precisions", "bfloat16", "--steps", "2"]
+    args += ["--synthesis", "16x32x32,24x32x32"]
+    args += ["--matmul", "128", "--conv", "1", "--infer_batch", "4", "--repeats", "1", "--output", str(out)]
+    log = folder / "stderr.txt"
+    with open(log, "w") as err:  # a file, not a pipe: a full pipe would stall the child while the worker runs
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "gpu_jax_check.py"), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=REPO,
+            env=env,
+        )
+    return process, out, log
+
+
 @pytest.fixture(scope="module")
 def jax_results(smoke_dataset, tmp_path_factory):  # noqa: F811
     work = tmp_path_factory.mktemp("jax")
+    gpu_check = _start_gpu_check(tmp_path_factory.mktemp("gpu_check"))
     (work / "config.json").write_text(json.dumps({"preset": PRESET}))
     (work / "dataset").symlink_to(smoke_dataset)
     config = model_config(PRESET, dropout=0.0)
@@ -54,7 +80,13 @@ def jax_results(smoke_dataset, tmp_path_factory):  # noqa: F811
         tf_steps = jax_worker.three_steps(gan, np.load(work / "batch.npz"))
     finally:
         ConditionalGAN.draw_noise = original
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    # two host devices: the run trains data-parallel (keras.distribution), as on two GPUs
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "jax_worker.py"), str(work)],
         capture_output=True,
@@ -64,11 +96,11 @@ def jax_results(smoke_dataset, tmp_path_factory):  # noqa: F811
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return work, tf_steps
+    return work, tf_steps, gpu_check
 
 
 def test_losses_give_the_golden_values_on_both_backends(jax_results):
-    work, _ = jax_results
+    work, _, _ = jax_results
     on_jax = json.loads((work / "losses.json").read_text())
     on_tf = jax_worker.loss_cases(ops, losses)
     for name, golden in jax_worker.GOLDEN.items():
@@ -79,7 +111,7 @@ def test_losses_give_the_golden_values_on_both_backends(jax_results):
 def test_three_train_steps_agree_across_backends(jax_results):
     """Same initial weights (one file), batch and Z; D then G updated in the same order: the losses of every step
     agree to float32 rounding of two convolution libraries (stated tolerance: 1e-4 relative, 1e-5 absolute)."""
-    work, tf_steps = jax_results
+    work, tf_steps, _ = jax_results
     jax_steps = json.loads((work / "steps.json").read_text())
     assert len(tf_steps) == len(jax_steps) == 3
     for step, (on_tf, on_jax) in enumerate(zip(tf_steps, jax_steps, strict=True)):
@@ -89,7 +121,9 @@ def test_three_train_steps_agree_across_backends(jax_results):
 
 
 def test_a_jax_trained_run_exports_with_the_tensorflow_tools(jax_results, tmp_path):
-    work, _ = jax_results
+    """Trained data-parallel on two JAX devices, exported by the TensorFlow tools, served: the same outputs."""
+    work, _, _ = jax_results
+    assert json.loads((work / "devices.json").read_text()) == {"devices": 2, "data_parallel": True}
     assert (work / "run" / "backup" / "resume.weights.h5").exists()
     model_dir = export_generator(work / "run", tmp_path / "model")
     probe = np.load(work / "probe.npz")
@@ -98,27 +132,10 @@ def test_a_jax_trained_run_exports_with_the_tensorflow_tools(jax_results, tmp_pa
     np.testing.assert_allclose(outputs.numpy(), np.load(work / "run_outputs.npy"), atol=2e-5)
 
 
-def test_gpu_jax_check_runs_on_cpu_without_tensorflow(tmp_path):
-    """benchmarks/gpu_jax_check.py as it runs on a JAX-only GPU machine: a tensorflow module that cannot be
-    imported stands first on the path, so any import of TensorFlow fails the run."""
-    fake = tmp_path / "no_tf" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text('raise ImportError("no TensorFlow on this machine")\n')
-    out = tmp_path / "figures.jsonl"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(fake.parent)}
-    # bfloat16 only: the float32 step is the one the worker above trains and compares
-    args = ["--preset", "smoke", "--batches", "2", "--precisions", "bfloat16", "--steps", "2"]
-    args += ["--synthesis", "16x32x32,24x32x32"]
-    args += ["--matmul", "128", "--conv", "1", "--infer_batch", "4", "--repeats", "1", "--output", str(out)]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_jax_check.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_gpu_jax_check_runs_on_cpu_without_tensorflow(jax_results):
+    process, out, log = jax_results[2]
+    process.wait(timeout=900)
+    assert process.returncode == 0, log.read_text()[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["figure"] for r in rows]
     assert kinds.count("peak") == 3 and kinds.count("train") == 1 and kinds.count("synthesis") == 2

@@ -7,6 +7,7 @@ a skipped volume with its reason and the rest converts.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -52,15 +53,18 @@ def test_read_volume(case, probe_root):
     assert "\n" not in message
 
 
+def _info(path):
+    return subprocess.run([sys.executable, "-m", "pipelines.info", str(path)], capture_output=True, text=True, cwd=REPO)
+
+
 def test_cgan_ct_info(probe_root):
-    """One process per input (the CLI as users run it), all in one test to keep the output readable."""
+    """One process per input (the CLI as users run it), two at a time, all in one test to keep the output readable."""
     _, paths = probe_root
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(_info, [paths[case.name] for case in CASES]))
     failures = []
-    for case in CASES:
+    for case, result in zip(CASES, results, strict=True):
         path = paths[case.name]
-        result = subprocess.run(
-            [sys.executable, "-m", "pipelines.info", str(path)], capture_output=True, text=True, cwd=REPO
-        )
         lines = result.stderr.strip().splitlines()
         if case.outcome == "ok":
             good = result.returncode == 0 and (not case.expect or case.expect in result.stdout)
