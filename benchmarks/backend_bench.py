@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 
@@ -51,16 +50,6 @@ def _child(preset: str, steps: int, batch: int | None) -> None:
     print(json.dumps({"backend": keras.backend.backend(), "batch": batch, "blocks_per_s": batch * steps / seconds}))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu")
@@ -79,7 +68,10 @@ def main() -> None:
         out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
         results[backend] = json.loads(out.strip().splitlines()[-1])
     tf_rate, jax_rate = results["tensorflow"]["blocks_per_s"], results["jax"]["blocks_per_s"]
-    print(f"cpu: {_cpu_model()}; {os.cpu_count()} cores; preset {args.preset}, batch {results['jax']['batch']}")
+    sys.path.insert(0, str(REPO))
+    from cgan_ct.runtime import cpu_model  # imports nothing of TensorFlow
+
+    print(f"cpu: {cpu_model()}; {os.cpu_count()} cores; preset {args.preset}, batch {results['jax']['batch']}")
     ratio = jax_rate / tf_rate
     print(f"tensorflow {tf_rate:.2f} blocks/s | jax {jax_rate:.2f} blocks/s | jax / tensorflow {ratio:.2f}")
 

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from cgan_ct.config import model_config  # noqa: E402
 from cgan_ct.model.build import build_gan  # noqa: E402
 from cgan_ct.model.networks import build_generator, conv_flops_per_block  # noqa: E402
+from cgan_ct.runtime import cpu_model  # noqa: E402
 
 
 def _timed(fn, repeats: int) -> float:
@@ -203,7 +204,7 @@ def main(argv=None) -> None:
             "jax": jax.__version__,
             "keras": keras.__version__,
             "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
         }
     ]
     print(json.dumps(rows[-1]), flush=True)

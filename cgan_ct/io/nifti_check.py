@@ -43,10 +43,6 @@ class NiftiHeader:
 class NiftiCheck:
     nonfinite: np.ndarray | None  # bool mask in the array order ITK returns (z, y, x), or None if all finite
 
-    @property
-    def nonfinite_count(self) -> int:
-        return 0 if self.nonfinite is None else int(self.nonfinite.sum())
-
 
 def parse_header(path: pathlib.Path, head: bytes) -> NiftiHeader:
     for order in "<>":

@@ -9,7 +9,7 @@ from cgan_ct.errors import VolumeError
 from cgan_ct.io.dicom_io import read_dicom_series
 from cgan_ct.io.sitk_bridge import resample
 from cgan_ct.io.volume import Volume
-from cgan_ct.io.volume_files import read_volume_file
+from cgan_ct.io.volume_files import NONFINITE_CHOICES, read_volume_file
 
 
 def _as_spacing(spacing_mm) -> tuple[float, float, float] | None:
@@ -57,8 +57,8 @@ def read_volume(
     path = pathlib.Path(path)
     check_exists(path)
     if path.is_dir():
-        if nonfinite not in ("error", "air"):
-            raise ValueError(f"nonfinite must be 'error' or 'air', got {nonfinite!r}")
+        if nonfinite not in NONFINITE_CHOICES:  # checked here too: DICOM pixels are integers, never NaN
+            raise ValueError(f"nonfinite must be one of {NONFINITE_CHOICES}, got {nonfinite!r}")
         volume = read_dicom_series(path, series=series, salt=salt)
     else:
         if series is not None:

@@ -27,18 +27,21 @@ import keras
 from keras import ops
 
 
-def _state_mapping(gan, state) -> list:
-    groups = (gan.trainable_variables, gan.non_trainable_variables, gan.optimizer.variables, gan.metrics_variables)
+def _groups(gan, with_optimizer: bool = True) -> list:
+    """The variable groups of Keras' JAX state, in its order: trainable, non-trainable, [optimizer], metrics."""
+    groups = [gan.trainable_variables, gan.non_trainable_variables]
+    groups += [gan.optimizer.variables] if with_optimizer else []
+    return groups + [gan.metrics_variables]
+
+
+def _state_mapping(groups, state) -> list:
     mapping = []
     for variables, values in zip(groups, state, strict=True):
         mapping += list(zip(variables, values, strict=True))
     return mapping
 
 
-def _new_state(gan, scope, with_optimizer: bool = True) -> tuple:
-    groups = [gan.trainable_variables, gan.non_trainable_variables]
-    groups += [gan.optimizer.variables] if with_optimizer else []
-    groups += [gan.metrics_variables]
+def _new_state(groups, scope) -> tuple:
     return tuple([scope.get_current_value(v) for v in variables] for variables in groups)
 
 
@@ -59,9 +62,11 @@ def jax_train_step(gan, state, data):
     """One training step of ``gan`` (a ConditionalGAN) on the JAX backend; returns (logs, new state)."""
     condition, target, _ = keras.utils.unpack_x_y_sample_weight(_tensors(data))
     generator, discriminator = gan.generator, gan.discriminator
-    with keras.StatelessScope(state_mapping=_state_mapping(gan, state)) as scope:
+    groups = _groups(gan)
+    with keras.StatelessScope(state_mapping=_state_mapping(groups, state)) as scope:
         noise = gan.draw_noise(condition)
         global_batch = gan._global_batch(condition)
+        g_trainable = _values(scope, generator.trainable_variables)
         g_free = _values(scope, generator.non_trainable_variables)
         d_trainable = _values(scope, discriminator.trainable_variables)
         d_free = _values(scope, discriminator.non_trainable_variables)
@@ -69,7 +74,7 @@ def jax_train_step(gan, state, data):
         def g_forward(g_trainable):
             return generator.stateless_call(g_trainable, g_free, [condition, noise], training=True)
 
-        generated, g_pullback, g_free = jax.vjp(g_forward, _values(scope, generator.trainable_variables), has_aux=True)
+        generated, g_pullback, g_free = jax.vjp(g_forward, g_trainable, has_aux=True)
 
         def d_objective(trainable):
             both, free = discriminator.stateless_call(
@@ -100,7 +105,7 @@ def jax_train_step(gan, state, data):
         (_, (g_total, g_adv, g_l1, d_free)), d_output = jax.value_and_grad(g_objective, has_aux=True)(generated)
         (g_grads,) = g_pullback(d_output)
         g_trainable, g_slots = gan.g_optimizer.stateless_apply(
-            _values(scope, gan.g_optimizer.variables), g_grads, _values(scope, generator.trainable_variables)
+            _values(scope, gan.g_optimizer.variables), g_grads, g_trainable
         )
 
         _assign(discriminator.trainable_variables, d_trainable)
@@ -117,16 +122,12 @@ def jax_train_step(gan, state, data):
         logs = gan._update_metrics(
             condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
         )
-    return logs, _new_state(gan, scope)
+    return logs, _new_state(groups, scope)
 
 
 def jax_test_step(gan, state, data):
     """One evaluation step on the JAX backend (no gradients: the TensorFlow code runs in the scope)."""
-    trainable, free, metrics = state
-    groups = (gan.trainable_variables, gan.non_trainable_variables, gan.metrics_variables)
-    mapping = []
-    for variables, values in zip(groups, (trainable, free, metrics), strict=True):
-        mapping += list(zip(variables, values, strict=True))
-    with keras.StatelessScope(state_mapping=mapping) as scope:
+    groups = _groups(gan, with_optimizer=False)
+    with keras.StatelessScope(state_mapping=_state_mapping(groups, state)) as scope:
         logs = gan.evaluate_batch(_tensors(data))
-    return logs, _new_state(gan, scope, with_optimizer=False)
+    return logs, _new_state(groups, scope)
