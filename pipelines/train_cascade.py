@@ -3,10 +3,14 @@
   cgan-ct-train-cascade --input PATH [PATH ...] --output_dir OUT [--preset cpu|paper|smoke]
                         [--levels 3] [--size 512] [--stage_steps N] [--coarse_steps N]
                         [--test_fraction 0.2] [--seed 0] [--workers N]
+                        [--nodegrade_conditions] [--condition_shift 0]
 
 PATH: DICOM folders, volume files, or root folders of them. OUT receives
 datasets/level<j>/, runs/ and cascade/ (the model set for cgan-ct-synthesize).
-Running again into OUT resumes: finished stages are skipped.
+Running again into OUT resumes: finished stages are skipped. The coarse
+generator trains first; its samples' blur and noise against the training
+volumes are measured (OUT/runs/degradation.json) and the x2 stages train on
+conditions degraded so (--nodegrade_conditions: on clean down-sampled volumes).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ _COARSE_STEPS = flags.DEFINE_integer("coarse_steps", None, "Training steps of th
 _TEST = flags.DEFINE_float("test_fraction", 0.2, "Fraction of patients held out.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the split, the training and the noise.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Conversion processes (default: all cores).")
+_DEGRADE = flags.DEFINE_boolean(
+    "degrade_conditions", True, "Train the stages on conditions blurred and noised as the coarse samples are."
+)
+_SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
 
 
 def main(argv: list[str]) -> None:
@@ -40,6 +48,8 @@ def main(argv: list[str]) -> None:
         coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,
+        degrade=_DEGRADE.value,
+        condition_shift=_SHIFT.value,
     )
 
     def callbacks(name):

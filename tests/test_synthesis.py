@@ -222,6 +222,16 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert any("coarse" in m for m in messages) and sum("training the x2" in m for m in messages) == 2
     info = json.loads((folder / "cascade.json").read_text())
     assert info["stages"] == ["stage1", "stage0"] and info["training"]["volumes"] == 3
+    # the coarse generator trains first; the stages train on its measured blur and noise
+    assert [m.split(":")[0] for m in messages if "training" in m] == ["coarse", "degradation", "stage0", "stage1"]
+    measured = json.loads((folder.parent / "runs" / "degradation.json").read_text())
+    assert info["training"]["condition_degradation"] == measured
+    for name in ("stage0", "stage1"):
+        pipeline = json.loads((folder.parent / "runs" / name / "run.json").read_text())["pipeline"]
+        assert (pipeline["condition_blur"], pipeline["condition_noise_hu"]) == (
+            measured["blur_sigma"],
+            measured["noise_hu"],
+        )
     cascade = Cascade(folder)
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
     calls = []

@@ -31,7 +31,7 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, LOWDOSE, TASKS
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, DEPIXELATE, LOWDOSE, TASKS
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -52,6 +52,12 @@ class PipelineOptions:
       cycle_length: shards read at once.
       air_keep: probability that a training block with (almost) no content
         is kept (1.0 keeps all blocks, as the paper did).
+      condition_blur, condition_noise_hu, condition_shift: depixelate only, training
+        only: the condition's kept samples blurred (Gaussian sigma, in samples) and
+        noised (HU), and the condition shifted by up to ``condition_shift`` voxels
+        per axis (cgan_ct.ops.corruption.depixelate); all 0: the plain condition.
+        A synthesis cascade's stages train so, on degradations measured from its
+        coarse generator (cgan_ct.synthesis.degradation).
     """
 
     augment_copies: int = 1
@@ -61,8 +67,16 @@ class PipelineOptions:
     shuffle_buffer: int = 512
     cycle_length: int = 16
     air_keep: float = DEFAULT_AIR_KEEP
+    condition_blur: float = 0.0
+    condition_noise_hu: float = 0.0
+    condition_shift: int = 0
 
     def __post_init__(self):
+        if self.condition_blur < 0 or self.condition_noise_hu < 0 or self.condition_shift < 0:
+            raise ValueError(
+                "condition_blur, condition_noise_hu and condition_shift must be >= 0, got "
+                f"{self.condition_blur}, {self.condition_noise_hu}, {self.condition_shift}"
+            )
         if not 0.0 <= self.air_keep <= 1.0:
             raise ValueError(f"air_keep must be in [0, 1], got {self.air_keep}")
         if self.augment_copies < 1:
@@ -111,6 +125,9 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
     """
     mapping = manifest.mapping
     block = manifest.block_size
+    degrade = None
+    if training and task == DEPIXELATE:
+        degrade = (options.condition_blur, options.condition_noise_hu, options.condition_shift)
 
     def crop(hu, augment_seed):
         if training:
@@ -123,7 +140,9 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
         if task == LOWDOSE:
             condition_hu = crop(element["condition_hu"], augment_seed)
         else:
-            condition_hu = corruption.make_condition(target_hu, task, corrupt_seed, options.peak, options.factor)
+            condition_hu = corruption.make_condition(
+                target_hu, task, corrupt_seed, options.peak, options.factor, degrade
+            )
         condition = mapping.forward_tf(condition_hu)[..., None]
         target = mapping.forward_tf(target_hu)[..., None]
         return tf.ensure_shape(condition, [block] * 3 + [1]), tf.ensure_shape(target, [block] * 3 + [1])

@@ -25,7 +25,7 @@ _TRAINED_BEFORE = {
         "residual_base": "condition",
         "residual_factor": 2,
     },
-    "pipeline": {"air_keep": 1.0},
+    "pipeline": {"air_keep": 1.0, "condition_blur": 0.0, "condition_noise_hu": 0.0, "condition_shift": 0},
 }
 
 

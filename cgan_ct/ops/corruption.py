@@ -12,6 +12,11 @@ numpy arrays and tensors alike, and is a pure TensorFlow op (usable in tf.data).
 - depixelate: nearest-neighbour down-sampling by ``factor`` (every factor-th
   voxel along each axis, starting at 0), then nearest up-sampling back to the
   original size.
+- degraded depixelate (``degrade_low``): the kept samples blurred (Gaussian,
+  sigma in kept-sample units), noised (Gaussian, HU) and the up-sampled
+  condition shifted by up to a few voxels: what a cascade stage receives from
+  a generator rather than from a real scan (cgan_ct.synthesis.degradation
+  measures the three from the coarse generator's samples).
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ from cgan_ct.constants import (
     TASKS,
 )
 
-__all__ = ["DEFAULT_FACTOR", "DEFAULT_PEAK", "TASKS", "autoencode", "depixelate", "make_condition", "poisson_noise"]
+__all__ = [
+    "DEFAULT_FACTOR",
+    "DEFAULT_PEAK",
+    "TASKS",
+    "autoencode",
+    "degrade_low",
+    "depixelate",
+    "make_condition",
+    "poisson_noise",
+]
 
 
 def autoencode(hu):
@@ -45,22 +59,72 @@ def poisson_noise(hu, seed, peak: float = DEFAULT_PEAK):
     return counts / peak * POISSON_HU_RANGE - POISSON_HU_OFFSET
 
 
-def depixelate(hu, factor: int = DEFAULT_FACTOR):
-    """Keeps every ``factor``-th voxel along z, y, x and repeats it ``factor`` times."""
+def depixelate(hu, factor: int = DEFAULT_FACTOR, degrade=None, seed=None):
+    """Keeps every ``factor``-th voxel along z, y, x and repeats it ``factor`` times.
+
+    ``degrade``: (blur_sigma, noise_hu, max_shift), see ``degrade_low``; applied to the kept
+    samples (blur, noise) and to the up-sampled condition (shift); needs ``seed``. None or all
+    zero: the plain condition.
+    """
     hu = tf.convert_to_tensor(hu, tf.float32)
     if factor == 1:
         return hu
     low = hu[..., ::factor, ::factor, ::factor]
     shape = tf.shape(hu)
     rank = hu.shape.rank
+    degrading = degrade is not None and any(float(v) > 0 for v in degrade)
+    if degrading:
+        if seed is None:
+            raise ValueError("a degraded depixelate condition needs a seed (a shape-[2] integer tensor)")
+        noise_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        low = degrade_low(low, float(degrade[0]), float(degrade[1]), noise_seed)
     up = low
     for axis in (rank - 3, rank - 2, rank - 1):
         up = tf.repeat(up, factor, axis=axis)
-    return up[..., : shape[-3], : shape[-2], : shape[-1]]
+    up = up[..., : shape[-3], : shape[-2], : shape[-1]]
+    if degrading and int(degrade[2]) > 0:
+        shifts = tf.random.stateless_uniform([3], shift_seed, -int(degrade[2]), int(degrade[2]) + 1, tf.int32)
+        up = tf.roll(up, shifts, axis=[rank - 3, rank - 2, rank - 1])
+    return up
 
 
-def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR):
-    """The condition of ``task`` for the block(s) or volume ``hu`` (float32 HU)."""
+def _gaussian_taps(sigma: float) -> tf.Tensor:
+    radius = max(1, int(3 * sigma + 0.5))  # as scipy.ndimage.gaussian_filter with truncate=3
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    taps = tf.exp(-0.5 * (offsets / sigma) ** 2)
+    return taps / tf.reduce_sum(taps)
+
+
+def degrade_low(low, blur_sigma: float, noise_hu: float, seed):
+    """Gaussian blur (``blur_sigma`` samples, along the last three axes, edges reflected) and
+    Gaussian noise (``noise_hu`` HU standard deviation) of down-sampled samples."""
+    low = tf.convert_to_tensor(low, tf.float32)
+    if blur_sigma > 0:
+        taps = _gaussian_taps(blur_sigma)
+        radius = (int(taps.shape[0]) - 1) // 2
+        rank = low.shape.rank
+        for axis in (rank - 3, rank - 2, rank - 1):
+            moved = tf.experimental.numpy.moveaxis(low, axis, -1)
+            n = tf.shape(moved)[-1]
+            # reflect padding, repeated for axes shorter than the kernel
+            index = tf.range(-radius, n + radius)
+            period = tf.maximum(2 * n - 2, 1)
+            index = tf.math.floormod(index, period)
+            index = tf.where(index >= n, period - index, index)
+            padded = tf.gather(moved, index, axis=-1)
+            flat = tf.reshape(padded, [-1, n + 2 * radius, 1])
+            blurred = tf.nn.conv1d(flat, tf.reshape(taps, [-1, 1, 1]), stride=1, padding="VALID")
+            low = tf.experimental.numpy.moveaxis(tf.reshape(blurred, tf.shape(moved)), -1, axis)
+    if noise_hu > 0:
+        low = low + noise_hu * tf.random.stateless_normal(tf.shape(low), seed)
+    return low
+
+
+def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR, degrade=None):
+    """The condition of ``task`` for the block(s) or volume ``hu`` (float32 HU).
+
+    ``degrade``: depixelate only, (blur_sigma, noise_hu, max_shift) as ``depixelate``.
+    """
     if task == AUTOENCODE:
         return autoencode(hu)
     if task == DENOISE:
@@ -68,7 +132,7 @@ def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor:
             raise ValueError("denoise needs a seed (a shape-[2] integer tensor)")
         return poisson_noise(hu, seed, peak)
     if task == DEPIXELATE:
-        return depixelate(hu, factor)
+        return depixelate(hu, factor, degrade, seed)
     if task == LOWDOSE:
         raise ValueError(
             "lowdose's condition is made from whole slices (cgan_ct.ops.lowdose.simulate_lowdose) "

@@ -4,17 +4,23 @@ Output folder:
 
   datasets/level<j>/   TFRecords of the inputs at level j (every 2**j-th voxel),
                        one patient split for all levels (the same seed)
-  runs/stage<j>/       the depixelate training run for level j (cgan-ct-train's)
   runs/coarse.keras    the coarse generator
+  runs/degradation.json  blur and noise of the coarse generator's samples against
+                       the training volumes' coarse level (cgan_ct.synthesis.degradation)
+  runs/stage<j>/       the depixelate training run for level j (cgan-ct-train's),
+                       its conditions degraded so (``CascadeSettings.degrade``)
   cascade/             the model set cgan_ct.synthesis.synthesis.Cascade loads
 
-Every stage is skipped when its output exists, so an interrupted run resumes
-at the stage it was in (a depixelation run resumes mid-training, as cgan-ct-train does).
+Order: datasets, coarse generator, degradation, stages (the stages train on
+what the coarse generator's samples look like, so it comes first). Every step
+is skipped when its output exists, so an interrupted run resumes at the step it
+was in (a depixelation run resumes mid-training, as cgan-ct-train does).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 
 import numpy as np
@@ -22,8 +28,10 @@ import numpy as np
 from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
 from cgan_ct.constants import AIR_HU, CASCADE_FILE, DEPIXELATE, MANIFEST_FILE, SAVED_MODEL_FILE
 from cgan_ct.data.conversion import convert
+from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sources import discover
 from cgan_ct.model.export import export_generator
@@ -31,8 +39,12 @@ from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.pyramid import level_length, subsample
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
-from cgan_ct.synthesis.coarse_export import save_coarse_model
+from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
+from cgan_ct.synthesis.degradation import Degradation, fit_degradation
+
+DEGRADATION_FILE = "degradation.json"
+DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,11 @@ class CascadeSettings:
       conversion: block size, margin and split of the level datasets
         (intensity is forced to the linear window, subsample to each level).
       seed: seeds the split, the training and the noise.
+      degrade: train the stages on conditions blurred and noised as the coarse
+        generator's samples are (measured, ``degradation_samples`` draws); False:
+        on clean down-sampled volumes.
+      condition_shift: the stages' conditions also shifted by up to this many
+        voxels per axis (not measurable without a paired reference; 0: off).
     """
 
     levels: int = 3
@@ -60,8 +77,16 @@ class CascadeSettings:
     coarse: CoarseConfig = CoarseConfig()
     conversion: ConversionConfig = ConversionConfig()
     seed: int = 0
+    degrade: bool = True
+    condition_shift: int = 0
+    degradation_samples: int = 4
 
     def __post_init__(self):
+        if self.condition_shift < 0 or self.degradation_samples < 1:
+            raise ValueError(
+                f"need condition_shift >= 0 and degradation_samples >= 1, got "
+                f"{self.condition_shift}, {self.degradation_samples}"
+            )
         if self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.size % 2**self.levels:
@@ -82,33 +107,66 @@ def train_cascade(
     callbacks = callbacks or (lambda name: [])
     cascade = out / "cascade"
     conversion = dataclasses.replace(settings.conversion, intensity="linear", seed=settings.seed)
+    for level in range(settings.levels):
+        dataset = out / "datasets" / f"level{level}"
+        if not (dataset / MANIFEST_FILE).exists():
+            say(f"stage{level}: converting the inputs at level {level} (every {2**level}-th voxel)")
+            convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
+    coarse_size = level_length(settings.size, settings.levels)
+    coarse_config = dataclasses.replace(settings.coarse, size=coarse_size)
+    manifest = load_manifest(out / "datasets" / "level0")
+    if (cascade / CASCADE_FILE).exists():
+        return cascade
+    volumes, spacing, slices = coarse_volumes(inputs, manifest, settings)
+    if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
+        say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
+        mapping = linear_mapping()
+        generator = train_coarse(volumes, mapping, coarse_config, settings.seed, callbacks("coarse"))
+        (out / "runs").mkdir(exist_ok=True)
+        generator.save(out / "runs" / "coarse.keras")
+        save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", {"levels": settings.levels})
+    degradation = stage_degradation(cascade / "coarse", volumes, out / "runs", settings, say)
+    pipeline = PipelineOptions(
+        condition_blur=degradation.blur_sigma if degradation else 0.0,
+        condition_noise_hu=degradation.noise_hu if degradation else 0.0,
+        condition_shift=settings.condition_shift,
+    )
     stage_names = []
     for level in range(settings.levels):
         name = f"stage{level}"
         stage_names.append(name)
-        dataset = out / "datasets" / f"level{level}"
-        if not (dataset / MANIFEST_FILE).exists():
-            say(f"{name}: converting the inputs at level {level} (every {2**level}-th voxel)")
-            convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
         if not (cascade / name / SAVED_MODEL_FILE).exists():
             say(f"{name}: training the x2 depixelation from level {level + 1} to level {level}")
-            options = RunOptions(DEPIXELATE, seed=settings.seed, steps_per_epoch=settings.stage_steps)
+            options = RunOptions(
+                DEPIXELATE, seed=settings.seed, steps_per_epoch=settings.stage_steps, pipeline=pipeline
+            )
             config = dataclasses.replace(settings.stage, epochs=1)
+            dataset = out / "datasets" / f"level{level}"
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
-    coarse_size = level_length(settings.size, settings.levels)
-    coarse_config = dataclasses.replace(settings.coarse, size=coarse_size)
-    manifest = load_manifest(out / "datasets" / "level0")
-    if not (cascade / CASCADE_FILE).exists():
-        volumes, spacing, slices = coarse_volumes(inputs, manifest, settings)
-        if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
-            say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
-            mapping = linear_mapping()
-            generator = train_coarse(volumes, mapping, coarse_config, settings.seed, callbacks("coarse"))
-            generator.save(out / "runs" / "coarse.keras")
-            save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", {"levels": settings.levels})
-        _write_cascade_file(cascade, settings, stage_names, spacing, slices, manifest)
+    _write_cascade_file(cascade, settings, stage_names, spacing, slices, manifest, degradation)
     return cascade
+
+
+def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: CascadeSettings, say):
+    """The coarse generator's blur and noise (``runs/degradation.json``, measured once); None if not degrading."""
+    if not settings.degrade:
+        return None
+    path = runs_dir / DEGRADATION_FILE
+    if path.exists():
+        return Degradation.from_json(json.loads(path.read_text()))
+    model = CoarseModel(coarse_dir)
+    depth = int(np.median([len(v) for v in volumes]))
+    draws = [model.draw(DEGRADATION_SEED + i, depth) for i in range(settings.degradation_samples)]
+    degradation = fit_degradation(volumes, draws)
+    write_json_atomic(path, degradation.to_json())
+    say(
+        f"degradation: the coarse samples look like the training volumes blurred by sigma "
+        f"{degradation.blur_sigma:g} voxel(s) with {degradation.noise_hu:g} HU of noise "
+        f"(fit error {degradation.fit_error:.3f}, {degradation.fit_error_clean:.3f} undegraded); "
+        "the stages train on conditions degraded so"
+    )
+    return degradation
 
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
@@ -146,7 +204,9 @@ def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _write_cascade_file(cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest):
+def _write_cascade_file(
+    cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest, degradation
+):
     """cascade.json: what Cascade needs, and counts only (no ids, no paths) about the training data."""
     CascadeSpec(
         levels=settings.levels,
@@ -162,5 +222,7 @@ def _write_cascade_file(cascade: pathlib.Path, settings: CascadeSettings, stage_
             "coarse_steps": settings.coarse.steps,
             "stage_model": dataclasses.asdict(settings.stage),
             "coarse_model": dataclasses.asdict(settings.coarse),
+            "condition_degradation": degradation.to_json() if degradation else None,
+            "condition_shift": settings.condition_shift,
         },
     ).save(cascade)
