@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
@@ -26,6 +27,9 @@ from cgan_ct.io.output_paths import check_output_folder
 from cgan_ct.io.volume import Volume
 
 _INTERCEPT = -1024
+SYNTHETIC_DATA_TAG = 0x0008001C
+# What Debian 12's dciodvfy says of (0008,001C), which it predates: the one Error a synthetic file may carry.
+DCIODVFY_UNKNOWN_SYNTHETIC = "(0x0008,0x001c)"
 _ORTHONORMAL_TOLERANCE = 1e-4
 
 
@@ -64,8 +68,12 @@ def _series_template(volume: Volume, description: str, synthetic: bool = False) 
     ds.SeriesDescription = description
     ds.DerivationDescription = f"written by {PACKAGE}; pseudonymous, new UIDs"
     if synthetic:
-        # Not Synthetic Data (0008,001C): the dciodvfy of Debian 12's dicom3tools rejects it as
-        # unknown. The standard-old marks: derived image type, derivation and comments.
+        # Synthetic Data (0008,001C) = YES, the standard's flag (added in 2021), where pydicom's dictionary
+        # has it (pydicom >= 2.2). Older readers do not know it: the dciodvfy of Debian 12's dicom3tools
+        # (2022-06) reports it as an unrecognized even-group attribute, its only Error on these files
+        # (README, "Synthetic DICOM"). So the older marks stay too: derived image type, derivation, comments.
+        if keyword_for_tag(SYNTHETIC_DATA_TAG) == "SyntheticData":
+            ds.SyntheticData = "YES"
         ds.DerivationDescription = f"SYNTHETIC: generated from noise by {PACKAGE}; no real patient"
         ds.ImageComments = "SYNTHETIC IMAGE - no real patient was scanned"
     ds.PatientName = ""
