@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
 from cgan_ct.demo.phantom import make_phantom
+from cgan_ct.ops.pyramid import subsample, upsample_nearest
 from cgan_ct.synthesis.memorization import (
     BlockSet,
     blocks_from_volumes,
     extract_blocks,
     memorization_check,
     nearest_distances,
+    normalize_hu,
 )
+from cgan_ct.synthesis.memorization_report import (
+    COARSE_BLOCK,
+    coarse_memorization_report,
+    memorization_report,
+    positive_control,
+)
+from cgan_ct.synthesis.memorization_search import QueryBlocks, grid_blocks, nearest_at_every_shift
 
 BLOCK = 16
 TRAINING_SEEDS = (0, 1, 2)
@@ -183,3 +194,154 @@ def test_bad_inputs_raise_clear_errors(training, heldout):
         extract_blocks(np.zeros((8, 64, 64), np.int16), block=BLOCK)
     with pytest.raises(ValueError, match="3-D"):
         extract_blocks(np.zeros((64, 64), np.int16), block=BLOCK)
+
+
+# --- the search at every shift (memorization_report) ------------------------------------------------------------
+
+SHIFTS = ((2, 0, 4), (5, 3, 11), (8, 0, 16))  # (z, y, x) voxels, off the 16-voxel grid and the 4-voxel cells
+
+
+def _shifted_copy(hu: np.ndarray, shift, mirror: bool, seed: int) -> np.ndarray:
+    """``hu`` from ``shift`` on (a crop, so every block sits off the source's grid), maybe mirrored, 10 HU noise."""
+    dz, dy, dx = shift
+    crop = hu[dz:, dy:, dx:]
+    crop = crop[:, :, ::-1] if mirror else crop
+    noise = np.random.default_rng(seed).normal(0, 10, crop.shape)
+    return np.rint(crop + noise).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def shift_report(phantoms):
+    source = phantoms[TRAINING_SEEDS[1]]
+    copies = [_shifted_copy(source, s, mirror=k == 2, seed=k) for k, s in enumerate(SHIFTS)]
+    training = [phantoms[s] for s in TRAINING_SEEDS[:2]]
+    control = [
+        positive_control(training, seed=1, block=BLOCK, blocks_per_axis=2),
+        positive_control([phantoms[SYNTHETIC_SEEDS[1]]], block=BLOCK, blocks_per_axis=2),  # NOT from training
+    ]
+    synthetic = [phantoms[SYNTHETIC_SEEDS[0]], *copies]
+    heldout = [phantoms[s] for s in HELDOUT_SEEDS]
+    return memorization_report(synthetic, training, heldout, control=control, block=BLOCK)
+
+
+def test_shifted_and_mirrored_copies_are_flagged_where_the_grid_check_is_blind(phantoms, shift_report):
+    report = shift_report
+    by_volume = {}
+    for f in report.flagged:
+        by_volume.setdefault(f.synthetic_volume, []).append(f)
+    blocks = {
+        v: len(grid_blocks([_shifted_copy(phantoms[1], s, k == 2, k)], BLOCK, "c"))
+        for k, s in enumerate(SHIFTS)
+        for v in [k + 1]
+    }
+    for k, shift in enumerate(SHIFTS):
+        found = by_volume.get(k + 1, [])
+        assert len(found) == blocks[k + 1] > 5  # every block of every copy
+        assert all(f.training_volume == 1 and f.distance < 12 / 1024 for f in found)
+        if k < 2:  # the source origin is the copy's origin plus the shift
+            assert all(f.flip_axes == () for f in found)
+            assert all(
+                f.training_origin_zyx == tuple(o + s for o, s in zip(f.synthetic_origin_zyx, shift, strict=True))
+                for f in found
+            )
+        else:
+            assert all(f.flip_axes == (2,) for f in found)
+    assert 0 not in by_volume  # another patient is not flagged
+    source = blocks_from_volumes([phantoms[1]], block=BLOCK)
+    grid = memorization_check(
+        blocks_from_volumes([_shifted_copy(phantoms[1], s, k == 2, k) for k, s in enumerate(SHIFTS)], block=BLOCK),
+        source,
+        blocks_from_volumes([phantoms[s] for s in HELDOUT_SEEDS], block=BLOCK),
+    )
+    assert len(grid.flagged) < len(report.flagged) / 4  # the old grid check misses most of them
+
+
+def test_positive_control_is_flagged_and_a_foreign_control_is_not(shift_report):
+    real, foreign = shift_report.control
+    assert real.detected and real.flagged == real.blocks >= 4 and real.min_distance < real.threshold
+    assert not foreign.detected and foreign.min_distance > foreign.threshold  # the control can fail
+    text = shift_report.markdown()
+    assert "the check sees this off-grid copy" in text and "the check is blind" in text
+    assert f"Flagged: {len(shift_report.flagged)} of {shift_report.synthetic_distance.size} synthetic" in text
+
+
+def test_report_json_and_cost(shift_report):
+    record = json.loads(json.dumps(shift_report.to_json()))
+    assert record["flagged_blocks"] == len(shift_report.flagged)
+    assert [c["detected"] for c in record["control"]] == [True, False]
+    search = record["search"]
+    assert search["query_blocks"]["control"] == sum(c.blocks for c in shift_report.control)
+    assert search["seconds"] > 0 and 0 < search["positions"] <= search["positions_total"]
+    assert search["bound_evaluations"] == sum(search["query_blocks"].values()) * 2 * search["positions"]
+    assert "/" not in json.dumps(record)  # no paths
+
+
+def _brute_force(blocks: np.ndarray, training, flips) -> np.ndarray:
+    shape = blocks.shape[1:]
+    best = np.full(len(blocks), np.inf)
+    for hu in training:
+        norm = normalize_hu(hu).astype(np.float64)
+        windows = np.lib.stride_tricks.sliding_window_view(norm, shape).reshape(-1, *shape)
+        for i, block in enumerate(blocks.astype(np.float64)):
+            for axes in flips:
+                mirrored = np.flip(block, [a for a in axes]) if axes else block
+                best[i] = min(best[i], np.sqrt(((windows - mirrored) ** 2).mean(axis=(1, 2, 3)).min()))
+    return best
+
+
+@pytest.mark.parametrize("pool, candidates", [(1, 1), (2, 4), (3, 2)])
+def test_search_agrees_with_brute_force_at_every_shift(pool, candidates):
+    rng = np.random.default_rng(pool)
+    training = [np.cumsum(rng.integers(-300, 300, (11, 12, 13)), axis=2).astype(np.int16) for _ in range(2)]
+    shape = (4, 6, 6)
+    novel = [normalize_hu(rng.integers(-900, 900, shape)) for _ in range(3)]
+    copy = normalize_hu(training[1][3:7, 5:11, 2:8])[:, ::-1, ::-1]  # off every cell phase, mirrored twice
+    queries = QueryBlocks(np.stack([*novel, copy]), np.zeros(4, np.int64), np.zeros((4, 3), np.int64))
+    found = nearest_at_every_shift(queries, training, (1, 2), pool, candidates, min_body_fraction=0, min_std_hu=0)
+    truth = _brute_force(queries.blocks, training, [(), (1,), (2,), (1, 2)])
+    assert np.all(found.distance >= truth - 1e-12)  # an upper bound always
+    np.testing.assert_allclose(found.distance[found.exact], truth[found.exact], rtol=1e-9)
+    assert found.distance[3] == 0 and found.exact[3] and found.flips[found.flip[3]] == (1, 2)
+    assert tuple(found.training_origin_zyx[3]) == (3, 5, 2) and found.training_volume[3] == 1
+    assert not np.all(found.exact) or pool == 1  # few candidates: the novel blocks are upper bounds
+    if pool == 1:
+        np.testing.assert_allclose(found.distance, truth, rtol=1e-9)  # exhaustive at pool 1
+
+
+def test_coarse_level_flags_a_coarse_copy_and_not_another_patient(phantoms):
+    training = [phantoms[TRAINING_SEEDS[1]]]
+    coarse_copy = upsample_nearest(subsample(phantoms[1], 2)[1:, 3:, 5:], 2)  # shifted by (1, 3, 5) level-1 voxels
+    control = positive_control(training, seed=0, block=COARSE_BLOCK, blocks_per_axis=2, grid=2)
+    report = coarse_memorization_report(
+        [phantoms[SYNTHETIC_SEEDS[0]], coarse_copy], training, [phantoms[HELDOUT_SEEDS[0]]], [control], levels=1
+    )
+    assert report.search.level == 1 and report.search.pool == 1 and report.search.block_zyx == COARSE_BLOCK
+    assert report.flagged and {f.synthetic_volume for f in report.flagged} == {1}
+    assert all(f.distance == 0 for f in report.flagged)
+    assert report.control[0].detected
+    assert report.search.exact["synthetic"] == report.synthetic_distance.size  # exhaustive: every distance exact
+
+
+def test_bad_inputs_of_the_shift_search_raise_clear_errors(phantoms):
+    volume = phantoms[0]
+    with pytest.raises(ValueError, match="heldout has no volumes"):
+        memorization_report([volume], [volume], [], block=BLOCK)
+    with pytest.raises(ValueError, match=r"heldout\[0\] is training\[0\]"):
+        memorization_report([phantoms[1]], [volume], [volume], block=BLOCK)
+    with pytest.raises(ValueError, match=r"synthetic\[0\] must be a 3-D"):
+        memorization_report([volume[0]], [volume], [phantoms[1]], block=BLOCK)
+    with pytest.raises(ValueError, match=r"training\[0\] of shape .* smaller than a block"):
+        memorization_report([volume], [volume[:8]], [phantoms[1]], block=BLOCK)
+    with pytest.raises(ValueError, match="threshold_factor"):
+        memorization_report([volume], [volume], [phantoms[1]], block=BLOCK, threshold_factor=0)
+    with pytest.raises(ValueError, match="pool must be"):
+        memorization_report([volume], [volume], [phantoms[1]], block=BLOCK, pool=17)
+    with pytest.raises(ValueError, match="flip_axes"):
+        memorization_report([volume], [volume], [phantoms[1]], block=BLOCK, flip_axes=(3,))
+    air = np.full((20, 40, 40), -1000, np.int16)
+    with pytest.raises(ValueError, match=r"control\[0\] has no blocks"):
+        memorization_report([volume], [volume], [phantoms[1]], control=[air], block=BLOCK)
+    with pytest.raises(ValueError, match="offset must be"):
+        positive_control([volume], offset=(16, 5, 7), block=BLOCK)
+    with pytest.raises(ValueError, match="too short"):
+        positive_control([volume[:18]], offset=(3, 5, 7), block=BLOCK)

@@ -22,12 +22,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.blocks import sliding_origins
 from cgan_ct.ops.body_mask import body_mask
+
+if TYPE_CHECKING:
+    from cgan_ct.synthesis.memorization_report import ControlResult, SearchSummary
 
 NORM_CLIP_HU = (-1024.0, 1024.0)
 NORM_SCALE_HU = 1024.0  # one normalized unit
@@ -83,6 +87,8 @@ class MemorizationReport:
       threshold: synthetic blocks with a distance strictly below it are flagged.
       rule: how the threshold was derived, in words.
       flagged: the flagged blocks, nearest first.
+      control: one result per positive-control volume (``memorization_report``); () where none was given.
+      search: how the search ran and what it cost (``memorization_report``); None for the grid check.
     """
 
     synthetic_distance: np.ndarray
@@ -91,6 +97,8 @@ class MemorizationReport:
     threshold: float
     rule: str
     flagged: tuple[FlaggedBlock, ...]
+    control: tuple[ControlResult, ...] = ()
+    search: SearchSummary | None = None
 
     def quantiles(self) -> dict[str, dict[str, float]]:
         """{"synthetic" | "heldout": {"min", "q01", "q05", "median": distance}}, normalized RMS units."""
@@ -136,11 +144,40 @@ class MemorizationReport:
             for f in self.flagged[:max_rows]:
                 lines.append(
                     f"| {f.synthetic_index} | {f.synthetic_volume} | {f.synthetic_origin_zyx} | {f.distance:.4f} "
-                    f"| {f.training_index} | {f.training_volume} | {f.training_origin_zyx} | {f.flip_axes or '-'} |"
+                    f"| {f.training_index if f.training_index >= 0 else '-'} | {f.training_volume} "
+                    f"| {f.training_origin_zyx} | {f.flip_axes or '-'} |"
                 )
             if len(self.flagged) > max_rows:
                 lines.append(f"\n({len(self.flagged) - max_rows} more not shown.)")
+        if self.search is not None:
+            lines += ["", *self.search.markdown_lines(self.control)]
         return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict: counts, quantiles, threshold, flagged blocks (indices and origins), control, cost."""
+        flagged = [
+            {
+                "synthetic_index": f.synthetic_index,
+                "synthetic_volume": f.synthetic_volume,
+                "origin_zyx": list(f.synthetic_origin_zyx),
+                "distance": f.distance,
+                "training_volume": f.training_volume,
+                "training_origin_zyx": list(f.training_origin_zyx),
+                "flip_axes": list(f.flip_axes),
+            }
+            for f in self.flagged
+        ]
+        return {
+            "synthetic_blocks": int(self.synthetic_distance.size),
+            "heldout_blocks": int(self.heldout_distance.size),
+            "threshold": float(self.threshold),
+            "rule": self.rule,
+            "quantiles": self.quantiles(),
+            "flagged_blocks": len(self.flagged),
+            "flagged": flagged,
+            "control": [c.to_json() for c in self.control],
+            "search": None if self.search is None else self.search.to_json(),
+        }
 
 
 def normalize_hu(hu: np.ndarray) -> np.ndarray:
