@@ -2,14 +2,21 @@
 
   cgan-ct-synthesis-report --synthetic SYN_DIR --input PATH [PATH ...] --dataset_dir DATASET
                            --output_dir REPORT [--block 32] [--size 512]
+                           [--model_dir CASCADE | --levels 3] [--norealism] [--control_seed 0]
 
 SYN_DIR: the output of cgan-ct-synthesize. PATH: the inputs the cascade was
 trained on; DATASET: its level-0 dataset (cgan-ct-train-cascade OUT/datasets/level0),
 whose manifest says which inputs were training and which held out. Real
 volumes are centre-cropped or padded to --size in-plane, as for training.
-REPORT receives report.md (statistics against training, for synthetic and
-held-out volumes; the memorization check; figures), statistics.csv and
-memorization.json. Exit status 3 when blocks are flagged as memorized.
+REPORT receives report.md (the goals; one realism table: FRD, MS-SSIM
+diversity, tissue HU and fractions, soft-tissue NPS; HU histogram and
+spectrum statistics against training, for synthetic, held-out and
+leave-one-out training volumes; the memorization check at every shift at full
+resolution and at the coarse level, each with a positive control; figures),
+summary.json, statistics.csv, memorization.json and realism.json. The coarse
+level is the cascade's (--model_dir, its cascade.json) or --levels.
+Exit status 3 when blocks are flagged as memorized, 4 when a positive control
+was not flagged (the check is blind: its "none flagged" proves nothing).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from cgan_ct.cli import job
 from cgan_ct.data.manifest import load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.sources import discover
+from cgan_ct.synthesis.cascade_spec import CascadeSpec
 from cgan_ct.synthesis.cascade_training import fit_plane
 from cgan_ct.synthesis.synthesis_report import synthesis_report
 
@@ -32,6 +40,10 @@ _DATASET = flags.DEFINE_string("dataset_dir", None, "The cascade's level-0 datas
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the report.")
 _BLOCK = flags.DEFINE_integer("block", 32, "Block edge of the memorization check.")
 _SIZE = flags.DEFINE_integer("size", 512, "In-plane size the real volumes are cropped or padded to.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "The cascade folder (its levels set the coarse check's level).")
+_LEVELS = flags.DEFINE_integer("levels", 3, "The cascade's levels, when --model_dir is not given.")
+_REALISM = flags.DEFINE_boolean("realism", True, "FRD, MS-SSIM and tissue sanity (needs the realism extra).")
+_CONTROL_SEED = flags.DEFINE_integer("control_seed", 0, "Chooses the training volume the positive control copies.")
 
 
 def _synthetic_volumes(folder: pathlib.Path) -> list:
@@ -56,9 +68,28 @@ def main(argv: list[str]) -> int:
     if not groups["train"] or not groups["test"]:
         raise VolumeError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
     print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
-    summary = synthesis_report(synthetic, groups["train"], groups["test"], _OUTPUT.value, _BLOCK.value)
+    levels = CascadeSpec.load(_MODEL_DIR.value).levels if _MODEL_DIR.value else _LEVELS.value
+    summary = synthesis_report(
+        synthetic,
+        groups["train"],
+        groups["test"],
+        _OUTPUT.value,
+        _BLOCK.value,
+        levels=levels,
+        realism=_REALISM.value,
+        control_seed=_CONTROL_SEED.value,
+        say=lambda m: print(m, flush=True),
+    )
     print(f"report: {summary['report']}")
-    print(f"memorization: {summary['flagged_blocks']} of {summary['synthetic_blocks']} synthetic blocks flagged")
+    for name, passed in summary["goals"].items():
+        print(f"goal {'met' if passed else 'missed'}: {name} ({summary['goal_figures'][name]})")
+    print(
+        f"memorization: {summary['flagged_blocks']} of {summary['synthetic_blocks']} + "
+        f"{summary['coarse_synthetic_blocks']} (coarse) synthetic blocks flagged"
+    )
+    if not summary["control_detected"]:
+        print("memorization: a positive control was NOT flagged: the check is blind")
+        return 4
     return 3 if summary["flagged_blocks"] else 0
 
 

@@ -314,10 +314,18 @@ def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
     report = tmp_path / "report"
     args = ["--synthetic", str(syn), "--input", str(root / "in"), "--output_dir", str(report)]
     args += ["--dataset_dir", str(root / "out" / "datasets" / "level0"), "--size", "64", "--block", "16"]
+    args += ["--levels", "1", "--norealism"]  # the tiny cascade's level 2 is too small for the coarse blocks
     result = subprocess.run([sys.executable, "-m", "pipelines.synthesis_report", *args], capture_output=True, text=True)
-    assert result.returncode == 3, result.stderr[-2000:]
-    flagged = json.loads((report / "memorization.json").read_text())["flagged"]
+    assert result.returncode == 3, result.stderr[-2000:] + result.stdout[-2000:]
+    memo = json.loads((report / "memorization.json").read_text())
+    flagged = memo["full_resolution"]["flagged"]
     assert [(b["synthetic_volume"], b["origin_zyx"], b["distance"]) for b in flagged] == [(1, [8, 16, 16], 0.0)]
+    assert [c["detected"] for c in memo["full_resolution"]["control"]] == [True]
+    # one 24 x 64 x 64 held-out phantom has no coarse block passing the body/spread filter: said, not hidden
+    assert "no blocks" in memo["coarse"]["skipped"] and "coarse level not checked" in (report / "report.md").read_text()
     text = (report / "report.md").read_text()
     assert "Flagged: 1 of" in text and "![synthetic_001](figures/synthetic_001.png)" in text
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["flagged_blocks"] == 1 and summary["control_detected"]
+    assert summary["goals"]["memorization: positive controls flagged, no synthetic block flagged"] is False
     assert (report / "figures" / "synthetic_000.png").stat().st_size > 1000
