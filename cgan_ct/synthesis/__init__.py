@@ -1,7 +1,8 @@
 """Synthetic CT of patients who do not exist: the coarse GAN that draws whole coarse volumes from
 noise (networks, training, export), the cascade of x2 depixelation stages that refines them block by block
 with memory bounded by the block, training a cascade, the cascade description, synthesis itself, and the
-checks of what comes out (volume statistics against real scans, the memorization check, the report).
+checks of what comes out (volume statistics and realism against real scans, the memorization check at every
+shift, the report).
 
 May import every room below it: ``ops``, ``io``, ``data``, ``model``, ``inference``. Synthesis from a
 trained cascade (``synthesis``, ``coarse_export``) never imports the training code.
@@ -20,6 +21,7 @@ _EXPORTS = {
     "CoarseGAN": "coarse_training",
     "CoarseModel": "coarse_export",
     "CoarseModule": "coarse_export",
+    "Degradation": "degradation",
     "SYNTHETIC_SOURCE": "synthesis",
     "augment_for_discriminator": "coarse_training",
     "build_coarse_discriminator": "coarse_networks",
@@ -27,9 +29,14 @@ _EXPORTS = {
     "cascade_stream": "cascade",
     "crop_batches": "coarse_training",
     "draw_noise": "coarse_networks",
+    "fit_degradation": "degradation",
     "fit_plane": "cascade_training",
+    "coarse_memorization_report": "memorization_report",
     "memorization_check": "memorization",
+    "memorization_report": "memorization_report",
+    "positive_control": "memorization_report",
     "positions": "coarse_networks",
+    "realism_table": "realism",
     "refine_stream": "cascade",
     "save_coarse_model": "coarse_export",
     "synthesis_report": "synthesis_report",
