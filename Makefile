@@ -47,8 +47,12 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Two pytest workers, whole files each (module fixtures such as a trained tiny cascade are built once):
+# the suite is subprocess- and I/O-bound enough that two workers on two cores finish sooner (BUILD_NOTES,
+# "Test suite time"). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: system-deps setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: setup
 	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
