@@ -78,11 +78,10 @@ def comparison_figure(
     return path
 
 
-def _leave_one_out_rows(training: list[Volume], patch: int) -> list[dict]:
-    """Each training volume against the pool of the other training volumes (rows of group LEAVE_ONE_OUT)."""
-    if len(training) < 2:
+def _leave_one_out_rows(stats: list) -> list[dict]:
+    """Each training volume's statistics against the pool of the others' (rows of group LEAVE_ONE_OUT)."""
+    if len(stats) < 2:
         return []
-    stats = [volume_statistics(v, patch=patch) for v in training]
     rows = []
     for i, own in enumerate(stats):
         others = [s for j, s in enumerate(stats) if j != i]
@@ -169,8 +168,9 @@ def synthesis_report(
     # spectra on 32-voxel patches at full resolution; 16 on small test volumes, where 32 find no tissue
     patch = 32 if min(v.shape[1] for v in synthetic) >= 256 else 16
     say("statistics: HU histograms and spectra")
-    comparison = compare(synthetic, training, heldout, patch=patch)
-    rows = comparison.rows + _leave_one_out_rows(training, patch)
+    training_stats = [volume_statistics(v, patch=patch) for v in training]  # once, for both tables
+    comparison = compare(synthetic, training_stats, heldout, patch=patch)
+    rows = comparison.rows + _leave_one_out_rows(training_stats)
     goals = {f"body HU histogram W1 synthetic <= {W1_GOAL_RATIO:g}x held-out": _w1_goal(rows)}
     realism_result = None
     if realism:
