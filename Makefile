@@ -5,16 +5,26 @@ SHARED_CT ?= ../shared/data/ct
 DATA ?= $(SHARED_CT)/lung-pet-ct-dx-A0001
 OUT ?= demo_out
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup system-deps demo demo-real test lint bench clean
+.PHONY: setup setup-test system-deps demo demo-real test lint bench clean
 
-$(STAMP): setup.py
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+
+# The package alone: what `make demo` and the other commands need.
+$(STAMP): setup.py | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e .
 	touch $(STAMP)
 
+# The package with the test extra (Beam, JAX, PyRadiomics, Selenium, BM3D, pytest...): `make test`.
+$(TEST_STAMP): setup.py $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
 setup: $(STAMP)
+setup-test: $(TEST_STAMP)
 
 # dcm2niix and dciodvfy are the references the reader and writer are checked against;
 # Chromium and its driver run the reader-study page in the browser tests.
@@ -43,7 +53,7 @@ demo-real: setup
 	$(VENV)/bin/cgan-ct-convert --input "$(DATA)" --output_dir $(OUT)-real/dataset
 	$(VENV)/bin/cgan-ct-inspect --dataset_dir $(OUT)-real/dataset --montage $(OUT)-real/blocks.png
 
-lint: setup
+lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -51,7 +61,7 @@ lint: setup
 # the suite is subprocess- and I/O-bound enough that two workers on two cores finish sooner (BUILD_NOTES,
 # "Test suite time"). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
-test: system-deps setup lint
+test: system-deps setup-test lint
 	$(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: setup

@@ -31,6 +31,8 @@ setup(
     description="Synthetic 3-D CT volumes with conditional GANs, after Mangalagiri et al.",
     long_description=(_ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE", "THIRD_PARTY_LICENSES.md"],
     python_requires=">=3.10",
     packages=find_packages(
         include=["cgan_ct", "cgan_ct.*", "pipelines", "pipelines.*", "tfrecords_tools", "tfrecords_tools.*"]
@@ -48,12 +50,15 @@ setup(
         "pylibjpeg-openjpeg>=2",
         "SimpleITK>=2.3",
         "scikit-image>=0.22",
-        "bm3d>=4",  # the BM3D baseline of the denoising tasks (handles correlated noise)
         "absl-py>=2",
         "google-crc32c>=1.5",
         "pillow>=10",
+        "matplotlib>=3.7",  # the evaluation figures (Agg backend, no display)
     ],
     extras_require={
+        # pip install 'cgan-ct[bm3d]': the BM3D baseline (cgan-ct-evaluate --bm3d). Its licence allows
+        # non-commercial use only, so it is not installed unless asked for (THIRD_PARTY_LICENSES.md).
+        "bm3d": ["bm3d>=4"],
         # pip install -e '.[gpu]': TensorFlow with its CUDA libraries from PyPI.
         "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
         # pip install -e '.[jax]': Keras' JAX backend (cgan-ct-train --backend jax); CPU wheels here. On GPUs
@@ -75,6 +80,7 @@ setup(
             "selenium>=4.20",
             "jax>=0.4.30",  # both Keras backends are tested
             "pyradiomics-bhklab==3.1.4",  # the realism extra: tests/test_realism.py computes FRD features
+            "bm3d>=4",  # the bm3d extra: the BM3D baseline is tested
         ],
     },
     # The models shipped with the package (pretrained:NAME): SavedModel folders and their model cards.
@@ -83,6 +89,7 @@ setup(
             "pretrained_models/*/*.pb",
             "pretrained_models/*/*.json",
             "pretrained_models/*/*.md",
+            "pretrained_models/*/*.png",
             "pretrained_models/*/variables/*",
         ]
     },

@@ -53,6 +53,9 @@ class EvaluationPlan:
     estimate_s: float
 
 
+CALIBRATION_STEPS = 5  # train steps run to time one: 2 to warm up, 3 timed
+
+
 def _timed(fn, repeats: int, warm_up: int = 1) -> float:
     for _ in range(warm_up):  # graph tracing, oneDNN primitive creation, allocation
         fn()
@@ -71,10 +74,11 @@ def measure_speed(config, size: int) -> Speed:
     from cgan_ct.model.training import build_gan
 
     n, batch = config.block_size, config.global_batch_size
-    gan = build_gan(config)
+    # a schedule of the timed steps' length: a learning-rate schedule does not change a step's cost
+    gan = build_gan(config, total_steps=CALIBRATION_STEPS)
     y = tf.random.uniform([batch, n, n, n, 1], -1, 1, seed=1)
     blocks = tf.random.uniform([16, n, n, n, 1], -1, 1, seed=2)
-    step = _timed(lambda: gan.train_on_batch(y, y), 3, warm_up=2)
+    step = _timed(lambda: gan.train_on_batch(y, y), CALIBRATION_STEPS - 2, warm_up=2)
     infer = tf.function(lambda: gan.generator([blocks, blocks], training=False))
     block = _timed(lambda: infer().numpy(), 2) / 16
     rng = np.random.default_rng(0)

@@ -242,7 +242,8 @@ def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
         pixels = pydicom.pixels.pixel_array(ds)
     except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
         name = getattr(syntax, "name", None) or "unknown"
-        raise VolumeError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {exc}") from None
+        reason = " ".join(str(exc).split())  # pydicom lists the missing decoder plugins one per line
+        raise VolumeError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {reason}") from None
     del ds.PixelData  # keep one copy of the series in memory, not two
     if pixels.shape != (ds.Rows, ds.Columns):
         raise VolumeError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")

@@ -1,0 +1,265 @@
+"""Model cards of the shipped models: rendered from what was recorded, never typed by hand.
+
+A shipped model folder (``cgan_ct/model/pretrained_models/NAME``) holds ``card.json`` (the facts of
+its training: data, split, recipe, steps, licence, limitations) and ``scores.json`` (the evaluation
+rows on held-out patients, as ``evaluate_inputs`` returns them). ``render_model_card`` turns both into
+``MODEL_CARD.md`` in the layout users know from model hubs (intended use, input domain, training data,
+results beside the best classical baseline, limitations, licence, version); a test renders every
+shipped card again and compares, so a card's figures are always those of its ``scores.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+
+from cgan_ct.inference.report import verdict
+
+CARD_FILE = "card.json"
+SCORES_FILE = "scores.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+EXAMPLE_FIGURE = "example.png"
+
+# Where each training or held-out series comes from: collection, licence, where to get it. Keyed by the
+# series folder's name prefix in the shared CT sample (../shared/data/ct/README.md).
+SOURCES = {
+    "lung-pet-ct-dx": (
+        "TCIA Lung-PET-CT-Dx (Li et al. 2020)",
+        "CC BY 4.0",
+        "https://doi.org/10.7937/TCIA.2020.NNC2-0461",
+    ),
+    "covid-ct-md": (
+        "COVID-CT-MD (Afshar et al., Scientific Data 8, 121, 2021)",
+        "as published with its data descriptor; cite the paper",
+        "https://doi.org/10.1038/s41597-021-00900-3",
+    ),
+    "lidc-idri": (
+        "TCIA LIDC-IDRI (Armato et al. 2011)",
+        "CC BY 3.0",
+        "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX",
+    ),
+}
+
+
+def source(series: str) -> tuple[str, str, str]:
+    """(collection, licence, address) of a series folder name; an unknown one is named as it is."""
+    for prefix, facts in SOURCES.items():
+        if series.startswith(prefix):
+            return facts
+    return (series, "unknown", "-")
+
+
+def load_card(folder) -> tuple[dict, list[dict]]:
+    """``card.json`` and ``scores.json`` of a shipped model folder."""
+    folder = pathlib.Path(folder)
+    card = json.loads((folder / CARD_FILE).read_text())
+    rows = json.loads((folder / SCORES_FILE).read_text())
+    return card, rows
+
+
+def _mean_psnr(rows: list[dict], method: str, region: str) -> float:
+    return statistics.fmean(r["psnr_slices_db"] for r in rows if r["method"] == method and r["region"] == region)
+
+
+def best_baseline(rows: list[dict], region: str = "volume") -> str:
+    """The classical method with the highest mean slice PSNR over the patients (not the model, not the input)."""
+    methods = sorted({r["method"] for r in rows} - {"model", "condition"})
+    return max(methods, key=lambda m: _mean_psnr(rows, m, region))
+
+
+def headline(rows: list[dict], region: str = "volume") -> dict:
+    """Mean slice PSNR (dB) of the condition, the model and the best baseline, and the patients' count."""
+    best = best_baseline(rows, region)
+    return {
+        "condition": _mean_psnr(rows, "condition", region),
+        "model": _mean_psnr(rows, "model", region),
+        "baseline": best,
+        "baseline_db": _mean_psnr(rows, best, region),
+        "patients": len({r["patient"] for r in rows}),
+    }
+
+
+def _patients(rows: list[dict]) -> list[str]:
+    return sorted({r["patient"] for r in rows})
+
+
+def _value(rows: list[dict], patient: str, method: str, region: str) -> dict | None:
+    return next((r for r in rows if r["patient"] == patient and r["method"] == method and r["region"] == region), None)
+
+
+def results_table(rows: list[dict]) -> list[str]:
+    """Per patient and region: input, model, best baseline, and the model's verdict against both."""
+    lines = [
+        "| patient | region | input PSNR | model PSNR / SSIM | best baseline PSNR / SSIM | model vs input | "
+        "model vs baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for region in ("volume", "lungs"):
+        best = best_baseline(rows, region)
+        for patient in _patients(rows):
+            model, base = _value(rows, patient, "model", region), _value(rows, patient, best, region)
+            condition = _value(rows, patient, "condition", region)
+            gain = model["psnr_slices_db"] - condition["psnr_slices_db"]
+            margin = model["psnr_slices_db"] - base["psnr_slices_db"]
+            lines.append(
+                f"| {patient[:12]} | {region} | {condition['psnr_slices_db']:.2f} | "
+                f"{model['psnr_slices_db']:.2f} / {model['ssim_slices']:.4f} | "
+                f"{best} {base['psnr_slices_db']:.2f} / {base['ssim_slices']:.4f} | "
+                f"{verdict(model['psnr_slices_db'], condition['psnr_slices_db'])} ({gain:+.2f} dB) | "
+                f"{verdict(model['psnr_slices_db'], base['psnr_slices_db'])} ({margin:+.2f} dB) |"
+            )
+    return lines
+
+
+def all_methods_table(rows: list[dict]) -> list[str]:
+    patients = _patients(rows)
+    lines = [
+        "| region | method | " + " | ".join(f"{p[:12]} PSNR / SSIM" for p in patients) + " |",
+        "|---|---|" + "---|" * len(patients),
+    ]
+    for region in ("volume", "lungs"):
+        methods = ["model", "condition"] + sorted({r["method"] for r in rows} - {"model", "condition"})
+        for method in methods:
+            cells = []
+            for patient in patients:
+                row = _value(rows, patient, method, region)
+                cells.append(f"{row['psnr_slices_db']:.2f} / {row['ssim_slices']:.4f}" if row else "-")
+            lines.append(f"| {region} | {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def standing(rows: list[dict], region: str = "volume") -> str:
+    """How often the model beats, ties with or loses to its input and the best baseline, per patient."""
+    best = best_baseline(rows, region)
+    parts = []
+    for other in ("condition", best):
+        counts = _tally(rows, other, region)
+        label = "its input" if other == "condition" else f"the best classical baseline ({best})"
+        parts.append(
+            f"against {label} it wins on {counts['beats']}, ties on {counts['ties with']} and loses on "
+            f"{counts['loses to']} of {len(_patients(rows))} held-out patients"
+        )
+    where = "over the whole volume" if region == "volume" else "in the lungs"
+    return f"{where.capitalize()}, " + "; ".join(parts) + "."
+
+
+def _tally(rows: list[dict], other: str, region: str = "volume") -> dict:
+    counts = {"beats": 0, "ties with": 0, "loses to": 0}
+    for patient in _patients(rows):
+        model, theirs = _value(rows, patient, "model", region), _value(rows, patient, other, region)
+        counts[verdict(model["psnr_slices_db"], theirs["psnr_slices_db"])] += 1
+    return counts
+
+
+README_HEADER = (
+    "| model | task | input (dB) | model (dB) | best classical (dB) | model vs best: wins / ties / losses |\n"
+    "|---|---|---|---|---|---|"
+)
+
+
+def readme_row(name: str, card: dict, rows: list[dict]) -> str:
+    """The README's line for a shipped model: mean whole-volume PSNR of input, model and best baseline."""
+    top = headline(rows)
+    tally = _tally(rows, top["baseline"])
+    return (
+        f"| `pretrained:{name}` | {card['task']} | {top['condition']:.2f} | {top['model']:.2f} | "
+        f"{top['baseline']} {top['baseline_db']:.2f} | "
+        f"{tally['beats']} / {tally['ties with']} / {tally['loses to']} of {top['patients']} |"
+    )
+
+
+def _data_lines(series: list[str]) -> list[str]:
+    lines = ["| series | collection | licence | source |", "|---|---|---|---|"]
+    for name in series:
+        collection, licence, address = source(name)
+        lines.append(f"| {name} | {collection} | {licence} | {address} |")
+    return lines
+
+
+def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) -> str:
+    """``MODEL_CARD.md`` of a shipped model from its ``card.json`` and ``scores.json`` (see module doc)."""
+    name, task = card["name"], card["task"]
+    top = headline(rows)
+    spread = [r["z_std_hu"] for r in rows if r["method"] == "model" and r["region"] == "volume"]
+    training = card["training"]
+    lines = [
+        f"# Model card: `pretrained:{name}`",
+        "",
+        f"Version {card['version']} ({card['date']}), exported with cgan-ct {card['cgan_ct_version']}. "
+        f"A block generator for the **{task}** task: {card['condition']}. 32 x 32 x 32 blocks of "
+        "Hounsfield units in, the same out; whole scans are tiled, predicted and stitched by `cgan-ct-infer`.",
+        "",
+        "## Intended use",
+        "",
+        *[f"- {line}" for line in card["intended_use"]],
+        "- **Research only. Not a medical device: not for diagnosis, treatment or any clinical decision.**",
+        "",
+        "    " + "\n    ".join(card["commands"]),
+        "",
+        "## Input domain",
+        "",
+        *[f"- {line}" for line in card["input_domain"]],
+        "",
+        "## Training data",
+        "",
+        f"{len(training['series'])} patients, one chest CT series each:",
+        "",
+        *_data_lines(training["series"]),
+        "",
+        f"Held out, never converted nor seen in training, nothing chosen on them: {', '.join(card['heldout'])}.",
+        "",
+        "## Training",
+        "",
+        f"- The `{training['preset']}` preset: {training['parameters']} generator parameters, "
+        f"{training['steps']} steps of batch {training['batch']}, seed {training['seed']}, "
+        f"{training['minutes']:.1f} minutes on {training['cpu']}.",
+        f"- Reproduce: `{training['reproduce']}`.",
+        "",
+        "## Results on held-out real patients",
+        "",
+        f"{card['protocol']} Mean over the {top['patients']} patients (whole volume): input "
+        f"{top['condition']:.2f} dB, model {top['model']:.2f} dB, best classical baseline "
+        f"({top['baseline']}) {top['baseline_db']:.2f} dB. A PSNR difference under 0.1 dB is a tie.",
+        "",
+        *results_table(rows),
+        "",
+        "Every method:",
+        "",
+        *all_methods_table(rows),
+        "",
+        f"The output's per-voxel spread over two draws of the noise input: "
+        f"{', '.join(f'{s:.2f}' for s in spread)} HU inside the body.",
+        "",
+    ]
+    if has_figure:
+        lines += [
+            "## Example",
+            "",
+            f"![condition, model, best baseline, original on a held-out patient]({EXAMPLE_FIGURE})",
+            "",
+        ]
+    lines += [
+        "## Limitations",
+        "",
+        *[f"- {line}" for line in card["limitations"]],
+        f"- {standing(rows, 'volume')}",
+        f"- {standing(rows, 'lungs')}",
+        "",
+        "## Licence and attribution",
+        "",
+        f"- Weights: {card['weights_license']}. Code: Apache-2.0 (the repository's LICENSE).",
+        "- The weights were learned from the series listed above: attribute their collections (and cite the "
+        "papers) when you use or redistribute the model.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(folder) -> pathlib.Path:
+    """Renders ``folder``'s card from its ``card.json`` and ``scores.json`` into ``MODEL_CARD.md``."""
+    folder = pathlib.Path(folder)
+    card, rows = load_card(folder)
+    path = folder / MODEL_CARD_FILE
+    path.write_text(render_model_card(card, rows, (folder / EXAMPLE_FIGURE).exists()))
+    return path

@@ -1,0 +1,77 @@
+"""Model cards and the README say what scores.json says: rendered from it, compared line for line."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from cgan_ct.inference import model_card
+from cgan_ct.model import pretrained
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHIPPED = pretrained.available()
+
+
+def test_every_shipped_model_has_a_card_record():
+    assert SHIPPED, "no shipped models found"
+    for name in SHIPPED:
+        folder = pretrained.PRETRAINED_DIR / name
+        card, rows = model_card.load_card(folder)
+        assert card["name"] == name
+        assert {"version", "date", "weights_license", "limitations", "input_domain", "training"} <= set(card)
+        assert rows, name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_card_is_its_records_rendered(name):
+    folder = pretrained.PRETRAINED_DIR / name
+    card, rows = model_card.load_card(folder)
+    expected = model_card.render_model_card(card, rows, (folder / model_card.EXAMPLE_FIGURE).exists())
+    shipped = (folder / model_card.MODEL_CARD_FILE).read_text()
+    assert shipped == expected, f"{name}: MODEL_CARD.md differs from card.json + scores.json; rerun write_model_card"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_cards_carry_no_words_of_our_own_process(name):
+    text = (pretrained.PRETRAINED_DIR / name / model_card.MODEL_CARD_FILE).read_text()
+    for pattern in (r"\bissue \d", "Correction", r"\.\./shared", "Goal of"):
+        assert not re.search(pattern, text), f"{name}: {pattern!r} in the model card"
+
+
+def test_the_readme_table_of_shipped_models_equals_their_scores():
+    readme = (ROOT / "README.md").read_text()
+    for name in SHIPPED:
+        card, rows = model_card.load_card(pretrained.PRETRAINED_DIR / name)
+        assert model_card.readme_row(name, card, rows) in readme, f"README row of {name} is not its scores.json"
+
+
+def test_headline_and_verdicts_on_a_made_up_table():
+    def row(patient, method, region, psnr):
+        return {"patient": patient, "method": method, "region": region, "psnr_slices_db": psnr, "ssim_slices": 0.9}
+
+    rows = []
+    for region in ("volume", "lungs"):
+        rows += [
+            row("pat-a", "condition", region, 30.0),
+            row("pat-a", "model", region, 35.0),
+            row("pat-a", "gaussian", region, 34.0),
+            row("pat-a", "non_local_means", region, 35.05),
+            row("pat-b", "condition", region, 31.0),
+            row("pat-b", "model", region, 33.0),
+            row("pat-b", "gaussian", region, 32.0),
+            row("pat-b", "non_local_means", region, 34.0),
+        ]
+    top = model_card.headline(rows)
+    assert top["baseline"] == "non_local_means"
+    assert top["model"] == pytest.approx(34.0) and top["baseline_db"] == pytest.approx(34.525)
+    text = model_card.standing(rows)
+    assert "its input it wins on 2, ties on 0 and loses on 0 of 2" in text
+    assert "(non_local_means) it wins on 0, ties on 1 and loses on 1 of 2" in text
+
+
+def test_unknown_series_are_named_not_invented():
+    assert model_card.source("some-hospital-series") == ("some-hospital-series", "unknown", "-")
+    assert json.dumps(model_card.source("lidc-idri-0001")).count("CC BY 3.0") == 1
