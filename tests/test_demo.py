@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from cgan_ct import read_volume
+from cgan_ct.config import PRESETS
 from cgan_ct.demo import plan as demo_plan
 from cgan_ct.demo.run import DemoSettings, _State
 from cgan_ct.errors import VolumeError
@@ -41,6 +42,27 @@ def test_smoke_demo_end_to_end_and_rerun(tmp_path):
     assert len(list((out / "report" / "figures").glob("*.png"))) == 6
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and "cgan-ct-demo: training" not in again.stdout  # every stage was done
+
+
+@pytest.mark.slow
+def test_the_default_demo_runs_every_stage_on_a_small_budget(tmp_path):
+    """What `make demo` runs, the cpu preset and the real calibration, with a 2-minute budget."""
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "pipelines.demo", "--output_dir", str(out), "--budget_minutes", "2"]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = json.loads((out / "demo.json").read_text())
+    assert state["settings"]["preset"] == "cpu" and state["speed"]["train_step_s"] > 0
+    assert state["done"] == [
+        "cohort",
+        "dataset",
+        *(f"{stage}:{task}" for task in ("autoencode", "denoise", "depixelate") for stage in ("train", "export")),
+        "evaluate",
+    ]
+    for task in ("autoencode", "denoise", "depixelate"):
+        assert (out / "models" / task / "1" / "saved_model.pb").exists()
+        assert f"    {task}" in run.stdout and " dB (" in run.stdout  # each task's verdict is printed
+    assert (out / "report" / "report.md").is_file()
 
 
 def test_a_folder_with_other_settings_or_files_is_refused(tmp_path):
@@ -76,3 +98,15 @@ def test_the_plan_fits_the_budget_on_a_fast_machine_and_on_one_30x_slower():
     # the last task gets what the first two left: a slower first task leaves it fewer steps
     on_plan = demo_plan.plan_training(0.3, 300, 200, 10, tasks_left=1)
     assert demo_plan.plan_training(0.3, 250, 200, 10, tasks_left=1) < on_plan
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_speed_calibration_builds_and_steps_every_preset(preset):
+    """The demo's calibration builds each preset's GAN as training would (schedules included) and steps it."""
+    from cgan_ct.config import model_config
+
+    config = model_config(preset, global_batch_size=2)  # the paper preset's batch of 50 would take minutes
+    speed = demo_plan.measure_speed(config, size=32)
+    assert speed.train_step_s > 0 and speed.infer_block_s > 0
+    assert all(value > 0 for value in (speed.nlm_voxel_s, speed.interp_voxel_s, speed.quality_voxel_s))
