@@ -42,6 +42,9 @@ setup(
         "tensorflow>=2.16,<3",
         "tensorboard>=2.16",  # no longer pulled in by TensorFlow 2.21; the training job logs to it
         "keras>=3",
+        # TF Serving's request protos (PredictionLog): every export writes its warmup request with them. A few
+        # hundred kB of generated protos; its own requirement pins TensorFlow to its own minor version or later.
+        "tensorflow-serving-api>=2.16,<3",
         "numpy>=1.26",
         "scipy>=1.11",
         "pydicom>=3,<4",
@@ -53,7 +56,7 @@ setup(
         "absl-py>=2",
         "google-crc32c>=1.5",
         "pillow>=10",
-        "matplotlib>=3.7",  # the evaluation figures (Agg backend, no display)
+        "matplotlib>=3.8",  # the evaluation figures (Figure API on Agg; imported only where a figure is drawn)
     ],
     extras_require={
         # pip install 'cgan-ct[bm3d]': the BM3D baseline (cgan-ct-evaluate --bm3d). Its licence allows
@@ -91,6 +94,7 @@ setup(
             "pretrained_models/*/*.md",
             "pretrained_models/*/*.png",
             "pretrained_models/*/variables/*",
+            "pretrained_models/*/assets.extra/*",  # TF Serving's warmup request
         ]
     },
     entry_points={

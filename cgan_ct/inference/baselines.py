@@ -37,6 +37,9 @@ from cgan_ct.constants import (
 )
 
 SLOW_BASELINES = ("bm3d",)  # run only when asked for (evaluation skips them by default)
+# Mean neighbour step (HU) under which a seam ratio is undefined: CT texture and noise give tens of HU,
+# a volume constant between grid planes (a pixelated condition) or pure air gives 0.
+SEAM_FLOOR_HU = 0.5
 
 
 def interpolate_samples(condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, order: int = 1) -> np.ndarray:
@@ -218,7 +221,9 @@ def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: f
     not edges themselves); the score is the volume's ratio over the reference's,
     so anatomy that happens to lie on an edge plane cancels and a volume equal to
     its reference scores exactly 1.0. Steps between edges are not counted: they are
-    not seams. NaN when the volume is too small to have tile edges.
+    not seams. NaN when the volume is too small to have tile edges, and NaN where a ratio is
+    undefined: the volume's or the reference's mean step beside the edges, or the reference's across
+    them, under ``SEAM_FLOOR_HU`` (e.g. a pixelated condition, constant between its grid planes, or air).
     """
     volume, reference = np.asarray(volume, np.float32), np.asarray(reference, np.float32)
     if volume.shape != reference.shape:
@@ -226,7 +231,11 @@ def seam_score(volume: np.ndarray, reference: np.ndarray, block: int, overlap: f
     planes = [_seam_planes(n, block, overlap, grid) for n in volume.shape]
     if not any(len(edges) for edges, _ in planes):
         return float("nan")
-    return float(_edge_ratio(volume, planes) / max(_edge_ratio(reference, planes), 1e-12))
+    volume_across, volume_beside = _edge_steps(volume, planes)
+    reference_across, reference_beside = _edge_steps(reference, planes)
+    if min(volume_beside, reference_across, reference_beside) < SEAM_FLOOR_HU:
+        return float("nan")
+    return float((volume_across / volume_beside) / (reference_across / reference_beside))
 
 
 def _seam_planes(length: int, block: int, overlap: float, grid: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -238,10 +247,11 @@ def _seam_planes(length: int, block: int, overlap: float, grid: int = 1) -> tupl
     return np.array(sorted(edges), int) - 1, np.array(sorted(beside), int) - 1
 
 
-def _edge_ratio(volume: np.ndarray, planes: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def _edge_steps(volume: np.ndarray, planes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """Mean |step between neighbouring voxels| across the tile-edge planes, and across the planes beside them."""
     across, beside = [], []
     for axis, (edges, near) in enumerate(planes):
         diffs = np.abs(np.diff(volume, axis=axis))
         across.append(np.take(diffs, edges, axis=axis).ravel())
         beside.append(np.take(diffs, near, axis=axis).ravel())
-    return float(np.concatenate(across).mean()) / max(float(np.concatenate(beside).mean()), 1e-12)
+    return float(np.concatenate(across).mean()), float(np.concatenate(beside).mean())

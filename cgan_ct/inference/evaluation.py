@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.inference import report
+from cgan_ct.inference import figures, report
 from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, seam_score, tuned_params
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.inference.metrics import quality
@@ -33,6 +33,7 @@ class TaskResult:
     rows: list[dict]
     condition_volume: Volume | None = None
     generated_volume: Volume | None = None
+    figure: figures.FigureSlice | None = None  # the slice the figures show, with the best baseline's
 
 
 def noise_spread_hu(condition_hu: np.ndarray, model: BlockModel, overlap: float, seed: int, first: np.ndarray) -> float:
@@ -100,7 +101,8 @@ def evaluate_volume(
                     "z_std_hu": z_std if method == "model" else float("nan"),
                 }
             )
-    return TaskResult(task, volume.hu, condition.hu, generated.hu, rows, condition, generated)
+    figure = figures.figure_slice(volume.hu, volume.patient_key, task, methods, rows)
+    return TaskResult(task, volume.hu, condition.hu, generated.hu, rows, condition, generated, figure)
 
 
 def evaluate_inputs(
@@ -131,11 +133,7 @@ def evaluate_inputs(
         for task, model in models.items():
             result = evaluate_volume(volume, task, model, overlap, seed, skip_baselines, noise_spread)
             rows += result.rows
-            stem = f"{task}_{index:03d}"
-            report.scan_figure(result.original, result.generated, out / "figures" / f"{stem}_scan.png")
-            report.closeup_figure(
-                result.original, result.condition, result.generated, out / "figures" / f"{stem}_closeup.png"
-            )
+            figures.write_figures(result.figure, out / "figures", f"{task}_{index:03d}")
             if on_result:
                 on_result(index, result)
             done += 1
@@ -193,7 +191,14 @@ def evaluate_no_reference(inputs, models: dict, output_dir, overlap: float = 0.2
                 rows.append(
                     {"volume": volume.volume_id, "patient": volume.patient_key, "task": task, "measure": name, **value}
                 )
-            report.scan_figure(volume.hu, generated.hu, out / "figures" / f"{task}_{index:03d}_as_is.png")
+            k = figures.figure_slice_index(volume.hu.shape[0])
+            figures.before_after_figure(
+                volume.hu[k],
+                generated.hu[k],
+                volume.patient_key,
+                task,
+                out / "figures" / f"{task}_{index:03d}_as_is.png",
+            )
             done += 1
             if progress:
                 progress(done, total)

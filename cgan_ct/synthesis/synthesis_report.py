@@ -30,7 +30,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from cgan_ct.inference.report import LUNG_WINDOW
+from cgan_ct.constants import LUNG_WINDOW as _LUNG
+from cgan_ct.constants import MEDIASTINAL_WINDOW
 from cgan_ct.io.volume import Volume
 from cgan_ct.synthesis.memorization_report import (
     COARSE_BLOCK,
@@ -40,7 +41,8 @@ from cgan_ct.synthesis.memorization_report import (
 )
 from cgan_ct.synthesis.synthesis_stats import compare, markdown_table, volume_statistics
 
-SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # W 400, L 40
+LUNG_WINDOW = _LUNG.range_hu  # (low, high) HU
+SOFT_TISSUE_WINDOW = MEDIASTINAL_WINDOW.range_hu  # W 400, L 40: (-160, 240) HU
 W1_GOAL_RATIO = 2.0
 LEAVE_ONE_OUT = "training (leave one out)"
 
