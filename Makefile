@@ -65,6 +65,7 @@ test: system-deps setup-test lint
 	$(VENV)/bin/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: setup
+	$(VENV)/bin/python benchmarks/cli_startup_bench.py
 	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
 	$(VENV)/bin/python benchmarks/convert_bench.py --series_dir $(DATA)
 	$(VENV)/bin/python benchmarks/pipeline_bench.py

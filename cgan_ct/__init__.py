@@ -7,10 +7,11 @@ operations), ``io`` (volumes and files), ``data`` (datasets of blocks),
 ``model`` (the GAN, training, export), ``inference`` (whole scans, metrics,
 baselines, evaluation), ``synthesis`` (synthetic CT from noise), ``study`` (the
 reader study), ``demo`` and ``cli`` (what only the jobs use). The names below
-are the public API of the top.
+are the public API of the top; like a room's, they are imported on first use
+(``import cgan_ct`` alone reads no DICOM library: a job's ``--help`` stays fast).
 
 Importing any part of the package first sets TensorFlow's CPU runtime (oneDNN
-on x86, threads that fit the cores): see ``cgan_ct.runtime``.
+on x86, threads that fit the cores, TensorFlow's C++ logs quiet): see ``cgan_ct.runtime``.
 """
 
 from cgan_ct.runtime import configure_environment
@@ -19,20 +20,18 @@ configure_environment()  # before any module of ours imports TensorFlow
 
 from cgan_ct import moved  # noqa: E402
 from cgan_ct.errors import VolumeError  # noqa: E402
-from cgan_ct.io.dicom_writer import write_dicom_series  # noqa: E402
-from cgan_ct.io.volume import AcquisitionInfo, Volume  # noqa: E402
-from cgan_ct.io.volume_files import write_nifti  # noqa: E402
-from cgan_ct.io.volume_io import read_volume  # noqa: E402
+from cgan_ct.lazy_exports import lazy_exports  # noqa: E402
 from cgan_ct.version import __version__  # noqa: E402
 
 moved.install()  # the module paths before the rooms still import (deprecated)
 
-__all__ = [
-    "__version__",
-    "AcquisitionInfo",
-    "Volume",
-    "VolumeError",
-    "read_volume",
-    "write_dicom_series",
-    "write_nifti",
-]
+# public name -> the module that defines it; imported on first use
+_EXPORTS = {
+    "AcquisitionInfo": "io.volume",
+    "Volume": "io.volume",
+    "read_volume": "io.volume_io",
+    "write_dicom_series": "io.dicom_writer",
+    "write_nifti": "io.volume_files",
+}
+__all__ = ["__version__", "VolumeError", *sorted(_EXPORTS)]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -62,6 +62,9 @@ DEPIXELATE = "depixelate"
 LOWDOSE = "lowdose"  # the condition is stored with each block (simulated low dose, or a real pair)
 DERIVED_TASKS = (AUTOENCODE, DENOISE, DEPIXELATE)  # conditions computed from the block itself
 TASKS = DERIVED_TASKS + (LOWDOSE,)
+# How inference gets a whole scan's condition: simulated from the scan (the task's noise, pixelation), or
+# the scan itself as it is (e.g. a real low-dose scan for a denoising model).
+CONDITION_MODES = ("simulate", "as_is")
 
 # --- what the jobs write a volume as (--format) -----------------------------------------------
 VOLUME_FORMATS = ("nifti", "dicom")
@@ -75,6 +78,8 @@ MODEL_INFO_FILE = "cgan_ct_model.json"  # beside an exported block generator
 COARSE_INFO_FILE = "cgan_ct_coarse.json"  # beside an exported coarse generator
 CASCADE_FILE = "cascade.json"  # a synthesis cascade folder
 SAVED_MODEL_FILE = "saved_model.pb"
+# TF Serving replays the requests of this TFRecord of PredictionLog records when it loads a version
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 SERVING_SIGNATURE = "serving_default"  # blocks_hu -> blocks_hu, noise drawn inside
 SEEDED_SIGNATURE = "generate_hu_seeded"  # blocks_hu, seed -> blocks_hu

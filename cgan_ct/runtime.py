@@ -13,6 +13,19 @@ Importing ``cgan_ct`` (any module of it, any job, benchmark or test) runs
   (containers, Kubernetes and Slurm limits). TensorFlow reads the affinity mask
   but not the quota, so a container limited to 4 of 64 cores would otherwise
   run 64-thread pools on 4 cores' time.
+- ``TF_CPP_MIN_LOG_LEVEL=3``: TensorFlow's C++ runtime logs nothing below FATAL
+  (no INFO, WARNING or ERROR lines; on a machine without a GPU but with an
+  NVIDIA driver library, the ``failed call to cuInit`` ERROR line is one of
+  them). Errors a job can act on still reach it as Python exceptions; Python
+  warnings are untouched. ``TF_CPP_MIN_LOG_LEVEL=0`` (or 1: no INFO, 2: no
+  WARNING either) in the environment gets TensorFlow's own logs back, e.g. to
+  see why a GPU is not used.
+
+A few of TensorFlow's lines are written while its libraries load, before it
+reads ``TF_CPP_MIN_LOG_LEVEL`` (the oneDNN and CUDA-driver notes, and abseil's
+``WARNING: All log messages before absl::InitializeLog() ...``): no variable
+hides them. ``quiet_tensorflow_import()`` (every job calls it) filters them out
+of stderr while ``tensorflow`` is first imported, by the level in force.
 
 Nothing here imports TensorFlow. Once TensorFlow is imported its runtime is
 fixed, so a program that imports TensorFlow (or Keras) before ``cgan_ct`` keeps
@@ -21,15 +34,22 @@ TensorFlow's own defaults; ``status()`` says what is in force.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import math
 import os
 import pathlib
 import platform
+import re
 import sys
+import tempfile
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 INTRA_OP = "TF_NUM_INTRAOP_THREADS"
 INTER_OP = "TF_NUM_INTEROP_THREADS"
+LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_LOG_LEVEL = "3"  # TensorFlow's levels: 0 all, 1 no INFO, 2 no WARNING either, 3 no ERROR either
 _X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
 
 
@@ -104,6 +124,7 @@ def configure_environment(environ=None, machine: str | None = None, cores: int |
     threads = str(cores or usable_cores())
     wanted[INTRA_OP] = threads
     wanted[INTER_OP] = threads
+    wanted[LOG_LEVEL] = QUIET_LOG_LEVEL
     changed = {k: v for k, v in wanted.items() if not environ.get(k)}
     environ.update(changed)
     return changed
@@ -116,8 +137,118 @@ def status() -> dict:
         "onednn": os.environ.get(ONEDNN, "TensorFlow's default"),
         "intra_op_threads": os.environ.get(INTRA_OP, "TensorFlow's default"),
         "inter_op_threads": os.environ.get(INTER_OP, "TensorFlow's default"),
+        "native_log_level": os.environ.get(LOG_LEVEL, "TensorFlow's default"),
         "usable_cores": usable_cores(),
     }
+
+
+# A line of TensorFlow's C++ logging (abseil's format): severity, date, time, thread, source file:line.
+# Before abseil is initialised the date reads 0000 and the time 00:00:<seconds since 1970>.
+_NATIVE_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+\.(?:cc|cpp|c|h):\d+\] ")
+_ABSL_PREINIT = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_SEVERITIES = "IWEF"
+
+
+def native_log_level(environ=None) -> int:
+    """The ``TF_CPP_MIN_LOG_LEVEL`` in force (0 when unset or not a number, as TensorFlow reads it)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return max(0, int(environ.get(LOG_LEVEL, "0")))
+    except ValueError:
+        return 0
+
+
+def hides_native_line(line: str, level: int) -> bool:
+    """Whether TensorFlow would not print this C++ log line at ``level`` had it read the level in time.
+
+    Only C++ lines (a ``.cc``/``.h`` source) are judged, never a Python ``absl.logging`` line (a ``.py``
+    source) nor any other text; FATAL lines are always kept. Abseil's pre-initialisation warning goes
+    with the lines it precedes (hidden at any level above 0).
+    """
+    if level <= 0:
+        return False
+    if line.startswith(_ABSL_PREINIT):
+        return True
+    match = _NATIVE_LINE.match(line)
+    return bool(match) and _SEVERITIES.index(match.group(1)) < min(level, 3)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(level: int):
+    """Runs the block with file descriptor 2 captured; then writes back what ``level`` does not hide.
+
+    Everything written to stderr in the block (native libraries and Python alike) comes out after it,
+    in order; when the block raises, all of it comes out, hidden lines too (they may say why).
+    """
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture (a closed file descriptor 2)
+        saved = None
+    if saved is None:
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if failed or not hides_native_line(line, level)).encode("utf-8")
+            while kept:
+                kept = kept[os.write(2, kept) :]
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: gives ``tensorflow``'s first import the loader of its real spec, run filtered."""
+
+    def __init__(self, name: str, level: int):
+        self.name = name
+        self.level = level
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        uninstall_quiet_import()  # once: a later import finds the module in sys.modules
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or isinstance(spec.loader, type) or not hasattr(spec.loader, "exec_module"):
+            return spec  # not a per-module loader object: leave it as it is
+        exec_module = spec.loader.exec_module
+        level = self.level
+
+        def quiet_exec_module(module):
+            with native_stderr_filtered(level):
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_tensorflow_import(environ=None, name: str = "tensorflow") -> bool:
+    """Makes the first ``import tensorflow`` hide the load-time lines ``TF_CPP_MIN_LOG_LEVEL`` cannot.
+
+    Lines are hidden by the level in force (the user's own, else ``configure_environment``'s): nothing
+    is hidden at 0. Returns whether the filter is in place (False: TensorFlow is imported already, or
+    the level is 0).
+    """
+    level = native_log_level(environ)
+    if name in sys.modules or level <= 0:
+        return False
+    uninstall_quiet_import()
+    sys.meta_path.insert(0, _QuietImport(name, level))
+    return True
+
+
+def uninstall_quiet_import() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietImport)]
 
 
 def cpu_model() -> str:

@@ -15,9 +15,6 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.fit_progress import FitProgress
-from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.demo.run import DemoSettings, run_demo
 
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for everything the demo makes.")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "Time budget for all stages (default 15).")
@@ -27,6 +24,11 @@ _PRETRAINED = flags.DEFINE_bool("pretrained", False, "Evaluate the shipped pretr
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.fit_progress import FitProgress
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.demo.run import DemoSettings, run_demo
+
     settings = DemoSettings.smoke() if _SMOKE.value else DemoSettings()
     if _BUDGET.value:
         settings = DemoSettings(**{**settings.__dict__, "budget_minutes": _BUDGET.value})

@@ -26,11 +26,6 @@ import pathlib
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.inference import report
-from cgan_ct.inference.baselines import SLOW_BASELINES
-from cgan_ct.inference.evaluation import evaluate_inputs, evaluate_no_reference, no_reference_markdown
-from cgan_ct.inference.inference import BlockModel
 
 _MODELS = flags.DEFINE_multi_string("model", None, "[TASK=]MODEL: a folder or pretrained:NAME (repeatable).")
 _INPUTS = flags.DEFINE_multi_string("input", None, "A DICOM folder or volume file (repeatable).")
@@ -47,6 +42,8 @@ _BM3D = flags.DEFINE_bool("bm3d", False, "Also score BM3D (denoise, lowdose): ab
 
 
 def _models() -> dict:
+    from cgan_ct.inference.inference import BlockModel  # TensorFlow: not at the top (fast --help)
+
     models = {}
     for spec in _MODELS.value:
         task, _, folder = spec.rpartition("=")
@@ -65,6 +62,12 @@ def _models() -> dict:
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.inference import report
+    from cgan_ct.inference.baselines import SLOW_BASELINES
+    from cgan_ct.inference.evaluation import evaluate_inputs, evaluate_no_reference, no_reference_markdown
+
     models = _models()
     bar = ProgressBar(len(_INPUTS.value) * len(models), "evaluated")
     if _NO_REFERENCE.value:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.model.export import export_version
 
 _RUN = flags.DEFINE_string("run_dir", None, "A folder written by cgan-ct-train.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Model base folder: the SavedModel goes to OUTPUT_DIR/VERSION/.")
@@ -25,6 +24,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version 
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.model.export import export_version
+
     path, version = export_version(_RUN.value, _OUTPUT.value, _VERSION.value, _CHECKPOINT.value, _OVERWRITE.value)
     print(f"cgan-ct-export: SavedModel version {version} written to {path}")
 

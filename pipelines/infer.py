@@ -15,12 +15,8 @@ import pathlib
 
 from absl import flags
 
-from cgan_ct import read_volume
 from cgan_ct.cli import job
-from cgan_ct.cli.formats import parse_formats, write_volume
-from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.constants import VOLUME_FORMATS
-from cgan_ct.inference.inference import CONDITION_MODES, BlockModel, infer_volume
+from cgan_ct.constants import CONDITION_MODES, VOLUME_FORMATS
 
 _MODEL = flags.DEFINE_string(
     "model",
@@ -45,6 +41,12 @@ _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder hold
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct import read_volume
+    from cgan_ct.cli.formats import parse_formats, write_volume
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.inference.inference import BlockModel, infer_volume
+
     formats = parse_formats(_FORMAT.value)
     model = BlockModel(_MODEL.value)
     if model.version is not None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.study.reader_study import build_study
 
 _REAL = flags.DEFINE_string("real", None, "Real CT: a volume file, DICOM folder, or folder of volumes.")
 _GENERATED = flags.DEFINE_string("generated", None, "Generated CT, as --real; paired with it by sorted order.")
@@ -32,6 +30,10 @@ _SIZE = flags.DEFINE_integer("size_px", 512, "Displayed image size in pixels (sq
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.study.reader_study import build_study
+
     bars = {}
 
     def progress(done: int, total: int) -> None:

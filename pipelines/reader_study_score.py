@@ -16,7 +16,6 @@ import pathlib
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.study.reader_score import markdown_table, read_answers, read_key, score_readers
 
 _KEY = flags.DEFINE_string("key", None, "The study's key.json.")
 _ANSWERS = flags.DEFINE_multi_string("answers", None, "A reader's answers file; more may follow as arguments.")
@@ -24,6 +23,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the table to this Mark
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.study.reader_score import markdown_table, read_answers, read_key, score_readers
+
     files = (_ANSWERS.value or []) + argv[1:]
     if not files:
         raise app.UsageError("give at least one answers file: --answers FILE [FILE ...]")

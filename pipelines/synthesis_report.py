@@ -25,14 +25,8 @@ import pathlib
 
 from absl import flags
 
-from cgan_ct import read_volume
 from cgan_ct.cli import job
-from cgan_ct.data.manifest import load_manifest
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.sources import discover
-from cgan_ct.synthesis.cascade_spec import CascadeSpec
-from cgan_ct.synthesis.cascade_training import fit_plane
-from cgan_ct.synthesis.synthesis_report import synthesis_report
 
 _SYNTHETIC = flags.DEFINE_string("synthetic", None, "Output folder of cgan-ct-synthesize.")
 _INPUT = flags.DEFINE_list("input", None, "The cascade's training inputs (DICOM folders, volume files, roots).")
@@ -47,6 +41,8 @@ _CONTROL_SEED = flags.DEFINE_integer("control_seed", 0, "Chooses the training vo
 
 
 def _synthetic_volumes(folder: pathlib.Path) -> list:
+    from cgan_ct import read_volume
+
     volumes = []
     for sub in sorted(folder.glob("synthetic_*")):
         path = sub / "volume.nii.gz" if (sub / "volume.nii.gz").exists() else sub / "dicom"
@@ -57,6 +53,13 @@ def _synthetic_volumes(folder: pathlib.Path) -> list:
 
 
 def main(argv: list[str]) -> int:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.data.manifest import load_manifest
+    from cgan_ct.io.sources import discover
+    from cgan_ct.synthesis.cascade_spec import CascadeSpec
+    from cgan_ct.synthesis.cascade_training import fit_plane
+    from cgan_ct.synthesis.synthesis_report import synthesis_report
+
     synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
     split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}
     groups: dict = {"train": [], "test": []}

@@ -15,11 +15,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.formats import parse_formats
-from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.constants import VOLUME_FORMATS
-from cgan_ct.synthesis.synthesis import Cascade
-from cgan_ct.synthesis.writing import write_synthetic_volumes
 
 _MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")
@@ -32,6 +28,12 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.formats import parse_formats
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.synthesis.synthesis import Cascade
+    from cgan_ct.synthesis.writing import write_synthetic_volumes
+
     formats = parse_formats(_FORMAT.value)
     count = _COUNT.value
     if count < 1:

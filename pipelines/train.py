@@ -20,16 +20,13 @@ import sys
 
 from cgan_ct.runtime import KERAS_BACKENDS, select_keras_backend
 
-select_keras_backend()  # --backend jax must reach Keras before anything below imports it
+select_keras_backend()  # --backend jax must reach Keras before anything imports it (main, below)
 
-import keras  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cgan_ct.cli import job  # noqa: E402
 from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
 from cgan_ct.constants import TASKS  # noqa: E402
-from cgan_ct.data.input_pipeline import PipelineOptions  # noqa: E402
-from cgan_ct.model.training import RunOptions, train  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
 _TASK = flags.DEFINE_enum("task", None, list(TASKS), "The condition to learn from.")
@@ -62,6 +59,12 @@ _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 
 
 
 def main(argv: list[str]) -> int:
+    # Keras and the library are imported here, not at the top: --help and --version stay fast.
+    import keras
+
+    from cgan_ct.data.input_pipeline import PipelineOptions
+    from cgan_ct.model.training import RunOptions, train
+
     if _BACKEND.value and keras.backend.backend() != _BACKEND.value:
         raise ValueError(f"--backend {_BACKEND.value}: Keras runs on {keras.backend.backend()} in this process")
     config = model_config(

@@ -18,9 +18,7 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.fit_progress import FitProgress
 from cgan_ct.config import PRESETS, coarse_config, conversion_config, model_config
-from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for datasets, runs and the cascade.")
@@ -39,6 +37,10 @@ _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' cond
 
 
 def main(argv: list[str]) -> None:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.fit_progress import FitProgress
+    from cgan_ct.synthesis.cascade_training import CascadeSettings, train_cascade
+
     preset = _PRESET.value
     settings = CascadeSettings(
         levels=_LEVELS.value,

@@ -53,8 +53,12 @@ def test_a_users_own_setting_is_kept():
 def test_configure_environment_fills_only_what_is_unset():
     environ = {"TF_NUM_INTEROP_THREADS": "3"}
     changed = runtime.configure_environment(environ, machine="x86_64", cores=6)
-    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTRAOP_THREADS": "6", "TF_NUM_INTEROP_THREADS": "3"}
-    assert changed == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTRAOP_THREADS": "6"}
+    set_here = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTRAOP_THREADS": "6", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    assert environ == set_here | {"TF_NUM_INTEROP_THREADS": "3"}
+    assert changed == set_here
+    asks_for_logs = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    runtime.configure_environment(asks_for_logs, machine="x86_64", cores=6)
+    assert asks_for_logs["TF_CPP_MIN_LOG_LEVEL"] == "0"
     arm = {}
     runtime.configure_environment(arm, machine="aarch64", cores=2)
     assert "TF_ENABLE_ONEDNN_OPTS" not in arm and arm["TF_NUM_INTRAOP_THREADS"] == "2"

@@ -227,6 +227,7 @@ def test_multi_worker_training_on_localhost(smoke_dataset, tmp_path):
     processes = []
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's logs (hidden by default) say which strategy ran
         processes.append(
             _cli(
                 "--dataset_dir",

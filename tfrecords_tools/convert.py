@@ -27,11 +27,10 @@ import sys
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.config import LowDoseConfig, conversion_config
-from cgan_ct.data.conversion import ConversionReport, convert
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.sources import read_patients_table
+
+# The conversion library is imported by _run_beam and _run_local, not here: --help and --version stay fast.
 
 _INPUT = flags.DEFINE_multi_string("input", None, "DICOM folder, volume file or root folder (repeatable).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Dataset folder to write.")
@@ -127,6 +126,9 @@ def _summary(report) -> str:
 
 
 def _run_beam(config, beam_args):
+    from cgan_ct.data.conversion import ConversionReport
+    from cgan_ct.io.sources import read_patients_table
+
     try:
         from cgan_ct.data.beam_conversion import convert_with_beam
     except ImportError:
@@ -141,6 +143,10 @@ def _run_beam(config, beam_args):
 
 
 def _run_local(config):
+    from cgan_ct.cli.progress import ProgressBar
+    from cgan_ct.data.conversion import convert
+    from cgan_ct.io.sources import read_patients_table
+
     totals = {"volumes": 0, "blocks": 0}
     bar = ProgressBar(0, "shards")
 

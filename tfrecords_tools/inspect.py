@@ -16,7 +16,6 @@ import sys
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.data.dataset_check import montage_png, summarize, verify
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "A folder written by cgan-ct-convert.")
 _MONTAGE = flags.DEFINE_string("montage", None, "Write a PNG montage of random blocks here.")
@@ -25,6 +24,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for choosing the montage blocks.")
 
 
 def main(argv: list[str]) -> int:
+    # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.data.dataset_check import montage_png, summarize, verify
+
     print(summarize(_DATASET.value))
     problems = verify(_DATASET.value)
     if _MONTAGE.value:

@@ -12,24 +12,41 @@ status 2 (with ``CGAN_CT_TRACEBACK=1`` in the environment they keep their traceb
 a ValueError can also be a bug); anything else is a bug and keeps its traceback. Missing required
 flags (or empty ones: ``--output_dir=``) and stray arguments are absl usage
 errors (exit status 1).
+
+``--help`` and ``--version`` (``cgan-ct-<job> 0.1.0``) answer before anything heavy is imported: a job
+module defines its flags with light imports only and imports the library's TensorFlow side inside
+``main``. TensorFlow's own C++ log lines are hidden (``cgan_ct.runtime``), and so are the INFO lines
+its Python side logs ("Using MirroredStrategy ...", "Writing fingerprint to ..."; under absl a
+program shows INFO by default) through the ``tensorflow``, ``absl`` and ``jax`` loggers; their
+warnings stay. ``TF_CPP_MIN_LOG_LEVEL=0`` gets all of them back; with absl's ``--logger_levels``
+(e.g. ``--logger_levels=tensorflow:INFO``) the Python loggers are left to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from cgan_ct.errors import VolumeError
+from cgan_ct.runtime import native_log_level, quiet_tensorflow_import, uninstall_quiet_import
+from cgan_ct.version import __version__
 
 INPUT_ERRORS = (VolumeError, ValueError, OSError)
 INPUT_ERROR_STATUS = 2
 TRACEBACK_ENV = "CGAN_CT_TRACEBACK"  # =1: input errors keep their traceback (a ValueError may be a bug)
 _HELP_FLAGS = {"--help", "-help", "--helpshort", "-helpshort", "-?", "--?"}
 _HELPFULL_FLAGS = {"--helpfull", "-helpfull"}
+_VERSION_FLAGS = {"--version", "-version"}
+# Python loggers of the libraries a job runs on (TensorFlow's SavedModel code logs through absl's); no
+# module of cgan-ct logs through any of them.
+_LIBRARY_LOGGERS = ("tensorflow", "jax", "absl")
 
 
 def job_name(module: str) -> str:
@@ -70,6 +87,46 @@ def _asked_for_help(argv: Sequence[str]) -> str | None:
     return None
 
 
+def asked_for_version(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> bool:
+    """A bare ``--version``. A job with a flag of that name (cgan-ct-export's ``--version N``) keeps its
+    flag where a value follows it."""
+    own_flag = "version" in flag_values
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        if arg in _VERSION_FLAGS:
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            if not own_flag or following is None or following.startswith("-"):
+                return True
+    return False
+
+
+class LibraryInfoFilter(logging.Filter):
+    """Lets a record through unless it is an INFO (or DEBUG) record of a library's logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] not in _LIBRARY_LOGGERS
+
+
+@contextlib.contextmanager
+def library_info_hidden(level: int | None = None):
+    """The libraries' INFO records kept off absl's handler (stderr) while the block runs, where TensorFlow's
+    C++ INFO is hidden (``level``: ``TF_CPP_MIN_LOG_LEVEL``, default the one in force) and the user gave no
+    ``--logger_levels``. A filter on the handler, not logger levels: TensorFlow resets those
+    (``absl.logging.set_verbosity`` while it saves a model)."""
+    level = native_log_level() if level is None else level
+    asked = "logger_levels" in flags.FLAGS and flags.FLAGS["logger_levels"].present
+    handler = absl_logging.get_absl_handler()
+    hide = LibraryInfoFilter() if level >= 1 and not asked else None
+    if hide:
+        handler.addFilter(hide)
+    try:
+        yield
+    finally:
+        if hide:
+            handler.removeFilter(hide)
+
+
 def _given(value) -> bool:
     return value is None or value not in ("", [])  # None is mark_flags_as_required's to report
 
@@ -104,14 +161,19 @@ def run(
     if asked:
         print(help_text(module, full=asked == "full"))
         sys.exit(0)
-    _require(required)
     name = job_name(module)
+    if asked_for_version(argv):
+        print(f"{name} {__version__}")
+        sys.exit(0)
+    _require(required)
+    quiet_tensorflow_import()  # main imports TensorFlow (if it does): its load-time lines are filtered
 
     def guarded(args: list[str]) -> None:
         if len(args) > 1 and not positional:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
         try:
-            status = main(args)
+            with library_info_hidden():
+                status = main(args)
         except INPUT_ERRORS as exc:
             if os.environ.get(TRACEBACK_ENV) == "1":
                 raise  # a developer asking where a "bad input" really came from
@@ -119,4 +181,7 @@ def run(
             sys.exit(INPUT_ERROR_STATUS)
         sys.exit(status or 0)
 
-    app.run(guarded, argv=argv)
+    try:
+        app.run(guarded, argv=argv)
+    finally:
+        uninstall_quiet_import()  # the filter belongs to this run (a test may call run in its own process)

@@ -1,7 +1,7 @@
 """Using a trained model on whole scans, and judging it: condition -> blocks -> prediction ->
 stitched volume in HU, the quality metrics (PSNR, SSIM, MAE, over the lungs too), the classical baselines
 a user already has (interpolation, Gaussian smoothing, non-local means), evaluation over held-out scans,
-and the report's tables and verdicts.
+and the report's tables, verdicts and figures (matplotlib, loaded only when a figure is drawn).
 
 May import ``ops``, ``io`` and the serving side of ``model`` (never its training code, never ``data``).
 """
@@ -15,7 +15,6 @@ MAY_IMPORT = ("ops", "io", "model")
 _EXPORTS = {
     "BASELINES": "baselines",
     "BlockModel": "inference",
-    "CONDITION_MODES": "inference",
     "baselines": "baselines",
     "evaluate_inputs": "evaluation",
     "infer_volume": "inference",

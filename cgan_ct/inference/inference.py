@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cgan_ct.config import LowDoseConfig
-from cgan_ct.constants import AIR_HU, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
+from cgan_ct.constants import AIR_HU, CONDITION_MODES, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
@@ -26,7 +26,6 @@ from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
 from cgan_ct.ops.lowdose import simulate_lowdose
 
-CONDITION_MODES = ("simulate", "as_is")
 _SLAB = 32  # slices per chunk when corrupting a whole volume
 
 
@@ -90,8 +89,8 @@ class BlockModel:
 def check_blocks(blocks_hu, block_size: int) -> np.ndarray:
     """``blocks_hu`` as float32 [B, N, N, N, 1] once it is that shape, real-valued and finite; else VolumeError.
 
-    The SavedModel checks the same (shipped models exported before it did
-    not), but here the message can say how many values are bad.
+    The SavedModel checks the same (models exported before issue 18 did not),
+    but here the message can say how many values are bad.
     """
     blocks_hu = np.asarray(blocks_hu)
     n = int(block_size)
