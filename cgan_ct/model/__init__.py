@@ -19,15 +19,18 @@ _EXPORTS = {
     "ModelInfo": "export",
     "RunOptions": "training",
     "RunRecord": "run_record",
+    "SessionModel": "session_loader",
     "TrainingResult": "training",
     "build_discriminator": "networks",
     "build_gan": "build",
     "build_generator": "networks",
     "export_generator": "export",
     "export_version": "export",
+    "generator_from_export": "export",
     "load_run_generator": "export",
     "resolve_model_dir": "export",
     "save_block_model": "export",
+    "save_serving_model": "export",
     "train": "training",
 }
 __all__ = sorted(_EXPORTS)

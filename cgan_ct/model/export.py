@@ -13,6 +13,12 @@ layout. Next to it, ``cgan_ct_model.json`` records block size, task, intensity
 mapping and model settings. The SavedModel needs TensorFlow only, not this
 project.
 
+Every SavedModel of the project (these, and the coarse synthesis model) is
+written by ``save_serving_model`` through ``keras.export.ExportArchive``, so
+that TF Serving and ``saved_model_cli`` (TF1 session loading) restore every
+variable, not only ``tf.saved_model.load``; ``assets.extra/`` holds TF
+Serving's warmup request (one block of the model's size to serving_default).
+
 Every signature checks its blocks first, inside the graph, because neither a
 reloaded signature nor TF Serving enforces the declared shape: a block that is
 not [batch, N, N, N, 1] fails with InvalidArgumentError "blocks_hu must be
@@ -37,9 +43,11 @@ import uuid
 
 import keras
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 
-from cgan_ct.config import LowDoseConfig
+from cgan_ct.config import LowDoseConfig, ModelConfig
 from cgan_ct.constants import (
+    AIR_HU,
     DEFAULT_FACTOR,
     DEFAULT_PEAK,
     GENERATOR_BEST,
@@ -50,6 +58,7 @@ from cgan_ct.constants import (
     SAVED_MODEL_FILE,
     SEEDED_SIGNATURE,
     SERVING_SIGNATURE,
+    WARMUP_FILE,
 )
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
@@ -59,6 +68,7 @@ from cgan_ct.ops.intensity import IntensityMapping
 MODEL_INFO = MODEL_INFO_FILE
 MODEL_FORMAT_VERSION = 1
 _WHAT = "model description"
+_VARIABLES = "variables"  # the SavedModel's collection of the generator's variables: tf.saved_model.load(d).variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,20 +179,35 @@ def resolve_model_dir(model_dir) -> tuple[pathlib.Path, int | None]:
     return folder, found[-1]
 
 
-class BlockGenerator(tf.Module):
-    """Wraps a generator with its intensity mapping; see the module docstring."""
+class BlockGenerator:
+    """A generator with its intensity mapping as the three signatures; see the module docstring.
+
+    ``endpoints()`` gives them for export; ``generate_hu_seeded`` runs one in memory (a training run's generator).
+    """
 
     def __init__(self, generator: keras.Model, mapping: IntensityMapping, block_size: int):
-        super().__init__(name="block_generator")
         self.generator = generator
         self.mapping = mapping
-        blocks = tf.TensorSpec([None, block_size, block_size, block_size, 1], tf.float32)
-        self.generate_hu = tf.function(self._generate_hu, input_signature=[blocks])
-        self.generate_hu_seeded = tf.function(
-            self._generate_hu_seeded, input_signature=[blocks, tf.TensorSpec([2], tf.int64)]
-        )
-        self.generate_normalized = tf.function(self._generate_normalized, input_signature=[blocks, blocks])
         self.block_size = int(block_size)
+        n = self.block_size
+        self._blocks = tf.TensorSpec([None, n, n, n, 1], tf.float32)
+        self._seed = tf.TensorSpec([2], tf.int64)
+        # One function for the network, called by every signature: the SavedModel holds its graph once, not thrice.
+        self._network = tf.function(self._generate, input_signature=[self._blocks, self._blocks])
+        self.generate_hu_seeded = tf.function(self._generate_hu_seeded, input_signature=[self._blocks, self._seed])
+
+    def endpoints(self) -> dict[str, tuple]:
+        """Signature name -> (function, input signature), serving_default first."""
+        return {
+            SERVING_SIGNATURE: (self._generate_hu, [self._blocks]),
+            SEEDED_SIGNATURE: (self._generate_hu_seeded, [self._blocks, self._seed]),
+            NORMALIZED_SIGNATURE: (self._generate_normalized, [self._blocks, self._blocks]),
+        }
+
+    def warmup_inputs(self) -> dict:
+        """One serving_default request: one block of air (-1024 HU), stored as one value and its shape."""
+        n = self.block_size
+        return {"blocks_hu": tf.make_tensor_proto(float(AIR_HU), tf.float32, [1, n, n, n, 1])}
 
     def _checked(self, blocks, name: str):
         """``blocks`` once its shape is [batch, N, N, N, 1] and every value finite; else InvalidArgumentError.
@@ -198,9 +223,11 @@ class BlockGenerator(tf.Module):
         with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=8)]):
             return tf.debugging.assert_all_finite(blocks, f"{name} holds NaN or Inf")
 
+    def _generate(self, condition, noise):
+        return tf.cast(self.generator([condition, noise], training=False), tf.float32)
+
     def _hu(self, blocks_hu, noise):
-        condition = self.mapping.forward_tf(blocks_hu)
-        generated = tf.cast(self.generator([condition, noise], training=False), tf.float32)
+        generated = self._network(self.mapping.forward_tf(blocks_hu), noise)
         return {"blocks_hu": self.mapping.inverse_tf(generated)}
 
     def _generate_hu(self, blocks_hu):
@@ -213,7 +240,7 @@ class BlockGenerator(tf.Module):
 
     def _generate_normalized(self, condition, noise):
         condition, noise = self._checked(condition, "condition"), self._checked(noise, "noise")
-        return {"generated": tf.cast(self.generator([condition, noise], training=False), tf.float32)}
+        return {"generated": self._network(condition, noise)}
 
 
 def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, RunRecord]:
@@ -231,6 +258,32 @@ def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, 
     return keras.models.load_model(found[0], compile=False), run
 
 
+def generator_from_export(model_dir) -> keras.Model:
+    """The generator of a block model exported by cgan-ct, rebuilt from its recorded settings with its saved weights.
+
+    Reads exports of either writer: ``save_serving_model``'s (the variables as one collection) and the one
+    before issue 36 (a tf.Module holding the Keras model, which TF Serving could not run), so that an old
+    export can be written again: ``save_block_model(generator_from_export(old), ModelInfo.load(old), new)``.
+    (The old writer kept no dropout seed state; a generator rebuilt from it draws new ones, unused at inference.)
+    VolumeError for a model that records no settings (saved outside a training run).
+    """
+    from cgan_ct.model.networks import build_generator
+
+    model_dir = pathlib.Path(model_dir)
+    info = ModelInfo.load(model_dir)
+    if not info.model:
+        raise VolumeError(model_dir, "records no model settings to rebuild its generator from")
+    generator = build_generator(ModelConfig(**info.model))
+    weights = str(model_dir / "variables" / "variables")
+    names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(weights)}
+    if _VARIABLES in names:
+        checkpoint = tf.train.Checkpoint(**{_VARIABLES: [v.value for v in generator.variables]})
+    else:
+        checkpoint = tf.train.Checkpoint(generator=generator)
+    checkpoint.read(weights).assert_existing_objects_matched()
+    return generator
+
+
 def save_block_model(generator: keras.Model, info: ModelInfo, output_dir, overwrite: bool = False) -> pathlib.Path:
     """Saves ``generator`` with its intensity mapping as a SavedModel folder, atomically.
 
@@ -240,19 +293,21 @@ def save_block_model(generator: keras.Model, info: ModelInfo, output_dir, overwr
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise VolumeError(output_dir, "exists and is not empty; not overwriting")
-    module = BlockGenerator(generator, info.mapping, int(info.block_size))
-    signatures = {
-        SERVING_SIGNATURE: module.generate_hu,
-        SEEDED_SIGNATURE: module.generate_hu_seeded,
-        NORMALIZED_SIGNATURE: module.generate_normalized,
-    }
-    info = dataclasses.replace(info, signatures=tuple(sorted(signatures)))
-    return save_module_atomic(module, signatures, output_dir, MODEL_INFO, info.to_json())
+    served = BlockGenerator(generator, info.mapping, int(info.block_size))
+    endpoints = served.endpoints()
+    info = dataclasses.replace(info, signatures=tuple(sorted(endpoints)))
+    return save_serving_model(generator, endpoints, served.warmup_inputs(), output_dir, MODEL_INFO, info.to_json())
 
 
-def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_name: str, info: dict) -> pathlib.Path:
-    """Saves ``module`` as a SavedModel folder with ``info`` as JSON file ``info_name`` inside.
+def save_serving_model(
+    generator: keras.Model, endpoints: dict, warmup_inputs: dict, output_dir, info_name: str, info: dict
+) -> pathlib.Path:
+    """Writes ``generator``'s ``endpoints`` as a SavedModel folder through keras.export.ExportArchive, atomically.
 
+    ``endpoints``: signature name -> (function, input signature); the first is also
+    served as serving_default unless one has that name. ``warmup_inputs``
+    (input name -> array or TensorProto) is one serving_default request, written
+    as TF Serving's warmup file; ``info`` is written as JSON file ``info_name``.
     Written beside ``output_dir`` under a temporary name and moved into place
     only when complete, so a crash leaves the previous folder (or none).
     """
@@ -260,7 +315,15 @@ def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_nam
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
     try:
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        archive = keras.export.ExportArchive()
+        for name, (function, input_signature) in endpoints.items():
+            archive.add_endpoint(name, function, input_signature)
+        # The TensorFlow variables under the Keras ones, not archive.track(generator): tracking adds Keras'
+        # variable wrappers, each of which writes a second handle that the graph's restore op never fills
+        # (a TF1 loader, as TF Serving's, finds 29 of the smoke generator's 85 handles uninitialized).
+        archive.add_variable_collection(_VARIABLES, [v.value for v in generator.variables])
+        archive.write_out(str(tmp), verbose=False)
+        write_warmup_requests(tmp, warmup_inputs)
         (tmp / info_name).write_text(json.dumps(info, indent=1))
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -268,6 +331,26 @@ def save_module_atomic(module: tf.Module, signatures: dict, output_dir, info_nam
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def write_warmup_requests(model_dir, inputs: dict, signature: str = SERVING_SIGNATURE) -> pathlib.Path:
+    """Writes TF Serving's warmup file: one PredictionLog of a ``signature`` request with ``inputs``.
+
+    ``inputs``: input name -> array or TensorProto. The model name is left empty: a
+    server replays the file for the version it loads from, whatever it calls the model.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
+    for name, value in inputs.items():
+        proto = value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value)
+        request.inputs[name].CopyFrom(proto)
+    record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    path = pathlib.Path(model_dir) / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(record.SerializeToString())
+    return path
 
 
 def export_version(

@@ -1,8 +1,10 @@
 """The trained coarse generator as a SavedModel (signature ``generate``), and loading it back.
 
 Beside the SavedModel, ``cgan_ct_coarse.json`` records its in-plane size and
-intensity mapping. Serving needs TensorFlow only; this module never imports
-the training code.
+intensity mapping. Written by the block models' writer
+(cgan_ct.model.export.save_serving_model: keras.export.ExportArchive, TF
+Serving's warmup request, atomic). Serving needs TensorFlow only; this module
+never imports the training code.
 """
 
 from __future__ import annotations
@@ -15,28 +17,35 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.config import CoarseConfig
-from cgan_ct.constants import COARSE_INFO_FILE, COARSE_SIGNATURE, SAVED_MODEL_FILE
+from cgan_ct.constants import COARSE_INFO_FILE, COARSE_SIGNATURE, SAVED_MODEL_FILE, SERVING_SIGNATURE
 from cgan_ct.errors import VolumeError
-from cgan_ct.model.export import save_module_atomic
+from cgan_ct.model.export import save_serving_model
 from cgan_ct.ops.intensity import IntensityMapping
 from cgan_ct.synthesis.coarse_networks import LATENT_SIZE, broadcast_position, draw_noise, positions
 
 COARSE_INFO = COARSE_INFO_FILE
+_WARMUP_DEPTH = 4  # slices of the warmup request
 
 
-class CoarseModule(tf.Module):
-    """The coarse generator with its intensity mapping: ``generate(seed int64 [2], depth int32 [])``
-    -> {"volume_hu": float32 [depth, S, S]}, reproducible for a seed."""
+class CoarseModule:
+    """The coarse generator with its intensity mapping as the signature ``generate(seed int64 [2], depth int32 [])``
+    -> {"volume_hu": float32 [depth, S, S]}, reproducible for a seed; also served as serving_default."""
 
     def __init__(self, generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig):
-        super().__init__(name="coarse_generator")
         self.generator, self.mapping, self.config = generator, mapping, config
-        self.generate = tf.function(
-            self._generate, input_signature=[tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)]
-        )
+
+    def endpoints(self) -> dict[str, tuple]:
+        """Signature name -> (function, input signature)."""
+        return {COARSE_SIGNATURE: (self._generate, [tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)])}
+
+    def warmup_inputs(self) -> dict:
+        """One serving_default request: a few slices of a fixed seed."""
+        return {"seed": np.array([0, 0x5EED], np.int64), "depth": np.array(_WARMUP_DEPTH, np.int32)}
 
     def _generate(self, seed, depth):
-        code, latent = draw_noise(seed, 1, depth, self.config.latent_channels)
+        check = tf.debugging.assert_positive(depth, "depth must be at least 1 slice")
+        with tf.control_dependencies([check]):
+            code, latent = draw_noise(seed, 1, depth, self.config.latent_channels)
         position = broadcast_position(positions(depth)[None], LATENT_SIZE)
         volume = self.generator([code, latent, position], training=False)[0, ..., 0]
         return {"volume_hu": self.mapping.inverse_tf(volume)}
@@ -45,10 +54,11 @@ class CoarseModule(tf.Module):
 def save_coarse_model(
     generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig, output_dir, info: dict | None = None
 ) -> pathlib.Path:
-    """Writes the coarse generator as a SavedModel folder (signature ``generate``), atomically."""
-    module = CoarseModule(generator, mapping, config)
-    record = {**(info or {}), "size": config.size, "intensity": mapping.to_json(), "signatures": [COARSE_SIGNATURE]}
-    return save_module_atomic(module, {COARSE_SIGNATURE: module.generate}, output_dir, COARSE_INFO, record)
+    """Writes the coarse generator as a SavedModel folder (signature ``generate``, also serving_default), atomically."""
+    served = CoarseModule(generator, mapping, config)
+    signatures = [COARSE_SIGNATURE, SERVING_SIGNATURE]
+    record = {**(info or {}), "size": config.size, "intensity": mapping.to_json(), "signatures": signatures}
+    return save_serving_model(generator, served.endpoints(), served.warmup_inputs(), output_dir, COARSE_INFO, record)
 
 
 class CoarseModel:
