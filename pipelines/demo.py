@@ -34,6 +34,8 @@ def main(argv: list[str]) -> None:
         settings = DemoSettings(**{**settings.__dict__, "budget_minutes": _BUDGET.value})
     if _PRETRAINED.value:
         settings = DemoSettings(**{**settings.__dict__, "pretrained": True})
+    if _DATA.value:
+        job.warn_if_default_salt("cgan-ct-demo")  # the user's own scans: their pseudonyms need the user's key
     bars = []
 
     def progress(done, total):
@@ -64,9 +66,10 @@ def main(argv: list[str]) -> None:
             f"({c['vs_condition']} its condition, {c['condition_db']:.2f} dB{baseline})"
         )
     if _PRETRAINED.value:
-        print(
-            "  models: the shipped pretrained:denoise and pretrained:depixelate (cgan-ct-infer --model pretrained:NAME)"
-        )
+        from cgan_ct.demo.run import PRETRAINED_MODELS
+
+        shipped = ", ".join(PRETRAINED_MODELS.values())
+        print(f"  models: the shipped {shipped} (cgan-ct-infer --model pretrained:NAME)")
     else:
         print(f"  models (SavedModels, TF Serving layout): {out}/models/<task>/1/    training runs: {out}/runs/<task>")
     print(f"  stitched volumes (NIfTI, DICOM): {out}/volumes/<task>/")

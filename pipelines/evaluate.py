@@ -5,14 +5,18 @@
 
 MODEL is an exported model folder (a version folder, or cgan-ct-export's
 --output_dir: its highest version), a training run folder or a shipped model
-(pretrained:denoise, pretrained:denoise-peak128, pretrained:depixelate);
+(pretrained:denoise, pretrained:denoise-peak128, pretrained:depixelate,
+pretrained:lowdose);
 "TASK=" may be left out (the model's task).
 
 Writes REPORT_DIR/results.csv (one row per patient, task, method, region),
 report.md (tables averaged over patients, whole volume and lungs) and
-figures/ (original | generated | difference, and 32 x 32 close-ups), and
+figures/ (condition | model | best baseline | original in the lung and
+soft-tissue windows, both errors on one scale, and a 32 x 32 close-up where
+the model's error differs most from the baseline's), and
 says whether each model uses its noise input (output spread over two draws).
---bm3d adds BM3D to the denoising baselines (about 8 s per 512 x 512 slice).
+--bm3d adds BM3D to the denoising baselines (about 8 s per 512 x 512 slice;
+needs pip install 'cgan-ct[bm3d]': its licence allows non-commercial use only).
 
 With --no_reference the inputs are real noisy scans (e.g. low-dose) denoised
 as they are: no_reference.md / .csv give the soft-tissue and air noise and the
@@ -93,7 +97,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    job.run(main, __name__, required=("model", "input", "output_dir"))
+    job.run(main, __name__, required=("model", "input", "output_dir"), patients=True)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    job.run(main, __name__, positional=True)
+    job.run(main, __name__, positional=True, patients=True)
 
 
 if __name__ == "__main__":

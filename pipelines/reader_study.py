@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    job.run(main, __name__, required=("real", "generated", "output_dir"))
+    job.run(main, __name__, required=("real", "generated", "output_dir"), patients=True)
 
 
 if __name__ == "__main__":

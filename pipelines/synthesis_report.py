@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    job.run(main, __name__, required=("synthetic", "input", "dataset_dir", "output_dir"))
+    job.run(main, __name__, required=("synthetic", "input", "dataset_dir", "output_dir"), patients=True)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def test_serving_clamps_out_of_range_hu_to_the_mapping_range_as_documented(model
     np.testing.assert_array_equal(run(1e6), run(CLIP_HU[1]))
     np.testing.assert_array_equal(run(-1e6), run(CLIP_HU[0]))
     assert "clamped to [-1024, 3071] HU" in export.__doc__
-    assert "clamped to [-1024, 3071] HU" in (REPO / "README.md").read_text()
+    assert "outside [-1024, 3071] are clamped" in (REPO / "docs" / "serving.md").read_text()
 
 
 def test_python_side_checks_blocks_before_calling_the_model(model_dir, monkeypatch):

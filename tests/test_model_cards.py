@@ -75,3 +75,9 @@ def test_headline_and_verdicts_on_a_made_up_table():
 def test_unknown_series_are_named_not_invented():
     assert model_card.source("some-hospital-series") == ("some-hospital-series", "unknown", "-")
     assert json.dumps(model_card.source("lidc-idri-0001")).count("CC BY 3.0") == 1
+
+
+def test_the_evaluate_help_names_every_shipped_model():
+    doc = (ROOT / "pipelines" / "evaluate.py").read_text().split('"""')[1]
+    missing = [name for name in SHIPPED if f"pretrained:{name}" not in doc]
+    assert not missing, f"cgan-ct-evaluate --help does not name {missing}"

@@ -67,7 +67,7 @@ def test_the_promised_models_ship_small_with_cards():
     assert total <= 10e6, f"shipped models take {total / 1e6:.1f} MB"
     for name in SHIPPED:
         card = (pretrained.PRETRAINED_DIR / name / pretrained.MODEL_CARD_FILE).read_text()
-        assert "not for diagnosis" in card and "Held-out real patients" in card and HELDOUT in card
+        assert "not for diagnosis" in card and "held-out real patients" in card and HELDOUT in card
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    job.run(main, __name__, required=("input", "output_dir"), positional=True)
+    job.run(main, __name__, required=("input", "output_dir"), positional=True, patients=True)
 
 
 if __name__ == "__main__":

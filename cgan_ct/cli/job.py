@@ -35,6 +35,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.pseudonym import DEFAULT_SALT_WARNING, uses_default_salt
 from cgan_ct.runtime import native_log_level, quiet_tensorflow_import, uninstall_quiet_import
 from cgan_ct.version import __version__
 
@@ -140,12 +141,22 @@ def _require(required: Sequence[str]) -> None:
         flags.register_validator(name, _given, message=f"--{name} must not be empty")
 
 
+def warn_if_default_salt(name: str) -> None:
+    """One warning line on stderr when the pseudonyms would be keyed by the public default salt.
+
+    Reads the job's ``--salt`` flag where it has one (after flags are parsed), else ``$CGAN_CT_SALT``."""
+    salt = flags.FLAGS["salt"].value if "salt" in flags.FLAGS else None
+    if uses_default_salt(salt):
+        print(f"{name}: warning: {DEFAULT_SALT_WARNING}", file=sys.stderr)
+
+
 def run(
     main: Callable[[list[str]], int | None],
     module: str,
     required: Sequence[str] = (),
     positional: bool = False,
     argv: Sequence[str] | None = None,
+    patients: bool = False,
 ) -> None:
     """Parses flags and runs ``main``; exits with its status. See the module docstring.
 
@@ -155,6 +166,8 @@ def run(
       required: flags that must be given.
       positional: whether the job takes positional arguments (else they are a usage error).
       argv: the command line (default ``sys.argv``).
+      patients: whether the job reads patients' scans and names them by pseudonym: then it warns when the
+        pseudonyms would be keyed by the public default salt.
     """
     argv = list(sys.argv if argv is None else argv)
     asked = _asked_for_help(argv)
@@ -171,6 +184,8 @@ def run(
     def guarded(args: list[str]) -> None:
         if len(args) > 1 and not positional:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
+        if patients:
+            warn_if_default_salt(name)
         try:
             with library_info_hidden():
                 status = main(args)

@@ -17,6 +17,7 @@ fitted on training volumes (never on the patient being scored).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,6 +99,18 @@ def bm3d_slices(condition_hu: np.ndarray, sigma_hu: float) -> np.ndarray:
     return np.stack([one(image) for image in np.asarray(condition_hu, np.float32)]).astype(np.float32)
 
 
+BM3D_MISSING = (
+    "the BM3D baseline needs the bm3d package, which is not installed by default because its licence allows "
+    "non-commercial use only: pip install 'cgan-ct[bm3d]'"
+)
+
+
+def check_available(skip=SLOW_BASELINES) -> None:
+    """Raises ValueError, before any work, when a baseline that will run needs a package that is missing."""
+    if "bm3d" not in skip and importlib.util.find_spec("bm3d") is None:
+        raise ValueError(BM3D_MISSING)
+
+
 BASELINES = {
     DEPIXELATE: ("trilinear", "tricubic"),
     DENOISE: ("gaussian", "non_local_means", "bm3d"),
@@ -122,6 +135,7 @@ def baselines(
     times the condition's own, the protocol's for denoise, estimated from it for lowdose); what is
     not given is the default (scale 1).
     """
+    check_available(skip)
     params = params or {}
     noise = {}
 

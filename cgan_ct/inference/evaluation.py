@@ -9,7 +9,7 @@ import numpy as np
 
 from cgan_ct.constants import AIR_HU
 from cgan_ct.inference import figures, report
-from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, seam_score, tuned_params
+from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, check_available, seam_score, tuned_params
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.inference.metrics import quality
 from cgan_ct.io.volume import Volume
@@ -125,6 +125,7 @@ def evaluate_inputs(
     for the report; ``noise_spread`` measures each model's output spread over noise draws (a second
     inference of up to 64 slices).
     """
+    check_available(skip_baselines)  # before a scan is read or a folder made
     out = pathlib.Path(output_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     rows, total, done = [], len(inputs) * len(models), 0

@@ -25,6 +25,17 @@ def resolve_salt(salt: str | None = None) -> str:
     return os.environ.get(SALT_ENV) or DEFAULT_SALT
 
 
+def uses_default_salt(salt: str | None = None) -> bool:
+    """Whether pseudonyms would be keyed by the public default (no salt given, $CGAN_CT_SALT unset)."""
+    return resolve_salt(salt) == DEFAULT_SALT
+
+
+DEFAULT_SALT_WARNING = (
+    f"{SALT_ENV} is not set: pseudonyms are keyed by the public default, so anyone who can guess a patient "
+    f"id can compute its pseudonym; set {SALT_ENV} to a secret of your own for real patients"
+)
+
+
 def pseudonym(kind: str, value: str, salt: str | None = None) -> str:
     """A stable pseudonymous id such as ``vol-3f2a...`` for ``value``.
 
