@@ -92,7 +92,7 @@ setup(
             "pretrained_models/*/*.pb",
             "pretrained_models/*/*.json",
             "pretrained_models/*/*.md",
-            "pretrained_models/*/*.png",
+            "pretrained_models/*/*.jpg",
             "pretrained_models/*/variables/*",
             "pretrained_models/*/assets.extra/*",  # TF Serving's warmup request
         ]

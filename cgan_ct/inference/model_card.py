@@ -19,7 +19,9 @@ from cgan_ct.inference.report import verdict
 CARD_FILE = "card.json"
 SCORES_FILE = "scores.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
-EXAMPLE_FIGURE = "example.png"
+EXAMPLE_FIGURE = "example.jpg"
+EXAMPLE_SLICES = 32  # the example is drawn from this many central slices of a held-out scan
+EXAMPLE_DPI = 100
 
 # Where each training or held-out series comes from: collection, licence, where to get it. Keyed by the
 # series folder's name prefix in the shared CT sample (../shared/data/ct/README.md).
@@ -236,6 +238,10 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         lines += [
             "## Example",
             "",
+            f"The middle slice of the central {EXAMPLE_SLICES} slices of the held-out series "
+            f"{card['heldout'][0]}: condition, model, best baseline and original in the lung and soft-tissue "
+            "windows, both errors on one scale; PSNR over the slice shown.",
+            "",
             f"![condition, model, best baseline, original on a held-out patient]({EXAMPLE_FIGURE})",
             "",
         ]
@@ -262,4 +268,28 @@ def write_model_card(folder) -> pathlib.Path:
     card, rows = load_card(folder)
     path = folder / MODEL_CARD_FILE
     path.write_text(render_model_card(card, rows, (folder / EXAMPLE_FIGURE).exists()))
+    return path
+
+
+def write_example_figure(folder, ct_path) -> pathlib.Path:
+    """Draws ``example.jpg`` of the shipped model in ``folder`` on the central slices of the scan at ``ct_path``."""
+    import dataclasses
+
+    from cgan_ct.inference import figures
+    from cgan_ct.inference.evaluation import evaluate_volume
+    from cgan_ct.inference.inference import BlockModel
+    from cgan_ct.io.volume_io import read_volume
+
+    folder = pathlib.Path(folder)
+    volume = read_volume(ct_path)
+    start = max(0, volume.shape[0] // 2 - EXAMPLE_SLICES // 2)
+    slab = dataclasses.replace(volume, hu=volume.hu[start : start + EXAMPLE_SLICES])
+    model = BlockModel(folder)
+    figure = evaluate_volume(slab, model.info.task, model, noise_spread=False).figure
+    body = figures.slice_body(figure.original)
+    size = min(figures.CLOSEUP_PX, *figure.original.shape)
+    box = (*figures.closeup_origin(figure.original, figure.model, figure.baseline, size, body), size)
+    drawing = figures.draw_comparison(figure, scales_hu=figures.error_scales_hu(figure, body), box=box)
+    path = folder / EXAMPLE_FIGURE
+    drawing.savefig(path, dpi=EXAMPLE_DPI, pil_kwargs={"quality": 85})
     return path
