@@ -19,33 +19,44 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+WARMUP_STEPS = 2
+
+
+def _import_project() -> None:
+    """cgan_ct importable, and imported first (oneDNN and threads are set before TensorFlow is imported)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import cgan_ct  # noqa: F401
+
+
+def build(preset: str, steps: int, batch: int | None = None):
+    """The preset's compiled ConditionalGAN on this process's backend, its schedule (if any) ``steps`` long."""
+    _import_project()
+    from cgan_ct.config import model_config
+    from cgan_ct.model.build import build_gan
+
+    return build_gan(model_config(preset, global_batch_size=batch), seed=0, total_steps=steps)
 
 
 def _child(preset: str, steps: int, batch: int | None) -> None:
     import time
 
+    _import_project()
+    import keras
     import numpy as np
 
-    sys.path.insert(0, str(REPO))
-    # isort: off
-    import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
-
-    # isort: on
-    import keras
-
     from cgan_ct.config import model_config
-    from cgan_ct.model.build import build_gan
 
-    config = model_config(preset, **({"global_batch_size": batch} if batch else {}))
-    batch = config.global_batch_size
-    gan = build_gan(config, seed=0, total_steps=steps + 10)
-    n = config.block_size
+    config = model_config(preset, global_batch_size=batch)
+    batch, n = config.global_batch_size, config.block_size
+    gan = build(preset, WARMUP_STEPS + steps, batch)
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (batch * steps, n, n, n, 1)).astype(np.float32)
+    x = rng.uniform(-1, 1, (batch * max(steps, WARMUP_STEPS), n, n, n, 1)).astype(np.float32)
     y = np.clip(x + 0.05, -1, 1).astype(np.float32)
-    gan.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    warmup, timed = WARMUP_STEPS * batch, steps * batch
+    gan.fit(x[:warmup], y[:warmup], batch_size=batch, epochs=1, verbose=0, shuffle=False)
     start = time.perf_counter()
-    gan.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    gan.fit(x[:timed], y[:timed], batch_size=batch, epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     print(json.dumps({"backend": keras.backend.backend(), "batch": batch, "blocks_per_s": batch * steps / seconds}))
 

@@ -8,6 +8,8 @@
 # each off and on, and writes OUT/devices.txt, OUT/model_bench.jsonl (one JSON line per
 # preset and setting) and OUT/log.txt. For scale: the paper trained at about 24 blocks/s on
 # two RTX 2080 Ti; one current GPU should train the paper preset at 100x that or more.
+# SMOKE=1: one tiny run (smoke preset, batch 1, no timing loop, XLA and mixed precision off) on any device,
+# CPU included: the test suite's run (tests/test_benchmarks.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu_out}
@@ -15,13 +17,18 @@ PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 : > "$OUT/model_bench.jsonl"
 "$PY" -c "import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices('GPU'))" | tee "$OUT/devices.txt"
-if ! grep -q "GPU" "$OUT/devices.txt"; then
-  echo "no GPU visible to TensorFlow; see $OUT/devices.txt" >&2
-  exit 1
+if [ "${SMOKE:-0}" = 1 ]; then
+  SETTINGS=(false) ARGS=(--presets smoke --seconds 0 --batch 1 --matmul 256 --conv 1)
+else
+  SETTINGS=(false true) ARGS=(--presets cpu,paper --seconds 5)
+  if ! grep -q "GPU" "$OUT/devices.txt"; then
+    echo "no GPU visible to TensorFlow; see $OUT/devices.txt" >&2
+    exit 1
+  fi
 fi
-for mixed in false true; do
-  for xla in false true; do
-    timeout 70 "$PY" benchmarks/model_bench.py --presets cpu,paper --seconds 5 \
+for mixed in "${SETTINGS[@]}"; do
+  for xla in "${SETTINGS[@]}"; do
+    timeout 70 "$PY" benchmarks/model_bench.py "${ARGS[@]}" \
       --mixed_precision="$mixed" --jit_compile="$xla" --output "$OUT/model_bench.jsonl" 2>&1 \
       | grep -v -E "^(I|W)0000" | tee -a "$OUT/log.txt" || echo "run mixed=$mixed xla=$xla failed or timed out" | tee -a "$OUT/log.txt"
   done

@@ -41,6 +41,8 @@ from cgan_ct.model.build import build_gan  # noqa: E402
 from cgan_ct.model.networks import build_generator, conv_flops_per_block  # noqa: E402
 from cgan_ct.runtime import cpu_model  # noqa: E402
 
+WARMUP_STEPS = 2  # fitted before the timed steps: tracing and XLA compilation
+
 
 def _timed(fn, repeats: int) -> float:
     """Median seconds of ``fn()`` (which blocks until done) after one warm-up call."""
@@ -86,24 +88,32 @@ def train_flops_per_block(config) -> int:
     return 3 * (conv_flops_per_block(build_generator(config)) + 3 * conv_flops_per_block(build_discriminator(config)))
 
 
+def build(preset: str, batch: int, precision: str, steps: int):
+    """The preset's compiled ConditionalGAN in ``precision`` (float32, bfloat16), its schedule (if any) ``steps``
+    long."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        config = model_config(preset, global_batch_size=batch, mixed_precision=False)
+        return build_gan(config, seed=0, total_steps=steps)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def train_rows(preset: str, batches, precisions, steps: int, conv_peak: dict) -> list[dict]:
     rows = []
     for precision in precisions:
         for batch in batches:
-            previous = keras.config.dtype_policy()
-            keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-            try:
-                config = model_config(preset, global_batch_size=batch, mixed_precision=False)
-                gan = build_gan(config, seed=0)
-            finally:
-                keras.config.set_dtype_policy(previous)
+            config = model_config(preset, global_batch_size=batch)
+            gan = build(preset, batch, precision, WARMUP_STEPS + steps)
             n = config.block_size
             rng = np.random.default_rng(0)
-            x = rng.uniform(-1, 1, (batch * steps, n, n, n, 1)).astype(np.float32)
+            x = rng.uniform(-1, 1, (batch * max(steps, WARMUP_STEPS), n, n, n, 1)).astype(np.float32)
             y = np.clip(x + 0.05, -1, 1).astype(np.float32)
-            gan.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)  # compile
+            warmup, timed = WARMUP_STEPS * batch, steps * batch
+            gan.fit(x[:warmup], y[:warmup], batch_size=batch, epochs=1, verbose=0, shuffle=False)  # compile
             start = time.perf_counter()
-            gan.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+            gan.fit(x[:timed], y[:timed], batch_size=batch, epochs=1, verbose=0, shuffle=False)
             seconds = time.perf_counter() - start
             blocks_per_s = batch * steps / seconds
             flops = train_flops_per_block(config) * blocks_per_s

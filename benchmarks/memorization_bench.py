@@ -1,8 +1,8 @@
 """Cost and sensitivity of the memorization check at every shift, on real chest CT.
 
-Volumes from ../shared/data/ct, centre-cropped or padded to 512 x 512 (``fit_plane``): three training volumes
-(80-100 slices), one held-out patient (its middle 64 slices) and one more patient as the "synthetic" volume
-(64 slices: a 512 x 512 x 64 synthetic volume, novel by construction). It measures:
+Volumes from ../shared/data/ct (``--ct_dir``), centre-cropped or padded to 512 x 512 (``--size``; ``fit_plane``):
+three training volumes (80-100 slices), one held-out patient (its middle 64 slices, ``--slices``) and one more
+patient as the "synthetic" volume (64 slices: a 512 x 512 x 64 synthetic volume, novel by construction). It measures:
 
 1. seconds per synthetic volume against N = 1, 2, 3 training volumes (the search of the synthetic blocks
    alone), against the 120 s target;
@@ -12,7 +12,7 @@ Volumes from ../shared/data/ct, centre-cropped or padded to 512 x 512 (``fit_pla
 3. the false-flag rate: the novel patient, checked as "synthetic", must have 0 flagged blocks;
 4. the coarse level (every 8th voxel) on the same volumes.
 
-  python benchmarks/memorization_bench.py [--copy_slices 40]
+  python benchmarks/memorization_bench.py [--copy_slices 40] [--ct_dir ../shared/data/ct] [--size 512] [--slices 64]
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ from cgan_ct.synthesis.memorization_report import (
 )
 from cgan_ct.synthesis.memorization_search import grid_blocks, nearest_at_every_shift
 
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
+
 _COPY_SLICES = flags.DEFINE_integer("copy_slices", 40, "Slices of each shifted copy.")
 _TARGET_S = flags.DEFINE_float("target_s", 120.0, "Seconds per synthetic volume against 3 training volumes.")
-
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
+_CT = flags.DEFINE_string("ct_dir", str(DATA), "Folder of the real CT series (the names below).")
+_SIZE = flags.DEFINE_integer("size", 512, "In-plane size every volume is centre-cropped or padded to.")
+_SLICES = flags.DEFINE_integer("slices", 64, "Middle slices of the held-out and the 'synthetic' volume.")
 TRAINING = ("covid-ct-md-P001", "covid-ct-md-cap001", "lidc-idri-0001")
 HELDOUT = "covid-ct-md-normal001"
 NOVEL = "lung-pet-ct-dx-A0001"
@@ -48,7 +51,7 @@ AIR_HU = -1024
 
 
 def _load(name: str, slices: int | None = None) -> np.ndarray:
-    hu = fit_plane(read_volume(str(DATA / name)).hu, 512)
+    hu = fit_plane(read_volume(str(pathlib.Path(_CT.value) / name)).hu, _SIZE.value)
     if slices is not None and hu.shape[0] > slices:
         start = (hu.shape[0] - slices) // 2
         hu = hu[start : start + slices]
@@ -80,7 +83,8 @@ def _scaling(training, novel) -> list[str]:
         found, wall, cpu = _timed(lambda n=n: nearest_at_every_shift(queries, training[:n]))
         slices = "+".join(str(t.shape[0]) for t in training[:n])
         rows.append(f"| {n} | {slices} | {found.positions:,} | {wall:.1f} | {cpu:.1f} | {wall / _TARGET_S.value:.2f} |")
-    rows.append(f"\n{len(queries)} synthetic blocks (32^3) of one 512 x 512 x 64 volume, mirrors: none and left-right.")
+    shape = " x ".join(str(n) for n in novel.shape[::-1])
+    rows.append(f"\n{len(queries)} synthetic blocks (32^3) of one {shape} volume, mirrors: none and left-right.")
     return rows
 
 
@@ -123,14 +127,19 @@ def _coarse(training, heldout, novel) -> list[str]:
 
 def main(argv) -> None:
     del argv
-    if not DATA.is_dir():
-        raise SystemExit(f"real CT sample not found at {DATA}")
+    if not pathlib.Path(_CT.value).is_dir():
+        raise SystemExit(f"real CT sample not found at {_CT.value}")
     cpu_model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.strip()
     training = [_load(name) for name in TRAINING]
-    heldout, novel = _load(HELDOUT, 64), _load(NOVEL, 64)
+    heldout, novel = _load(HELDOUT, _SLICES.value), _load(NOVEL, _SLICES.value)
     print(f"# Memorization check at every shift\n\n{cpu_model}\n")
-    for lines in (_scaling(training, novel), _sensitivity(training, heldout, novel), _coarse(training, heldout, novel)):
-        print("\n".join(lines) + "\n", flush=True)
+    sections = (
+        lambda: _scaling(training, novel),
+        lambda: _sensitivity(training, heldout, novel),
+        lambda: _coarse(training, heldout, novel),
+    )
+    for section in sections:  # each printed as it is done
+        print("\n".join(section()) + "\n", flush=True)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"Peak resident memory of the process: {peak_gib:.2f} GiB.")
 

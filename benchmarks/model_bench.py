@@ -11,7 +11,7 @@ the same run on the same device: a large Conv3D (64 -> 64 channels, 3^3 kernel,
 TensorFlow's oneDNN kernels are on, and the thread settings.
 
   python benchmarks/model_bench.py [--presets cpu,paper] [--seconds 10] [--batch N]
-                                   [--mixed_precision] [--jit_compile] [--output FILE]
+                                   [--mixed_precision] [--jit_compile] [--output FILE] [--matmul 4096] [--conv 8]
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from tensorflow.python.util import _pywrap_util_port
 
 from cgan_ct import runtime
 from cgan_ct.config import model_config
+from cgan_ct.model.build import build_gan
+from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator, conv_flops_per_block
-from cgan_ct.model.training import build_gan
 
 _PRESETS = flags.DEFINE_list("presets", ["cpu", "paper"], "Model presets to measure.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of timing per figure (after warm-up).")
@@ -39,6 +40,12 @@ _BATCH = flags.DEFINE_integer("batch", None, "Batch (default: the preset's globa
 _MIXED = flags.DEFINE_bool("mixed_precision", False, "Mixed float16.")
 _XLA = flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also append the figures as one JSON line to this file.")
+_MATMUL = flags.DEFINE_integer("matmul", 4096, "Edge of the matmul peak's square matrices.")
+_CONV = flags.DEFINE_integer("conv", 8, "Batch of the conv3d peak (32^3 voxels, 64 -> 64 channels).")
+
+# The length of a preset's learning-rate schedule (the cpu preset's cosine needs one): the loops here run for
+# a time, not a step count, and the rate a schedule sets does not change what a step costs.
+SCHEDULE_STEPS = 1000
 
 
 def _rate(fn, items: int, seconds: float) -> float:
@@ -51,13 +58,13 @@ def _rate(fn, items: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def conv_peak_gflops(seconds: float) -> float:
+def conv_peak_gflops(seconds: float, batch: int = 8) -> float:
     """GFLOP/s of a large Conv3D forward pass (the practical compute peak)."""
     layer = keras.layers.Conv3D(64, 3, padding="same", use_bias=False)
-    x = tf.random.uniform([8, 32, 32, 32, 64])
+    x = tf.random.uniform([batch, 32, 32, 32, 64])
     layer(x)
     step = tf.function(lambda: layer(x), jit_compile=_XLA.value)
-    flops = 2 * 8 * 32**3 * 27 * 64 * 64
+    flops = 2 * batch * 32**3 * 27 * 64 * 64
     return _rate(lambda: step().numpy(), 1, seconds) * flops / 1e9
 
 
@@ -68,12 +75,18 @@ def matmul_peak_gflops(seconds: float, n: int = 4096) -> float:
     return _rate(lambda: step().numpy(), 1, seconds) * 2 * n**3 / 1e9
 
 
+def build(preset: str, steps: int, mixed_precision: bool = False, jit_compile: bool = False) -> ConditionalGAN:
+    """The preset's compiled GAN as cgan-ct-train builds it, its schedule (if any) ``steps`` long."""
+    config = model_config(preset, mixed_precision=mixed_precision, jit_compile=jit_compile)
+    return build_gan(config, total_steps=steps)
+
+
 def measure(preset: str, seconds: float) -> dict:
     config = model_config(preset, mixed_precision=_MIXED.value, jit_compile=_XLA.value)
     batch = _BATCH.value or config.global_batch_size
     g_flops = conv_flops_per_block(build_generator(config))
     d_flops = conv_flops_per_block(build_discriminator(config))
-    gan = build_gan(config)
+    gan = build(preset, SCHEDULE_STEPS, _MIXED.value, _XLA.value)
     n = config.block_size
     data = tf.random.uniform([batch, n, n, n, 1], -1, 1)
     noise = tf.random.uniform([batch, n, n, n, 1], -1, 1)
@@ -98,8 +111,8 @@ def main(argv: list[str]) -> None:
     del argv
     status = runtime.status()
     status["onednn_in_effect"] = bool(_pywrap_util_port.IsMklEnabled())
-    peak = conv_peak_gflops(_SECONDS.value)
-    fma = matmul_peak_gflops(_SECONDS.value)
+    peak = conv_peak_gflops(_SECONDS.value, _CONV.value)
+    fma = matmul_peak_gflops(_SECONDS.value, _MATMUL.value)
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")]
     print(
         f"cpu: {status['cpu']}; oneDNN {'on' if status['onednn_in_effect'] else 'off'} "

@@ -2,6 +2,8 @@
 # The cascade on the shared real chest CT (issue 20): train, synthesize 4 volumes of 512 x 512 x 64, report,
 # and a reader-study kit with a screenshot of its first trial. About 45 min of training and 10 min of the rest
 # on 2 cores. Usage: benchmarks/synthesis_real.sh [OUT] (default /tmp/cgan-ct-synthesis-real); needs make setup.
+# SMOKE=1: every step, tiny (a two-level smoke cascade of 64 x 64 volumes, a few steps, 2 volumes of 24 slices, a
+# report without the realism measures, 2 pairs), in 1-2 minutes: the test suite's run (tests/test_benchmarks.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
@@ -9,18 +11,30 @@ OUT=${1:-/tmp/cgan-ct-synthesis-real}
 VENV=${VENV:-.venv}
 export PATH="$VENV/bin:$PATH"
 CHESTS="$D/covid-ct-md-P001,$D/covid-ct-md-cap001,$D/covid-ct-md-normal001,$D/lidc-idri-0001,$D/lung-pet-ct-dx-A0001"
+if [ "${SMOKE:-0}" = 1 ]; then
+  TRAIN=(--preset smoke --levels 2 --size 64 --stage_steps 3 --coarse_steps 4)
+  SYNTH=(--count 2 --slices 24)
+  REPORT=(--size 64 --block 16 --norealism)
+  STUDY=(--pairs 2 --size_px 64)
+else
+  TRAIN=(--preset cpu --stage_steps 1200 --coarse_steps 3000)
+  SYNTH=(--count 4 --slices 64)
+  REPORT=()
+  STUDY=(--pairs 8)
+fi
 mkdir -p "$OUT"
 lscpu | sed -n 's/^Model name: *//p' | head -1
 # seed 0 and a 0.4 test fraction hold out lidc-idri-0001 and lung-pet-ct-dx-A0001 (the manifest says which)
 /usr/bin/time -f "training: wall %e s, CPU %U s user + %S s system" cgan-ct-train-cascade --input "$CHESTS" \
-    --output_dir "$OUT/run" --preset cpu --stage_steps 1200 --coarse_steps 3000 --test_fraction 0.4 --seed 0
+    --output_dir "$OUT/run" "${TRAIN[@]}" --test_fraction 0.4 --seed 0
 cat "$OUT/run/runs/degradation.json"
 rm -rf "$OUT/syn" "$OUT/report" "$OUT/study" "$OUT/pairs"
 /usr/bin/time -f "synthesis: wall %e s" cgan-ct-synthesize --model_dir "$OUT/run/cascade" --output_dir "$OUT/syn" \
-    --count 4 --seed 0 --slices 64
+    --seed 0 "${SYNTH[@]}"
 status=0
 /usr/bin/time -f "report: wall %e s" cgan-ct-synthesis-report --synthetic "$OUT/syn" --input "$CHESTS" \
-    --dataset_dir "$OUT/run/datasets/level0" --model_dir "$OUT/run/cascade" --output_dir "$OUT/report" || status=$?
+    --dataset_dir "$OUT/run/datasets/level0" --model_dir "$OUT/run/cascade" --output_dir "$OUT/report" \
+    ${REPORT[@]+"${REPORT[@]}"} || status=$?
 echo "report exit status $status (3: blocks flagged, 4: a positive control missed)"
 # reader study: the two held-out patients against the first two synthetic volumes
 mkdir -p "$OUT/pairs/real" "$OUT/pairs/generated"
@@ -29,7 +43,7 @@ ln -s "$(realpath "$D/lung-pet-ct-dx-A0001")" "$OUT/pairs/real/b"
 ln -s "$OUT/syn/synthetic_000/volume.nii.gz" "$OUT/pairs/generated/a.nii.gz"
 ln -s "$OUT/syn/synthetic_001/volume.nii.gz" "$OUT/pairs/generated/b.nii.gz"
 cgan-ct-reader-study --real "$OUT/pairs/real" --generated "$OUT/pairs/generated" --output_dir "$OUT/study" \
-    --pairs 8 --window both
+    --window both "${STUDY[@]}"
 SE_OFFLINE=true python - "$OUT" <<'PY'
 import pathlib, shutil, sys, time
 from selenium import webdriver

@@ -1,0 +1,294 @@
+"""Every script in benchmarks/ runs once, tiny, so none can rot; every builder of a GAN there builds every preset.
+
+Each script runs in a subprocess with tiny arguments and must exit 0 and print its figures. The inputs are
+synthetic: small phantom chests (cgan_ct.demo.phantom) written as DICOM series under the names of the shared
+series the scripts read by default, so none needs ../shared/data/ct (the recorded runs read it), and a copy of
+a shipped model for the script that rewrites model cards. Most of a tiny run is one core importing, tracing and
+compiling, so the runs go two at a time in the background from the start of the module (the builders train
+their steps here meanwhile), and each test waits for its own (whole-file scheduling, as ``make test``'s
+``--dist loadfile``, keeps them on one worker). The figures of a tiny run mean nothing and are not checked,
+only that they were printed (STYLE.md 12: never timed assertions).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from cgan_ct import write_dicom_series
+from cgan_ct.config import PRESETS, model_config
+from cgan_ct.demo.phantom import make_phantom
+from tests.conftest import REPO, require_tool
+
+BENCHMARKS = REPO / "benchmarks"
+# written, with their own tests, apart from this file
+NOT_HERE = {"serving_bench.py", "cli_startup_bench.py"}
+# run tiny by another test file: script -> that file (which must name it)
+ELSEWHERE = {"gpu_jax_check.py": "tests/test_jax_backend.py"}  # its JAX-only-machine run, beside the JAX worker
+# the shared series' names: the scripts' defaults read these from --ct_dir
+TRAINING_SERIES, HELDOUT_SERIES = "lung-pet-ct-dx-A0001", "lidc-idri-0001"
+CHESTS = (TRAINING_SERIES, "covid-ct-md-P001", "covid-ct-md-cap001", HELDOUT_SERIES, "covid-ct-md-normal001")
+SHIPPED = "depixelate"  # its card's first held-out series is one of CHESTS
+
+
+# Each script's GAN builder (preset, its schedule's length, ...) -> a compiled ConditionalGAN. A schedule that
+# needs a length (the cpu preset's cosine) makes build_gan refuse a build without one (issue 28): every preset
+# through every builder, so a benchmark cannot build only the preset its tiny run uses.
+BUILDERS = {
+    "model_bench": lambda module, preset: module.build(preset, 1),
+    "step_profile": lambda module, preset: module.build(preset, 1),
+    "pipeline_bench": lambda module, preset: module.build(preset, 1),
+    "backend_bench": lambda module, preset: module.build(preset, 1, batch=1),
+    "gpu_jax_check": lambda module, preset: module.build(preset, 1, "float32", 1),
+}
+_LOADED: dict[str, object] = {}
+
+
+def _load(script: str):
+    """benchmarks/SCRIPT.py as a module, for its builder. The absl flags it defines are removed again (the
+    scripts share names such as --batch) and the environment restored (gpu_jax_check.py sets KERAS_BACKEND=jax
+    for its own runs; this process stays on TensorFlow, which the builders run on as well)."""
+    if script not in _LOADED:
+        if script == "gpu_jax_check" and importlib.util.find_spec("jax") is None:
+            pytest.skip("JAX not installed (.[jax]; the test extra has it)")
+        before, environment = set(flags.FLAGS), dict(os.environ)
+        spec = importlib.util.spec_from_file_location(f"benchmark_{script}", BENCHMARKS / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            for name in set(flags.FLAGS) - before:
+                delattr(flags.FLAGS, name)
+            os.environ.clear()
+            os.environ.update(environment)
+        _LOADED[script] = module
+    return _LOADED[script]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("script", BUILDERS)
+def test_every_builder_builds_every_preset_and_trains_a_step(script, preset):
+    gan = BUILDERS[script](_load(script), preset)
+    n = model_config(preset).block_size
+    condition = np.random.default_rng(0).uniform(-1, 1, (1, n, n, n, 1)).astype(np.float32)
+    target = np.clip(condition + 0.1, -1, 1)
+    logs = gan.train_step((tf.constant(condition), tf.constant(target)))  # eager: one step, no tracing
+    assert int(gan.g_optimizer.iterations) == int(gan.d_optimizer.iterations) == 1
+    assert all(np.isfinite(float(value)) for value in logs.values()), logs
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoke:
+    """A tiny run of one or more scripts: ``command`` and ``env`` (placeholders ``{python}``, ``{venv}``,
+    ``{out}`` and one per input, filled in at run time), the regular expression of the line with its figures,
+    and the inputs it reads (INPUTS), each made once, by the first run that needs it."""
+
+    covers: tuple[str, ...]
+    command: tuple[str, ...]
+    figures: str
+    inputs: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    slow: bool = False
+    modules: tuple[str, ...] = ()  # optional packages it needs (the test extra has them)
+    tools: tuple[str, ...] = ()  # programs it needs (make system-deps installs them)
+
+    def missing(self) -> list[str]:
+        return [m for m in self.modules if importlib.util.find_spec(m) is None] + [
+            t for t in self.tools if shutil.which(t) is None
+        ]
+
+
+def _script(name: str, args: str, figures: str, inputs: tuple[str, ...] = ("ct",), **kwargs) -> Smoke:
+    return Smoke((f"{name}.py",), ("{python}", f"benchmarks/{name}.py", *args.split()), figures, inputs, **kwargs)
+
+
+def _shell(name: str, covers: tuple[str, ...], args: str, env: str, figures: str, inputs=(), **kwargs) -> Smoke:
+    pairs = tuple(tuple(pair.split("=", 1)) for pair in env.split())
+    command = ("bash", f"benchmarks/{name}.sh", *args.split())
+    return Smoke((f"{name}.sh", *covers), command, figures, inputs, pairs, **kwargs)
+
+
+SERIES = f"--series_dir {{ct}}/{HELDOUT_SERIES}"
+SPLIT = f"--ct_dir {{ct}} --train {TRAINING_SERIES} --heldout {HELDOUT_SERIES}"
+SMOKES = {  # longest first: two at a time, they finish sooner
+    "synthesis_real": _shell(  # its reader study's screenshot drives Chromium
+        "synthesis_real",
+        (),
+        "{out}",
+        "SMOKE=1 SHARED_CT={ct} VENV={venv}",
+        r"report exit status [034] \(",
+        ("ct",),
+        slow=True,
+        modules=("selenium",),
+        tools=("chromium", "chromedriver"),
+    ),
+    "backend_bench": _script(
+        "backend_bench", "--preset smoke --steps 1 --batch 1", r"jax / tensorflow \d", (), slow=True, modules=("jax",)
+    ),
+    "memorization_bench": _script(
+        "memorization_bench",
+        "--ct_dir {ct192} --size 192 --copy_slices 32",
+        r"Coarse level .* control flagged \d+ of \d+",
+        ("ct192",),
+        slow=True,
+    ),
+    "lowdose_eval": _script(
+        "lowdose_eval",
+        f"{SPLIT} --steps 1 --slices 2 --tune_slices 1 --work_dir {{out}} --into {{out}}/into",
+        rf"{HELDOUT_SERIES}: model [\d.]+ dB / [\d.]+, BM3D",
+        slow=True,
+        modules=("bm3d",),
+    ),
+    "train_pretrained": _script(  # --into: never the package's own models
+        "train_pretrained",
+        f"{SPLIT} --steps 1 --models depixelate --work_dir {{out}} --into {{out}}/into",
+        r"model [\d.]+ dB / SSIM [\d.]+, tricubic",
+        slow=True,
+    ),
+    "gpu_synthesis": _shell(
+        "gpu_synthesis",
+        ("synthesis_bench.py",),
+        "",
+        "SMOKE=1 OUT={out} PYTHON={python}",
+        r'"blocks_per_s": [\d.]+, "limit_blocks_per_s": [\d.]+, "ratio_to_limit"',
+    ),
+    "step_profile": _script(
+        "step_profile",
+        "--preset smoke --batch 1 --seconds 0 --output {out}/profile.json",
+        r"whole train step +[\d.]+ ms",
+    ),
+    "gpu_check": _shell(
+        "gpu_check",
+        ("model_bench.py",),
+        "",
+        "SMOKE=1 OUT={out} PYTHON={python}",
+        r"smoke +G [\d.]+ M params.* train [\d.]+ blocks/s .* inference [\d.]+ blocks/s",
+    ),
+    "recipe_ab": _script(
+        "recipe_ab",
+        f"{SPLIT} --steps 1 --variants before --output_dir {{out}}",
+        r"\| model \(before\) \| volume \| [\d.]+",
+    ),
+    "pipeline_bench": _script(
+        "pipeline_bench", f"{SERIES} --presets smoke --seconds 0 --batch 1", r"pipeline denoise +: +[\d.]+ blocks/s"
+    ),
+    "infer_bench": _script("infer_bench", f"{SERIES} --preset smoke --batch 4", r"ratio = [\d.]+"),
+    "tune_baselines": _script(
+        "tune_baselines",
+        f"--ct_dir {{ct}} --train {TRAINING_SERIES} --slices 1 --methods gaussian,non_local_means",
+        r'"non_local_means": \{"sigma_scale"',
+    ),
+    "model_cards": _script(  # --into: a copy, never the package's own models
+        "model_cards",
+        f"--into {{shipped}} --models {SHIPPED} --ct_dir {{ct}}",
+        rf"{SHIPPED}: input [\d.]+ dB, model [\d.]+ dB, best classical \w+ [\d.]+ dB",
+        ("ct", "shipped"),
+    ),
+    "convert_bench": _script("convert_bench", f"{SERIES} --repeats 1 --lowdose", r"ratio lowdose / convert += [\d.]+"),
+    "read_volume_bench": _script(
+        "read_volume_bench", f"{SERIES} --repeats 1", r"ratio time +read_volume / limit = [\d.]+"
+    ),
+}
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    scripts = {p.name for p in BENCHMARKS.iterdir() if p.suffix in (".py", ".sh")} - NOT_HERE
+    covered = {name for smoke in SMOKES.values() for name in smoke.covers}
+    assert scripts - covered - set(ELSEWHERE) == set(), "add a tiny run of these to SMOKES"
+    assert covered <= scripts, "SMOKES names a script that is gone"
+    for script, test_file in ELSEWHERE.items():
+        assert script in (REPO / test_file).read_text(), f"{test_file} no longer runs {script}"
+
+
+def _write_chests(folder: pathlib.Path, size: int, slices: int) -> pathlib.Path:
+    folder.mkdir(parents=True)
+    for seed, name in enumerate(CHESTS):
+        write_dicom_series(make_phantom(seed, slices=slices, size=size), folder / name)
+    return folder
+
+
+def _copy_shipped(folder: pathlib.Path) -> pathlib.Path:
+    shutil.copytree(REPO / "cgan_ct" / "model" / "pretrained_models" / SHIPPED, folder / SHIPPED)
+    return folder
+
+
+INPUTS = {
+    "ct": lambda folder: _write_chests(folder, 64, 24),  # five small chests under the shared series' names
+    # the coarse memorization check's positive control needs 168 voxels in-plane and 56 slices
+    "ct192": lambda folder: _write_chests(folder, 192, 64),
+    "shipped": _copy_shipped,  # a copy of one shipped model (model_cards.py rewrites its card)
+}
+
+
+class _Runs:
+    """The selected smoke runs, started two at a time in the background; ``result(name)`` waits for one."""
+
+    def __init__(self, names: list[str], root: pathlib.Path):
+        self.root, self._lock, self._inputs = root, threading.Lock(), {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1))
+        self._futures = {name: self._pool.submit(self._run, name) for name in SMOKES if name in names}
+
+    def _input(self, kind: str) -> str:
+        with self._lock:
+            if kind not in self._inputs:
+                self._inputs[kind] = INPUTS[kind](self.root / kind)
+            return str(self._inputs[kind])
+
+    def _run(self, name: str) -> tuple[int, str, float]:
+        smoke, out = SMOKES[name], self.root / "out" / name
+        out.mkdir(parents=True)
+        values = {"python": sys.executable, "venv": str(pathlib.Path(sys.executable).parents[1]), "out": str(out)}
+        values.update({kind: self._input(kind) for kind in smoke.inputs})
+        command = [part.format(**values) for part in smoke.command]
+        env = {**os.environ, **{key: value.format(**values) for key, value in smoke.env}}
+        start = time.monotonic()
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+
+    def result(self, name: str) -> tuple[int, str, float]:
+        return self._futures[name].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def smoke_runs(request, tmp_path_factory):
+    """Starts the runs this session selected, before any test of the module waits (the builders run meanwhile)."""
+    names = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params
+    ]
+    names = [name for name in names if not SMOKES[name].missing()]  # their tests say what is missing
+    runs = _Runs(names, tmp_path_factory.mktemp("benchmarks"))
+    yield runs
+    runs.close()
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] if smoke.slow else []) for name, smoke in SMOKES.items()]
+)
+def test_script_runs_tiny_and_prints_its_figures(name, smoke_runs):
+    for tool in SMOKES[name].tools:
+        require_tool(tool)  # skips, or fails in CI
+    for module in SMOKES[name].modules:
+        pytest.importorskip(module, reason=f"{module} is not installed (the test extra has it)")
+    code, output, seconds = smoke_runs.result(name)
+    print(f"{', '.join(SMOKES[name].covers)}: {seconds:.1f} s")
+    assert code == 0, output[-4000:]
+    assert re.search(SMOKES[name].figures, output), output[-4000:]
