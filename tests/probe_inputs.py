@@ -137,6 +137,14 @@ def _write(content: bytes, name: str):
     return build
 
 
+def _other_files(folder: pathlib.Path) -> None:
+    """Files beside a series that are plainly not its slices: other names, an empty DICOMDIR."""
+    (folder / "LICENSE").write_text("CC BY 4.0")
+    (folder / "notes.txt").write_text("")
+    (folder / "DICOMDIR").write_bytes(b"")
+    (folder / "thumbnail.dcm").write_bytes(b"\x00" * 64)
+
+
 def _garbage_slice(folder):
     (folder / "slice999.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff\xfe\x12" * 40)
 
@@ -201,6 +209,10 @@ CASES = [
     Case("dicom_last_slice_truncated_header", _series_then(lambda f: _truncate(f, -1, size=400)), "error", "truncated"),
     Case("dicom_first_slice_truncated_header", _series_then(lambda f: _truncate(f, 0, size=400)), "error", "truncated"),
     Case("dicom_slice_cut_in_header", _series_then(lambda f: _truncate(f, 1, size=1000)), "error", "truncated"),
+    # a slice cut before the DICM marker (or empty) is no DICOM file at all: still one of the series' slices
+    Case("dicom_first_slice_empty", _series_then(lambda f: _truncate(f, 0, size=0)), "error", "(an empty file)"),
+    Case("dicom_last_slice_cut_short", _series_then(lambda f: _truncate(f, -1, size=100)), "error", "cut at 100 bytes"),
+    Case("dicom_with_other_files", _series_then(_other_files), "ok", check=_shape(SHAPE)),
     Case(
         "dicom_last_slice_cut_in_pixels",
         lambda f, s: (_series(f, s, shape=(4, 40, 40)), _truncate(f, -1, keep=0.9), f)[2],  # pixels > defer size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 
 import numpy as np
 import pydicom
@@ -67,6 +68,18 @@ def _is_dicom_file(path: pathlib.Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _name_shape(name: str) -> str:
+    """A file name with its digit runs as '#': the slices of one series share it (``IM#``, ``#-#.dcm``)."""
+    return re.sub(r"\d+", "#", name.lower())
+
+
+def _not_dicom_reason(path: pathlib.Path) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    return f"cut at {size} bytes" if size < 132 else "no DICM marker"
+
+
 def _read_header(path: pathlib.Path) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
@@ -106,24 +119,38 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
     folder) and left out, and the caller decides what it spoils.
     """
     series: dict[str, _Series] = {}
+
+    def failed(exc: VolumeError, k: int, names: list) -> None:
+        if on_error is None:
+            raise exc
+        on_error(exc, f"file {k + 1} of {len(names)}")
+
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         names = sorted(n for n in names if not n.startswith("."))
+        others, shapes = [], set()  # files without the DICM marker; name shapes of the DICOM files
         for k, name in enumerate(names):
             path = pathlib.Path(root, name)
             try:
                 if not _is_dicom_file(path):
+                    others.append(k)
                     continue
+                shapes.add(_name_shape(name))
                 ds = _read_header(path)
             except VolumeError as exc:
-                if on_error is None:
-                    raise
-                on_error(exc, f"file {k + 1} of {len(names)}")
+                failed(exc, k, names)
                 continue
             if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
                 continue
             uid = str(ds.get("SeriesInstanceUID", "") or f"(no SeriesInstanceUID) {root}")
             series.setdefault(uid, _Series(uid, [])).files.append((path, ds))
+        # A file named like the DICOM files beside it but not DICOM (empty, cut short) is a lost slice, maybe
+        # the first or the last, never to be left out quietly; other files (a DICOMDIR, notes) are not the series'.
+        for k in others:
+            path = pathlib.Path(root, names[k])
+            if _name_shape(names[k]) in shapes and names[k].upper() != "DICOMDIR":
+                reason = _not_dicom_reason(path)
+                failed(VolumeError(path, f"not readable DICOM ({reason}), among the series' files"), k, names)
     return series
 
 
