@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from tests.dicom_factory import AXIAL, random_hu, slice_positions, write_ct_series
 
 SHAPE = (4, 6, 7)
+SLOPE_ZERO_HU = np.linspace(-1000, 1000, num=4 * 6 * 7).reshape(SHAPE).round().astype(np.int16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,35 @@ def _mpeg2(folder):
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
         ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x01" * 16])
         ds.save_as(path, enforce_file_format=True)
+
+
+def _slope_zero(folder, seed):
+    """A NIfTI of raw HU whose header says scl_slope 0, scl_inter -1024: the standard applies no scaling."""
+    path = _nifti("scan.nii", SLOPE_ZERO_HU)(folder, 0)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<ff", data, 112, 0.0, -1024.0)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _hu_range(low: int, high: int):
+    def check(volume):
+        assert (volume.hu.min(), volume.hu.max()) == (low, high), (volume.hu.min(), volume.hu.max())
+
+    return check
+
+
+def _detached(data_file: str):
+    """A MetaImage header (.mhd) whose ElementDataFile is ``data_file`` (relative to its folder, or absolute)."""
+
+    def build(folder, seed):
+        path = _nifti("scan.mhd", random_hu(SHAPE, seed))(folder, seed)
+        (folder / "outside.raw").write_bytes((folder / "scan.raw").read_bytes())
+        text = path.read_text().replace("ElementDataFile = scan.raw", f"ElementDataFile = {data_file}")
+        path.write_text(text)
+        return path
+
+    return build
 
 
 def _min_is_air(volume) -> None:
@@ -333,6 +363,10 @@ CASES = [
     Case("nifti_float_good", lambda f, s: _nifti("scan.nii.gz", _floats(s))(f, s), "ok", check=_shape(SHAPE)),
     Case("nifti_below_air", _below_air_nifti, "ok", "below -1024 HU", check=_min_is_air),
     Case("metaimage_good", _nifti("scan.mha", random_hu(SHAPE, 5)), "ok", check=_shape(SHAPE)),
+    Case("metaimage_detached_good", _detached("scan.raw"), "ok", check=_shape(SHAPE)),
+    Case("metaimage_data_file_above", _detached("../scan.raw"), "error", "lies outside the header's folder"),
+    Case("metaimage_data_file_absolute", _detached("/etc/hostname"), "error", "lies outside the header's folder"),
+    Case("nifti_slope_zero", _slope_zero, "ok", "no scaling applied", check=_hu_range(-1000, 1000)),
     Case("nrrd_good", _nifti("scan.nrrd", random_hu(SHAPE, 6)), "ok", check=_shape(SHAPE)),
     # --- volume files that do not
     Case(

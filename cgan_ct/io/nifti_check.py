@@ -28,6 +28,7 @@ _LAYOUTS = {
     348: ("h", 40, 70, 72, "f", 76, "f", 108),
     540: ("q", 16, 12, 14, "d", 104, "q", 168),
 }
+_SCALING = {348: ("f", 112), 540: ("d", 176)}  # scl_slope, then scl_inter: (type, offset of scl_slope)
 _FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
 
 
@@ -37,11 +38,14 @@ class NiftiHeader:
     dtype: np.dtype | None  # set for floating-point data only
     vox_offset: int
     needed_bytes: int
+    # scl_inter where the standard says no scaling applies (scl_slope 0 or not finite): ITK adds it anyway
+    unapplied_intercept: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class NiftiCheck:
     nonfinite: np.ndarray | None  # bool mask in the array order ITK returns (z, y, x), or None if all finite
+    itk_offset: float = 0.0  # what ITK adds to every voxel against the standard: subtract it (scl_slope 0 / NaN)
 
 
 def parse_header(path: pathlib.Path, head: bytes) -> NiftiHeader:
@@ -66,7 +70,10 @@ def parse_header(path: pathlib.Path, head: bytes) -> NiftiHeader:
     shape = tuple(int(d) for d in dims[1 : ndim + 1])[::-1]
     dtype = np.dtype(order + _FLOAT_TYPES[datatype]) if datatype in _FLOAT_TYPES else None
     needed = vox_offset + int(np.prod(shape, dtype=np.int64)) * bitpix // 8
-    return NiftiHeader(shape, dtype, vox_offset, needed)
+    scale_t, scale_at = _SCALING[size]
+    slope, intercept = struct.unpack_from(order + 2 * scale_t, head, scale_at)
+    unapplied = intercept if (slope == 0 or not np.isfinite(slope)) and np.isfinite(intercept) else 0.0
+    return NiftiHeader(shape, dtype, vox_offset, needed, float(unapplied))
 
 
 def _chunks(path: pathlib.Path):
@@ -131,6 +138,7 @@ def check_nifti(path: pathlib.Path) -> NiftiCheck:
             scan.feed(head, 0)
     if total < header.needed_bytes:
         raise VolumeError(path, f"truncated NIfTI file: its header needs {header.needed_bytes} bytes, it holds {total}")
+    offset = header.unapplied_intercept
     if scan is None or not scan.mask.any():
-        return NiftiCheck(None)
-    return NiftiCheck(scan.mask.reshape(header.shape_zyx))
+        return NiftiCheck(None, offset)
+    return NiftiCheck(scan.mask.reshape(header.shape_zyx), offset)

@@ -55,6 +55,30 @@ def _finite_hu(
     return values, (f"{count} NaN or infinite voxels set to air (-1024 HU)",)
 
 
+_DATA_FILE_KEYS = {"elementdatafile": "=", "data file": ":", "datafile": ":"}  # MetaImage, NRRD (two spellings)
+
+
+def check_data_file_inside(path: pathlib.Path) -> None:
+    """A detached header (.mhd, .nhdr) may name its data file anywhere: refuse one outside the header's folder,
+    so a header cannot read another file of the machine into a "de-identified" copy or a dataset."""
+    try:
+        lines = path.read_bytes()[:65536].decode("latin-1").splitlines()
+    except OSError as exc:
+        raise VolumeError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    folder = path.parent.resolve()
+    for line in lines:
+        key, sep, value = line.partition("=") if "=" in line.split(":")[0] else line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if _DATA_FILE_KEYS.get(key) != sep or not value or value.upper() in ("LOCAL", "LIST"):
+            continue
+        name = value.split()[0]  # a pattern ("slice%03d.raw 1 10 1") names files in the same place
+        target = (folder / name).resolve()
+        if pathlib.Path(name).is_absolute() or not target.is_relative_to(folder):
+            raise VolumeError(
+                path, f"its data file {name!r} lies outside the header's folder ({folder}); refusing to read it"
+            )
+
+
 def volume_format(path: str | os.PathLike) -> str | None:
     """The format name for a volume file by its suffix, or None."""
     name = os.fspath(path).lower()
@@ -120,7 +144,9 @@ def read_volume_file(
         raise VolumeError(path, "not a supported volume file (.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr)")
     if nonfinite not in NONFINITE_CHOICES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_CHOICES}, got {nonfinite!r}")
-    nonfinite_mask = check_nifti(path).nonfinite if fmt == "NIfTI" else None
+    nifti = check_nifti(path) if fmt == "NIfTI" else None
+    if fmt == "MetaImage" or path.name.lower().endswith(".nhdr"):
+        check_data_file_inside(path)
     with _stderr_captured() as printed:
         try:
             image = sitk.ReadImage(str(path))
@@ -135,7 +161,14 @@ def read_volume_file(
             f"expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
             f"{image.GetNumberOfComponentsPerPixel()} component(s)",
         )
-    values, warnings = _finite_hu(sitk.GetArrayViewFromImage(image), path, nonfinite, nonfinite_mask)
+    values, warnings = sitk.GetArrayViewFromImage(image), ()
+    if nifti is not None and nifti.itk_offset:  # the standard: scl_slope 0 (or NaN) means no scaling at all
+        values = values.astype(np.float64) - nifti.itk_offset
+        warnings = (
+            f"NIfTI scl_slope is 0 or not a number: no scaling applied (scl_inter {nifti.itk_offset:g} ignored)",
+        )
+    values, nonfinite_warnings = _finite_hu(values, path, nonfinite, None if nifti is None else nifti.nonfinite)
+    warnings += nonfinite_warnings
     hu, clip_warnings = hu_to_int16(values, str(path))
     hu = np.array(hu, dtype=np.int16, copy=True)
     warnings += clip_warnings + below_air_to_air(hu) + tuple(f"ITK: {line}" for line in printed)
