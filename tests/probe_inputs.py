@@ -104,9 +104,9 @@ def _pixdim(value: float, compress: bool):
     return build
 
 
-def _huge_header(folder, seed):
+def _huge_header(folder, seed, values=None):
     """A NIfTI header claiming 4096^3 voxels over a few bytes of data."""
-    path = _nifti("scan.nii", random_hu(SHAPE, seed))(folder, seed)
+    path = _nifti("scan.nii", random_hu(SHAPE, seed) if values is None else values)(folder, seed)
     data = bytearray(path.read_bytes())
     struct.pack_into("<4h", data, 40, 3, 4096, 4096, 4096)
     path.write_bytes(bytes(data))
@@ -382,6 +382,12 @@ CASES = [
         "truncated NIfTI file: its header needs",
     ),
     Case("nifti_huge_header", _huge_header, "error", "truncated NIfTI file: its header needs"),
+    Case(  # float data: the finite-value scan must not size anything by the header's claim
+        "nifti_float_huge_header",
+        lambda f, s: _huge_header(f, s, _floats(s)),
+        "error",
+        "truncated NIfTI file: its header needs",
+    ),
     Case("nifti_not_gzip", _write(b"this is not gzip at all", "scan.nii.gz"), "error", "not a valid gzip stream"),
     Case("nifti_nan_voxel", lambda f, s: _nifti("scan.nii.gz", _floats(s, np.nan))(f, s), "error", "NaN or infinite"),
     Case(

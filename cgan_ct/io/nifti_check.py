@@ -98,10 +98,19 @@ class _FiniteScan:
 
     def __init__(self, header: NiftiHeader):
         self.header = header
-        self.mask = np.zeros(int(np.prod(header.shape_zyx, dtype=np.int64)), bool)
+        self.size = int(np.prod(header.shape_zyx, dtype=np.int64))
+        self.bad: list[np.ndarray] = []  # flat indices of non-finite voxels: nothing sized by the header's claim
         self.done = 0  # voxels checked
         self.carry = b""  # the start of a voxel split between two pieces
-        self.end = header.vox_offset + self.mask.size * header.dtype.itemsize
+        self.end = header.vox_offset + self.size * header.dtype.itemsize
+
+    def mask(self) -> np.ndarray | None:
+        """Where the voxels are not finite, shaped (z, y, x); None when all are (call once the length is checked)."""
+        if not self.bad:
+            return None
+        mask = np.zeros(self.size, bool)
+        mask[np.concatenate(self.bad)] = True
+        return mask.reshape(self.header.shape_zyx)
 
     def feed(self, piece: bytes, at: int) -> None:
         low, high = max(at, self.header.vox_offset), min(at + len(piece), self.end)
@@ -109,7 +118,9 @@ class _FiniteScan:
             return
         data = self.carry + piece[low - at : high - at]
         whole = len(data) // self.header.dtype.itemsize
-        self.mask[self.done : self.done + whole] = ~np.isfinite(np.frombuffer(data, self.header.dtype, count=whole))
+        bad = np.flatnonzero(~np.isfinite(np.frombuffer(data, self.header.dtype, count=whole)))
+        if bad.size:
+            self.bad.append(bad + self.done)
         self.done += whole
         self.carry = data[whole * self.header.dtype.itemsize :]
 
@@ -138,7 +149,4 @@ def check_nifti(path: pathlib.Path) -> NiftiCheck:
             scan.feed(head, 0)
     if total < header.needed_bytes:
         raise VolumeError(path, f"truncated NIfTI file: its header needs {header.needed_bytes} bytes, it holds {total}")
-    offset = header.unapplied_intercept
-    if scan is None or not scan.mask.any():
-        return NiftiCheck(None, offset)
-    return NiftiCheck(scan.mask.reshape(header.shape_zyx), offset)
+    return NiftiCheck(None if scan is None else scan.mask(), header.unapplied_intercept)
