@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import tensorflow as tf
@@ -182,3 +183,18 @@ def test_real_chest_series(shared_ct, tmp_path):
     for (_, (z, y, x)), (_, block, _) in list(blocks.items())[::37]:
         np.testing.assert_array_equal(block, padded[z : z + 48, y : y + 48, x : x + 48])
     assert verify(tmp_path / "ds") == []
+
+
+def test_series_without_a_series_uid_get_distinct_ids_that_reading_agrees_with(tmp_path):
+    """Two series without SeriesInstanceUID: two volumes, each with the id reading it gives (was one id for both)."""
+    root = tmp_path / "archive"
+    for name, seed in (("a", 1), ("b", 2)):
+        for path in write_ct_series(root / name, random_hu((20, 24, 18), seed=seed), tags={"PatientID": f"P{seed}"}):
+            ds = pydicom.dcmread(path)
+            del ds.SeriesInstanceUID
+            ds.save_as(path, enforce_file_format=True)
+    m = convert([root], tmp_path / "ds", SMOKE, workers=1).manifest.to_json()
+    ids = sorted(v["volume_id"] for v in m["volumes"])
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert sorted(read_volume(root / name).volume_id for name in ("a", "b")) == ids
+    assert verify(tmp_path / "ds") == []  # no duplicate blocks

@@ -68,6 +68,12 @@ def _is_dicom_file(path: pathlib.Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _series_key(ds: pydicom.Dataset, path: pathlib.Path) -> str:
+    """What groups a file into a series, and what its volume id is made from: the SeriesInstanceUID, or for a
+    file without one its folder (resolved: the same series gets the same id however its path was spelled)."""
+    return str(ds.get("SeriesInstanceUID", "") or f"(no SeriesInstanceUID) {path.parent.resolve()}")
+
+
 def _name_shape(name: str) -> str:
     """A file name with its digit runs as '#': the slices of one series share it (``IM#``, ``#-#.dcm``)."""
     return re.sub(r"\d+", "#", name.lower())
@@ -142,7 +148,7 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
                 continue
             if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
                 continue
-            uid = str(ds.get("SeriesInstanceUID", "") or f"(no SeriesInstanceUID) {root}")
+            uid = _series_key(ds, path)
             series.setdefault(uid, _Series(uid, [])).files.append((path, ds))
         # A file named like the DICOM files beside it but not DICOM (empty, cut short) is a lost slice, maybe
         # the first or the last, never to be left out quietly; other files (a DICOMDIR, notes) are not the series'.
@@ -444,7 +450,7 @@ def read_dicom_series(
 def read_series_ref(ref: SeriesRef, salt: str | None = None, slice_spacing_mm: float | None = None) -> Volume:
     """Reads a series that find_series found (its headers are read again)."""
     series = _Series("", [(path, _read_header(path)) for path in ref.files])
-    uids = {str(ds.get("SeriesInstanceUID", "")) for _, ds in series.files}
+    uids = {_series_key(ds, path) for path, ds in series.files}
     if len(uids) != 1:
         raise VolumeError(ref.files[0].parent, "the series' files changed since they were found")
     series.uid = uids.pop()
