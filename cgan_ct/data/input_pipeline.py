@@ -171,6 +171,12 @@ def _records(
     training = shuffle_seed is not None
 
     def one_pass(shuffle_seed, reshuffle: bool):
+        if isinstance(shuffle_seed, tf.Tensor):
+            # A pass's seed is a tensor here (traced inside flat_map), and TensorFlow's seed helper compares
+            # the op seed with 0 in Python when the global seed is 0 (keras.utils.set_random_seed(0)): a
+            # "symbolic tensor as a bool" error. This pass's shuffles are seeded by the pass's seed alone
+            # (itself drawn from the pipeline's seed, and the global one where set): the graph gets none.
+            tf.compat.v1.get_default_graph().seed = None
         shards = tf.data.Dataset.from_tensor_slices(files)
         if by_file:
             shards = shards.shard(pipelines, pipeline_id)
