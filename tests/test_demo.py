@@ -109,4 +109,4 @@ def test_the_speed_calibration_builds_and_steps_every_preset(preset):
     config = model_config(preset, global_batch_size=2)  # the paper preset's batch of 50 would take minutes
     speed = demo_plan.measure_speed(config, size=32)
     assert speed.train_step_s > 0 and speed.infer_block_s > 0
-    assert all(value > 0 for value in (speed.nlm_voxel_s, speed.interp_voxel_s, speed.quality_voxel_s))
+    assert all(value > 0 for value in (speed.nlm_voxel_s, speed.interp_voxel_s, speed.quality_voxel_s, speed.figures_s))

@@ -42,6 +42,7 @@ class Speed:
     nlm_voxel_s: float  # non-local means, per voxel
     interp_voxel_s: float  # tricubic interpolation, per voxel
     quality_voxel_s: float  # PSNR + SSIM per slice and MAE, per voxel
+    figures_s: float = 0.0  # one scan's and task's evaluation figures drawn and written (0: not measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +91,27 @@ def measure_speed(config, size: int) -> Speed:
         nlm_voxel_s=_timed(lambda: non_local_means(slab[:2]), 1) / (voxels / 2),
         interp_voxel_s=_timed(lambda: interpolate_samples(slab, order=3), 1) / voxels,
         quality_voxel_s=_timed(lambda: quality(slab, slab + 1.0), 1) / voxels,
+        figures_s=_figures_seconds(slab),
     )
 
 
+def _figures_seconds(slab: np.ndarray) -> float:
+    """One write_figures call (the scan and its close-up, PNG) on a slice of ``slab``'s size."""
+    import tempfile
+
+    from cgan_ct.inference import figures
+
+    image = slab[0]
+    figure = figures.FigureSlice("denoise", "pat-0", 0, 1, image, image + 5, image + 1, "gaussian", image + 2)
+    with tempfile.TemporaryDirectory() as folder:
+        return _timed(lambda: figures.write_figures(figure, folder, "calibration"), 1)
+
+
 def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm: bool, block: int) -> float:
-    """Inference, baselines and metrics for ``scans`` volumes of ``shape_zyx``, all tasks; 35 % for the rest
-    (lung masks, figures, the stitched volumes written; measured 17 % over a 20 % allowance)."""
+    """Inference, baselines, metrics and figures for ``scans`` volumes of ``shape_zyx``, all tasks; 60 % for
+    the rest (lung masks, the stitched volumes written as NIfTI and DICOM, the report): on 2026-12-03 (AMD
+    EPYC, 2 cores) the evaluation took 257 s where inference, baselines and metrics were estimated at 157 s
+    and the figures, not yet counted, took about 14 s; the earlier 35 % left `make demo` a minute late."""
     voxels = math.prod(shape_zyx)
     per_scan = 0.0
     for task in TASKS:
@@ -107,7 +123,7 @@ def evaluation_seconds(speed: Speed, shape_zyx, scans: int, overlap: float, nlm:
             per_scan += voxels * speed.nlm_voxel_s
         if task == DEPIXELATE:
             per_scan += 2 * voxels * speed.interp_voxel_s
-    return 1.35 * scans * per_scan
+    return scans * (1.6 * per_scan + len(TASKS) * speed.figures_s)
 
 
 def plan_evaluation(
