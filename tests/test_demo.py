@@ -92,7 +92,7 @@ def test_the_plan_fits_the_budget_on_a_fast_machine_and_on_one_30x_slower():
     slow_eval, slow_steps, slow_total = _plan_total(slow, 900)
     for evaluation, total in ((fast_eval, fast_total), (slow_eval, slow_total)):
         assert total <= 900 and evaluation.estimate_s <= demo_plan.EVALUATION_SHARE * 900
-    assert (fast_eval.test_scans, fast_eval.overlap, fast_eval.non_local_means) == (2, 0.25, True)
+    assert (fast_eval.test_scans, fast_eval.non_local_means) == (2, True)  # overlap is the first to go
     assert slow_eval.overlap == 0.0  # a smaller evaluation, so that training keeps its share
     assert fast_steps > 600 and slow_steps >= 20
     # the last task gets what the first two left: a slower first task leaves it fewer steps
