@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import shutil
@@ -18,6 +19,14 @@ sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's sform notes on dcm2ni
 # A key of the suite's own for the pseudonyms, as a user with real data sets one: without it the commands
 # warn on stderr about the public default (tests/test_salt_warning.py unsets it to see that warning).
 os.environ.setdefault("CGAN_CT_SALT", "cgan-ct-test-suite-key")
+
+
+def setup_jobs() -> dict[str, str]:
+    """setup.py's ``_JOBS`` (console script suffix -> module), read without running setup.py."""
+    for node in ast.parse((REPO / "setup.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_JOBS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py defines no _JOBS")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 
 from cgan_ct.cli import job
 from cgan_ct.errors import VolumeError
-from tests.conftest import REPO
+from tests.conftest import REPO, setup_jobs
 
 BIN = pathlib.Path(sys.executable).parent
 # TensorFlow's native logging writes to stderr before the job runs; it is not the job's output.
@@ -26,15 +26,7 @@ NATIVE_LOG = re.compile(
 )
 
 
-def _setup_jobs() -> dict[str, str]:
-    """setup.py's ``_JOBS`` (console script suffix -> module), read without running setup.py."""
-    for node in ast.parse((REPO / "setup.py").read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_JOBS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("setup.py defines no _JOBS")
-
-
-JOBS = _setup_jobs()
+JOBS = setup_jobs()
 
 
 def _module_path(module: str) -> pathlib.Path:

@@ -5,7 +5,6 @@ fast ``--help`` is: benchmarks/cli_startup_bench.py (timed there, never here).""
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import logging
 import os
@@ -23,7 +22,7 @@ from absl import logging as absl_logging
 from cgan_ct import runtime
 from cgan_ct.cli import job
 from cgan_ct.version import __version__
-from tests.conftest import REPO
+from tests.conftest import REPO, setup_jobs
 
 BIN = pathlib.Path(sys.executable).parent
 # A C++ log line of TensorFlow / abseil (I/W/E/F, date, time, thread, file:line]), abseil's pre-init note,
@@ -35,14 +34,7 @@ IMPORT_TIME = re.compile(r"^import time: +(?:self \[us\]|\d+) \| +(?:cumulative|
 HEAVY = {"tensorflow", "keras", "jax"}
 
 
-def _jobs() -> dict[str, str]:
-    for node in ast.parse((REPO / "setup.py").read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_JOBS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError("setup.py defines no _JOBS")
-
-
-JOBS = _jobs()
+JOBS = setup_jobs()
 
 
 def _command(name: str) -> list[str]:

@@ -18,6 +18,8 @@ import sysconfig
 
 import pytest
 
+from tests.conftest import setup_jobs
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _BIN = pathlib.Path(sysconfig.get_path("scripts"))
@@ -65,9 +67,7 @@ INVOCATIONS = _invocations(CGAN_CT)
 
 
 def _jobs() -> dict[str, str]:
-    setup = (ROOT / "setup.py").read_text()
-    body = setup[setup.index("_JOBS = {") : setup.index("}", setup.index("_JOBS = {"))]
-    return {f"cgan-ct-{job}": module for job, module in re.findall(r'"([a-z-]+)": "([a-z_.]+)"', body)}
+    return {f"cgan-ct-{job}": module for job, module in setup_jobs().items()}
 
 
 @functools.cache
