@@ -22,7 +22,13 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
   (ModelConfig.residual_base = "cubic"; depixelate);
 - ``l1wN``: L1 weight N instead of 100 (the adversarial term's share shrinks by 100 / N);
 - ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
-- ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise).
+- ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise);
+- ``bf16`` / ``f16``: train in bfloat16 / float16 (ModelConfig.precision); every other variant trains in
+  float32, whatever ``auto`` would pick on this machine. On CPUs without bfloat16 matrix units
+  TensorFlow emulates bfloat16 ~50x slower than float32 for this train step (BUILD_NOTES.md, "Precision"):
+  run ``bf16`` on a CPU with AMX-BF16 or a GPU.
+
+Today's cpu recipe as a variant: ``air+ema+cosine+l1w1000+cubic`` (depixelate; drop ``cubic`` for denoise).
 
 Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given.
 """
@@ -76,6 +82,7 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
         "l1_weight": 100.0,
         "residual_base": "condition",
     }
+    model["precision"] = "float32"
     pipeline, seed = {"air_keep": 1.0}, 0
     for change in variant.split("+"):
         if change in ("before", "range"):
@@ -96,6 +103,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             pass  # the parent gave this variant the linear dataset
         elif change.startswith("l1w") and change[3:].isdigit():
             model["l1_weight"] = float(change[3:])
+        elif change in ("bf16", "f16"):
+            model["precision"] = {"bf16": "bfloat16", "f16": "float16"}[change]
         elif change.startswith("seed") and change[4:].isdigit():
             seed = int(change[4:])
         else:

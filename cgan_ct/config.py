@@ -171,6 +171,8 @@ ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
 RESIDUAL_BASES = ("auto", "condition", "cubic")
 LR_SCHEDULES = ("constant", "cosine")
+FLOAT32, BFLOAT16, FLOAT16, AUTO = "float32", "bfloat16", "float16", "auto"
+PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16, AUTO)  # cgan_ct.model.precision resolves "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +209,13 @@ class ModelConfig:
       lr_schedule: "constant", or "cosine": both learning rates decay along a
         half cosine to 10 % over the run's steps.
       global_batch_size, epochs: the paper's 50 and 100.
-      mixed_precision, jit_compile: for GPUs; slower on CPUs.
+      precision: "float32", "bfloat16", "float16" (Keras' mixed policies: variables,
+        losses, the output layers and HU in float32) or "auto": bfloat16 on GPUs of
+        compute capability >= 8 and CPUs with AMX-BF16, float32 elsewhere
+        (cgan_ct.model.precision; the choice and its reason go to run.json).
+      mixed_precision: the old switch for float16, kept as an alias: True sets
+        precision "float16" (refused beside another explicit precision).
+      jit_compile: XLA; for GPUs.
     """
 
     block_size: int = BLOCK_SIZE
@@ -230,10 +238,19 @@ class ModelConfig:
     lr_schedule: str = "constant"
     global_batch_size: int = 50
     epochs: int = 100
+    precision: str = "auto"
     mixed_precision: bool = False
     jit_compile: bool = False
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.mixed_precision and self.precision not in (AUTO, FLOAT16):
+            raise ValueError(f"mixed_precision (float16) contradicts precision {self.precision!r}")
+        # one canonical form: float16 either way it was asked for
+        if self.mixed_precision or self.precision == FLOAT16:
+            object.__setattr__(self, "precision", FLOAT16)
+            object.__setattr__(self, "mixed_precision", True)
         check_block_size(self.block_size, self.depth, "depth")
         if self.block_size % (2**self.disc_layers):
             raise ValueError(f"block_size {self.block_size} must divide by 2**disc_layers = {2**self.disc_layers}")
@@ -280,6 +297,7 @@ MODEL_PRESETS = {
         disc_layers=2,
         global_batch_size=4,
         epochs=1,
+        precision=FLOAT32,  # the same numbers on every machine: tests and smoke runs compare them
     ),
 }
 

@@ -1,7 +1,7 @@
 """cgan-ct-evaluate: models and baselines on whole scans, as the paper's Tables I and II.
 
   cgan-ct-evaluate --model TASK=MODEL [--model ...] --input PATH [--input ...] --output_dir REPORT_DIR
-                   [--overlap 0.25] [--seed 0] [--bm3d] [--no_reference]
+                   [--overlap 0.25] [--seed 0] [--bm3d] [--no_reference] [--precision auto|float32|bfloat16]
 
 MODEL is an exported model folder (a version folder, or cgan-ct-export's
 --output_dir: its highest version), a training run folder or a shipped model
@@ -42,6 +42,7 @@ _NO_REFERENCE = flags.DEFINE_bool(
     "The inputs are real noisy scans, denoised as they are: report noise and edge sharpness before and after "
     "(no ground truth), not PSNR / SSIM against a simulated condition.",
 )
+_PRECISION = job.define_inference_precision()
 _BM3D = flags.DEFINE_bool("bm3d", False, "Also score BM3D (denoise, lowdose): about 8 s per 512 x 512 slice.")
 
 
@@ -53,7 +54,7 @@ def _models() -> dict:
         task, _, folder = spec.rpartition("=")
         if not folder:
             raise app.UsageError(f"--model takes [TASK=]MODEL, got {spec!r}")
-        model = BlockModel(folder)
+        model = BlockModel(folder, precision=_PRECISION.value)
         task = task or model.task
         if task != model.task:
             raise app.UsageError(f"--model {spec}: the model was trained for {model.task!r}, not {task!r}")

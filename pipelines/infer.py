@@ -2,7 +2,7 @@
 
   cgan-ct-infer --model MODEL_DIR|pretrained:NAME --input PATH --output_dir OUT [--task TASK]
                 [--condition simulate|as_is] [--overlap 0.25] [--window gaussian|linear|none]
-                [--format dicom,nifti] [--batch 16] [--seed 0]
+                [--format dicom,nifti] [--batch 16] [--seed 0] [--precision auto|float32|bfloat16|float16]
 
 PATH is a DICOM folder or a volume file. OUT receives the condition and the
 generated volume as NIfTI (condition.nii.gz, generated.nii.gz) and/or derived
@@ -38,6 +38,7 @@ _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nif
 _BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of the noise.")
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
+_PRECISION = job.define_inference_precision()
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +49,8 @@ def main(argv: list[str]) -> None:
     from cgan_ct.inference.inference import BlockModel, infer_volume
 
     formats = parse_formats(_FORMAT.value)
-    model = BlockModel(_MODEL.value)
+    model = BlockModel(_MODEL.value, precision=_PRECISION.value)
+    print(f"model: {model.precision.describe()}")
     if model.version is not None:
         print(f"model: version {model.version} ({model.model_dir}), the highest in {_MODEL.value}")
     volume = read_volume(_INPUT.value, series=_SERIES.value)

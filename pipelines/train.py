@@ -2,7 +2,8 @@
 
   cgan-ct-train --dataset_dir DIR --task denoise --output_dir RUN_DIR [--preset cpu|paper|smoke]
                 [--epochs N] [--global_batch N] [--g_lr 2e-4] [--d_lr 2e-4] [--seed 0]
-                [--steps_per_epoch N] [--checkpoint_every 100] [--mixed_precision] [--jit_compile]
+                [--steps_per_epoch N] [--checkpoint_every 100] [--jit_compile]
+                [--precision auto|float32|bfloat16|float16]
                 [--air_keep 0.1] [--l1_space normalized|hu] [--ema_decay D] [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic] [--l1_weight 100]
 
@@ -25,7 +26,7 @@ select_keras_backend()  # --backend jax must reach Keras before anything imports
 from absl import flags  # noqa: E402
 
 from cgan_ct.cli import job  # noqa: E402
-from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
+from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRECISIONS, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
 from cgan_ct.constants import TASKS  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
@@ -47,7 +48,14 @@ _L1_WEIGHT = flags.DEFINE_float("l1_weight", None, "Weight of the L1 term (the a
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
 _BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
-_MIXED = flags.DEFINE_bool("mixed_precision", None, "Mixed float16 (GPUs).")
+_PRECISION = flags.DEFINE_enum(
+    "precision",
+    None,
+    list(PRECISIONS),
+    "Compute precision (variables, losses and HU stay float32). auto (the presets' default): bfloat16 on CPUs "
+    "with AMX-BF16 and GPUs of compute capability >= 8, float32 elsewhere; the choice is printed and recorded.",
+)
+_MIXED = flags.DEFINE_bool("mixed_precision", None, "Old name of --precision float16 (mixed float16, GPUs).")
 _XLA = flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (GPUs).")
 _BACKEND = flags.DEFINE_enum(
     "backend",
@@ -73,6 +81,7 @@ def main(argv: list[str]) -> int:
         global_batch_size=_BATCH.value,
         g_learning_rate=_G_LR.value,
         d_learning_rate=_D_LR.value,
+        precision=_PRECISION.value,
         mixed_precision=_MIXED.value,
         jit_compile=_XLA.value,
         l1_space=_L1_SPACE.value,

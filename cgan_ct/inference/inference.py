@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgan_ct.config import LowDoseConfig
+from cgan_ct.config import FLOAT32, LowDoseConfig
 from cgan_ct.constants import AIR_HU, CONDITION_MODES, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.pseudonym import pseudonym
@@ -36,10 +36,17 @@ class BlockModel:
     or a model shipped with the package (``pretrained:NAME``, cgan_ct.model.pretrained).
 
     ``model_dir`` is the folder loaded and ``version`` its version (None unless
-    it was chosen among version folders)."""
+    it was chosen among version folders). ``precision`` (float32, bfloat16,
+    float16 or auto: cgan_ct.model.precision.resolve_inference_precision) is
+    what the generator computes in: float32 runs the saved graph itself,
+    another precision rebuilds the generator from its recorded settings in
+    that precision with its float32 weights (the intensity mapping and the HU
+    stay float32). ``self.precision`` is the resolved one."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, precision: str = FLOAT32):
         import tensorflow as tf
+
+        from cgan_ct.model.precision import resolve_inference_precision
 
         model_dir = pretrained.resolve(model_dir)
         if not is_run_dir(model_dir):
@@ -60,6 +67,25 @@ class BlockModel:
             raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
         self.block_size = int(self.info.block_size)
         self.task = self.info.task
+        self.precision = resolve_inference_precision(precision)
+        if self.precision.name != FLOAT32:
+            self._signature = self._rebuilt_in_precision()
+
+    def _rebuilt_in_precision(self):
+        """The seeded HU signature of the generator rebuilt in ``self.precision``, with the model's weights."""
+        from cgan_ct.model.export import generator_from_export, generator_in_precision
+
+        if not self.info.model:
+            raise VolumeError(
+                self.model_dir, f"records no model settings: it runs in float32 only, not {self.precision.name}"
+            )
+        if is_run_dir(self.model_dir):
+            generator, _ = load_run_generator(self.model_dir, policy=self.precision.policy)
+        else:
+            generator = generator_in_precision(
+                generator_from_export(self.model_dir), self.info.model, self.precision.policy
+            )
+        return BlockGenerator(generator, self.info.mapping, self.block_size).generate_hu_seeded
 
     @property
     def tile_grid(self) -> int:

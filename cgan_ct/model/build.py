@@ -6,22 +6,36 @@ where TensorFlow is not installed (benchmarks/gpu_jax_check.py).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from cgan_ct.config import ModelConfig
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
+from cgan_ct.model.precision import Precision, resolve_precision
 from cgan_ct.ops.intensity import IntensityMapping
 
 
-def make_optimizer(learning_rate: float, config: ModelConfig, total_steps: int | None):
-    """Adam (beta_1 from the config), on a cosine schedule if asked, loss-scaled for float16."""
+def make_optimizer(learning_rate: float, config: ModelConfig, total_steps: int | None, loss_scaling: bool = False):
+    """Adam (beta_1 from the config), on a cosine schedule if asked, loss-scaled if asked (float16)."""
     if config.lr_schedule == "cosine":
         if not total_steps:
             raise ValueError("lr_schedule 'cosine' needs the run's total steps")
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.1)
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1)
-    return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Keras' global dtype policy set to ``policy`` while the block runs, restored after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_gan(
@@ -29,22 +43,22 @@ def build_gan(
     seed: int = 0,
     hu_mapping: IntensityMapping | None = None,
     total_steps: int | None = None,
+    precision: Precision | None = None,
 ) -> ConditionalGAN:
     """The compiled GAN with both optimizers built; call inside the strategy's scope (TensorFlow).
 
     ``hu_mapping`` (the dataset's) lets validation report PSNR in HU, by which the best checkpoint is
     chosen, and the L1 be taken in HU; ``total_steps`` is the length of a learning-rate schedule.
+    ``precision`` is ``config.precision`` resolved (default: resolved here); the GAN keeps it as
+    ``gan.precision``.
     """
-    previous = keras.config.dtype_policy()
-    if config.mixed_precision:  # for these networks only: the layers keep the policy they were built with
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
+    precision = precision or resolve_precision(config.precision)
+    with dtype_policy(precision.policy):  # for these networks only: layers keep the policy they were built with
         gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=seed, hu_mapping=hu_mapping)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    gan.precision = precision
     gan.compile(
-        d_optimizer=make_optimizer(config.d_learning_rate, config, total_steps),
-        g_optimizer=make_optimizer(config.g_learning_rate, config, total_steps),
+        d_optimizer=make_optimizer(config.d_learning_rate, config, total_steps, precision.loss_scaling),
+        g_optimizer=make_optimizer(config.g_learning_rate, config, total_steps, precision.loss_scaling),
         l1_weight=config.l1_weight,
         adversarial=config.adversarial,
         l1_space=config.l1_space,

@@ -243,8 +243,29 @@ class BlockGenerator:
         return {"generated": self._network(condition, noise)}
 
 
-def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, RunRecord]:
-    """The run's generator (built fresh, outside any strategy) and its run record."""
+def generator_in_precision(generator: keras.Model, model: dict, policy: str = "float32") -> keras.Model:
+    """``generator`` computing in the Keras dtype ``policy``: itself if every layer does already, else
+    rebuilt from its settings ``model`` (a ModelConfig as a dict) under that policy, with its weights
+    (float32 in every policy)."""
+    from cgan_ct.model.build import dtype_policy
+    from cgan_ct.model.networks import build_generator
+
+    names = {layer.dtype_policy.name for layer in generator.layers}
+    mixed = {name for name in names if name.startswith("mixed_")}  # the output layers stay float32 in any
+    if mixed == ({policy} if policy.startswith("mixed_") else set()):
+        return generator
+    with dtype_policy(policy):
+        rebuilt = build_generator(ModelConfig(**model))
+    rebuilt.set_weights(generator.get_weights())
+    return rebuilt
+
+
+def load_run_generator(run_dir, checkpoint: str = "best", policy: str = "float32") -> tuple[keras.Model, RunRecord]:
+    """The run's generator (built fresh, outside any strategy) and its run record.
+
+    The generator computes in ``policy`` (Keras' dtype policy) whatever precision the run trained in:
+    float32 unless asked, so that an export or an inference does not silently inherit bfloat16.
+    """
     # The checkpoint names our layers (registered when their module is imported): a fresh process that
     # only serves (cgan-ct-export, cgan-ct-infer --model RUN_DIR) would not find them otherwise.
     from cgan_ct.model import networks  # noqa: F401
@@ -255,7 +276,7 @@ def load_run_generator(run_dir, checkpoint: str = "best") -> tuple[keras.Model, 
     found = [run_dir / n for n in names if (run_dir / n).exists()]
     if not found:
         raise VolumeError(run_dir, "has no generator checkpoint yet (no finished epoch)")
-    return keras.models.load_model(found[0], compile=False), run
+    return generator_in_precision(keras.models.load_model(found[0], compile=False), run.model, policy), run
 
 
 def generator_from_export(model_dir) -> keras.Model:

@@ -42,18 +42,22 @@ class RunRecord:
     intensity: dict
     format_version: int = RUN_FORMAT_VERSION
     condition: dict | None = None  # the dataset's stored condition (manifest "condition"), e.g. the low dose
+    # the precision the latest session trained in: {"used", "requested", "reason"} (cgan_ct.model.precision)
+    precision: dict | None = None
 
     @property
     def block_size(self) -> int:
         return int(self.model["block_size"])
 
     def comparable(self) -> dict:
-        """What must match to continue a run (more epochs may be asked for)."""
+        """What must match to continue a run (more epochs may be asked for, in another precision: the
+        variables are float32 in every precision)."""
         fields = ("model", "task", "seed", "pipeline", "dataset_fingerprint")  # the fingerprint covers the condition
         record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
         for key, before in _TRAINED_BEFORE.items():
             record[key] = {**before, **record[key]}
-        return {k: ({**record[k], "epochs": None} if k == "model" else record[k]) for k in fields}
+        free = {"epochs": None, "precision": None, "mixed_precision": None}
+        return {k: ({**record[k], **free} if k == "model" else record[k]) for k in fields}
 
     def differences(self, other: RunRecord) -> list[str]:
         """``name: this -> other`` for each comparable setting that differs (nested settings by name)."""

@@ -42,6 +42,7 @@ from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.model.build import build_gan  # noqa: F401 - build_gan's old home, still imported from here
 from cgan_ct.model.gan import ConditionalGAN
+from cgan_ct.model.precision import Precision, resolve_precision
 from cgan_ct.model.run_record import RunRecord, is_run_dir
 
 BACKUP = "backup"
@@ -269,7 +270,9 @@ class ImageSummaries(keras.callbacks.Callback):
             tf.summary.image("condition | generated | target", (row + 1.0) / 2.0, step=epoch, max_outputs=4)
 
 
-def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOptions, manifest: Manifest) -> RunRecord:
+def _run_record(
+    dataset_dir: pathlib.Path, config: ModelConfig, options: RunOptions, manifest: Manifest, precision: Precision
+) -> RunRecord:
     return RunRecord(
         model=dataclasses.asdict(config),
         task=options.task,
@@ -279,6 +282,7 @@ def _run_record(dataset_dir: pathlib.Path, config: ModelConfig, options: RunOpti
         dataset_fingerprint=manifest.plan_fingerprint,
         intensity=manifest.intensity,
         condition=manifest.condition,
+        precision=precision.to_json(),
     )
 
 
@@ -338,15 +342,17 @@ def train(
     strategy = strategy or make_strategy()
     chief = is_chief()
     out_dir = run_dir if chief else run_dir / f".worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}"
-    record = _run_record(dataset_dir, config, options, manifest)
+    precision = resolve_precision(config.precision)
+    record = _run_record(dataset_dir, config, options, manifest, precision)
     if chief:
         _check_run_dir(run_dir, record)
+        print(f"cgan-ct-train: {precision.describe()}", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = manifest.splits["train"].blocks * options.pipeline.augment_copies
     spe = options.steps_per_epoch or max(1, blocks // config.global_batch_size)
     total = spe * config.epochs
     with strategy.scope():
-        gan = build_gan(config, options.seed, manifest.mapping, total_steps=total)
+        gan = build_gan(config, options.seed, manifest.mapping, total_steps=total, precision=precision)
     step = restore(gan, run_dir)  # every worker resumes from the chief's resume point
     if step >= total:
         return TrainingResult(step, config.epochs, False, f"already finished: {step} steps")
