@@ -69,8 +69,8 @@ bench: setup
 	$(VENV)/bin/python benchmarks/read_volume_bench.py --series_dir $(DATA)
 	$(VENV)/bin/python benchmarks/convert_bench.py --series_dir $(DATA)
 	$(VENV)/bin/python benchmarks/pipeline_bench.py
-	$(VENV)/bin/python benchmarks/model_bench.py --presets cpu,paper --batch 4
-	$(VENV)/bin/python benchmarks/step_profile.py --preset cpu
+	$(VENV)/bin/python benchmarks/model_bench.py --presets cpu,paper --batch 4 --precisions float32,auto
+	$(VENV)/bin/python benchmarks/step_profile.py --preset cpu --precisions float32,auto
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache

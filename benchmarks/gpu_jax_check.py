@@ -89,15 +89,9 @@ def train_flops_per_block(config) -> int:
 
 
 def build(preset: str, batch: int, precision: str, steps: int):
-    """The preset's compiled ConditionalGAN in ``precision`` (float32, bfloat16), its schedule (if any) ``steps``
-    long."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
-        config = model_config(preset, global_batch_size=batch, mixed_precision=False)
-        return build_gan(config, seed=0, total_steps=steps)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    """The preset's compiled ConditionalGAN in ``precision`` (float32, bfloat16; never ``auto``: build_gan sets
+    its dtype policy), its schedule (if any) ``steps`` long."""
+    return build_gan(model_config(preset, global_batch_size=batch, precision=precision), seed=0, total_steps=steps)
 
 
 def train_rows(preset: str, batches, precisions, steps: int, conv_peak: dict) -> list[dict]:

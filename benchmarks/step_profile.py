@@ -1,21 +1,28 @@
-"""Where a train step spends its time: per layer of G and D, and the step's parts, against the whole step.
+"""Where a train step spends its time, in each precision: per layer of G and D, and per part of the step.
 
-Each layer of the generator and the discriminator is timed alone on its own
-input shape (forward, and forward + backward with the gradients a train step
-needs: to the weights and, except for the first layer, to the input), each
-part of the step in its own tf.function (G forward + backward, D passes, the
-PSNR / SSIM metrics), and the whole ConditionalGAN.train_step, all in the same
-run. For the convolutions it also times the backward pass to the kernel alone
-(Conv3DBackpropFilterV2), the part that oneDNN runs through a slow GEMM path
-on AVX2-only CPUs for small channel counts (BUILD_NOTES.md, "CPU runtime").
+For each precision (float32, bfloat16, float16: Keras' mixed policies, as ``--precision`` sets them for
+training) the preset's GAN is built in it and each layer of the generator and the discriminator is timed
+alone on its own input shape and in its own compute dtype (forward, and forward + backward with the
+gradients a train step needs: to the weights and, except for the first layer, to the input), each part of
+the step in its own tf.function (G forward + backward, D passes, G inference, the PSNR / SSIM metrics), and
+the whole ConditionalGAN.train_step, all in the same run. For the convolutions it also times the backward
+pass to the kernel alone (Conv3DBackpropFilterV2), the part that oneDNN runs through a slow GEMM path on
+AVX2-only CPUs for small channel counts (BUILD_NOTES.md, "CPU runtime"). The whole step and G's inference
+are also given in GFLOP/s (FLOPs counted as benchmarks/model_bench.py counts them) against the conv3d peak
+of the same precision, timed in the same run (benchmarks/peaks.py: 64 -> 64 channels, 3^3 kernel, 32^3
+voxels). The header names the CPU, its matrix features, ONEDNN_MAX_CPU_ISA and what precision ``auto``
+picks here and why. On AVX2 alone TensorFlow emulates bfloat16 (~20x slower than float32): keep
+``--seconds`` short there.
 
-  python benchmarks/step_profile.py [--preset cpu] [--batch 8] [--seconds 1.5] [--output FILE]
+  python benchmarks/step_profile.py [--preset cpu] [--precisions float32,bfloat16] [--batch 8] [--seconds 1.5]
+                                    [--conv 8] [--conv_edge 32] [--output FILE]
 """
 
 from __future__ import annotations
 
 import json
-import time
+import pathlib
+import sys
 
 # isort: off
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
@@ -27,13 +34,25 @@ from absl import app, flags
 from tensorflow.python.util import _pywrap_util_port
 
 from cgan_ct import runtime
-from cgan_ct.config import model_config
+from cgan_ct.config import FLOAT32, model_config
 from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN, block_psnr, block_ssim
 
+HERE = str(pathlib.Path(__file__).resolve().parent)
+if HERE not in sys.path:  # run as a script it is there already; loaded by path (the tests) it is not
+    sys.path.insert(0, HERE)
+import peaks  # noqa: E402
+
 _PRESET = flags.DEFINE_string("preset", "cpu", "Model preset.")
+_PRECISIONS = flags.DEFINE_list(
+    "precisions",
+    ["float32", "bfloat16"],
+    f"Precisions to profile the preset in ({', '.join(peaks.PRECISIONS)}; auto: this machine's choice).",
+)
 _BATCH = flags.DEFINE_integer("batch", 8, "Batch.")
 _SECONDS = flags.DEFINE_float("seconds", 1.5, "Seconds of timing per figure.")
+_CONV = flags.DEFINE_integer("conv", 8, "Batch of the conv3d peak (64 -> 64 channels).")
+_CONV_EDGE = flags.DEFINE_integer("conv_edge", 32, "Edge of the conv3d peak's volume, in voxels.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the figures as JSON to this file.")
 
 # The length of the preset's learning-rate schedule (the cpu preset's cosine needs one): each figure is timed
@@ -41,19 +60,14 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also write the figures as JSON to
 SCHEDULE_STEPS = 1000
 
 
-def build(preset: str, steps: int) -> ConditionalGAN:
-    """The preset's compiled GAN as cgan-ct-train builds it, its schedule (if any) ``steps`` long."""
-    return build_gan(model_config(preset), total_steps=steps)
+def build(preset: str, steps: int, precision: str = FLOAT32) -> ConditionalGAN:
+    """The preset's compiled GAN as cgan-ct-train builds it, in ``precision`` (never ``auto``), its schedule
+    (if any) ``steps`` long."""
+    return build_gan(model_config(preset, precision=precision), total_steps=steps)
 
 
 def _ms(fn) -> float:
-    fn()
-    fn()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < _SECONDS.value or count == 0:
-        fn()
-        count += 1
-    return (time.perf_counter() - start) / count * 1000
+    return 1000 / peaks.rate(fn, 1, _SECONDS.value)
 
 
 def _layer_times(model: keras.Model, batch: int) -> list[dict]:
@@ -61,7 +75,8 @@ def _layer_times(model: keras.Model, batch: int) -> list[dict]:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer) or isinstance(layer.input, list):
             continue  # inputs, concatenations and the residual output (two inputs) are cheap
-        x = tf.random.uniform([batch, *layer.input.shape[1:]], -1, 1)
+        # in the layer's compute dtype, as the layer before hands it on (bfloat16 inside a mixed_bfloat16 net)
+        x = tf.cast(tf.random.uniform([batch, *layer.input.shape[1:]], -1, 1), layer.compute_dtype)
         needs_input_grad = bool(rows)  # the first layer after the inputs gets no input gradient in training
 
         def forward(layer=layer, x=x):
@@ -120,6 +135,7 @@ def _step_parts(gan, batch: int, n: int) -> dict:
     return {
         "G forward": _ms(tf.function(lambda: g([y, z], training=True))),
         "G forward + backward": _ms(tf.function(g_forward_backward)),
+        "G inference (training=False)": _ms(tf.function(lambda: g([y, z], training=False))),
         "D update pass (real + generated)": _ms(tf.function(d_forward_backward)),
         "D pass for G's loss": _ms(tf.function(d_for_g)),
         "PSNR (every step)": _ms(tf.function(lambda: block_psnr(x, y))),
@@ -128,33 +144,64 @@ def _step_parts(gan, batch: int, n: int) -> dict:
     }
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    config = model_config(_PRESET.value)
-    gan = build(_PRESET.value, SCHEDULE_STEPS)
-    status = {**runtime.status(), "onednn_in_effect": bool(_pywrap_util_port.IsMklEnabled())}
-    print(f"cpu: {status['cpu']}; oneDNN {'on' if status['onednn_in_effect'] else 'off'}; preset {_PRESET.value}")
-    result = {"runtime": status, "preset": _PRESET.value, "batch": _BATCH.value}
+def _layer_table(name: str, rows: list[dict]) -> None:
+    print(f"\n{name}: layer | input | forward ms | forward+backward ms | kernel gradient alone ms")
+    for r in rows:
+        kernel = f"{r['kernel_grad_ms']:7.1f}" if "kernel_grad_ms" in r else "      -"
+        print(
+            f"  {r['layer']:<16} {str(r['input']):<20} {r['forward_ms']:7.1f} {r['forward_backward_ms']:7.1f} {kernel}"
+        )
+    print(f"  sum {sum(r['forward_ms'] for r in rows):.1f} / {sum(r['forward_backward_ms'] for r in rows):.1f}")
+
+
+def profile(preset: str, precision: str, batch: int, peak_gflops: float) -> dict:
+    """One precision's layer tables and step parts, printed and returned; the step and G's inference in
+    GFLOP/s against ``peak_gflops`` (the conv3d peak of this precision)."""
+    gan = build(preset, SCHEDULE_STEPS, precision)
+    print(f"\n=== {preset} in {gan.precision.name} (policy {gan.precision.policy}), batch {batch}")
+    result = {"precision": gan.precision.name, "peak_gflops": peak_gflops}
     for name, model in (("generator", gan.generator), ("discriminator", gan.discriminator)):
-        rows = _layer_times(model, _BATCH.value)
-        result[name] = rows
-        print(f"\n{name}: layer | input | forward ms | forward+backward ms | kernel gradient alone ms")
-        for r in rows:
-            kernel = f"{r['kernel_grad_ms']:7.1f}" if "kernel_grad_ms" in r else "      -"
-            print(
-                f"  {r['layer']:<16} {str(r['input']):<20} {r['forward_ms']:7.1f} {r['forward_backward_ms']:7.1f} "
-                f"{kernel}"
-            )
-        print(f"  sum {sum(r['forward_ms'] for r in rows):.1f} / {sum(r['forward_backward_ms'] for r in rows):.1f}")
-    parts = _step_parts(gan, _BATCH.value, config.block_size)
-    result["parts_ms"] = parts
+        result[name] = _layer_times(model, batch)
+        _layer_table(name, result[name])
+    parts = _step_parts(gan, batch, model_config(preset).block_size)
     whole = parts["whole train step"]
     print("\nparts of a train step (each alone):")
     for name, ms in parts.items():
         print(f"  {name:<34} {ms:7.1f} ms  ({ms / whole:.0%} of the step)")
+    g_flops, step_flops = peaks.step_flops(gan)
+    result.update(parts_ms=parts, gflop_per_block_generator=g_flops / 1e9, gflop_per_block_train_step=step_flops / 1e9)
+    result["train_gflops"] = batch * step_flops / whole / 1e6
+    result["infer_gflops"] = batch * g_flops / parts["G inference (training=False)"] / 1e6
+    return result
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    try:
+        precisions = peaks.check_precisions(_PRECISIONS.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    status = {**runtime.status(), "onednn_in_effect": bool(_pywrap_util_port.IsMklEnabled())}
+    machine = peaks.machine()
+    print(peaks.machine_line(machine))
+    print(f"oneDNN {'on' if status['onednn_in_effect'] else 'off'}; preset {_PRESET.value}; batch {_BATCH.value}")
+    conv = {p: peaks.conv_peak_gflops(p, _SECONDS.value, _CONV.value, _CONV_EDGE.value) for p in precisions}
+    shape = f"{_CONV.value} x {_CONV_EDGE.value}^3 x 64 -> 64"
+    print(f"large conv3d ({shape}) peak: {', '.join(f'{p} {g:.1f}' for p, g in conv.items())} GFLOP/s", flush=True)
+    runs = [profile(_PRESET.value, p, _BATCH.value, conv[p]) for p in precisions]
+    print("\nprecision | conv3d peak GFLOP/s | train step ms, GFLOP/s, of peak | G inference ms, GFLOP/s, of peak")
+    for r in runs:
+        step_ms, infer_ms = r["parts_ms"]["whole train step"], r["parts_ms"]["G inference (training=False)"]
+        print(
+            f"  {r['precision']:<8} {r['peak_gflops']:8.1f} | {step_ms:8.1f} {r['train_gflops']:7.1f} "
+            f"{r['train_gflops'] / r['peak_gflops']:5.0%} | {infer_ms:8.1f} {r['infer_gflops']:7.1f} "
+            f"{r['infer_gflops'] / r['peak_gflops']:5.0%}"
+        )
     if _OUTPUT.value:
+        result = {"machine": machine, "runtime": status, "preset": _PRESET.value, "batch": _BATCH.value}
+        result["conv_peak"] = {"batch": _CONV.value, "edge": _CONV_EDGE.value, "gflops": conv}
         with open(_OUTPUT.value, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump({**result, "runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":

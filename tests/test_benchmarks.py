@@ -168,20 +168,27 @@ SMOKES = {  # longest first: two at a time, they finish sooner
     ),
     "step_profile": _script(
         "step_profile",
-        "--preset smoke --batch 1 --seconds 0 --output {out}/profile.json",
-        r"whole train step +[\d.]+ ms",
+        "--preset smoke --batch 1 --seconds 0 --precisions float32,bfloat16 --conv 1 --conv_edge 8 "
+        "--output {out}/profile.json",
+        r"(?m)whole train step +[\d.]+ ms[\s\S]*^  bfloat16 +[\d.]+ \| +[\d.]+ +[\d.]+ +\d+% \|",
     ),
     "gpu_check": _shell(
         "gpu_check",
-        ("model_bench.py",),
+        ("model_bench.py", "peaks.py"),  # peaks.py: the limits model_bench.py and step_profile.py import
         "",
         "SMOKE=1 OUT={out} PYTHON={python}",
-        r"smoke +G [\d.]+ M params.* train [\d.]+ blocks/s .* inference [\d.]+ blocks/s",
+        r"(?m)^smoke +G [\d.]+ M params[\s\S]*^smoke +float32 +\| train +[\d.]+ blocks/s .* inference +[\d.]+ "
+        r"blocks/s[\s\S]*^smoke +bfloat16 +\| train +[\d.]+ blocks/s",
     ),
     "recipe_ab": _script(
         "recipe_ab",
         f"{SPLIT} --steps 1 --variants before --output_dir {{out}}",
         r"\| model \(before\) \| volume \| [\d.]+",
+    ),
+    "precision_hu": _script(
+        "precision_hu",
+        f"--ct_dir {{ct}} --scans {HELDOUT_SERIES} --models {SHIPPED} --slices 4 --crop 48",
+        r"goal (met|missed): worst mean [\d.]+ HU, worst max \d+ HU",
     ),
     "pipeline_bench": _script(
         "pipeline_bench", f"{SERIES} --presets smoke --seconds 0 --batch 1", r"pipeline denoise +: +[\d.]+ blocks/s"
