@@ -175,3 +175,30 @@ def test_patient_key_follows_patient_id_and_salt(tmp_path):
     assert a.patient_key == b.patient_key != c.patient_key
     assert a.volume_id != b.volume_id
     assert read_volume(tmp_path / "a", salt="s2").patient_key != a.patient_key
+
+
+@pytest.mark.parametrize(
+    "series, damage, expect",
+    [
+        ("covid-ct-md-P001", "stray", "bytes after it were never decoded"),  # JPEG Lossless, process 14
+        ("covid-ct-md-P001", "cut", "cut short"),
+        ("lungx-ct004", "stray", "does not lead to the next tile-part"),  # JPEG 2000
+        ("lungx-ct004", "cut", "cut short"),
+    ],
+)
+def test_a_damaged_compressed_slice_is_an_error_not_wrong_pixels(shared_ct, tmp_path, series, damage, expect):
+    """Issue 30 item 8: a stray end marker inside a JPEG Lossless frame decoded without an error, about half
+    the slice wrong (up to 2,088 HU); the frame's structure is now checked before it is decoded."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    files = sorted((shared_ct / series).glob("*.dcm"))[:4]
+    for k, source in enumerate(files):
+        ds = pydicom.dcmread(source)
+        if k == 2:
+            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+            middle = len(frame) // 2
+            frame = frame[:middle] + b"\xff\xd9" + frame[middle:] if damage == "stray" else frame[:middle]
+            ds.PixelData = encapsulate([frame])
+        ds.save_as(tmp_path / source.name)
+    with pytest.raises(VolumeError, match=f"{files[2].name}: corrupt compressed pixel data .*{expect}"):
+        read_volume(tmp_path)

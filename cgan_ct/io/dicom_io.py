@@ -9,7 +9,6 @@ out. Pixel data is read only for the chosen series.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import re
 
@@ -19,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 
 from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
-from cgan_ct.io import slice_geometry
+from cgan_ct.io import folder_walk, jpeg_check, slice_geometry
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, below_air_to_air, hu_to_int16, to_canonical
 
@@ -122,7 +121,8 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
     A DICOM file that cannot be read (corrupt, truncated, unreadable) raises
     VolumeError; with ``on_error``, it is passed to ``on_error(error,
     position)`` instead (``position``: "file k of n" in the name order of its
-    folder) and left out, and the caller decides what it spoils.
+    folder; None for a folder that cannot be read) and left out, and the caller decides what it spoils.
+    Symbolic links to folders are followed, each real folder once (cgan_ct.io.folder_walk).
     """
     series: dict[str, _Series] = {}
 
@@ -131,9 +131,12 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
             raise exc
         on_error(exc, f"file {k + 1} of {len(names)}")
 
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names = sorted(n for n in names if not n.startswith("."))
+    def unreadable(exc: VolumeError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(exc, None)  # a folder, not a file among a series' files
+
+    for root, names in folder_walk.walk(folder, unreadable):
         others, shapes = [], set()  # files without the DICM marker; name shapes of the DICOM files
         for k, name in enumerate(names):
             path = pathlib.Path(root, name)
@@ -268,9 +271,25 @@ def _check_consistent(series: _Series) -> None:
             raise VolumeError(path, "image orientation differs from the rest of the series")
 
 
+def _check_frames(path: pathlib.Path, ds: pydicom.Dataset, syntax) -> None:
+    """VolumeError if a JPEG / JPEG-LS / JPEG 2000 frame is not whole (cgan_ct.io.jpeg_check): their decoders
+    stop at a stray end marker without an error and leave the rest of the slice wrong."""
+    if str(syntax) not in jpeg_check.JPEG_SYNTAXES | jpeg_check.JPEG2000_SYNTAXES:
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        for frame in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=frames):
+            problem = jpeg_check.frame_problem(str(syntax), frame)
+            if problem:
+                raise VolumeError(path, f"corrupt compressed pixel data ({syntax.name}): {problem}")
+    except (ValueError, KeyError, TypeError) as exc:  # pydicom's errors for a broken encapsulation
+        raise VolumeError(path, f"broken encapsulated pixel data ({syntax.name}): {exc}") from None
+
+
 def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
     """The stored pixel values of one slice; the dataset lets go of its bytes."""
     syntax = ds.file_meta.get("TransferSyntaxUID", None)
+    _check_frames(path, ds, syntax)
     try:
         pixels = pydicom.pixels.pixel_array(ds)
     except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
@@ -403,7 +422,7 @@ def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> l
         first = series.first
         volume_id = pseudonym("vol", uid, salt)
         folders = {path.parent for path, _ in series.files}
-        spoiled = [(exc, where) for exc, where in problems if pathlib.Path(exc.source).parent in folders]
+        spoiled = [(e, where) for e, where in problems if where and pathlib.Path(e.source).parent in folders]
         if spoiled:
             exc, where = spoiled[0]
             on_error(VolumeError(exc.source, f"{where} of the series' folder: {exc.problem}"), volume_id)
@@ -419,7 +438,9 @@ def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> l
         )
     series_folders = {path.parent for series in found.values() for path, _ in series.files}
     for exc, where in problems:
-        if pathlib.Path(exc.source).parent not in series_folders:
+        if where is None:  # a folder that could not be read
+            on_error(exc, None)
+        elif pathlib.Path(exc.source).parent not in series_folders:
             on_error(VolumeError(exc.source, f"{where} of its folder: {exc.problem}"), None)
     return sorted(refs, key=lambda r: r.volume_id)
 

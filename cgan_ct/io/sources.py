@@ -17,7 +17,7 @@ import re
 import SimpleITK as sitk
 
 from cgan_ct.errors import VolumeError
-from cgan_ct.io import dicom_io, volume_files
+from cgan_ct.io import dicom_io, folder_walk, volume_files
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sitk_bridge import resample
 from cgan_ct.io.volume import Volume
@@ -136,11 +136,10 @@ def _file_source(path: pathlib.Path, salt: str | None, patients: dict[str, str] 
     )
 
 
-def _volume_files_under(root: pathlib.Path) -> list[pathlib.Path]:
+def _volume_files_under(root: pathlib.Path, on_error) -> list[pathlib.Path]:
     found = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [pathlib.Path(folder, n) for n in sorted(names) if volume_files.volume_format(n)]
+    for folder, names in folder_walk.walk(root, on_error):
+        found += [folder / n for n in names if volume_files.volume_format(n)]
     return found
 
 
@@ -161,7 +160,8 @@ def discover(
             skipped.append(skipped_from_error(exc, salt))
             continue
         before = (len(sources), len(skipped))
-        files = _volume_files_under(item) if item.is_dir() else [item]
+        # an unreadable folder is listed once, by the DICOM search below, which walks the same folders
+        files = _volume_files_under(item, lambda exc: None) if item.is_dir() else [item]
         for path in files:
             try:
                 source = _file_source(path, salt, patients)
