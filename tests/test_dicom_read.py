@@ -71,12 +71,24 @@ def test_several_series_need_a_choice(tmp_path):
     with pytest.raises(VolumeError) as info:
         read_volume(tmp_path)
     message = str(info.value)
-    assert "2 series found" in message and "'lung': 3 slices" in message and "'soft': 4 slices" in message
+    assert "2 series found" in message and "series 7 (CT, 5 x 5): 3 slices" in message
+    assert "series 8 (CT, 5 x 5): 4 slices" in message and "lung" not in message  # free text can hold a name
     np.testing.assert_array_equal(read_volume(tmp_path, series="8").hu, b)
     volume_a = read_volume(tmp_path / "a")
     np.testing.assert_array_equal(read_volume(tmp_path, series=volume_a.volume_id).hu, a)
     with pytest.raises(VolumeError, match="series '9' not found"):
         read_volume(tmp_path, series="9")
+
+
+def test_the_one_ct_series_beside_a_segmentation_needs_no_choice(tmp_path):
+    """Issue 30 item 13: a SEG (or other non-CT image) series in the study made every command ask for --series."""
+    ct = random_hu((3, 5, 5), seed=1)
+    write_ct_series(tmp_path / "ct", ct, tags={"SeriesNumber": 2})
+    write_ct_series(tmp_path / "seg", random_hu((3, 5, 5), seed=2), tags={"SeriesNumber": 300, "Modality": "SEG"})
+    np.testing.assert_array_equal(read_volume(tmp_path).hu, ct)
+    write_ct_series(tmp_path / "ct2", random_hu((2, 5, 5), seed=3), tags={"SeriesNumber": 3})
+    with pytest.raises(VolumeError, match=r"3 series found.*series 300 \(SEG, 5 x 5\)"):
+        read_volume(tmp_path)
 
 
 def test_sagittal_series_comes_back_canonical(tmp_path):

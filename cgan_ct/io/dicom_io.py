@@ -49,12 +49,17 @@ class _Series:
     def first(self) -> pydicom.Dataset:
         return self.files[0][1]
 
+    @property
+    def modality(self) -> str:
+        return str(self.first.get("Modality", "") or "?")
+
     def label(self, salt: str | None) -> str:
+        """Number, modality, size and pseudonym; not the free-text SeriesDescription (it can hold a name)."""
         ds = self.first
         number = ds.get("SeriesNumber", "?")
-        description = str(ds.get("SeriesDescription", "") or "").strip()
+        size = f"{ds.get('Rows', '?')} x {ds.get('Columns', '?')}"
         vol_id = pseudonym("vol", self.uid, salt)
-        return f"series {number} '{description}': {len(self.files)} slices (series='{number}' or '{vol_id}')"
+        return f"series {number} ({self.modality}, {size}): {len(self.files)} slices (series='{number}' or '{vol_id}')"
 
 
 def _is_dicom_file(path: pathlib.Path) -> bool:
@@ -168,6 +173,9 @@ def _choose_series(folder: pathlib.Path, found: dict[str, _Series], choice: str 
         raise VolumeError(folder, "no DICOM image files found")
     if choice is None and len(found) == 1:
         return next(iter(found.values()))
+    ct = [series for series in found.values() if series.modality == "CT"]
+    if choice is None and len(ct) == 1:  # beside a segmentation or a dose screenshot: the one CT image series
+        return ct[0]
     if choice is not None:
         matches = [
             s
