@@ -6,8 +6,15 @@
 CASCADE is the cascade/ folder of cgan-ct-train-cascade. Volume i is drawn
 from seed + i and written to OUT/synthetic_<i>/ as volume.nii.gz and/or a
 DICOM series (dicom/) marked as synthetic (image comments, derivation), with new
-UIDs and no patient attributes. OUT/synthesis.json records the seeds and the
-time per volume.
+UIDs and no patient attributes, by way of a hidden OUT/.tmp-synthetic_<i>/
+renamed into place when complete. OUT/synthesis.json records the request
+(cascade, seed, slices, formats) and the seed and time per volume.
+
+Run it again to resume: after a kill, or with a larger --count, the volumes an
+earlier run with the same cascade, --seed, --slices and --format left complete
+are kept untouched and the others are drawn; stale hidden folders are removed.
+A synthetic_<i> folder of other settings (or with other files in it) is an
+error naming it, before anything is drawn.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.constants import VOLUME_FORMATS
+from cgan_ct.constants import MAX_SERVING_BATCH, VOLUME_FORMATS
 
 _MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")
@@ -24,7 +31,13 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first volume (volume i uses
 _SLICES = flags.DEFINE_integer("slices", None, "Slices per volume (default: the training volumes' median).")
 _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
 _OVERLAP = flags.DEFINE_float("overlap", 0.25, "Fraction of a block shared by neighbouring tiles.")
-_BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
+_BATCH = flags.DEFINE_integer(
+    "batch",
+    16,
+    f"Blocks per prediction call (at most {MAX_SERVING_BATCH}).",
+    lower_bound=1,
+    upper_bound=MAX_SERVING_BATCH,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -61,6 +74,7 @@ def main(argv: list[str]) -> None:
         _BATCH.value,
         progress=progress,
         on_volume=lambda folder, seconds: print(f"wrote {folder} ({seconds:.1f} s)"),
+        on_kept=lambda folder: print(f"kept {folder} (complete, from an earlier run with the same settings)"),
     )
 
 
