@@ -155,7 +155,10 @@ def test_training_prints_its_own_line_only(tensorflow_runs):
     """Nor TensorFlow's Python INFO lines ("Using MirroredStrategy ..."), shown by absl by default."""
     result = tensorflow_runs["train"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("cgan-ct-train: finished: 1 steps")
+    # its own lines: the precision it chose (smoke: float32), then the result
+    lines = result.stdout.splitlines()
+    assert lines[0] == "cgan-ct-train: precision float32: asked for", result.stdout
+    assert lines[1].startswith("cgan-ct-train: finished: 1 steps")
     assert result.stderr == "", "lines on stderr:\n" + result.stderr[-3000:]
 
 

@@ -6,14 +6,12 @@ where TensorFlow is not installed (benchmarks/gpu_jax_check.py).
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 
 from cgan_ct.config import ModelConfig
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
-from cgan_ct.model.precision import Precision, resolve_precision
+from cgan_ct.model.precision import Precision, dtype_policy, resolve_precision
 from cgan_ct.ops.intensity import IntensityMapping
 
 
@@ -25,17 +23,6 @@ def make_optimizer(learning_rate: float, config: ModelConfig, total_steps: int |
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.1)
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.beta_1)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
-
-
-@contextlib.contextmanager
-def dtype_policy(policy: str):
-    """Keras' global dtype policy set to ``policy`` while the block runs, restored after."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def build_gan(

@@ -20,6 +20,7 @@ counts the CPU as one without it. Imports neither TensorFlow nor JAX until a GPU
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -56,6 +57,19 @@ class Precision:
 
     def to_json(self) -> dict:
         return {"used": self.name, "requested": self.requested, "reason": self.reason}
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """Keras' global dtype policy set to ``policy`` while the block runs, restored after."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def check_precision(value: str, name: str = "precision") -> str:
