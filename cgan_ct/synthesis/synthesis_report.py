@@ -32,6 +32,7 @@ from PIL import Image
 
 from cgan_ct.constants import LUNG_WINDOW as _LUNG
 from cgan_ct.constants import MEDIASTINAL_WINDOW
+from cgan_ct.errors import VolumeError
 from cgan_ct.io.volume import Volume
 from cgan_ct.synthesis.memorization_report import (
     COARSE_BLOCK,
@@ -145,6 +146,20 @@ def _memorization_record(report) -> dict:
     }
 
 
+def _check_sizes(synthetic, training, heldout, block: int) -> None:
+    """VolumeError, before anything is written, for a volume too small for the memorization checks' blocks."""
+    need = block + 7  # positive_control's crop starts up to 7 voxels off the block grid
+    for name, group in (("synthetic", synthetic), ("training", training), ("held-out", heldout)):
+        for i, volume in enumerate(group):
+            if min(volume.shape) < need:
+                shape = " x ".join(map(str, volume.shape))
+                raise VolumeError(
+                    None,
+                    f"{name} volume {i + 1} of {len(group)} is {shape} voxels: the report compares {block}^3 "
+                    f"blocks and needs at least {need} voxels along every axis (a smaller --block, or longer volumes)",
+                )
+
+
 def synthesis_report(
     synthetic: list[Volume],
     training: list[Volume],
@@ -165,7 +180,8 @@ def synthesis_report(
     goals ({name: passed}).
     """
     out = pathlib.Path(output_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    _check_sizes(synthetic, training, heldout, block)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # spectra on 32-voxel patches at full resolution; 16 on small test volumes, where 32 find no tissue
     patch = 32 if min(v.shape[1] for v in synthetic) >= 256 else 16
@@ -208,6 +224,7 @@ def synthesis_report(
     }
     (out / "memorization.json").write_text(json.dumps(memo, indent=1))
     figures = []
+    (out / "figures").mkdir(exist_ok=True)
     for i in range(min(len(synthetic), 4)):
         path = out / "figures" / f"synthetic_{i:03d}.png"
         figures.append(comparison_figure(heldout[:1], synthetic[i : i + 1], path, (LUNG_WINDOW, SOFT_TISSUE_WINDOW)))
