@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     if _PRETRAINED.value:
         settings = DemoSettings(**{**settings.__dict__, "pretrained": True})
     if _DATA.value:
-        job.warn_if_default_salt("cgan-ct-demo")  # the user's own scans: their pseudonyms need the user's key
+        job.check_pseudonym_key("cgan-ct-demo")  # the user's own scans: their pseudonyms need the user's key
     bars = []
 
     def progress(done, total):

@@ -2,6 +2,7 @@
 
   cgan-ct-info PATH [PATH ...] [--series N] [--spacing_mm 1,1,1]
                [--write_dicom DIR] [--write_nifti FILE.nii.gz] [--nonfinite error|air]
+               [--salt_file KEY_FILE]
 
 PATH is a folder holding a DICOM series or a .nii/.nii.gz/.mha/.mhd/.nrrd
 file. --write_dicom and --write_nifti save a de-identified copy of the (one)
@@ -21,7 +22,7 @@ from cgan_ct.errors import VolumeError
 
 _SERIES = flags.DEFINE_string("series", None, "SeriesNumber, SeriesInstanceUID or volume id to read.")
 _SPACING = flags.DEFINE_list("spacing_mm", None, "Resample to this spacing: one value or z,y,x in mm.")
-_SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
+job.define_salt_file()  # --salt_file, read by job.salt_from_flags()
 _WRITE_DICOM = flags.DEFINE_string("write_dicom", None, "Write the volume as a DICOM series to this folder.")
 _WRITE_NIFTI = flags.DEFINE_string("write_nifti", None, "Write the volume as NIfTI to this file.")
 _NONFINITE = flags.DEFINE_enum(
@@ -87,9 +88,10 @@ def main(argv: list[str]) -> None:
         check_output_folder(pathlib.Path(_WRITE_DICOM.value))
     if _WRITE_NIFTI.value:
         check_nifti_path(pathlib.Path(_WRITE_NIFTI.value))
+    salt = job.salt_from_flags()
     for path in paths:
         volume = cgan_ct.read_volume(
-            path, series=_SERIES.value, spacing_mm=_spacing(), salt=_SALT.value, nonfinite=_NONFINITE.value
+            path, series=_SERIES.value, spacing_mm=_spacing(), salt=salt, nonfinite=_NONFINITE.value
         )
         print(summarize(path, volume))
         if _WRITE_DICOM.value:

@@ -16,9 +16,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "ct"
 
 sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's sform notes on dcm2niix files
-# A key of the suite's own for the pseudonyms, as a user with real data sets one: without it the commands
-# warn on stderr about the public default (tests/test_salt_warning.py unsets it to see that warning).
-os.environ.setdefault("CGAN_CT_SALT", "cgan-ct-test-suite-key")
+# A key of the suite's own for the pseudonyms, as a user with real data sets one: without it the library would
+# make a secret in the user's config folder. Tests of that (tests/test_salt*.py) unset it and point
+# XDG_CONFIG_HOME into tmp_path: no test writes to the real ~/.config.
+if not os.environ.get("CGAN_CT_SALT"):
+    os.environ["CGAN_CT_SALT"] = "cgan-ct-test-suite-key"
 
 
 def setup_jobs() -> dict[str, str]:

@@ -197,12 +197,24 @@ def _raises(exc):
 
 
 @pytest.mark.parametrize(
-    "exc", [ValueError("bad value"), VolumeError("/x", "bad value"), FileNotFoundError(2, "bad value")]
+    "exc, line",
+    [
+        (ValueError("bad value"), "bad value"),
+        (VolumeError("/x", "bad value"), "/x: bad value"),
+        (FileNotFoundError(2, "bad value"), "bad value"),
+        # issue 30 item 13: the path, not "[Errno 28]"; one line, whatever the library wrote
+        (
+            OSError(28, "No space left on device", "/out/generated.nii.gz"),
+            "/out/generated.nii.gz: No space left on device",
+        ),
+        (OSError(18, "Invalid cross-device link", "/a", None, "/b"), "/a: Invalid cross-device link (to /b)"),
+        (VolumeError("/x", "bad value:\n  first line\n  second line"), "/x: bad value: first line second line"),
+    ],
 )
-def test_run_turns_an_input_error_into_one_line_and_status_2(exc, fake_job, capsys):
+def test_run_turns_an_input_error_into_one_line_and_status_2(exc, line, fake_job, capsys):
     assert _exit_of(_raises(exc), fake_job) == 2
     out, err = capsys.readouterr()
-    assert err.splitlines() == [f"cgan-ct-fake: error: {exc}"] and "bad value" in err and out == ""
+    assert err.splitlines() == [f"cgan-ct-fake: error: {line}"] and out == ""
 
 
 def test_run_keeps_the_traceback_when_asked(fake_job, monkeypatch):

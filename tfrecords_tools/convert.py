@@ -4,7 +4,7 @@
                   [--block_size 32] [--margin 8] [--test_fraction 0.2] [--seed 0]
                   [--workers N] [--overwrite] [--preset paper|cpu|smoke] ...
                   [--condition lowdose [--dose 0.25] | --condition_input LOW_DOSE_PATH ...]
-                  [--patients FILE.csv] [--nonfinite error|air]
+                  [--patients FILE.csv] [--nonfinite error|air] [--salt_file KEY_FILE]
 
 Each PATH is a DICOM folder, a volume file or a root folder holding many.
 With --engine beam the same conversion runs as an Apache Beam pipeline
@@ -59,7 +59,7 @@ _I0 = flags.DEFINE_float(
 )
 _ELECTRONIC = flags.DEFINE_float("electronic_variance", None, "lowdose: electronic noise variance (default 10).")
 _VIEWS = flags.DEFINE_integer("views", None, "lowdose: projection angles over 180 degrees (default 360).")
-_SALT = flags.DEFINE_string("salt", None, "Salt of the pseudonymous ids (default: $CGAN_CT_SALT).")
+job.define_salt_file()  # --salt_file, read by job.salt_from_flags()
 _PATIENTS = flags.DEFINE_string(
     "patients", None, "CSV of file,patient rows: the patient of each volume file (NIfTI...), to split by patient."
 )
@@ -135,7 +135,7 @@ def _run_beam(config, beam_args):
         raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
     patients = read_patients_table(_PATIENTS.value) if _PATIENTS.value else None
     manifest = convert_with_beam(
-        _INPUT.value, _OUTPUT.value, config, salt=_SALT.value, beam_args=beam_args, patients=patients
+        _INPUT.value, _OUTPUT.value, config, salt=job.salt_from_flags(), beam_args=beam_args, patients=patients
     )
     return ConversionReport(
         pathlib.Path(_OUTPUT.value), manifest, [(s.source, s.reason) for s in manifest.skipped], 0, 0
@@ -160,7 +160,7 @@ def _run_local(config):
         _INPUT.value,
         _OUTPUT.value,
         config,
-        salt=_SALT.value,
+        salt=job.salt_from_flags(),
         workers=_WORKERS.value,
         overwrite=_OVERWRITE.value,
         progress=progress,

@@ -35,7 +35,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.pseudonym import DEFAULT_SALT_WARNING, uses_default_salt
+from cgan_ct.io.pseudonym import on_secret_created, read_salt_file, resolve_salt, secret_created_notice
 from cgan_ct.runtime import native_log_level, quiet_tensorflow_import, uninstall_quiet_import
 from cgan_ct.version import __version__
 
@@ -59,9 +59,20 @@ def define_inference_precision():
         "auto",
         list(PRECISIONS),
         "What the generator computes in (the HU stay float32). auto: float32 today, because bfloat16 "
-        "inference missed its goal against float32 (up to 27 HU apart inside the body: BUILD_NOTES.md); "
-        "bfloat16: faster on CPUs with AMX-BF16 and on recent GPUs, ~1 HU from float32 on average.",
+        "inference missed its goal against float32 (0.3-1.5 HU apart on average, up to 38 HU in a few voxels of "
+        "the body: BUILD_NOTES.md); bfloat16: faster on CPUs with AMX-BF16 and on recent GPUs.",
     )
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line: an OSError as ``path: reason`` (not ``[Errno 28] ...``), any message's lines joined
+    (pydicom and ITK write messages over several)."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+        if exc.filename2 is not None:
+            text += f" (to {exc.filename2})"
+    return " ".join(text.split())
 
 
 def job_name(module: str) -> str:
@@ -155,13 +166,36 @@ def _require(required: Sequence[str]) -> None:
         flags.register_validator(name, _given, message=f"--{name} must not be empty")
 
 
-def warn_if_default_salt(name: str) -> None:
-    """One warning line on stderr when the pseudonyms would be keyed by the public default salt.
+def define_salt_file():
+    """``--salt_file`` of the jobs that name patients' scans by pseudonym (a key on the command line
+    would show in ``ps`` and the shell's history)."""
+    return flags.DEFINE_string(
+        "salt_file",
+        None,
+        "File holding the secret key of the pseudonyms (mode 600). Default: $CGAN_CT_SALT, else the "
+        "secret made for you on first use in ~/.config/cgan-ct/salt (README, Privacy).",
+    )
 
-    Reads the job's ``--salt`` flag where it has one (after flags are parsed), else ``$CGAN_CT_SALT``."""
-    salt = flags.FLAGS["salt"].value if "salt" in flags.FLAGS else None
-    if uses_default_salt(salt):
-        print(f"{name}: warning: {DEFAULT_SALT_WARNING}", file=sys.stderr)
+
+def salt_from_flags() -> str | None:
+    """The key in the job's ``--salt_file`` where it has that flag and it is given; else None (the library
+    then takes ``$CGAN_CT_SALT``, else the user's secret)."""
+    path = flags.FLAGS["salt_file"].value if "salt_file" in flags.FLAGS else None
+    if path == "":
+        raise VolumeError(None, "--salt_file is empty; give the file that holds the key")
+    return None if path is None else read_salt_file(path)
+
+
+def _say_secret_created(name: str):
+    return lambda path: print(f"{name}: {secret_created_notice(path)}", file=sys.stderr, flush=True)
+
+
+def check_pseudonym_key(name: str) -> None:
+    """Before a job that names patients by pseudonym starts its work: its key is usable (a refused
+    ``--salt_file`` or an empty ``$CGAN_CT_SALT`` is one error line now, not after a long read), and the
+    user's secret, where it is the key, exists (made now the first time, with one notice line)."""
+    with on_secret_created(_say_secret_created(name)):
+        resolve_salt(salt_from_flags())
 
 
 def run(
@@ -180,8 +214,8 @@ def run(
       required: flags that must be given.
       positional: whether the job takes positional arguments (else they are a usage error).
       argv: the command line (default ``sys.argv``).
-      patients: whether the job reads patients' scans and names them by pseudonym: then it warns when the
-        pseudonyms would be keyed by the public default salt.
+      patients: whether the job reads patients' scans and names them by pseudonym: then their key is
+        checked before ``main`` (``check_pseudonym_key``).
     """
     argv = list(sys.argv if argv is None else argv)
     asked = _asked_for_help(argv)
@@ -198,15 +232,15 @@ def run(
     def guarded(args: list[str]) -> None:
         if len(args) > 1 and not positional:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
-        if patients:
-            warn_if_default_salt(name)
         try:
-            with library_info_hidden():
+            if patients:
+                check_pseudonym_key(name)
+            with library_info_hidden(), on_secret_created(_say_secret_created(name)):
                 status = main(args)
         except INPUT_ERRORS as exc:
             if os.environ.get(TRACEBACK_ENV) == "1":
                 raise  # a developer asking where a "bad input" really came from
-            print(f"{name}: error: {exc}", file=sys.stderr)
+            print(f"{name}: error: {error_line(exc)}", file=sys.stderr)
             sys.exit(INPUT_ERROR_STATUS)
         sys.exit(status or 0)
 

@@ -38,8 +38,8 @@ def read_volume(
         the error listing the series shows).
       spacing_mm: resample to this spacing, one value or (z, y, x) in mm
         (linear interpolation over the same extent). Default: native.
-      salt: salt for the pseudonymous volume id and patient key; default
-        $CGAN_CT_SALT, else a public default (see cgan_ct.io.pseudonym).
+      salt: secret key of the pseudonymous volume id and patient key; default
+        $CGAN_CT_SALT, else the user's own secret (see cgan_ct.io.pseudonym).
       nonfinite: NaN / infinite voxels of a volume file: "error" (default)
         or "air" (set to -1024 HU, with a warning).
 
