@@ -16,3 +16,7 @@ class VolumeError(ValueError):
         self.source = None if source is None else os.fspath(source)
         self.problem = problem
         super().__init__(problem if self.source is None else f"{self.source}: {problem}")
+
+    def __reduce__(self):
+        # Pickled as its two parts: a conversion's worker processes send their errors back to the parent.
+        return type(self), (self.source, self.problem)

@@ -23,9 +23,9 @@ from cgan_ct.data import schema
 from cgan_ct.data.manifest import MANIFEST, SPLITS, Manifest, build_manifest, write_manifest
 from cgan_ct.data.pairing import pair_sources
 from cgan_ct.data.shard_writer import WORK_DIR, ShardTask
-from cgan_ct.data.tfrecord_io import TMP_PREFIX
 from cgan_ct.data.workers import run_tasks
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import TMP_PREFIX
 from cgan_ct.io.sources import VolumeSource, discover
 
 

@@ -10,6 +10,7 @@ the file (hex), as cloud object stores use: it detects corrupted transfers at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import struct
@@ -17,8 +18,9 @@ from collections.abc import Iterator
 
 import google_crc32c
 
+from cgan_ct.io.atomic_files import TMP_PREFIX, discard, failure_reason, move_into_place, sync_checked, write_failed
+
 _MASK_DELTA = 0xA282EAD8
-TMP_PREFIX = ".tmp-"
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -30,10 +32,11 @@ class ShardWriter:
     """Writes records to ``path`` atomically.
 
     Records go to a hidden temporary file in the same folder; ``commit()``
-    flushes it to disk and renames it to ``path``. Leaving the ``with`` block
-    without committing (an exception) deletes the temporary file, and a
-    process killed midway leaves only the temporary file, never a partial
-    file under the final name.
+    flushes it to disk, checks that it holds every byte written and renames it
+    to ``path``. A failed write (a full disk) raises VolumeError naming
+    ``path``. Leaving the ``with`` block without committing (an exception)
+    deletes the temporary file, and a process killed midway leaves only the
+    temporary file, never a partial file under the final name.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -47,7 +50,10 @@ class ShardWriter:
     def write(self, record: bytes) -> None:
         length = struct.pack("<Q", len(record))
         frame = b"".join((length, _masked_crc(length), record, _masked_crc(record)))
-        self._file.write(frame)
+        try:
+            self._file.write(frame)
+        except OSError as exc:
+            raise write_failed(self.path, failure_reason(exc)) from None
         self._checksum.update(frame)
         self.records += 1
         self.bytes += len(frame)
@@ -58,14 +64,22 @@ class ShardWriter:
         return self._checksum.digest().hex()
 
     def commit(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.tmp_path, self.path)
+        try:
+            sync_checked(self._file, self.path)
+            self._file.close()
+            move_into_place(self.tmp_path, self.path)
+        except OSError as exc:
+            self.abort()
+            raise write_failed(self.path, failure_reason(exc)) from None
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        self._file.close()
-        self.tmp_path.unlink(missing_ok=True)
+        # Closing flushes what is buffered, which fails again on a full disk: the file goes all the same.
+        with contextlib.suppress(OSError):
+            self._file.close()
+        discard(self.tmp_path)
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -22,6 +22,7 @@ from pydicom.valuerep import DSfloat
 
 from cgan_ct.constants import PACKAGE
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import failure_reason, sync_checked, write_failed
 from cgan_ct.io.dicom_io import CT_IMAGE_STORAGE
 from cgan_ct.io.output_paths import check_output_folder
 from cgan_ct.io.volume import Volume
@@ -140,7 +141,9 @@ def write_dicom_series(
 
     Files are named ``IM00001.dcm``... The series is written into a temporary
     sibling folder and moved into place when complete, so ``folder`` ends up
-    holding the whole series or is left as it was. An existing non-empty
+    holding the whole series or is left as it was: every file is flushed to
+    disk and checked complete first, and a failed write (a full disk) raises
+    VolumeError naming ``folder``. An existing non-empty
     ``folder`` is refused unless ``overwrite`` is true. ``synthetic`` marks
     the series as generated data of no real patient (derivation description, image comments).
 
@@ -162,11 +165,13 @@ def write_dicom_series(
     try:
         for k in range(volume.shape[0]):
             ds = _slice_dataset(template, volume, k, stored)
-            pydicom.dcmwrite(tmp / f"IM{k + 1:05d}.dcm", ds, enforce_file_format=True)
+            with open(tmp / f"IM{k + 1:05d}.dcm", "wb") as f:
+                pydicom.dcmwrite(f, ds, enforce_file_format=True)
+                sync_checked(f, folder)
         _move_into_place(tmp, folder)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise VolumeError(folder, f"writing failed ({exc.strerror or exc}); nothing was left there") from None
+        raise write_failed(folder, failure_reason(exc)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

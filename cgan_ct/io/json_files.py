@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import atomic_file
 
 FORMAT_VERSION_KEY = "format_version"
 
 
 def write_json_atomic(path, data) -> pathlib.Path:
-    """Writes ``data`` as JSON to a hidden temporary file beside ``path``, then renames it."""
+    """Writes ``data`` as JSON to a hidden temporary file beside ``path``, checks it reached the disk, renames it.
+
+    A failed write (a full disk) raises VolumeError naming ``path`` and leaves a file there as it was.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(data, indent=1).encode())
     return path
 
 

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import TMP_PREFIX, discard, failure_reason, move_into_place, sync_path, write_failed
 from cgan_ct.io.nifti_check import check_nifti
 from cgan_ct.io.output_paths import check_output_file
 from cgan_ct.io.pseudonym import pseudonym
@@ -206,24 +207,36 @@ def check_nifti_path(path: pathlib.Path, overwrite: bool = False) -> None:
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
-    """Writes ``volume`` as NIfTI (.nii or .nii.gz) atomically.
+    """Writes ``volume`` as NIfTI (.nii or .nii.gz) atomically, mode 0666 less the user's umask.
 
     The file appears complete or not at all: it is written under a temporary
-    name in the same folder and renamed. An existing file is kept unless
-    ``overwrite`` is true. Only voxels and geometry are written.
+    name in the same folder, read back through (header, length, gzip stream)
+    and renamed. A failed write (a full disk) raises VolumeError naming
+    ``path``. An existing file is kept unless ``overwrite`` is true. Only
+    voxels and geometry are written.
     """
     path = pathlib.Path(path)
     check_nifti_path(path, overwrite)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         sitk.WriteImage(to_sitk(volume), tmp_name, useCompression=suffix == ".nii.gz")
-        os.replace(tmp_name, path)
+        _check_written(pathlib.Path(tmp_name), path)
+        sync_path(tmp_name)
+        move_into_place(tmp_name, path)
     except (OSError, RuntimeError) as exc:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
-        raise VolumeError(path, f"writing failed ({getattr(exc, 'strerror', None) or exc})") from None
+        discard(tmp_name)
+        raise write_failed(path, failure_reason(exc)) from None
     except BaseException:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
+        discard(tmp_name)
         raise
     return path
+
+
+def _check_written(tmp: pathlib.Path, path: pathlib.Path) -> None:
+    """ITK reports a full disk only on stderr ("NWAD: wrote only 0 of N bytes") and returns: read the file through."""
+    try:
+        check_nifti(tmp)
+    except VolumeError:
+        raise write_failed(path, "the file came out incomplete; a full disk or a file-size limit?") from None
