@@ -214,7 +214,7 @@ class ModelConfig:
         compute capability >= 8 and CPUs with AMX-BF16, float32 elsewhere
         (cgan_ct.model.precision; the choice and its reason go to run.json).
       mixed_precision: the old switch for float16, kept as an alias: True sets
-        precision "float16" (refused beside another explicit precision).
+        precision "float16" (refused beside "bfloat16") and reads back False.
       jit_compile: XLA; for GPUs.
     """
 
@@ -245,12 +245,11 @@ class ModelConfig:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.mixed_precision and self.precision not in (AUTO, FLOAT16):
-            raise ValueError(f"mixed_precision (float16) contradicts precision {self.precision!r}")
-        # one canonical form: float16 either way it was asked for
-        if self.mixed_precision or self.precision == FLOAT16:
+        if self.mixed_precision:  # the old switch: float16 over a preset's float32 or auto, never over bfloat16
+            if self.precision == BFLOAT16:
+                raise ValueError("mixed_precision (float16) contradicts precision 'bfloat16'")
             object.__setattr__(self, "precision", FLOAT16)
-            object.__setattr__(self, "mixed_precision", True)
+            object.__setattr__(self, "mixed_precision", False)  # one canonical form: precision says it
         check_block_size(self.block_size, self.depth, "depth")
         if self.block_size % (2**self.disc_layers):
             raise ValueError(f"block_size {self.block_size} must divide by 2**disc_layers = {2**self.disc_layers}")

@@ -3,20 +3,30 @@
   cgan-ct-infer --model MODEL_DIR|pretrained:NAME --input PATH --output_dir OUT [--task TASK]
                 [--condition simulate|as_is] [--overlap 0.25] [--window gaussian|linear|none]
                 [--format dicom,nifti] [--batch 16] [--seed 0] [--precision auto|float32|bfloat16|float16]
+                [--overwrite]
 
 PATH is a DICOM folder or a volume file. OUT receives the condition and the
 generated volume as NIfTI (condition.nii.gz, generated.nii.gz) and/or derived
-DICOM series (condition_dicom/, generated_dicom/), de-identified.
+DICOM series (condition_dicom/, generated_dicom/), de-identified, and
+infer.json, the record of the run that wrote them (a keyed fingerprint of
+model, input and settings; no paths).
+
+OUT is checked before the model is loaded. An output already there is an error
+that names it, unless an earlier run with the same model, input and settings
+wrote it: then it is kept, and when all of them are there the job says so and
+exits 0 without computing. --overwrite replaces them instead. Each output is
+written into a hidden OUT/.tmp-infer-<pid>-<hex>/ folder and moved into place
+once complete, so a run that is stopped, even by kill -9, leaves no
+half-written output under a final name; the next run removes that folder and
+writes what is missing.
 """
 
 from __future__ import annotations
 
-import pathlib
-
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.constants import CONDITION_MODES, VOLUME_FORMATS
+from cgan_ct.constants import CONDITION_MODES, MAX_SERVING_BATCH, VOLUME_FORMATS
 
 _MODEL = flags.DEFINE_string(
     "model",
@@ -25,7 +35,12 @@ _MODEL = flags.DEFINE_string(
     "a training run folder, or pretrained:NAME (shipped).",
 )
 _INPUT = flags.DEFINE_string("input", None, "A DICOM folder or a volume file.")
-_OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the outputs (must not hold them already).")
+_OUTPUT = flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Folder for the outputs (an output already there is an error, unless a run with the same "
+    "settings wrote it: it is kept).",
+)
 _TASK = flags.DEFINE_string("task", None, "Task (default: the model's).")
 _CONDITION = flags.DEFINE_enum(
     "condition", "simulate", list(CONDITION_MODES), "Simulate the condition, or use the input as it is."
@@ -35,20 +50,85 @@ _OVERLAP = flags.DEFINE_float(
 )
 _WINDOW = flags.DEFINE_enum("window", "gaussian", ["gaussian", "linear", "none"], "Blending of overlapping tiles.")
 _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
-_BATCH = flags.DEFINE_integer("batch", 16, "Blocks per prediction call.")
+_BATCH = flags.DEFINE_integer(
+    "batch",
+    16,
+    f"Blocks per prediction call (at most {MAX_SERVING_BATCH}).",
+    lower_bound=1,
+    upper_bound=MAX_SERVING_BATCH,
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of the noise.")
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
 _PRECISION = job.define_inference_precision()
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace outputs already in --output_dir.")
+_VOLUMES = ("condition", "generated")
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int | None:
     # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
+    from cgan_ct.cli.formats import output_names, parse_formats, write_volume_as
+    from cgan_ct.cli.output_set import OutputSet
+
+    formats = parse_formats(_FORMAT.value)
+    files = {name: output_names(name, formats) for name in _VOLUMES}
+    outputs = OutputSet(_OUTPUT.value, "infer", [f for v in files.values() for f in v.values()], _request())
+    todo = _plan(outputs)
+    if not todo:
+        print(f"{outputs.folder}: every output is there from an earlier run with the same settings; nothing to do")
+        return 0
+    with outputs.staging(keep=() if _OVERWRITE.value else outputs.kept) as staging:
+        volumes = dict(zip(_VOLUMES, _generate(), strict=True))
+        for name, volume in volumes.items():
+            for fmt, file in files[name].items():
+                if file in todo:
+                    write_volume_as(volume, staging / file, fmt, name)
+                    print(f"wrote {outputs.place(file)}")
+    return 0
+
+
+def _request() -> str:
+    """The fingerprint of what makes the outputs: model, input (with their files' stamps) and settings."""
+    from cgan_ct.cli.output_set import request_key
+
+    model = _MODEL.value if _MODEL.value.startswith("pretrained:") else None
+    inputs = [_INPUT.value] + ([] if model else [_MODEL.value])
+    settings = {
+        "model": model,
+        "series": _SERIES.value,
+        "task": _TASK.value,
+        "condition": _CONDITION.value,
+        "overlap": _OVERLAP.value,
+        "window": _WINDOW.value,
+        "seed": _SEED.value,
+        "precision": _PRECISION.value,
+    }
+    return request_key(settings, inputs)
+
+
+def _plan(outputs) -> tuple[str, ...]:
+    """The outputs to write, decided before any compute; an error naming an output in the way."""
+    from cgan_ct.errors import VolumeError
+
+    missing = outputs.plan()
+    if _OVERWRITE.value:
+        return outputs.names
+    if outputs.foreign:
+        more = f" (and {len(outputs.foreign) - 1} more)" if len(outputs.foreign) > 1 else ""
+        raise VolumeError(
+            outputs.folder / outputs.foreign[0],
+            f"already exists{more}, not from a run with these settings; --overwrite replaces it",
+        )
+    for name in outputs.kept if missing else ():
+        print(f"kept {outputs.folder / name} (from an earlier run with the same settings)")
+    return missing
+
+
+def _generate():
+    """The condition and the generated volume, from the flags."""
     from cgan_ct import read_volume
-    from cgan_ct.cli.formats import parse_formats, write_volume
     from cgan_ct.cli.progress import ProgressBar
     from cgan_ct.inference.inference import BlockModel, infer_volume
 
-    formats = parse_formats(_FORMAT.value)
     model = BlockModel(_MODEL.value, precision=_PRECISION.value)
     print(f"model: {model.precision.describe()}")
     if model.version is not None:
@@ -60,7 +140,7 @@ def main(argv: list[str]) -> None:
         bar.total = total
         bar.update(done)
 
-    condition, generated = infer_volume(
+    return infer_volume(
         volume,
         model,
         _TASK.value,
@@ -71,11 +151,6 @@ def main(argv: list[str]) -> None:
         _SEED.value,
         progress,
     )
-    out = pathlib.Path(_OUTPUT.value)
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_volume(condition, out, "condition", formats) + write_volume(generated, out, "generated", formats)
-    for path in written:
-        print(f"wrote {path}")
 
 
 def run() -> None:

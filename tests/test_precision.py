@@ -3,6 +3,7 @@ the run record, and inference in another precision than the saved graph's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -79,8 +80,9 @@ def test_config_precision_mixed_precision_alias_and_presets():
     assert model_config("cpu").precision == "auto" and model_config("paper").precision == "auto"
     assert model_config("smoke").precision == "float32"  # the same numbers on every machine
     old = model_config("cpu", mixed_precision=True)
-    assert (old.precision, old.mixed_precision) == ("float16", True)
-    assert model_config("cpu", precision="float16").mixed_precision
+    assert (old.precision, old.mixed_precision) == ("float16", False)  # one canonical form
+    assert model_config("smoke", mixed_precision=True).precision == "float16"  # over the preset's float32
+    assert dataclasses.replace(old, precision="float32").precision == "float32"
     with pytest.raises(ValueError, match="contradicts"):
         model_config("cpu", precision="bfloat16", mixed_precision=True)
     with pytest.raises(ValueError, match="precision must be one of"):

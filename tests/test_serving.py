@@ -223,3 +223,24 @@ def test_serving_bench_runs_with_tiny_arguments():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "CPU:" in result.stdout and "session loader" in result.stdout and "tf.saved_model.load" in result.stdout
     assert re.search(r"batch\s+2\s.*blocks/s", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("name", ["smoke", *pretrained.available()])
+def test_serving_edges_empty_batch_batch_cap_and_normalized_range(name, smoke_export):
+    """Issue 30 item 12: an empty batch answers an empty [0, N, N, N, 1]; more than MAX_SERVING_BATCH blocks,
+    and generate_normalized values outside [-1, 1], are refused by the graph itself (TF Serving runs it)."""
+    from cgan_ct.constants import MAX_SERVING_BATCH, NORMALIZED_SIGNATURE
+
+    model_dir = _model_dir(name, smoke_export)
+    n = ModelInfo.load(model_dir).block_size
+    signatures = tf.saved_model.load(str(model_dir)).signatures
+    empty = signatures[SERVING_SIGNATURE](blocks_hu=tf.zeros([0, n, n, n, 1]))["blocks_hu"]
+    assert empty.shape == (0, n, n, n, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at most {MAX_SERVING_BATCH} blocks per request"):
+        signatures[SERVING_SIGNATURE](blocks_hu=tf.fill([MAX_SERVING_BATCH + 1, n, n, n, 1], -1024.0))
+    normalized = signatures[NORMALIZED_SIGNATURE]
+    inside = tf.fill([1, n, n, n, 1], 0.5)
+    assert normalized(condition=inside, noise=inside)["generated"].shape == (1, n, n, n, 1)
+    for condition, noise in ((inside * 10.0, inside), (inside, -inside * 3.0)):  # HU given where [-1, 1] belongs
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"must be normalized values in \[-1, 1\]"):
+            normalized(condition=condition, noise=noise)

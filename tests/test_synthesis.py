@@ -276,8 +276,13 @@ def test_synthesize_cli_writes_marked_dicom_that_passes_dciodvfy(tiny_cascade, t
     assert first.SyntheticData == "YES" and first[0x0008, 0x001C].VR == "CS"
     assert first.StudyInstanceUID != other.StudyInstanceUID and first.PatientID != other.PatientID
     assert first.PatientName == "" and "DERIVED" in first.ImageType
-    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert again.returncode == 2 and "exists" in again.stderr
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)  # other slices: refused
+    assert again.returncode == 2 and "synthetic_000: exists, not from a run with these settings" in again.stderr
+    before = {p: p.stat().st_mtime_ns for p in (out / "synthetic_000").rglob("*")}
+    more = subprocess.run([*command, "--count", "3", "--slices", "12"], capture_output=True, text=True, cwd=REPO)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert more.stdout.count("kept ") == 2 and f"wrote {out / 'synthetic_002'}" in more.stdout  # resumed
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "synthetic_000").rglob("*")}
     dciodvfy = require_tool("dciodvfy")
     report = subprocess.run([dciodvfy, str(files[0])], capture_output=True, text=True)
     text = report.stdout + report.stderr

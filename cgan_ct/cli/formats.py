@@ -24,11 +24,19 @@ def parse_formats(values: Iterable[str]) -> frozenset[str]:
     return formats
 
 
+def output_names(name: str, formats: Iterable[str]) -> dict[str, str]:
+    """format -> what ``name`` is written as: ``<name>.nii.gz`` (nifti), the series folder ``<name>_dicom`` (dicom)."""
+    names = {"nifti": f"{name}.nii.gz", "dicom": f"{name}_dicom"}
+    return {fmt: names[fmt] for fmt in FORMATS if fmt in formats}
+
+
+def write_volume_as(volume: Volume, path: pathlib.Path, fmt: str, name: str) -> pathlib.Path:
+    """``volume`` written to ``path`` in format ``fmt`` (a DICOM series described as ``cgan-ct <name>``)."""
+    if fmt == "nifti":
+        return write_nifti(volume, path)
+    return write_dicom_series(volume, path, description=f"cgan-ct {name}")
+
+
 def write_volume(volume: Volume, folder: pathlib.Path, name: str, formats: Iterable[str]) -> list[pathlib.Path]:
     """``volume`` as ``folder/<name>.nii.gz`` and/or the series ``folder/<name>_dicom/``; the paths written."""
-    written = []
-    if "nifti" in formats:
-        written.append(write_nifti(volume, folder / f"{name}.nii.gz"))
-    if "dicom" in formats:
-        written.append(write_dicom_series(volume, folder / f"{name}_dicom", description=f"cgan-ct {name}"))
-    return written
+    return [write_volume_as(volume, folder / file, fmt, name) for fmt, file in output_names(name, formats).items()]

@@ -43,6 +43,7 @@ import uuid
 
 import keras
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.framework import tensor_pb2
 
 from cgan_ct.config import LowDoseConfig, ModelConfig
@@ -53,6 +54,7 @@ from cgan_ct.constants import (
     GENERATOR_BEST,
     GENERATOR_LAST,
     LOWDOSE,
+    MAX_SERVING_BATCH,
     MODEL_INFO_FILE,
     NORMALIZED_SIGNATURE,
     SAVED_MODEL_FILE,
@@ -61,6 +63,7 @@ from cgan_ct.constants import (
     WARMUP_FILE,
 )
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import TMP_PREFIX, failure_reason, sync_checked, write_failed
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 from cgan_ct.model.run_record import RunRecord
 from cgan_ct.ops.intensity import IntensityMapping
@@ -209,22 +212,41 @@ class BlockGenerator:
         n = self.block_size
         return {"blocks_hu": tf.make_tensor_proto(float(AIR_HU), tf.float32, [1, n, n, n, 1])}
 
-    def _checked(self, blocks, name: str):
-        """``blocks`` once its shape is [batch, N, N, N, 1] and every value finite; else InvalidArgumentError.
+    def _checked(self, blocks, name: str, normalized: bool = False):
+        """``blocks`` once its shape is [batch, N, N, N, 1] with batch <= MAX_SERVING_BATCH, every value
+        finite and, if ``normalized``, in [-1, 1]; else InvalidArgumentError naming what is wrong.
 
         Runtime checks: the signature's declared shape is only a trace-time
         promise, which a reloaded signature or TF Serving does not enforce.
+        An empty batch gives an empty answer of the same shape.
         """
         n = self.block_size
         shape = tf.shape(blocks)
         padded = tf.concat([shape, tf.zeros([5], tf.int32)], 0)  # compares a tensor of any rank
         ok = tf.logical_and(tf.equal(tf.size(shape), 5), tf.reduce_all(tf.equal(padded[1:5], [n, n, n, 1])))
         message = f"{name} must be float32 [batch, {n}, {n}, {n}, 1] for this model (block size {n}); got shape"
-        with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=8)]):
-            return tf.debugging.assert_all_finite(blocks, f"{name} holds NaN or Inf")
+        checks = [tf.debugging.Assert(ok, [message, shape], summarize=8)]
+        batch_message = f"{name}: at most {MAX_SERVING_BATCH} blocks per request (split the batch); got"
+        checks.append(tf.debugging.Assert(padded[0] <= MAX_SERVING_BATCH, [batch_message, padded[0]]))
+        with tf.control_dependencies(checks):
+            blocks = tf.debugging.assert_all_finite(blocks, f"{name} holds NaN or Inf")
+        if not normalized:
+            return blocks
+        # empty: reduce_min/max are +-inf, which the [-1, 1] test would refuse
+        low = tf.reduce_min(tf.concat([tf.reshape(blocks, [-1]), [-1.0]], 0))
+        high = tf.reduce_max(tf.concat([tf.reshape(blocks, [-1]), [1.0]], 0))
+        in_range = tf.logical_and(low >= -1.0, high <= 1.0)
+        range_message = f"{name} must be normalized values in [-1, 1] (generate_hu takes HU); got min, max"
+        with tf.control_dependencies([tf.debugging.Assert(in_range, [range_message, low, high])]):
+            return tf.identity(blocks)
 
     def _generate(self, condition, noise):
-        return tf.cast(self.generator([condition, noise], training=False), tf.float32)
+        def run():
+            return tf.cast(self.generator([condition, noise], training=False), tf.float32)
+
+        # an empty batch would reach the network's reshapes with a 0 where they infer a dimension: the answer
+        # came back with 4 or 8 channels; it is an empty batch of the input's shape
+        return tf.cond(tf.shape(condition)[0] > 0, run, lambda: tf.zeros_like(condition))
 
     def _hu(self, blocks_hu, noise):
         generated = self._network(self.mapping.forward_tf(blocks_hu), noise)
@@ -239,7 +261,7 @@ class BlockGenerator:
         return self._hu(blocks_hu, tf.random.stateless_uniform(tf.shape(blocks_hu), seed, -1.0, 1.0))
 
     def _generate_normalized(self, condition, noise):
-        condition, noise = self._checked(condition, "condition"), self._checked(noise, "noise")
+        condition, noise = self._checked(condition, "condition", True), self._checked(noise, "noise", True)
         return {"generated": self._network(condition, noise)}
 
 
@@ -247,8 +269,8 @@ def generator_in_precision(generator: keras.Model, model: dict, policy: str = "f
     """``generator`` computing in the Keras dtype ``policy``: itself if every layer does already, else
     rebuilt from its settings ``model`` (a ModelConfig as a dict) under that policy, with its weights
     (float32 in every policy)."""
-    from cgan_ct.model.build import dtype_policy
     from cgan_ct.model.networks import build_generator
+    from cgan_ct.model.precision import dtype_policy
 
     names = {layer.dtype_policy.name for layer in generator.layers}
     mixed = {name for name in names if name.startswith("mixed_")}  # the output layers stay float32 in any
@@ -329,12 +351,14 @@ def save_serving_model(
     served as serving_default unless one has that name. ``warmup_inputs``
     (input name -> array or TensorProto) is one serving_default request, written
     as TF Serving's warmup file; ``info`` is written as JSON file ``info_name``.
-    Written beside ``output_dir`` under a temporary name and moved into place
-    only when complete, so a crash leaves the previous folder (or none).
+    Written beside ``output_dir`` under a temporary name, read back (graph,
+    signatures, every variable, the warmup file) and moved into place only when
+    complete, so a crash leaves the previous folder (or none), and a failed
+    write (a full disk) raises VolumeError naming ``output_dir``.
     """
     output_dir = pathlib.Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
+    tmp = output_dir.parent / f"{TMP_PREFIX}{output_dir.name}-{uuid.uuid4().hex[:8]}"
     try:
         archive = keras.export.ExportArchive()
         for name, (function, input_signature) in endpoints.items():
@@ -345,13 +369,43 @@ def save_serving_model(
         archive.add_variable_collection(_VARIABLES, [v.value for v in generator.variables])
         archive.write_out(str(tmp), verbose=False)
         write_warmup_requests(tmp, warmup_inputs)
-        (tmp / info_name).write_text(json.dumps(info, indent=1))
+        with open(tmp / info_name, "wb") as f:
+            f.write(json.dumps(info, indent=1).encode())
+            sync_checked(f, output_dir)
+        _check_written(tmp, output_dir, endpoints)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
+    except (OSError, tf.errors.OpError) as exc:
+        raise write_failed(output_dir, _write_failure(exc)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def _check_written(folder: pathlib.Path, output_dir: pathlib.Path, endpoints: dict) -> None:
+    """Reads back what a server reads: TF raises on the failed writes seen so far, but its writers are not ours."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        model = saved_model_pb2.SavedModel.FromString((folder / SAVED_MODEL_FILE).read_bytes())
+        found = set(model.meta_graphs[0].signature_def) if model.meta_graphs else set()
+        reader = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)  # checks the tensor's length and CRC-32C
+        warmup = sum(1 for _ in tf.data.TFRecordDataset(str(folder / WARMUP_FILE)))  # DataLossError if cut
+    except (DecodeError, IndexError, ValueError, tf.errors.OpError):  # a cut file, as each reader says it
+        found, warmup = set(), 0
+    if not set(endpoints) <= found or warmup != 1:
+        raise write_failed(output_dir, "the SavedModel came out incomplete; a full disk or a file-size limit?")
+
+
+def _write_failure(exc: BaseException) -> str:
+    """'File too large' from TF's '{{function_node ...}} /x/.tmp-m/variables/...; File too large [Op:SaveV2]'."""
+    if not isinstance(exc, tf.errors.OpError):
+        return failure_reason(exc)
+    first = (exc.message or type(exc).__name__).strip().splitlines()[0]
+    return first.split(" [Op:")[0].rsplit("; ", 1)[-1]
 
 
 def write_warmup_requests(model_dir, inputs: dict, signature: str = SERVING_SIGNATURE) -> pathlib.Path:
