@@ -232,3 +232,24 @@ def test_worker_initializer_exits_when_the_parent_is_already_gone(monkeypatch):
     with pytest.raises(SystemExit) as info:
         workers.die_with_parent(os.getppid() + 10**6)  # not our parent: it "died" before the call
     assert info.value.code == 1
+
+
+def test_a_second_conversion_into_a_busy_folder_is_refused_and_a_dead_holders_lock_is_taken(tmp_path):
+    """Issue 30 item 13: two conversions into one folder at once: one died on an opaque temp-file error and the
+    other's temporaries were deleted by it. Now the folder is locked by the holder's pid."""
+    write_nifti_volume(tmp_path / "a.nii.gz", (20, 20, 20), seed=1)
+    out = tmp_path / "ds"
+    out.mkdir()
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".cgan-ct-convert.lock").write_text(f"{busy.pid}\n")
+        (out / ".tmp-theirs").write_text("the other conversion's temporary")
+        with pytest.raises(VolumeError, match=rf"another cgan-ct convert \(process {busy.pid}\) is writing"):
+            convert([tmp_path / "a.nii.gz"], out, SMOKE, workers=1)
+        assert (out / ".tmp-theirs").exists()  # nothing of theirs touched
+    finally:
+        busy.kill()
+        busy.wait()
+    (out / ".tmp-theirs").unlink()
+    report = convert([tmp_path / "a.nii.gz"], out, SMOKE, workers=1)  # the holder is gone: its lock is taken
+    assert report.complete and not (out / ".cgan-ct-convert.lock").exists()

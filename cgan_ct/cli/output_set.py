@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 from cgan_ct.errors import VolumeError
+from cgan_ct.io.atomic_files import process_alive
 from cgan_ct.io.json_files import read_json_object, write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.version import __version__
@@ -62,14 +63,8 @@ def request_key(settings: dict, inputs: Iterable[str | os.PathLike] = ()) -> str
 
 
 def _process_alive(pid: int) -> bool:
-    if pid <= 0 or pid == os.getpid():  # this process has not staged yet: a folder with its pid is stale
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
+    # this process has not staged yet: a folder with its pid is stale
+    return pid != os.getpid() and process_alive(pid)
     return True
 
 

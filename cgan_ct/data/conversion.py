@@ -25,7 +25,7 @@ from cgan_ct.data.pairing import pair_sources
 from cgan_ct.data.shard_writer import WORK_DIR, ShardTask
 from cgan_ct.data.workers import run_tasks
 from cgan_ct.errors import VolumeError
-from cgan_ct.io.atomic_files import TMP_PREFIX
+from cgan_ct.io.atomic_files import TMP_PREFIX, folder_lock
 from cgan_ct.io.sources import VolumeSource, discover
 
 
@@ -207,6 +207,30 @@ def convert(
     tasks = plan_shards(sources, config, salt, output_dir)
     fingerprint = plan_fingerprint(tasks, config)
     created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(output_dir, "convert"):
+            return _convert_locked(
+                output_dir,
+                sources,
+                skipped,
+                tasks,
+                fingerprint,
+                config,
+                overwrite,
+                workers,
+                progress,
+                patients,
+                console_skips,
+            )
+    finally:
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # nothing converted: a rerun starts clean, without --overwrite
+
+
+def _convert_locked(
+    output_dir, sources, skipped, tasks, fingerprint, config, overwrite, workers, progress, patients, console_skips
+):
     existing = _prepare(output_dir, fingerprint, overwrite)
     warnings = _split_warnings(sources, patients)
     if existing is not None:
@@ -218,8 +242,6 @@ def convert(
     console_skips += [(locations.get(s["source"], s["source"]), s["reason"]) for r in receipts for s in r["skipped"]]
     if not any(r["volumes"] for r in receipts if r["split"] == "train"):
         _remove_outputs(output_dir)  # nothing in it can be used: a rerun starts clean, without --overwrite
-        if created:
-            output_dir.rmdir()
         raise VolumeError(None, _nothing_converted("no training volume was converted", console_skips))
     manifest = manifest_from_receipts(receipts, config, fingerprint, [s.to_json() for s in skipped])
     write_manifest(output_dir, manifest)

@@ -112,3 +112,51 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         discard(tmp)
         raise
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's included)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
+    """Holds ``folder/.cgan-ct-<job>.lock`` (the holder's pid) while the block runs.
+
+    A second ``job`` into the same folder at once is a VolumeError naming the holder, before it touches
+    anything: two conversions into one folder deleted each other's temporaries. A lock left by a process
+    that is gone (kill -9) is taken over. The folder must exist.
+    """
+    path = pathlib.Path(folder) / f".cgan-ct-{job}.lock"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0  # being written, or damaged: look again
+            if holder and process_alive(holder):
+                raise VolumeError(
+                    folder, f"another cgan-ct {job} (process {holder}) is writing into this folder; wait for it"
+                ) from None
+            if holder:
+                path.unlink(missing_ok=True)  # its holder is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise VolumeError(path, "could not take the folder's lock (held and released while we looked); run again")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
