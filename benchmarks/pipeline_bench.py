@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import sys
 import tempfile
-import time
 
 # isort: off
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
@@ -39,6 +39,11 @@ from cgan_ct.data.input_pipeline import make_dataset
 from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
 
+HERE = str(pathlib.Path(__file__).resolve().parent)
+if HERE not in sys.path:  # run as a script it is there already; loaded by path (the tests) it is not
+    sys.path.insert(0, HERE)
+import peaks  # noqa: E402  (the timing loop model_bench.py and step_profile.py use)
+
 _CHEST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
 _DATASET = flags.DEFINE_string("dataset_dir", None, "A converted dataset (default: convert --series_dir).")
 _SERIES = flags.DEFINE_string("series_dir", str(_CHEST), "The series converted when no --dataset_dir is given.")
@@ -51,19 +56,9 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Global batch for the pipeline figure.
 SCHEDULE_STEPS = 1000
 
 
-def _rate(step, blocks_per_call: int, seconds: float) -> float:
-    step()  # warm-up: tracing, first shard reads
-    step()
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or count == 0:
-        step()
-        count += blocks_per_call
-    return count / (time.perf_counter() - start)
-
-
 def pipeline_rate(dataset_dir, task: str, batch: int, seconds: float) -> float:
     iterator = iter(make_dataset(dataset_dir, "train", task, batch).repeat())
-    return _rate(lambda: next(iterator), batch, seconds)
+    return peaks.rate(lambda: next(iterator), batch, seconds)
 
 
 def build(preset: str, steps: int) -> ConditionalGAN:
@@ -76,7 +71,7 @@ def train_step_rate(preset: str, seconds: float) -> tuple[float, int]:
     gan = build(preset, SCHEDULE_STEPS)
     n, batch = config.block_size, config.global_batch_size
     data = tf.random.uniform([batch, n, n, n, 1], -1, 1)
-    return _rate(lambda: gan.train_on_batch(data, data), batch, seconds), batch
+    return peaks.rate(lambda: gan.train_on_batch(data, data), batch, seconds), batch
 
 
 def main(argv: list[str]) -> None:

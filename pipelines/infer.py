@@ -26,7 +26,7 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.constants import CONDITION_MODES, MAX_SERVING_BATCH, VOLUME_FORMATS
+from cgan_ct.constants import CONDITION_MODES, VOLUME_FORMATS
 
 _MODEL = flags.DEFINE_string(
     "model",
@@ -50,13 +50,7 @@ _OVERLAP = flags.DEFINE_float(
 )
 _WINDOW = flags.DEFINE_enum("window", "gaussian", ["gaussian", "linear", "none"], "Blending of overlapping tiles.")
 _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
-_BATCH = flags.DEFINE_integer(
-    "batch",
-    16,
-    f"Blocks per prediction call (at most {MAX_SERVING_BATCH}).",
-    lower_bound=1,
-    upper_bound=MAX_SERVING_BATCH,
-)
+_BATCH = job.define_batch()
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of the noise.")
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
 _PRECISION = job.define_inference_precision()

@@ -22,7 +22,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from cgan_ct.cli import job
-from cgan_ct.constants import MAX_SERVING_BATCH, VOLUME_FORMATS
+from cgan_ct.constants import VOLUME_FORMATS
 
 _MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")
@@ -31,13 +31,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first volume (volume i uses
 _SLICES = flags.DEFINE_integer("slices", None, "Slices per volume (default: the training volumes' median).")
 _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
 _OVERLAP = flags.DEFINE_float("overlap", 0.25, "Fraction of a block shared by neighbouring tiles.")
-_BATCH = flags.DEFINE_integer(
-    "batch",
-    16,
-    f"Blocks per prediction call (at most {MAX_SERVING_BATCH}).",
-    lower_bound=1,
-    upper_bound=MAX_SERVING_BATCH,
-)
+_BATCH = job.define_batch()
 
 
 def main(argv: list[str]) -> None:

@@ -50,6 +50,19 @@ _VERSION_FLAGS = {"--version", "-version"}
 _LIBRARY_LOGGERS = ("tensorflow", "jax", "absl")
 
 
+def define_batch():
+    """``--batch`` of the jobs that send blocks to a generator (infer, synthesize): capped as serving caps it."""
+    from cgan_ct.constants import MAX_SERVING_BATCH
+
+    return flags.DEFINE_integer(
+        "batch",
+        16,
+        f"Blocks per prediction call (at most {MAX_SERVING_BATCH}).",
+        lower_bound=1,
+        upper_bound=MAX_SERVING_BATCH,
+    )
+
+
 def define_inference_precision():
     """``--precision`` of the jobs that run a generator over scans (infer, evaluate)."""
     from cgan_ct.config import PRECISIONS
