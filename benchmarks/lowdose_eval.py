@@ -2,8 +2,8 @@
 against Gaussian smoothing, non-local means and BM3D, each tuned on the training patients.
 
   python benchmarks/lowdose_eval.py [--dose 0.25] [--steps 1200] [--slices 32] [--tune_slices 2]
-      [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001]
-      [--heldout lidc-idri-0001,covid-ct-md-normal001] [--ct_dir ../shared/data/ct] [--work_dir DIR]
+      [--train SERIES,...]
+      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--work_dir DIR]
 
 1. The training series are converted with the simulated condition (``--condition lowdose``, no test
    split: the held-out patients are never converted).
@@ -34,6 +34,7 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
+import cohort  # benchmarks/cohort.py, beside this script
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -47,10 +48,8 @@ _SLICES = flags.DEFINE_integer("slices", 32, "Central slices of each held-out vo
 _TUNE_SLICES = flags.DEFINE_integer("tune_slices", 2, "Central slices of each training volume the baselines tune on.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and noise.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
-_TRAIN = flags.DEFINE_list(
-    "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
-)
-_HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
+_TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
+_HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
 _REAL = flags.DEFINE_list(
     "real", [], "Real low-dose series denoised as they are (no-reference measures), e.g. covid-ct-md-normal001."
 )

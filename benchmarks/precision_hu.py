@@ -25,6 +25,7 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
+import cohort  # benchmarks/cohort.py, beside this script
 import numpy as np
 from absl import app, flags
 
@@ -35,7 +36,7 @@ _MODELS = flags.DEFINE_list(
     "models", ["denoise", "depixelate", "lowdose", "denoise-peak128"], "Models: shipped names or folders."
 )
 _SCANS = flags.DEFINE_list(
-    "scans", ["lidc-idri-0001", "covid-ct-md-normal001"], "Real series (folders under --ct_dir)."
+    "scans", cohort.heldout_series(), "Real series (folders under --ct_dir; default: the held-out ones)."
 )
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _SLICES = flags.DEFINE_integer("slices", 64, "Slices of each scan (its middle); 0: all.")

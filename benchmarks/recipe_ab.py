@@ -1,8 +1,8 @@
 """Training-recipe A/B on real CT: each variant trained the same way, scored on patients held out.
 
   python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants before,air,air+l1hu \
-      [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001] \
-      [--heldout lidc-idri-0001,covid-ct-md-normal001] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
+      [--train SERIES,...] \
+      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
 
 The training series (default: three of the shared chest series) are converted once (cgan-ct-convert
 defaults, no test split: the held-out patients are never converted); each variant trains the `cpu`
@@ -46,6 +46,7 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
+import cohort  # benchmarks/cohort.py, beside this script
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -55,10 +56,8 @@ _TASK = flags.DEFINE_enum("task", "depixelate", ["denoise", "depixelate"], "Task
 _STEPS = flags.DEFINE_integer("steps", 600, "Training steps per variant.")
 _VARIANTS = flags.DEFINE_list("variants", ["before", "air"], "Variants: +-joined changes, see the docstring.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
-_TRAIN = flags.DEFINE_list(
-    "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
-)
-_HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
+_TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
+_HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
 _OUT = flags.DEFINE_string("output_dir", None, "Work folder (default: a temporary one).")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the results as JSON lines to this file.")
 _VARIANT = flags.DEFINE_string("child_variant", None, "(internal) train and score this variant in this process.")

@@ -1,8 +1,8 @@
 """Trains, exports and scores the models that ship with the package (cgan_ct/model/pretrained_models/).
 
   python benchmarks/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1800]
-      [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001]
-      [--heldout lidc-idri-0001,covid-ct-md-normal001] [--ct_dir ../shared/data/ct] [--work_dir /tmp/pretrained]
+      [--train SERIES,...]
+      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--work_dir /tmp/pretrained]
       [--into cgan_ct/model/pretrained_models]
 
 Reproducible from the shared real chest cohort with a seed: the training series are converted once
@@ -29,6 +29,7 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
+import cohort  # benchmarks/cohort.py, beside this script
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -44,10 +45,8 @@ _MODELS = flags.DEFINE_list("models", list(MODELS), f"Models to train: {', '.joi
 _STEPS = flags.DEFINE_integer("steps", 1800, "Training steps per model (one epoch).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, corruption and noise.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
-_TRAIN = flags.DEFINE_list(
-    "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
-)
-_HELDOUT = flags.DEFINE_list("heldout", ["lidc-idri-0001", "covid-ct-md-normal001"], "Held-out series (folders).")
+_TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
+_HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
 _WORK = flags.DEFINE_string("work_dir", None, "Work folder (default: a temporary one).")
 _INTO = flags.DEFINE_string("into", str(_ROOT / "cgan_ct" / "model" / "pretrained_models"), "Where models go.")
 _SCORE_ONLY = flags.DEFINE_bool("score_only", False, "Score the models already in --into; train nothing.")

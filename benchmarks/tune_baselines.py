@@ -2,7 +2,7 @@
 
   python benchmarks/tune_baselines.py --task denoise --peak 512 [--slices 2]
   python benchmarks/tune_baselines.py --task lowdose --dose 0.25 [--slices 2]
-      [--train lung-pet-ct-dx-A0001,covid-ct-md-P001,covid-ct-md-cap001] [--ct_dir ../shared/data/ct]
+      [--train SERIES,...] [--ct_dir ../shared/data/ct]
 
 The condition is simulated (seed 0) on the central ``--slices`` slices of each training series (the
 same patients the shipped models trained on; the held-out ones are never read), and each method's
@@ -16,6 +16,7 @@ import json
 import pathlib
 import time
 
+import cohort  # benchmarks/cohort.py, beside this script
 from absl import app, flags
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,9 +26,7 @@ _DOSE = flags.DEFINE_float("dose", 0.25, "lowdose: the simulated dose.")
 _SLICES = flags.DEFINE_integer("slices", 2, "Central slices of each training series.")
 _METHODS = flags.DEFINE_list("methods", ["gaussian", "non_local_means", "bm3d"], "Methods to tune.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
-_TRAIN = flags.DEFINE_list(
-    "train", ["lung-pet-ct-dx-A0001", "covid-ct-md-P001", "covid-ct-md-cap001"], "Training series (folders)."
-)
+_TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
 
 
 def main(argv: list[str]) -> None:

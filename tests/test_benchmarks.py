@@ -38,7 +38,10 @@ BENCHMARKS = REPO / "benchmarks"
 # written, with their own tests, apart from this file
 NOT_HERE = {"serving_bench.py", "cli_startup_bench.py"}
 # run tiny by another test file: script -> that file (which must name it)
-ELSEWHERE = {"gpu_jax_check.py": "tests/test_jax_backend.py"}  # its JAX-only-machine run, beside the JAX worker
+ELSEWHERE = {
+    "gpu_jax_check.py": "tests/test_jax_backend.py",  # its JAX-only-machine run, beside the JAX worker
+    "cohort.py": "tests/test_cohort.py",  # the split the training scripts default to (a module, not a script)
+}
 # the shared series' names: the scripts' defaults read these from --ct_dir
 TRAINING_SERIES, HELDOUT_SERIES = "lung-pet-ct-dx-A0001", "lidc-idri-0001"
 CHESTS = (TRAINING_SERIES, "covid-ct-md-P001", "covid-ct-md-cap001", HELDOUT_SERIES, "covid-ct-md-normal001")
