@@ -20,6 +20,8 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``linear``: the linear intensity window instead of histogram equalization (a second dataset);
 - ``cubic``: the residual output corrects the cubic interpolation of the condition's samples
   (ModelConfig.residual_base = "cubic"; depixelate);
+- ``outernorm``: the U-Net's outermost level normalized whatever the output (ModelConfig.outer_normalization
+  "on"; the default "auto" leaves it unnormalized for autoencode, which has no residual output);
 - ``l1wN``: L1 weight N instead of 100 (the adversarial term's share shrinks by 100 / N);
 - ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
 - ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise);
@@ -52,7 +54,7 @@ from absl import app, flags
 from cgan_ct import runtime
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-_TASK = flags.DEFINE_enum("task", "depixelate", ["denoise", "depixelate"], "Task to compare on.")
+_TASK = flags.DEFINE_enum("task", "depixelate", ["autoencode", "denoise", "depixelate"], "Task to compare on.")
 _STEPS = flags.DEFINE_integer("steps", 600, "Training steps per variant.")
 _VARIANTS = flags.DEFINE_list("variants", ["before", "air"], "Variants: +-joined changes, see the docstring.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
@@ -98,6 +100,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             model["lr_schedule"] = "cosine"
         elif change == "cubic":
             model["residual_base"] = "cubic"
+        elif change == "outernorm":
+            model["outer_normalization"] = "on"
         elif change == "linear":
             pass  # the parent gave this variant the linear dataset
         elif change.startswith("l1w") and change[3:].isdigit():

@@ -170,6 +170,7 @@ NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
 RESIDUAL_BASES = ("auto", "condition", "cubic")
+OUTER_NORMALIZATIONS = ("auto", "on", "off")
 LR_SCHEDULES = ("constant", "cosine")
 FLOAT32, BFLOAT16, FLOAT16, AUTO = "float32", "bfloat16", "float16", "auto"
 PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16, AUTO)  # cgan_ct.model.precision resolves "auto"
@@ -222,6 +223,7 @@ class ModelConfig:
     base_filters: int = 32
     depth: int = UNET_DEPTH
     normalization: str = "instance"
+    outer_normalization: str = "auto"
     dropout: float = 0.5
     residual: bool = True
     residual_base: str = "auto"
@@ -255,6 +257,10 @@ class ModelConfig:
             raise ValueError(f"block_size {self.block_size} must divide by 2**disc_layers = {2**self.disc_layers}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.outer_normalization not in OUTER_NORMALIZATIONS:
+            raise ValueError(
+                f"outer_normalization must be one of {OUTER_NORMALIZATIONS}, got {self.outer_normalization!r}"
+            )
         if self.adversarial not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial!r}")
         if not 0 <= self.dropout < 1:

@@ -65,7 +65,7 @@ from cgan_ct.constants import (
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.atomic_files import TMP_PREFIX, failure_reason, sync_checked, write_failed
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
-from cgan_ct.model.run_record import RunRecord
+from cgan_ct.model.run_record import RunRecord, model_settings_trained
 from cgan_ct.ops.intensity import IntensityMapping
 
 MODEL_INFO = MODEL_INFO_FILE
@@ -277,7 +277,7 @@ def generator_in_precision(generator: keras.Model, model: dict, policy: str = "f
     if mixed == ({policy} if policy.startswith("mixed_") else set()):
         return generator
     with dtype_policy(policy):
-        rebuilt = build_generator(ModelConfig(**model))
+        rebuilt = build_generator(ModelConfig(**model_settings_trained(model)))
     rebuilt.set_weights(generator.get_weights())
     return rebuilt
 
@@ -316,7 +316,7 @@ def generator_from_export(model_dir) -> keras.Model:
     info = ModelInfo.load(model_dir)
     if not info.model:
         raise VolumeError(model_dir, "records no model settings to rebuild its generator from")
-    generator = build_generator(ModelConfig(**info.model))
+    generator = build_generator(ModelConfig(**model_settings_trained(info.model)))
     weights = str(model_dir / "variables" / "variables")
     names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(weights)}
     if _VARIABLES in names:

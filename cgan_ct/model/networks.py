@@ -56,6 +56,17 @@ class ResidualTanh(ResidualRange):
         return condition + (1.0 - keras.ops.abs(condition)) * keras.ops.tanh(delta)
 
 
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class ChannelBias(layers.Layer):
+    """x + b, one learned b per channel (initialised to zero)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        return inputs + keras.ops.cast(self.bias, inputs.dtype)
+
+
 def keys_weights(t: float) -> tuple[float, float, float, float]:
     """Keys' cubic convolution weights (a = -0.5) of samples i-1, i, i+1, i+2 at position i + t, t in [0, 1)."""
     return (
@@ -117,12 +128,26 @@ def _normalization(kind: str, name: str):
     return layers.Identity(name=name)
 
 
-def _conv_unit(x, filters: int, config: ModelConfig, name: str, strides: int = 1):
+def _conv_unit(x, filters: int, config: ModelConfig, name: str, strides: int = 1, normalize: bool = True):
     # stride 1: the same convolution, with a faster kernel gradient on AVX2-only CPUs (cgan_ct.model.cpu_conv)
     conv = FastKernelGradConv3D if strides == 1 else layers.Conv3D
     x = conv(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = _normalization(config.normalization, f"{name}_norm")(x)
+    # unnormalized: the bias a normalization's offset stands for (the fast kernel takes none of its own)
+    x = _normalization(config.normalization, f"{name}_norm")(x) if normalize else ChannelBias(name=f"{name}_bias")(x)
     return layers.LeakyReLU(0.2, name=f"{name}_act")(x)
+
+
+def outer_normalized(config: ModelConfig) -> bool:
+    """Whether the U-Net's outermost level is normalized ("auto": only with the residual output).
+
+    Instance normalization after the first convolution removes each block's mean per channel, and so the
+    block's level; everything after it sees only the block's shape. A residual generator adds its output
+    to the condition, which keeps the level; one without (autoencode) had to guess it, and learned a grid
+    of block-sized offsets (issue 31: a shift of the input by 205 HU moved its output by under 1 HU).
+    """
+    if config.outer_normalization == "auto":
+        return config.residual
+    return config.outer_normalization == "on"
 
 
 def build_generator(config: ModelConfig) -> keras.Model:
@@ -137,9 +162,10 @@ def build_generator(config: ModelConfig) -> keras.Model:
     else:
         x = layers.Concatenate(name="condition_and_noise")([condition, noise])
     skips = []
+    outer = outer_normalized(config)
     for level in range(config.depth):
         filters = config.base_filters * 2**level
-        x = _conv_unit(x, filters, config, f"enc{level}")
+        x = _conv_unit(x, filters, config, f"enc{level}", normalize=outer or level > 0)
         skips.append(x)
         x = _conv_unit(x, filters * 2, config, f"down{level}", strides=2)
     x = _conv_unit(x, config.base_filters * 2**config.depth, config, "bottleneck")
@@ -147,7 +173,7 @@ def build_generator(config: ModelConfig) -> keras.Model:
         filters = config.base_filters * 2**level
         x = layers.Conv3DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = _conv_unit(x, filters, config, f"dec{level}")
+        x = _conv_unit(x, filters, config, f"dec{level}", normalize=outer or level > 0)
         if config.dropout and level >= config.depth - 2:
             x = layers.Dropout(config.dropout, name=f"dropout{level}")(x)
     if config.residual:

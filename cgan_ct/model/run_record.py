@@ -24,9 +24,21 @@ _TRAINED_BEFORE = {
         "lr_schedule": "constant",
         "residual_base": "condition",
         "residual_factor": 2,
+        "outer_normalization": "on",
     },
-    "pipeline": {"air_keep": 1.0, "condition_blur": 0.0, "condition_noise_hu": 0.0, "condition_shift": 0},
+    "pipeline": {
+        "air_keep": 1.0,
+        "condition_blur": 0.0,
+        "condition_noise_hu": 0.0,
+        "condition_shift": 0,
+        "noise_scale_min": 1.0,
+    },
 }
+
+
+def model_settings_trained(model: dict) -> dict:
+    """A recorded ModelConfig (as a dict) with the settings it predates at the values it trained with."""
+    return {**_TRAINED_BEFORE["model"], **model}
 
 
 @dataclasses.dataclass(frozen=True)
