@@ -4,7 +4,8 @@
                 [--epochs N] [--global_batch N] [--g_lr 2e-4] [--d_lr 2e-4] [--seed 0]
                 [--steps_per_epoch N] [--checkpoint_every 100] [--jit_compile]
                 [--precision auto|float32|bfloat16|float16]
-                [--air_keep 0.1] [--l1_space normalized|hu] [--ema_decay D] [--lr_schedule constant|cosine]
+                [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
+                [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic] [--l1_weight 100]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
@@ -43,6 +44,12 @@ _VAL_STEPS = flags.DEFINE_integer("validation_steps", None, "Validation batches 
 _CKPT = flags.DEFINE_integer("checkpoint_every", 100, "Steps between resume points.")
 _PEAK = flags.DEFINE_float("peak", None, "Poisson peak for the denoise task (default 512).")
 _AIR = flags.DEFINE_float("air_keep", None, "Share of air blocks kept in training (default 0.1; 1: all).")
+_NOISE_MIN = flags.DEFINE_float(
+    "noise_scale_min",
+    None,
+    "denoise, lowdose: train on every noise level from the task's (1) down to this share of it (0: clean "
+    "blocks too), so one model serves mild and strong noise (default 1: the task's level only).",
+)
 _L1_SPACE = flags.DEFINE_enum("l1_space", None, list(L1_SPACES), "L1 on normalized values or in HU.")
 _L1_WEIGHT = flags.DEFINE_float("l1_weight", None, "Weight of the L1 term (the adversarial term's is 1).")
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
@@ -90,7 +97,7 @@ def main(argv: list[str]) -> int:
         lr_schedule=_LR_SCHEDULE.value,
         residual_base=_BASE.value,
     )
-    chosen = {"peak": _PEAK.value, "air_keep": _AIR.value}
+    chosen = {"peak": _PEAK.value, "air_keep": _AIR.value, "noise_scale_min": _NOISE_MIN.value}
     pipeline = PipelineOptions(**{k: v for k, v in chosen.items() if v is not None})
     options = RunOptions(
         _TASK.value,

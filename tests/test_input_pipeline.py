@@ -303,3 +303,24 @@ def test_augmented_copies_are_spread_over_the_epoch_with_their_own_draws(labelle
     assert len(resumed) == 19
     np.testing.assert_array_equal(resumed[0], batches[5])
     assert [_sources(list(b), labelled_dataset) for b in epoch(epoch=1)] != sources
+
+
+def test_noise_scale_range_scales_each_blocks_noise_and_keeps_the_rest(dataset):
+    # issue 31: one denoiser for every level from the task's down to none; evaluation keeps the task's level
+    full = _batches(make_dataset(dataset, "train", "denoise", 4, seed=3), 3)
+    options = PipelineOptions(noise_scale_min=0.0)
+    ranged = _batches(make_dataset(dataset, "train", "denoise", 4, seed=3, options=options), 3)
+    scales = []
+    for (y_full, x_full), (y_ranged, x_ranged) in zip(full, ranged, strict=True):
+        np.testing.assert_array_equal(x_ranged, x_full)  # the same blocks, crops and Poisson draws
+        for k in range(len(x_full)):
+            noise_full, noise_ranged = (y_full[k] - x_full[k]).ravel(), (y_ranged[k] - x_ranged[k]).ravel()
+            scale = float(noise_ranged @ noise_full / (noise_full @ noise_full))
+            np.testing.assert_allclose(noise_ranged, scale * noise_full, atol=2e-3)  # one factor per block
+            scales.append(scale)
+    assert min(scales) >= 0.0 and max(scales) <= 1.0 and max(scales) - min(scales) > 0.3
+    evaluation = _batches(make_dataset(dataset, "test", "denoise", 4, options=options), 1)[0]
+    reference = _batches(make_dataset(dataset, "test", "denoise", 4), 1)[0]
+    np.testing.assert_array_equal(evaluation[0], reference[0])
+    with pytest.raises(ValueError, match="noise_scale_min"):
+        PipelineOptions(noise_scale_min=1.5)

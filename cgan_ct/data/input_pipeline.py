@@ -31,7 +31,7 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, DEPIXELATE, LOWDOSE, TASKS
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, DENOISE, DEPIXELATE, LOWDOSE, TASKS
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import VolumeError
@@ -58,6 +58,13 @@ class PipelineOptions:
         per axis (cgan_ct.ops.corruption.depixelate); all 0: the plain condition.
         A synthesis cascade's stages train so, on degradations measured from its
         coarse generator (cgan_ct.synthesis.degradation).
+      noise_scale_min: denoise and lowdose, training only: each block's condition
+        noise (condition - block) is scaled by s drawn uniformly from
+        [noise_scale_min, 1], so one model sees every noise level from s = 1 (the
+        peak's, the stored dose's) down to s = noise_scale_min (0: the clean block,
+        whose answer is itself). s scales the noise's standard deviation: Poisson
+        peak P becomes P / s^2, a stored dose d becomes 1 / (1 + s^2 (1 / d - 1)).
+        1.0 (default): the single level, as before issue 31.
     """
 
     augment_copies: int = 1
@@ -70,8 +77,11 @@ class PipelineOptions:
     condition_blur: float = 0.0
     condition_noise_hu: float = 0.0
     condition_shift: int = 0
+    noise_scale_min: float = 1.0
 
     def __post_init__(self):
+        if not 0.0 <= self.noise_scale_min <= 1.0:
+            raise ValueError(f"noise_scale_min must be in [0, 1], got {self.noise_scale_min}")
         if self.condition_blur < 0 or self.condition_noise_hu < 0 or self.condition_shift < 0:
             raise ValueError(
                 "condition_blur, condition_noise_hu and condition_shift must be >= 0, got "
@@ -128,6 +138,7 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
     degrade = None
     if training and task == DEPIXELATE:
         degrade = (options.condition_blur, options.condition_noise_hu, options.condition_shift)
+    scaled_noise = training and task in (DENOISE, LOWDOSE) and options.noise_scale_min < 1.0
 
     def crop(hu, augment_seed):
         if training:
@@ -143,6 +154,10 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
             condition_hu = corruption.make_condition(
                 target_hu, task, corrupt_seed, options.peak, options.factor, degrade
             )
+        if scaled_noise:
+            scale_seed = tf.random.experimental.stateless_fold_in(corrupt_seed, 7)
+            scale = tf.random.stateless_uniform([], scale_seed, options.noise_scale_min, 1.0)
+            condition_hu = target_hu + scale * (condition_hu - target_hu)
         condition = mapping.forward_tf(condition_hu)[..., None]
         target = mapping.forward_tf(target_hu)[..., None]
         return tf.ensure_shape(condition, [block] * 3 + [1]), tf.ensure_shape(target, [block] * 3 + [1])
