@@ -2,6 +2,7 @@
 against Gaussian smoothing, non-local means and BM3D, each tuned on the training patients.
 
   python benchmarks/lowdose_eval.py [--dose 0.25] [--steps 1200] [--slices 32] [--tune_slices 2]
+      [--noise_scale_min 1] [--milder_doses 0.5,0.9]
       [--train SERIES,...]
       [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--work_dir DIR]
 
@@ -13,7 +14,11 @@ against Gaussian smoothing, non-local means and BM3D, each tuned on the training
    volume, never on a held-out one.
 4. Each held-out volume's central ``--slices`` slices (BM3D costs ~8 s a slice) get the same
    simulated dose (seed 0) and are scored: slice-averaged PSNR / SSIM in HU, whole slab and lungs.
-5. With ``--real``: those real (low-dose) series are denoised as they are and measured without
+5. "Never worse than its input" (issue 31): at each of ``--milder_doses`` the same held-out slabs get that
+   dose, and the model's PSNR is compared with its input's (no baselines: only the model against what it
+   was given). ``--noise_scale_min S`` trains on every noise level from the dose's down to S times it
+   (0: clean blocks too; PipelineOptions.noise_scale_min).
+6. With ``--real``: those real (low-dose) series are denoised as they are and measured without
    reference (noise, edge widths; cgan_ct.inference.no_reference). ``--heldout ''`` skips 3 and 4:
    e.g. ``--train lung-pet-ct-dx-A0001,lidc-idri-0001 --heldout '' --real covid-ct-md-normal001,...``
    trains on standard-dose scans only and denoises the low-dose COVID-CT-MD ones.
@@ -45,11 +50,17 @@ GOAL_DB = 1.0
 _DOSE = flags.DEFINE_float("dose", 0.25, "Simulated dose (fraction of the scan's).")
 _STEPS = flags.DEFINE_integer("steps", 1200, "Training steps.")
 _SLICES = flags.DEFINE_integer("slices", 32, "Central slices of each held-out volume scored.")
-_TUNE_SLICES = flags.DEFINE_integer("tune_slices", 2, "Central slices of each training volume the baselines tune on.")
+_TUNE_SLICES = flags.DEFINE_integer(
+    "tune_slices", 2, "Central slices of each training volume the baselines tune on (0: their recorded settings)."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and noise.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
+_NOISE_MIN = flags.DEFINE_float(
+    "noise_scale_min", 1.0, "Train on noise levels from the dose's down to this share of it (0: clean too)."
+)
+_MILDER = flags.DEFINE_list("milder_doses", ["0.5", "0.9"], "Milder doses the model must not make worse.")
 _REAL = flags.DEFINE_list(
     "real", [], "Real low-dose series denoised as they are (no-reference measures), e.g. covid-ct-md-normal001."
 )
@@ -138,6 +149,17 @@ def model_card(record: dict, rows: list[dict]) -> str:
             "",
             *[f"- {line}" for line in goal_lines(rows)],
             "",
+            *(
+                [
+                    "Never worse than its input (issue 31): the same slabs at milder doses, whole slab "
+                    f"(trained on noise levels down to {record.get('noise_scale_min', 1.0):g} of the dose's):",
+                    "",
+                    *[f"- {line}" for line in mild_lines(record["milder"])],
+                    "",
+                ]
+                if record.get("milder")
+                else []
+            ),
         ]
     )
 
@@ -147,6 +169,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.config import LowDoseConfig, conversion_config, model_config
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.data.conversion import convert
+    from cgan_ct.data.input_pipeline import PipelineOptions
     from cgan_ct.inference.inference import BlockModel
     from cgan_ct.model.export import export_generator
     from cgan_ct.model.training import RunOptions, train
@@ -172,17 +195,21 @@ def main(argv: list[str]) -> None:
     run_dir, export_dir = work / "run", work / "export"
     if not (export_dir / "cgan_ct_model.json").exists():
         start = time.monotonic()
-        result = train(dataset, run_dir, model_config("cpu", epochs=1), RunOptions(LOWDOSE, _SEED.value, _STEPS.value))
+        pipeline = PipelineOptions(noise_scale_min=_NOISE_MIN.value)
+        options = RunOptions(LOWDOSE, _SEED.value, _STEPS.value, pipeline=pipeline)
+        result = train(dataset, run_dir, model_config("cpu", epochs=1), options)
         if result.diverged:
             raise SystemExit(result.message)
         timings["train_s"] = time.monotonic() - start
         export_generator(run_dir, export_dir, "last")
     model = BlockModel(export_dir)
 
-    rows, params, lines = [], {}, []
+    rows, params, lines, mild_rows = [], {}, [], []
     if _HELDOUT.value:
         rows, params = _supervised(model, train_inputs, lowdose, timings)
         lines = [table(rows), "", *goal_lines(rows)]
+        mild_rows = _milder(model, [float(d) for d in _MILDER.value], timings)
+        lines += ["", "Never worse than its input, whole slab (model / input PSNR, dB):", "", *mild_lines(mild_rows)]
     if _REAL.value:
         from cgan_ct.inference.evaluation import evaluate_no_reference, no_reference_markdown
 
@@ -202,6 +229,8 @@ def main(argv: list[str]) -> None:
         "train": _TRAIN.value,
         "heldout": _HELDOUT.value,
         "real": _REAL.value,
+        "noise_scale_min": _NOISE_MIN.value,
+        "milder": mild_rows,
         "params": params,
         "timings": timings,
         "cpu": status["cpu"],
@@ -217,19 +246,25 @@ def main(argv: list[str]) -> None:
 def _supervised(model, train_inputs, lowdose, timings):
     """Baselines tuned on the training series, then model and baselines on the held-out ones."""
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.baselines import tune_baselines
+    from cgan_ct.inference.baselines import tune_baselines, tuned_params
     from cgan_ct.inference.evaluation import evaluate_volume
     from cgan_ct.inference.inference import make_condition
     from cgan_ct.io.volume_io import read_volume
 
     start = time.monotonic()
-    pairs = []
-    for path in train_inputs:
-        volume = _central(read_volume(path), _TUNE_SLICES.value)
-        pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
-    params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
-    timings["tune_s"] = time.monotonic() - start
-    print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
+    if _TUNE_SLICES.value == 0:  # the settings recorded in cgan_ct.inference.baselines.TUNED (training patients)
+        params = tuned_params(LOWDOSE, lowdose=lowdose)
+        if params is None:
+            raise SystemExit(f"no recorded baseline settings for dose {lowdose.dose:g}: tune them (--tune_slices 2)")
+        print(f"baselines at their recorded settings: {json.dumps(params)}", flush=True)
+    else:
+        pairs = []
+        for path in train_inputs:
+            volume = _central(read_volume(path), _TUNE_SLICES.value)
+            pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
+        params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
+        timings["tune_s"] = time.monotonic() - start
+        print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
     rows = []
     for name in _HELDOUT.value:
         volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
@@ -239,6 +274,45 @@ def _supervised(model, train_inputs, lowdose, timings):
         rows += [{**row, "series": name} for row in result.rows]
         print(f"{name}: scored in {timings[f'evaluate_{name}_s']:.0f} s", flush=True)
     return rows, params
+
+
+def _milder(model, doses: list[float], timings: dict) -> list[dict]:
+    """Model and input PSNR / SSIM on each held-out slab at each milder dose (whole slab)."""
+    from cgan_ct.config import LowDoseConfig
+    from cgan_ct.constants import LOWDOSE
+    from cgan_ct.inference.inference import infer_volume, make_condition
+    from cgan_ct.inference.metrics import quality
+    from cgan_ct.io.volume_io import read_volume
+
+    start, out = time.monotonic(), []
+    for name in _HELDOUT.value:
+        volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
+        for dose in doses:
+            condition = make_condition(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose))
+            _, generated = infer_volume(condition, model, LOWDOSE, condition_mode="as_is")
+            given, made = quality(volume.hu, condition.hu), quality(volume.hu, generated.hu)
+            out.append(
+                {
+                    "series": name,
+                    "dose": dose,
+                    "input_db": given.psnr_slices_db,
+                    "model_db": made.psnr_slices_db,
+                    "input_ssim": given.ssim_slices,
+                    "model_ssim": made.ssim_slices,
+                }
+            )
+            print(f"{name} at dose {dose:g}: model {made.psnr_slices_db:.2f} dB, input {given.psnr_slices_db:.2f}")
+    timings["milder_s"] = time.monotonic() - start
+    return out
+
+
+def mild_lines(rows: list[dict]) -> list[str]:
+    return [
+        f"{r['series']} at dose {r['dose']:g}: model {r['model_db']:.2f} / input {r['input_db']:.2f} dB "
+        f"({r['model_db'] - r['input_db']:+.2f}), SSIM {r['model_ssim']:.4f} / {r['input_ssim']:.4f}: "
+        + ("not worse" if r["model_db"] >= r["input_db"] else "WORSE than its input")
+        for r in rows
+    ]
 
 
 def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
