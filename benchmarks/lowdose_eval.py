@@ -307,12 +307,9 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
 
 
 def mild_lines(rows: list[dict]) -> list[str]:
-    return [
-        f"{r['series']} at dose {r['dose']:g}: model {r['model_db']:.2f} / input {r['input_db']:.2f} dB "
-        f"({r['model_db'] - r['input_db']:+.2f}), SSIM {r['model_ssim']:.4f} / {r['input_ssim']:.4f}: "
-        + ("not worse" if r["model_db"] >= r["input_db"] else "WORSE than its input")
-        for r in rows
-    ]
+    from cgan_ct.inference.model_card import milder_lines
+
+    return milder_lines(rows)
 
 
 def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:

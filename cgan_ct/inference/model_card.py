@@ -25,6 +25,7 @@ EXAMPLE_DPI = 100
 
 # Where each training or held-out series comes from: collection, licence, where to get it. Keyed by the
 # series folder's name prefix in the shared CT sample (../shared/data/ct/README.md).
+_TCIA_UNCHECKED = "CC BY 3.0 or 4.0 by collection (not checked: check before redistributing)"
 SOURCES = {
     "lung-pet-ct-dx": (
         "TCIA Lung-PET-CT-Dx (Li et al. 2020)",
@@ -41,6 +42,18 @@ SOURCES = {
         "CC BY 3.0",
         "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX",
     ),
+    # added 2026-12-02 (../shared/data/ct/README.md): TCIA publishes these under CC BY 3.0 or 4.0 by
+    # collection; the licence of each was not checked against its collection page
+    "lungx": ("TCIA SPIE-AAPM Lung CT Challenge (LUNGx)", _TCIA_UNCHECKED, "https://www.cancerimagingarchive.net"),
+    "cmb-crc": ("TCIA Cancer Moonshot Biobank CMB-CRC", _TCIA_UNCHECKED, "https://www.cancerimagingarchive.net"),
+    "rider": (
+        "a RIDER-style pulmonary-embolism study (collection not confirmed)",
+        _TCIA_UNCHECKED,
+        "https://www.cancerimagingarchive.net",
+    ),
+    "lungfcp": ("TCIA Lung-Fused-CT-Pathology", _TCIA_UNCHECKED, "https://www.cancerimagingarchive.net"),
+    "tcga-ay": ("TCIA TCGA-COAD", _TCIA_UNCHECKED, "https://www.cancerimagingarchive.net"),
+    "tcga-bc": ("TCIA TCGA-LIHC", _TCIA_UNCHECKED, "https://www.cancerimagingarchive.net"),
 }
 
 
@@ -171,6 +184,16 @@ def readme_row(name: str, card: dict, rows: list[dict]) -> str:
     )
 
 
+def milder_lines(rows: list[dict]) -> list[str]:
+    """One line per (series, dose) row of a milder-condition check: model against input, and the verdict."""
+    return [
+        f"{r['series']} at dose {r['dose']:g}: model {r['model_db']:.2f} / input {r['input_db']:.2f} dB "
+        f"({r['model_db'] - r['input_db']:+.2f}), SSIM {r['model_ssim']:.4f} / {r['input_ssim']:.4f}: "
+        + ("not worse" if r["model_db"] >= r["input_db"] else "WORSE than its input")
+        for r in rows
+    ]
+
+
 def _data_lines(series: list[str]) -> list[str]:
     lines = ["| series | collection | licence | source |", "|---|---|---|---|"]
     for name in series:
@@ -205,7 +228,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         "## Training data",
         "",
-        f"{len(training['series'])} patients, one chest CT series each:",
+        f"{len(training['series'])} patients, one CT series each:",
         "",
         *_data_lines(training["series"]),
         "",
@@ -234,6 +257,16 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         f"{', '.join(f'{s:.2f}' for s in spread)} HU inside the body.",
         "",
     ]
+    if card.get("milder"):
+        lines += [
+            "## Never worse than its input",
+            "",
+            "The same held-out slabs at milder conditions than the one above, the model against what it was "
+            "given (whole slab, slice-averaged PSNR):",
+            "",
+            *[f"- {line}" for line in milder_lines(card["milder"])],
+            "",
+        ]
     if has_figure:
         lines += [
             "## Example",
