@@ -115,6 +115,13 @@ def test_runs_recorded_before_the_recipe_options_compare_as_trained():
     assert record.differences(same) == []
     changed = RunRecord(**{**same.to_json(), "pipeline": {"peak": 512.0, "air_keep": 0.1}})
     assert record.differences(changed) == ["air_keep: 1.0 -> 0.1"]
+    # issue 31: runs before outer_normalization had every level normalized; "auto" keeps that but for
+    # autoencode (no residual output), whose old runs therefore cannot resume
+    new = RunRecord(**{**same.to_json(), "model": {**same.model, "outer_normalization": "auto", "residual": True}})
+    assert record.differences(new) == ["residual: None -> True"]
+    old_autoencode = RunRecord(**{**record.to_json(), "model": {**record.model, "residual": False}})
+    new_autoencode = RunRecord(**{**new.to_json(), "model": {**new.model, "residual": False}})
+    assert old_autoencode.differences(new_autoencode) == ["outer_normalization: 'on' -> 'off'"]
 
 
 @pytest.mark.slow

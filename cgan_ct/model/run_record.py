@@ -68,6 +68,8 @@ class RunRecord:
         record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
         for key, before in _TRAINED_BEFORE.items():
             record[key] = {**before, **record[key]}
+        if record["model"]["outer_normalization"] == "auto":  # as networks.outer_normalized resolves it
+            record["model"]["outer_normalization"] = "on" if record["model"].get("residual", True) else "off"
         free = {"epochs": None, "precision": None, "mixed_precision": None}
         return {k: ({**record[k], **free} if k == "model" else record[k]) for k in fields}
 
