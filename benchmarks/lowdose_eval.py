@@ -61,6 +61,9 @@ _NOISE_MIN = flags.DEFINE_float(
     "noise_scale_min", 1.0, "Train on noise levels from the dose's down to this share of it (0: clean too)."
 )
 _MILDER = flags.DEFINE_list("milder_doses", ["0.5", "0.9"], "Milder doses the model must not make worse.")
+_SKIP = flags.DEFINE_list(
+    "skip_baselines", [], "Baselines not to run (e.g. all three for a second model on the same slabs and seed)."
+)
 _REAL = flags.DEFINE_list(
     "real", [], "Real low-dose series denoised as they are (no-reference measures), e.g. covid-ct-md-normal001."
 )
@@ -96,6 +99,8 @@ def goal_lines(rows: list[dict]) -> list[str]:
     lines = []
     for series in sorted({r["series"] for r in rows}):
         scores = {r["method"]: r for r in rows if r["series"] == series and r["region"] == "volume"}
+        if "bm3d" not in scores:
+            continue  # --skip_baselines bm3d: nothing to compare with
         model, bm3d = scores["model"], scores["bm3d"]
         met = (
             model["psnr_slices_db"] >= bm3d["psnr_slices_db"] + GOAL_DB and model["ssim_slices"] >= bm3d["ssim_slices"]
@@ -269,7 +274,9 @@ def _supervised(model, train_inputs, lowdose, timings):
     for name in _HELDOUT.value:
         volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         start = time.monotonic()
-        result = evaluate_volume(volume, LOWDOSE, model, skip_baselines=(), noise_spread=False, baseline_params=params)
+        result = evaluate_volume(
+            volume, LOWDOSE, model, skip_baselines=tuple(_SKIP.value), noise_spread=False, baseline_params=params
+        )
         timings[f"evaluate_{name}_s"] = time.monotonic() - start
         rows += [{**row, "series": name} for row in result.rows]
         print(f"{name}: scored in {timings[f'evaluate_{name}_s']:.0f} s", flush=True)
