@@ -171,6 +171,15 @@ ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
 RESIDUAL_BASES = ("auto", "condition", "cubic")
 OUTER_NORMALIZATIONS = ("auto", "on", "off")
+
+
+def outer_normalization_used(setting: str, residual: bool) -> str:
+    """``ModelConfig.outer_normalization`` as built: "auto" is "on" with the residual output, else "off"."""
+    if setting == "auto":
+        return "on" if residual else "off"
+    return setting
+
+
 LR_SCHEDULES = ("constant", "cosine")
 FLOAT32, BFLOAT16, FLOAT16, AUTO = "float32", "bfloat16", "float16", "auto"
 PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16, AUTO)  # cgan_ct.model.precision resolves "auto"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cgan_ct.config import ModelConfig
+from cgan_ct.config import ModelConfig, outer_normalization_used
 from cgan_ct.model.cpu_conv import FastKernelGradConv3D
 
 
@@ -143,11 +143,9 @@ def outer_normalized(config: ModelConfig) -> bool:
     Instance normalization after the first convolution removes each block's mean per channel, and so the
     block's level; everything after it sees only the block's shape. A residual generator adds its output
     to the condition, which keeps the level; one without (autoencode) had to guess it, and learned a grid
-    of block-sized offsets (issue 31: a shift of the input by 205 HU moved its output by under 1 HU).
+    of block-sized offsets (issue 31: a shift of the input by 205 HU moved its output's mean by 1-4 HU).
     """
-    if config.outer_normalization == "auto":
-        return config.residual
-    return config.outer_normalization == "on"
+    return outer_normalization_used(config.outer_normalization, config.residual) == "on"
 
 
 def build_generator(config: ModelConfig) -> keras.Model:

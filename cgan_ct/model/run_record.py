@@ -10,6 +10,7 @@ import dataclasses
 import json
 import pathlib
 
+from cgan_ct.config import outer_normalization_used
 from cgan_ct.constants import RUN_FILE
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
@@ -68,8 +69,9 @@ class RunRecord:
         record = json.loads(json.dumps(self.to_json()))  # tuples and lists alike
         for key, before in _TRAINED_BEFORE.items():
             record[key] = {**before, **record[key]}
-        if record["model"]["outer_normalization"] == "auto":  # as networks.outer_normalized resolves it
-            record["model"]["outer_normalization"] = "on" if record["model"].get("residual", True) else "off"
+        model = record["model"]
+        outer = model["outer_normalization"]
+        model["outer_normalization"] = outer_normalization_used(outer, model.get("residual", True))
         free = {"epochs": None, "precision": None, "mixed_precision": None}
         return {k: ({**record[k], **free} if k == "model" else record[k]) for k in fields}
 
