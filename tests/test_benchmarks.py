@@ -209,6 +209,11 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         rf"{SHIPPED}: input [\d.]+ dB, model [\d.]+ dB, best classical \w+ [\d.]+ dB",
         ("ct", "shipped"),
     ),
+    "noise_levels": _script(
+        "noise_levels",
+        f"--ct_dir {{ct}} --series {HELDOUT_SERIES} --slices 8 --doses 1,0.5",
+        rf"{HELDOUT_SERIES} +\w+ +[\d.]+ mm +[\d.]+ HU +[\d.]+ HU",
+    ),
     "convert_bench": _script("convert_bench", f"{SERIES} --repeats 1 --lowdose", r"ratio lowdose / convert += [\d.]+"),
     "read_volume_bench": _script(
         "read_volume_bench", f"{SERIES} --repeats 1", r"ratio time +read_volume / limit = [\d.]+"
