@@ -36,3 +36,9 @@ def held_out_by_rule(cohort: dict) -> list[str]:
 
 def _digest(salt: str, name: str) -> str:
     return hashlib.sha256((salt + name).encode()).hexdigest()
+
+
+def central_slices(volume, count: int):
+    """``volume`` (a cgan_ct Volume) cut to its central ``count`` slices, a copy: the slabs the scripts score."""
+    start = max(0, (volume.shape[0] - count) // 2)
+    return volume.replace(hu=volume.hu[start : start + count].copy())

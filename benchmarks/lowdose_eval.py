@@ -74,11 +74,6 @@ _CARD_ONLY = flags.DEFINE_bool(
 )
 
 
-def _central(volume, count: int):
-    start = max(0, (volume.shape[0] - count) // 2)
-    return volume.replace(hu=volume.hu[start : start + count].copy())
-
-
 def table(rows: list[dict]) -> str:
     """Region x method rows, one PSNR / SSIM column per held-out series."""
     series = sorted({r["series"] for r in rows})
@@ -265,14 +260,14 @@ def _supervised(model, train_inputs, lowdose, timings):
     else:
         pairs = []
         for path in train_inputs:
-            volume = _central(read_volume(path), _TUNE_SLICES.value)
+            volume = cohort.central_slices(read_volume(path), _TUNE_SLICES.value)
             pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
         params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
         timings["tune_s"] = time.monotonic() - start
         print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
     rows = []
     for name in _HELDOUT.value:
-        volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
+        volume = cohort.central_slices(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         start = time.monotonic()
         result = evaluate_volume(
             volume, LOWDOSE, model, skip_baselines=tuple(_SKIP.value), noise_spread=False, baseline_params=params
@@ -293,7 +288,7 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
 
     start, out = time.monotonic(), []
     for name in _HELDOUT.value:
-        volume = _central(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
+        volume = cohort.central_slices(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         for dose in doses:
             condition = make_condition(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose))
             _, generated = infer_volume(condition, model, LOWDOSE, condition_mode="as_is")

@@ -43,10 +43,8 @@ def main(argv: list[str]) -> None:
     print(f"{'series':28s} {'role':8s} {'slice':>8s} " + " ".join(f"{'dose ' + str(d):>10s}" for d in doses))
     rows = []
     for name in names:
-        volume = read_volume(pathlib.Path(_CT.value) / name)
-        middle = volume.shape[0] // 2
-        half = max(1, _SLICES.value // 2)
-        slab = np.ascontiguousarray(volume.hu[max(0, middle - half) : middle + half], np.float32)
+        volume = cohort.central_slices(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
+        slab = volume.hu.astype(np.float32)
         region = noise_regions(slab)[0]
         noise = {}
         for dose in doses:
