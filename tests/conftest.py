@@ -1,4 +1,9 @@
-"""Shared fixtures: the real CT sample folder and external reference tools."""
+"""Shared fixtures: the real CT sample folder, external reference tools, and the smoke dataset, run and export.
+
+The smoke fixtures are session-scoped: each pytest-xdist worker builds them once for every module that asks
+(they were module fixtures imported across four modules, so the dataset was rebuilt and the run retrained in
+each). Tests treat them as read-only; a test that trains on or exports from them writes into its own tmp_path.
+"""
 
 from __future__ import annotations
 
@@ -47,3 +52,37 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed, but CI must run this check (make system-deps)")
         pytest.skip(f"{name} not installed (Debian: apt-get install dcm2niix dicom3tools)")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory) -> pathlib.Path:
+    """Four 64^3 phantoms converted with the smoke settings (a TFRecord dataset folder)."""
+    from cgan_ct.config import conversion_config
+    from cgan_ct.data.conversion import convert
+    from tests.test_input_pipeline import _phantom
+
+    root = tmp_path_factory.mktemp("train")
+    for i in range(4):
+        sitk.WriteImage(sitk.GetImageFromArray(_phantom(i)), str(root / f"v{i}.nii"))
+    convert([root], root / "ds", conversion_config("smoke"), workers=1)
+    return root / "ds"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_dataset, tmp_path_factory) -> pathlib.Path:
+    """A denoise run of the smoke preset, 6 steps, on the smoke dataset (a run folder)."""
+    from cgan_ct.config import model_config
+    from cgan_ct.model.training import RunOptions, train
+
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    result = train(smoke_dataset, run_dir, model_config("smoke"), RunOptions("denoise", steps_per_epoch=6), verbose=0)
+    assert not result.diverged and result.steps == 6
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def model_dir(smoke_run, tmp_path_factory) -> pathlib.Path:
+    """The smoke run exported (a flat SavedModel folder)."""
+    from cgan_ct.model.export import export_generator
+
+    return export_generator(smoke_run, tmp_path_factory.mktemp("model") / "denoise")

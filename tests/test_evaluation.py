@@ -12,8 +12,6 @@ import pytest
 
 from cgan_ct.inference.baselines import baselines, interpolate_samples, seam_score
 from tests.conftest import REPO
-from tests.test_inference import model_dir  # noqa: F401 - fixture
-from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
 
 
 def test_trilinear_from_samples_is_exact_on_a_ramp():
@@ -120,7 +118,7 @@ def test_denoisers_improve_a_noisy_smooth_volume_and_tuning_picks_from_training_
 
 
 @pytest.mark.slow
-def test_evaluate_end_to_end_on_the_chest(model_dir, shared_ct, tmp_path):  # noqa: F811
+def test_evaluate_end_to_end_on_the_chest(model_dir, shared_ct, tmp_path):
     result = subprocess.run(
         [
             sys.executable,

@@ -15,15 +15,8 @@ from cgan_ct import read_volume
 from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
 from cgan_ct.inference.inference import BlockModel, infer_volume, make_condition
-from cgan_ct.model.export import export_generator
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
-from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
-
-
-@pytest.fixture(scope="module")
-def model_dir(smoke_run, tmp_path_factory):  # noqa: F811
-    return export_generator(smoke_run, tmp_path_factory.mktemp("model") / "denoise")
 
 
 @pytest.fixture()
@@ -56,7 +49,7 @@ def test_infer_rejects_wrong_task_and_non_models(model_dir, awkward_volume, tmp_
         BlockModel(tmp_path)
 
 
-def test_a_run_folder_gives_the_same_output_as_its_export(model_dir, smoke_run, awkward_volume):  # noqa: F811
+def test_a_run_folder_gives_the_same_output_as_its_export(model_dir, smoke_run, awkward_volume):
     _, exported = infer_volume(awkward_volume, BlockModel(model_dir))
     _, direct = infer_volume(awkward_volume, BlockModel(smoke_run))
     assert np.abs(exported.hu.astype(int) - direct.hu).max() <= 1
@@ -172,7 +165,7 @@ def test_python_side_checks_blocks_before_calling_the_model(model_dir, monkeypat
 # --- serving layout: integer version folders (issue 18, item 20) --------------------------------------------
 
 
-def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, smoke_run, awkward_volume, tmp_path):  # noqa: F811
+def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, smoke_run, awkward_volume, tmp_path):
     from cgan_ct.model.export import export_version
 
     base = tmp_path / "models" / "denoise"
@@ -202,7 +195,7 @@ def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, 
         BlockModel(base)
 
 
-def test_export_cli_writes_the_next_version_or_the_one_asked(smoke_run, tmp_path):  # noqa: F811
+def test_export_cli_writes_the_next_version_or_the_one_asked(smoke_run, tmp_path):
     def export(*args):
         return subprocess.run(
             [sys.executable, "-m", "pipelines.export", "--run_dir", str(smoke_run), "--output_dir", str(tmp_path / "m"),

@@ -24,7 +24,6 @@ from cgan_ct.model.export import export_generator
 from cgan_ct.model.gan import ConditionalGAN
 from tests import jax_worker
 from tests.conftest import REPO
-from tests.test_training import smoke_dataset  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed (.[jax])")
 PRESET = "smoke"
@@ -56,7 +55,7 @@ def _start_gpu_check(folder):
 
 
 @pytest.fixture(scope="module")
-def jax_results(smoke_dataset, tmp_path_factory):  # noqa: F811
+def jax_results(smoke_dataset, tmp_path_factory):
     work = tmp_path_factory.mktemp("jax")
     gpu_check = _start_gpu_check(tmp_path_factory.mktemp("gpu_check"))
     (work / "config.json").write_text(json.dumps({"preset": PRESET}))

@@ -15,9 +15,7 @@ from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.model import pretrained
 from cgan_ct.model.export import ModelInfo
 from tests.conftest import REPO
-from tests.test_inference import model_dir  # noqa: F401 - fixture
 from tests.test_input_pipeline import _phantom
-from tests.test_training import smoke_dataset, smoke_run  # noqa: F401 - fixtures
 
 SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
 HELDOUT = "lidc-idri-0001"  # never seen in training (benchmarks/train_pretrained.py)
@@ -41,7 +39,7 @@ def test_cli_names_the_bad_spec(tmp_path):
     assert result.returncode == 2 and "pretrained:nope" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_exported_model_records_its_condition_and_inference_simulates_it(model_dir, tmp_path):  # noqa: F811
+def test_exported_model_records_its_condition_and_inference_simulates_it(model_dir, tmp_path):
     info = ModelInfo.load(model_dir)
     assert info.condition == {"peak": 512.0, "factor": 2} and info.peak == 512.0
     assert ModelInfo(16, "denoise", info.intensity).peak == 512.0  # models exported before it was recorded

@@ -15,37 +15,17 @@ import time
 import keras
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import tensorflow as tf
 
-from cgan_ct.config import conversion_config, model_config
-from cgan_ct.data.conversion import convert
+from cgan_ct.config import model_config
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.model import training
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import Backup, DivergenceGuard, RunOptions, build_gan, train
 from cgan_ct.ops.intensity import IntensityMapping
 from tests.conftest import REPO
-from tests.test_input_pipeline import _phantom
 
 SMOKE = model_config("smoke")
-
-
-@pytest.fixture(scope="module")
-def smoke_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    for i in range(4):
-        sitk.WriteImage(sitk.GetImageFromArray(_phantom(i)), str(root / f"v{i}.nii"))
-    convert([root], root / "ds", conversion_config("smoke"), workers=1)
-    return root / "ds"
-
-
-@pytest.fixture(scope="module")
-def smoke_run(smoke_dataset, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run") / "run"
-    result = train(smoke_dataset, run_dir, SMOKE, RunOptions("denoise", steps_per_epoch=6), verbose=0)
-    assert not result.diverged and result.steps == 6
-    return run_dir
 
 
 def _cli(*args, **kwargs):
@@ -121,10 +101,8 @@ def test_kill_9_mid_epoch_resumes_to_the_same_step_count(smoke_dataset, tmp_path
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
     assert "finished: 24 steps" in out
-    untouched = _cli(*args, "--output_dir", tmp_path / "whole")
-    out, err = untouched.communicate(timeout=300)
-    assert "finished: 24 steps" in out, err[-2000:]
     assert json.loads(state.read_text())["step"] == 24
+    # that resumed epochs log what an uninterrupted run would: test_resumed_epoch_logs_the_averages_...
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
