@@ -55,6 +55,13 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated condition and of 
 _SERIES = flags.DEFINE_string("series", None, "Series to read from a folder holding several.")
 _PRECISION = job.define_inference_precision()
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace outputs already in --output_dir.")
+_DOSE = flags.DEFINE_float(
+    "dose",
+    None,
+    "Lowdose models: the input's dose as a fraction of full dose (simulated at that dose with --condition "
+    "simulate). The model's correction is scaled to the noise that dose adds: all of it at the model's own "
+    "dose, none at 1 (a scan at full dose comes back as it is). Default: the model's own dose.",
+)
 _VOLUMES = ("condition", "generated")
 
 
@@ -96,6 +103,8 @@ def _request() -> str:
         "seed": _SEED.value,
         "precision": _PRECISION.value,
     }
+    if _DOSE.value is not None:  # only when given: outputs of earlier versions keep their fingerprint
+        settings["dose"] = _DOSE.value
     return request_key(settings, inputs)
 
 
@@ -144,6 +153,7 @@ def _generate():
         _BATCH.value,
         _SEED.value,
         progress,
+        dose=_DOSE.value,
     )
 
 

@@ -214,6 +214,12 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         f"--ct_dir {{ct}} --series {HELDOUT_SERIES} --slices 8 --doses 1,0.5",
         rf"{HELDOUT_SERIES} +\w+ +[\d.]+ mm +[\d.]+ HU +[\d.]+ HU",
     ),
+    "dose_strength": _script(  # one simulated dose to choose on, the held-out one at full dose (w = 0)
+        "dose_strength",
+        f"--ct_dir {{ct}} --tune {TRAINING_SERIES} --heldout {HELDOUT_SERIES} --slices 2 "
+        "--tune_doses 0.9 --doses 1 --gammas 1,2",
+        r"chosen gamma [\d.]+ \(worst [-+][\d.]+ dB[\s\S]*never worse than its input when told the dose: yes",
+    ),
     "convert_bench": _script("convert_bench", f"{SERIES} --repeats 1 --lowdose", r"ratio lowdose / convert += [\d.]+"),
     "read_volume_bench": _script(
         "read_volume_bench", f"{SERIES} --repeats 1", r"ratio time +read_volume / limit = [\d.]+"

@@ -233,3 +233,8 @@ def test_a_depixelation_model_sees_its_cells_from_each_tiles_first_voxel(awkward
     condition, generated = infer_volume(awkward_volume, model, overlap=0.25, batch_size=8)
     assert seen and all(seen), f"{seen.count(False)} of {len(seen)} tiles saw shifted cells"
     np.testing.assert_array_equal(generated.hu, condition.hu)  # identity predictor: stitched back exactly
+
+
+def test_a_dose_is_refused_for_a_model_it_does_not_apply_to(model_dir, awkward_volume):
+    with pytest.raises(VolumeError, match="a dose applies to lowdose models .* not to a denoise model"):
+        infer_volume(awkward_volume, BlockModel(model_dir), dose=0.5)

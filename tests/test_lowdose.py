@@ -152,3 +152,15 @@ def test_i0_is_calibrated_on_the_scans_own_noise():
     )
     air = np.full((4, 32, 32), -1000.0, np.float32)  # nothing to measure: the reference
     assert lowdose.calibrate_i0(air, spacing, config)[0] == lowdose.REFERENCE_I0
+
+
+def test_residual_weight_keeps_the_correction_in_proportion_to_the_added_noise():
+    w = lambda dose, gamma=1.0: lowdose.residual_weight(dose, 0.25, gamma)  # noqa: E731
+    assert w(0.25) == 1.0 and w(0.1) == 1.0  # the model's own dose, or noisier: the whole correction
+    assert w(1.0) == 0.0  # full dose: the scan as it is
+    assert w(0.5) == pytest.approx(1 / 3) and w(0.5, 2.0) == pytest.approx(1 / 9)  # (1/d - 1) / (1/d0 - 1)
+    doses = np.linspace(0.25, 1.0, 16)
+    assert np.all(np.diff([w(d) for d in doses]) < 0)  # milder dose, less correction
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="doses must be in"):
+            lowdose.residual_weight(bad, 0.25, 1.0)

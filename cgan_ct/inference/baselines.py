@@ -186,6 +186,13 @@ TUNED: dict[tuple, dict] = {
         "non_local_means": {"sigma_scale": 0.75, "psnr_db": 41.239},
         "bm3d": {"sigma_scale": 1.0, "psnr_db": 43.274},
     },
+    # 2026-12-03, AMD EPYC (2 cores, AVX2), 694 s: the same series and slices at peak 128
+    # (python benchmarks/tune_baselines.py --task denoise --peak 128 --slices 2 --train those three)
+    (DENOISE, 128.0): {
+        "gaussian": {"sigma_px": 0.7, "psnr_db": 36.762},
+        "non_local_means": {"sigma_scale": 1.0, "psnr_db": 37.798},
+        "bm3d": {"sigma_scale": 1.0, "psnr_db": 40.42},
+    },
     # the same slices at simulated quarter dose (i0 calibrated); BM3D's 2.0 from the grid's extension
     (LOWDOSE, 0.25): {
         "gaussian": {"sigma_px": 0.5, "psnr_db": 42.525},

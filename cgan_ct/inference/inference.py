@@ -6,6 +6,8 @@ stitching sum and its weights) plus one batch of blocks, whatever the scan's siz
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cgan_ct.config import FLOAT32, LowDoseConfig
@@ -24,7 +26,7 @@ from cgan_ct.model.export import (
 from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
-from cgan_ct.ops.lowdose import simulate_lowdose
+from cgan_ct.ops.lowdose import DOSE_GAMMA, residual_weight, simulate_lowdose
 
 _SLAB = 32  # slices per chunk when corrupting a whole volume
 
@@ -172,6 +174,19 @@ def make_condition(
     return volume.replace(hu=out, volume_id=condition_id)
 
 
+def _dose_weight(model: BlockModel, task: str, dose: float | None) -> float:
+    """The share of the model's correction kept for a condition at ``dose`` (1: all; no dose given)."""
+    if dose is None:
+        return 1.0
+    trained = model.info.lowdose
+    if task != LOWDOSE or trained is None or trained.dose is None:
+        what = "a lowdose model trained on real pairs" if task == LOWDOSE else f"a {task} model"
+        raise VolumeError(None, f"a dose applies to lowdose models trained on a simulated dose, not to {what}")
+    if not 0 < dose <= 1:
+        raise VolumeError(None, f"the dose is a fraction of full dose in (0, 1], got {dose}")
+    return residual_weight(dose, trained.dose, DOSE_GAMMA)
+
+
 def infer_volume(
     volume: Volume,
     model: BlockModel,
@@ -182,6 +197,7 @@ def infer_volume(
     batch_size: int = 16,
     seed: int = 0,
     progress=None,
+    dose: float | None = None,
 ) -> tuple[Volume, Volume]:
     """(condition, generated) volumes, both int16 HU on ``volume``'s grid.
 
@@ -189,14 +205,23 @@ def infer_volume(
     (noise, pixelation) with the parameters the model was trained on (its
     Poisson peak, its factor), "as_is" takes the volume itself as the
     condition (e.g. a real low-dose scan for a denoising model).
+
+    ``dose`` (lowdose models trained on a simulated dose): the condition's dose as a fraction of full
+    dose, simulated at that dose ("simulate") or stated for the scan given ("as_is"); the model's
+    correction is kept in proportion to the noise that dose adds (``ops.lowdose.residual_weight``:
+    all of it at the model's own dose or lower, none at full dose). None: the model's own dose.
     """
     task = task or model.task
     if condition_mode not in CONDITION_MODES:
         raise ValueError(f"condition_mode must be one of {CONDITION_MODES}, got {condition_mode!r}")
     if task != model.task:
         raise VolumeError(None, f"the model was trained for {model.task!r}, not {task!r}")
+    weight = _dose_weight(model, task, dose)
     if condition_mode == "simulate":
-        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor, model.info.lowdose)
+        lowdose = model.info.lowdose
+        if dose is not None:
+            lowdose = dataclasses.replace(lowdose, dose=dose)
+        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor, lowdose)
     else:
         condition = volume
     generated_hu = predict_volume(
@@ -210,6 +235,8 @@ def infer_volume(
         progress,
         grid=model.tile_grid,
     )
+    if weight < 1:
+        generated_hu = condition.hu + weight * (generated_hu - condition.hu)
     generated, _ = hu_to_int16(generated_hu, volume.volume_id)
     generated_id = pseudonym("vol", f"{volume.volume_id}:{task}:generated:{seed}")
     return condition, volume.replace(hu=generated, volume_id=generated_id, warnings=())

@@ -144,7 +144,12 @@ def all_methods_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def standing(rows: list[dict], region: str = "volume") -> str:
+def extent(card: dict) -> str:
+    """What the "volume" rows of a card's scores cover: the whole volume, or the central slices scored."""
+    return f"central {card['slices']} slices" if card.get("slices") else "whole volume"
+
+
+def standing(rows: list[dict], region: str = "volume", scored: str = "whole volume") -> str:
     """How often the model beats, ties with or loses to its input and the best baseline, per patient."""
     best = best_baseline(rows, region)
     parts = []
@@ -155,7 +160,7 @@ def standing(rows: list[dict], region: str = "volume") -> str:
             f"against {label} it wins on {counts['beats']}, ties on {counts['ties with']} and loses on "
             f"{counts['loses to']} of {len(_patients(rows))} held-out patients"
         )
-    where = "over the whole volume" if region == "volume" else "in the lungs"
+    where = f"over the {scored}" if region == "volume" else "in the lungs"
     return f"{where.capitalize()}, " + "; ".join(parts) + "."
 
 
@@ -243,7 +248,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         "## Results on held-out real patients",
         "",
-        f"{card['protocol']} Mean over the {top['patients']} patients (whole volume): input "
+        f"{card['protocol']} Mean over the {top['patients']} patients ({extent(card)}): input "
         f"{top['condition']:.2f} dB, model {top['model']:.2f} dB, best classical baseline "
         f"({top['baseline']}) {top['baseline_db']:.2f} dB. A PSNR difference under 0.1 dB is a tie.",
         "",
@@ -282,7 +287,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "## Limitations",
         "",
         *[f"- {line}" for line in card["limitations"]],
-        f"- {standing(rows, 'volume')}",
+        f"- {standing(rows, 'volume', extent(card))}",
         f"- {standing(rows, 'lungs')}",
         "",
         "## Licence and attribution",

@@ -42,6 +42,12 @@ from cgan_ct.config import LowDoseConfig
 from cgan_ct.constants import AIR_HU, CLIP_HU
 from cgan_ct.ops.noise_level import TISSUE_HU, global_noise_hu, noise_regions
 
+# residual_weight's exponent, chosen by benchmarks/dose_strength.py on cohort training series that
+# pretrained:lowdose never trained on (lungfcp, rider, tcga-bc, cmb-crc; doses 0.5 and 0.9, 16 central
+# slices; the largest worst-case gain over the input): 2026-12-03, AMD EPYC, 2 cores. gamma 1 keeps the
+# correction in proportion to the added noise's variance; 0.5 (its standard deviation) made two of eight
+# tuning scans worse at dose 0.9 (-0.91, -0.64 dB).
+DOSE_GAMMA = 1.0
 REFERENCE_I0 = 3.0e6  # photons per bin and view: ~20 HU at the centre of a 30 cm water cylinder, 0.7 mm pixels
 MU_WATER_PER_MM = 0.0195  # water at the ~70 keV effective energy of a 120 kVp beam (NIST XCOM: 0.19-0.20 /cm)
 _BATCH = 16  # slices back-projected together (they share each view's interpolation indices)
@@ -281,3 +287,19 @@ def simulate_lowdose(volume_hu, spacing_mm, config: LowDoseConfig, key: str, wor
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         list(pool.map(run, starts))
     return np.clip(out, CLIP_HU[0], CLIP_HU[1])
+
+
+def residual_weight(dose: float, model_dose: float, gamma: float) -> float:
+    """How much of a lowdose model's correction to keep on a scan at ``dose`` (a fraction of full dose).
+
+    A model trained to undo ``model_dose`` removes the noise that dose adds, wherever it runs; a scan at a
+    milder dose carries less added noise, variance ``1/dose - 1`` times the full dose's against
+    ``1/model_dose - 1``. The output is then ``condition + w * (model output - condition)`` with
+    ``w = ((1/dose - 1) / (1/model_dose - 1)) ** gamma``, clipped to [0, 1]: 1 at the model's own dose (or
+    a lower one), 0 at full dose (the scan is returned as it is). ``gamma`` is chosen on training patients
+    (benchmarks/dose_strength.py; ``DOSE_GAMMA``).
+    """
+    if not 0 < dose <= 1 or not 0 < model_dose < 1:
+        raise ValueError(f"doses must be in (0, 1] (the model's below 1), got dose {dose}, model dose {model_dose}")
+    added = (1 / dose - 1) / (1 / model_dose - 1)
+    return float(min(1.0, added) ** gamma)
