@@ -35,8 +35,9 @@ from tensorflow.python.util import _pywrap_util_port
 
 from cgan_ct import runtime
 from cgan_ct.config import FLOAT32, model_config
+from cgan_ct.model.block_metrics import block_psnr, block_ssim
 from cgan_ct.model.build import build_gan
-from cgan_ct.model.gan import ConditionalGAN, block_psnr, block_ssim
+from cgan_ct.model.gan import ConditionalGAN
 
 HERE = str(pathlib.Path(__file__).resolve().parent)
 if HERE not in sys.path:  # run as a script it is there already; loaded by path (the tests) it is not

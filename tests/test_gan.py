@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from cgan_ct.config import ModelConfig, model_config
 from cgan_ct.model import losses, networks
-from cgan_ct.model.gan import ConditionalGAN, block_psnr_ssim
+from cgan_ct.model.block_metrics import block_psnr_ssim
+from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator, conv_flops_per_block
 from tests.conftest import REPO
 
@@ -219,7 +220,7 @@ def test_residual_output_reaches_the_whole_range_from_any_condition():
 
 def test_psnr_in_hu_follows_the_evaluation_protocol():
     from cgan_ct.inference.metrics import quality
-    from cgan_ct.model.gan import block_psnr_hu
+    from cgan_ct.model.block_metrics import block_psnr_hu
     from cgan_ct.ops.intensity import linear_mapping
 
     mapping = linear_mapping()
@@ -233,7 +234,7 @@ def test_psnr_in_hu_follows_the_evaluation_protocol():
 
 
 def test_noise_spread_is_the_per_voxel_standard_deviation_in_hu():
-    from cgan_ct.model.gan import noise_std_hu
+    from cgan_ct.model.block_metrics import noise_std_hu
     from cgan_ct.ops.intensity import linear_mapping
 
     mapping = linear_mapping()
@@ -254,7 +255,7 @@ def test_checkpoint_selection_prefers_psnr_in_hu_then_l1():
 
 
 def test_mixed_precision_step_runs_and_stays_finite():
-    from cgan_ct.model.training import build_gan
+    from cgan_ct.model.build import build_gan
 
     try:
         gan = build_gan(model_config("smoke", mixed_precision=True))
@@ -267,7 +268,7 @@ def test_mixed_precision_step_runs_and_stays_finite():
 
 
 def test_building_a_mixed_precision_gan_leaves_the_global_dtype_policy_as_it_was():
-    from cgan_ct.model.training import build_gan
+    from cgan_ct.model.build import build_gan
 
     try:
         gan = build_gan(model_config("smoke", mixed_precision=True))

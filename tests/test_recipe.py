@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from cgan_ct.config import model_config
 from cgan_ct.constants import DATA_RANGE_HU
+from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator
 from cgan_ct.model.run_record import RunRecord
-from cgan_ct.model.training import build_gan
 from cgan_ct.ops.intensity import fit_equalization, hu_histogram
 from tests.conftest import REPO
 
@@ -131,7 +131,7 @@ def test_moving_average_under_two_replicas_follows_the_formula():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from cgan_ct.config import model_config
-        from cgan_ct.model.training import build_gan
+        from cgan_ct.model.build import build_gan
 
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():

@@ -20,8 +20,9 @@ import tensorflow as tf
 from cgan_ct.config import model_config
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.model import training
+from cgan_ct.model.build import build_gan
 from cgan_ct.model.export import export_generator
-from cgan_ct.model.training import Backup, DivergenceGuard, RunOptions, build_gan, train
+from cgan_ct.model.training import Backup, DivergenceGuard, RunOptions, train
 from cgan_ct.ops.intensity import IntensityMapping
 from tests.conftest import REPO
 

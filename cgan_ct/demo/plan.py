@@ -72,7 +72,7 @@ def measure_speed(config, size: int) -> Speed:
 
     from cgan_ct.inference.baselines import interpolate_samples, non_local_means
     from cgan_ct.inference.metrics import quality
-    from cgan_ct.model.training import build_gan
+    from cgan_ct.model.build import build_gan
 
     n, batch = config.block_size, config.global_batch_size
     # a schedule of the timed steps' length: a learning-rate schedule does not change a step's cost

@@ -34,13 +34,7 @@ from keras import ops
 
 from cgan_ct.constants import DATA_RANGE_HU
 from cgan_ct.model import losses
-from cgan_ct.model.block_metrics import (  # noqa: F401 - re-exported: the metrics' old home
-    block_psnr,
-    block_psnr_hu,
-    block_psnr_ssim,
-    block_ssim,
-    noise_std_hu,
-)
+from cgan_ct.model.block_metrics import block_psnr, block_psnr_hu, block_ssim, noise_std_hu
 from cgan_ct.ops.intensity import IntensityMapping
 
 _METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim", "psnr_hu", "z_std_hu")

@@ -40,7 +40,7 @@ from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.json_files import write_json_atomic
-from cgan_ct.model.build import build_gan  # noqa: F401 - build_gan's old home, still imported from here
+from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.precision import Precision, resolve_precision
 from cgan_ct.model.run_record import RunRecord, is_run_dir
