@@ -3,7 +3,8 @@
 # and a reader-study kit with a screenshot of its first trial. About 45 min of training and 10 min of the rest
 # on 2 cores. Usage: benchmarks/synthesis_real.sh [OUT] (default /tmp/cgan-ct-synthesis-real); needs make setup.
 # SMOKE=1: every step, tiny (a two-level smoke cascade of 64 x 64 volumes, a few steps, 2 volumes of 24 slices, a
-# report without the realism measures, 2 pairs, on two chest series), in about a minute: the test suite's run (tests/test_benchmarks.py).
+# report without the realism measures, 2 pairs, on two chest series; SMOKE_SERIES=a,b names them), in about two
+# minutes: the test suite's run (tests/test_benchmarks.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
@@ -12,7 +13,8 @@ VENV=${VENV:-.venv}
 export PATH="$VENV/bin:$PATH"
 CHESTS="$D/covid-ct-md-P001,$D/covid-ct-md-cap001,$D/covid-ct-md-normal001,$D/lidc-idri-0001,$D/lung-pet-ct-dx-A0001"
 if [ "${SMOKE:-0}" = 1 ]; then
-  CHESTS="$D/rider-9328-0109-pe,$D/lungfcp-01-0001"  # the two smallest chest series: one trains, one is held out
+  # the two smallest chest series by default (one trains, one is held out); SMOKE_SERIES names others under $D
+  CHESTS=$(echo "${SMOKE_SERIES:-rider-9328-0109-pe,lungfcp-01-0001}" | sed "s|\([^,]*\)|$D/\1|g")
   TRAIN=(--preset smoke --levels 2 --size 64 --stage_steps 3 --coarse_steps 4)
   SYNTH=(--count 2 --slices 24)
   REPORT=(--size 64 --block 16 --norealism)

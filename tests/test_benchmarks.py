@@ -132,7 +132,7 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "synthesis_real",
         (),
         "{out}",
-        "SMOKE=1 SHARED_CT={ct} VENV={venv}",
+        f"SMOKE=1 SHARED_CT={{ct}} SMOKE_SERIES={TRAINING_SERIES},{HELDOUT_SERIES} VENV={{venv}}",
         r"report exit status [034] \(",
         ("ct",),
         slow=True,
