@@ -50,14 +50,14 @@ def _cases(names, doses, model) -> dict:
     """(series, dose) -> (original HU, condition HU, model output HU), the model run once on each."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.inference import infer_volume, make_condition
+    from cgan_ct.inference.inference import infer_volume, condition_volume
     from cgan_ct.io.volume_io import read_volume
 
     cases = {}
     for name in names:
         volume = cohort.central_slices(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         for dose in doses:
-            condition = make_condition(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose)) if dose < 1 else volume
+            condition = condition_volume(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose)) if dose < 1 else volume
             _, generated = infer_volume(condition, model, LOWDOSE, condition_mode="as_is")
             cases[name, dose] = (volume.hu, condition.hu.astype(np.float32), generated.hu.astype(np.float32))
         print(f"  {name}: {len(doses)} doses", flush=True)

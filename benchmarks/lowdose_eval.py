@@ -248,7 +248,7 @@ def _supervised(model, train_inputs, lowdose, timings):
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.inference.baselines import tune_baselines, tuned_params
     from cgan_ct.inference.evaluation import evaluate_volume
-    from cgan_ct.inference.inference import make_condition
+    from cgan_ct.inference.inference import condition_volume
     from cgan_ct.io.volume_io import read_volume
 
     start = time.monotonic()
@@ -261,7 +261,7 @@ def _supervised(model, train_inputs, lowdose, timings):
         pairs = []
         for path in train_inputs:
             volume = cohort.central_slices(read_volume(path), _TUNE_SLICES.value)
-            pairs.append((make_condition(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
+            pairs.append((condition_volume(volume, LOWDOSE, 0, lowdose=lowdose).hu.astype("float32"), volume.hu))
         params = tune_baselines(LOWDOSE, pairs, methods=("gaussian", "non_local_means", "bm3d"))
         timings["tune_s"] = time.monotonic() - start
         print(f"baselines tuned on {len(pairs)} training volumes: {json.dumps(params)}", flush=True)
@@ -282,7 +282,7 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
     """Model and input PSNR / SSIM on each held-out slab at each milder dose (whole slab)."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.inference import infer_volume, make_condition
+    from cgan_ct.inference.inference import infer_volume, condition_volume
     from cgan_ct.inference.metrics import quality
     from cgan_ct.io.volume_io import read_volume
 
@@ -290,7 +290,7 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
     for name in _HELDOUT.value:
         volume = cohort.central_slices(read_volume(pathlib.Path(_CT.value) / name), _SLICES.value)
         for dose in doses:
-            condition = make_condition(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose))
+            condition = condition_volume(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=dose))
             _, generated = infer_volume(condition, model, LOWDOSE, condition_mode="as_is")
             given, made = quality(volume.hu, condition.hu), quality(volume.hu, generated.hu)
             out.append(

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct import runtime
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.inference.baselines import tune_baselines
-    from cgan_ct.inference.inference import make_condition
+    from cgan_ct.inference.inference import condition_volume
     from cgan_ct.io.volume_io import read_volume
 
     lowdose = LowDoseConfig(dose=_DOSE.value)
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
         volume = read_volume(pathlib.Path(_CT.value) / name)
         start = max(0, (volume.shape[0] - _SLICES.value) // 2)
         volume = volume.replace(hu=volume.hu[start : start + _SLICES.value].copy())
-        condition = make_condition(volume, _TASK.value, 0, peak=_PEAK.value, lowdose=lowdose)
+        condition = condition_volume(volume, _TASK.value, 0, peak=_PEAK.value, lowdose=lowdose)
         pairs.append((condition.hu.astype("float32"), volume.hu))
     began = time.monotonic()
     tuned = tune_baselines(_TASK.value, pairs, methods=tuple(_METHODS.value), peak=_PEAK.value)

@@ -145,7 +145,7 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     """The lowdose task end to end: dataset -> train -> export (records the dose) -> infer -> no-reference report."""
     from cgan_ct.config import model_config
     from cgan_ct.inference.evaluation import evaluate_no_reference
-    from cgan_ct.inference.inference import BlockModel, infer_volume, make_condition
+    from cgan_ct.inference.inference import BlockModel, infer_volume, condition_volume
     from cgan_ct.io.volume_io import read_volume
     from cgan_ct.model.export import ModelInfo, export_generator
     from cgan_ct.model.training import RunOptions, train
@@ -165,7 +165,7 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     model = BlockModel(model_dir)
     volume = read_volume(tmp_path / "in")
     condition, generated = infer_volume(volume, model, overlap=0.0)
-    expected = make_condition(volume, "lowdose", 0, lowdose=lowdose)
+    expected = condition_volume(volume, "lowdose", 0, lowdose=lowdose)
     np.testing.assert_array_equal(condition.hu, expected.hu)  # the model's own dose, simulated
     assert generated.hu.shape == volume.hu.shape
     rows = evaluate_no_reference([tmp_path / "in"], {"lowdose": model}, tmp_path / "report", overlap=0.0)
@@ -175,4 +175,4 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     paired = dataclasses.replace(info, condition={**info.condition, "stored": {"kind": "paired"}})
     assert paired.lowdose is None and paired.stored_condition == "paired"
     with pytest.raises(VolumeError, match="as it is"):
-        make_condition(volume, "lowdose", 0, lowdose=paired.lowdose)
+        condition_volume(volume, "lowdose", 0, lowdose=paired.lowdose)

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from cgan_ct import read_volume
 from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.inference.inference import BlockModel, infer_volume, make_condition
+from cgan_ct.inference.inference import BlockModel, infer_volume, condition_volume
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
 
@@ -34,7 +34,7 @@ def test_infer_keeps_the_grid_and_uses_the_training_condition(model_dir, awkward
     for out in (condition, generated):
         assert out.shape == awkward_volume.shape and out.hu.dtype == np.int16
         assert out.spacing_mm == awkward_volume.spacing_mm and out.origin_mm == awkward_volume.origin_mm
-    np.testing.assert_array_equal(condition.hu, make_condition(awkward_volume, "denoise", 0).hu)
+    np.testing.assert_array_equal(condition.hu, condition_volume(awkward_volume, "denoise", 0).hu)
     assert not np.array_equal(condition.hu, awkward_volume.hu)
     again = infer_volume(awkward_volume, model, overlap=0.25, batch_size=5)[1]
     np.testing.assert_array_equal(again.hu, generated.hu)  # seeded: reproducible

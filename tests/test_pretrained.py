@@ -112,13 +112,13 @@ def mild_dose_slab(shared_ct):
     """A held-out patient's central 16 slices, and the same slices at a simulated dose of 0.9 (little noise)."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.inference import make_condition
+    from cgan_ct.inference.inference import condition_volume
     from cgan_ct.io.volume_io import read_volume
 
     volume = read_volume(shared_ct / HELDOUT)
     middle = volume.shape[0] // 2
     volume = volume.replace(hu=np.ascontiguousarray(volume.hu[middle - 8 : middle + 8]))
-    return volume, make_condition(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=0.9))
+    return volume, condition_volume(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=0.9))
 
 
 def _psnr_model_and_input(slab, dose=None) -> tuple[float, float]:

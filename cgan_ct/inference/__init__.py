@@ -18,7 +18,7 @@ _EXPORTS = {
     "baselines": "baselines",
     "evaluate_inputs": "evaluation",
     "infer_volume": "inference",
-    "make_condition": "inference",
+    "condition_volume": "inference",
     "quality": "metrics",
     "verdict": "report",
     "write_report": "report",

@@ -135,7 +135,7 @@ def check_blocks(blocks_hu, block_size: int) -> np.ndarray:
     return blocks_hu
 
 
-def make_condition(
+def condition_volume(
     volume: Volume,
     task: str,
     seed: int = 0,
@@ -221,7 +221,7 @@ def infer_volume(
         lowdose = model.info.lowdose
         if dose is not None:
             lowdose = dataclasses.replace(lowdose, dose=dose)
-        condition = make_condition(volume, task, seed, model.info.peak, model.info.factor, lowdose)
+        condition = condition_volume(volume, task, seed, model.info.peak, model.info.factor, lowdose)
     else:
         condition = volume
     generated_hu = predict_volume(
