@@ -50,7 +50,7 @@ def _cases(names, doses, model) -> dict:
     """(series, dose) -> (original HU, condition HU, model output HU), the model run once on each."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.inference import infer_volume, condition_volume
+    from cgan_ct.inference.inference import condition_volume, infer_volume
     from cgan_ct.io.volume_io import read_volume
 
     cases = {}

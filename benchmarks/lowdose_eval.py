@@ -282,7 +282,7 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
     """Model and input PSNR / SSIM on each held-out slab at each milder dose (whole slab)."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
-    from cgan_ct.inference.inference import infer_volume, condition_volume
+    from cgan_ct.inference.inference import condition_volume, infer_volume
     from cgan_ct.inference.metrics import quality
     from cgan_ct.io.volume_io import read_volume
 

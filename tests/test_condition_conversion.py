@@ -145,7 +145,7 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     """The lowdose task end to end: dataset -> train -> export (records the dose) -> infer -> no-reference report."""
     from cgan_ct.config import model_config
     from cgan_ct.inference.evaluation import evaluate_no_reference
-    from cgan_ct.inference.inference import BlockModel, infer_volume, condition_volume
+    from cgan_ct.inference.inference import BlockModel, condition_volume, infer_volume
     from cgan_ct.io.volume_io import read_volume
     from cgan_ct.model.export import ModelInfo, export_generator
     from cgan_ct.model.training import RunOptions, train

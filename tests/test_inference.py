@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from cgan_ct import read_volume
 from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import VolumeError
-from cgan_ct.inference.inference import BlockModel, infer_volume, condition_volume
+from cgan_ct.inference.inference import BlockModel, condition_volume, infer_volume
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
 

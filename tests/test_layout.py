@@ -38,17 +38,38 @@ def _modules() -> dict[str, pathlib.Path]:
 MODULES = _modules()
 
 
-def _imports(path: pathlib.Path) -> set[str]:
-    """Every cgan_ct module ``path`` imports, anywhere in the file (function-level imports count)."""
+def _lazy_exports(package: str) -> dict[str, str]:
+    """A room's ``_EXPORTS`` (public name -> defining module, imported on first use), read from its text."""
+    path = MODULES.get(package)
+    if path is None or path.name != "__init__.py":
+        return {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
+            return {name: f"{package}.{module}" for name, module in ast.literal_eval(node.value).items()}
+    return {}
+
+
+def _imports(path: pathlib.Path, source: str | None = None) -> set[str]:
+    """Every cgan_ct module ``path`` imports, anywhere in the file (function-level imports count). A name taken
+    from a room's lazy exports (``from cgan_ct.model import train``) counts as an import of the module that
+    defines it (``cgan_ct.model.training``), which is what loads when the name is used."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source, str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "cgan_ct"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cgan_ct":
+            lazy = _lazy_exports(node.module)
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in MODULES else node.module)
+                found.add(sub if sub in MODULES else lazy.get(alias.name, node.module))
     return found
+
+
+def test_a_name_from_a_rooms_lazy_exports_counts_as_its_defining_module():
+    """The hole issue 32 found: ``from cgan_ct.model import train`` in a serving module passed the walk."""
+    found = _imports(PACKAGE / "inference" / "probe.py", "from cgan_ct.model import train, export\n")
+    assert found == {"cgan_ct.model.training", "cgan_ct.model.export"}
+    assert "cgan_ct.model.training" in _closure_of(found)
 
 
 def _room(module: str) -> str | None:
@@ -96,7 +117,11 @@ def test_imports_follow_the_declared_direction():
 
 
 def _closure(start: str) -> set[str]:
-    seen, todo = set(), [start]
+    return _closure_of({start})
+
+
+def _closure_of(starts: set[str]) -> set[str]:
+    seen, todo = set(), sorted(starts)
     while todo:
         module = todo.pop()
         if module in seen or module not in MODULES:
