@@ -30,8 +30,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from cgan_ct.constants import LUNG_WINDOW as _LUNG
-from cgan_ct.constants import MEDIASTINAL_WINDOW
+from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.volume import Volume
 from cgan_ct.synthesis.memorization_report import (
@@ -42,13 +41,13 @@ from cgan_ct.synthesis.memorization_report import (
 )
 from cgan_ct.synthesis.synthesis_stats import compare, markdown_table, volume_statistics
 
-LUNG_WINDOW = _LUNG.range_hu  # (low, high) HU
-SOFT_TISSUE_WINDOW = MEDIASTINAL_WINDOW.range_hu  # W 400, L 40: (-160, 240) HU
+LUNG_RANGE_HU = LUNG_WINDOW.range_hu  # (low, high) HU
+SOFT_TISSUE_RANGE_HU = MEDIASTINAL_WINDOW.range_hu  # W 400, L 40: (-160, 240) HU
 W1_GOAL_RATIO = 2.0
 LEAVE_ONE_OUT = "training (leave one out)"
 
 
-def orthogonal_views(volume: Volume, window=LUNG_WINDOW, height: int = 256) -> np.ndarray:
+def orthogonal_views(volume: Volume, window=LUNG_RANGE_HU, height: int = 256) -> np.ndarray:
     """Middle axial, coronal and sagittal slices side by side, uint8, in millimetre proportions."""
     low, high = window
     hu = volume.hu
@@ -67,7 +66,7 @@ def orthogonal_views(volume: Volume, window=LUNG_WINDOW, height: int = 256) -> n
 
 
 def comparison_figure(
-    real: list[Volume], synthetic: list[Volume], path: pathlib.Path, windows=(LUNG_WINDOW,)
+    real: list[Volume], synthetic: list[Volume], path: pathlib.Path, windows=(LUNG_RANGE_HU,)
 ) -> pathlib.Path:
     """Rows of orthogonal views: the real volumes first, then the synthetic ones; side by side per window."""
     columns = []
@@ -227,7 +226,9 @@ def synthesis_report(
     (out / "figures").mkdir(exist_ok=True)
     for i in range(min(len(synthetic), 4)):
         path = out / "figures" / f"synthetic_{i:03d}.png"
-        figures.append(comparison_figure(heldout[:1], synthetic[i : i + 1], path, (LUNG_WINDOW, SOFT_TISSUE_WINDOW)))
+        figures.append(
+            comparison_figure(heldout[:1], synthetic[i : i + 1], path, (LUNG_RANGE_HU, SOFT_TISSUE_RANGE_HU))
+        )
     lines = [
         "# Synthetic volumes against real ones",
         "",
