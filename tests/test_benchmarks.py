@@ -149,6 +149,13 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         ("ct192",),
         slow=True,
     ),
+    "autoencode_identity": _script(
+        "autoencode_identity",
+        f"--ct_dir {{ct}} --train {TRAINING_SERIES} --steps 2 --probe 2 --batch 1 --air_keep 1 --work_dir {{out}} "
+        "--variants lr=1e-3,sched=const;skip=1,out=linear,noz=1",
+        r'"variant": "skip=1,out=linear,noz=1", "seconds": \d+, "l1_hu_psnr_db": \{"2": \[',
+        slow=True,
+    ),
     "lowdose_eval": _script(
         "lowdose_eval",
         f"{SPLIT} --steps 1 --slices 2 --tune_slices 1 --noise_scale_min 0 --milder_doses 0.9 --work_dir {{out}} "
