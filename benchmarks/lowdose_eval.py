@@ -23,8 +23,10 @@ against Gaussian smoothing, non-local means and BM3D, each tuned on the training
    e.g. ``--train lung-pet-ct-dx-A0001,lidc-idri-0001 --heldout '' --real covid-ct-md-normal001,...``
    trains on standard-dose scans only and denoises the low-dose COVID-CT-MD ones.
 Writes ``lowdose_eval.json`` and ``lowdose_eval.md`` in the work folder and prints the table; with
-``--into DIR`` the model is copied to DIR/lowdose with a MODEL_CARD.md and scores.json (how the
-shipped ``pretrained:lowdose`` was made: ``--into cgan_ct/model/pretrained_models``).
+``--into DIR`` the model is copied to DIR/lowdose with scores.json, example.jpg, card.json (the words of the
+folder's card.json, else the shipped one's; the facts of this run) and MODEL_CARD.md rendered from them as
+every shipped card is (cgan_ct.inference.model_card; how the shipped ``pretrained:lowdose`` was made:
+``--into cgan_ct/model/pretrained_models``).
 """
 
 from __future__ import annotations
@@ -106,62 +108,6 @@ def goal_lines(rows: list[dict]) -> list[str]:
             + ("met" if met else f"missed ({model['psnr_slices_db'] - bm3d['psnr_slices_db']:+.2f} dB)")
         )
     return lines
-
-
-def model_card(record: dict, rows: list[dict]) -> str:
-    dose = record["dose"]
-    return "\n".join(
-        [
-            "# Model card: `pretrained:lowdose`",
-            "",
-            f"A cgan-ct block generator for **lowdose**: 32^3 HU blocks of a CT scan at {dose:g} of its dose "
-            "(simulated in the projection domain, cgan_ct.ops.lowdose: noise insertion, parallel-beam FBP, "
-            f"settings {json.dumps(record['lowdose'])}) in, the full-dose blocks out. "
-            "**For research only: not for diagnosis or any clinical use.** It has been trained on simulated "
-            "low dose only; on real low-dose scans (`--condition as_is`) see the no-reference figures in "
-            'BUILD_NOTES.md ("Low dose").',
-            "",
-            "## Use",
-            "",
-            "    cgan-ct-infer --model pretrained:lowdose --input CT --output_dir OUT             # simulates the dose",
-            "    cgan-ct-infer --model pretrained:lowdose --input LOW_DOSE_CT --condition as_is --output_dir OUT",
-            "    cgan-ct-evaluate --model pretrained:lowdose --input CT --output_dir REPORT --bm3d",
-            "",
-            "## Training",
-            "",
-            f"- Data: {', '.join(record['train'])} (the shared real chest cohort: TCIA Lung-PET-CT-Dx, CC BY 4.0; "
-            "COVID-CT-MD, Afshar et al., Scientific Data 2021; see ../shared/data/ct/README.md for provenance).",
-            f"- Held out (never converted, never seen, nothing chosen on them): {', '.join(record['heldout'])} "
-            "(LIDC-IDRI, CC BY 3.0; COVID-CT-MD).",
-            f"- Recipe: the `cpu` preset, {record['steps']} steps (one epoch: the exported generator is the last), "
-            f"seed {record['seed']}, on {record['cpu']}; timings {json.dumps(record['timings'])}.",
-            "- Reproduce: `python benchmarks/lowdose_eval.py --into cgan_ct/model/pretrained_models`.",
-            "",
-            "## Held-out real patients",
-            "",
-            f"The central {record['slices']} slices of each, the same simulated dose (seed 0) for the model and the "
-            "baselines; slice-averaged PSNR (dB) and SSIM, HU clipped to [-1024, 3071], data range 4096 HU. "
-            f"Baselines tuned on the training patients: {json.dumps(record['params'])}.",
-            "",
-            table(rows),
-            "",
-            "Goal of issue 17 (per patient, whole slab):",
-            "",
-            *[f"- {line}" for line in goal_lines(rows)],
-            "",
-            *(
-                [
-                    "Never worse than its input (issue 31): the same slabs at milder doses, whole slab "
-                    f"(trained on noise levels down to {record.get('noise_scale_min', 1.0):g} of the dose's):",
-                    "",
-                    *[f"- {line}" for line in mild_lines(record["milder"])],
-                    "",
-                ]
-                if record.get("milder")
-                else []
-            ),
-        ]
-    )
 
 
 def main(argv: list[str]) -> None:
@@ -315,13 +261,37 @@ def mild_lines(rows: list[dict]) -> list[str]:
 
 
 def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
+    """The model to --into/lowdose with scores.json, card.json (the words of the folder's card, else of the
+    shipped one; facts from this run) and MODEL_CARD.md rendered as every shipped card is (model_card.py).
+    Everything is written beside the folder first and swapped in: a failure leaves the old folder as it was."""
     if not _INTO.value:
         return
+    from cgan_ct.inference import model_card
+    from cgan_ct.model.pretrained import PRETRAINED_DIR
+
     folder = pathlib.Path(_INTO.value) / "lowdose"
+    words = folder / model_card.CARD_FILE
+    if not words.exists():
+        words = PRETRAINED_DIR / "lowdose" / model_card.CARD_FILE
+    facts = {
+        "train": record["train"],
+        "heldout": record["heldout"],
+        "steps": record["steps"],
+        "seed": record["seed"],
+        "train_minutes": record.get("timings", {}).get("train_s", 0.0) / 60,
+        "cpu": record["cpu"],
+    }
+    card = model_card.updated_card(json.loads(words.read_text()), facts, record["slices"])
+    text = model_card.render_model_card(card, rows, has_figure=True)
+    staged = folder.with_name(folder.name + ".staged")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(export_dir, staged)
+    (staged / model_card.SCORES_FILE).write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    (staged / model_card.CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    model_card.write_example_figure(staged, pathlib.Path(_CT.value) / record["heldout"][0])
+    (staged / model_card.MODEL_CARD_FILE).write_text(text)
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(export_dir, folder)
-    (folder / "MODEL_CARD.md").write_text(model_card(record, rows))
-    (folder / "scores.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    staged.rename(folder)
     print(f"model and card: {folder}")
 
 

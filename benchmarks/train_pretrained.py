@@ -110,16 +110,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def protocol(slices: int) -> str:
-    """The card's protocol line for this scoring."""
-    extent = f"the central {slices} slices of each patient" if slices else "the whole volume"
-    return (
-        f"Slice-averaged PSNR (dB) and SSIM over {extent} and inside its lungs, HU clipped to [-1024, 3071], data "
-        "range 4096 HU; the same simulated condition (seed 0) for the model and the baselines, whose strengths were "
-        "tuned on training patients where recorded (baselines.TUNED); tiles overlap by 25 %."
-    )
-
-
 def score(heldout: list[pathlib.Path], task: str, model, slices: int, bm3d: bool) -> tuple[list[dict], list]:
     """The rows of every held-out patient (its central ``slices`` slices, 0: all), and each one's figure."""
     from cgan_ct.inference.baselines import SLOW_BASELINES, check_available
@@ -137,21 +127,6 @@ def score(heldout: list[pathlib.Path], task: str, model, slices: int, bm3d: bool
         rows += result.rows
         figures.append(result.figure)
     return rows, figures
-
-
-def updated_card(card: dict, record: dict, slices: int) -> dict:
-    """card.json's facts brought up to date with this run and this scoring (its words are kept)."""
-    card = json.loads(json.dumps(card))  # a copy
-    card.setdefault("training", {}).update(
-        series=record["train"],
-        steps=record["steps"],
-        seed=record["seed"],
-        minutes=round(record["train_minutes"], 1),
-        cpu=record["cpu"],
-    )
-    card["heldout"] = record["heldout"]
-    card["protocol"], card["slices"] = protocol(slices), slices
-    return card
 
 
 def main(argv: list[str]) -> None:
@@ -223,7 +198,7 @@ def main(argv: list[str]) -> None:
             figures.write_figures(figure, out / "figures", f"{task}_{index:03d}")
         report.write_report(rows, out)
         if card is not None:  # rendered before anything is written: a failure leaves the folder as it was
-            card = updated_card(card, record, _SLICES.value)
+            card = model_card.updated_card(card, record, _SLICES.value)
             text = model_card.render_model_card(card, rows, has_figure=True)
         (folder / model_card.SCORES_FILE).write_text(json.dumps(rows, indent=1) + "\n")
         if card is None:

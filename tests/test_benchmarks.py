@@ -160,7 +160,8 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "lowdose_eval",
         f"{SPLIT} --steps 1 --slices 2 --tune_slices 1 --noise_scale_min 0 --milder_doses 0.9 --work_dir {{out}} "
         "--into {out}/into",
-        rf"{HELDOUT_SERIES}: model [\d.]+ dB / [\d.]+, BM3D[\s\S]*{HELDOUT_SERIES} at dose 0.9: model [\d.]+ / input",
+        rf"{HELDOUT_SERIES}: model [\d.]+ dB / [\d.]+, BM3D[\s\S]*{HELDOUT_SERIES} at dose 0.9: model [\d.]+ / input"
+        r"[\s\S]*model and card: \S+/into/lowdose",  # the card rendered as every shipped card (model_card.py)
         slow=True,
         modules=("bm3d",),
     ),

@@ -92,3 +92,15 @@ def test_cards_are_scored_on_the_cohorts_held_out_patients_and_never_trained_on_
     assert sorted(card["heldout"]) == sorted(cohort["heldout"])
     assert not set(card["heldout"]) & set(card["training"]["series"])
     assert len({r["patient"] for r in rows if r["method"] == "model"}) == len(cohort["heldout"])
+
+
+def test_a_card_renders_without_lung_rows_and_says_nothing_of_the_lungs():
+    """A slab of a few slices has no lung mask (lowdose_eval.py's tiny run): the card renders its volume rows and
+    leaves the lungs out rather than failing; a patient missing a region is left out of that region's rows."""
+    card, rows = model_card.load_card(pretrained.PRETRAINED_DIR / "depixelate")
+    volume_only = [r for r in rows if r["region"] == "volume"]
+    text = model_card.render_model_card(card, volume_only)
+    assert "| volume |" in text and "| lungs |" not in text and "In the lungs" not in text
+    one_short = [r for r in rows if not (r["region"] == "lungs" and r["patient"] == rows[0]["patient"])]
+    lung_rows = [line for line in model_card.results_table(one_short) if "| lungs |" in line]
+    assert len(lung_rows) == len({r["patient"] for r in rows}) - 1
