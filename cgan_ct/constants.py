@@ -18,7 +18,11 @@ DATA_RANGE_HU = 4096.0  # CLIP_HU's width: the data range of PSNR and SSIM
 # A training block is "air" when fewer than AIR_BLOCK_FRACTION of its voxels are above CONTENT_HU
 # (tissue, vessels, bone, the table). Measured on three shared chest series: 26-38 % of blocks, of which
 # 93-98 % have no body voxel at all; the 1-2 % of body blocks caught are mostly lung at the body's edge.
-CONTENT_HU = -500
+CONTENT_HU = -500  # also the body mask's threshold (cgan_ct.ops.body_mask): body and table above it
+# Tissue classes by CT number (inclusive): the synthesis statistics and anatomy checks use these
+FAT_HU = (-190, -30)
+SOFT_TISSUE_HU = (-29, 150)
+BONE_HU = 300  # and above
 AIR_BLOCK_FRACTION = 0.01
 DEFAULT_AIR_KEEP = 0.1  # share of air blocks the training pipeline keeps (1.0: all, as the paper)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-BODY_THRESHOLD_HU = -500
+from cgan_ct.constants import CONTENT_HU
 
 
-def body_mask(hu: np.ndarray, threshold_hu: int = BODY_THRESHOLD_HU) -> np.ndarray:
+def body_mask(hu: np.ndarray, threshold_hu: int = CONTENT_HU) -> np.ndarray:
     """Boolean mask (z, y, x) of the body: the largest connected component above
     ``threshold_hu``, with the holes of each axial slice (lungs, airways) filled."""
     tissue = hu > threshold_hu

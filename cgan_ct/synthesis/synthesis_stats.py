@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from cgan_ct.constants import CLIP_HU
+from cgan_ct.constants import BONE_HU, CLIP_HU, FAT_HU, SOFT_TISSUE_HU
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.body_mask import body_mask
@@ -33,7 +33,7 @@ from cgan_ct.ops.lung import lung_mask
 
 HIST_LOW_HU, HIST_HIGH_HU = CLIP_HU
 # Inclusive HU ranges of the classes other than lung, outside the lung mask.
-TISSUE_HU = {"fat": (-190, -30), "soft_tissue": (-29, 150), "bone": (300, None)}
+TISSUE_CLASSES_HU = {"fat": FAT_HU, "soft_tissue": SOFT_TISSUE_HU, "bone": (BONE_HU, None)}
 TISSUE_CLASSES = ("lung", "fat", "soft_tissue", "bone")
 GROUPS = ("heldout", "synthetic")
 # Floor for log10 of power (HU^2 mm^2): a perfectly flat synthetic patch gives 0.
@@ -153,7 +153,7 @@ def tissue_masks(volume_hu: np.ndarray, spacing_mm, body: np.ndarray | None = No
     lung = lung_mask(volume_hu, spacing_mm)
     rest = body & ~lung
     masks = {"lung": lung}
-    for name, (low, high) in TISSUE_HU.items():
+    for name, (low, high) in TISSUE_CLASSES_HU.items():
         inside = rest & (volume_hu >= low)
         masks[name] = inside if high is None else inside & (volume_hu <= high)
     return masks

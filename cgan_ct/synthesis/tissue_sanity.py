@@ -34,13 +34,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from cgan_ct.constants import BONE_HU, SOFT_TISSUE_HU
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.synthesis.synthesis_stats import _patch_corners, _radial_bins, tissue_masks
 
-BONE_HU = 300
 MIN_BONE_ML = 1.0
-MEDIASTINUM_HU = (-29, 299)
-SOFT_TISSUE_HU = (-29, 150)
+MEDIASTINUM_HU = (SOFT_TISSUE_HU[0], BONE_HU - 1)  # soft tissue and contrast-enhanced blood, below bone
 # Keys of ``tissue_statistics``, in table order.
 MEDIANS = ("lung_hu", "fat_hu", "soft_tissue_hu", "mediastinum_hu", "bone_hu")
 FRACTIONS = ("lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction", "body_fraction")
