@@ -273,15 +273,17 @@ def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
     words = folder / model_card.CARD_FILE
     if not words.exists():
         words = PRETRAINED_DIR / "lowdose" / model_card.CARD_FILE
+    card = json.loads(words.read_text())
+    train_s = record.get("timings", {}).get("train_s")  # absent when the work folder's model was reused
     facts = {
         "train": record["train"],
         "heldout": record["heldout"],
         "steps": record["steps"],
         "seed": record["seed"],
-        "train_minutes": record.get("timings", {}).get("train_s", 0.0) / 60,
+        "train_minutes": train_s / 60 if train_s is not None else card.get("training", {}).get("minutes", 0.0),
         "cpu": record["cpu"],
     }
-    card = model_card.updated_card(json.loads(words.read_text()), facts, record["slices"])
+    card = model_card.updated_card(card, facts, record["slices"])
     text = model_card.render_model_card(card, rows, has_figure=True)
     staged = folder.with_name(folder.name + ".staged")
     shutil.rmtree(staged, ignore_errors=True)

@@ -219,9 +219,9 @@ def _data_lines(series: list[str]) -> list[str]:
 
 def protocol(slices: int) -> str:
     """The card's protocol line for this scoring."""
-    extent = f"the central {slices} slices of each patient" if slices else "the whole volume"
+    scored = f"the central {slices} slices of each patient" if slices else "the whole volume"
     return (
-        f"Slice-averaged PSNR (dB) and SSIM over {extent} and inside its lungs, HU clipped to [-1024, 3071], data "
+        f"Slice-averaged PSNR (dB) and SSIM over {scored} and inside its lungs, HU clipped to [-1024, 3071], data "
         "range 4096 HU; the same simulated condition (seed 0) for the model and the baselines, whose strengths were "
         "tuned on training patients where recorded (baselines.TUNED); tiles overlap by 25 %."
     )
