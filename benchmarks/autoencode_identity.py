@@ -76,7 +76,9 @@ def _train(variant: str, dataset, probe, probe_hu, mapping, config) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from cgan_ct.constants import CLIP_HU
     from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
+    from cgan_ct.inference.metrics import psnr_db
 
     settings = _parse(variant)
     keras.utils.set_random_seed(0)
@@ -103,9 +105,8 @@ def _train(variant: str, dataset, probe, probe_hu, mapping, config) -> dict:
         block, _ = next(batches)
         step(block)
         if index in _MARKS or index == _STEPS.value:
-            out_hu = np.clip(mapping.inverse(generator([probe, probe_noise], training=False).numpy()), -1024, 3071)
-            mse = max(float(np.mean((out_hu - probe_hu) ** 2)), 1e-12)
-            marks[index] = [round(float(np.mean(np.abs(out_hu - probe_hu))), 1), round(10 * np.log10(4096**2 / mse), 2)]
+            out_hu = np.clip(mapping.inverse(generator([probe, probe_noise], training=False).numpy()), *CLIP_HU)
+            marks[index] = [round(float(np.mean(np.abs(out_hu - probe_hu))), 1), round(psnr_db(probe_hu, out_hu), 2)]
     return {"variant": variant, "seconds": round(time.monotonic() - start), "l1_hu_psnr_db": marks}
 
 
@@ -115,6 +116,7 @@ def main(argv: list[str]) -> None:
 
     from cgan_ct import runtime
     from cgan_ct.config import conversion_config, model_config
+    from cgan_ct.constants import CLIP_HU
     from cgan_ct.data.conversion import convert
     from cgan_ct.data.input_pipeline import PipelineOptions, load_intensity, make_dataset
 
@@ -130,7 +132,7 @@ def main(argv: list[str]) -> None:
     options = PipelineOptions(air_keep=_AIR_KEEP.value)
     probes = make_dataset(dataset, "train", "autoencode", _PROBE.value, seed=123, options=options).repeat()
     probe = next(iter(probes))[1].numpy()  # repeated: a small dataset may hold fewer content blocks than --probe
-    probe_hu = np.clip(mapping.inverse(probe), -1024, 3071)
+    probe_hu = np.clip(mapping.inverse(probe), *CLIP_HU)
     print(f"cpu: {runtime.status()['cpu']}; series {', '.join(_TRAIN.value)}; {_STEPS.value} steps", flush=True)
     for variant in variants:
         print(json.dumps(_train(variant, dataset, probe, probe_hu, mapping, config)), flush=True)
