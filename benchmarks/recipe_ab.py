@@ -1,7 +1,7 @@
 """Training-recipe A/B on real CT: each variant trained the same way, scored on patients held out.
 
   python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants before,air,air+l1hu \
-      [--train SERIES,...] \
+      [--train SERIES,...] [--slices 32] [--bm3d] [--peak 512] \
       [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
 
 The training series (default: three of the shared chest series) are converted once (cgan-ct-convert
@@ -30,13 +30,26 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
   TensorFlow emulates bfloat16 ~50x slower than float32 for this train step (BUILD_NOTES.md, "Precision"):
   run ``bf16`` on a CPU with AMX-BF16 or a GPU.
 
-Today's cpu recipe as a variant: ``air+ema+cosine+l1w1000+cubic`` (depixelate; drop ``cubic`` for denoise).
+- ``cpu``: start from today's ``cpu`` preset instead (L1 weight 1000, EMA, cosine, content sampling, the
+  task's residual base: the recipe the shipped models train with) in float32; the changes below apply to it;
+- ``stepsN``: N training steps for this variant instead of ``--steps``;
+- ``filtersN`` / ``depthN``: the generator's first-level filters / U-Net depth (the size rows);
+- ``nsminX``: noise_scale_min X (denoise): the condition's noise scaled by s in [X, 1] per block, so one
+  model trains on every level from the peak's down to X times it (0: down to the clean block);
+- ``peakN``: train the denoise condition at Poisson peak N (scoring stays at ``--peak``).
+
+Today's cpu recipe as a variant: ``cpu`` (or, spelled out on ``before``, ``air+ema+cosine+l1w1000+cubic``
+for depixelate; drop ``cubic`` for denoise).
+
+Scoring: each held-out series' central ``--slices`` slices (32, as the model cards; 0: the whole volume),
+BM3D beside the other baselines with ``--bm3d`` (denoise; ~5 min a 32-slice slab on 2 cores).
 
 Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -60,6 +73,9 @@ _VARIANTS = flags.DEFINE_list("variants", ["before", "air"], "Variants: +-joined
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
+_SLICES = flags.DEFINE_integer("slices", 32, "Score each held-out series' central SLICES slices (0: all).")
+_BM3D = flags.DEFINE_bool("bm3d", False, "Score BM3D too (denoise).")
+_PEAK = flags.DEFINE_float("peak", 512.0, "Poisson peak of the denoise condition, scored (and trained unless peakN).")
 _OUT = flags.DEFINE_string("output_dir", None, "Work folder (default: a temporary one).")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the results as JSON lines to this file.")
 _VARIANT = flags.DEFINE_string("child_variant", None, "(internal) train and score this variant in this process.")
@@ -69,7 +85,6 @@ _DATASET = flags.DEFINE_string("child_dataset", None, "(internal)")
 def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict]:
     from cgan_ct.config import model_config
     from cgan_ct.data.input_pipeline import PipelineOptions
-    from cgan_ct.inference.evaluation import evaluate_inputs
     from cgan_ct.inference.inference import BlockModel
     from cgan_ct.model import networks
     from cgan_ct.model.training import RunOptions, train
@@ -83,10 +98,27 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
         "l1_weight": 100.0,
         "residual_base": "condition",
     }
+    changes = variant.split("+")
+    preset_cpu = "cpu" in changes
+    if preset_cpu:
+        model = {}  # the preset's own recipe
     model["precision"] = "float32"
-    pipeline, seed = {"air_keep": 1.0}, 0
-    for change in variant.split("+"):
-        if change in ("before", "range"):
+    pipeline = {"peak": _PEAK.value} if preset_cpu else {"air_keep": 1.0, "peak": _PEAK.value}
+    seed, steps = 0, _STEPS.value
+    for change in changes:
+        if change in ("before", "range", "cpu"):
+            continue
+        number = change.lstrip("abcdefghijklmnopqrstuvwxyz")
+        name = change[: len(change) - len(number)]
+        if name in ("steps", "filters", "depth", "nsmin", "peak") and number:
+            if name == "steps":
+                steps = int(number)
+            elif name in ("filters", "depth"):
+                model["base_filters" if name == "filters" else "depth"] = int(number)
+            elif name == "nsmin":
+                pipeline["noise_scale_min"] = float(number)
+            else:
+                pipeline["peak"] = float(number)
             continue
         if change == "tanh":  # the output layer before issue 16, kept in networks so old checkpoints load
             networks.ResidualRange = networks.ResidualTanh
@@ -113,15 +145,19 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
         else:
             raise ValueError(f"unknown change {change!r} in variant {variant!r}")
     config = model_config("cpu", **model)
-    options = RunOptions(_TASK.value, seed=seed, steps_per_epoch=_STEPS.value, pipeline=PipelineOptions(**pipeline))
+    config = dataclasses.replace(config, epochs=1)
+    options = RunOptions(_TASK.value, seed=seed, steps_per_epoch=steps, pipeline=PipelineOptions(**pipeline))
     start = time.monotonic()
     train(dataset, work / variant / "run", config, options)
     train_s = time.monotonic() - start
     model = BlockModel(work / variant / "run")  # one epoch: its best generator is its last
     inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
-    rows = evaluate_inputs(inputs, {_TASK.value: model}, work / variant / "eval", overlap=0.25)
+    start = time.monotonic()
+    rows, _ = cohort.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value)
+    score_s = time.monotonic() - start
     for row in rows:
-        row.update(variant=variant, steps=_STEPS.value, train_s=round(train_s, 1))
+        row.update(variant=variant, steps=steps, train_s=round(train_s, 1), score_s=round(score_s, 1))
+        row.update(slices=_SLICES.value)
     return rows
 
 
@@ -172,13 +208,14 @@ def main(argv: list[str]) -> None:
         dataset = datasets["linear" if "linear" in variant.split("+") else "equalize"]
         command = [sys.executable, __file__, f"--child_variant={variant}", f"--child_dataset={dataset}"]
         command += [f"--output_dir={work}", f"--task={_TASK.value}", f"--steps={_STEPS.value}"]
-        command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}"]
+        command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}", f"--slices={_SLICES.value}"]
+        command += [f"--peak={_PEAK.value}", "--bm3d" if _BM3D.value else "--nobm3d"]
         result = subprocess.run(command, capture_output=True, text=True, cwd=_ROOT)
         if result.returncode != 0:
             raise SystemExit(f"variant {variant} failed:\n{result.stderr[-3000:]}")
         line = next(x for x in result.stdout.splitlines() if x.startswith("ROWS "))
         rows += json.loads(line[5:])
-        print(f"{variant}: trained in {rows[-1]['train_s']} s", flush=True)
+        print(f"{variant}: trained in {rows[-1]['train_s']} s, scored in {rows[-1]['score_s']} s", flush=True)
     print(_table(rows))
     if _OUTPUT.value:
         with open(_OUTPUT.value, "a") as f:

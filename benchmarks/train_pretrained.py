@@ -110,25 +110,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def score(heldout: list[pathlib.Path], task: str, model, slices: int, bm3d: bool) -> tuple[list[dict], list]:
-    """The rows of every held-out patient (its central ``slices`` slices, 0: all), and each one's figure."""
-    from cgan_ct.inference.baselines import SLOW_BASELINES, check_available
-    from cgan_ct.inference.evaluation import evaluate_volume
-    from cgan_ct.io.volume_io import read_volume
-
-    skip = () if bm3d and task != DEPIXELATE else SLOW_BASELINES  # BM3D is a noise baseline only
-    check_available(skip)  # before the first scan is read
-    rows, figures = [], []
-    for path in heldout:
-        volume = read_volume(path)
-        if slices:
-            volume = cohort.central_slices(volume, slices)
-        result = evaluate_volume(volume, task, model, overlap=0.25, skip_baselines=skip)
-        rows += result.rows
-        figures.append(result.figure)
-    return rows, figures
-
-
 def main(argv: list[str]) -> None:
     del argv
     from cgan_ct.config import conversion_config, model_config
@@ -191,7 +172,7 @@ def main(argv: list[str]) -> None:
         else:
             record = json.loads(record_path.read_text())
         record["heldout"] = _HELDOUT.value
-        rows, made = score(heldout, task, BlockModel(folder), _SLICES.value, _BM3D.value)
+        rows, made = cohort.score_heldout(heldout, task, BlockModel(folder), _SLICES.value, _BM3D.value)
         out = work / "eval" / name
         (out / "figures").mkdir(parents=True, exist_ok=True)
         for index, figure in enumerate(made):
