@@ -69,7 +69,7 @@ setup(
         "jax": ["jax>=0.4.30"],
         # pip install -e '.[beam]': the conversion as an Apache Beam pipeline (cgan-ct-convert --engine beam).
         "beam": ["apache-beam[tfrecord]>=2.60"],
-        # pip install -e '.[realism]': the Fréchet Radiomics Distance (cgan_ct.synthesis.radiomics_frd). The
+        # pip install -e '.[realism]': the Fréchet Radiomics Distance (cgan_ct.realism.radiomics_frd). The
         # bhklab fork of PyRadiomics, because PyRadiomics' own PyPI release fails to build on Python >= 3.10;
         # it installs as the same `radiomics` module. 3.1.4 is the version verified here.
         "realism": ["pyradiomics-bhklab==3.1.4"],

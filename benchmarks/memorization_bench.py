@@ -22,19 +22,19 @@ import resource
 import subprocess
 import time
 
+import memorization_grid  # benchmarks/memorization_grid.py, beside this script: the grid search, the reference
 import numpy as np
 from absl import app, flags
 
 from cgan_ct import read_volume
-from cgan_ct.synthesis.cascade_training import fit_plane
-from cgan_ct.synthesis.memorization import blocks_from_volumes, memorization_check
-from cgan_ct.synthesis.memorization_report import (
+from cgan_ct.realism.memorization_report import (
     COARSE_BLOCK,
     coarse_memorization_report,
     memorization_report,
     positive_control,
 )
-from cgan_ct.synthesis.memorization_search import grid_blocks, nearest_at_every_shift
+from cgan_ct.realism.memorization_search import grid_blocks, nearest_at_every_shift
+from cgan_ct.synthesis.cascade_training import fit_plane
 
 DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 
@@ -93,7 +93,11 @@ def _sensitivity(training, heldout, novel) -> list[str]:
         _shifted_copy(t, s, _COPY_SLICES.value, mirror=k == 1, seed=k)
         for k, (t, s) in enumerate(zip(training, SHIFTS, strict=True))
     ]
-    old = memorization_check(blocks_from_volumes(copies), blocks_from_volumes(training), blocks_from_volumes([heldout]))
+    old = memorization_grid.memorization_check(
+        memorization_grid.blocks_from_volumes(copies),
+        memorization_grid.blocks_from_volumes(training),
+        memorization_grid.blocks_from_volumes([heldout]),
+    )
     control = positive_control(training, seed=0)
     report, wall, cpu = _timed(lambda: memorization_report([novel, *copies], training, [heldout], control=[control]))
     control_result = report.control[0]

@@ -6,7 +6,9 @@ monkeypatching either name patches both) and warns with a DeprecationWarning
 naming the new path. Three old modules became their room (``cgan_ct.demo``,
 ``cgan_ct.inference``, ``cgan_ct.synthesis``: each exports what the old module
 did) and ``cgan_ct.coarse_gan`` was split (its names are exported by
-``cgan_ct.synthesis``). README.md lists the moves. New code imports the new paths.
+``cgan_ct.synthesis``). README.md lists the moves. Later in 0.1 the modules that judge synthetic CT
+left ``cgan_ct.synthesis`` for ``cgan_ct.realism`` (``cgan_ct.synthesis.ms_ssim`` still imports, with the
+warning). New code imports the new paths: the old ones are removed in cgan-ct ``REMOVED_IN``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import importlib.abc
 import importlib.util
 import sys
 import warnings
+
+REMOVED_IN = "0.3"  # the release that drops these paths (CHANGELOG.md)
 
 # old module under cgan_ct -> its new path under cgan_ct
 MOVED = {
@@ -60,9 +64,9 @@ MOVED = {
     "cascade": "synthesis.cascade",
     "cascade_training": "synthesis.cascade_training",
     "synthesis": "synthesis",
-    "synthesis_stats": "synthesis.synthesis_stats",
-    "synthesis_report": "synthesis.synthesis_report",
-    "memorization": "synthesis.memorization",
+    "synthesis_stats": "realism.synthesis_stats",
+    "synthesis_report": "realism.synthesis_report",
+    "memorization": "realism.memorization_report",  # the grid search it held: benchmarks/memorization_grid.py
     "reader_study": "study.reader_study",
     "reader_page": "study.reader_page",
     "reader_score": "study.reader_score",
@@ -71,6 +75,16 @@ MOVED = {
     "phantom": "demo.phantom",
     "progress": "cli.progress",
     "fit_progress": "cli.fit_progress",
+    # cgan-ct 0.2: judging synthetic CT left the synthesis room for its own (issue 32)
+    "synthesis.ms_ssim": "realism.ms_ssim",
+    "synthesis.radiomics_frd": "realism.radiomics_frd",
+    "synthesis.realism": "realism.realism_table",
+    "synthesis.memorization": "realism.memorization_report",
+    "synthesis.memorization_report": "realism.memorization_report",
+    "synthesis.memorization_search": "realism.memorization_search",
+    "synthesis.synthesis_report": "realism.synthesis_report",
+    "synthesis.synthesis_stats": "realism.synthesis_stats",
+    "synthesis.tissue_sanity": "realism.tissue_sanity",
 }
 
 
@@ -81,7 +95,8 @@ def new_path(old: str) -> str:
 def import_moved(old: str, stacklevel: int = 3):
     """The module that ``cgan_ct.<old>`` became, with a DeprecationWarning."""
     new = new_path(old)
-    warnings.warn(f"cgan_ct.{old} moved to {new}; import it from there", DeprecationWarning, stacklevel=stacklevel)
+    message = f"cgan_ct.{old} moved to {new}; import it from there (the old path goes in cgan-ct {REMOVED_IN})"
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
     return importlib.import_module(new)
 
 
@@ -89,8 +104,8 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves ``cgan_ct.<old>`` to the module at its new path."""
 
     def find_spec(self, fullname, path=None, target=None):
-        package, _, old = fullname.rpartition(".")
-        if package != "cgan_ct" or old not in MOVED or MOVED[old] == old:
+        prefix, _, old = fullname.partition(".")
+        if prefix != "cgan_ct" or old not in MOVED or MOVED[old] == old:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
@@ -98,7 +113,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None  # a placeholder; exec_module swaps in the real module
 
     def exec_module(self, module):
-        old = module.__name__.rpartition(".")[2]
+        old = module.__name__.partition(".")[2]
         sys.modules[module.__name__] = import_moved(old, stacklevel=4)
 
 

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     from cgan_ct.io.sources import discover
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.cascade_training import fit_plane
-    from cgan_ct.synthesis.synthesis_report import synthesis_report
+    from cgan_ct.realism.synthesis_report import synthesis_report
 
     synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
     split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}

@@ -86,3 +86,18 @@ def model_dir(smoke_run, tmp_path_factory) -> pathlib.Path:
     from cgan_ct.model.export import export_generator
 
     return export_generator(smoke_run, tmp_path_factory.mktemp("model") / "denoise")
+
+
+def benchmark_module(name: str):
+    """A helper module of ``benchmarks/`` (``cohort``, ``memorization_grid``), imported by its path: that folder
+    is scripts, not a package."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -195,7 +195,8 @@ SMOKES = {  # longest first: two at a time, they finish sooner
     "recipe_ab": _script(
         "recipe_ab",
         f"{SPLIT} --steps 1 --slices 2 --variants cpu+steps2+filters4+depth2 --output_dir {{out}}",
-        r"cpu\+steps2\+filters4\+depth2: trained in [\d.]+ s[\s\S]*\| model \(cpu\+steps2\+filters4\+depth2\) \| volume \| [\d.]+",
+        r"cpu\+steps2\+filters4\+depth2: trained in [\d.]+ s[\s\S]*"
+        r"\| model \(cpu\+steps2\+filters4\+depth2\) \| volume \| [\d.]+",
     ),
     "precision_hu": _script(
         "precision_hu",

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pydicom
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, benchmark_module
 
-_spec = importlib.util.spec_from_file_location("cohort", REPO / "benchmarks" / "cohort.py")
-cohort = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cohort)
+cohort = benchmark_module("cohort")
 COHORT = cohort.load()
 MANUFACTURER_WORDS = {"Philips": "philips", "Siemens": "siemens", "GE": "ge medical"}
 

@@ -88,7 +88,9 @@ def _declared(room: str) -> tuple[str, ...]:
 
 
 def test_every_room_declares_what_it_may_import_and_documents_itself():
-    assert set(ROOMS) >= {"io", "ops", "data", "model", "inference", "synthesis", "study", "demo", "cli"}
+    assert set(ROOMS) >= {"io", "ops", "data", "model", "inference", "synthesis", "realism", "study", "demo", "cli"}
+    # judging synthetic CT needs scans in HU only, never the generators it judges (issue 32)
+    assert set(_declared("realism")) == {"ops", "io"}
     for room in ROOMS:
         declared = _declared(room)
         assert set(declared) <= set(ROOMS) - {room, "cli"}, (room, declared)
@@ -115,6 +117,87 @@ def test_imports_follow_the_declared_direction():
                 problems.append(f"{module} (top level) imports {target} of room {target_room}")
             elif target_room not in allowed[room]:
                 problems.append(f"{module} (room {room}) imports {target}; {room} may import {sorted(allowed[room])}")
+    assert not problems, "\n".join(problems)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the modules of the package it imports (a room's ``__init__`` counts only where imported as such)."""
+    return {module: {t for t in _imports(path) if t in MODULES and t != module} for module, path in MODULES.items()}
+
+
+def test_no_import_cycle_between_modules():
+    graph, state, cycles = _import_graph(), {}, []
+
+    def visit(module: str, stack: list[str]) -> None:  # depth-first; a grey module met again closes a cycle
+        state[module] = "grey"
+        for target in sorted(graph[module]):
+            if state.get(target) == "grey":
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[module] = "black"
+
+    for module in sorted(graph):
+        if module not in state and module not in ("cgan_ct", "cgan_ct.moved"):
+            visit(module, [module])
+    assert not cycles, "\n".join(cycles)
+
+
+def _project_files() -> list[pathlib.Path]:
+    folders = ("cgan_ct", "pipelines", "tfrecords_tools", "benchmarks", "tests")
+    return [p for folder in folders for p in sorted((ROOT / folder).rglob("*.py"))]
+
+
+def test_no_module_is_imported_under_two_names():
+    """The project's own code imports every module by its real path, never an old one that ``moved.py`` keeps."""
+    from cgan_ct.moved import MOVED
+
+    old_paths = {f"cgan_ct.{old}" for old, new in MOVED.items() if old != new}
+    here = pathlib.Path(__file__).resolve()
+    problems = []
+    for path in _project_files():
+        if path == here or path == PACKAGE / "moved.py":
+            continue  # this file imports the old paths on purpose, to check that they still work
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            problems += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n in old_paths]
+    assert not problems, "\n".join(problems)
+
+
+def _top_level_names(path: pathlib.Path) -> tuple[set[str], set[str]]:
+    """(names a module defines, names it only imports), at its top level (inside ``if`` / ``try`` too)."""
+    defined, imported = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            imported |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return defined, imported - defined
+
+
+def test_every_name_is_imported_from_the_module_that_defines_it():
+    """``from cgan_ct.ops.corruption import DENOISE`` works (corruption imports it) but gives the constant a
+    second home: each name is taken from its own module (a room's lazy exports and the package's public API
+    are homes by design)."""
+    homes = {m: _top_level_names(p) for m, p in MODULES.items() if p.name != "__init__.py"}
+    problems = []
+    for path in _project_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module in homes:
+                only_imported = homes[node.module][1]
+                problems += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} takes {a.name} from {node.module}, which only imports it"
+                    for a in node.names
+                    if a.name in only_imported and f"{node.module}.{a.name}" not in MODULES
+                ]
     assert not problems, "\n".join(problems)
 
 
@@ -173,15 +256,17 @@ def test_room_exports_resolve(room):
 
 
 def test_old_module_paths_still_import_and_warn():
-    from cgan_ct.moved import MOVED
+    from cgan_ct.moved import MOVED, REMOVED_IN
 
+    assert f"Old module paths are removed in cgan-ct {REMOVED_IN}" in (ROOT / "CHANGELOG.md").read_text()
     for old, new in MOVED.items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             module = importlib.import_module(f"cgan_ct.{old}")
         assert module is importlib.import_module(f"cgan_ct.{new}"), old
         if new != old:
-            assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+            message = next(str(w.message) for w in caught if issubclass(w.category, DeprecationWarning))
+            assert new in message and REMOVED_IN in message, (old, message)
     from cgan_ct.input_pipeline import PipelineOptions, make_dataset  # the README's example before the move
 
     from cgan_ct.data import input_pipeline

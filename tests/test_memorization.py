@@ -10,21 +10,18 @@ from scipy.spatial.distance import cdist
 
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.ops.pyramid import subsample, upsample_nearest
-from cgan_ct.synthesis.memorization import (
-    BlockSet,
-    blocks_from_volumes,
-    extract_blocks,
-    memorization_check,
-    nearest_distances,
-    normalize_hu,
-)
-from cgan_ct.synthesis.memorization_report import (
+from cgan_ct.realism.memorization_report import (
     COARSE_BLOCK,
     coarse_memorization_report,
     memorization_report,
     positive_control,
 )
-from cgan_ct.synthesis.memorization_search import QueryBlocks, grid_blocks, nearest_at_every_shift
+from cgan_ct.realism.memorization_search import QueryBlocks, grid_blocks, nearest_at_every_shift, normalize_hu
+from tests.conftest import benchmark_module
+
+_grid = benchmark_module("memorization_grid")  # the grid search: the benchmark's reference, tested as such
+BlockSet, blocks_from_volumes, extract_blocks = _grid.BlockSet, _grid.blocks_from_volumes, _grid.extract_blocks
+memorization_check, nearest_distances = _grid.memorization_check, _grid.nearest_distances
 
 BLOCK = 16
 TRAINING_SEEDS = (0, 1, 2)
@@ -350,7 +347,7 @@ def test_bad_inputs_of_the_shift_search_raise_clear_errors(phantoms):
 def test_the_report_refuses_volumes_shorter_than_its_blocks_before_writing_anything(tmp_path):
     """Issue 30 item 13: volumes shorter than the block stack failed mid-report and left an empty figures/."""
     from cgan_ct.errors import VolumeError
-    from cgan_ct.synthesis.synthesis_report import synthesis_report
+    from cgan_ct.realism.synthesis_report import synthesis_report
 
     volumes = [make_phantom(seed, 16, 64) for seed in range(3)]
     with pytest.raises(VolumeError, match=r"synthetic volume 1 of 1 is 16 x 64 x 64 voxels: .* at least 39 voxels"):

@@ -13,16 +13,16 @@ from scipy import linalg, ndimage
 
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.synthesis.ms_ssim import matched_slices, ms_ssim, pairwise_ms_ssim, scales_for, volume_ms_ssim
-from cgan_ct.synthesis.radiomics_frd import (
+from cgan_ct.realism.ms_ssim import matched_slices, ms_ssim, pairwise_ms_ssim, scales_for, volume_ms_ssim
+from cgan_ct.realism.radiomics_frd import (
     frechet_distance,
     frechet_radiomics_distance,
     ledoit_wolf_covariance,
     sample_slices,
     slice_features,
 )
-from cgan_ct.synthesis.realism import TISSUE_KEYS, RealismResult, realism_table
-from cgan_ct.synthesis.tissue_sanity import noise_power_spectrum, tissue_statistics
+from cgan_ct.realism.realism_table import TISSUE_KEYS, RealismResult, realism_table
+from cgan_ct.realism.tissue_sanity import noise_power_spectrum, tissue_statistics
 
 # Phantom slices and first-order plus texture features of the Original image only: fast, same code path.
 FAST_FRD = {"image_types": {"Original": {}}, "resampled_spacing_mm": None}

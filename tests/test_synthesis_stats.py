@@ -9,7 +9,7 @@ from scipy import ndimage, stats
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.errors import VolumeError
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.synthesis.synthesis_stats import (
+from cgan_ct.realism.synthesis_stats import (
     HuHistogram,
     RadialSpectrum,
     VolumeStatistics,

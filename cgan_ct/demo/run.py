@@ -18,6 +18,7 @@ import time
 import keras
 
 from cgan_ct.config import conversion_config, model_config
+from cgan_ct.constants import DENOISE, DEPIXELATE, LOWDOSE
 from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.manifest import Manifest, load_manifest
@@ -34,7 +35,6 @@ from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.io.volume_io import read_volume
 from cgan_ct.model.export import export_version
 from cgan_ct.model.training import RunOptions, train
-from cgan_ct.ops.corruption import DENOISE, DEPIXELATE, LOWDOSE
 
 STATE = "demo.json"
 

@@ -1,8 +1,7 @@
 """Synthetic CT of patients who do not exist: the coarse GAN that draws whole coarse volumes from
 noise (networks, training, export), the cascade of x2 depixelation stages that refines them block by block
-with memory bounded by the block, training a cascade, the cascade description, synthesis itself, and the
-checks of what comes out (volume statistics and realism against real scans, the memorization check at every
-shift, the report).
+with memory bounded by the block, training a cascade, the cascade description, and synthesis itself. Judging
+what comes out (statistics, realism, memorization, the report) is the ``realism`` room's.
 
 May import every room below it: ``ops``, ``io``, ``data``, ``model``, ``inference``. Synthesis from a
 trained cascade (``synthesis``, ``coarse_export``) never imports the training code.
@@ -31,19 +30,12 @@ _EXPORTS = {
     "draw_noise": "coarse_networks",
     "fit_degradation": "degradation",
     "fit_plane": "cascade_training",
-    "coarse_memorization_report": "memorization_report",
-    "memorization_check": "memorization",
-    "memorization_report": "memorization_report",
-    "positive_control": "memorization_report",
     "positions": "coarse_networks",
-    "realism_table": "realism",
     "refine_stream": "cascade",
     "save_coarse_model": "coarse_export",
-    "synthesis_report": "synthesis_report",
     "synthetic_volume": "synthesis",
     "train_cascade": "cascade_training",
     "train_coarse": "coarse_training",
-    "volume_statistics": "synthesis_stats",
     "write_synthetic_volumes": "writing",
 }
 __all__ = sorted(_EXPORTS)

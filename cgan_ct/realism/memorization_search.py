@@ -29,6 +29,12 @@ distance itself and the search is exhaustive and exact (the coarse level).
 Training positions are restricted to blocks passing a body/spread filter with half the query thresholds
 (``TRAINING_FILTER_SHARE``): it halves the cost (air and table positions go) while the source of any query that
 passed the query filter still passes, though the copy is noised and its body mask was computed on another crop.
+
+HU is compared in one scale: blocks are cubes cut on a grid from canonical volumes (z, y, x), HU clipped to
+[-1024, 1024] and divided by 1024, raveled in C order into rows of length
+``block**3`` (float32). Distances are the RMS difference per voxel in that
+scale: 0.01 is about 10 HU RMS. Blocks that are mostly outside the body or nearly
+uniform are not searched (any two such blocks are alike and say nothing about memorization).
 """
 
 from __future__ import annotations
@@ -42,8 +48,12 @@ import numpy as np
 
 from cgan_ct.ops.blocks import sliding_origins
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.synthesis.memorization import DEFAULT_MIN_STD_HU, NORM_SCALE_HU, normalize_hu
 
+NORM_CLIP_HU = (-1024.0, 1024.0)
+NORM_SCALE_HU = 1024.0  # one normalized unit
+# Above the noise of uniform tissue on chest CT (about 10-30 HU at standard dose), below the spread of any
+# block holding an edge between two tissues (fat / muscle differ by ~150 HU, lung / vessel by ~900 HU).
+DEFAULT_MIN_STD_HU = 40.0
 TRAINING_FILTER_SHARE = 0.5  # training positions pass with this share of the query filter's thresholds
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
 _CHUNK_VALUES = 2**23  # bound matrix entries per product (32 MiB in float32)
@@ -94,6 +104,11 @@ class ShiftSearch:
     def exact(self) -> np.ndarray:
         """bool (n,): the distance is the true nearest over all positions (no unverified block can be nearer)."""
         return self.distance <= self.unverified_bound
+
+
+def normalize_hu(hu: np.ndarray) -> np.ndarray:
+    """HU (any shape) -> float32, clipped to [-1024, 1024] then divided by 1024 (so in [-1, 1])."""
+    return (np.clip(np.asarray(hu, np.float32), *NORM_CLIP_HU) / NORM_SCALE_HU).astype(np.float32)
 
 
 def block_shape_of(block: int | Sequence[int]) -> tuple[int, int, int]:

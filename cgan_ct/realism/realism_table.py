@@ -5,13 +5,13 @@ GenerateCT...), rebuilt without a pretrained 3-D feature network (none can be
 downloaded here), so NONE of the figures is comparable to a published FID,
 FRD or MS-SSIM: they compare groups within this report only.
 
-- FRD (cgan_ct.synthesis.radiomics_frd): Fréchet Radiomics Distance of the
+- FRD (cgan_ct.realism.radiomics_frd): Fréchet Radiomics Distance of the
   synthetic slices, and of the held-out real slices, to the training slices.
   Goal: synthetic at most twice held-out.
-- Diversity (cgan_ct.synthesis.ms_ssim): mean MS-SSIM over pairs of synthetic
+- Diversity (cgan_ct.realism.ms_ssim): mean MS-SSIM over pairs of synthetic
   volumes against pairs of real (training and held-out) volumes. A collapsed
   generator scores high. Goal: synthetic pairs not above real pairs.
-- Tissue sanity (cgan_ct.synthesis.tissue_sanity): per volume, medians of
+- Tissue sanity (cgan_ct.realism.tissue_sanity): per volume, medians of
   lung, fat, soft tissue, mediastinum (approximates blood) and bone, tissue
   fractions, and the soft-tissue noise power spectrum's noise and mean
   frequency; each checked against the range (min..max) over real volumes.
@@ -33,9 +33,9 @@ import numpy as np
 
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.synthesis.ms_ssim import pairwise_ms_ssim
-from cgan_ct.synthesis.radiomics_frd import frechet_radiomics_distance, slice_features
-from cgan_ct.synthesis.tissue_sanity import FRACTIONS, MEDIANS, NOISE, tissue_statistics
+from cgan_ct.realism.ms_ssim import pairwise_ms_ssim
+from cgan_ct.realism.radiomics_frd import frechet_radiomics_distance, slice_features
+from cgan_ct.realism.tissue_sanity import FRACTIONS, MEDIANS, NOISE, tissue_statistics
 
 TISSUE_KEYS = MEDIANS + FRACTIONS + NOISE
 FRD_GOAL_RATIO = 2.0

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from cgan_ct.constants import BONE_HU, SOFT_TISSUE_HU
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.synthesis.synthesis_stats import _patch_corners, _radial_bins, tissue_masks
+from cgan_ct.realism.synthesis_stats import _patch_corners, _radial_bins, tissue_masks
 
 MIN_BONE_ML = 1.0
 MEDIASTINUM_HU = (SOFT_TISSUE_HU[0], BONE_HU - 1)  # soft tissue and contrast-enhanced blood, below bone

@@ -2,10 +2,12 @@
 
 ``memorization_report`` cuts query blocks on a grid from the synthetic, held-out and control volumes and finds
 each one's nearest training block at every integer origin (``memorization_search``). Held-out patients give the
-threshold (``threshold_factor`` x their minimum distance, as ``memorization.memorization_check`` explains); a
-positive control (``positive_control``: a training crop off every grid, mirrored and noised) shows that the check
-can see a copy, and the report says "the check is blind" when it does not. ``coarse_memorization_report`` runs
-the same check on the cascade's coarse level (every 8th voxel), exhaustively.
+threshold: ``threshold_factor`` (default 0.5) x their minimum distance. Held-out blocks are novel by construction,
+so their minimum is the nearest that unseen anatomy came to the training set in this sample; a synthetic block at
+half that is nearer than any new patient got, by a clear margin (the factor absorbs the minimum's sampling
+spread). A positive control (``positive_control``: a training crop off every grid, mirrored and noised) shows that
+the check can see a copy, and the report says "the check is blind" when it does not. ``coarse_memorization_report``
+runs the same check on the cascade's coarse level (every 8th voxel), exhaustively.
 """
 
 from __future__ import annotations
@@ -16,13 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from cgan_ct.ops.pyramid import subsample, upsample_nearest
-from cgan_ct.synthesis.memorization import (
+from cgan_ct.realism.memorization_search import (
     DEFAULT_MIN_STD_HU,
     NORM_SCALE_HU,
-    FlaggedBlock,
-    MemorizationReport,
-)
-from cgan_ct.synthesis.memorization_search import (
     TRAINING_FILTER_SHARE,
     QueryBlocks,
     ShiftSearch,
@@ -31,6 +29,7 @@ from cgan_ct.synthesis.memorization_search import (
     nearest_at_every_shift,
 )
 
+QUANTILES = {"min": 0.0, "q01": 0.01, "q05": 0.05, "median": 0.5}
 COARSE_BLOCK = (4, 16, 16)  # level-3 voxels: 32 x 128 x 128 full-resolution voxels, see coarse_memorization_report
 
 
@@ -105,6 +104,124 @@ class SearchSummary:
         if not all(c.detected for c in control):
             lines.append("**The check is blind** to at least one positive control: its 'Flagged' count proves nothing.")
         return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaggedBlock:
+    """A synthetic block nearer to a training block than the threshold (distance in normalized RMS units)."""
+
+    synthetic_index: int
+    synthetic_volume: int
+    synthetic_origin_zyx: tuple[int, int, int]
+    distance: float
+    training_index: int
+    training_volume: int
+    training_origin_zyx: tuple[int, int, int]
+    flip_axes: tuple[int, ...]  # block axes (z, y, x) = (0, 1, 2) mirrored to match; () for a direct match
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MemorizationReport:
+    """Nearest-training-block distances of synthetic and held-out blocks, and the flagged synthetic blocks.
+
+    Attributes:
+      synthetic_distance: float64 (n_synthetic,), RMS distance (normalized units) to the nearest training block.
+      synthetic_match: int64 (n_synthetic,), index of that training block.
+      heldout_distance: float64 (n_heldout,), the same for held-out blocks.
+      threshold: synthetic blocks with a distance strictly below it are flagged.
+      rule: how the threshold was derived, in words.
+      flagged: the flagged blocks, nearest first.
+      control: one result per positive-control volume; () where none was given.
+      search: how the search ran and what it cost; None for the grid check (benchmarks/memorization_grid.py).
+    """
+
+    synthetic_distance: np.ndarray
+    synthetic_match: np.ndarray
+    heldout_distance: np.ndarray
+    threshold: float
+    rule: str
+    flagged: tuple[FlaggedBlock, ...]
+    control: tuple[ControlResult, ...] = ()
+    search: SearchSummary | None = None
+
+    def quantiles(self) -> dict[str, dict[str, float]]:
+        """{"synthetic" | "heldout": {"min", "q01", "q05", "median": distance}}, normalized RMS units."""
+        return {
+            name: {key: float(np.quantile(values, q)) for key, q in QUANTILES.items()}
+            for name, values in (("synthetic", self.synthetic_distance), ("heldout", self.heldout_distance))
+        }
+
+    def share_below_heldout(self, quantile: float = 0.05) -> float:
+        """Fraction of synthetic blocks nearer than the held-out ``quantile``: about ``quantile`` if none memorized."""
+        return float(np.mean(self.synthetic_distance < np.quantile(self.heldout_distance, quantile)))
+
+    def markdown(self, max_rows: int = 20) -> str:
+        """The two distance distributions, the threshold and the flagged blocks (at most ``max_rows``) as Markdown."""
+        quantiles = self.quantiles()
+        counts = {"synthetic": self.synthetic_distance.size, "heldout": self.heldout_distance.size}
+        lines = [
+            "| blocks | count | " + " | ".join(QUANTILES) + " |",
+            "|---|---:|" + "---:|" * len(QUANTILES),
+        ]
+        for name, values in quantiles.items():
+            cells = " | ".join(f"{v:.4f} ({v * NORM_SCALE_HU:.0f} HU)" for v in values.values())
+            lines.append(f"| {name} -> training | {counts[name]} | {cells} |")
+        lines += [
+            "",
+            "Distances: RMS difference per voxel to the nearest training block, HU clipped to [-1024, 1024] / 1024.",
+            f"Threshold {self.threshold:.4f} ({self.threshold * NORM_SCALE_HU:.1f} HU): {self.rule}.",
+            f"Synthetic blocks nearer than the held-out 5 % quantile: {100 * self.share_below_heldout(0.05):.1f} % "
+            "(about 5 % expected without memorization).",
+            f"**Flagged: {len(self.flagged)} of {counts['synthetic']} synthetic blocks.**",
+        ]
+        if self.threshold <= 0:
+            lines.append(
+                "A held-out block is identical to a training block (a split leak, or uniform blocks kept): "
+                "the threshold is 0 and nothing can be flagged."
+            )
+        if self.flagged:
+            lines += [
+                "",
+                "| synthetic block | volume | origin (z, y, x) | distance | training block | volume | origin | flip |",
+                "|---:|---:|---|---:|---:|---:|---|---|",
+            ]
+            for f in self.flagged[:max_rows]:
+                lines.append(
+                    f"| {f.synthetic_index} | {f.synthetic_volume} | {f.synthetic_origin_zyx} | {f.distance:.4f} "
+                    f"| {f.training_index if f.training_index >= 0 else '-'} | {f.training_volume} "
+                    f"| {f.training_origin_zyx} | {f.flip_axes or '-'} |"
+                )
+            if len(self.flagged) > max_rows:
+                lines.append(f"\n({len(self.flagged) - max_rows} more not shown.)")
+        if self.search is not None:
+            lines += ["", *self.search.markdown_lines(self.control)]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict: counts, quantiles, threshold, flagged blocks (indices and origins), control, cost."""
+        flagged = [
+            {
+                "synthetic_index": f.synthetic_index,
+                "synthetic_volume": f.synthetic_volume,
+                "origin_zyx": list(f.synthetic_origin_zyx),
+                "distance": f.distance,
+                "training_volume": f.training_volume,
+                "training_origin_zyx": list(f.training_origin_zyx),
+                "flip_axes": list(f.flip_axes),
+            }
+            for f in self.flagged
+        ]
+        return {
+            "synthetic_blocks": int(self.synthetic_distance.size),
+            "heldout_blocks": int(self.heldout_distance.size),
+            "threshold": float(self.threshold),
+            "rule": self.rule,
+            "quantiles": self.quantiles(),
+            "flagged_blocks": len(self.flagged),
+            "flagged": flagged,
+            "control": [c.to_json() for c in self.control],
+            "search": None if self.search is None else self.search.to_json(),
+        }
 
 
 def memorization_report(

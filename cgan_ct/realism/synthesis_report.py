@@ -33,13 +33,13 @@ from PIL import Image
 from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW
 from cgan_ct.errors import VolumeError
 from cgan_ct.io.volume import Volume
-from cgan_ct.synthesis.memorization_report import (
+from cgan_ct.realism.memorization_report import (
     COARSE_BLOCK,
     coarse_memorization_report,
     memorization_report,
     positive_control,
 )
-from cgan_ct.synthesis.synthesis_stats import compare, markdown_table, volume_statistics
+from cgan_ct.realism.synthesis_stats import compare, markdown_table, volume_statistics
 
 LUNG_RANGE_HU = LUNG_WINDOW.range_hu  # (low, high) HU
 SOFT_TISSUE_RANGE_HU = MEDIASTINAL_WINDOW.range_hu  # W 400, L 40: (-160, 240) HU
@@ -192,7 +192,7 @@ def synthesis_report(
     realism_result = None
     if realism:
         say("realism: FRD, MS-SSIM, tissue sanity")
-        from cgan_ct.synthesis.realism import realism_table  # needs the realism extra (PyRadiomics)
+        from cgan_ct.realism.realism_table import realism_table  # needs the realism extra (PyRadiomics)
 
         realism_result = realism_table(synthetic, training, heldout)
         goals.update(realism_result.goals())

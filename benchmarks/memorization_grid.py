@@ -1,20 +1,16 @@
-"""Privacy check: does a generator hand back blocks of its training volumes?
+"""The grid search of the memorization check: the reference ``benchmarks/memorization_bench.py`` compares with.
 
-For each synthetic block we find its nearest training block (exact Euclidean
-search), and do the same for real held-out blocks: patients the generator never
-saw. Held-out distances show how near genuinely new anatomy comes to the
-training set; a synthetic block much nearer than any held-out block is flagged
-as a likely memorized copy.
+The library's check (``cgan_ct.realism.memorization_report``) searches every training block at EVERY integer
+shift; this one, the first version, compares blocks cut on one grid with blocks cut on another, exactly
+(``nearest_distances``), so a copy shifted off the grid escapes it. The benchmark keeps it to show that
+(the shifted-copy experiment) and as an exact nearest-neighbour reference; no job uses it.
 
 Blocks are cubes cut on a grid from canonical volumes (z, y, x), HU clipped to
 [-1024, 1024] and divided by 1024, raveled in C order into rows of length
 ``block**3`` (float32). Distances are the RMS difference per voxel in that
 scale: 0.01 is about 10 HU RMS.
 
-Blocks that are mostly outside the body (air, the table) or nearly uniform are
-not cut at all: any two such blocks are alike, so they would be "exact matches"
-that say nothing about memorization and would drag the held-out threshold down
-to the noise level.
+Threshold: ``threshold_factor`` x a quantile of the held-out distances, as in the library's report.
 """
 
 from __future__ import annotations
@@ -22,23 +18,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.blocks import sliding_origins
 from cgan_ct.ops.body_mask import body_mask
+from cgan_ct.realism.memorization_report import FlaggedBlock, MemorizationReport
+from cgan_ct.realism.memorization_search import DEFAULT_MIN_STD_HU, NORM_SCALE_HU, normalize_hu
 
-if TYPE_CHECKING:
-    from cgan_ct.synthesis.memorization_report import ControlResult, SearchSummary
-
-NORM_CLIP_HU = (-1024.0, 1024.0)
-NORM_SCALE_HU = 1024.0  # one normalized unit
-# Above the noise of uniform tissue on chest CT (about 10-30 HU at standard dose), below the spread of any
-# block holding an edge between two tissues (fat / muscle differ by ~150 HU, lung / vessel by ~900 HU).
-DEFAULT_MIN_STD_HU = 40.0
-QUANTILES = {"min": 0.0, "q01": 0.01, "q05": 0.05, "median": 0.5}
 _RECHECK_ROWS = 64  # rows per float64 recomputation: 64 x 32**3 x 8 bytes = 16 MiB
 
 
@@ -60,129 +48,6 @@ class BlockSet:
 
     def __len__(self) -> int:
         return int(self.blocks.shape[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class FlaggedBlock:
-    """A synthetic block nearer to a training block than the threshold (distance in normalized RMS units)."""
-
-    synthetic_index: int
-    synthetic_volume: int
-    synthetic_origin_zyx: tuple[int, int, int]
-    distance: float
-    training_index: int
-    training_volume: int
-    training_origin_zyx: tuple[int, int, int]
-    flip_axes: tuple[int, ...]  # block axes (z, y, x) = (0, 1, 2) mirrored to match; () for a direct match
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MemorizationReport:
-    """Nearest-training-block distances of synthetic and held-out blocks, and the flagged synthetic blocks.
-
-    Attributes:
-      synthetic_distance: float64 (n_synthetic,), RMS distance (normalized units) to the nearest training block.
-      synthetic_match: int64 (n_synthetic,), index of that training block.
-      heldout_distance: float64 (n_heldout,), the same for held-out blocks.
-      threshold: synthetic blocks with a distance strictly below it are flagged.
-      rule: how the threshold was derived, in words.
-      flagged: the flagged blocks, nearest first.
-      control: one result per positive-control volume (``memorization_report``); () where none was given.
-      search: how the search ran and what it cost (``memorization_report``); None for the grid check.
-    """
-
-    synthetic_distance: np.ndarray
-    synthetic_match: np.ndarray
-    heldout_distance: np.ndarray
-    threshold: float
-    rule: str
-    flagged: tuple[FlaggedBlock, ...]
-    control: tuple[ControlResult, ...] = ()
-    search: SearchSummary | None = None
-
-    def quantiles(self) -> dict[str, dict[str, float]]:
-        """{"synthetic" | "heldout": {"min", "q01", "q05", "median": distance}}, normalized RMS units."""
-        return {
-            name: {key: float(np.quantile(values, q)) for key, q in QUANTILES.items()}
-            for name, values in (("synthetic", self.synthetic_distance), ("heldout", self.heldout_distance))
-        }
-
-    def share_below_heldout(self, quantile: float = 0.05) -> float:
-        """Fraction of synthetic blocks nearer than the held-out ``quantile``: about ``quantile`` if none memorized."""
-        return float(np.mean(self.synthetic_distance < np.quantile(self.heldout_distance, quantile)))
-
-    def markdown(self, max_rows: int = 20) -> str:
-        """The two distance distributions, the threshold and the flagged blocks (at most ``max_rows``) as Markdown."""
-        quantiles = self.quantiles()
-        counts = {"synthetic": self.synthetic_distance.size, "heldout": self.heldout_distance.size}
-        lines = [
-            "| blocks | count | " + " | ".join(QUANTILES) + " |",
-            "|---|---:|" + "---:|" * len(QUANTILES),
-        ]
-        for name, values in quantiles.items():
-            cells = " | ".join(f"{v:.4f} ({v * NORM_SCALE_HU:.0f} HU)" for v in values.values())
-            lines.append(f"| {name} -> training | {counts[name]} | {cells} |")
-        lines += [
-            "",
-            "Distances: RMS difference per voxel to the nearest training block, HU clipped to [-1024, 1024] / 1024.",
-            f"Threshold {self.threshold:.4f} ({self.threshold * NORM_SCALE_HU:.1f} HU): {self.rule}.",
-            f"Synthetic blocks nearer than the held-out 5 % quantile: {100 * self.share_below_heldout(0.05):.1f} % "
-            "(about 5 % expected without memorization).",
-            f"**Flagged: {len(self.flagged)} of {counts['synthetic']} synthetic blocks.**",
-        ]
-        if self.threshold <= 0:
-            lines.append(
-                "A held-out block is identical to a training block (a split leak, or uniform blocks kept): "
-                "the threshold is 0 and nothing can be flagged."
-            )
-        if self.flagged:
-            lines += [
-                "",
-                "| synthetic block | volume | origin (z, y, x) | distance | training block | volume | origin | flip |",
-                "|---:|---:|---|---:|---:|---:|---|---|",
-            ]
-            for f in self.flagged[:max_rows]:
-                lines.append(
-                    f"| {f.synthetic_index} | {f.synthetic_volume} | {f.synthetic_origin_zyx} | {f.distance:.4f} "
-                    f"| {f.training_index if f.training_index >= 0 else '-'} | {f.training_volume} "
-                    f"| {f.training_origin_zyx} | {f.flip_axes or '-'} |"
-                )
-            if len(self.flagged) > max_rows:
-                lines.append(f"\n({len(self.flagged) - max_rows} more not shown.)")
-        if self.search is not None:
-            lines += ["", *self.search.markdown_lines(self.control)]
-        return "\n".join(lines) + "\n"
-
-    def to_json(self) -> dict:
-        """A JSON-ready dict: counts, quantiles, threshold, flagged blocks (indices and origins), control, cost."""
-        flagged = [
-            {
-                "synthetic_index": f.synthetic_index,
-                "synthetic_volume": f.synthetic_volume,
-                "origin_zyx": list(f.synthetic_origin_zyx),
-                "distance": f.distance,
-                "training_volume": f.training_volume,
-                "training_origin_zyx": list(f.training_origin_zyx),
-                "flip_axes": list(f.flip_axes),
-            }
-            for f in self.flagged
-        ]
-        return {
-            "synthetic_blocks": int(self.synthetic_distance.size),
-            "heldout_blocks": int(self.heldout_distance.size),
-            "threshold": float(self.threshold),
-            "rule": self.rule,
-            "quantiles": self.quantiles(),
-            "flagged_blocks": len(self.flagged),
-            "flagged": flagged,
-            "control": [c.to_json() for c in self.control],
-            "search": None if self.search is None else self.search.to_json(),
-        }
-
-
-def normalize_hu(hu: np.ndarray) -> np.ndarray:
-    """HU (any shape) -> float32, clipped to [-1024, 1024] then divided by 1024 (so in [-1, 1])."""
-    return (np.clip(np.asarray(hu, np.float32), *NORM_CLIP_HU) / NORM_SCALE_HU).astype(np.float32)
 
 
 def extract_blocks(
