@@ -53,7 +53,7 @@ def score_heldout(heldout, task: str, model, slices: int, bm3d: bool) -> tuple[l
     from cgan_ct.constants import DEPIXELATE
     from cgan_ct.inference.baselines import SLOW_BASELINES, check_available
     from cgan_ct.inference.evaluation import evaluate_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     skip = () if bm3d and task != DEPIXELATE else SLOW_BASELINES
     check_available(skip)  # before the first scan is read

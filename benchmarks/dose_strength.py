@@ -51,7 +51,7 @@ def _cases(names, doses, model) -> dict:
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.inference.inference import condition_volume, infer_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     cases = {}
     for name in names:

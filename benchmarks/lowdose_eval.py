@@ -195,7 +195,7 @@ def _supervised(model, train_inputs, lowdose, timings):
     from cgan_ct.inference.baselines import tune_baselines, tuned_params
     from cgan_ct.inference.evaluation import evaluate_volume
     from cgan_ct.inference.inference import condition_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     start = time.monotonic()
     if _TUNE_SLICES.value == 0:  # the settings recorded in cgan_ct.inference.baselines.TUNED (training patients)
@@ -230,7 +230,7 @@ def _milder(model, doses: list[float], timings: dict) -> list[dict]:
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.inference.inference import condition_volume, infer_volume
     from cgan_ct.inference.metrics import quality
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     start, out = time.monotonic(), []
     for name in _HELDOUT.value:

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     import numpy as np
 
     from cgan_ct.config import LowDoseConfig
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
     from cgan_ct.ops.lowdose import simulate_lowdose
     from cgan_ct.ops.noise_level import TISSUE_HU, global_noise_hu, noise_regions
 

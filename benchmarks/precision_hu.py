@@ -63,7 +63,7 @@ def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def compare(model_spec: str, scan: pathlib.Path, precision: str) -> dict:
     from cgan_ct.inference.inference import BlockModel, infer_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
     from cgan_ct.ops.body_mask import body_mask
 
     full = read_volume(scan)

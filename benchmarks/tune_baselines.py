@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.inference.baselines import tune_baselines
     from cgan_ct.inference.inference import condition_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     lowdose = LowDoseConfig(dose=_DOSE.value)
     pairs = []

@@ -19,7 +19,7 @@ from cgan_ct.runtime import configure_environment
 configure_environment()  # before any module of ours imports TensorFlow
 
 from cgan_ct import moved  # noqa: E402
-from cgan_ct.errors import VolumeError  # noqa: E402
+from cgan_ct.errors import InputError, VolumeError  # noqa: E402  (VolumeError: the old name, the same class)
 from cgan_ct.lazy_exports import lazy_exports  # noqa: E402
 from cgan_ct.version import __version__  # noqa: E402
 
@@ -29,9 +29,9 @@ moved.install()  # the module paths before the rooms still import (deprecated)
 _EXPORTS = {
     "AcquisitionInfo": "io.volume",
     "Volume": "io.volume",
-    "read_volume": "io.volume_io",
+    "read_volume": "io.volume_reader",
     "write_dicom_series": "io.dicom_writer",
-    "write_nifti": "io.volume_files",
+    "write_nifti": "io.image_files",
 }
-__all__ = ["__version__", "VolumeError", *sorted(_EXPORTS)]
+__all__ = ["__version__", "InputError", "VolumeError", *sorted(_EXPORTS)]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -25,10 +25,10 @@ REMOVED_IN = "0.3"  # the release that drops these paths (CHANGELOG.md)
 MOVED = {
     "volume": "io.volume",
     "slice_geometry": "io.slice_geometry",
-    "dicom_io": "io.dicom_io",
+    "dicom_io": "io.dicom_reader",
     "dicom_writer": "io.dicom_writer",
-    "volume_files": "io.volume_files",
-    "volume_io": "io.volume_io",
+    "volume_files": "io.image_files",
+    "volume_io": "io.volume_reader",
     "sitk_bridge": "io.sitk_bridge",
     "sources": "io.sources",
     "pseudonym": "io.pseudonym",
@@ -85,6 +85,10 @@ MOVED = {
     "synthesis.synthesis_report": "realism.synthesis_report",
     "synthesis.synthesis_stats": "realism.synthesis_stats",
     "synthesis.tissue_sanity": "realism.tissue_sanity",
+    # the file readers named for what they read (issue 32)
+    "io.volume_io": "io.volume_reader",
+    "io.dicom_io": "io.dicom_reader",
+    "io.volume_files": "io.image_files",
 }
 
 

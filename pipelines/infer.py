@@ -110,14 +110,14 @@ def _request() -> str:
 
 def _plan(outputs) -> tuple[str, ...]:
     """The outputs to write, decided before any compute; an error naming an output in the way."""
-    from cgan_ct.errors import VolumeError
+    from cgan_ct.errors import InputError
 
     missing = outputs.plan()
     if _OVERWRITE.value:
         return outputs.names
     if outputs.foreign:
         more = f" (and {len(outputs.foreign) - 1} more)" if len(outputs.foreign) > 1 else ""
-        raise VolumeError(
+        raise InputError(
             outputs.folder / outputs.foreign[0],
             f"already exists{more}, not from a run with these settings; --overwrite replaces it",
         )

@@ -18,7 +18,7 @@ from absl import app, flags
 
 import cgan_ct
 from cgan_ct.cli import job
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 _SERIES = flags.DEFINE_string("series", None, "SeriesNumber, SeriesInstanceUID or volume id to read.")
 _SPACING = flags.DEFINE_list("spacing_mm", None, "Resample to this spacing: one value or z,y,x in mm.")
@@ -69,7 +69,7 @@ def _spacing() -> tuple[float, ...] | None:
     try:
         values = tuple(float(v) for v in _SPACING.value)
     except ValueError:
-        raise VolumeError(None, f"--spacing_mm must be numbers, got {','.join(_SPACING.value)}") from None
+        raise InputError(None, f"--spacing_mm must be numbers, got {','.join(_SPACING.value)}") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -80,8 +80,8 @@ def main(argv: list[str]) -> None:
     if (_WRITE_DICOM.value or _WRITE_NIFTI.value) and len(paths) != 1:
         raise app.UsageError("--write_dicom / --write_nifti take exactly one PATH")
     # The library is imported here, not at the top: --help and --version stay fast.
+    from cgan_ct.io.image_files import check_nifti_path
     from cgan_ct.io.output_paths import check_output_folder
-    from cgan_ct.io.volume_files import check_nifti_path
 
     # Every output location is checked before any is written (and before the slow read).
     if _WRITE_DICOM.value:

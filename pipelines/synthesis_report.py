@@ -26,7 +26,7 @@ import pathlib
 from absl import flags
 
 from cgan_ct.cli import job
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 _SYNTHETIC = flags.DEFINE_string("synthetic", None, "Output folder of cgan-ct-synthesize.")
 _INPUT = flags.DEFINE_list("input", None, "The cascade's training inputs (DICOM folders, volume files, roots).")
@@ -48,7 +48,7 @@ def _synthetic_volumes(folder: pathlib.Path) -> list:
         path = sub / "volume.nii.gz" if (sub / "volume.nii.gz").exists() else sub / "dicom"
         volumes.append(read_volume(path))
     if not volumes:
-        raise VolumeError(folder, "holds no synthetic_* volumes (run cgan-ct-synthesize first)")
+        raise InputError(folder, "holds no synthetic_* volumes (run cgan-ct-synthesize first)")
     return volumes
 
 
@@ -56,9 +56,9 @@ def main(argv: list[str]) -> int:
     # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
     from cgan_ct.data.manifest import load_manifest
     from cgan_ct.io.sources import discover
+    from cgan_ct.realism.synthesis_report import synthesis_report
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.cascade_training import fit_plane
-    from cgan_ct.realism.synthesis_report import synthesis_report
 
     synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
     split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
         if volume.volume_id in split:
             groups[split[volume.volume_id]].append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
     if not groups["train"] or not groups["test"]:
-        raise VolumeError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
+        raise InputError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
     print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
     levels = CascadeSpec.load(_MODEL_DIR.value).levels if _MODEL_DIR.value else _LEVELS.value
     summary = synthesis_report(

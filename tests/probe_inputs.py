@@ -2,7 +2,7 @@
 
 Each case writes one input under a folder and says what every reader must do
 with it: ``ok`` (read, with ``check`` holding for the volume) or ``error``
-(one VolumeError whose message holds ``expect``). ``convert`` says what a
+(one InputError whose message holds ``expect``). ``convert`` says what a
 conversion of an archive holding it does: "ok" (converted), "skip" (listed as
 skipped with its reason) or "same" (ok -> ok, error -> skip).
 """

@@ -1,4 +1,4 @@
-"""Every input a user can get wrong gives a VolumeError naming the input and the problem."""
+"""Every input a user can get wrong gives an InputError naming the input and the problem."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from cgan_ct import VolumeError, read_volume
+from cgan_ct import InputError, read_volume
 from tests.dicom_factory import AXIAL, random_hu, slice_positions, write_ct_series
 
 
 def _error(path, **kwargs) -> str:
-    with pytest.raises(VolumeError) as info:
+    with pytest.raises(InputError) as info:
         read_volume(path, **kwargs)
     assert isinstance(info.value, ValueError)
     return str(info.value)
@@ -148,3 +148,13 @@ def test_series_argument_on_a_file(tmp_path):
 def test_bad_spacing(tmp_path, spacing):
     write_ct_series(tmp_path, random_hu((2, 4, 4)))
     assert "spacing_mm must be" in _error(tmp_path, spacing_mm=spacing)
+
+
+def test_the_old_name_volume_error_catches_the_same_errors(tmp_path):
+    """``VolumeError`` was the class's name until issue 32; code that catches it keeps working."""
+    from cgan_ct import VolumeError
+    from cgan_ct.errors import VolumeError as from_errors
+
+    assert VolumeError is InputError is from_errors
+    with pytest.raises(VolumeError, match="no such file"):
+        read_volume(tmp_path / "nope")

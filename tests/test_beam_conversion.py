@@ -12,7 +12,7 @@ from cgan_ct.data.beam_conversion import convert_with_beam  # noqa: E402
 from cgan_ct.data.conversion import convert  # noqa: E402
 from cgan_ct.data.dataset_check import verify  # noqa: E402
 from cgan_ct.data.tfrecord_io import iter_records  # noqa: E402
-from cgan_ct.errors import VolumeError  # noqa: E402
+from cgan_ct.errors import InputError  # noqa: E402
 from tests.test_conversion import SMOKE, archive  # noqa: E402, F401 - archive is a fixture
 
 
@@ -49,7 +49,7 @@ def test_beam_matches_local(archive, tmp_path):  # noqa: F811 - pytest fixture f
 def test_beam_refuses_a_used_folder(archive, tmp_path):  # noqa: F811
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "something").write_text("x")
-    with pytest.raises(VolumeError, match="empty or new output folder"):
+    with pytest.raises(InputError, match="empty or new output folder"):
         convert_with_beam([archive], tmp_path / "out", SMOKE)
 
 

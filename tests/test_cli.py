@@ -16,7 +16,7 @@ import types
 import pytest
 
 from cgan_ct.cli import job
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from tests.conftest import REPO, setup_jobs
 
 BIN = pathlib.Path(sys.executable).parent
@@ -89,7 +89,7 @@ def cases(tmp_path_factory):
         ("missing", "reader-study-score"): [*_command("reader-study-score"), "--answers", tmp / "a.json"],
         ("empty", "export"): [*_command("export"), "--run_dir", tmp, "--output_dir="],
         ("stray", "inspect"): [*_command("inspect"), "--dataset_dir", tmp, "extra"],
-        ("error", "export VolumeError"): [*_command("export"), "--run_dir", "/nonexistent", "--output_dir", tmp / "m"],
+        ("error", "export InputError"): [*_command("export"), "--run_dir", "/nonexistent", "--output_dir", tmp / "m"],
         ("error", "export ValueError"): [*_command("export"), "--run_dir", broken_run, "--output_dir", tmp / "m2"],
         ("error", "export OSError"): [*_command("export"), "--run_dir", tmp, "--output_dir", tmp / "a_file"],
     }
@@ -147,13 +147,13 @@ def test_stray_argument_is_a_usage_error(cases):
 
 
 def test_volume_error_is_one_line_and_status_2(cases):
-    result = cases["error", "export VolumeError"]
+    result = cases["error", "export InputError"]
     assert result.returncode == 2, result.stderr
     assert _job_stderr(result) == ["cgan-ct-export: error: /nonexistent: not a training run folder (no run.json)"]
 
 
 def test_value_error_is_one_line_and_status_2(cases):
-    """A ValueError used to escape cgan-ct-export (it caught only VolumeError) as a traceback."""
+    """A ValueError used to escape cgan-ct-export (it caught only InputError) as a traceback."""
     result = cases["error", "export ValueError"]
     assert result.returncode == 2, result.stderr
     [line] = _job_stderr(result)
@@ -200,7 +200,7 @@ def _raises(exc):
     "exc, line",
     [
         (ValueError("bad value"), "bad value"),
-        (VolumeError("/x", "bad value"), "/x: bad value"),
+        (InputError("/x", "bad value"), "/x: bad value"),
         (FileNotFoundError(2, "bad value"), "bad value"),
         # issue 30 item 13: the path, not "[Errno 28]"; one line, whatever the library wrote
         (
@@ -208,7 +208,7 @@ def _raises(exc):
             "/out/generated.nii.gz: No space left on device",
         ),
         (OSError(18, "Invalid cross-device link", "/a", None, "/b"), "/a: Invalid cross-device link (to /b)"),
-        (VolumeError("/x", "bad value:\n  first line\n  second line"), "/x: bad value: first line second line"),
+        (InputError("/x", "bad value:\n  first line\n  second line"), "/x: bad value: first line second line"),
     ],
 )
 def test_run_turns_an_input_error_into_one_line_and_status_2(exc, line, fake_job, capsys):

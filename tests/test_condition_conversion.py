@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cgan_ct import VolumeError
+from cgan_ct import InputError
 from cgan_ct.config import LowDoseConfig, conversion_config
 from cgan_ct.data import schema
 from cgan_ct.data.conversion import convert
@@ -119,7 +119,7 @@ def test_simulated_lowdose_conversion_is_reproducible(tmp_path):
     other = conversion_config(
         "smoke", condition="lowdose", lowdose=LowDoseConfig(views=64, dose=0.5), test_fraction=0.0
     )
-    with pytest.raises(VolumeError, match="different conversion"):
+    with pytest.raises(InputError, match="different conversion"):
         convert([tmp_path / "in"], tmp_path / "a", other, workers=1)  # the dose is part of the conversion
 
 
@@ -127,7 +127,7 @@ def test_lowdose_needs_a_stored_condition_and_schema_1_still_reads(tmp_path):
     write_ct_series(tmp_path / "in", _smooth_hu(SHAPE, 0), tags={"PatientID": "P0"})
     report = convert([tmp_path / "in"], tmp_path / "ds", conversion_config("smoke", test_fraction=0.0), workers=1)
     assert report.manifest.condition is None
-    with pytest.raises(VolumeError, match="no paired condition"):
+    with pytest.raises(InputError, match="no paired condition"):
         make_dataset(tmp_path / "ds", "train", "lowdose", 2)
     # a dataset written before schema 2: version 1, no condition key
     path = tmp_path / "ds" / "manifest.json"
@@ -146,7 +146,7 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     from cgan_ct.config import model_config
     from cgan_ct.inference.evaluation import evaluate_no_reference
     from cgan_ct.inference.inference import BlockModel, condition_volume, infer_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
     from cgan_ct.model.export import ModelInfo, export_generator
     from cgan_ct.model.training import RunOptions, train
 
@@ -174,5 +174,5 @@ def test_lowdose_trains_exports_with_its_dose_and_serves(tmp_path):
     # a model trained on real pairs has no dose to simulate: it takes real scans as they are
     paired = dataclasses.replace(info, condition={**info.condition, "stored": {"kind": "paired"}})
     assert paired.lowdose is None and paired.stored_condition == "paired"
-    with pytest.raises(VolumeError, match="as it is"):
+    with pytest.raises(InputError, match="as it is"):
         condition_volume(volume, "lowdose", 0, lowdose=paired.lowdose)

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from cgan_ct import VolumeError, read_volume
+from cgan_ct import InputError, read_volume
 from cgan_ct.config import ConversionConfig, conversion_config
 from cgan_ct.data import schema
 from cgan_ct.data.conversion import convert, split_patients
@@ -94,7 +94,7 @@ def test_rerun_reuses_and_overwrite_redoes(archive, tmp_path):
     first = convert([archive], tmp_path / "ds", SMOKE, salt="s", workers=1)
     again = convert([archive], tmp_path / "ds", SMOKE, salt="s", workers=1)
     assert again.shards_written == 0 and again.manifest == first.manifest
-    with pytest.raises(VolumeError, match="holds a different conversion"):
+    with pytest.raises(InputError, match="holds a different conversion"):
         convert([archive], tmp_path / "ds", SMOKE.__class__(block_size=16, margin=2, unet_depth=2), salt="s")
     redo = convert([archive], tmp_path / "ds", SMOKE, salt="s", workers=1, overwrite=True)
     assert redo.shards_written == first.shards_written + first.shards_reused
@@ -156,7 +156,7 @@ def test_config_validation():
 @pytest.mark.parametrize("kind", ["linear", "equalize"])
 def test_nothing_converted_is_an_error(tmp_path, kind):
     missing = tmp_path / "missing"
-    with pytest.raises(VolumeError, match=f"no volume to convert; nothing written. Skipped: {missing}: no such file"):
+    with pytest.raises(InputError, match=f"no volume to convert; nothing written. Skipped: {missing}: no such file"):
         convert([missing], tmp_path / "ds", dataclasses.replace(SMOKE, intensity=kind), workers=1)
     assert not (tmp_path / "ds").exists()
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cgan_ct import VolumeError, read_volume
+from cgan_ct import InputError, read_volume
 from cgan_ct.config import conversion_config
 from cgan_ct.data import shard_writer, workers
 from cgan_ct.data.conversion import convert
-from cgan_ct.io import dicom_io
+from cgan_ct.io import dicom_reader
 from cgan_ct.io.sources import read_patients_table
 from tests.conftest import REPO
 from tests.dicom_factory import random_hu, write_ct_series
@@ -86,7 +86,7 @@ def test_nothing_converted_leaves_nothing_and_a_rerun_needs_no_overwrite(tmp_pat
     _nan_volume(tmp_path / "bad.nii.gz")
     out = tmp_path / "ds"
     for _ in range(2):  # the second run is not refused for a leftover of the first
-        with pytest.raises(VolumeError) as info:
+        with pytest.raises(InputError) as info:
             convert([tmp_path / "bad.nii.gz"], out, SMOKE, workers=1)
         message = str(info.value)
         assert message.startswith("no training volume was converted; nothing written. Skipped: ")
@@ -113,10 +113,10 @@ def test_an_unreadable_slice_is_named_with_its_cause(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(dicom_io, "open", guarded_open, raising=False)  # the module's own open()
-    with pytest.raises(VolumeError, match=r"slice002\.dcm: cannot be read \(Permission denied\)"):
+    monkeypatch.setattr(dicom_reader, "open", guarded_open, raising=False)  # the module's own open()
+    with pytest.raises(InputError, match=r"slice002\.dcm: cannot be read \(Permission denied\)"):
         read_volume(tmp_path / "s")
-    with pytest.raises(VolumeError, match="no volume to convert.*file 3 of 3 of the series' folder: cannot be read"):
+    with pytest.raises(InputError, match="no volume to convert.*file 3 of 3 of the series' folder: cannot be read"):
         convert([tmp_path / "s"], tmp_path / "ds", SMOKE, workers=1)
 
 
@@ -164,12 +164,12 @@ def test_patients_table_keeps_a_patients_files_in_one_split(tmp_path):
 def test_patients_table_errors(tmp_path):
     bad = tmp_path / "p.csv"
     bad.write_text("a.nii.gz,P1,extra\n")
-    with pytest.raises(VolumeError, match="data row 1 is not 'file,patient'"):
+    with pytest.raises(InputError, match="data row 1 is not 'file,patient'"):
         read_patients_table(bad)
     bad.write_text("a.nii.gz,P1\na.nii.gz,P2\n")
-    with pytest.raises(VolumeError, match="listed twice"):
+    with pytest.raises(InputError, match="listed twice"):
         read_patients_table(bad)
-    with pytest.raises(VolumeError, match="cannot read the patients table"):
+    with pytest.raises(InputError, match="cannot read the patients table"):
         read_patients_table(tmp_path / "missing.csv")
 
 
@@ -244,7 +244,7 @@ def test_a_second_conversion_into_a_busy_folder_is_refused_and_a_dead_holders_lo
     try:
         (out / ".cgan-ct-convert.lock").write_text(f"{busy.pid}\n")
         (out / ".tmp-theirs").write_text("the other conversion's temporary")
-        with pytest.raises(VolumeError, match=rf"another cgan-ct convert \(process {busy.pid}\) is writing"):
+        with pytest.raises(InputError, match=rf"another cgan-ct convert \(process {busy.pid}\) is writing"):
             convert([tmp_path / "a.nii.gz"], out, SMOKE, workers=1)
         assert (out / ".tmp-theirs").exists()  # nothing of theirs touched
     finally:

@@ -12,7 +12,7 @@ from cgan_ct import read_volume
 from cgan_ct.config import PRESETS
 from cgan_ct.demo import plan as demo_plan
 from cgan_ct.demo.run import DemoSettings, _State
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from tests.conftest import REPO
 
 
@@ -51,11 +51,11 @@ def test_the_default_demo_runs_every_stage_on_a_small_budget(tmp_path):
 def test_a_folder_with_other_settings_or_files_is_refused(tmp_path):
     (tmp_path / "a").mkdir()
     _State(tmp_path / "a", DemoSettings.smoke(), None)
-    with pytest.raises(VolumeError, match="other settings"):
+    with pytest.raises(InputError, match="other settings"):
         _State(tmp_path / "a", DemoSettings(), None)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "mine.txt").write_text("x")
-    with pytest.raises(VolumeError, match="did not make"):
+    with pytest.raises(InputError, match="did not make"):
         _State(tmp_path / "b", DemoSettings(), None)
 
 

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from cgan_ct import VolumeError, read_volume
+from cgan_ct import InputError, read_volume
 from tests.dicom_factory import (
     AXIAL,
     ramp_hu,
@@ -68,7 +68,7 @@ def test_several_series_need_a_choice(tmp_path):
     a, b = random_hu((3, 5, 5), seed=1), random_hu((4, 5, 5), seed=2)
     write_ct_series(tmp_path / "a", a, tags={"SeriesNumber": 7, "SeriesDescription": "lung"})
     write_ct_series(tmp_path / "b", b, tags={"SeriesNumber": 8, "SeriesDescription": "soft"})
-    with pytest.raises(VolumeError) as info:
+    with pytest.raises(InputError) as info:
         read_volume(tmp_path)
     message = str(info.value)
     assert "2 series found" in message and "series 7 (CT, 5 x 5): 3 slices" in message
@@ -76,7 +76,7 @@ def test_several_series_need_a_choice(tmp_path):
     np.testing.assert_array_equal(read_volume(tmp_path, series="8").hu, b)
     volume_a = read_volume(tmp_path / "a")
     np.testing.assert_array_equal(read_volume(tmp_path, series=volume_a.volume_id).hu, a)
-    with pytest.raises(VolumeError, match="series '9' not found"):
+    with pytest.raises(InputError, match="series '9' not found"):
         read_volume(tmp_path, series="9")
 
 
@@ -87,7 +87,7 @@ def test_the_one_ct_series_beside_a_segmentation_needs_no_choice(tmp_path):
     write_ct_series(tmp_path / "seg", random_hu((3, 5, 5), seed=2), tags={"SeriesNumber": 300, "Modality": "SEG"})
     np.testing.assert_array_equal(read_volume(tmp_path).hu, ct)
     write_ct_series(tmp_path / "ct2", random_hu((2, 5, 5), seed=3), tags={"SeriesNumber": 3})
-    with pytest.raises(VolumeError, match=r"3 series found.*series 300 \(SEG, 5 x 5\)"):
+    with pytest.raises(InputError, match=r"3 series found.*series 300 \(SEG, 5 x 5\)"):
         read_volume(tmp_path)
 
 
@@ -212,5 +212,5 @@ def test_a_damaged_compressed_slice_is_an_error_not_wrong_pixels(shared_ct, tmp_
             frame = frame[:middle] + b"\xff\xd9" + frame[middle:] if damage == "stray" else frame[:middle]
             ds.PixelData = encapsulate([frame])
         ds.save_as(tmp_path / source.name)
-    with pytest.raises(VolumeError, match=f"{files[2].name}: corrupt compressed pixel data .*{expect}"):
+    with pytest.raises(InputError, match=f"{files[2].name}: corrupt compressed pixel data .*{expect}"):
         read_volume(tmp_path)

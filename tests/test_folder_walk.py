@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io import folder_walk
 from cgan_ct.io.sources import discover
 from tests.dicom_factory import random_hu, write_ct_series
@@ -50,7 +50,7 @@ def test_linked_folders_are_walked_once_and_an_unreadable_one_is_listed(archive,
 
 def test_walk_raises_for_an_unreadable_folder_without_a_handler(archive, monkeypatch):
     _unreadable(monkeypatch, archive / "C")
-    with pytest.raises(VolumeError, match="folder cannot be read"):
+    with pytest.raises(InputError, match="folder cannot be read"):
         list(folder_walk.walk(archive))
     folders = [folder.name for folder, _ in folder_walk.walk(archive, lambda exc: None)]
     assert folders == ["root", "A", "B"]  # sorted, each real folder once, the loop not followed

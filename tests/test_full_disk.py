@@ -21,7 +21,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from cgan_ct import Volume, VolumeError, write_nifti
+from cgan_ct import InputError, Volume, write_nifti
 from cgan_ct.io.atomic_files import TMP_PREFIX
 from cgan_ct.io.volume import AcquisitionInfo
 
@@ -77,7 +77,7 @@ def _limited(folder: pathlib.Path, limit: int, body: str) -> dict:
 
 
 def _assert_failed_cleanly(result: dict, final: pathlib.Path, before: list[str]) -> None:
-    assert result["raised"] == "VolumeError", result
+    assert result["raised"] == "InputError", result
     message = result["message"]
     assert message.startswith(f"{final}: writing failed") and "\n" not in message, message
     assert "File too large" in message or "incomplete" in message, message
@@ -167,7 +167,7 @@ def test_json_record_on_a_full_disk_fails_and_keeps_the_previous_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     new, old = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     _assert_failed_cleanly(new, tmp_path / "new.json", ["old.json"])
-    assert old["raised"] == "VolumeError" and old["message"].startswith(f"{tmp_path / 'old.json'}: writing failed")
+    assert old["raised"] == "InputError" and old["message"].startswith(f"{tmp_path / 'old.json'}: writing failed")
     assert json.loads((tmp_path / "old.json").read_text()) == {"kept": True}
     assert os.listdir(tmp_path) == ["old.json"]
 
@@ -208,15 +208,15 @@ def test_a_saved_model_cut_without_an_error_from_tensorflow_is_refused(tmp_path,
     monkeypatch.setattr(export, "write_warmup_requests", cut_then_warmup)
     smoke = model_config("smoke")
     info = ModelInfo(16, "denoise", linear_mapping().to_json(), model=dataclasses.asdict(smoke))
-    with pytest.raises(VolumeError, match="model: writing failed .the SavedModel came out incomplete"):
+    with pytest.raises(InputError, match="model: writing failed .the SavedModel came out incomplete"):
         save_block_model(build_generator(smoke), info, tmp_path / "model")
     assert os.listdir(tmp_path) == []
 
 
 def test_volume_error_crosses_a_process_boundary():
     # A conversion's workers send a shard's error back pickled: it must arrive as itself, not a BrokenProcessPool.
-    error = pickle.loads(pickle.dumps(VolumeError("/data/x.tfrecord", "writing failed (File too large)")))
-    assert isinstance(error, VolumeError) and str(error) == "/data/x.tfrecord: writing failed (File too large)"
+    error = pickle.loads(pickle.dumps(InputError("/data/x.tfrecord", "writing failed (File too large)")))
+    assert isinstance(error, InputError) and str(error) == "/data/x.tfrecord: writing failed (File too large)"
     assert error.source == "/data/x.tfrecord" and error.problem == "writing failed (File too large)"
 
 

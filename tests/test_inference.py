@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from cgan_ct import read_volume
 from cgan_ct.cli.progress import ProgressBar
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.inference.inference import BlockModel, condition_volume, infer_volume
 from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
@@ -43,9 +43,9 @@ def test_infer_keeps_the_grid_and_uses_the_training_condition(model_dir, awkward
 
 
 def test_infer_rejects_wrong_task_and_non_models(model_dir, awkward_volume, tmp_path):
-    with pytest.raises(VolumeError, match="trained for 'denoise'"):
+    with pytest.raises(InputError, match="trained for 'denoise'"):
         infer_volume(awkward_volume, BlockModel(model_dir), task="depixelate")
-    with pytest.raises(VolumeError, match="neither a model exported"):
+    with pytest.raises(InputError, match="neither a model exported"):
         BlockModel(tmp_path)
 
 
@@ -154,11 +154,11 @@ def test_python_side_checks_blocks_before_calling_the_model(model_dir, monkeypat
     predict = model.predictor(0)
     blocks = np.zeros((3, 16, 16, 16, 1), np.float32)
     blocks[2, 0, 0, 0, 0] = np.nan
-    with pytest.raises(VolumeError, match=r"blocks_hu holds 1 NaN or Inf value\(s\)"):
+    with pytest.raises(InputError, match=r"blocks_hu holds 1 NaN or Inf value\(s\)"):
         predict(blocks)
-    with pytest.raises(VolumeError, match=r"blocks_hu must be \[batch, 16, 16, 16, 1\].*got \(3, 8, 16, 16, 1\)"):
+    with pytest.raises(InputError, match=r"blocks_hu must be \[batch, 16, 16, 16, 1\].*got \(3, 8, 16, 16, 1\)"):
         predict(np.zeros((3, 8, 16, 16, 1), np.float32))
-    with pytest.raises(VolumeError, match="blocks_hu must be real numbers, got complex64"):
+    with pytest.raises(InputError, match="blocks_hu must be real numbers, got complex64"):
         predict(np.zeros((3, 16, 16, 16, 1), np.complex64))
 
 
@@ -173,12 +173,12 @@ def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, 
     assert export_version(smoke_run, base) == (base / "2", 2)
     assert export_version(smoke_run, base, version=7) == (base / "7", 7)
     assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7"]  # nothing else for TF Serving to skip
-    with pytest.raises(VolumeError, match="not overwriting"):
+    with pytest.raises(InputError, match="not overwriting"):
         export_version(smoke_run, base, version=2)
     assert export_version(smoke_run, base, version=2, overwrite=True) == (base / "2", 2)
-    with pytest.raises(VolumeError, match="version must be a positive integer"):
+    with pytest.raises(InputError, match="version must be a positive integer"):
         export_version(smoke_run, base, version=0)
-    with pytest.raises(VolumeError, match="is itself a SavedModel"):
+    with pytest.raises(InputError, match="is itself a SavedModel"):
         export_version(smoke_run, model_dir)  # a flat export: a version inside it would be shadowed
 
     latest = BlockModel(base)
@@ -191,7 +191,7 @@ def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, 
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_array_equal(outputs[0], outputs[2])
     (base / "12").mkdir()  # the highest version, but not a complete export: TF Serving would try it too
-    with pytest.raises(VolumeError, match=r"denoise/12: the highest version folder is not a model exported"):
+    with pytest.raises(InputError, match=r"denoise/12: the highest version folder is not a model exported"):
         BlockModel(base)
 
 
@@ -236,5 +236,5 @@ def test_a_depixelation_model_sees_its_cells_from_each_tiles_first_voxel(awkward
 
 
 def test_a_dose_is_refused_for_a_model_it_does_not_apply_to(model_dir, awkward_volume):
-    with pytest.raises(VolumeError, match="a dose applies to lowdose models .* not to a denoise model"):
+    with pytest.raises(InputError, match="a dose applies to lowdose models .* not to a denoise model"):
         infer_volume(awkward_volume, BlockModel(model_dir), dose=0.5)

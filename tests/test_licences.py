@@ -49,7 +49,7 @@ for uid in (JPEGLossless, JPEGLosslessSV1):
         decoder.remove_plugin(plugin)
 try:
     cgan_ct.read_volume({str(JPEG_LOSSLESS_SERIES)!r})
-except cgan_ct.VolumeError as exc:
+except cgan_ct.InputError as exc:
     print("ERROR:", str(exc).splitlines()[0])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout

@@ -346,10 +346,10 @@ def test_bad_inputs_of_the_shift_search_raise_clear_errors(phantoms):
 
 def test_the_report_refuses_volumes_shorter_than_its_blocks_before_writing_anything(tmp_path):
     """Issue 30 item 13: volumes shorter than the block stack failed mid-report and left an empty figures/."""
-    from cgan_ct.errors import VolumeError
+    from cgan_ct.errors import InputError
     from cgan_ct.realism.synthesis_report import synthesis_report
 
     volumes = [make_phantom(seed, 16, 64) for seed in range(3)]
-    with pytest.raises(VolumeError, match=r"synthetic volume 1 of 1 is 16 x 64 x 64 voxels: .* at least 39 voxels"):
+    with pytest.raises(InputError, match=r"synthetic volume 1 of 1 is 16 x 64 x 64 voxels: .* at least 39 voxels"):
         synthesis_report(volumes[:1], volumes[1:2], volumes[2:], tmp_path / "report", realism=False)
     assert not (tmp_path / "report").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cgan_ct.constants import MODEL_INFO_FILE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.model import pretrained
 from cgan_ct.model.export import ModelInfo
@@ -22,9 +22,9 @@ HELDOUT = "lidc-idri-0001"  # never seen in training (benchmarks/train_pretraine
 
 
 def test_unknown_pretrained_name_is_one_clear_error():
-    with pytest.raises(VolumeError, match=r"pretrained:nope.*no such pretrained model; shipped: pretrained:"):
+    with pytest.raises(InputError, match=r"pretrained:nope.*no such pretrained model; shipped: pretrained:"):
         pretrained.resolve("pretrained:nope")
-    with pytest.raises(VolumeError, match="no such pretrained model"):
+    with pytest.raises(InputError, match="no such pretrained model"):
         pretrained.resolve("pretrained:../denoise")
     assert str(pretrained.resolve("some/folder")) == "some/folder"
 
@@ -45,7 +45,7 @@ def test_exported_model_records_its_condition_and_inference_simulates_it(model_d
     assert ModelInfo(16, "denoise", info.intensity).peak == 512.0  # models exported before it was recorded
     import SimpleITK as sitk
 
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     sitk.WriteImage(sitk.GetImageFromArray(_phantom(3)[:32]), str(tmp_path / "v.nii"))
     volume = read_volume(tmp_path / "v.nii")
@@ -71,7 +71,7 @@ def test_the_promised_models_ship_small_with_cards():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_model_beats_its_condition_on_a_held_out_patient(shared_ct, name):
     from cgan_ct.inference.evaluation import evaluate_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     volume = read_volume(shared_ct / HELDOUT)
     middle = volume.shape[0] // 2
@@ -113,7 +113,7 @@ def mild_dose_slab(shared_ct):
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.inference.inference import condition_volume
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     volume = read_volume(shared_ct / HELDOUT)
     middle = volume.shape[0] // 2

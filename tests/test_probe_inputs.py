@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from cgan_ct import VolumeError, read_volume
+from cgan_ct import InputError, read_volume
 from cgan_ct.config import conversion_config
 from cgan_ct.data.conversion import convert
 from tests.conftest import REPO
@@ -46,7 +46,7 @@ def test_read_volume(case, probe_root):
         if case.check:
             case.check(volume)
         return
-    with pytest.raises(VolumeError) as info:
+    with pytest.raises(InputError) as info:
         read_volume(path)
     message = str(info.value)
     assert case.expect in message and _named(message, path), message
@@ -152,7 +152,7 @@ def test_convert_archive_skips_each_bad_input_and_converts_the_rest(probe_root, 
 def test_convert_of_only_a_bad_input_names_it_and_leaves_nothing(case, probe_root, tmp_path):
     _, paths = probe_root
     out = tmp_path / "dataset"
-    with pytest.raises(VolumeError) as info:
+    with pytest.raises(InputError) as info:
         convert([paths[case.name]], out, conversion_config("smoke"), workers=1)
     message = str(info.value)
     assert "nothing written" in message and str(paths[case.name]) in message, message

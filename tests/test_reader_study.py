@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from cgan_ct import VolumeError, write_nifti
+from cgan_ct import InputError, write_nifti
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.study import reader_study as rs
 from cgan_ct.study.reader_page import ANSWERS_FORMAT, page_html
@@ -282,23 +282,23 @@ def test_folders_of_volumes_pair_by_sorted_order(tmp_path):
     assert sorted(per_pair) == [2, 3]
     assert all(t["generated_slice"] == t["real_slice"] for t in key["trials"])  # same depths here
     (tmp_path / "gen" / "case2.nii.gz").write_bytes((tmp_path / "gen" / "case0_synthetic.nii.gz").read_bytes())
-    with pytest.raises(VolumeError, match="holds 3 volumes but .* holds 2"):
+    with pytest.raises(InputError, match="holds 3 volumes but .* holds 2"):
         rs.build_study(tmp_path / "real", tmp_path / "gen", tmp_path / "out2", pairs=5, seed=2, size_px=64)
 
 
 def test_bad_input_names_the_input(volumes, tmp_path):
     real, generated = volumes
-    with pytest.raises(VolumeError, match=re.escape(str(tmp_path / "missing.nii.gz")) + ": no such file"):
+    with pytest.raises(InputError, match=re.escape(str(tmp_path / "missing.nii.gz")) + ": no such file"):
         rs.build_study(tmp_path / "missing.nii.gz", generated, tmp_path / "o1", seed=1)
-    with pytest.raises(VolumeError, match=re.escape(str(real)) + ": 30 slice pairs asked of a volume with 16"):
+    with pytest.raises(InputError, match=re.escape(str(real)) + ": 30 slice pairs asked of a volume with 16"):
         rs.build_study(real, generated, tmp_path / "o2", pairs=30, seed=1)
-    with pytest.raises(VolumeError, match="window must be lung, mediastinum or both"):
+    with pytest.raises(InputError, match="window must be lung, mediastinum or both"):
         rs.build_study(real, generated, tmp_path / "o3", window="bone")
-    with pytest.raises(VolumeError, match="pairs must be at least 1"):
+    with pytest.raises(InputError, match="pairs must be at least 1"):
         rs.build_study(real, generated, tmp_path / "o4", pairs=0)
     study = _build(volumes, tmp_path / "o5", pairs=2)
     before = _files(tmp_path / "o5")
-    with pytest.raises(VolumeError, match="already exists; not overwriting"):
+    with pytest.raises(InputError, match="already exists; not overwriting"):
         _build(volumes, tmp_path / "o5", pairs=2, seed=9)
     assert _files(tmp_path / "o5") == before and study.key.exists()
     assert not [p for p in (tmp_path / "o2").glob(".tmp-*")]
@@ -413,7 +413,7 @@ def test_unanswered_trials_are_left_out(tmp_path):
 def test_bad_answers_name_the_file(tmp_path, change, message):
     key_path, trials = _key(tmp_path, [("left", "lung")] * 2)
     path = _answers(tmp_path, "R1", trials, lambda t: True, **change)
-    with pytest.raises(VolumeError, match=re.escape(str(path)) + ".*" + re.escape(message)):
+    with pytest.raises(InputError, match=re.escape(str(path)) + ".*" + re.escape(message)):
         score_readers(read_key(key_path), [read_answers(path)])
 
 
@@ -423,20 +423,20 @@ def test_duplicate_readers_trials_and_bad_files(tmp_path):
     a = _answers(tmp_path, "R1", trials, lambda t: True)
     b = tmp_path / "copy.json"
     b.write_bytes(a.read_bytes())
-    with pytest.raises(VolumeError, match=re.escape(str(b)) + ": reader 'R1' appears in more than one"):
+    with pytest.raises(InputError, match=re.escape(str(b)) + ": reader 'R1' appears in more than one"):
         score_readers(key, [read_answers(a), read_answers(b)])
     twice = _answers(tmp_path, "R2", trials + trials[:1], lambda t: True)
-    with pytest.raises(VolumeError, match="answered more than once"):
+    with pytest.raises(InputError, match="answered more than once"):
         score_readers(key, [read_answers(twice)])
     (tmp_path / "junk.json").write_text("{not json")
-    with pytest.raises(VolumeError, match="junk.json: not valid JSON"):
+    with pytest.raises(InputError, match="junk.json: not valid JSON"):
         read_answers(tmp_path / "junk.json")
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(VolumeError, match="junk.csv: not a reader study answers CSV"):
+    with pytest.raises(InputError, match="junk.csv: not a reader study answers CSV"):
         read_answers(tmp_path / "junk.csv")
-    with pytest.raises(VolumeError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         read_answers(tmp_path / "none.csv")
-    with pytest.raises(VolumeError, match="not a reader study key"):
+    with pytest.raises(InputError, match="not a reader study key"):
         read_key(a)
 
 

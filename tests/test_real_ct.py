@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from cgan_ct import read_volume
-from cgan_ct.io.dicom_io import read_dicom_series
+from cgan_ct.io.dicom_reader import read_dicom_series
 from cgan_ct.io.sitk_bridge import geometry_from_sitk, to_sitk
 from tests.conftest import require_tool
 

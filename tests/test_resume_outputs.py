@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from cgan_ct import read_volume
 from cgan_ct.cli.output_set import OutputSet, request_key
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.dicom_writer import write_dicom_series
 from cgan_ct.io.volume import AcquisitionInfo, Volume
 from tests.conftest import REPO
@@ -84,7 +84,7 @@ def test_output_set_removes_stale_temporaries_and_refuses_a_running_writer(tmp_p
 
     running = tmp_path / f".tmp-infer-{os.getppid()}-0123abcd"
     running.mkdir()
-    with pytest.raises(VolumeError, match=rf"pid {os.getppid()}\) is writing into this folder"):
+    with pytest.raises(InputError, match=rf"pid {os.getppid()}\) is writing into this folder"):
         outputs.plan()
     assert running.is_dir()
 
@@ -288,11 +288,11 @@ def test_synthesize_refuses_folders_of_other_settings_or_incomplete_ones_before_
         ({"formats": ["nifti"]}, "synthetic_000: exists, not from a run with these settings .*differs in formats"),
     ]:
         cascade = FakeCascade()
-        with pytest.raises(VolumeError, match=pattern):
+        with pytest.raises(InputError, match=pattern):
             write_synthetic_volumes(cascade, out, count=1, **kwargs)
         assert cascade.drawn == []
     (out / "synthetic_001" / "dicom" / "IM00004.dcm").unlink()
     cascade = FakeCascade()
-    with pytest.raises(VolumeError, match="synthetic_001: exists but is not a complete volume"):
+    with pytest.raises(InputError, match="synthetic_001: exists but is not a complete volume"):
         write_synthetic_volumes(cascade, out, count=3)
     assert cascade.drawn == []

@@ -15,7 +15,7 @@ import warnings
 import pytest
 
 from cgan_ct import read_volume
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import SecretCreatedWarning, pseudonym, resolve_salt, secret_path
 from tests.conftest import REPO
 from tests.dicom_factory import random_hu, write_ct_series
@@ -99,10 +99,10 @@ def test_processes_starting_at_once_share_one_secret_and_one_notice(secret_file)
 @pytest.mark.parametrize("value", ["", "  "])
 def test_an_empty_key_is_refused(secret_file, monkeypatch, value):
     monkeypatch.setenv("CGAN_CT_SALT", value)
-    with pytest.raises(VolumeError, match="CGAN_CT_SALT is set but empty"):
+    with pytest.raises(InputError, match="CGAN_CT_SALT is set but empty"):
         pseudonym("pat", "id:1")
     monkeypatch.delenv("CGAN_CT_SALT")
-    with pytest.raises(VolumeError, match="key is empty"):
+    with pytest.raises(InputError, match="key is empty"):
         pseudonym("pat", "id:1", salt=value)
     assert not secret_file.exists()
 
@@ -123,7 +123,7 @@ def test_a_bad_secret_file_is_refused_with_its_path_and_never_replaced(secret_fi
     secret_file.parent.mkdir(parents=True)
     secret_file.write_text(text)
     secret_file.chmod(mode)
-    with pytest.raises(VolumeError, match=problem) as refused:
+    with pytest.raises(InputError, match=problem) as refused:
         pseudonym("pat", "id:1")
     assert str(refused.value).startswith(f"{secret_file}: ") and "\n" not in str(refused.value)
     secret_file.chmod(0o600)

@@ -14,10 +14,10 @@ import pytest
 from cgan_ct import read_volume
 from cgan_ct.config import coarse_config, conversion_config, model_config
 from cgan_ct.demo.phantom import make_phantom
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.dicom_writer import DCIODVFY_UNKNOWN_SYNTHETIC
+from cgan_ct.io.image_files import write_nifti
 from cgan_ct.io.volume import subsample_volume
-from cgan_ct.io.volume_files import write_nifti
 from cgan_ct.ops.blocks import predict_volume
 from cgan_ct.ops.pyramid import level_shape, subsample, upsample_nearest
 from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
@@ -111,7 +111,7 @@ def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - model.draw(4, 5)).max() > 0
     assert a.min() >= -1024 and a.max() <= 3071
-    with pytest.raises(VolumeError, match="not a coarse generator"):
+    with pytest.raises(InputError, match="not a coarse generator"):
         CoarseModel(tmp_path)
 
 
@@ -294,7 +294,7 @@ def test_synthesize_cli_writes_marked_dicom_that_passes_dciodvfy(tiny_cascade, t
 def test_cascade_folder_errors_name_the_folder(tmp_path):
     from cgan_ct.synthesis.synthesis import Cascade
 
-    with pytest.raises(VolumeError, match="not a synthesis cascade"):
+    with pytest.raises(InputError, match="not a synthesis cascade"):
         Cascade(tmp_path)
 
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage, stats
 
 from cgan_ct.demo.phantom import make_phantom
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.realism.synthesis_stats import (
     HuHistogram,
@@ -256,7 +256,7 @@ def test_bad_inputs_raise_clear_errors(phantoms):
     with pytest.raises(ValueError, match="heldout has no volumes"):
         compare([phantoms[0]], [phantoms[1]], iter([]), patch=PATCH)
     air = phantoms[0].replace(hu=np.full((4, 16, 16), -1000, np.int16), volume_id="vol-air")
-    with pytest.raises(VolumeError, match="^vol-air: no body"):
+    with pytest.raises(InputError, match="^vol-air: no body"):
         volume_statistics(air)
     with pytest.raises(TypeError, match="Volume"):
         volume_statistics(phantoms[0].hu)

@@ -120,9 +120,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_rerun_into_a_run_with_other_settings_is_refused(smoke_dataset, smoke_run):
-    from cgan_ct.errors import VolumeError
+    from cgan_ct.errors import InputError
 
-    with pytest.raises(VolumeError, match="other settings"):
+    with pytest.raises(InputError, match="other settings"):
         train(smoke_dataset, smoke_run, SMOKE, RunOptions("depixelate", steps_per_epoch=6), verbose=0)
     done = train(smoke_dataset, smoke_run, SMOKE, RunOptions("denoise", steps_per_epoch=6), verbose=0)
     assert done.message.startswith("already finished")
@@ -183,13 +183,13 @@ def test_export_in_a_fresh_process_finds_the_custom_layers(smoke_run, tmp_path):
 
 
 def test_export_refuses_missing_run_and_existing_output(smoke_run, tmp_path):
-    from cgan_ct.errors import VolumeError
+    from cgan_ct.errors import InputError
 
-    with pytest.raises(VolumeError, match="not a training run"):
+    with pytest.raises(InputError, match="not a training run"):
         export_generator(tmp_path, tmp_path / "m")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "keep").write_text("x")
-    with pytest.raises(VolumeError, match="not overwriting"):
+    with pytest.raises(InputError, match="not overwriting"):
         export_generator(smoke_run, tmp_path / "m")
 
 

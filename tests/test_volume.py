@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cgan_ct import Volume, VolumeError
+from cgan_ct import InputError, Volume
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, canonical_axes, to_canonical
 
@@ -55,9 +55,9 @@ def test_oblique_directions_give_a_permutation(seed):
 
 
 def test_volume_validates_its_fields():
-    with pytest.raises(VolumeError, match="3-D int16"):
+    with pytest.raises(InputError, match="3-D int16"):
         Volume(np.zeros((2, 2), np.int16), (1, 1, 1), (0, 0, 0), np.eye(3), "v", "p", AcquisitionInfo("t"))
-    with pytest.raises(VolumeError, match="positive"):
+    with pytest.raises(InputError, match="positive"):
         Volume(np.zeros((2, 2, 2), np.int16), (1, 0, 1), (0, 0, 0), np.eye(3), "v", "p", AcquisitionInfo("t"))
 
 

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 import cgan_ct
-from cgan_ct import Volume, VolumeError, read_volume, write_dicom_series, write_nifti
+from cgan_ct import InputError, Volume, read_volume, write_dicom_series, write_nifti
 from cgan_ct.io.sitk_bridge import geometry_from_sitk
 from cgan_ct.io.volume import AcquisitionInfo
 from tests.conftest import require_tool
@@ -96,7 +96,7 @@ def test_existing_folder_is_kept(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    with pytest.raises(VolumeError, match="not empty; not overwriting"):
+    with pytest.raises(InputError, match="not empty; not overwriting"):
         write_dicom_series(_volume(), out)
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
@@ -119,14 +119,14 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
 
     original = pydicom.dcmwrite
     monkeypatch.setattr(pydicom, "dcmwrite", failing_write)
-    with pytest.raises(VolumeError, match=r"out: writing failed \(disk full\)"):
+    with pytest.raises(InputError, match=r"out: writing failed \(disk full\)"):
         write_dicom_series(_volume(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_non_orthonormal_direction_is_refused(tmp_path):
     volume = _volume().replace(direction=np.array([[1, 0.3, 0], [0, 1, 0], [0, 0, 1]], float))
-    with pytest.raises(VolumeError, match="not orthonormal"):
+    with pytest.raises(InputError, match="not orthonormal"):
         write_dicom_series(volume, tmp_path / "out")
 
 
@@ -143,8 +143,8 @@ def test_nifti_round_trip(tmp_path, name):
 def test_nifti_refuses_overwrite_and_bad_suffix(tmp_path):
     path = tmp_path / "v.nii.gz"
     path.write_bytes(b"precious")
-    with pytest.raises(VolumeError, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):
         write_nifti(_volume(), path)
     assert path.read_bytes() == b"precious"
-    with pytest.raises(VolumeError, match="must end in .nii"):
+    with pytest.raises(InputError, match="must end in .nii"):
         write_nifti(_volume(), tmp_path / "v.mha")

@@ -28,7 +28,7 @@ from absl import app, flags
 
 from cgan_ct.cli import job
 from cgan_ct.config import LowDoseConfig, conversion_config
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 # The conversion library is imported by _run_beam and _run_local, not here: --help and --version stay fast.
 
@@ -132,7 +132,7 @@ def _run_beam(config, beam_args):
     try:
         from cgan_ct.data.beam_conversion import convert_with_beam
     except ImportError:
-        raise VolumeError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
+        raise InputError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
     patients = read_patients_table(_PATIENTS.value) if _PATIENTS.value else None
     manifest = convert_with_beam(
         _INPUT.value, _OUTPUT.value, config, salt=job.salt_from_flags(), beam_args=beam_args, patients=patients

@@ -9,8 +9,8 @@ from absl import app
 
 from cgan_ct.constants import VOLUME_FORMATS
 from cgan_ct.io.dicom_writer import write_dicom_series
+from cgan_ct.io.image_files import write_nifti
 from cgan_ct.io.volume import Volume
-from cgan_ct.io.volume_files import write_nifti
 
 FORMATS = VOLUME_FORMATS
 

@@ -5,7 +5,7 @@ Every console script (``cgan-ct-<job>``) and ``python -m pipelines.<job>`` ends 
     def run() -> None:
         job.run(main, __name__, required=("dataset_dir", "output_dir"))
 
-``main(argv)`` returns the exit status (None is 0). A ``VolumeError``, ``ValueError``
+``main(argv)`` returns the exit status (None is 0). A ``InputError``, ``ValueError``
 or ``OSError`` that escapes it (a bad input, a wrong value, a path that cannot be
 written) becomes one line, ``cgan-ct-<job>: error: ...`` on stderr, and exit
 status 2 (with ``CGAN_CT_TRACEBACK=1`` in the environment they keep their traceback:
@@ -34,12 +34,12 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import on_secret_created, read_salt_file, resolve_salt, secret_created_notice
 from cgan_ct.runtime import native_log_level, quiet_tensorflow_import, uninstall_quiet_import
 from cgan_ct.version import __version__
 
-INPUT_ERRORS = (VolumeError, ValueError, OSError)
+INPUT_ERRORS = (InputError, ValueError, OSError)
 INPUT_ERROR_STATUS = 2
 TRACEBACK_ENV = "CGAN_CT_TRACEBACK"  # =1: input errors keep their traceback (a ValueError may be a bug)
 _HELP_FLAGS = {"--help", "-help", "--helpshort", "-helpshort", "-?", "--?"}
@@ -195,7 +195,7 @@ def salt_from_flags() -> str | None:
     then takes ``$CGAN_CT_SALT``, else the user's secret)."""
     path = flags.FLAGS["salt_file"].value if "salt_file" in flags.FLAGS else None
     if path == "":
-        raise VolumeError(None, "--salt_file is empty; give the file that holds the key")
+        raise InputError(None, "--salt_file is empty; give the file that holds the key")
     return None if path is None else read_salt_file(path)
 
 

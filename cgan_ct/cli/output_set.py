@@ -31,7 +31,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import process_alive
 from cgan_ct.io.json_files import read_json_object, write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
@@ -95,10 +95,10 @@ class OutputSet:
     def plan(self) -> tuple[str, ...]:
         """Removes stale staging, sets ``kept`` and ``foreign``; returns the outputs missing from the folder.
 
-        Raises VolumeError when ``folder`` is not a folder or another running job is writing into it.
+        Raises InputError when ``folder`` is not a folder or another running job is writing into it.
         """
         if self.folder.exists() and not self.folder.is_dir():
-            raise VolumeError(self.folder, "exists and is not a folder")
+            raise InputError(self.folder, "exists and is not a folder")
         if not self.folder.is_dir():
             return self.names
         self._remove_stale()
@@ -114,7 +114,7 @@ class OutputSet:
             return []
         try:
             data = read_json_object(self.record_path, f"{self.job} record")
-        except VolumeError:
+        except InputError:
             return []
         outputs = data.get("outputs")
         return list(outputs) if data.get("request") == self.request and isinstance(outputs, list) else []
@@ -126,7 +126,7 @@ class OutputSet:
             if match and match["job"] == self.job:
                 pid = int(match["pid"])
                 if _process_alive(pid):
-                    raise VolumeError(
+                    raise InputError(
                         self.folder,
                         f"another cgan-ct-{self.job} (pid {pid}) is writing into this folder ({entry.name}); "
                         "wait for it to end or choose another folder",
@@ -148,7 +148,7 @@ class OutputSet:
         try:
             staging.mkdir()
         except OSError as exc:
-            raise VolumeError(
+            raise InputError(
                 self.folder, f"cannot write in this folder ({exc.strerror or type(exc).__name__})"
             ) from None
         self._staging, self._placed, self._keep = staging, None, list(keep)

@@ -27,7 +27,7 @@ from cgan_ct.data.conversion import plan_fingerprint, plan_shards
 from cgan_ct.data.manifest import SPLITS, Manifest, build_manifest, write_manifest
 from cgan_ct.data.tfrecord_io import file_crc32c, iter_records
 from cgan_ct.data.volume_records import convert_volume
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.sources import discover, skipped_from_error
 
 _WORK = ".beam-work"
@@ -43,7 +43,7 @@ class _ConvertVolume(beam.DoFn):
         split, source = item
         try:
             converted = convert_volume(source, self.config, self.salt)
-        except VolumeError as exc:
+        except InputError as exc:
             yield beam.pvalue.TaggedOutput(
                 "skipped", json.dumps(skipped_from_error(exc, self.salt, source.volume_id).to_json())
             )
@@ -91,14 +91,14 @@ def convert_with_beam(
         (default: the DirectRunner).
 
     Raises:
-      VolumeError: the output folder is not empty, or nothing could be converted.
+      InputError: the output folder is not empty, or nothing could be converted.
     """
     config = config or ConversionConfig()
     output_dir = pathlib.Path(output_dir)
     if config.condition == "paired":
-        raise VolumeError(output_dir, "a paired conversion (condition inputs) runs with the local engine only")
+        raise InputError(output_dir, "a paired conversion (condition inputs) runs with the local engine only")
     if output_dir.exists() and any(output_dir.iterdir()):
-        raise VolumeError(output_dir, "the Beam conversion needs an empty or new output folder")
+        raise InputError(output_dir, "the Beam conversion needs an empty or new output folder")
     output_dir.mkdir(parents=True, exist_ok=True)
     sources, skipped = discover(inputs, salt, patients)
     tasks = plan_shards(sources, config, salt, output_dir)

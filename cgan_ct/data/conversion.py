@@ -24,7 +24,7 @@ from cgan_ct.data.manifest import MANIFEST, SPLITS, Manifest, build_manifest, wr
 from cgan_ct.data.pairing import pair_sources
 from cgan_ct.data.shard_writer import WORK_DIR, ShardTask
 from cgan_ct.data.workers import run_tasks
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import TMP_PREFIX, folder_lock
 from cgan_ct.io.sources import VolumeSource, discover
 
@@ -134,11 +134,11 @@ def _prepare(output_dir: pathlib.Path, fingerprint: str, overwrite: bool) -> Man
         manifest = Manifest.load(output_dir)
         if manifest.plan_fingerprint == fingerprint:
             return manifest
-        raise VolumeError(output_dir, "holds a different conversion; overwrite it or use another folder")
+        raise InputError(output_dir, "holds a different conversion; overwrite it or use another folder")
     plan_path = output_dir / WORK_DIR / "plan.json"
     if plan_path.exists() and json.loads(plan_path.read_text()).get("fingerprint") != fingerprint:
         message = "holds an unfinished conversion of other inputs or settings; overwrite it or use another folder"
-        raise VolumeError(output_dir, message)
+        raise InputError(output_dir, message)
     plan_path.parent.mkdir(exist_ok=True)
     plan_path.write_text(json.dumps({"fingerprint": fingerprint}))
     _remove_temporaries(output_dir)
@@ -188,7 +188,7 @@ def convert(
       A ConversionReport; ``report.complete`` is False when inputs were skipped.
 
     Raises:
-      VolumeError: the output folder holds another conversion, or nothing
+      InputError: the output folder holds another conversion, or nothing
         could be converted (naming every input and why). Then nothing is left
         behind in ``output_dir`` that a rerun would have to be told to discard.
     """
@@ -203,7 +203,7 @@ def convert(
         skipped += condition_skipped + unpaired
     console_skips = [(s.path, s.reason) for s in skipped]
     if not sources:
-        raise VolumeError(None, _nothing_converted("no volume to convert", console_skips))
+        raise InputError(None, _nothing_converted("no volume to convert", console_skips))
     tasks = plan_shards(sources, config, salt, output_dir)
     fingerprint = plan_fingerprint(tasks, config)
     created = not output_dir.exists()
@@ -242,7 +242,7 @@ def _convert_locked(
     console_skips += [(locations.get(s["source"], s["source"]), s["reason"]) for r in receipts for s in r["skipped"]]
     if not any(r["volumes"] for r in receipts if r["split"] == "train"):
         _remove_outputs(output_dir)  # nothing in it can be used: a rerun starts clean, without --overwrite
-        raise VolumeError(None, _nothing_converted("no training volume was converted", console_skips))
+        raise InputError(None, _nothing_converted("no training volume was converted", console_skips))
     manifest = manifest_from_receipts(receipts, config, fingerprint, [s.to_json() for s in skipped])
     write_manifest(output_dir, manifest)
     shutil.rmtree(output_dir / WORK_DIR, ignore_errors=True)

@@ -34,7 +34,7 @@ import tensorflow as tf
 from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, DENOISE, DEPIXELATE, LOWDOSE, TASKS
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.ops import corruption
 from cgan_ct.ops.intensity import IntensityMapping
 
@@ -98,7 +98,7 @@ def _shard_files(dataset_dir: pathlib.Path, manifest: Manifest, split: str) -> l
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     names = [s.name for s in manifest.splits[split].shards]
     if not names:
-        raise VolumeError(dataset_dir, f"the {split} split has no shards")
+        raise InputError(dataset_dir, f"the {split} split has no shards")
     return [str(dataset_dir / name) for name in names]
 
 
@@ -294,9 +294,9 @@ def make_dataset(
 
 
 def check_task_data(dataset_dir, manifest: Manifest, task: str) -> None:
-    """VolumeError unless the dataset can train ``task``: lowdose needs a stored condition."""
+    """InputError unless the dataset can train ``task``: lowdose needs a stored condition."""
     if task == LOWDOSE and not manifest.condition:
-        raise VolumeError(
+        raise InputError(
             dataset_dir,
             "stores no paired condition, which task lowdose trains on: convert with "
             "--condition lowdose (simulated) or --condition_input LOW_DOSE_SERIES (real pairs)",

@@ -14,7 +14,7 @@ import pathlib
 from cgan_ct.config import ConversionConfig
 from cgan_ct.constants import MANIFEST_FILE
 from cgan_ct.data import schema
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import read_json_object, record_fields, write_json_atomic
 from cgan_ct.ops import intensity
 from cgan_ct.version import __version__
@@ -115,7 +115,7 @@ class Manifest:
         """The manifest in ``data`` (as read from ``path``, named in errors); refuses unknown schema versions."""
         version = data.get("schema_version")
         if version not in schema.READABLE_SCHEMA_VERSIONS:
-            raise VolumeError(
+            raise InputError(
                 path,
                 f"{_WHAT} has schema_version {version!r}; this cgan-ct reads "
                 f"{', '.join(map(str, schema.READABLE_SCHEMA_VERSIONS))}: convert the data again or upgrade cgan-ct",
@@ -140,14 +140,14 @@ class Manifest:
             fields["skipped"] = tuple(SkippedInput(**s) for s in fields["skipped"])
             return cls(**fields)
         except (TypeError, KeyError, AttributeError) as exc:
-            raise VolumeError(path, f"{_WHAT} is malformed ({exc})") from None
+            raise InputError(path, f"{_WHAT} is malformed ({exc})") from None
 
     @classmethod
     def load(cls, dataset_dir) -> Manifest:
-        """The manifest of a converted dataset; VolumeError if there is none or it cannot be read."""
+        """The manifest of a converted dataset; InputError if there is none or it cannot be read."""
         path = pathlib.Path(dataset_dir) / MANIFEST_FILE
         if not path.exists():
-            raise VolumeError(path, "no manifest: not a converted dataset, or its conversion did not finish")
+            raise InputError(path, "no manifest: not a converted dataset, or its conversion did not finish")
         return cls.from_json(read_json_object(path, _WHAT), path)
 
     def save(self, dataset_dir) -> pathlib.Path:
@@ -171,7 +171,7 @@ def fit_intensity(train_histogram, config: ConversionConfig) -> intensity.Intens
     nothing to fit; with the linear window, which needs no fit, it would be a dataset nothing can train on).
     """
     if train_histogram is None or int(train_histogram.sum()) == 0:
-        raise VolumeError(None, "no training volume was converted; nothing to train on or to fit the intensity to")
+        raise InputError(None, "no training volume was converted; nothing to train on or to fit the intensity to")
     if config.intensity == "linear":
         return intensity.linear_mapping()
     return intensity.fit_equalization(train_histogram)
@@ -237,5 +237,5 @@ def write_manifest(output_dir, manifest: Manifest) -> pathlib.Path:
 
 
 def load_manifest(dataset_dir) -> Manifest:
-    """``Manifest.load``: the manifest of a converted dataset; VolumeError if there is none."""
+    """``Manifest.load``: the manifest of a converted dataset; InputError if there is none."""
     return Manifest.load(dataset_dir)

@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.sources import SkippedInput, VolumeSource, skipped_from_error
 from cgan_ct.io.volume import Volume
 
@@ -53,7 +53,7 @@ def pair_sources(
         if len(candidates) != 1:
             why = "no" if not candidates else f"{len(candidates)} candidate"
             problem = f"{why} condition volume(s) of the same patient among the condition inputs: cannot pair it"
-            skipped.append(skipped_from_error(VolumeError(source.location, problem), salt, source.volume_id))
+            skipped.append(skipped_from_error(InputError(source.location, problem), salt, source.volume_id))
             continue
         paired.append(dataclasses.replace(source, paired=candidates[0]))
     return paired, skipped
@@ -70,7 +70,7 @@ def align_pair(full: Volume, condition: Volume) -> tuple[Volume, np.ndarray]:
     """The full-dose volume cropped to the slices both hold, and the condition's HU on its grid.
 
     Raises:
-      VolumeError naming the full-dose volume and what does not match.
+      InputError naming the full-dose volume and what does not match.
     """
     problems = []
     if full.shape[1:] != condition.shape[1:]:
@@ -91,14 +91,14 @@ def align_pair(full: Volume, condition: Volume) -> tuple[Volume, np.ndarray]:
         if np.max(np.abs(shift)) > _POSITION_TOLERANCE:
             problems.append(f"in-plane origins {np.round(shift, 2).tolist()} voxels apart")
     if problems:
-        raise VolumeError(full.volume_id, "does not match its condition volume: " + "; ".join(problems))
+        raise InputError(full.volume_id, "does not match its condition volume: " + "; ".join(problems))
     offset = (_slice_positions(condition)[0] - _slice_positions(full)[0]) / full.spacing_mm[0]
     whole = round(offset)
     if abs(offset - whole) > _POSITION_TOLERANCE:
-        raise VolumeError(full.volume_id, f"its condition volume's slices lie {offset:.2f} slices off its own")
+        raise InputError(full.volume_id, f"its condition volume's slices lie {offset:.2f} slices off its own")
     first, last = max(0, whole), min(full.shape[0], whole + condition.shape[0])
     if last - first < 1:
-        raise VolumeError(full.volume_id, "has no slice position in common with its condition volume")
+        raise InputError(full.volume_id, "has no slice position in common with its condition volume")
     condition_hu = condition.hu[first - whole : last - whole]
     if (first, last) == (0, full.shape[0]):
         return full, condition_hu

@@ -16,7 +16,7 @@ import numpy as np
 from cgan_ct.config import ConversionConfig
 from cgan_ct.data.tfrecord_io import ShardWriter
 from cgan_ct.data.volume_records import convert_volume
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.sources import VolumeSource, skipped_from_error
 from cgan_ct.ops import intensity
@@ -47,7 +47,7 @@ class ShardTask:
         return self.output_dir / WORK_DIR / f"{self.name}.json"
 
 
-# What reading one volume can raise besides VolumeError, from a header no check foresaw: the volume
+# What reading one volume can raise besides InputError, from a header no check foresaw: the volume
 # is skipped with the error's text, and the rest of the archive is converted.
 _VOLUME_FAILURES = (ValueError, ArithmeticError, MemoryError, OSError, RuntimeError, IndexError, KeyError, TypeError)
 
@@ -65,11 +65,11 @@ def write_shard(task: ShardTask) -> dict:
         for source in task.sources:
             try:
                 converted = convert_volume(source, task.config, task.salt)
-            except VolumeError as exc:
+            except InputError as exc:
                 receipt["skipped"].append(skipped_from_error(exc, task.salt, source.volume_id).to_json())
                 continue
             except _VOLUME_FAILURES as exc:
-                error = VolumeError(source.location, f"cannot be read ({type(exc).__name__}: {exc})")
+                error = InputError(source.location, f"cannot be read ({type(exc).__name__}: {exc})")
                 receipt["skipped"].append(skipped_from_error(error, task.salt, source.volume_id).to_json())
                 continue
             for record in converted.records:  # an error here is ours, not the input's: it aborts the shard

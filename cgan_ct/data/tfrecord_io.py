@@ -33,7 +33,7 @@ class ShardWriter:
 
     Records go to a hidden temporary file in the same folder; ``commit()``
     flushes it to disk, checks that it holds every byte written and renames it
-    to ``path``. A failed write (a full disk) raises VolumeError naming
+    to ``path``. A failed write (a full disk) raises InputError naming
     ``path``. Leaving the ``with`` block without committing (an exception)
     deletes the temporary file, and a process killed midway leaves only the
     temporary file, never a partial file under the final name.

@@ -77,7 +77,7 @@ def _finite(values: dict) -> dict:
 
 
 def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | None) -> ConvertedVolume:
-    """Reads ``source`` and prepares its records; raises VolumeError if it cannot be read."""
+    """Reads ``source`` and prepares its records; raises InputError if it cannot be read."""
     volume, condition_hu, condition_settings = _with_condition(
         source.read(salt, config.spacing_mm, config.nonfinite), source, config, salt
     )

@@ -24,15 +24,15 @@ from cgan_ct.data.conversion import convert
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.demo import plan as demo_plan
 from cgan_ct.demo.phantom import make_phantom
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.inference import report
 from cgan_ct.inference.baselines import SLOW_BASELINES
 from cgan_ct.inference.evaluation import evaluate_inputs
 from cgan_ct.inference.inference import BlockModel
 from cgan_ct.io.dicom_writer import write_dicom_series
+from cgan_ct.io.image_files import write_nifti
 from cgan_ct.io.json_files import write_json_atomic
-from cgan_ct.io.volume_files import write_nifti
-from cgan_ct.io.volume_io import read_volume
+from cgan_ct.io.volume_reader import read_volume
 from cgan_ct.model.export import export_version
 from cgan_ct.model.training import RunOptions, train
 
@@ -71,14 +71,14 @@ class _State:
     def __init__(self, out: pathlib.Path, settings: DemoSettings, data):
         self.path = out / STATE
         if not self.path.exists() and any(out.iterdir()):
-            raise VolumeError(out, "holds files that cgan-ct-demo did not make; use an empty or new output folder")
+            raise InputError(out, "holds files that cgan-ct-demo did not make; use an empty or new output folder")
         recorded = dataclasses.asdict(settings)
         if not settings.pretrained:  # as demo folders made before the option existed recorded it
             del recorded["pretrained"]
         record = {"settings": recorded, "data": None if data is None else str(data)}
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {**record, "done": []}
         if {k: self.data.get(k) for k in record} != record:
-            raise VolumeError(out, "holds a demo run with other settings or data; use another output folder")
+            raise InputError(out, "holds a demo run with other settings or data; use another output folder")
         self.save()
 
     def done(self, stage: str) -> bool:

@@ -13,7 +13,7 @@ from cgan_ct.inference.baselines import SLOW_BASELINES, baselines, check_availab
 from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.inference.metrics import quality
 from cgan_ct.io.volume import Volume
-from cgan_ct.io.volume_io import read_volume
+from cgan_ct.io.volume_reader import read_volume
 from cgan_ct.ops.blocks import predict_volume
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.lung import lung_mask

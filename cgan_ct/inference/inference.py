@@ -12,7 +12,7 @@ import numpy as np
 
 from cgan_ct.config import FLOAT32, LowDoseConfig
 from cgan_ct.constants import AIR_HU, CONDITION_MODES, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
 from cgan_ct.model import pretrained
@@ -66,7 +66,7 @@ class BlockModel:
             self.info = ModelInfo.load(model_dir)
             self._signature = tf.saved_model.load(str(model_dir)).signatures[SEEDED_SIGNATURE]
         else:
-            raise VolumeError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
+            raise InputError(model_dir, "neither a model exported by cgan-ct-export nor a cgan-ct-train run folder")
         self.block_size = int(self.info.block_size)
         self.task = self.info.task
         self.precision = resolve_inference_precision(precision)
@@ -78,7 +78,7 @@ class BlockModel:
         from cgan_ct.model.export import generator_from_export, generator_in_precision
 
         if not self.info.model:
-            raise VolumeError(
+            raise InputError(
                 self.model_dir, f"records no model settings: it runs in float32 only, not {self.precision.name}"
             )
         if is_run_dir(self.model_dir):
@@ -99,7 +99,7 @@ class BlockModel:
         """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call.
 
         Blocks are checked before the model sees them (see ``check_blocks``):
-        VolumeError for a wrong shape, a non-real dtype or a NaN or Inf.
+        InputError for a wrong shape, a non-real dtype or a NaN or Inf.
         Finite HU outside [-1024, 3071] are clamped by the model (cgan_ct.model.export).
         """
         calls = iter(range(1 << 62))
@@ -115,7 +115,7 @@ class BlockModel:
 
 
 def check_blocks(blocks_hu, block_size: int) -> np.ndarray:
-    """``blocks_hu`` as float32 [B, N, N, N, 1] once it is that shape, real-valued and finite; else VolumeError.
+    """``blocks_hu`` as float32 [B, N, N, N, 1] once it is that shape, real-valued and finite; else InputError.
 
     The SavedModel checks the same (models exported before issue 18 did not),
     but here the message can say how many values are bad.
@@ -123,15 +123,15 @@ def check_blocks(blocks_hu, block_size: int) -> np.ndarray:
     blocks_hu = np.asarray(blocks_hu)
     n = int(block_size)
     if blocks_hu.dtype.kind not in "fiub":
-        raise VolumeError(None, f"blocks_hu must be real numbers, got {blocks_hu.dtype}")
+        raise InputError(None, f"blocks_hu must be real numbers, got {blocks_hu.dtype}")
     if blocks_hu.ndim != 5 or blocks_hu.shape[1:] != (n, n, n, 1):
-        raise VolumeError(
+        raise InputError(
             None, f"blocks_hu must be [batch, {n}, {n}, {n}, 1] (the model's block size {n}), got {blocks_hu.shape}"
         )
     blocks_hu = blocks_hu.astype(np.float32, copy=False)
     bad = blocks_hu.size - int(np.count_nonzero(np.isfinite(blocks_hu)))
     if bad:
-        raise VolumeError(None, f"blocks_hu holds {bad} NaN or Inf value(s); the model takes finite HU only")
+        raise InputError(None, f"blocks_hu holds {bad} NaN or Inf value(s); the model takes finite HU only")
     return blocks_hu
 
 
@@ -155,7 +155,7 @@ def condition_volume(
     condition_id = pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}")
     if task == LOWDOSE:
         if lowdose is None:
-            raise VolumeError(
+            raise InputError(
                 volume.volume_id,
                 "a lowdose model trained on real pairs has no dose to simulate: "
                 "give it a real low-dose scan as it is (condition as_is)",
@@ -181,9 +181,9 @@ def _dose_weight(model: BlockModel, task: str, dose: float | None) -> float:
     trained = model.info.lowdose
     if task != LOWDOSE or trained is None or trained.dose is None:
         what = "a lowdose model trained on real pairs" if task == LOWDOSE else f"a {task} model"
-        raise VolumeError(None, f"a dose applies to lowdose models trained on a simulated dose, not to {what}")
+        raise InputError(None, f"a dose applies to lowdose models trained on a simulated dose, not to {what}")
     if not 0 < dose <= 1:
-        raise VolumeError(None, f"the dose is a fraction of full dose in (0, 1], got {dose}")
+        raise InputError(None, f"the dose is a fraction of full dose in (0, 1], got {dose}")
     return residual_weight(dose, trained.dose, DOSE_GAMMA)
 
 
@@ -215,7 +215,7 @@ def infer_volume(
     if condition_mode not in CONDITION_MODES:
         raise ValueError(f"condition_mode must be one of {CONDITION_MODES}, got {condition_mode!r}")
     if task != model.task:
-        raise VolumeError(None, f"the model was trained for {model.task!r}, not {task!r}")
+        raise InputError(None, f"the model was trained for {model.task!r}, not {task!r}")
     weight = _dose_weight(model, task, dose)
     if condition_mode == "simulate":
         lowdose = model.info.lowdose

@@ -352,7 +352,7 @@ def write_example_figure(folder, ct_path) -> pathlib.Path:
     from cgan_ct.inference import figures
     from cgan_ct.inference.evaluation import evaluate_volume
     from cgan_ct.inference.inference import BlockModel
-    from cgan_ct.io.volume_io import read_volume
+    from cgan_ct.io.volume_reader import read_volume
 
     folder = pathlib.Path(folder)
     volume = read_volume(ct_path)

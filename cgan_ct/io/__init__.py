@@ -1,6 +1,8 @@
-"""Volumes and files: the in-memory ``Volume`` and its geometry, reading DICOM series (and NIfTI,
-MetaImage, NRRD through SimpleITK), writing de-identified DICOM and NIfTI, finding the volumes under
-input folders, the pseudonymous ids that replace patient identifiers, and JSON files written atomically.
+"""Volumes and files: the in-memory ``Volume`` and its geometry (``volume``), reading any CT input
+(``volume_reader.read_volume``: DICOM series through ``dicom_reader``; NIfTI, MetaImage, NRRD through
+SimpleITK in ``image_files``), writing de-identified DICOM (``dicom_writer``) and NIfTI (``image_files``),
+finding the volumes under input folders, the pseudonymous ids that replace patient identifiers, and JSON
+files written atomically.
 
 Everything that touches a patient's file passes through here, so this is where identifying attributes
 are dropped. May import ``ops`` (never the models or the datasets).
@@ -19,13 +21,13 @@ _EXPORTS = {
     "discover": "sources",
     "hu_to_int16": "volume",
     "pseudonym": "pseudonym",
-    "read_dicom_series": "dicom_io",
-    "read_volume": "volume_io",
+    "read_dicom_series": "dicom_reader",
+    "read_volume": "volume_reader",
     "subsample_volume": "volume",
-    "volume_format": "volume_files",
+    "volume_format": "image_files",
     "write_dicom_series": "dicom_writer",
     "write_json_atomic": "json_files",
-    "write_nifti": "volume_files",
+    "write_nifti": "image_files",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,7 @@ export) writes under a temporary name beside its output, checks that what
 reached the disk is complete, and only then renames it into place. A full disk
 is not always an exception: ITK's NIfTI writer prints "wrote only 0 of N bytes"
 and returns, so the check is of the file itself. A failed write raises
-VolumeError naming the output, on one line, and leaves nothing under its name
+InputError naming the output, on one line, and leaves nothing under its name
 (a file there before stays as it was).
 
 Outputs take the mode ``open`` gives a new file, 0666 less the user's umask,
@@ -20,7 +20,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 TMP_PREFIX = ".tmp-"
 
@@ -54,13 +54,13 @@ def failure_reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def write_failed(path: str | os.PathLike, reason: str) -> VolumeError:
+def write_failed(path: str | os.PathLike, reason: str) -> InputError:
     """The error of a write that did not complete: names the output, which holds nothing new."""
-    return VolumeError(path, f"writing failed ({reason}); nothing was written under this name")
+    return InputError(path, f"writing failed ({reason}); nothing was written under this name")
 
 
 def sync_checked(f: BinaryIO, path: str | os.PathLike) -> None:
-    """Flushes the open file ``f`` to disk; VolumeError naming ``path`` unless it holds every byte written to it."""
+    """Flushes the open file ``f`` to disk; InputError naming ``path`` unless it holds every byte written to it."""
     try:
         f.flush()
         os.fsync(f.fileno())
@@ -97,7 +97,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """An open binary file that becomes ``path`` when the block ends, once it is on disk and complete.
 
     An error in the block or in writing removes the temporary file; an OSError (a full disk) becomes
-    VolumeError naming ``path``.
+    InputError naming ``path``.
     """
     path = pathlib.Path(path)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
@@ -131,7 +131,7 @@ def process_alive(pid: int) -> bool:
 def folder_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
     """Holds ``folder/.cgan-ct-<job>.lock`` (the holder's pid) while the block runs.
 
-    A second ``job`` into the same folder at once is a VolumeError naming the holder, before it touches
+    A second ``job`` into the same folder at once is an InputError naming the holder, before it touches
     anything: two conversions into one folder deleted each other's temporaries. A lock left by a process
     that is gone (kill -9) is taken over. The folder must exist.
     """
@@ -145,7 +145,7 @@ def folder_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
             except (OSError, ValueError):
                 holder = 0  # being written, or damaged: look again
             if holder and process_alive(holder):
-                raise VolumeError(
+                raise InputError(
                     folder, f"another cgan-ct {job} (process {holder}) is writing into this folder; wait for it"
                 ) from None
             if holder:
@@ -155,7 +155,7 @@ def folder_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
             f.write(f"{os.getpid()}\n")
         break
     else:
-        raise VolumeError(path, "could not take the folder's lock (held and released while we looked); run again")
+        raise InputError(path, "could not take the folder's lock (held and released while we looked); run again")
     try:
         yield
     finally:

@@ -21,9 +21,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from cgan_ct.constants import PACKAGE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import failure_reason, sync_checked, write_failed
-from cgan_ct.io.dicom_io import CT_IMAGE_STORAGE
+from cgan_ct.io.dicom_reader import CT_IMAGE_STORAGE
 from cgan_ct.io.output_paths import check_output_folder
 from cgan_ct.io.volume import Volume
 
@@ -47,7 +47,7 @@ def _ds(value: float) -> DSfloat:
 def _check_writable(volume: Volume, folder: pathlib.Path, overwrite: bool) -> None:
     direction = np.asarray(volume.direction, float)
     if not np.allclose(direction.T @ direction, np.eye(3), atol=_ORTHONORMAL_TOLERANCE):
-        raise VolumeError(folder, "volume direction is not orthonormal; resample before writing DICOM")
+        raise InputError(folder, "volume direction is not orthonormal; resample before writing DICOM")
     check_output_folder(folder, overwrite)
 
 
@@ -143,7 +143,7 @@ def write_dicom_series(
     sibling folder and moved into place when complete, so ``folder`` ends up
     holding the whole series or is left as it was: every file is flushed to
     disk and checked complete first, and a failed write (a full disk) raises
-    VolumeError naming ``folder``. An existing non-empty
+    InputError naming ``folder``. An existing non-empty
     ``folder`` is refused unless ``overwrite`` is true. ``synthetic`` marks
     the series as generated data of no real patient (derivation description, image comments).
 
@@ -153,7 +153,7 @@ def write_dicom_series(
     folder = pathlib.Path(folder)
     _check_writable(volume, folder, overwrite)
     if int(volume.hu.max(initial=0)) > np.iinfo(np.int16).max + _INTERCEPT:
-        raise VolumeError(folder, "HU above 31743 cannot be stored with the -1024 intercept")
+        raise InputError(folder, "HU above 31743 cannot be stored with the -1024 intercept")
     stored = (volume.hu.astype(np.int32) - _INTERCEPT).astype(np.int16)
     template = _series_template(volume, description, synthetic)
     stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
@@ -161,7 +161,7 @@ def write_dicom_series(
     try:
         tmp.mkdir()
     except OSError as exc:
-        raise VolumeError(folder, f"cannot be written ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(folder, f"cannot be written ({exc.strerror or type(exc).__name__})") from None
     try:
         for k in range(volume.shape[0]):
             ds = _slice_dataset(template, volume, k, stored)

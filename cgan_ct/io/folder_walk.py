@@ -4,7 +4,7 @@
 off) and ignores a folder it cannot list (no ``onerror``), so a conversion of three patients could
 give two volumes and exit 0. Here a linked folder is walked like any other, each real folder once
 (a link back to an ancestor, or two links to one folder, cannot loop or count a series twice), and
-a folder that cannot be listed goes to ``on_error`` as a VolumeError naming it.
+a folder that cannot be listed goes to ``on_error`` as an InputError naming it.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ import os
 import pathlib
 from collections.abc import Callable, Iterator
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 
-def walk(root, on_error: Callable[[VolumeError], None] | None = None) -> Iterator[tuple[pathlib.Path, list[str]]]:
+def walk(root, on_error: Callable[[InputError], None] | None = None) -> Iterator[tuple[pathlib.Path, list[str]]]:
     """(folder, file names) under ``root``, sorted, hidden entries left out, links followed once.
 
-    A folder that cannot be listed raises VolumeError, or with ``on_error`` is passed to it and skipped.
+    A folder that cannot be listed raises InputError, or with ``on_error`` is passed to it and skipped.
     """
 
     def failed(exc: OSError) -> None:
         folder = pathlib.Path(exc.filename) if exc.filename else pathlib.Path(root)
-        error = VolumeError(folder, f"folder cannot be read ({exc.strerror or exc}): its files are left out")
+        error = InputError(folder, f"folder cannot be read ({exc.strerror or exc}): its files are left out")
         if on_error is None:
             raise error
         on_error(error)

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import pathlib
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import atomic_file
 
 FORMAT_VERSION_KEY = "format_version"
@@ -17,7 +17,7 @@ FORMAT_VERSION_KEY = "format_version"
 def write_json_atomic(path, data) -> pathlib.Path:
     """Writes ``data`` as JSON to a hidden temporary file beside ``path``, checks it reached the disk, renames it.
 
-    A failed write (a full disk) raises VolumeError naming ``path`` and leaves a file there as it was.
+    A failed write (a full disk) raises InputError naming ``path`` and leaves a file there as it was.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,16 +27,16 @@ def write_json_atomic(path, data) -> pathlib.Path:
 
 
 def read_json_object(path, what: str) -> dict:
-    """The JSON object in ``path``; VolumeError naming the file if it is missing, not JSON or not an object."""
+    """The JSON object in ``path``; InputError naming the file if it is missing, not JSON or not an object."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise VolumeError(path, f"no {what} here")
+        raise InputError(path, f"no {what} here")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VolumeError(path, f"{what} is not valid JSON ({exc})") from None
+        raise InputError(path, f"{what} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise VolumeError(path, f"{what} is not a JSON object")
+        raise InputError(path, f"{what} is not a JSON object")
     return data
 
 
@@ -44,16 +44,16 @@ def check_format_version(path, data: dict, what: str, supported: int, key: str =
     """The record's format version (1 where the record predates the field); refuses versions this code cannot read."""
     version = data.get(key, 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise VolumeError(path, f"{what} has an invalid {key} {version!r}")
+        raise InputError(path, f"{what} has an invalid {key} {version!r}")
     if version > supported:
-        raise VolumeError(
+        raise InputError(
             path, f"{what} has {key} {version}; this cgan-ct reads up to {supported}: upgrade cgan-ct to read it"
         )
     return version
 
 
 def record_fields(cls, data: dict, path, what: str) -> dict:
-    """``data``'s values for the fields of dataclass ``cls``; VolumeError naming a missing field."""
+    """``data``'s values for the fields of dataclass ``cls``; InputError naming a missing field."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     missing = [
         name
@@ -61,7 +61,7 @@ def record_fields(cls, data: dict, path, what: str) -> dict:
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise VolumeError(path, f"{what} lacks {', '.join(missing)}")
+        raise InputError(path, f"{what} lacks {', '.join(missing)}")
     return {name: data[name] for name in fields if name in data}
 
 

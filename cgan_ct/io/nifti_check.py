@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 _CHUNK = 1 << 22
 _HEADER_BYTES = 544
@@ -55,7 +55,7 @@ def parse_header(path: pathlib.Path, head: bytes) -> NiftiHeader:
             dim_t, dim_at, type_at, bitpix_at, pix_t, pix_at, off_t, off_at = _LAYOUTS[size]
             break
     else:
-        raise VolumeError(path, "corrupt NIfTI file: no NIfTI-1 or NIfTI-2 header")
+        raise InputError(path, "corrupt NIfTI file: no NIfTI-1 or NIfTI-2 header")
     dims = struct.unpack_from(order + 8 * dim_t, head, dim_at)
     datatype = struct.unpack_from(order + "h", head, type_at)[0]
     bitpix = struct.unpack_from(order + "h", head, bitpix_at)[0]
@@ -63,10 +63,10 @@ def parse_header(path: pathlib.Path, head: bytes) -> NiftiHeader:
     vox_offset = int(struct.unpack_from(order + off_t, head, off_at)[0])
     ndim = dims[0]
     if not 1 <= ndim <= 7 or min(dims[1 : ndim + 1]) < 1 or bitpix <= 0 or vox_offset < 0:
-        raise VolumeError(path, f"corrupt NIfTI header: dimensions {list(dims[: ndim + 1])}, {bitpix} bits a voxel")
+        raise InputError(path, f"corrupt NIfTI header: dimensions {list(dims[: ndim + 1])}, {bitpix} bits a voxel")
     spatial = [float(v) for v in pixdim[1 : min(ndim, 3) + 1]]
     if not all(0 < v < float("inf") for v in spatial):
-        raise VolumeError(path, f"NIfTI voxel size (pixdim) {spatial} is not positive; refusing to guess 1 mm")
+        raise InputError(path, f"NIfTI voxel size (pixdim) {spatial} is not positive; refusing to guess 1 mm")
     shape = tuple(int(d) for d in dims[1 : ndim + 1])[::-1]
     dtype = np.dtype(order + _FLOAT_TYPES[datatype]) if datatype in _FLOAT_TYPES else None
     needed = vox_offset + int(np.prod(shape, dtype=np.int64)) * bitpix // 8
@@ -88,9 +88,9 @@ def _chunks(path: pathlib.Path):
             while chunk := f.read(_CHUNK):
                 yield chunk
     except EOFError:
-        raise VolumeError(path, "truncated NIfTI file: the gzip stream ends early (an incomplete copy?)") from None
+        raise InputError(path, "truncated NIfTI file: the gzip stream ends early (an incomplete copy?)") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
-        raise VolumeError(path, f"corrupt NIfTI file: not a valid gzip stream ({exc})") from None
+        raise InputError(path, f"corrupt NIfTI file: not a valid gzip stream ({exc})") from None
 
 
 class _FiniteScan:
@@ -126,7 +126,7 @@ class _FiniteScan:
 
 
 def check_nifti(path: pathlib.Path) -> NiftiCheck:
-    """Reads ``path`` through once; raises VolumeError for a short, cut or nonsensical file.
+    """Reads ``path`` through once; raises InputError for a short, cut or nonsensical file.
 
     Returns where floating-point data is NaN or infinite (ITK reads those voxels as 0).
     """
@@ -148,5 +148,5 @@ def check_nifti(path: pathlib.Path) -> NiftiCheck:
         if scan is not None:
             scan.feed(head, 0)
     if total < header.needed_bytes:
-        raise VolumeError(path, f"truncated NIfTI file: its header needs {header.needed_bytes} bytes, it holds {total}")
+        raise InputError(path, f"truncated NIfTI file: its header needs {header.needed_bytes} bytes, it holds {total}")
     return NiftiCheck(None if scan is None else scan.mask(), header.unapplied_intercept)

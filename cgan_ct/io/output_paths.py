@@ -12,17 +12,17 @@ import os
 import pathlib
 import tempfile
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 
 def check_folder_writable(folder: pathlib.Path) -> None:
     """``folder`` exists and a file can be created in it."""
     if not folder.is_dir():
-        raise VolumeError(folder, "output folder does not exist")
+        raise InputError(folder, "output folder does not exist")
     try:
         fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
     except OSError as exc:
-        raise VolumeError(folder, f"cannot write in this folder ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(folder, f"cannot write in this folder ({exc.strerror or type(exc).__name__})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -30,18 +30,18 @@ def check_folder_writable(folder: pathlib.Path) -> None:
 def check_output_file(path: pathlib.Path, overwrite: bool = False) -> None:
     """``path`` can be written as a new file (or replaced, with ``overwrite``)."""
     if path.is_dir():
-        raise VolumeError(path, "is a folder, not a file")
+        raise InputError(path, "is a folder, not a file")
     if path.exists() and not overwrite:
-        raise VolumeError(path, "already exists; not overwriting")
+        raise InputError(path, "already exists; not overwriting")
     check_folder_writable(path.parent)
 
 
 def check_output_folder(folder: pathlib.Path, overwrite: bool = False) -> None:
     """``folder`` can be written: absent, or an empty folder (or any folder, with ``overwrite``)."""
     if folder.exists() and not folder.is_dir():
-        raise VolumeError(folder, "exists and is not a folder")
+        raise InputError(folder, "exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise VolumeError(folder, "folder exists and is not empty; not overwriting")
+        raise InputError(folder, "folder exists and is not empty; not overwriting")
     if not folder.parent.is_dir():
-        raise VolumeError(folder.parent, "output parent folder does not exist")
+        raise InputError(folder.parent, "output parent folder does not exist")
     check_folder_writable(folder.parent)

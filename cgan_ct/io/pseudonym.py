@@ -8,7 +8,7 @@ made on first use and kept in the user's config folder (``$XDG_CONFIG_HOME/cgan-
 ``~/.config/cgan-ct/salt``, readable by the user only). The same inputs get the same pseudonyms only
 under the same secret: keep that file (back it up, copy it to the other machines) to keep them.
 
-An empty key, or a key file that is empty, unreadable or open to other users, is a ``VolumeError``
+An empty key, or a key file that is empty, unreadable or open to other users, is a ``InputError``
 naming the problem; the secret is never made anew over a bad file, since that would change every
 pseudonym.
 """
@@ -27,7 +27,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 
 SALT_ENV = "CGAN_CT_SALT"
 SECRET_FILE = pathlib.Path("cgan-ct", "salt")  # under the user's config folder
@@ -74,27 +74,27 @@ def read_salt_file(path: str | os.PathLike) -> str:
     """The key held in ``path`` (surrounding whitespace, such as the final newline, ignored).
 
     Raises:
-      VolumeError: the file is missing, unreadable, empty, or open to other users (any group or
+      InputError: the file is missing, unreadable, empty, or open to other users (any group or
         other permission bit: the key is a password).
     """
     path = pathlib.Path(path)
     try:
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode):
-            raise VolumeError(path, "the pseudonym key file is not a regular file")
+            raise InputError(path, "the pseudonym key file is not a regular file")
         if os.name == "posix" and mode & 0o077:
-            raise VolumeError(
+            raise InputError(
                 path, f"the pseudonym key file is open to other users (mode {mode & 0o777:04o}); chmod 600 {path}"
             )
         key = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise VolumeError(path, "the pseudonym key file does not exist") from None
+        raise InputError(path, "the pseudonym key file does not exist") from None
     except UnicodeDecodeError:
-        raise VolumeError(path, "the pseudonym key file is not UTF-8 text") from None
+        raise InputError(path, "the pseudonym key file is not UTF-8 text") from None
     except OSError as exc:
-        raise VolumeError(path, f"the pseudonym key file cannot be read ({exc.strerror or exc})") from None
+        raise InputError(path, f"the pseudonym key file cannot be read ({exc.strerror or exc})") from None
     if not key:
-        raise VolumeError(path, "the pseudonym key file is empty; write a long secret into it")
+        raise InputError(path, "the pseudonym key file is empty; write a long secret into it")
     return key
 
 
@@ -107,7 +107,7 @@ def _create_secret(path: pathlib.Path) -> bool:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".salt-", dir=path.parent)  # mode 0600
     except OSError as exc:
-        raise VolumeError(
+        raise InputError(
             path, f"cannot make the pseudonym secret ({exc.strerror or exc}); set {SALT_ENV} instead"
         ) from None
     try:
@@ -120,7 +120,7 @@ def _create_secret(path: pathlib.Path) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        raise VolumeError(
+        raise InputError(
             path, f"cannot write the pseudonym secret ({exc.strerror or exc}); set {SALT_ENV} instead"
         ) from None
     finally:
@@ -146,15 +146,15 @@ def resolve_salt(salt: str | None = None) -> str:
     """The key of the pseudonyms: ``salt``, else ``$CGAN_CT_SALT``, else the user's secret.
 
     Raises:
-      VolumeError: ``salt`` or ``$CGAN_CT_SALT`` is given but empty, or the user's secret is unusable.
+      InputError: ``salt`` or ``$CGAN_CT_SALT`` is given but empty, or the user's secret is unusable.
     """
     if salt is not None:
         if not salt.strip():
-            raise VolumeError(None, "the pseudonym key is empty; give a secret of your own")
+            raise InputError(None, "the pseudonym key is empty; give a secret of your own")
         return salt
     if SALT_ENV in os.environ:
         if not os.environ[SALT_ENV].strip():
-            raise VolumeError(
+            raise InputError(
                 None, f"{SALT_ENV} is set but empty; set it to a secret of your own, or unset it to use {secret_path()}"
             )
         return os.environ[SALT_ENV]

@@ -16,12 +16,12 @@ import re
 
 import SimpleITK as sitk
 
-from cgan_ct.errors import VolumeError
-from cgan_ct.io import dicom_io, folder_walk, volume_files
+from cgan_ct.errors import InputError
+from cgan_ct.io import dicom_reader, folder_walk, image_files
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sitk_bridge import resample
 from cgan_ct.io.volume import Volume
-from cgan_ct.io.volume_io import check_exists
+from cgan_ct.io.volume_reader import check_exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class VolumeSource:
     volume_id: str
     patient_key: str
     estimated_voxels: int
-    series: dicom_io.SeriesRef | None = None
+    series: dicom_reader.SeriesRef | None = None
     file: pathlib.Path | None = None
     paired: VolumeSource | None = None  # the same patient's condition series (paired conversion)
 
@@ -39,9 +39,9 @@ class VolumeSource:
 
     def read(self, salt: str | None, spacing_mm=None, nonfinite: str = "error") -> Volume:
         if self.series is not None:
-            volume = dicom_io.read_series_ref(self.series, salt=salt)
+            volume = dicom_reader.read_series_ref(self.series, salt=salt)
         else:
-            volume = volume_files.read_volume_file(self.file, salt=salt, patient=self.patient, nonfinite=nonfinite)
+            volume = image_files.read_volume_file(self.file, salt=salt, patient=self.patient, nonfinite=nonfinite)
         if spacing_mm is not None and tuple(volume.spacing_mm) != tuple(spacing_mm):
             volume = resample(volume, spacing_mm, source=self.location)
         return volume
@@ -80,7 +80,7 @@ def redact(text: str, path: str | os.PathLike | None) -> str:
     return text
 
 
-def skipped_from_error(error: VolumeError, salt: str | None, source_id: str | None = None) -> SkippedInput:
+def skipped_from_error(error: InputError, salt: str | None, source_id: str | None = None) -> SkippedInput:
     path = error.source or ""
     problem = redact(error.problem, path)
     return SkippedInput(source_id or pseudonym("src", path, salt), problem, path)
@@ -98,21 +98,21 @@ def read_patients_table(path: str | os.PathLike) -> dict[str, str]:
         with open(path, newline="") as f:
             rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
     except OSError as exc:
-        raise VolumeError(path, f"cannot read the patients table ({exc.strerror or exc})") from None
+        raise InputError(path, f"cannot read the patients table ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise VolumeError(path, f"not a CSV patients table ({exc})") from None
+        raise InputError(path, f"not a CSV patients table ({exc})") from None
     if rows and [cell.strip().lower() for cell in rows[0]] == ["file", "patient"]:
         rows = rows[1:]
     table = {}
     for number, row in enumerate(rows, 1):
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise VolumeError(path, f"data row {number} is not 'file,patient' ({len(row)} fields)")
+            raise InputError(path, f"data row {number} is not 'file,patient' ({len(row)} fields)")
         file = pathlib.Path(row[0].strip())
         file = (file if file.is_absolute() else path.parent / file).resolve()
         if table.setdefault(str(file), row[1].strip()) != row[1].strip():
-            raise VolumeError(path, f"data row {number}: the file is listed twice, for two patients")
+            raise InputError(path, f"data row {number}: the file is listed twice, for two patients")
     if not table:
-        raise VolumeError(path, "the patients table has no rows")
+        raise InputError(path, "the patients table has no rows")
     return table
 
 
@@ -122,14 +122,14 @@ def _file_source(path: pathlib.Path, salt: str | None, patients: dict[str, str] 
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise VolumeError(path, "cannot read the volume file's header") from None
-    digest = volume_files.content_digest(path)
+        raise InputError(path, "cannot read the volume file's header") from None
+    digest = image_files.content_digest(path)
     size = reader.GetSize()
     voxels = int(size[0]) * int(size[1]) * int(size[2] if len(size) > 2 else 1)
     patient = (patients or {}).get(str(path.resolve()))
     return VolumeSource(
         volume_id=pseudonym("vol", "file:" + digest, salt),
-        patient_key=volume_files.file_patient_key(digest, patient, salt),
+        patient_key=image_files.file_patient_key(digest, patient, salt),
         estimated_voxels=voxels,
         file=path,
         patient=patient,
@@ -139,7 +139,7 @@ def _file_source(path: pathlib.Path, salt: str | None, patients: dict[str, str] 
 def _volume_files_under(root: pathlib.Path, on_error) -> list[pathlib.Path]:
     found = []
     for folder, names in folder_walk.walk(root, on_error):
-        found += [folder / n for n in names if volume_files.volume_format(n)]
+        found += [folder / n for n in names if image_files.volume_format(n)]
     return found
 
 
@@ -156,7 +156,7 @@ def discover(
     for item in map(pathlib.Path, inputs):
         try:
             check_exists(item)
-        except VolumeError as exc:
+        except InputError as exc:
             skipped.append(skipped_from_error(exc, salt))
             continue
         before = (len(sources), len(skipped))
@@ -166,15 +166,15 @@ def discover(
             try:
                 source = _file_source(path, salt, patients)
                 sources.setdefault(source.volume_id, source)
-            except VolumeError as exc:
+            except InputError as exc:
                 skipped.append(skipped_from_error(exc, salt))
         if item.is_dir():
             on_error = lambda exc, volume_id: skipped.append(skipped_from_error(exc, salt, volume_id))  # noqa: E731
-            for ref in dicom_io.find_series(item, salt, on_error=on_error):
+            for ref in dicom_reader.find_series(item, salt, on_error=on_error):
                 source = VolumeSource(ref.volume_id, ref.patient_key, ref.estimated_voxels, series=ref)
                 sources.setdefault(ref.volume_id, source)
-        elif volume_files.volume_format(item) is None:
-            skipped.append(skipped_from_error(VolumeError(item, "not a folder or a volume file"), salt))
+        elif image_files.volume_format(item) is None:
+            skipped.append(skipped_from_error(InputError(item, "not a folder or a volume file"), salt))
         if (len(sources), len(skipped)) == before:
-            skipped.append(skipped_from_error(VolumeError(item, "no DICOM series or volume file found"), salt))
+            skipped.append(skipped_from_error(InputError(item, "no DICOM series or volume file found"), salt))
     return sorted(sources.values(), key=lambda s: s.volume_id), skipped

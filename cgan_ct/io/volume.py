@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.ops.pyramid import subsample
 
@@ -40,7 +40,7 @@ def check_grid_size(shape, source, what: str) -> None:
     voxels = int(np.prod([int(n) for n in shape], dtype=np.int64))
     if voxels > MAX_VOXELS:
         shape_text = " x ".join(str(int(n)) for n in shape)
-        raise VolumeError(source, f"{what} would be {shape_text} = {voxels:.3g} voxels (limit {MAX_VOXELS:.3g})")
+        raise InputError(source, f"{what} would be {shape_text} = {voxels:.3g} voxels (limit {MAX_VOXELS:.3g})")
 
 
 # Array axis a should point along LPS component _CANONICAL_LPS_AXIS[a].
@@ -86,14 +86,14 @@ class Volume:
 
     def __post_init__(self):
         if self.hu.ndim != 3 or self.hu.dtype != np.int16:
-            raise VolumeError(
+            raise InputError(
                 self.volume_id,
                 f"hu must be a 3-D int16 array, got {self.hu.ndim}-D {self.hu.dtype}",
             )
         if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
-            raise VolumeError(self.volume_id, f"spacing_mm must be 3 positive values, got {self.spacing_mm}")
+            raise InputError(self.volume_id, f"spacing_mm must be 3 positive values, got {self.spacing_mm}")
         if np.asarray(self.direction).shape != (3, 3) or len(self.origin_mm) != 3:
-            raise VolumeError(self.volume_id, "direction must be 3x3 and origin_mm 3 values")
+            raise InputError(self.volume_id, "direction must be 3x3 and origin_mm 3 values")
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -62,7 +62,7 @@ from cgan_ct.constants import (
     SERVING_SIGNATURE,
     WARMUP_FILE,
 )
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import TMP_PREFIX, failure_reason, sync_checked, write_failed
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 from cgan_ct.model.run_record import RunRecord, model_settings_trained
@@ -169,7 +169,7 @@ def resolve_model_dir(model_dir) -> tuple[pathlib.Path, int | None]:
 
     A folder that is an export itself comes back as it is, version None. A
     folder of integer version folders (``models/denoise/1/``, TF Serving's
-    layout) gives its highest version, as TF Serving serves it; VolumeError if
+    layout) gives its highest version, as TF Serving serves it; InputError if
     that one is not a complete export. Anything else comes back unchanged.
     """
     model_dir = pathlib.Path(model_dir)
@@ -178,7 +178,7 @@ def resolve_model_dir(model_dir) -> tuple[pathlib.Path, int | None]:
         return model_dir, None
     folder = model_dir / str(found[-1])
     if not is_exported_model(folder):
-        raise VolumeError(folder, "the highest version folder is not a model exported by cgan-ct-export")
+        raise InputError(folder, "the highest version folder is not a model exported by cgan-ct-export")
     return folder, found[-1]
 
 
@@ -297,7 +297,7 @@ def load_run_generator(run_dir, checkpoint: str = "best", policy: str = "float32
     names = {"best": [GENERATOR_BEST, GENERATOR_LAST], "last": [GENERATOR_LAST]}[checkpoint]
     found = [run_dir / n for n in names if (run_dir / n).exists()]
     if not found:
-        raise VolumeError(run_dir, "has no generator checkpoint yet (no finished epoch)")
+        raise InputError(run_dir, "has no generator checkpoint yet (no finished epoch)")
     return generator_in_precision(keras.models.load_model(found[0], compile=False), run.model, policy), run
 
 
@@ -308,14 +308,14 @@ def generator_from_export(model_dir) -> keras.Model:
     before issue 36 (a tf.Module holding the Keras model, which TF Serving could not run), so that an old
     export can be written again: ``save_block_model(generator_from_export(old), ModelInfo.load(old), new)``.
     (The old writer kept no dropout seed state; a generator rebuilt from it draws new ones, unused at inference.)
-    VolumeError for a model that records no settings (saved outside a training run).
+    InputError for a model that records no settings (saved outside a training run).
     """
     from cgan_ct.model.networks import build_generator
 
     model_dir = pathlib.Path(model_dir)
     info = ModelInfo.load(model_dir)
     if not info.model:
-        raise VolumeError(model_dir, "records no model settings to rebuild its generator from")
+        raise InputError(model_dir, "records no model settings to rebuild its generator from")
     generator = build_generator(ModelConfig(**model_settings_trained(info.model)))
     weights = str(model_dir / "variables" / "variables")
     names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(weights)}
@@ -335,7 +335,7 @@ def save_block_model(generator: keras.Model, info: ModelInfo, output_dir, overwr
     """
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise VolumeError(output_dir, "exists and is not empty; not overwriting")
+        raise InputError(output_dir, "exists and is not empty; not overwriting")
     served = BlockGenerator(generator, info.mapping, int(info.block_size))
     endpoints = served.endpoints()
     info = dataclasses.replace(info, signatures=tuple(sorted(endpoints)))
@@ -354,7 +354,7 @@ def save_serving_model(
     Written beside ``output_dir`` under a temporary name, read back (graph,
     signatures, every variable, the warmup file) and moved into place only when
     complete, so a crash leaves the previous folder (or none), and a failed
-    write (a full disk) raises VolumeError naming ``output_dir``.
+    write (a full disk) raises InputError naming ``output_dir``.
     """
     output_dir = pathlib.Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -441,15 +441,15 @@ def export_version(
     """
     base_dir = pathlib.Path(base_dir)
     if is_exported_model(base_dir):
-        raise VolumeError(
+        raise InputError(
             base_dir, "is itself a SavedModel (flat layout); export to a new folder, or move it into a version folder"
         )
     if base_dir.exists() and not base_dir.is_dir():
-        raise VolumeError(base_dir, "is a file, not a folder for model versions")
+        raise InputError(base_dir, "is a file, not a folder for model versions")
     if version is None:
         version = (versions(base_dir) or [0])[-1] + 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise VolumeError(base_dir, f"version must be a positive integer, got {version!r}")
+        raise InputError(base_dir, f"version must be a positive integer, got {version!r}")
     return export_generator(run_dir, base_dir / str(version), checkpoint, overwrite), version
 
 
@@ -460,6 +460,6 @@ def export_generator(run_dir, output_dir, checkpoint: str = "best", overwrite: b
     """
     output_dir = pathlib.Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise VolumeError(output_dir, "exists and is not empty; not overwriting")
+        raise InputError(output_dir, "exists and is not empty; not overwriting")
     generator, run = load_run_generator(run_dir, checkpoint)
     return save_block_model(generator, ModelInfo.from_run(run, checkpoint), output_dir, overwrite)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pathlib
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.model.export import is_exported_model
 
 PREFIX = "pretrained:"
@@ -36,5 +36,5 @@ def resolve(spec) -> pathlib.Path:
     folder = PRETRAINED_DIR / name
     if not name or "/" in name or not is_exported_model(folder):
         shipped = ", ".join(f"{PREFIX}{n}" for n in available()) or "none in this installation"
-        raise VolumeError(spec, f"no such pretrained model; shipped: {shipped}")
+        raise InputError(spec, f"no such pretrained model; shipped: {shipped}")
     return folder

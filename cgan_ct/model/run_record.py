@@ -12,7 +12,7 @@ import pathlib
 
 from cgan_ct.config import outer_normalization_used
 from cgan_ct.constants import RUN_FILE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 
 RUN_FORMAT_VERSION = 1
@@ -100,10 +100,10 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir) -> RunRecord:
-        """The record of the run in ``run_dir``; VolumeError if it is not a training run folder."""
+        """The record of the run in ``run_dir``; InputError if it is not a training run folder."""
         path = pathlib.Path(run_dir) / RUN_FILE
         if not path.exists():
-            raise VolumeError(pathlib.Path(run_dir), f"not a training run folder (no {RUN_FILE})")
+            raise InputError(pathlib.Path(run_dir), f"not a training run folder (no {RUN_FILE})")
         return cls.from_json(read_json_object(path, _WHAT), path)
 
     def save(self, run_dir) -> pathlib.Path:

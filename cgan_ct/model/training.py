@@ -38,7 +38,7 @@ from cgan_ct.config import ModelConfig
 from cgan_ct.constants import AUTOENCODE, DEFAULT_FACTOR, DEPIXELATE, GENERATOR_BEST, GENERATOR_LAST
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
@@ -165,7 +165,7 @@ def restore(gan: ConditionalGAN, run_dir: pathlib.Path) -> int:
     if (folder / RESUME_POINT).exists():
         gan.load_weights(folder / RESUME_POINT)
         if not gan.training_state.loaded:
-            raise VolumeError(folder / RESUME_POINT, "holds no training state: not a resume point of this cgan-ct")
+            raise InputError(folder / RESUME_POINT, "holds no training state: not a resume point of this cgan-ct")
         gan.restore_random_states()
         return gan.steps_taken
     if (folder / LEGACY_WEIGHTS).exists() and (folder / "state.json").exists():  # written before issue 18
@@ -290,7 +290,7 @@ def _check_run_dir(run_dir: pathlib.Path, record: RunRecord) -> None:
     if is_run_dir(run_dir):
         differences = RunRecord.load(run_dir).differences(record)
         if differences:
-            raise VolumeError(
+            raise InputError(
                 run_dir,
                 "holds a run with other settings or data (recorded -> asked: "
                 + "; ".join(differences[:6])
@@ -338,7 +338,7 @@ def train(
     config = model_for_task(config, options.task, options.pipeline.factor)
     manifest = load_manifest(dataset_dir)
     if manifest.block_size != config.block_size:
-        raise VolumeError(dataset_dir, f"blocks are {manifest.block_size}^3, the model expects {config.block_size}^3")
+        raise InputError(dataset_dir, f"blocks are {manifest.block_size}^3, the model expects {config.block_size}^3")
     strategy = strategy or make_strategy()
     chief = is_chief()
     out_dir = run_dir if chief else run_dir / f".worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}"

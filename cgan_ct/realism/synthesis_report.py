@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.volume import Volume
 from cgan_ct.realism.memorization_report import (
     COARSE_BLOCK,
@@ -146,13 +146,13 @@ def _memorization_record(report) -> dict:
 
 
 def _check_sizes(synthetic, training, heldout, block: int) -> None:
-    """VolumeError, before anything is written, for a volume too small for the memorization checks' blocks."""
+    """InputError, before anything is written, for a volume too small for the memorization checks' blocks."""
     need = block + 7  # positive_control's crop starts up to 7 voxels off the block grid
     for name, group in (("synthetic", synthetic), ("training", training), ("held-out", heldout)):
         for i, volume in enumerate(group):
             if min(volume.shape) < need:
                 shape = " x ".join(map(str, volume.shape))
-                raise VolumeError(
+                raise InputError(
                     None,
                     f"{name} volume {i + 1} of {len(group)} is {shape} voxels: the report compares {block}^3 "
                     f"blocks and needs at least {need} voxels along every axis (a smaller --block, or longer volumes)",

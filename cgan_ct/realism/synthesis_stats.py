@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from cgan_ct.constants import BONE_HU, CLIP_HU, FAT_HU, SOFT_TISSUE_HU
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.volume import Volume
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.lung import lung_mask
@@ -355,7 +355,7 @@ def volume_statistics(
 ) -> VolumeStatistics:
     """HU histogram of the body, radial spectrum per tissue class and lung fraction of one volume.
 
-    Raises VolumeError when the volume has no body (nothing above -500 HU).
+    Raises InputError when the volume has no body (nothing above -500 HU).
     ``patch``, ``max_patches`` and ``seed`` go to ``radial_power_spectra``.
     """
     if not isinstance(volume, Volume):
@@ -363,7 +363,7 @@ def volume_statistics(
     body = body_mask(volume.hu)
     body_voxels = int(body.sum())
     if body_voxels == 0:
-        raise VolumeError(volume.volume_id, "no body found (no voxels above -500 HU): statistics are undefined")
+        raise InputError(volume.volume_id, "no body found (no voxels above -500 HU): statistics are undefined")
     masks = tissue_masks(volume.hu, volume.spacing_mm, body=body)
     spectra = radial_power_spectra(volume.hu, volume.spacing_mm, masks, patch=patch, max_patches=max_patches, seed=seed)
     return VolumeStatistics(

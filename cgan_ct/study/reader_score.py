@@ -22,7 +22,7 @@ from fractions import Fraction
 
 from scipy import special
 
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.study.reader_page import ANSWERS_FORMAT
 from cgan_ct.study.reader_study import KEY_FORMAT
 
@@ -94,27 +94,27 @@ def read_key(path: str | os.PathLike) -> dict:
     """The key written by build_study: ``study_id`` and ``trials`` as {trial number: key row}."""
     key = _load_json(path)
     if key.get("format") != KEY_FORMAT or not isinstance(key.get("trials"), list):
-        raise VolumeError(path, f"not a reader study key (format {KEY_FORMAT!r} expected)")
+        raise InputError(path, f"not a reader study key (format {KEY_FORMAT!r} expected)")
     try:
         trials = {int(t["trial"]): t for t in key["trials"]}
         for t in trials.values():
             if t["real_side"] not in SIDES or not t["window"]:
                 raise ValueError(f"trial {t['trial']}: bad real_side or window")
     except (KeyError, TypeError, ValueError) as exc:
-        raise VolumeError(path, f"malformed key: {exc}") from None
+        raise InputError(path, f"malformed key: {exc}") from None
     return {"study_id": key.get("study_id"), "trials": trials}
 
 
 def _load_json(path: str | os.PathLike) -> dict:
     path = pathlib.Path(path)
     if not path.is_file():
-        raise VolumeError(path, "no such file")
+        raise InputError(path, "no such file")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VolumeError(path, f"not valid JSON ({exc})") from None
+        raise InputError(path, f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise VolumeError(path, "not a JSON object")
+        raise InputError(path, "not a JSON object")
     return data
 
 
@@ -140,25 +140,25 @@ def read_answers(path: str | os.PathLike) -> ReaderAnswers:
     try:
         if path.suffix.lower() == ".csv":
             if not path.is_file():
-                raise VolumeError(path, "no such file")
+                raise InputError(path, "no such file")
             with open(path, newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.DictReader(f))
             if not rows or "choice" not in rows[0]:
-                raise VolumeError(path, "not a reader study answers CSV (no rows, or no 'choice' column)")
+                raise InputError(path, "not a reader study answers CSV (no rows, or no 'choice' column)")
             ids, readers = {r.get("study_id") for r in rows}, {r.get("reader") for r in rows}
             if len(ids) != 1 or len(readers) != 1:
-                raise VolumeError(path, "rows of more than one study or reader")
+                raise InputError(path, "rows of more than one study or reader")
             study_id, reader = ids.pop(), readers.pop()
         else:
             data = _load_json(path)
             if data.get("format") != ANSWERS_FORMAT or not isinstance(data.get("answers"), list):
-                raise VolumeError(path, f"not a reader study answers file (format {ANSWERS_FORMAT!r} expected)")
+                raise InputError(path, f"not a reader study answers file (format {ANSWERS_FORMAT!r} expected)")
             rows, study_id, reader = data["answers"], data.get("study_id"), data.get("reader")
         answers = tuple(a for a in map(_answer, rows) if a is not None)
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, VolumeError):
+        if isinstance(exc, InputError):
             raise
-        raise VolumeError(path, f"malformed answers: {exc}") from None
+        raise InputError(path, f"malformed answers: {exc}") from None
     return ReaderAnswers(str(reader or path.stem), str(study_id), answers, str(path))
 
 
@@ -167,19 +167,19 @@ def check_answers(key: dict, readers: list[ReaderAnswers]) -> None:
     seen_readers = set()
     for r in readers:
         if r.study_id != key["study_id"]:
-            raise VolumeError(r.source, f"answers to study {r.study_id}, but the key is of {key['study_id']}")
+            raise InputError(r.source, f"answers to study {r.study_id}, but the key is of {key['study_id']}")
         if r.reader in seen_readers:
-            raise VolumeError(r.source, f"reader {r.reader!r} appears in more than one answers file")
+            raise InputError(r.source, f"reader {r.reader!r} appears in more than one answers file")
         seen_readers.add(r.reader)
         numbers = [a.trial for a in r.answers]
         if len(numbers) != len(set(numbers)):
-            raise VolumeError(r.source, "a trial is answered more than once")
+            raise InputError(r.source, "a trial is answered more than once")
         for a in r.answers:
             row = key["trials"].get(a.trial)
             if row is None:
-                raise VolumeError(r.source, f"trial {a.trial} is not in the key")
+                raise InputError(r.source, f"trial {a.trial} is not in the key")
             if (a.left_image, a.right_image) != (row["left_image"], row["right_image"]):
-                raise VolumeError(r.source, f"trial {a.trial} shows other images than the key's")
+                raise InputError(r.source, f"trial {a.trial} shows other images than the key's")
 
 
 def _score(reader: str, window: str, outcomes: list[bool]) -> Score:

@@ -39,10 +39,10 @@ import numpy as np
 from PIL import Image
 
 from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW, Window
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
+from cgan_ct.io.image_files import volume_format
 from cgan_ct.io.json_files import write_json_atomic
-from cgan_ct.io.volume_files import volume_format
-from cgan_ct.io.volume_io import read_volume
+from cgan_ct.io.volume_reader import read_volume
 from cgan_ct.study.reader_page import page_html
 
 KEY_FORMAT = "cgan-ct-reader-study-key"
@@ -81,7 +81,7 @@ def resolve_windows(name: str) -> tuple[str, ...]:
     if name == "both":
         return tuple(WINDOWS)
     if name not in WINDOWS:
-        raise VolumeError(None, f"window must be lung, mediastinum or both, got {name!r}")
+        raise InputError(None, f"window must be lung, mediastinum or both, got {name!r}")
     return (name,)
 
 
@@ -94,7 +94,7 @@ def volume_paths(path: str | os.PathLike) -> list[pathlib.Path]:
     """
     path = pathlib.Path(path)
     if not path.exists():
-        raise VolumeError(path, "no such file or folder")
+        raise InputError(path, "no such file or folder")
     if not path.is_dir():
         return [path]
     children = sorted(path.iterdir())
@@ -110,7 +110,7 @@ def pair_inputs(real: str | os.PathLike, generated: str | os.PathLike) -> list[t
     """Real and generated volumes paired by sorted order; their counts must match."""
     reals, generateds = volume_paths(real), volume_paths(generated)
     if len(reals) != len(generateds):
-        raise VolumeError(generated, f"holds {len(generateds)} volumes but {real} holds {len(reals)}; pairs need both")
+        raise InputError(generated, f"holds {len(generateds)} volumes but {real} holds {len(reals)}; pairs need both")
     return list(zip(reals, generateds, strict=True))
 
 
@@ -237,7 +237,7 @@ def _pick_all(pairs: list[tuple], quota: list[int], rng: np.random.Generator, pr
             try:
                 chosen = pick_slices(real.shape[0], generated.shape[0], count, rng)
             except ValueError as exc:
-                raise VolumeError(real_path, str(exc)) from None
+                raise InputError(real_path, str(exc)) from None
             for k, g, z in chosen:
                 picks.append(SlicePair(v, k, g, round(z, 6)))
                 slices[v, k] = (
@@ -265,12 +265,12 @@ def _source(volume_pair: int, real_id: str | None, patient_key: str | None, gene
 
 def _check_arguments(pairs: int, size_px: int, output: pathlib.Path) -> None:
     if pairs < 1:
-        raise VolumeError(None, f"pairs must be at least 1, got {pairs}")
+        raise InputError(None, f"pairs must be at least 1, got {pairs}")
     if not 64 <= size_px <= 2048:
-        raise VolumeError(None, f"size_px must be 64..2048, got {size_px}")
+        raise InputError(None, f"size_px must be 64..2048, got {size_px}")
     for taken in (output / STUDY_FOLDER, output / KEY_FILE):
         if taken.exists():
-            raise VolumeError(taken, "already exists; not overwriting a study or its key")
+            raise InputError(taken, "already exists; not overwriting a study or its key")
 
 
 def build_study(

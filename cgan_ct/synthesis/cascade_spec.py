@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 
 from cgan_ct.constants import CASCADE_FILE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 
 CASCADE_FORMAT_VERSION = 1
@@ -55,14 +55,14 @@ class CascadeSpec:
             fields["levels"], fields["size"] = int(fields["levels"]), int(fields["size"])
             fields["default_slices"] = int(fields["default_slices"])
         except (TypeError, ValueError) as exc:
-            raise VolumeError(path, f"{_WHAT} is malformed ({exc})") from None
+            raise InputError(path, f"{_WHAT} is malformed ({exc})") from None
         return cls(**fields)
 
     @classmethod
     def load(cls, folder) -> CascadeSpec:
         path = pathlib.Path(folder) / CASCADE_FILE
         if not path.exists():
-            raise VolumeError(
+            raise InputError(
                 pathlib.Path(folder),
                 f"not a synthesis cascade (no {CASCADE_FILE}); train one with cgan-ct-train-cascade",
             )

@@ -30,7 +30,7 @@ from cgan_ct.constants import AIR_HU, CASCADE_FILE, DEPIXELATE, MANIFEST_FILE, S
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.data.manifest import Manifest, load_manifest
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sources import discover
@@ -183,7 +183,7 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
     if not volumes:
-        raise VolumeError(None, "no training-split volume could be read for the coarse generator")
+        raise InputError(None, "no training-split volume could be read for the coarse generator")
     return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices))
 
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from cgan_ct.config import CoarseConfig
 from cgan_ct.constants import COARSE_INFO_FILE, COARSE_SIGNATURE, SAVED_MODEL_FILE, SERVING_SIGNATURE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.model.export import save_serving_model
 from cgan_ct.ops.intensity import IntensityMapping
 from cgan_ct.synthesis.coarse_networks import LATENT_SIZE, broadcast_position, draw_noise, positions
@@ -67,7 +67,7 @@ class CoarseModel:
     def __init__(self, model_dir):
         model_dir = pathlib.Path(model_dir)
         if not (model_dir / COARSE_INFO).exists() or not (model_dir / SAVED_MODEL_FILE).exists():
-            raise VolumeError(model_dir, f"not a coarse generator saved by cgan-ct (no {COARSE_INFO})")
+            raise InputError(model_dir, f"not a coarse generator saved by cgan-ct (no {COARSE_INFO})")
         self.info = json.loads((model_dir / COARSE_INFO).read_text())
         self._generate = tf.saved_model.load(str(model_dir)).signatures[COARSE_SIGNATURE]
         self.size = int(self.info["size"])

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from cgan_ct.constants import CASCADE_FILE, DEPIXELATE
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.inference.inference import BlockModel
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
@@ -48,12 +48,12 @@ class Cascade:
         self.coarse = CoarseModel(folder / self.info.coarse)
         self.stages = [BlockModel(folder / name) for name in self.info.stages]
         if len(self.stages) != self.levels:
-            raise VolumeError(folder, f"{CASCADE_FILE} lists {len(self.stages)} stages for {self.levels} levels")
+            raise InputError(folder, f"{CASCADE_FILE} lists {len(self.stages)} stages for {self.levels} levels")
         for name, stage in zip(self.info.stages, self.stages, strict=True):
             if stage.task != DEPIXELATE:
-                raise VolumeError(folder / name, f"is a {stage.task!r} model; a cascade stage must depixelate")
+                raise InputError(folder / name, f"is a {stage.task!r} model; a cascade stage must depixelate")
         if self.coarse.size != level_length(self.size, self.levels):
-            raise VolumeError(folder, f"coarse size {self.coarse.size} does not match {self.size} / 2**{self.levels}")
+            raise InputError(folder, f"coarse size {self.coarse.size} does not match {self.size} / 2**{self.levels}")
 
     def level_shapes(self, slices: int) -> list[tuple[int, int, int]]:
         """Shapes (z, y, x) the stages produce, coarsest first; the last is the final volume's."""

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterable
 
 from cgan_ct.constants import VOLUME_FORMATS
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.dicom_writer import write_dicom_series
+from cgan_ct.io.image_files import write_nifti
 from cgan_ct.io.json_files import read_json_object, write_json_atomic
-from cgan_ct.io.volume_files import write_nifti
 
 FORMATS = VOLUME_FORMATS
 RECORD_FILE = "synthesis.json"
@@ -75,7 +75,7 @@ def write_synthetic_volumes(
     Args:
       cascade: the cascade to draw from (``cgan_ct.synthesis.synthesis.Cascade``).
       output_dir: made if absent. Before any volume is drawn, a ``synthetic_<i>`` folder there that an
-        earlier run of this same request left complete is kept; any other one is refused (VolumeError).
+        earlier run of this same request left complete is kept; any other one is refused (InputError).
       count: volumes to draw (at least 1); volume i uses ``seed + i``.
       slices: slices per volume (default: the cascade's ``default_slices``).
       formats: ``nifti`` and/or ``dicom``.
@@ -140,7 +140,7 @@ def _write_volume(cascade, out: pathlib.Path, i: int, request: dict, overlap, ba
 def _kept_volumes(out: pathlib.Path, request: dict, count: int) -> dict[str, dict]:
     """folder name -> record entry of each volume in place from an earlier run of ``request``.
 
-    Raises VolumeError naming the first ``synthetic_<i>`` in the way: any, where the record is of another
+    Raises InputError naming the first ``synthetic_<i>`` in the way: any, where the record is of another
     request (or absent); one (i < count) that is not exactly a complete volume's files otherwise.
     """
     previous = _read_record(out)
@@ -156,7 +156,7 @@ def _kept_volumes(out: pathlib.Path, request: dict, count: int) -> dict[str, dic
         folders = sorted(p for p in out.iterdir() if _VOLUME_FOLDER.match(p.name))
         if folders:
             why = f"{RECORD_FILE} differs in {', '.join(differs)}" if previous else f"there is no {RECORD_FILE}"
-            raise VolumeError(
+            raise InputError(
                 folders[0],
                 f"exists, not from a run with these settings ({why}); choose another output folder or remove it",
             )
@@ -166,7 +166,7 @@ def _kept_volumes(out: pathlib.Path, request: dict, count: int) -> dict[str, dic
             continue
         problem = _incomplete(folder, request["slices"], request["formats"])
         if problem:
-            raise VolumeError(folder, f"exists but is not a complete volume ({problem}); remove it to draw it again")
+            raise InputError(folder, f"exists but is not a complete volume ({problem}); remove it to draw it again")
         entries.setdefault(folder.name, {"folder": folder.name, "seed": request["seed"] + i, "seconds": None})
     return entries
 
@@ -198,7 +198,7 @@ def _read_record(out: pathlib.Path) -> dict:
         return {}
     try:
         return read_json_object(out / RECORD_FILE, "synthesis record")
-    except VolumeError:
+    except InputError:
         return {}
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import pathlib
 
-from cgan_ct.errors import VolumeError
-from cgan_ct.io.dicom_io import read_dicom_series
+from cgan_ct.errors import InputError
+from cgan_ct.io.dicom_reader import read_dicom_series
+from cgan_ct.io.image_files import NONFINITE_CHOICES, read_volume_file
 from cgan_ct.io.sitk_bridge import resample
 from cgan_ct.io.volume import Volume
-from cgan_ct.io.volume_files import NONFINITE_CHOICES, read_volume_file
 
 
 def _as_spacing(spacing_mm) -> tuple[float, float, float] | None:
@@ -17,7 +17,7 @@ def _as_spacing(spacing_mm) -> tuple[float, float, float] | None:
         return None
     values = (float(spacing_mm),) * 3 if isinstance(spacing_mm, (int, float)) else tuple(map(float, spacing_mm))
     if len(values) != 3 or min(values) <= 0:
-        raise VolumeError(None, f"spacing_mm must be one or three positive numbers (z, y, x), got {spacing_mm}")
+        raise InputError(None, f"spacing_mm must be one or three positive numbers (z, y, x), got {spacing_mm}")
     return values
 
 
@@ -50,7 +50,7 @@ def read_volume(
       ``Volume.warnings``.
 
     Raises:
-      VolumeError: the path does not exist, or cannot be read as CT; the
+      InputError: the path does not exist, or cannot be read as CT; the
         message names the file and the problem.
     """
     target = _as_spacing(spacing_mm)
@@ -62,7 +62,7 @@ def read_volume(
         volume = read_dicom_series(path, series=series, salt=salt)
     else:
         if series is not None:
-            raise VolumeError(path, "series= applies to DICOM folders, not to volume files")
+            raise InputError(path, "series= applies to DICOM folders, not to volume files")
         volume = read_volume_file(path, salt=salt, nonfinite=nonfinite)
     if target is not None and tuple(volume.spacing_mm) != target:
         volume = resample(volume, target, source=path)
@@ -74,8 +74,8 @@ def check_exists(path: pathlib.Path) -> None:
     try:
         path.stat()
     except FileNotFoundError:
-        raise VolumeError(path, "no such file or folder") from None
+        raise InputError(path, "no such file or folder") from None
     except OSError as exc:
-        raise VolumeError(path, f"cannot be reached ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(path, f"cannot be reached ({exc.strerror or type(exc).__name__})") from None
     if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
-        raise VolumeError(path, "permission denied: cannot be read")
+        raise InputError(path, "permission denied: cannot be read")

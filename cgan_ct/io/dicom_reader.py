@@ -17,7 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io import folder_walk, jpeg_check, slice_geometry
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, below_air_to_air, hu_to_int16, to_canonical
@@ -68,7 +68,7 @@ def _is_dicom_file(path: pathlib.Path) -> bool:
         with open(path, "rb") as f:
             head = f.read(132)
     except OSError as exc:
-        raise VolumeError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     return len(head) == 132 and head[128:] == b"DICM"
 
 
@@ -94,9 +94,9 @@ def _read_header(path: pathlib.Path) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:
-        raise VolumeError(path, f"corrupt or truncated DICOM file ({exc})") from None
+        raise InputError(path, f"corrupt or truncated DICOM file ({exc})") from None
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-        raise VolumeError(path, "corrupt DICOM file (the DICM marker is not followed by file meta information)")
+        raise InputError(path, "corrupt DICOM file (the DICM marker is not followed by file meta information)")
     _check_complete(path, ds)
     return ds
 
@@ -106,7 +106,7 @@ def _check_complete(path: pathlib.Path, ds: pydicom.Dataset) -> None:
     sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", "") or "")
     if "PixelData" not in ds:
         if sop_class in _IMAGE_STORAGE_CLASSES:
-            raise VolumeError(path, "truncated DICOM file: an image file that ends before its pixel data")
+            raise InputError(path, "truncated DICOM file: an image file that ends before its pixel data")
         return
     raw = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     length = getattr(raw, "length", None)
@@ -115,7 +115,7 @@ def _check_complete(path: pathlib.Path, ds: pydicom.Dataset) -> None:
         return
     size = path.stat().st_size
     if start + length > size:
-        raise VolumeError(
+        raise InputError(
             path, f"truncated DICOM file: its pixel data needs {length} bytes, the file ends after {size - start}"
         )
 
@@ -124,19 +124,19 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
     """All image series under ``folder``, keyed by SeriesInstanceUID.
 
     A DICOM file that cannot be read (corrupt, truncated, unreadable) raises
-    VolumeError; with ``on_error``, it is passed to ``on_error(error,
+    InputError; with ``on_error``, it is passed to ``on_error(error,
     position)`` instead (``position``: "file k of n" in the name order of its
     folder; None for a folder that cannot be read) and left out, and the caller decides what it spoils.
     Symbolic links to folders are followed, each real folder once (cgan_ct.io.folder_walk).
     """
     series: dict[str, _Series] = {}
 
-    def failed(exc: VolumeError, k: int, names: list) -> None:
+    def failed(exc: InputError, k: int, names: list) -> None:
         if on_error is None:
             raise exc
         on_error(exc, f"file {k + 1} of {len(names)}")
 
-    def unreadable(exc: VolumeError) -> None:
+    def unreadable(exc: InputError) -> None:
         if on_error is None:
             raise exc
         on_error(exc, None)  # a folder, not a file among a series' files
@@ -151,7 +151,7 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
                     continue
                 shapes.add(_name_shape(name))
                 ds = _read_header(path)
-            except VolumeError as exc:
+            except InputError as exc:
                 failed(exc, k, names)
                 continue
             if "PixelData" not in ds or "LOCALIZER" in [str(t).upper() for t in ds.get("ImageType", [])]:
@@ -164,13 +164,13 @@ def scan_series(folder: pathlib.Path, on_error=None) -> dict[str, _Series]:
             path = pathlib.Path(root, names[k])
             if _name_shape(names[k]) in shapes and names[k].upper() != "DICOMDIR":
                 reason = _not_dicom_reason(path)
-                failed(VolumeError(path, f"not readable DICOM ({reason}), among the series' files"), k, names)
+                failed(InputError(path, f"not readable DICOM ({reason}), among the series' files"), k, names)
     return series
 
 
 def _choose_series(folder: pathlib.Path, found: dict[str, _Series], choice: str | None, salt) -> _Series:
     if not found:
-        raise VolumeError(folder, "no DICOM image files found")
+        raise InputError(folder, "no DICOM image files found")
     if choice is None and len(found) == 1:
         return next(iter(found.values()))
     ct = [series for series in found.values() if series.modality == "CT"]
@@ -188,20 +188,20 @@ def _choose_series(folder: pathlib.Path, found: dict[str, _Series], choice: str 
     else:
         problem = f"{len(found)} series found; choose one with series="
     listing = "; ".join(s.label(salt) for s in found.values())
-    raise VolumeError(folder, f"{problem}: {listing}")
+    raise InputError(folder, f"{problem}: {listing}")
 
 
 def _numbers(path: pathlib.Path, ds: pydicom.Dataset, key: str, count: int) -> np.ndarray:
-    """``count`` finite numbers from attribute ``key``, or a VolumeError naming the file and the attribute."""
+    """``count`` finite numbers from attribute ``key``, or an InputError naming the file and the attribute."""
     value = ds.get(key)
     if value is None or value == "":
-        raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+        raise InputError(path, f"missing {key}; cannot place the slice in space")
     try:
         values = np.asarray(value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value], float)
     except (TypeError, ValueError):
-        raise VolumeError(path, f"{key} is not numeric ({value!r})") from None
+        raise InputError(path, f"{key} is not numeric ({value!r})") from None
     if values.shape != (count,) or not np.isfinite(values).all():
-        raise VolumeError(path, f"{key} must be {count} finite numbers, got {list(np.atleast_1d(values))}")
+        raise InputError(path, f"{key} must be {count} finite numbers, got {list(np.atleast_1d(values))}")
     return values
 
 
@@ -209,29 +209,27 @@ def _check_slice(path: pathlib.Path, ds: pydicom.Dataset) -> None:
     """One slice's header: a single-frame CT image whose geometry and scaling make sense."""
     modality = str(ds.get("Modality", "") or "")
     if modality != "CT":
-        raise VolumeError(path, f"modality is '{modality or 'missing'}', not CT")
+        raise InputError(path, f"modality is '{modality or 'missing'}', not CT")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise VolumeError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
+        raise InputError(path, "multi-frame (Enhanced CT) images are not supported; export single-frame slices")
     for key in ("Rows", "Columns"):
         side = ds.get(key)
         if side is None:
-            raise VolumeError(path, f"missing {key}; cannot place the slice in space")
+            raise InputError(path, f"missing {key}; cannot place the slice in space")
         if not 1 <= int(side) <= _MAX_SIDE:
-            raise VolumeError(path, f"{key} is {int(side)}: not an image size (1 to {_MAX_SIDE})")
+            raise InputError(path, f"{key} is {int(side)}: not an image size (1 to {_MAX_SIDE})")
     _numbers(path, ds, "ImagePositionPatient", 3)
     spacing = _numbers(path, ds, "PixelSpacing", 2)
     if spacing.min() <= 0:
-        raise VolumeError(path, f"PixelSpacing must be positive, got {list(spacing)}")
+        raise InputError(path, f"PixelSpacing must be positive, got {list(spacing)}")
     row, col = np.split(_numbers(path, ds, "ImageOrientationPatient", 6), 2)
     if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
-        raise VolumeError(
-            path, f"ImageOrientationPatient {list(np.r_[row, col])} is not two perpendicular unit vectors"
-        )
+        raise InputError(path, f"ImageOrientationPatient {list(np.r_[row, col])} is not two perpendicular unit vectors")
     for key in ("RescaleSlope", "RescaleIntercept"):
         if ds.get(key) not in (None, ""):
             value = float(_numbers(path, ds, key, 1)[0])
             if key == "RescaleSlope" and value == 0:
-                raise VolumeError(path, "RescaleSlope is 0: every pixel would be the same HU")
+                raise InputError(path, "RescaleSlope is 0: every pixel would be the same HU")
     _check_pixel_length(path, ds)
 
 
@@ -246,7 +244,7 @@ def _check_pixel_length(path: pathlib.Path, ds: pydicom.Dataset) -> None:
     bits = int(ds.get("BitsAllocated", 16) or 16)
     needed = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * bits // 8
     if length is not None and length != _UNDEFINED_LENGTH and length < needed:
-        raise VolumeError(
+        raise InputError(
             path,
             f"pixel data holds {length} bytes, but {int(ds.Rows)} x {int(ds.Columns)} pixels of {bits} bits "
             f"need {needed}: the file is truncated or its header's image size is wrong",
@@ -259,7 +257,7 @@ def _check_consistent(series: _Series) -> None:
     for path, ds in series.files:
         _check_slice(path, ds)
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
-            raise VolumeError(
+            raise InputError(
                 path,
                 f"{ds.Rows}x{ds.Columns} pixels, but the series' first file has "
                 f"{first.Rows}x{first.Columns}: inconsistent rows/columns in one series",
@@ -267,7 +265,7 @@ def _check_consistent(series: _Series) -> None:
         if not np.allclose(
             np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=_SPACING_TOLERANCE
         ):
-            raise VolumeError(
+            raise InputError(
                 path,
                 f"pixel spacing {list(ds.PixelSpacing)} differs from {list(first.PixelSpacing)} in one series",
             )
@@ -276,11 +274,11 @@ def _check_consistent(series: _Series) -> None:
             np.asarray(first.ImageOrientationPatient, float),
             atol=_IOP_TOLERANCE,
         ):
-            raise VolumeError(path, "image orientation differs from the rest of the series")
+            raise InputError(path, "image orientation differs from the rest of the series")
 
 
 def _check_frames(path: pathlib.Path, ds: pydicom.Dataset, syntax) -> None:
-    """VolumeError if a JPEG / JPEG-LS / JPEG 2000 frame is not whole (cgan_ct.io.jpeg_check): their decoders
+    """InputError if a JPEG / JPEG-LS / JPEG 2000 frame is not whole (cgan_ct.io.jpeg_check): their decoders
     stop at a stray end marker without an error and leave the rest of the slice wrong."""
     if str(syntax) not in jpeg_check.JPEG_SYNTAXES | jpeg_check.JPEG2000_SYNTAXES:
         return
@@ -289,9 +287,9 @@ def _check_frames(path: pathlib.Path, ds: pydicom.Dataset, syntax) -> None:
         for frame in pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=frames):
             problem = jpeg_check.frame_problem(str(syntax), frame)
             if problem:
-                raise VolumeError(path, f"corrupt compressed pixel data ({syntax.name}): {problem}")
+                raise InputError(path, f"corrupt compressed pixel data ({syntax.name}): {problem}")
     except (ValueError, KeyError, TypeError) as exc:  # pydicom's errors for a broken encapsulation
-        raise VolumeError(path, f"broken encapsulated pixel data ({syntax.name}): {exc}") from None
+        raise InputError(path, f"broken encapsulated pixel data ({syntax.name}): {exc}") from None
 
 
 def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
@@ -303,10 +301,10 @@ def _decode(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types; all mean "cannot decode"
         name = getattr(syntax, "name", None) or "unknown"
         reason = " ".join(str(exc).split())  # pydicom lists the missing decoder plugins one per line
-        raise VolumeError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {reason}") from None
+        raise InputError(path, f"cannot decode pixel data (transfer syntax {name}, {syntax}): {reason}") from None
     del ds.PixelData  # keep one copy of the series in memory, not two
     if pixels.shape != (ds.Rows, ds.Columns):
-        raise VolumeError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")
+        raise InputError(path, f"pixel data has shape {pixels.shape}, expected ({ds.Rows}, {ds.Columns})")
     return pixels
 
 
@@ -423,7 +421,7 @@ def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> l
     slice leaves no gap), which is reported under the series' volume id and
     left out; any other under ``volume_id=None``.
     """
-    problems: list[tuple[VolumeError, str]] = []
+    problems: list[tuple[InputError, str]] = []
     found = scan_series(root, None if on_error is None else lambda exc, where: problems.append((exc, where)))
     refs = []
     for uid, series in found.items():
@@ -433,7 +431,7 @@ def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> l
         spoiled = [(e, where) for e, where in problems if where and pathlib.Path(e.source).parent in folders]
         if spoiled:
             exc, where = spoiled[0]
-            on_error(VolumeError(exc.source, f"{where} of the series' folder: {exc.problem}"), volume_id)
+            on_error(InputError(exc.source, f"{where} of the series' folder: {exc.problem}"), volume_id)
             continue
         refs.append(
             SeriesRef(
@@ -449,7 +447,7 @@ def find_series(root: pathlib.Path, salt: str | None = None, on_error=None) -> l
         if where is None:  # a folder that could not be read
             on_error(exc, None)
         elif pathlib.Path(exc.source).parent not in series_folders:
-            on_error(VolumeError(exc.source, f"{where} of its folder: {exc.problem}"), None)
+            on_error(InputError(exc.source, f"{where} of its folder: {exc.problem}"), None)
     return sorted(refs, key=lambda r: r.volume_id)
 
 
@@ -470,7 +468,7 @@ def read_dicom_series(
         tilted or unevenly spaced (default: its finest typical gap).
 
     Raises:
-      VolumeError: naming the file or folder and the problem.
+      InputError: naming the file or folder and the problem.
     """
     chosen = _choose_series(folder, scan_series(folder), series, salt)
     return _read_chosen(chosen, folder, salt, slice_spacing_mm)
@@ -481,7 +479,7 @@ def read_series_ref(ref: SeriesRef, salt: str | None = None, slice_spacing_mm: f
     series = _Series("", [(path, _read_header(path)) for path in ref.files])
     uids = {_series_key(ds, path) for path, ds in series.files}
     if len(uids) != 1:
-        raise VolumeError(ref.files[0].parent, "the series' files changed since they were found")
+        raise InputError(ref.files[0].parent, "the series' files changed since they were found")
     series.uid = uids.pop()
     return _read_chosen(series, ref.files[0].parent, salt, slice_spacing_mm)
 
@@ -498,7 +496,7 @@ def _read_chosen(chosen: _Series, folder: pathlib.Path, salt, slice_spacing_mm) 
     numbers = [ds.get("InstanceNumber") for _, ds in files]
     problem = slice_geometry.find_stack_problem(geometry, [None if n is None else int(n) for n in numbers])
     if problem:
-        raise VolumeError(folder, problem)
+        raise InputError(folder, problem)
     hu, origin, direction, spacing, warnings = _assemble(files, geometry, slice_spacing_mm)
     volume = Volume(
         hu=hu,

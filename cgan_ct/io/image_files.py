@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.errors import VolumeError
+from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import TMP_PREFIX, discard, failure_reason, move_into_place, sync_path, write_failed
 from cgan_ct.io.nifti_check import check_nifti
 from cgan_ct.io.output_paths import check_output_file
@@ -49,7 +49,7 @@ def _finite_hu(
     if not count:
         return values, ()
     if nonfinite != "air":
-        raise VolumeError(
+        raise InputError(
             path, f"{count} of {values.size} voxels are NaN or infinite (to read them as air: nonfinite='air')"
         )
     values = np.where(bad.reshape(values.shape), np.asarray(AIR_HU, values.dtype), values)
@@ -65,7 +65,7 @@ def check_data_file_inside(path: pathlib.Path) -> None:
     try:
         lines = path.read_bytes()[:65536].decode("latin-1").splitlines()
     except OSError as exc:
-        raise VolumeError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     folder = path.parent.resolve()
     for line in lines:
         key, sep, value = line.partition("=") if "=" in line.split(":")[0] else line.partition(":")
@@ -75,7 +75,7 @@ def check_data_file_inside(path: pathlib.Path) -> None:
         name = value.split()[0]  # a pattern ("slice%03d.raw 1 10 1") names files in the same place
         target = (folder / name).resolve()
         if pathlib.Path(name).is_absolute() or not target.is_relative_to(folder):
-            raise VolumeError(
+            raise InputError(
                 path, f"its data file {name!r} lies outside the header's folder ({folder}); refusing to read it"
             )
 
@@ -142,7 +142,7 @@ def read_volume_file(
     """
     fmt = volume_format(path)
     if fmt is None:
-        raise VolumeError(path, "not a supported volume file (.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr)")
+        raise InputError(path, "not a supported volume file (.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr)")
     if nonfinite not in NONFINITE_CHOICES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_CHOICES}, got {nonfinite!r}")
     nifti = check_nifti(path) if fmt == "NIfTI" else None
@@ -155,9 +155,9 @@ def read_volume_file(
             image, reason = None, _itk_reason(exc)
     if image is None:
         # ITK's exception can blame errno ("No such file") where its own printed line says what happened.
-        raise VolumeError(path, f"cannot read {fmt} file ({' '.join(printed) or reason})")
+        raise InputError(path, f"cannot read {fmt} file ({' '.join(printed) or reason})")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise VolumeError(
+        raise InputError(
             path,
             f"expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
             f"{image.GetNumberOfComponentsPerPixel()} component(s)",
@@ -175,7 +175,7 @@ def read_volume_file(
     warnings += clip_warnings + below_air_to_air(hu) + tuple(f"ITK: {line}" for line in printed)
     spacing, origin, direction = geometry_from_sitk(image)
     if not (np.isfinite(spacing).all() and min(spacing) > 0 and np.isfinite(origin).all()):
-        raise VolumeError(path, f"voxel spacing {spacing} / origin {origin} are not finite positive values")
+        raise InputError(path, f"voxel spacing {spacing} / origin {origin} are not finite positive values")
     digest = content_digest(path)
     volume = Volume(
         hu=hu,
@@ -202,7 +202,7 @@ def file_patient_key(digest: str, patient: str | None, salt: str | None) -> str:
 def check_nifti_path(path: pathlib.Path, overwrite: bool = False) -> None:
     """``path`` is a NIfTI name (.nii / .nii.gz) that can be written."""
     if volume_format(path) != "NIfTI":
-        raise VolumeError(path, "a NIfTI path must end in .nii or .nii.gz")
+        raise InputError(path, "a NIfTI path must end in .nii or .nii.gz")
     check_output_file(path, overwrite)
 
 
@@ -211,7 +211,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike, overwrite: bool = False
 
     The file appears complete or not at all: it is written under a temporary
     name in the same folder, read back through (header, length, gzip stream)
-    and renamed. A failed write (a full disk) raises VolumeError naming
+    and renamed. A failed write (a full disk) raises InputError naming
     ``path``. An existing file is kept unless ``overwrite`` is true. Only
     voxels and geometry are written.
     """
@@ -238,5 +238,5 @@ def _check_written(tmp: pathlib.Path, path: pathlib.Path) -> None:
     """ITK reports a full disk only on stderr ("NWAD: wrote only 0 of N bytes") and returns: read the file through."""
     try:
         check_nifti(tmp)
-    except VolumeError:
+    except InputError:
         raise write_failed(path, "the file came out incomplete; a full disk or a file-size limit?") from None
