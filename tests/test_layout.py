@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cgan_ct"
 ROOMS = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
 # Modules at the top of the package that every room may import; they import none of the rooms.
-TOP = {"config", "constants", "errors", "version", "runtime", "lazy_exports"}
+TOP = {"config", "constants", "errors", "version", "runtime", "lazy_exports", "tasks"}
 # Serving a model or a cascade must not import the training code (a server has no dataset, and should not need one).
 SERVING = ["cgan_ct.model.export", "cgan_ct.synthesis.synthesis", "cgan_ct.synthesis.coarse_export"]
 TRAINING = {

@@ -31,12 +31,13 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, DENOISE, DEPIXELATE, LOWDOSE, TASKS
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import InputError
 from cgan_ct.ops import corruption
 from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.tasks import task_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +136,11 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
     """
     mapping = manifest.mapping
     block = manifest.block_size
+    spec = task_spec(task)
     degrade = None
-    if training and task == DEPIXELATE:
+    if training and spec.factor_grid:  # the pixelated condition's degradations (a cascade stage's)
         degrade = (options.condition_blur, options.condition_noise_hu, options.condition_shift)
-    scaled_noise = training and task in (DENOISE, LOWDOSE) and options.noise_scale_min < 1.0
+    scaled_noise = training and spec.noise and options.noise_scale_min < 1.0
 
     def crop(hu, augment_seed):
         if training:
@@ -148,7 +150,7 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
     def pair(element, seed):
         augment_seed, corrupt_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         target_hu = crop(element["hu"], augment_seed)
-        if task == LOWDOSE:
+        if spec.stored_condition:
             condition_hu = crop(element["condition_hu"], augment_seed)
         else:
             condition_hu = corruption.make_condition(
@@ -252,8 +254,7 @@ def make_dataset(
     One pass over the dataset is one epoch; iterate it again (Keras fit does)
     for the next epoch, with fresh shuffling and augmentation draws.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    spec = task_spec(task)  # ValueError for an unknown task
     options = options or PipelineOptions()
     dataset_dir = pathlib.Path(dataset_dir)
     manifest = load_manifest(dataset_dir)
@@ -282,7 +283,9 @@ def make_dataset(
     else:
         records = _records(files, options, (pipeline_id, pipelines))
         paired = records.enumerate().map(lambda i, r: (r, tf.stack([tf.constant(element_seed, tf.int64), i])))
-    decoded = paired.map(_decode_fn(manifest, task == LOWDOSE), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    decoded = paired.map(
+        _decode_fn(manifest, spec.stored_condition), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     if training:
         if options.air_keep < 1.0:
             decoded = decoded.filter(_keep_fn(manifest, options.air_keep))
@@ -295,10 +298,10 @@ def make_dataset(
 
 def check_task_data(dataset_dir, manifest: Manifest, task: str) -> None:
     """InputError unless the dataset can train ``task``: lowdose needs a stored condition."""
-    if task == LOWDOSE and not manifest.condition:
+    if task_spec(task).stored_condition and not manifest.condition:
         raise InputError(
             dataset_dir,
-            "stores no paired condition, which task lowdose trains on: convert with "
+            f"stores no paired condition, which task {task} trains on: convert with "
             "--condition lowdose (simulated) or --condition_input LOW_DOSE_SERIES (real pairs)",
         )
 

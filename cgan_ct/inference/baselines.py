@@ -31,11 +31,11 @@ from cgan_ct.constants import (
     DEFAULT_FACTOR,
     DEFAULT_PEAK,
     DENOISE,
-    DEPIXELATE,
     LOWDOSE,
     POISSON_HU_OFFSET,
     POISSON_HU_RANGE,
 )
+from cgan_ct.tasks import PEAK, TASK_SPECS, task_spec
 
 SLOW_BASELINES = ("bm3d",)  # run only when asked for (evaluation skips them by default)
 # Mean neighbour step (HU) under which a seam ratio is undefined: CT texture and noise give tens of HU,
@@ -111,11 +111,7 @@ def check_available(skip=SLOW_BASELINES) -> None:
         raise ValueError(BM3D_MISSING)
 
 
-BASELINES = {
-    DEPIXELATE: ("trilinear", "tricubic"),
-    DENOISE: ("gaussian", "non_local_means", "bm3d"),
-    LOWDOSE: ("gaussian", "non_local_means", "bm3d"),
-}
+BASELINES = {name: spec.baselines for name, spec in TASK_SPECS.items() if spec.baselines}
 
 
 def baselines(
@@ -141,7 +137,8 @@ def baselines(
 
     def sigma(method):  # the noise level, the condition's estimated once and only when needed
         if "sigma" not in noise:
-            noise["sigma"] = poisson_sigma_hu(peak) if task == DENOISE else estimated_sigma_hu(condition_hu)
+            known = task_spec(task).noise_level == PEAK  # the protocol's Poisson peak; a dose's is estimated
+            noise["sigma"] = poisson_sigma_hu(peak) if known else estimated_sigma_hu(condition_hu)
         return params.get(method, {}).get("sigma_scale", 1.0) * noise["sigma"]
 
     denoisers = {
@@ -149,14 +146,12 @@ def baselines(
         "non_local_means": lambda: non_local_means(condition_hu, peak, sigma("non_local_means")),
         "bm3d": lambda: bm3d_slices(condition_hu, sigma("bm3d")),
     }
-    methods = {
-        DEPIXELATE: {
-            "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1),
-            "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3),
-        },
-        DENOISE: denoisers,
-        LOWDOSE: denoisers,
-    }.get(task, {})
+    interpolators = {
+        "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1),
+        "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3),
+    }
+    makers = {**denoisers, **interpolators}
+    methods = {name: makers[name] for name in task_spec(task).baselines}
     unknown = set(skip) - {name for names in BASELINES.values() for name in names}
     if unknown:
         raise ValueError(f"unknown baselines to skip: {sorted(unknown)}")

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from cgan_ct.config import FLOAT32, LowDoseConfig
-from cgan_ct.constants import AIR_HU, CONDITION_MODES, DEPIXELATE, LOWDOSE, SEEDED_SIGNATURE
+from cgan_ct.constants import AIR_HU, CONDITION_MODES, SEEDED_SIGNATURE
 from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import Volume, hu_to_int16
@@ -27,6 +27,7 @@ from cgan_ct.model.run_record import is_run_dir
 from cgan_ct.ops import corruption
 from cgan_ct.ops.blocks import predict_volume
 from cgan_ct.ops.lowdose import DOSE_GAMMA, residual_weight, simulate_lowdose
+from cgan_ct.tasks import DOSE, task_spec
 
 _SLAB = 32  # slices per chunk when corrupting a whole volume
 
@@ -93,7 +94,7 @@ class BlockModel:
     def tile_grid(self) -> int:
         """Tile starts must be multiples of this (a depixelation model's factor: its cells start at a
         block's first voxel in training), else 1. See cgan_ct.ops.blocks.tiled_length."""
-        return int(self.info.factor) if self.task == DEPIXELATE else 1
+        return int(self.info.factor) if task_spec(self.task).factor_grid else 1
 
     def predictor(self, seed: int):
         """A function HU blocks [B, N, N, N, 1] -> HU blocks, with reproducible noise per call.
@@ -153,7 +154,7 @@ def condition_volume(
     import tensorflow as tf
 
     condition_id = pseudonym("vol", f"{volume.volume_id}:{task}:condition:{seed}")
-    if task == LOWDOSE:
+    if task_spec(task).stored_condition:  # at inference: simulated from the scan, as the model's was
         if lowdose is None:
             raise InputError(
                 volume.volume_id,
@@ -179,8 +180,9 @@ def _dose_weight(model: BlockModel, task: str, dose: float | None) -> float:
     if dose is None:
         return 1.0
     trained = model.info.lowdose
-    if task != LOWDOSE or trained is None or trained.dose is None:
-        what = "a lowdose model trained on real pairs" if task == LOWDOSE else f"a {task} model"
+    dose_task = task_spec(task).noise_level == DOSE
+    if not dose_task or trained is None or trained.dose is None:
+        what = f"a {task} model trained on real pairs" if dose_task else f"a {task} model"
         raise InputError(None, f"a dose applies to lowdose models trained on a simulated dose, not to {what}")
     if not 0 < dose <= 1:
         raise InputError(None, f"the dose is a fraction of full dose in (0, 1], got {dose}")

@@ -53,7 +53,6 @@ from cgan_ct.constants import (
     DEFAULT_PEAK,
     GENERATOR_BEST,
     GENERATOR_LAST,
-    LOWDOSE,
     MAX_SERVING_BATCH,
     MODEL_INFO_FILE,
     NORMALIZED_SIGNATURE,
@@ -67,6 +66,7 @@ from cgan_ct.io.atomic_files import TMP_PREFIX, failure_reason, sync_checked, wr
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
 from cgan_ct.model.run_record import RunRecord, model_settings_trained
 from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.tasks import task_spec
 
 MODEL_INFO = MODEL_INFO_FILE
 MODEL_FORMAT_VERSION = 1
@@ -128,7 +128,7 @@ class ModelInfo:
             "peak": float(run.pipeline.get("peak", DEFAULT_PEAK)),
             "factor": int(run.pipeline.get("factor", DEFAULT_FACTOR)),
         }
-        if run.task == LOWDOSE and run.condition:
+        if task_spec(run.task).stored_condition and run.condition:
             condition["stored"] = dict(run.condition)
         return cls(run.block_size, run.task, run.intensity, run.model, checkpoint, condition=condition)
 

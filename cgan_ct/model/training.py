@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.config import ModelConfig
-from cgan_ct.constants import AUTOENCODE, DEFAULT_FACTOR, DEPIXELATE, GENERATOR_BEST, GENERATOR_LAST
+from cgan_ct.constants import DEFAULT_FACTOR, GENERATOR_BEST, GENERATOR_LAST
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.data.manifest import Manifest, load_manifest
 from cgan_ct.errors import InputError
@@ -44,6 +44,7 @@ from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.precision import Precision, resolve_precision
 from cgan_ct.model.run_record import RunRecord, is_run_dir
+from cgan_ct.tasks import task_spec
 
 BACKUP = "backup"
 RESUME_POINT = "resume.weights.h5"
@@ -309,13 +310,12 @@ def model_for_task(config: ModelConfig, task: str, factor: int = DEFAULT_FACTOR)
     "condition" otherwise; "cubic" for another task is refused (its condition has no samples to
     interpolate).
     """
-    base = config.residual_base
-    if base == "auto":
-        base = "cubic" if task == DEPIXELATE else "condition"
-    if base == "cubic" and task != DEPIXELATE:
+    spec = task_spec(task)
+    base = spec.residual_base if config.residual_base == "auto" else config.residual_base
+    if base == "cubic" and not spec.factor_grid:
         raise ValueError(f"residual_base 'cubic' interpolates a pixelated condition: for depixelate, not {task}")
     config = dataclasses.replace(config, residual_base=base, residual_factor=factor if base == "cubic" else 2)
-    if task == AUTOENCODE and config.residual:
+    if not spec.residual and config.residual:
         return dataclasses.replace(config, residual=False)
     return config
 
