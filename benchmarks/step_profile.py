@@ -122,7 +122,7 @@ def _step_parts(gan, batch: int, n: int) -> dict:
 
     def d_forward_backward():  # D's update: real and generated in one pass
         with tf.GradientTape() as tape:
-            real, fake = gan._real_and_fake_logits(y, x, z)
+            real, fake = gan.real_and_fake_logits(y, x, z)
             loss = tf.reduce_mean(real) - tf.reduce_mean(fake)
         return tape.gradient(loss, d.trainable_variables)
 

@@ -5,6 +5,8 @@ process (one JAX start-up, one set of compilations), and leaves its results in W
 
 - ``losses.json``: the loss functions on the golden inputs of tests/test_gan.py (``loss_cases``);
 - ``steps.json``: three train steps from WORK/init.weights.h5 on WORK/batch.npz with the noise fixed;
+- ``steps_bn.json``: the same with batch normalization (D in two passes: ``joint_d_pass`` off) and a moving
+  average of G's weights, from WORK/init_bn.weights.h5;
 - ``run/``: a short cgan-ct-train run on WORK/dataset (``train()``; data-parallel when the test gives the
   process two host devices: ``devices.json``), and ``run_outputs.npy``: its
   best generator on WORK/probe.npz, as JAX computes it.
@@ -66,11 +68,22 @@ def fixed_noise(gan, condition):
 
 
 def three_steps(gan, batch) -> list[dict]:
+    """The logs of three train steps; the last also holds the sum of |moving average of G| where there is one."""
     logs = []
     for _ in range(3):
         result = gan.train_on_batch(batch["condition"], batch["target"], return_dict=True)
         logs.append({k: float(v) for k, v in result.items()})
+    if gan.uses_ema:
+        logs[-1]["ema_abs_sum"] = float(sum(np.abs(np.asarray(w.value, np.float64)).sum() for w in gan.ema_weights))
     return logs
+
+
+def batch_norm_config(preset: str):
+    """The cross-backend config with batch normalization and a moving average (issue 32: both steps honour
+    ``joint_d_pass`` and update the average the same way)."""
+    from cgan_ct.config import model_config
+
+    return model_config(preset, dropout=0.0, normalization="batch", ema_decay=0.9)
 
 
 def main(work: pathlib.Path) -> None:
@@ -92,6 +105,10 @@ def main(work: pathlib.Path) -> None:
     gan = build_gan(config, seed=0)
     gan.load_weights(work / "init.weights.h5")
     (work / "steps.json").write_text(json.dumps(three_steps(gan, np.load(work / "batch.npz"))))
+    gan = build_gan(batch_norm_config(json.loads((work / "config.json").read_text())["preset"]), seed=0)
+    assert not gan.joint_d_pass
+    gan.load_weights(work / "init_bn.weights.h5")
+    (work / "steps_bn.json").write_text(json.dumps(three_steps(gan, np.load(work / "batch.npz"))))
 
     ConditionalGAN.draw_noise = own_noise  # the run trains as a user's would, with the backend's own noise
     options = RunOptions("denoise", steps_per_epoch=4, checkpoint_every=2)

@@ -140,7 +140,7 @@ def test_one_discriminator_pass_over_real_and_generated_gives_the_two_passes_log
     gan = ConditionalGAN(build_generator(config), build_discriminator(config), seed=1)
     assert gan.joint_d_pass
     y, x, g = (tf.random.uniform([3, 16, 16, 16, 1], -1, 1, seed=s) for s in (4, 5, 6))
-    real, fake = gan._real_and_fake_logits(y, x, g)
+    real, fake = gan.real_and_fake_logits(y, x, g)
     np.testing.assert_allclose(real, gan.discriminator([y, x], training=True), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fake, gan.discriminator([y, g], training=True), rtol=1e-5, atol=1e-5)
     assert not np.allclose(real, fake)
@@ -172,7 +172,7 @@ def test_one_and_two_replicas_give_the_same_loss():
             @tf.function
             def step(batch):
                 out = gan.compute_losses(batch[0], batch[1], batch[2], training=False)
-                return [out[k] for k in ("d_loss", "g_total", "g_adversarial", "g_l1")]
+                return [getattr(out, k) for k in ("d_loss", "g_total", "g_adversarial", "g_l1")]
             per_replica = strategy.run(step, args=(next(iter(dist)),))
             return [float(strategy.reduce("SUM", v, axis=None)) for v in per_replica]
 

@@ -73,10 +73,15 @@ def jax_results(smoke_dataset, tmp_path_factory):
     )
     gan = build_gan(config, seed=0)
     gan.save_weights(work / "init.weights.h5")
+    bn_gan = build_gan(jax_worker.batch_norm_config(PRESET), seed=0)
+    bn_gan.save_weights(work / "init_bn.weights.h5")
     original = ConditionalGAN.draw_noise
     ConditionalGAN.draw_noise = jax_worker.fixed_noise
     try:
-        tf_steps = jax_worker.three_steps(gan, np.load(work / "batch.npz"))
+        tf_steps = {
+            "steps": jax_worker.three_steps(gan, np.load(work / "batch.npz")),
+            "steps_bn": jax_worker.three_steps(bn_gan, np.load(work / "batch.npz")),
+        }
     finally:
         ConditionalGAN.draw_noise = original
     # two host devices: the run trains data-parallel (keras.distribution), as on two GPUs
@@ -107,16 +112,37 @@ def test_losses_give_the_golden_values_on_both_backends(jax_results):
         assert on_jax[name] == pytest.approx(golden, rel=1e-5, abs=1e-7), name
 
 
-def test_three_train_steps_agree_across_backends(jax_results):
+@pytest.mark.parametrize("kind", ["steps", "steps_bn"])
+def test_three_train_steps_agree_across_backends(jax_results, kind):
     """Same initial weights (one file), batch and Z; D then G updated in the same order: the losses of every step
-    agree to float32 rounding of two convolution libraries (stated tolerance: 1e-4 relative, 1e-5 absolute)."""
-    work, tf_steps, _ = jax_results
-    jax_steps = json.loads((work / "steps.json").read_text())
+    agree to float32 rounding of two convolution libraries (stated tolerance: 1e-4 relative, 1e-5 absolute).
+    ``steps_bn``: batch normalization, so D sees real and generated blocks in two passes on both backends
+    (``joint_d_pass`` off; one joint pass would mix their batch statistics), and a moving average of G."""
+    work, tf_results, _ = jax_results
+    tf_steps, jax_steps = tf_results[kind], json.loads((work / f"{kind}.json").read_text())
     assert len(tf_steps) == len(jax_steps) == 3
     for step, (on_tf, on_jax) in enumerate(zip(tf_steps, jax_steps, strict=True)):
-        for name in ("d_loss", "g_total", "g_adversarial", "g_l1", "d_real", "d_fake", "psnr"):
-            assert on_jax[name] == pytest.approx(on_tf[name], rel=1e-4, abs=1e-5), (step, name, on_tf, on_jax)
+        for name in ("d_loss", "g_total", "g_adversarial", "g_l1", "d_real", "d_fake", "psnr", "ema_abs_sum"):
+            if name in on_tf or name in on_jax:
+                assert on_jax[name] == pytest.approx(on_tf[name], rel=1e-4, abs=1e-5), (step, name, on_tf, on_jax)
     assert tf_steps[0]["g_l1"] != tf_steps[2]["g_l1"]  # the steps did update something
+    assert ("ema_abs_sum" in tf_steps[-1]) == (kind == "steps_bn")
+
+
+def test_the_jax_step_uses_only_the_gans_public_train_step_contract():
+    """Issue 32: the JAX step reached into four private methods and restated the EMA update."""
+    import ast
+
+    tree = ast.parse((REPO / "cgan_ct" / "model" / "jax_steps.py").read_text())
+    private = sorted(
+        {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "gan"
+            if node.attr.startswith("_")
+        }
+    )
+    assert not private, private
 
 
 def test_a_jax_trained_run_exports_with_the_tensorflow_tools(jax_results, tmp_path):

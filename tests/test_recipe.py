@@ -38,11 +38,11 @@ def test_l1_in_hu_is_the_mean_absolute_hu_error_over_2048():
     gan = build_gan(config, hu_mapping=mapping)
     y, x = _batch()
     g = gan.generator([y, tf.zeros_like(y)], training=False)
-    _, _, l1 = gan._g_losses(tf.zeros([4, 2, 2, 2, 1]), x, g, 4)
+    _, _, l1 = gan.generator_losses(tf.zeros([4, 2, 2, 2, 1]), x, g, 4)
     expected = np.abs(mapping.inverse(x.numpy()) - mapping.inverse(g.numpy())).mean() / (DATA_RANGE_HU / 2)
     assert float(l1) == pytest.approx(expected, rel=1e-4)
     normalized = build_gan(model_config("smoke"), hu_mapping=mapping)
-    _, _, l1_normalized = normalized._g_losses(tf.zeros([4, 2, 2, 2, 1]), x, g, 4)
+    _, _, l1_normalized = normalized.generator_losses(tf.zeros([4, 2, 2, 2, 1]), x, g, 4)
     assert float(l1_normalized) == pytest.approx(np.abs(x.numpy() - g.numpy()).mean(), rel=1e-4)
     assert abs(float(l1) - float(l1_normalized)) > 0.01  # equalization weighs differently
 

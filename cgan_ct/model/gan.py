@@ -35,6 +35,7 @@ from keras import ops
 from cgan_ct.constants import DATA_RANGE_HU
 from cgan_ct.model import losses
 from cgan_ct.model.block_metrics import block_psnr, block_psnr_hu, block_ssim, noise_std_hu
+from cgan_ct.model.step_record import StepRecord
 from cgan_ct.ops.intensity import IntensityMapping
 
 _METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim", "psnr_hu", "z_std_hu")
@@ -198,10 +199,14 @@ class ConditionalGAN(keras.Model):
         step = ops.cast(step, "float32")
         return ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
 
-    def _update_ema(self):
-        decay = self.ema_decay_at(self.g_optimizer.iterations)
-        for average, weight in zip(self.ema_weights, self.generator.trainable_weights, strict=True):
-            average.assign(decay * average + (1.0 - decay) * ops.cast(weight.value, average.dtype))
+    def update_ema(self, weights=None, step=None) -> None:
+        """One update of the moving average of G's weights towards ``weights`` (default: G's trainable weights'
+        values) at decay ``ema_decay_at(step)`` (default: G's optimizer's iterations). The JAX step passes the
+        values and the step of its stateless scope."""
+        weights = [w.value for w in self.generator.trainable_weights] if weights is None else weights
+        decay = self.ema_decay_at(self.g_optimizer.iterations if step is None else step)
+        for average, weight in zip(self.ema_weights, weights, strict=True):
+            average.assign(decay * average + (1.0 - decay) * ops.cast(weight, average.dtype))
 
     def evaluation_generate(self, condition, noise):
         """G(Y, Z) as evaluation sees it: with the moving average of the weights when there is one."""
@@ -255,6 +260,10 @@ class ConditionalGAN(keras.Model):
         seed = seed + tf.stack([tf.constant(0, tf.int64), tf.cast(replica, tf.int64) * 1_000_003])
         return tf.random.stateless_uniform(tf.shape(condition), seed, -1.0, 1.0, dtype=condition.dtype)
 
+    # What a train step needs, shared by the TensorFlow step below and the JAX step (cgan_ct.model.jax_steps):
+    # the global batch, D's and G's losses, D's logits on real and generated blocks (one pass or two), the
+    # moving average (update_ema above) and the metric trackers. The JAX step uses nothing else of this class.
+
     @staticmethod
     def _replicas() -> int:
         """Replicas whose local batches make the global one (a tf.distribute strategy's; 1 on JAX)."""
@@ -264,13 +273,14 @@ class ConditionalGAN(keras.Model):
 
         return tf.distribute.get_strategy().num_replicas_in_sync
 
-    def _global_batch(self, condition):
+    def global_batch(self, condition):
+        """The global batch the losses are reduced over: this replica's batch x replicas (1 on JAX)."""
         return ops.shape(condition)[0] * self._replicas()
 
-    def _d_loss(self, real_logits, fake_logits, global_batch):
+    def discriminator_loss(self, real_logits, fake_logits, global_batch):
         return losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
 
-    def _g_losses(self, fake_logits, target, generated, global_batch):
+    def generator_losses(self, fake_logits, target, generated, global_batch):
         """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"``."""
         if self.l1_space == "hu":
             scale = DATA_RANGE_HU / 2.0  # a linear window over CLIP_HU then gives the normalized L1
@@ -278,44 +288,41 @@ class ConditionalGAN(keras.Model):
             generated = self.hu_mapping.inverse_ops(generated) / scale
         return losses.generator_loss(fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial)
 
-    def _real_and_fake_logits(self, condition, target, generated, training: bool = True):
+    def real_and_fake_logits(self, condition, target, generated, training: bool = True, discriminator=None):
+        """D's logits on (Y, X) and (Y, G): one pass over both batches where D's normalization keeps examples
+        independent (``joint_d_pass``), else two (batch normalization: real and generated statistics apart).
+
+        ``discriminator(inputs, training)``: how to run D (default: the model itself); the JAX step passes a
+        stateless call that threads D's non-trainable state (batch statistics) through both passes.
+        """
+        run = discriminator or (lambda inputs, training: self.discriminator(inputs, training=training))
         if not self.joint_d_pass:
-            return (
-                self.discriminator([condition, target], training=training),
-                self.discriminator([condition, generated], training=training),
-            )
-        both = self.discriminator(
+            return run([condition, target], training), run([condition, generated], training)
+        both = run(
             [
                 ops.concatenate([condition, condition], 0),
                 ops.concatenate([target, ops.cast(generated, target.dtype)], 0),
             ],
-            training=training,
+            training,
         )
         return ops.split(both, 2, axis=0)
 
-    def compute_losses(self, condition, target, noise, training: bool):
-        """All losses and outputs for one batch with explicit noise, without updating anything.
+    def compute_losses(self, condition, target, noise, training: bool) -> StepRecord:
+        """All losses and outputs for one batch with explicit noise, without updating anything: a StepRecord.
 
         The same loss functions as ``train_step``, which differs only in updating D
         before G's adversarial term is computed (with the updated D). Not training:
         G is the evaluation generator (the moving average of its weights, if any).
         """
-        global_batch = self._global_batch(condition)
+        global_batch = self.global_batch(condition)
         if training:
             generated = self.generator([condition, noise], training=True)
         else:
             generated = self.evaluation_generate(condition, noise)
-        real_logits, fake_logits = self._real_and_fake_logits(condition, target, generated, training)
-        g_total, g_adv, g_l1 = self._g_losses(fake_logits, target, generated, global_batch)
-        return {
-            "generated": generated,
-            "real_logits": real_logits,
-            "fake_logits": fake_logits,
-            "d_loss": self._d_loss(real_logits, fake_logits, global_batch),
-            "g_total": g_total,
-            "g_adversarial": g_adv,
-            "g_l1": g_l1,
-        }
+        real_logits, fake_logits = self.real_and_fake_logits(condition, target, generated, training)
+        g_total, g_adv, g_l1 = self.generator_losses(fake_logits, target, generated, global_batch)
+        d_loss = self.discriminator_loss(real_logits, fake_logits, global_batch)
+        return StepRecord(condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1)
 
     @staticmethod
     def _apply(optimizer, scaled_loss, tape, variables):
@@ -334,26 +341,25 @@ class ConditionalGAN(keras.Model):
         (data,) = args
         condition, target, _ = keras.utils.unpack_x_y_sample_weight(data)
         noise = self.draw_noise(condition)
-        global_batch = self._global_batch(condition)
+        global_batch = self.global_batch(condition)
         with tf.GradientTape() as g_tape:
             generated = self.generator([condition, noise], training=True)  # one forward pass of G
             with tf.GradientTape() as d_tape:
-                real_logits, fake_logits = self._real_and_fake_logits(
+                real_logits, fake_logits = self.real_and_fake_logits(
                     condition, target, tf.stop_gradient(generated), training=True
                 )
-                d_loss = self._d_loss(real_logits, fake_logits, global_batch)
+                d_loss = self.discriminator_loss(real_logits, fake_logits, global_batch)
                 d_scaled = self.d_optimizer.scale_loss(d_loss)
             self._apply(self.d_optimizer, d_scaled, d_tape, self.discriminator.trainable_variables)
             g_logits = self.discriminator([condition, generated], training=True)  # D after its update
-            g_total, g_adv, g_l1 = self._g_losses(g_logits, target, generated, global_batch)
+            g_total, g_adv, g_l1 = self.generator_losses(g_logits, target, generated, global_batch)
             g_scaled = self.g_optimizer.scale_loss(g_total)
         self._apply(self.g_optimizer, g_scaled, g_tape, self.generator.trainable_variables)
         if self.uses_ema:
-            self._update_ema()
+            self.update_ema()
         self.training_state.steps.assign_add(1)
-        return self._update_metrics(
-            condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
-        )
+        record = StepRecord(condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1)
+        return self.update_metrics(record, ssim=False)
 
     def test_step(self, *args):
         if _on_jax():
@@ -369,49 +375,27 @@ class ConditionalGAN(keras.Model):
         out = self.compute_losses(condition, target, self.draw_noise(condition), training=False)
         extra = {}
         if self.hu_mapping is not None:
-            extra["psnr_hu"] = block_psnr_hu(target, out["generated"], self.hu_mapping)
+            extra["psnr_hu"] = block_psnr_hu(target, out.generated, self.hu_mapping)
             other = self.evaluation_generate(condition, self.draw_noise(condition))  # another Z
-            extra["z_std_hu"] = noise_std_hu(out["generated"], other, self.hu_mapping)
-        return self._update_metrics(
-            condition,
-            target,
-            out["generated"],
-            out["real_logits"],
-            out["fake_logits"],
-            out["d_loss"],
-            out["g_total"],
-            out["g_adversarial"],
-            out["g_l1"],
-            extra=extra,
-        )
+            extra["z_std_hu"] = noise_std_hu(out.generated, other, self.hu_mapping)
+        return self.update_metrics(out, extra=extra)
 
-    def _update_metrics(
-        self,
-        condition,
-        target,
-        generated,
-        real_logits,
-        fake_logits,
-        d_loss,
-        g_total,
-        g_adv,
-        g_l1,
-        ssim=True,
-        extra=None,
-    ):
+    def update_metrics(self, record: StepRecord, ssim: bool = True, extra: dict | None = None) -> dict:
+        """The trackers updated with one step's ``record`` (SSIM too when ``ssim``: evaluation) and ``extra``
+        values; returns the logs (the trackers' means so far)."""
         # losses are fractions of the global mean on each replica; scale back to this replica's mean
         replicas = float(self._replicas())
         values = {
-            "g_total": g_total * replicas,
-            "g_adversarial": g_adv * replicas,
-            "g_l1": g_l1 * replicas,
-            "d_loss": d_loss * replicas,
-            "d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
-            "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32"))),
-            "psnr": block_psnr(target, generated),
+            "g_total": record.g_total * replicas,
+            "g_adversarial": record.g_adversarial * replicas,
+            "g_l1": record.g_l1 * replicas,
+            "d_loss": record.d_loss * replicas,
+            "d_real": ops.mean(ops.sigmoid(ops.cast(record.real_logits, "float32"))),
+            "d_fake": ops.mean(ops.sigmoid(ops.cast(record.fake_logits, "float32"))),
+            "psnr": block_psnr(record.target, record.generated),
         }
         if ssim:  # evaluation
-            values["ssim"] = block_ssim(target, generated)
+            values["ssim"] = block_ssim(record.target, record.generated)
         values.update(extra or {})
         for name, value in values.items():
             self.trackers[name].update_state(value)

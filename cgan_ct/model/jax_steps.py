@@ -10,7 +10,8 @@ writes values of the scope instead of variables; the networks run through
 
 1. Z from the GAN's seed generator; G's forward pass once, kept as a
    ``jax.vjp`` (the TensorFlow step also runs G once, under its outer tape);
-2. D's loss on (Y, X) and (Y, stop_gradient(G)), its gradient, D's update;
+2. D's loss on (Y, X) and (Y, stop_gradient(G)) (one pass or two, as ``joint_d_pass`` says), its
+   gradient, D's update;
 3. G's loss through the *updated* D and the L1 term: its gradient with
    respect to G's output, pulled back through G's forward pass; G's update;
 4. the moving average, the step counter and the trackers, as in TensorFlow.
@@ -25,6 +26,8 @@ from __future__ import annotations
 import jax
 import keras
 from keras import ops
+
+from cgan_ct.model.step_record import StepRecord
 
 
 def _groups(gan, with_optimizer: bool = True) -> list:
@@ -59,13 +62,19 @@ def _tensors(data):
 
 
 def jax_train_step(gan, state, data):
-    """One training step of ``gan`` (a ConditionalGAN) on the JAX backend; returns (logs, new state)."""
+    """One training step of ``gan`` (a ConditionalGAN) on the JAX backend; returns (logs, new state).
+
+    Uses only the GAN's train-step contract (``global_batch``, ``real_and_fake_logits``,
+    ``discriminator_loss``, ``generator_losses``, ``update_ema``, ``update_metrics``), as the TensorFlow step
+    does, so both honour ``joint_d_pass``: with batch normalization in D, real and generated blocks go
+    through D in two passes, D's batch statistics threaded from one to the next.
+    """
     condition, target, _ = keras.utils.unpack_x_y_sample_weight(_tensors(data))
     generator, discriminator = gan.generator, gan.discriminator
     groups = _groups(gan)
     with keras.StatelessScope(state_mapping=_state_mapping(groups, state)) as scope:
         noise = gan.draw_noise(condition)
-        global_batch = gan._global_batch(condition)
+        global_batch = gan.global_batch(condition)
         g_trainable = _values(scope, generator.trainable_variables)
         g_free = _values(scope, generator.non_trainable_variables)
         d_trainable = _values(scope, discriminator.trainable_variables)
@@ -77,18 +86,12 @@ def jax_train_step(gan, state, data):
         generated, g_pullback, g_free = jax.vjp(g_forward, g_trainable, has_aux=True)
 
         def d_objective(trainable):
-            both, free = discriminator.stateless_call(
-                trainable,
-                d_free,
-                [
-                    ops.concatenate([condition, condition], 0),
-                    ops.concatenate([target, ops.cast(jax.lax.stop_gradient(generated), target.dtype)], 0),
-                ],
-                training=True,
+            run = _ThreadedCall(discriminator, trainable, d_free)
+            real_logits, fake_logits = gan.real_and_fake_logits(
+                condition, target, jax.lax.stop_gradient(generated), training=True, discriminator=run
             )
-            real_logits, fake_logits = ops.split(both, 2, axis=0)
-            loss = gan._d_loss(real_logits, fake_logits, global_batch)
-            return gan.d_optimizer.scale_loss(loss), (loss, real_logits, fake_logits, free)
+            loss = gan.discriminator_loss(real_logits, fake_logits, global_batch)
+            return gan.d_optimizer.scale_loss(loss), (loss, real_logits, fake_logits, run.free)
 
         (_, (d_loss, real_logits, fake_logits, d_free)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
             d_trainable
@@ -98,9 +101,10 @@ def jax_train_step(gan, state, data):
         )
 
         def g_objective(output):
-            logits, free = discriminator.stateless_call(d_trainable, d_free, [condition, output], training=True)
-            total, adversarial, l1 = gan._g_losses(logits, target, output, global_batch)
-            return gan.g_optimizer.scale_loss(total), (total, adversarial, l1, free)
+            run = _ThreadedCall(discriminator, d_trainable, d_free)
+            logits = run([condition, output], training=True)  # D after its update, as in TensorFlow
+            total, adversarial, l1 = gan.generator_losses(logits, target, output, global_batch)
+            return gan.g_optimizer.scale_loss(total), (total, adversarial, l1, run.free)
 
         (_, (g_total, g_adv, g_l1, d_free)), d_output = jax.value_and_grad(g_objective, has_aux=True)(generated)
         (g_grads,) = g_pullback(d_output)
@@ -115,14 +119,23 @@ def jax_train_step(gan, state, data):
         _assign(generator.non_trainable_variables, g_free)
         _assign(gan.g_optimizer.variables, g_slots)
         if gan.uses_ema:
-            decay = gan.ema_decay_at(scope.get_current_value(gan.g_optimizer.iterations))
-            for average, weight in zip(gan.ema_weights, g_trainable, strict=True):
-                average.assign(decay * average + (1.0 - decay) * ops.cast(weight, average.dtype))
+            gan.update_ema(g_trainable, scope.get_current_value(gan.g_optimizer.iterations))
         gan.training_state.steps.assign_add(1)
-        logs = gan._update_metrics(
-            condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1, ssim=False
-        )
+        record = StepRecord(condition, target, generated, real_logits, fake_logits, d_loss, g_total, g_adv, g_l1)
+        logs = gan.update_metrics(record, ssim=False)
     return logs, _new_state(groups, scope)
+
+
+class _ThreadedCall:
+    """A network's stateless call that carries its non-trainable state (batch statistics) from one call to
+    the next, as the stateful call does: D called twice (real, then generated) updates its statistics twice."""
+
+    def __init__(self, network, trainable, free):
+        self.network, self.trainable, self.free = network, trainable, free
+
+    def __call__(self, inputs, training):
+        logits, self.free = self.network.stateless_call(self.trainable, self.free, inputs, training=training)
+        return logits
 
 
 def jax_test_step(gan, state, data):
