@@ -89,14 +89,15 @@ def model_dir(smoke_run, tmp_path_factory) -> pathlib.Path:
 
 
 def benchmark_module(name: str):
-    """A helper module of ``benchmarks/`` (``cohort``, ``memorization_grid``), imported by its path: that folder
-    is scripts, not a package."""
+    """A helper module of ``benchmarks/`` or ``experiments/`` (``memorization_grid``, ``cohort``), imported by
+    its path: those folders are scripts, not packages."""
     import importlib.util
     import sys
 
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    folder = "experiments" if (REPO / "experiments" / f"{name}.py").exists() else "benchmarks"
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -1,4 +1,5 @@
-"""Every script in benchmarks/ runs once, tiny, so none can rot; every builder of a GAN there builds every preset.
+"""Every script in benchmarks/ and experiments/ runs once, tiny, so none can rot; every GAN builder there
+builds every preset.
 
 Each script runs in a subprocess with tiny arguments and must exit 0 and print its figures. The inputs are
 synthetic: small phantom chests (cgan_ct.demo.phantom) written as DICOM series under the names of the shared
@@ -34,13 +35,16 @@ from cgan_ct.config import PRESETS, model_config
 from cgan_ct.demo.phantom import make_phantom
 from tests.conftest import REPO, require_tool
 
-BENCHMARKS = REPO / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"  # timers: a ratio against a limit measured in the same run
+EXPERIMENTS = REPO / "experiments"  # the release and A/B scripts: quality on held-out patients
 # written, with their own tests, apart from this file
 NOT_HERE = {"serving_bench.py", "cli_startup_bench.py"}
 # run tiny by another test file: script -> that file (which must name it)
 ELSEWHERE = {
     "gpu_jax_check.py": "tests/test_jax_backend.py",  # its JAX-only-machine run, beside the JAX worker
     "cohort.py": "tests/test_cohort.py",  # the split the training scripts default to (a module, not a script)
+    "memorization_grid.py": "tests/test_memorization.py",  # memorization_bench.py's reference (a module)
+    "heldout.py": "tests/test_cohort.py",  # the experiments' scoring, tables and goal lines (a module)
 }
 # the shared series' names: the scripts' defaults read these from --ct_dir
 TRAINING_SERIES, HELDOUT_SERIES = "lung-pet-ct-dx-A0001", "lidc-idri-0001"
@@ -115,8 +119,13 @@ class Smoke:
         ]
 
 
+def _folder(name: str) -> str:
+    return "experiments" if (EXPERIMENTS / name).exists() else "benchmarks"
+
+
 def _script(name: str, args: str, figures: str, inputs: tuple[str, ...] = ("ct",), **kwargs) -> Smoke:
-    return Smoke((f"{name}.py",), ("{python}", f"benchmarks/{name}.py", *args.split()), figures, inputs, **kwargs)
+    command = ("{python}", f"{_folder(name + '.py')}/{name}.py", *args.split())
+    return Smoke((f"{name}.py",), command, figures, inputs, **kwargs)
 
 
 def _shell(name: str, covers: tuple[str, ...], args: str, env: str, figures: str, inputs=(), **kwargs) -> Smoke:
@@ -160,7 +169,8 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "lowdose_eval",
         f"{SPLIT} --steps 1 --slices 2 --tune_slices 1 --noise_scale_min 0 --milder_doses 0.9 --work_dir {{out}} "
         "--into {out}/into",
-        rf"{HELDOUT_SERIES}: model [\d.]+ dB / [\d.]+, BM3D[\s\S]*{HELDOUT_SERIES} at dose 0.9: model [\d.]+ / input"
+        rf"{HELDOUT_SERIES}: model [\d.]+ dB / SSIM [\d.]+, (bm3d|non_local_means) [\d.]+ dB"
+        rf"[\s\S]*{HELDOUT_SERIES} at dose 0.9: model [\d.]+ / input"
         r"[\s\S]*model and card: \S+/into/lowdose",  # the card rendered as every shipped card (model_card.py)
         slow=True,
         modules=("bm3d",),
@@ -237,12 +247,16 @@ SMOKES = {  # longest first: two at a time, they finish sooner
 
 
 def test_every_benchmark_script_has_a_smoke_run():
-    scripts = {p.name for p in BENCHMARKS.iterdir() if p.suffix in (".py", ".sh")} - NOT_HERE
+    scripts = {p.name for folder in (BENCHMARKS, EXPERIMENTS) for p in folder.iterdir() if p.suffix in (".py", ".sh")}
+    scripts -= NOT_HERE
+    both = {p.name for p in BENCHMARKS.iterdir()} & {p.name for p in EXPERIMENTS.iterdir()}
+    assert not both, f"one name in both folders: {sorted(both)}"
     covered = {name for smoke in SMOKES.values() for name in smoke.covers}
     assert scripts - covered - set(ELSEWHERE) == set(), "add a tiny run of these to SMOKES"
     assert covered <= scripts, "SMOKES names a script that is gone"
     for script, test_file in ELSEWHERE.items():
-        assert script in (REPO / test_file).read_text(), f"{test_file} no longer runs {script}"
+        text = (REPO / test_file).read_text()
+        assert script in text or f'benchmark_module("{script[:-3]}")' in text, f"{test_file} no longer runs {script}"
 
 
 def _write_chests(folder: pathlib.Path, size: int, slices: int) -> pathlib.Path:

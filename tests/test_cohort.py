@@ -1,4 +1,4 @@
-"""The written split of the shared cohort (benchmarks/cohort.json) follows its own rule and the headers it names."""
+"""The written split of the shared cohort (experiments/cohort.json) follows its own rule and the headers it names."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import REPO, benchmark_module
 
 cohort = benchmark_module("cohort")
+heldout = benchmark_module("heldout")
 COHORT = cohort.load()
 MANUFACTURER_WORDS = {"Philips": "philips", "Siemens": "siemens", "GE": "ge medical"}
 
@@ -23,7 +24,7 @@ def test_held_out_set_is_the_rules_and_covers_two_scanners_and_two_thicknesses()
 
 def test_the_training_scripts_default_to_the_split():
     for script in ("train_pretrained", "recipe_ab", "lowdose_eval"):
-        text = (REPO / "benchmarks" / f"{script}.py").read_text()
+        text = (REPO / "experiments" / f"{script}.py").read_text()
         assert "cohort.train_series()" in text and "cohort.heldout_series()" in text, script
 
 
@@ -36,3 +37,51 @@ def test_recorded_manufacturer_and_thickness_match_the_headers(shared_ct):
         maker = str(header.get("Manufacturer", "")).lower()
         if maker:  # lungfcp-01-0001 has none: its manufacturer is the collection's (shared README)
             assert MANUFACTURER_WORDS[info["manufacturer"]] in maker, (name, maker)
+
+
+def _row(patient, method, psnr, ssim, region="volume"):
+    return {
+        "patient": patient,
+        "series": f"s-{patient}",
+        "method": method,
+        "region": region,
+        "psnr_slices_db": psnr,
+        "ssim_slices": ssim,
+    }
+
+
+def test_goal_lines_take_the_best_of_the_named_baselines_and_say_met_or_missed():
+    rows = [
+        _row("a", "model", 44.0, 0.98),
+        _row("a", "non_local_means", 42.5, 0.97),
+        _row("a", "bm3d", 42.9, 0.97),
+        _row("a", "condition", 36.0, 0.90),
+        _row("a", "gaussian", 43.5, 0.99),  # not a goal baseline
+        _row("b", "model", 41.0, 0.95),
+        _row("b", "non_local_means", 40.5, 0.96),
+        _row("c", "model", 45.0, 0.90),
+        _row("c", "bm3d", 43.0, 0.95),
+        _row("d", "model", 40.0, 0.9),  # no goal baseline scored: no line
+    ]
+    lines = heldout.goal_lines(rows, heldout.NOISE_GOAL_BASELINES)
+    assert len(lines) == 3
+    assert lines[0].startswith("a: model 44.00 dB / SSIM 0.9800, bm3d 42.90") and lines[0].endswith("met")
+    assert "condition 36.00 dB" in lines[0]
+    assert lines[1].endswith("missed by 0.50 dB") and "non_local_means 40.50" in lines[1]
+    assert lines[2].endswith("missed on SSIM")
+    by_series = heldout.goal_lines(rows, ("bm3d",), column="series")
+    assert [x.split(":")[0] for x in by_series] == ["s-a", "s-c"]
+
+
+def test_the_table_has_a_column_per_series_and_the_model_first():
+    rows = [
+        _row("a", "bm3d", 42.9, 0.97),
+        _row("a", "model", 44.0, 0.98),
+        _row("b", "model", 41.0, 0.95),
+        _row("a", "model", 39.0, 0.93, region="lungs"),
+    ]
+    lines = heldout.table(rows).splitlines()
+    assert lines[0] == "| region | method | a PSNR / SSIM | b PSNR / SSIM |"
+    assert lines[2] == "| volume | model | 44.00 / 0.9800 | 41.00 / 0.9500 |"
+    assert lines[3] == "| volume | bm3d | 42.90 / 0.9700 | - |"
+    assert lines[4] == "| lungs | model | 39.00 / 0.9300 | - |"

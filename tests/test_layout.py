@@ -144,7 +144,7 @@ def test_no_import_cycle_between_modules():
 
 
 def _project_files() -> list[pathlib.Path]:
-    folders = ("cgan_ct", "pipelines", "tfrecords_tools", "benchmarks", "tests")
+    folders = ("cgan_ct", "pipelines", "tfrecords_tools", "benchmarks", "experiments", "tests")
     return [p for folder in folders for p in sorted((ROOT / folder).rglob("*.py"))]
 
 

@@ -77,7 +77,7 @@ def test_denoising_beats_the_noisy_condition_on_held_out_chest(shared_ct, tmp_pa
     result = train(
         tmp_path / "ds",
         tmp_path / "run",
-        # float32 on every machine: this measures the recipe; bfloat16's quality is benchmarks/recipe_ab.py's
+        # float32 on every machine: this measures the recipe; bfloat16's quality is experiments/recipe_ab.py's
         # A/B (not yet run on a CPU with AMX: BUILD_NOTES.md, "Precision")
         model_config("cpu", epochs=1, precision="float32"),
         RunOptions("denoise", steps_per_epoch=MAX_STEPS, pipeline=options, checkpoint_every=10**9, validation_steps=1),

@@ -85,9 +85,9 @@ def test_the_evaluate_help_names_every_shipped_model():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_cards_are_scored_on_the_cohorts_held_out_patients_and_never_trained_on_them(name):
-    """Issue 31: the split is one file (benchmarks/cohort.json) that the cards read: every card is scored on its
+    """Issue 31: the split is one file (experiments/cohort.json) that the cards read: every card is scored on its
     held-out patients, one row set per patient, and none of them is among the model's training series."""
-    cohort = json.loads((ROOT / "benchmarks" / "cohort.json").read_text())
+    cohort = json.loads((ROOT / "experiments" / "cohort.json").read_text())
     card, rows = model_card.load_card(pretrained.PRETRAINED_DIR / name)
     assert sorted(card["heldout"]) == sorted(cohort["heldout"])
     assert not set(card["heldout"]) & set(card["training"]["series"])

@@ -68,7 +68,7 @@ def test_cpu_flags_and_matrix_features_read_cpuinfo():
 
 
 def test_inference_auto_keeps_float32_while_bfloat16_misses_its_hu_goal(monkeypatch):
-    assert not prec.INFERENCE_BFLOAT16_MEETS_GOAL  # measured: benchmarks/precision_hu.py
+    assert not prec.INFERENCE_BFLOAT16_MEETS_GOAL  # measured: experiments/precision_hu.py
     chosen = prec.resolve_inference_precision("auto", flags=SAPPHIRE_RAPIDS, gpus=[])
     assert chosen.name == "float32" and "HU goal" in chosen.reason
     assert prec.resolve_inference_precision("bfloat16", flags=EPYC_AVX2, gpus=[]).name == "bfloat16"

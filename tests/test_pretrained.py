@@ -18,7 +18,7 @@ from tests.conftest import REPO
 from tests.test_input_pipeline import _phantom
 
 SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
-HELDOUT = "lidc-idri-0001"  # never seen in training (benchmarks/train_pretrained.py)
+HELDOUT = "lidc-idri-0001"  # never seen in training (experiments/train_pretrained.py)
 
 
 def test_unknown_pretrained_name_is_one_clear_error():
@@ -146,7 +146,7 @@ def test_lowdose_told_the_dose_never_makes_a_held_out_scan_worse(mild_dose_slab)
     strict=True,
     reason="known defect (issue 31): not told the dose, pretrained:lowdose acts as on quarter dose and lowers PSNR on "
     "a scan with little noise (lidc-idri-0001 at dose 0.9: 50.49 dB against its input's 53.51). The dose cannot be "
-    "read from the pixels (benchmarks/noise_levels.py); --dose fixes it when the user knows it",
+    "read from the pixels (experiments/noise_levels.py); --dose fixes it when the user knows it",
 )
 def test_lowdose_not_told_the_dose_never_makes_a_held_out_scan_worse(mild_dose_slab):
     made, given = _psnr_model_and_input(mild_dose_slab)

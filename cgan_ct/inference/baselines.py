@@ -171,7 +171,7 @@ TUNING_GRID = {
 
 
 # Settings tuned once per condition on the shared training patients (lung-pet-ct-dx-A0001,
-# covid-ct-md-P001, covid-ct-md-cap001; 2 central slices each; benchmarks/tune_baselines.py), never on
+# covid-ct-md-P001, covid-ct-md-cap001; 2 central slices each; experiments/tune_baselines.py), never on
 # a held-out one. Keys: ("denoise", peak) and ("lowdose", dose) for the default simulation (i0
 # calibrated per scan). Used by evaluation when the model's condition is one of them.
 TUNED: dict[tuple, dict] = {
@@ -182,7 +182,7 @@ TUNED: dict[tuple, dict] = {
         "bm3d": {"sigma_scale": 1.0, "psnr_db": 43.274},
     },
     # 2026-12-03, AMD EPYC (2 cores, AVX2), 694 s: the same series and slices at peak 128
-    # (python benchmarks/tune_baselines.py --task denoise --peak 128 --slices 2 --train those three)
+    # (python experiments/tune_baselines.py --task denoise --peak 128 --slices 2 --train those three)
     (DENOISE, 128.0): {
         "gaussian": {"sigma_px": 0.7, "psnr_db": 36.762},
         "non_local_means": {"sigma_scale": 1.0, "psnr_db": 37.798},

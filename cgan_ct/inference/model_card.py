@@ -229,7 +229,7 @@ def protocol(slices: int) -> str:
 
 def updated_card(card: dict, record: dict, slices: int) -> dict:
     """card.json's facts brought up to date with a training ``record`` (train, steps, seed, train_minutes, cpu,
-    heldout: what the release scripts in benchmarks/ write) and its scoring on ``slices`` central slices (0: the
+    heldout: what the release scripts in experiments/ write) and its scoring on ``slices`` central slices (0: the
     whole volume); the card's words are kept."""
     card = json.loads(json.dumps(card))  # a copy
     card.setdefault("training", {}).update(

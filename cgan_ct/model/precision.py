@@ -153,7 +153,7 @@ def resolve_precision(
     return Precision(FLOAT32, AUTO, "the CPU has no bfloat16 matrix instructions (bfloat16 would be emulated)")
 
 
-# Inference in bfloat16 against float32 on real scans (benchmarks/precision_hu.py; BUILD_NOTES.md, "Precision"):
+# Inference in bfloat16 against float32 on real scans (experiments/precision_hu.py; BUILD_NOTES.md, "Precision"):
 # whether it met the goal of mean |difference| <= 0.5 HU and max <= 5 HU inside the body. ``auto`` serves
 # in bfloat16 only if it did; an explicit --precision bfloat16 is always honoured.
 INFERENCE_BFLOAT16_MEETS_GOAL = False

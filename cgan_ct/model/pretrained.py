@@ -2,7 +2,7 @@
 
 Each is an exported block generator (cgan-ct-export's SavedModel folder with its
 cgan_ct_model.json) and a MODEL_CARD.md, under ``pretrained_models/NAME``,
-trained by ``benchmarks/train_pretrained.py`` on the shared real chest cohort.
+trained by ``experiments/train_pretrained.py`` on the shared real chest cohort.
 """
 
 from __future__ import annotations

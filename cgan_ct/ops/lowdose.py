@@ -42,7 +42,7 @@ from cgan_ct.config import LowDoseConfig
 from cgan_ct.constants import AIR_HU, CLIP_HU
 from cgan_ct.ops.noise_level import TISSUE_HU, global_noise_hu, noise_regions
 
-# residual_weight's exponent, chosen by benchmarks/dose_strength.py on cohort training series that
+# residual_weight's exponent, chosen by experiments/dose_strength.py on cohort training series that
 # pretrained:lowdose never trained on (lungfcp, rider, tcga-bc, cmb-crc; doses 0.5 and 0.9, 16 central
 # slices; the largest worst-case gain over the input): 2026-12-03, AMD EPYC, 2 cores. gamma 1 keeps the
 # correction in proportion to the added noise's variance; 0.5 (its standard deviation) made two of eight
@@ -297,7 +297,7 @@ def residual_weight(dose: float, model_dose: float, gamma: float) -> float:
     ``1/model_dose - 1``. The output is then ``condition + w * (model output - condition)`` with
     ``w = ((1/dose - 1) / (1/model_dose - 1)) ** gamma``, clipped to [0, 1]: 1 at the model's own dose (or
     a lower one), 0 at full dose (the scan is returned as it is). ``gamma`` is chosen on training patients
-    (benchmarks/dose_strength.py; ``DOSE_GAMMA``).
+    (experiments/dose_strength.py; ``DOSE_GAMMA``).
     """
     if not 0 < dose <= 1 or not 0 < model_dose < 1:
         raise ValueError(f"doses must be in (0, 1] (the model's below 1), got dose {dose}, model dose {model_dose}")

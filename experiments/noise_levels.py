@@ -1,6 +1,6 @@
 """Can a scan's own noise level tell a lowdose model how much noise to remove? (issue 31, item 3)
 
-  python benchmarks/noise_levels.py [--series A,B] [--slices 8] [--doses 1,0.9,0.5,0.25]
+  python experiments/noise_levels.py [--series A,B] [--slices 8] [--doses 1,0.9,0.5,0.25]
       [--ct_dir ../shared/data/ct]
 
 For each series (default: every series of cohort.json, training and held out), its central ``--slices``
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
 from absl import app, flags
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Training-recipe A/B on real CT: each variant trained the same way, scored on patients held out.
 
-  python benchmarks/recipe_ab.py --task depixelate --steps 600 --variants before,air,air+l1hu \
+  python experiments/recipe_ab.py --task depixelate --steps 600 --variants before,air,air+l1hu \
       [--train SERIES,...] [--slices 32] [--bm3d] [--peak 512] \
       [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output_dir /tmp/recipe_ab]
 
@@ -61,7 +61,8 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
+import heldout  # experiments/heldout.py: scoring and the JSON-lines record
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -153,7 +154,7 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
     model = BlockModel(work / variant / "run")  # one epoch: its best generator is its last
     inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
     start = time.monotonic()
-    rows, _ = cohort.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value)
+    rows, _ = heldout.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value)
     score_s = time.monotonic() - start
     for row in rows:
         row.update(variant=variant, steps=steps, train_s=round(train_s, 1), score_s=round(score_s, 1))
@@ -217,10 +218,7 @@ def main(argv: list[str]) -> None:
         rows += json.loads(line[5:])
         print(f"{variant}: trained in {rows[-1]['train_s']} s, scored in {rows[-1]['score_s']} s", flush=True)
     print(_table(rows))
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+    heldout.append_jsonl(_OUTPUT.value, rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How strongly a lowdose model should act on a scan at a milder dose than its own (issue 31, item 3).
 
-  python benchmarks/dose_strength.py [--model pretrained:lowdose] [--tune SERIES,...] [--heldout SERIES,...]
+  python experiments/dose_strength.py [--model pretrained:lowdose] [--tune SERIES,...] [--heldout SERIES,...]
       [--doses 0.25,0.5,0.75,0.9,1] [--tune_doses 0.5,0.9] [--gammas 0.5,0.75,1,1.5,2,3] [--slices 16]
 
 A model trained at one dose removes that dose's added noise wherever it runs: on a scan with less
@@ -28,7 +28,7 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
 import numpy as np
 from absl import app, flags
 

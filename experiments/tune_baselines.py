@@ -1,7 +1,7 @@
 """Tunes the denoising baselines (Gaussian, NLM, BM3D) once per condition on training patients.
 
-  python benchmarks/tune_baselines.py --task denoise --peak 512 [--slices 2]
-  python benchmarks/tune_baselines.py --task lowdose --dose 0.25 [--slices 2]
+  python experiments/tune_baselines.py --task denoise --peak 512 [--slices 2]
+  python experiments/tune_baselines.py --task lowdose --dose 0.25 [--slices 2]
       [--train SERIES,...] [--ct_dir ../shared/data/ct]
 
 The condition is simulated (seed 0) on the central ``--slices`` slices of each training series (the
@@ -16,7 +16,7 @@ import json
 import pathlib
 import time
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
 from absl import app, flags
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]

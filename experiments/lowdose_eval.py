@@ -1,7 +1,7 @@
 """Trains a lowdose model on simulated low dose of real chest CT and scores it on held-out patients
 against Gaussian smoothing, non-local means and BM3D, each tuned on the training patients.
 
-  python benchmarks/lowdose_eval.py [--dose 0.25] [--steps 1200] [--slices 32] [--tune_slices 2]
+  python experiments/lowdose_eval.py [--dose 0.25] [--steps 1200] [--slices 32] [--tune_slices 2]
       [--noise_scale_min 1] [--milder_doses 0.5,0.9]
       [--train SERIES,...]
       [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--work_dir DIR]
@@ -41,14 +41,14 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
+import heldout  # experiments/heldout.py: scoring, tables and goal lines
 from absl import app, flags
 
 from cgan_ct import runtime
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-GOAL_DB = 1.0
 _DOSE = flags.DEFINE_float("dose", 0.25, "Simulated dose (fraction of the scan's).")
 _STEPS = flags.DEFINE_integer("steps", 1200, "Training steps.")
 _SLICES = flags.DEFINE_integer("slices", 32, "Central slices of each held-out volume scored.")
@@ -74,40 +74,6 @@ _INTO = flags.DEFINE_string("into", None, "Copy the model, with its card, to INT
 _CARD_ONLY = flags.DEFINE_bool(
     "card_only", False, "Write --into from the work folder's lowdose_eval.json; run nothing."
 )
-
-
-def table(rows: list[dict]) -> str:
-    """Region x method rows, one PSNR / SSIM column per held-out series."""
-    series = sorted({r["series"] for r in rows})
-    lines = ["| region | method | " + " | ".join(f"{s} PSNR / SSIM" for s in series) + " |"]
-    lines.append("|---|---|" + "---|" * len(series))
-    for region in ("volume", "lungs"):
-        methods = sorted({r["method"] for r in rows if r["region"] == region}, key=lambda m: (m != "model", m))
-        for method in methods:
-            cells = []
-            for s in series:
-                found = [r for r in rows if (r["series"], r["region"], r["method"]) == (s, region, method)]
-                cells.append(f"{found[0]['psnr_slices_db']:.2f} / {found[0]['ssim_slices']:.4f}" if found else "-")
-            lines.append(f"| {region} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def goal_lines(rows: list[dict]) -> list[str]:
-    lines = []
-    for series in sorted({r["series"] for r in rows}):
-        scores = {r["method"]: r for r in rows if r["series"] == series and r["region"] == "volume"}
-        if "bm3d" not in scores:
-            continue  # --skip_baselines bm3d: nothing to compare with
-        model, bm3d = scores["model"], scores["bm3d"]
-        met = (
-            model["psnr_slices_db"] >= bm3d["psnr_slices_db"] + GOAL_DB and model["ssim_slices"] >= bm3d["ssim_slices"]
-        )
-        lines.append(
-            f"{series}: model {model['psnr_slices_db']:.2f} dB / {model['ssim_slices']:.4f}, "
-            f"BM3D {bm3d['psnr_slices_db']:.2f} dB / {bm3d['ssim_slices']:.4f}: goal (BM3D + 1 dB, SSIM not below) "
-            + ("met" if met else f"missed ({model['psnr_slices_db'] - bm3d['psnr_slices_db']:+.2f} dB)")
-        )
-    return lines
 
 
 def main(argv: list[str]) -> None:
@@ -153,7 +119,8 @@ def main(argv: list[str]) -> None:
     rows, params, lines, mild_rows = [], {}, [], []
     if _HELDOUT.value:
         rows, params = _supervised(model, train_inputs, lowdose, timings)
-        lines = [table(rows), "", *goal_lines(rows)]
+        goals = heldout.goal_lines(rows, heldout.NOISE_GOAL_BASELINES, column="series")
+        lines = [heldout.table(rows, column="series"), "", *goals]
         mild_rows = _milder(model, [float(d) for d in _MILDER.value], timings)
         lines += ["", "Never worse than its input, whole slab (model / input PSNR, dB):", "", *mild_lines(mild_rows)]
     if _REAL.value:

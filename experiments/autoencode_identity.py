@@ -1,6 +1,6 @@
 """How fast does the generator learn the identity? (issue 31, item 6: an autoencoder that reproduces its input)
 
-  python benchmarks/autoencode_identity.py [--variants "lr=2e-4,sched=cosine;lr=1e-3"] [--steps 600]
+  python experiments/autoencode_identity.py [--variants "lr=2e-4,sched=cosine;lr=1e-3"] [--steps 600]
       [--train SERIES,...] [--ct_dir ../shared/data/ct] [--work_dir DIR] [--probe 64] [--batch 8]
       [--air_keep 0.1]
 

@@ -1,6 +1,6 @@
 """Trains, exports and scores the models that ship with the package (cgan_ct/model/pretrained_models/).
 
-  python benchmarks/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1800]
+  python experiments/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1800]
       [--train SERIES,...] [--heldout SERIES,...] [--slices 32] [--nobm3d] [--score_only]
       [--ct_dir ../shared/data/ct] [--work_dir /tmp/pretrained] [--into cgan_ct/model/pretrained_models]
 
@@ -16,7 +16,7 @@ comparison a card reports has it; ~8 s a 512 x 512 slice, the reason for slabs).
 the settings tuned on training patients (``baselines.TUNED``) where the condition has them. Each model
 folder keeps its ``card.json`` (the words; its training, held-out and protocol fields are brought up to
 date) and gets ``scores.json`` (the rows), from which ``MODEL_CARD.md`` and ``example.jpg`` are rendered
-(``cgan_ct.inference.model_card``, as ``benchmarks/model_cards.py`` does). Prints a summary table.
+(``cgan_ct.inference.model_card``, as ``experiments/model_cards.py`` does). Prints a summary table.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
+import heldout  # experiments/heldout.py: scoring, tables and goal lines
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -42,11 +43,8 @@ from cgan_ct.constants import DENOISE, DEPIXELATE, LOWDOSE
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # name -> (task, Poisson peak); the names are what ``pretrained:NAME`` finds
 MODELS = {"denoise": (DENOISE, 512.0), "denoise-peak128": (DENOISE, 128.0), "depixelate": (DEPIXELATE, 512.0)}
-# scored here (--score_only), trained by benchmarks/lowdose_eval.py (its dataset holds the simulated dose)
+# scored here (--score_only), trained by experiments/lowdose_eval.py (its dataset holds the simulated dose)
 SCORED_ONLY = {"lowdose": (LOWDOSE, 512.0)}
-NOISE_BASELINES = ("non_local_means", "bm3d")
-BASELINES = {DENOISE: NOISE_BASELINES, LOWDOSE: NOISE_BASELINES, DEPIXELATE: ("tricubic",)}  # goal: their best + 1 dB
-GOAL_DB = 1.0
 
 _MODELS = flags.DEFINE_list(
     "models", list(MODELS), f"Models to train: {', '.join(MODELS)} (and, with --score_only, {', '.join(SCORED_ONLY)})."
@@ -61,53 +59,6 @@ _INTO = flags.DEFINE_string("into", str(_ROOT / "cgan_ct" / "model" / "pretraine
 _SCORE_ONLY = flags.DEFINE_bool("score_only", False, "Score the models already in --into; train nothing.")
 _SLICES = flags.DEFINE_integer("slices", 32, "Score each held-out patient's central SLICES slices (0: whole volume).")
 _BM3D = flags.DEFINE_bool("bm3d", True, "Score BM3D too (noise tasks; needs the bm3d extra, ~8 s a slice).")
-
-
-def _per_patient(rows: list[dict], region: str) -> dict:
-    """patient -> method -> (PSNR, SSIM)."""
-    out: dict = {}
-    for r in rows:
-        if r["region"] == region:
-            out.setdefault(r["patient"], {})[r["method"]] = (r["psnr_slices_db"], r["ssim_slices"])
-    return out
-
-
-def goal_lines(rows: list[dict], task: str) -> list[str]:
-    """Per held-out patient: the goal (PSNR >= the best baseline + 1 dB, SSIM not below) met or missed, with figures."""
-    lines = []
-    for patient, methods in sorted(_per_patient(rows, "volume").items()):
-        baseline = max((m for m in BASELINES[task] if m in methods), key=lambda m: methods[m][0])
-        (psnr, ssim), (base_psnr, base_ssim) = methods["model"], methods[baseline]
-        cond_psnr = methods["condition"][0]
-        met = psnr >= base_psnr + GOAL_DB and ssim >= base_ssim
-        lines.append(
-            f"{patient[:12]}: model {psnr:.2f} dB / SSIM {ssim:.4f}, {baseline} {base_psnr:.2f} dB / {base_ssim:.4f}, "
-            f"condition {cond_psnr:.2f} dB: goal (>= {baseline} + {GOAL_DB:.0f} dB, SSIM not below) "
-            + (
-                "met"
-                if met
-                else f"missed by {base_psnr + GOAL_DB - psnr:.2f} dB"
-                if psnr < base_psnr + GOAL_DB
-                else "missed on SSIM"
-            )
-        )
-    return lines
-
-
-def table(rows: list[dict]) -> str:
-    patients = sorted({r["patient"] for r in rows})
-    lines = ["| region | method | " + " | ".join(f"{p[:12]} PSNR / SSIM" for p in patients) + " |"]
-    lines.append("|---|---|" + "---|" * len(patients))
-    for region in ("volume", "lungs"):
-        by_patient = _per_patient(rows, region)
-        methods = sorted({m for v in by_patient.values() for m in v}, key=lambda m: (m != "model", m))
-        for method in methods:
-            cells = []
-            for p in patients:
-                value = by_patient.get(p, {}).get(method)
-                cells.append(f"{value[0]:.2f} / {value[1]:.4f}" if value else "-")
-            lines.append(f"| {region} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
@@ -132,7 +83,7 @@ def main(argv: list[str]) -> None:
     if not _SCORE_ONLY.value and not (dataset / "manifest.json").exists():
         inputs = [pathlib.Path(_CT.value) / name for name in _TRAIN.value]
         convert(inputs, dataset, conversion_config("cpu", test_fraction=0.0), workers=None)
-    heldout = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
+    heldout_paths = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
     summary = []
     for name in _MODELS.value:
         task, peak = known[name]
@@ -172,7 +123,7 @@ def main(argv: list[str]) -> None:
         else:
             record = json.loads(record_path.read_text())
         record["heldout"] = _HELDOUT.value
-        rows, made = cohort.score_heldout(heldout, task, BlockModel(folder), _SLICES.value, _BM3D.value)
+        rows, made = heldout.score_heldout(heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value)
         out = work / "eval" / name
         (out / "figures").mkdir(parents=True, exist_ok=True)
         for index, figure in enumerate(made):
@@ -186,9 +137,10 @@ def main(argv: list[str]) -> None:
             print(f"{name}: no {model_card.CARD_FILE} in {folder} (write one as the others are): no MODEL_CARD.md")
         else:
             (folder / model_card.CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
-            model_card.write_example_figure(folder, heldout[0])
+            model_card.write_example_figure(folder, heldout_paths[0])
             (folder / model_card.MODEL_CARD_FILE).write_text(text)
-        summary.append(f"## {name}\n\n{table(rows)}\n\n" + "\n".join(f"- {x}" for x in goal_lines(rows, task)))
+        goals = heldout.goal_lines(rows, heldout.GOAL_BASELINES[task])
+        summary.append(f"## {name}\n\n{heldout.table(rows)}\n\n" + "\n".join(f"- {x}" for x in goals))
         print(summary[-1], flush=True)
     size = sum(p.stat().st_size for p in into.rglob("*") if p.is_file())
     print(f"\nshipped models: {size / 1e6:.2f} MB in {into}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Renders the shipped models' cards again: MODEL_CARD.md from card.json + scores.json, and example.jpg.
 
-  python benchmarks/model_cards.py [--into cgan_ct/model/pretrained_models] [--models denoise,...]
+  python experiments/model_cards.py [--into cgan_ct/model/pretrained_models] [--models denoise,...]
       [--ct_dir ../shared/data/ct] [--nofigures]
 
 The example figure runs each model on the central 32 slices of the first held-out series named in its

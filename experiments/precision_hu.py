@@ -1,6 +1,6 @@
 """Inference in a 16-bit precision against float32, in HU, on real scans: does it meet the goal?
 
-  python benchmarks/precision_hu.py [--models denoise,depixelate,lowdose,denoise-peak128]
+  python experiments/precision_hu.py [--models denoise,depixelate,lowdose,denoise-peak128]
       [--scans lidc-idri-0001,covid-ct-md-normal001] [--slices 64] [--crop 320] [--precision bfloat16]
       [--ct_dir ../shared/data/ct] [--output FILE]
 
@@ -17,7 +17,6 @@ emulates bfloat16 slowly (benchmarks/model_bench.py measures speed).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -25,7 +24,8 @@ import time
 import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
 # isort: on
 
-import cohort  # benchmarks/cohort.py, beside this script
+import cohort  # experiments/cohort.py, beside this script
+import heldout  # experiments/heldout.py: the JSON-lines record
 import numpy as np
 from absl import app, flags
 
@@ -122,10 +122,7 @@ def main(argv: list[str]) -> None:
         f"goal {'met' if met else 'missed'}: worst mean {max(r['mean_abs_hu'] for r in rows):.3f} HU, "
         f"worst max {max(r['max_abs_hu'] for r in rows)} HU"
     )
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+    heldout.append_jsonl(_OUTPUT.value, rows)
 
 
 if __name__ == "__main__":

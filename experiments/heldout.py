@@ -1,0 +1,96 @@
+"""The held-out protocol every experiment here reports by: scoring a model on the cohort's held-out series
+(``score_heldout``), the per-series table of PSNR / SSIM, the goal lines (the best classical method + 1 dB,
+SSIM not below) and the JSON-lines record. One copy, so that every table and every "goal met / missed" line
+in BUILD_NOTES.md and the model cards is computed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import cohort  # experiments/cohort.py, beside this module
+
+GOAL_DB = 1.0  # the models issue's goal: the best classical method + 1 dB
+NOISE_GOAL_BASELINES = ("non_local_means", "bm3d")  # the goal's classical methods for the noise tasks
+GOAL_BASELINES = {"denoise": NOISE_GOAL_BASELINES, "lowdose": NOISE_GOAL_BASELINES, "depixelate": ("tricubic",)}
+
+
+def score_heldout(heldout, task: str, model, slices: int, bm3d: bool) -> tuple[list[dict], list]:
+    """The rows of every held-out series (its central ``slices`` slices, 0: all) and each one's figure.
+
+    The protocol every script here scores by: the model beside its condition and the classical baselines
+    (BM3D too when ``bm3d``, for the noise tasks; it is no depixelation baseline), overlap 0.25.
+    """
+    from cgan_ct.inference.baselines import SLOW_BASELINES, check_available
+    from cgan_ct.inference.evaluation import evaluate_volume
+    from cgan_ct.io.volume_reader import read_volume
+    from cgan_ct.tasks import task_spec
+
+    skip = () if bm3d and "bm3d" in task_spec(task).baselines else SLOW_BASELINES
+    check_available(skip)  # before the first scan is read
+    rows, figures = [], []
+    for path in heldout:
+        volume = read_volume(path)
+        if slices:
+            volume = cohort.central_slices(volume, slices)
+        result = evaluate_volume(volume, task, model, overlap=0.25, skip_baselines=skip)
+        rows += result.rows
+        figures.append(result.figure)
+    return rows, figures
+
+
+def per_column(rows: list[dict], region: str, column: str = "patient") -> dict:
+    """``column`` value (the pseudonymous patient, or the series folder) -> method -> (PSNR, SSIM)."""
+    out: dict = {}
+    for r in rows:
+        if r["region"] == region:
+            out.setdefault(r[column], {})[r["method"]] = (r["psnr_slices_db"], r["ssim_slices"])
+    return out
+
+
+def table(rows: list[dict], column: str = "patient") -> str:
+    """Region x method rows (the model first), one PSNR / SSIM column per held-out ``column`` value."""
+    keys = sorted({r[column] for r in rows})
+    lines = ["| region | method | " + " | ".join(f"{k[:14]} PSNR / SSIM" for k in keys) + " |"]
+    lines.append("|---|---|" + "---|" * len(keys))
+    for region in ("volume", "lungs"):
+        found = per_column(rows, region, column)
+        methods = sorted({m for v in found.values() for m in v}, key=lambda m: (m != "model", m))
+        for method in methods:
+            cells = []
+            for k in keys:
+                value = found.get(k, {}).get(method)
+                cells.append(f"{value[0]:.2f} / {value[1]:.4f}" if value else "-")
+            lines.append(f"| {region} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal_lines(rows: list[dict], baselines, column: str = "patient") -> list[str]:
+    """Per held-out ``column`` value: the goal (PSNR >= the best of ``baselines`` + 1 dB, SSIM not below) met
+    or missed, with the figures; a value where none of ``baselines`` was scored gets no line."""
+    lines = []
+    for key, methods in sorted(per_column(rows, "volume", column).items()):
+        present = [m for m in baselines if m in methods]
+        if not present or "model" not in methods:
+            continue
+        baseline = max(present, key=lambda m: methods[m][0])
+        (psnr, ssim), (base_psnr, base_ssim) = methods["model"], methods[baseline]
+        if psnr < base_psnr + GOAL_DB:
+            verdict = f"missed by {base_psnr + GOAL_DB - psnr:.2f} dB"
+        else:
+            verdict = "met" if ssim >= base_ssim else "missed on SSIM"
+        condition = f", condition {methods['condition'][0]:.2f} dB" if "condition" in methods else ""
+        lines.append(
+            f"{key}: model {psnr:.2f} dB / SSIM {ssim:.4f}, {baseline} {base_psnr:.2f} dB / {base_ssim:.4f}"
+            f"{condition}: goal (>= {baseline} + {GOAL_DB:.0f} dB, SSIM not below) {verdict}"
+        )
+    return lines
+
+
+def append_jsonl(path, rows: list[dict]) -> None:
+    """``rows`` appended to ``path`` as JSON lines (nothing when ``path`` is empty)."""
+    if path:
+        with pathlib.Path(path).open("a") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=float) + "\n")
