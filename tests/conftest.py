@@ -59,11 +59,11 @@ def smoke_dataset(tmp_path_factory) -> pathlib.Path:
     """Four 64^3 phantoms converted with the smoke settings (a TFRecord dataset folder)."""
     from cgan_ct.config import conversion_config
     from cgan_ct.data.conversion import convert
-    from tests.test_input_pipeline import _phantom
+    from tests.volume_factory import phantom_hu
 
     root = tmp_path_factory.mktemp("train")
     for i in range(4):
-        sitk.WriteImage(sitk.GetImageFromArray(_phantom(i)), str(root / f"v{i}.nii"))
+        sitk.WriteImage(sitk.GetImageFromArray(phantom_hu(i)), str(root / f"v{i}.nii"))
     convert([root], root / "ds", conversion_config("smoke"), workers=1)
     return root / "ds"
 
@@ -102,3 +102,26 @@ def benchmark_module(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def reader_volumes(tmp_path_factory):
+    """The reader-study tests' pair: a phantom as 'real' and a blurred copy as 'generated' (NIfTI paths)."""
+    from tests.reader_helpers import write_volume_pair
+
+    return write_volume_pair(tmp_path_factory.mktemp("reader_volumes"))
+
+
+@pytest.fixture()
+def archive(tmp_path):
+    """Five patients: P1 has two series (two kernels), plus one NIfTI volume, one MR series, one bad path."""
+    from tests.dicom_factory import random_hu, write_ct_series
+    from tests.volume_factory import write_nifti_volume
+
+    root = tmp_path / "archive"
+    for p in range(1, 5):
+        write_ct_series(root / f"p{p}" / "a", random_hu((20, 24, 18), seed=p), tags={"PatientID": f"P{p}"})
+    write_ct_series(root / "p1" / "b", random_hu((20, 24, 18), seed=11), tags={"PatientID": "P1"})
+    write_nifti_volume(root / "p5.nii.gz", (30, 20, 20), seed=5)
+    write_ct_series(root / "mr", random_hu((3, 8, 8)), tags={"Modality": "MR", "PatientID": "P9"})
+    return root

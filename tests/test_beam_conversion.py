@@ -8,12 +8,14 @@ import pytest
 
 pytest.importorskip("apache_beam", reason="apache-beam is the optional 'beam' extra (installed by the test extra)")
 
+from cgan_ct.config import conversion_config  # noqa: E402
 from cgan_ct.data.beam_conversion import convert_with_beam  # noqa: E402
 from cgan_ct.data.conversion import convert  # noqa: E402
 from cgan_ct.data.dataset_check import verify  # noqa: E402
 from cgan_ct.data.tfrecord_io import iter_records  # noqa: E402
 from cgan_ct.errors import InputError  # noqa: E402
-from tests.test_conversion import SMOKE, archive  # noqa: E402, F401 - archive is a fixture
+
+SMOKE = conversion_config("smoke")  # as tests/test_conversion.py converts (the archive fixture: conftest.py)
 
 
 def _records(dataset_dir, manifest):
@@ -29,7 +31,7 @@ def _without_shard(volumes):
 
 
 @pytest.mark.slow
-def test_beam_matches_local(archive, tmp_path):  # noqa: F811 - pytest fixture from test_conversion
+def test_beam_matches_local(archive, tmp_path):
     local = convert([archive], tmp_path / "local", SMOKE, salt="s", workers=1).manifest.to_json()
     beam = convert_with_beam(
         [archive], tmp_path / "beam", SMOKE, salt="s", beam_args=["--runner=DirectRunner"]

@@ -17,27 +17,9 @@ from cgan_ct.data import schema
 from cgan_ct.data.conversion import convert, split_patients
 from cgan_ct.data.dataset_check import verify
 from tests.dicom_factory import random_hu, write_ct_series
+from tests.volume_factory import write_nifti_volume
 
 SMOKE = conversion_config("smoke")  # 16^3 blocks, margin 4
-
-
-def write_nifti_volume(path, shape, seed, spacing=(1.0, 1.0, 2.0)):
-    image = sitk.GetImageFromArray(random_hu(shape, seed))
-    image.SetSpacing(spacing)
-    sitk.WriteImage(image, str(path))
-    return path
-
-
-@pytest.fixture()
-def archive(tmp_path):
-    """Five patients: P1 has two series (two kernels), plus one NIfTI volume, one MR series, one bad path."""
-    root = tmp_path / "archive"
-    for p in range(1, 5):
-        write_ct_series(root / f"p{p}" / "a", random_hu((20, 24, 18), seed=p), tags={"PatientID": f"P{p}"})
-    write_ct_series(root / "p1" / "b", random_hu((20, 24, 18), seed=11), tags={"PatientID": "P1"})
-    write_nifti_volume(root / "p5.nii.gz", (30, 20, 20), seed=5)
-    write_ct_series(root / "mr", random_hu((3, 8, 8)), tags={"Modality": "MR", "PatientID": "P9"})
-    return root
 
 
 def _decoded_blocks(dataset_dir, manifest):

@@ -26,7 +26,7 @@ from cgan_ct.io import dicom_reader
 from cgan_ct.io.sources import read_patients_table
 from tests.conftest import REPO
 from tests.dicom_factory import random_hu, write_ct_series
-from tests.test_conversion import write_nifti_volume
+from tests.volume_factory import write_nifti_volume
 
 SMOKE = conversion_config("smoke", test_fraction=0.0)
 

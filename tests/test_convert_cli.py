@@ -14,7 +14,7 @@ import pytest
 from cgan_ct.data.dataset_check import verify
 from cgan_ct.data.tfrecord_io import iter_records
 from tests.conftest import REPO
-from tests.test_conversion import write_nifti_volume
+from tests.volume_factory import write_nifti_volume
 
 
 def _tool(module, *args, **kwargs):

@@ -16,13 +16,13 @@ from cgan_ct.cli.progress import ProgressBar
 from cgan_ct.errors import InputError
 from cgan_ct.inference.inference import BlockModel, condition_volume, infer_volume
 from tests.conftest import REPO
-from tests.test_input_pipeline import _phantom
+from tests.volume_factory import phantom_hu
 
 
 @pytest.fixture()
 def awkward_volume(tmp_path):
     path = tmp_path / "awkward.nii.gz"
-    image = sitk.GetImageFromArray(_phantom(7)[:20, :40, :37].copy())
+    image = sitk.GetImageFromArray(phantom_hu(7)[:20, :40, :37].copy())
     image.SetSpacing((0.7, 0.8, 2.5))
     sitk.WriteImage(image, str(path))
     return read_volume(path)

@@ -16,23 +16,14 @@ from cgan_ct.config import ConversionConfig
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from tests.conftest import REPO
-from tests.test_corruption_augment import _numpy_depixelate
-
-
-def _phantom(seed: int) -> np.ndarray:
-    """A smooth, structured volume (so crops and turns are visible), 64^3 HU."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*(np.linspace(-1, 1, 64),) * 3, indexing="ij")
-    body = (y / 0.9) ** 2 + (x / 0.8) ** 2 < 1
-    hu = np.where(body, 40.0, -1000.0) + 300 * np.sin(5 * x + rng.uniform(0, 6)) * np.cos(3 * y + z)
-    return np.clip(hu, -1024, 3071).astype(np.int16)
+from tests.volume_factory import numpy_depixelate, phantom_hu
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     for i in range(4):
-        image = sitk.GetImageFromArray(_phantom(i))
+        image = sitk.GetImageFromArray(phantom_hu(i))
         sitk.WriteImage(image, str(root / f"v{i}.nii"))
     config = ConversionConfig(shard_target_mb=0.5)  # one shard per volume
     manifest = convert([root], root / "ds", config, workers=1).manifest.to_json()
@@ -74,7 +65,7 @@ def test_corruption_never_touches_the_target_and_stays_aligned(dataset):
         for task in ("denoise", "depixelate"):
             np.testing.assert_array_equal(batches[task][i][1], auto_x)  # same target for every task
         depix_y = batches["depixelate"][i][0]
-        np.testing.assert_array_equal(depix_y[..., 0], _numpy_depixelate(auto_x[..., 0], 2))
+        np.testing.assert_array_equal(depix_y[..., 0], numpy_depixelate(auto_x[..., 0], 2))
         noisy = batches["denoise"][i][0]
         assert 0 < np.abs(noisy - auto_x).mean() < 0.2
 
@@ -170,7 +161,7 @@ def half_air_dataset(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(4):
         hu = np.full((64, 64, 128), -1000.0) + rng.normal(0, 20, (64, 64, 128))
-        hu[:, :, :64] = _phantom(i)[:, :, :64]
+        hu[:, :, :64] = phantom_hu(i)[:, :, :64]
         sitk.WriteImage(sitk.GetImageFromArray(np.clip(hu, -1024, 3071).astype(np.int16)), str(root / f"v{i}.nii"))
     convert([root], root / "ds", ConversionConfig(shard_target_mb=0.5), workers=1)
     return root / "ds"

@@ -183,6 +183,19 @@ def _top_level_names(path: pathlib.Path) -> tuple[set[str], set[str]]:
     return defined, imported - defined
 
 
+def test_no_test_module_imports_another():
+    """Shared fixtures live in conftest.py and shared helpers in helper modules (dicom_factory, volume_factory,
+    reader_helpers): importing a test module runs its module-level fixtures' definitions again (issue 32)."""
+    problems = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            problems += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.startswith("tests.test_")]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_name_is_imported_from_the_module_that_defines_it():
     """``from cgan_ct.ops.corruption import DENOISE`` works (corruption imports it) but gives the constant a
     second home: each name is taken from its own module (a room's lazy exports and the package's public API

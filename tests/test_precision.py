@@ -20,7 +20,7 @@ from cgan_ct.model import precision as prec
 from cgan_ct.model.build import build_gan
 from cgan_ct.model.run_record import RunRecord
 from tests.conftest import REPO
-from tests.test_input_pipeline import _phantom
+from tests.volume_factory import phantom_hu
 
 SAPPHIRE_RAPIDS = frozenset(
     ["fma", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8"]
@@ -127,7 +127,7 @@ def test_precision_is_not_a_setting_a_resumed_run_must_match():
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")
     for i in range(2):
-        sitk.WriteImage(sitk.GetImageFromArray(_phantom(i)), str(root / f"v{i}.nii"))
+        sitk.WriteImage(sitk.GetImageFromArray(phantom_hu(i)), str(root / f"v{i}.nii"))
     dataset = root / "ds"
     convert([root], dataset, conversion_config("smoke"), workers=1)
     run_dir = root / "run"

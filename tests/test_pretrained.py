@@ -15,7 +15,7 @@ from cgan_ct.inference.inference import BlockModel, infer_volume
 from cgan_ct.model import pretrained
 from cgan_ct.model.export import ModelInfo
 from tests.conftest import REPO
-from tests.test_input_pipeline import _phantom
+from tests.volume_factory import phantom_hu
 
 SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
 HELDOUT = "lidc-idri-0001"  # never seen in training (experiments/train_pretrained.py)
@@ -47,7 +47,7 @@ def test_exported_model_records_its_condition_and_inference_simulates_it(model_d
 
     from cgan_ct.io.volume_reader import read_volume
 
-    sitk.WriteImage(sitk.GetImageFromArray(_phantom(3)[:32]), str(tmp_path / "v.nii"))
+    sitk.WriteImage(sitk.GetImageFromArray(phantom_hu(3)[:32]), str(tmp_path / "v.nii"))
     volume = read_volume(tmp_path / "v.nii")
     noise = {}
     for peak in (512.0, 128.0):

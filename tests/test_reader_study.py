@@ -1,53 +1,23 @@
-"""Reader study kit: slice picking, windowed rendering, blinding, the key, and scoring (no browser here)."""
+"""Reader study kit: slice picking, windowed rendering, blinding, the key (no browser here; the page is
+test_reader_page's, scoring test_reader_score's, the two programs test_reader_study_cli's)."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage, stats
+from scipy import stats
 
 from cgan_ct import InputError, write_nifti
 from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.study import reader_study as rs
-from cgan_ct.study.reader_page import ANSWERS_FORMAT, page_html
-from cgan_ct.study.reader_score import (
-    binomial_p_half,
-    clopper_pearson,
-    markdown_table,
-    read_answers,
-    read_key,
-    score_readers,
-)
-from tests.conftest import REPO
 from tests.dicom_factory import write_ct_series
+from tests.reader_helpers import build, folder_files
 
 NAME = re.compile(r"^[0-9a-f]{16}\.png$")
-
-
-@pytest.fixture(scope="module")
-def volumes(tmp_path_factory):
-    """A phantom as 'real' and a blurred copy as 'generated', NIfTI, 16 slices of 96 x 96."""
-    folder = tmp_path_factory.mktemp("volumes")
-    real = make_phantom(1, 16, 96)
-    blurred = ndimage.gaussian_filter(real.hu.astype(np.float32), (0, 1.5, 1.5))
-    write_nifti(real, folder / "real.nii.gz")
-    write_nifti(real.replace(hu=np.rint(blurred).astype(np.int16)), folder / "generated.nii.gz")
-    return folder / "real.nii.gz", folder / "generated.nii.gz"
-
-
-def _build(volumes, out, **kwargs):
-    kwargs = {"pairs": 6, "window": "both", "seed": 7, "size_px": 96, "blinding_seed": 1, **kwargs}
-    return rs.build_study(*volumes, out, **kwargs)
-
-
-def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --- picking -----------------------------------------------------------------------------------------------
@@ -145,11 +115,11 @@ def test_render_pair_at_native_size_leaves_pixels_untouched():
 # --- the study ---------------------------------------------------------------------------------------------
 
 
-def test_layout_key_outside_the_study_folder(volumes, tmp_path):
-    study = _build(volumes, tmp_path / "out")
+def test_layout_key_outside_the_study_folder(reader_volumes, tmp_path):
+    study = build(reader_volumes, tmp_path / "out")
     assert study.page == tmp_path / "out" / "study" / "index.html" and study.key == tmp_path / "out" / "key.json"
     assert study.trials == 12 and study.seed == 7
-    files = _files(tmp_path / "out" / "study")
+    files = folder_files(tmp_path / "out" / "study")
     assert set(files) == {"index.html"} | {f"img/{n}" for n in (p.name for p in (study.page.parent / "img").iterdir())}
     key = json.loads(study.key.read_text())
     assert [t["trial"] for t in key["trials"]] == list(range(1, 13))
@@ -168,30 +138,30 @@ def _slices(study):
     return sorted((t["real_slice"], t["window"]) for t in json.loads(study.key.read_text())["trials"])
 
 
-def test_both_seeds_given_rebuild_the_study_exactly(volumes, tmp_path):
-    a, b = (_build(volumes, tmp_path / name, seed=7, blinding_seed=99) for name in ("a", "b"))
-    assert _files(a.page.parent) == _files(b.page.parent)
+def test_both_seeds_given_rebuild_the_study_exactly(reader_volumes, tmp_path):
+    a, b = (build(reader_volumes, tmp_path / name, seed=7, blinding_seed=99) for name in ("a", "b"))
+    assert folder_files(a.page.parent) == folder_files(b.page.parent)
     assert json.loads(a.key.read_text()) == json.loads(b.key.read_text())
-    c = _build(volumes, tmp_path / "c", seed=8, blinding_seed=99)
+    c = build(reader_volumes, tmp_path / "c", seed=8, blinding_seed=99)
     assert _slices(c) != _slices(a)
 
 
-def test_seed_chooses_slices_blinding_is_fresh_and_recorded(volumes, tmp_path):
-    a, b = (_build(volumes, tmp_path / name, seed=7, blinding_seed=None) for name in ("a", "b"))
+def test_seed_chooses_slices_blinding_is_fresh_and_recorded(reader_volumes, tmp_path):
+    a, b = (build(reader_volumes, tmp_path / name, seed=7, blinding_seed=None) for name in ("a", "b"))
     assert _slices(a) == _slices(b)  # same seed: the same slices, e.g. for two generators
     key_a, key_b = (json.loads(s.key.read_text()) for s in (a, b))
     assert a.blinding_seed != b.blinding_seed and a.blinding_seed >= 2**64  # 128 random bits, almost surely
     assert key_a["blinding_seed"] == str(a.blinding_seed) and key_a["seed"] == 7
     assert key_a["study_id"] != key_b["study_id"]
-    assert set(_files(a.page.parent)) & set(_files(b.page.parent)) == {"index.html"}
+    assert set(folder_files(a.page.parent)) & set(folder_files(b.page.parent)) == {"index.html"}
     shown = [[(t["real_slice"], t["window"], t["real_side"]) for t in k["trials"]] for k in (key_a, key_b)]
     assert shown[0] != shown[1]  # order and sides drawn afresh (equal by chance once in 12! at most)
-    rebuilt = _build(volumes, tmp_path / "c", seed=7, blinding_seed=int(key_a["blinding_seed"]))
-    assert _files(rebuilt.page.parent) == _files(a.page.parent)
+    rebuilt = build(reader_volumes, tmp_path / "c", seed=7, blinding_seed=int(key_a["blinding_seed"]))
+    assert folder_files(rebuilt.page.parent) == folder_files(a.page.parent)
 
 
-def test_real_image_is_written_on_the_keyed_side(volumes, tmp_path):
-    study = _build(volumes, tmp_path / "out", window="lung", pairs=4, size_px=96)
+def test_real_image_is_written_on_the_keyed_side(reader_volumes, tmp_path):
+    study = build(reader_volumes, tmp_path / "out", window="lung", pairs=4, size_px=96)
     real = make_phantom(1, 16, 96)
     for t in json.loads(study.key.read_text())["trials"]:
         expected = rs.window_uint8(real.hu[t["real_slice"]], rs.WINDOWS["lung"])
@@ -203,34 +173,23 @@ def test_real_image_is_written_on_the_keyed_side(volumes, tmp_path):
         assert not np.array_equal(shown[other], expected)
 
 
-def test_page_markup_does_not_depend_on_the_truth(volumes, tmp_path):
-    study = _build(volumes, tmp_path / "out")
-    key = json.loads(study.key.read_text())
-    flipped = [{**t, "real_side": "left" if t["real_side"] == "right" else "right"} for t in key["trials"]]
-    assert page_html(key["study_id"], flipped, rs.WINDOWS, 96) == study.page.read_text()
-    data = json.loads(re.search(r'<script id="study-data"[^>]*>(.*?)</script>', study.page.read_text(), re.S)[1])
-    assert all(set(t) == {"trial", "window", "left", "right"} for t in data["trials"])
-    assert "real_side" not in study.page.read_text()
-    assert not re.search(r"https?:|//[a-z]|<link|@import|url\(", study.page.read_text())  # nothing to fetch
-
-
-def test_flipping_sides_swaps_image_contents_but_not_names_or_page(volumes, tmp_path, monkeypatch):
-    normal = _build(volumes, tmp_path / "a")
+def test_flipping_sides_swaps_image_contents_but_not_names_or_page(reader_volumes, tmp_path, monkeypatch):
+    normal = build(reader_volumes, tmp_path / "a")
     original = rs._balanced_sides
 
     def flipped(count, rng):
         return ["left" if s == "right" else "right" for s in original(count, rng)]
 
     monkeypatch.setattr(rs, "_balanced_sides", flipped)
-    swapped = _build(volumes, tmp_path / "b")
+    swapped = build(reader_volumes, tmp_path / "b")
     assert normal.page.read_text() == swapped.page.read_text()
     for t in json.loads(normal.key.read_text())["trials"]:
         a, b = (study.page.parent / "img" for study in (normal, swapped))
         assert (a / t["left_image"]).read_bytes() == (b / t["right_image"]).read_bytes()
 
 
-def test_image_names_do_not_predict_the_real_side(volumes, tmp_path):
-    study = _build(volumes, tmp_path / "out", pairs=14, window="both", size_px=64)
+def test_image_names_do_not_predict_the_real_side(reader_volumes, tmp_path):
+    study = build(reader_volumes, tmp_path / "out", pairs=14, window="both", size_px=64)
     trials = json.loads(study.key.read_text())["trials"]
     assert all(NAME.match(t[f"{side}_image"]) for t in trials for side in ("left", "right"))
     smaller_is_real = sum((t["left_image"] < t["right_image"]) == (t["real_side"] == "left") for t in trials)
@@ -286,8 +245,8 @@ def test_folders_of_volumes_pair_by_sorted_order(tmp_path):
         rs.build_study(tmp_path / "real", tmp_path / "gen", tmp_path / "out2", pairs=5, seed=2, size_px=64)
 
 
-def test_bad_input_names_the_input(volumes, tmp_path):
-    real, generated = volumes
+def test_bad_input_names_the_input(reader_volumes, tmp_path):
+    real, generated = reader_volumes
     with pytest.raises(InputError, match=re.escape(str(tmp_path / "missing.nii.gz")) + ": no such file"):
         rs.build_study(tmp_path / "missing.nii.gz", generated, tmp_path / "o1", seed=1)
     with pytest.raises(InputError, match=re.escape(str(real)) + ": 30 slice pairs asked of a volume with 16"):
@@ -296,213 +255,9 @@ def test_bad_input_names_the_input(volumes, tmp_path):
         rs.build_study(real, generated, tmp_path / "o3", window="bone")
     with pytest.raises(InputError, match="pairs must be at least 1"):
         rs.build_study(real, generated, tmp_path / "o4", pairs=0)
-    study = _build(volumes, tmp_path / "o5", pairs=2)
-    before = _files(tmp_path / "o5")
+    study = build(reader_volumes, tmp_path / "o5", pairs=2)
+    before = folder_files(tmp_path / "o5")
     with pytest.raises(InputError, match="already exists; not overwriting"):
-        _build(volumes, tmp_path / "o5", pairs=2, seed=9)
-    assert _files(tmp_path / "o5") == before and study.key.exists()
+        build(reader_volumes, tmp_path / "o5", pairs=2, seed=9)
+    assert folder_files(tmp_path / "o5") == before and study.key.exists()
     assert not [p for p in (tmp_path / "o2").glob(".tmp-*")]
-
-
-# --- scoring -----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("k", "n"), [(0, 1), (1, 1), (0, 20), (10, 20), (15, 20), (20, 20), (7, 40), (33, 60), (512, 1000)]
-)
-def test_interval_and_p_value_match_scipy(k, n):
-    reference = stats.binomtest(k, n, 0.5)
-    ci = reference.proportion_ci(0.95, method="exact")
-    assert clopper_pearson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
-    assert binomial_p_half(k, n) == pytest.approx(reference.pvalue, rel=1e-9)
-
-
-def test_interval_and_p_value_golden():
-    # 15 of 20: p = 2 * (1 + 20 + 190 + 1140 + 4845 + 15504) / 2**20 = 43400 / 1048576.
-    assert binomial_p_half(15, 20) == 43400 / 1048576
-    assert clopper_pearson(15, 20) == pytest.approx((0.508954, 0.913428), abs=1e-6)
-    assert binomial_p_half(10, 20) == 1.0
-    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
-    with pytest.raises(ValueError):
-        clopper_pearson(3, 2)
-
-
-def _key(tmp_path, sides_windows):
-    trials = [
-        {
-            "trial": i + 1,
-            "window": w,
-            "real_side": s,
-            "left_image": f"{i:016x}.png",
-            "right_image": f"{i + 99:016x}.png",
-        }
-        for i, (s, w) in enumerate(sides_windows)
-    ]
-    path = tmp_path / "key.json"
-    path.write_text(json.dumps({"format": rs.KEY_FORMAT, "study_id": "study-x", "trials": trials}))
-    return path, trials
-
-
-def _answers(tmp_path, reader, trials, correct, fmt="json", study_id="study-x", **overrides):
-    rows = []
-    for t in trials:
-        side = t["real_side"] if correct(t) else ("left" if t["real_side"] == "right" else "right")
-        rows.append(
-            {"trial": t["trial"], "window": t["window"], "left_image": t["left_image"],
-             "right_image": t["right_image"], "choice": side, "confidence": 3, "note": 'a, "b"', "seconds": 1.5}
-        )  # fmt: skip
-    path = tmp_path / f"{reader}.{fmt}"
-    if fmt == "json":
-        data = {"format": ANSWERS_FORMAT, "version": 1, "study_id": study_id, "reader": reader, "answers": rows}
-        path.write_text(json.dumps({**data, **overrides}))
-    else:
-        header = "study_id,reader,trial,window,left_image,right_image,choice,confidence,note"
-        lines = [header] + [
-            f"{study_id},{reader},{r['trial']},{r['window']},{r['left_image']},{r['right_image']},{r['choice']},"
-            f'{r["confidence"]},"a, ""b"""'
-            for r in rows
-        ]
-        path.write_text("\r\n".join(lines) + "\r\n")
-    return path
-
-
-def test_score_table_golden(tmp_path):
-    key_path, trials = _key(tmp_path, [("left", "lung"), ("right", "mediastinum")] * 10)
-    r1 = _answers(tmp_path, "R1", trials, lambda t: t["trial"] <= 15)  # 15 of 20: 8 lung, 7 mediastinum
-    r2 = _answers(tmp_path, "R2", trials, lambda t: t["window"] == "lung", fmt="csv")
-    readers = [read_answers(r1), read_answers(r2)]
-    assert readers[1].answers[0].note == 'a, "b"' and readers[1].answers[0].confidence == 3
-    table = markdown_table(score_readers(read_key(key_path), readers))
-    assert table.splitlines()[2:] == [
-        "| R1 | lung | 10 | 8 | 80.0% | 44.4% to 97.5% | 0.109 |",
-        "| R1 | mediastinum | 10 | 7 | 70.0% | 34.8% to 93.3% | 0.344 |",
-        "| R1 | all | 20 | 15 | 75.0% | 50.9% to 91.3% | 0.0414 |",
-        "| R2 | lung | 10 | 10 | 100.0% | 69.2% to 100.0% | 0.00195 |",
-        "| R2 | mediastinum | 10 | 0 | 0.0% | 0.0% to 30.8% | 0.00195 |",
-        "| R2 | all | 20 | 10 | 50.0% | 27.2% to 72.8% | 1 |",
-        "| pooled | lung | 20 | 18 | 90.0% | 68.3% to 98.8% | 0.000402 |",
-        "| pooled | mediastinum | 20 | 7 | 35.0% | 15.4% to 59.2% | 0.263 |",
-        "| pooled | all | 40 | 25 | 62.5% | 45.8% to 77.3% | 0.154 |",
-    ]
-
-
-def test_unanswered_trials_are_left_out(tmp_path):
-    key_path, trials = _key(tmp_path, [("left", "lung")] * 4)
-    path = _answers(tmp_path, "R1", trials, lambda t: True)
-    data = json.loads(path.read_text())
-    data["answers"][0]["choice"] = None
-    path.write_text(json.dumps(data))
-    (score,) = [s for s in score_readers(read_key(key_path), [read_answers(path)]) if s.reader == "R1"]
-    assert (score.answered, score.correct) == (3, 3)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"study_id": "study-y"}, "answers to study study-y, but the key is of study-x"),
-        ({"format": "other"}, "not a reader study answers file"),
-        (
-            {"answers": [{"trial": 9, "choice": "left", "left_image": "a", "right_image": "b"}]},
-            "trial 9 is not in the key",
-        ),
-        ({"answers": [{"trial": 1, "choice": "middle", "left_image": "a", "right_image": "b"}]}, "choice must be left"),
-        ({"answers": [{"trial": 1, "choice": "left", "left_image": "a", "right_image": "b"}]}, "other images than"),
-        ({"answers": [{"trial": 1, "choice": "left"}]}, "malformed answers: 'left_image'"),
-    ],
-)
-def test_bad_answers_name_the_file(tmp_path, change, message):
-    key_path, trials = _key(tmp_path, [("left", "lung")] * 2)
-    path = _answers(tmp_path, "R1", trials, lambda t: True, **change)
-    with pytest.raises(InputError, match=re.escape(str(path)) + ".*" + re.escape(message)):
-        score_readers(read_key(key_path), [read_answers(path)])
-
-
-def test_duplicate_readers_trials_and_bad_files(tmp_path):
-    key_path, trials = _key(tmp_path, [("left", "lung")] * 2)
-    key = read_key(key_path)
-    a = _answers(tmp_path, "R1", trials, lambda t: True)
-    b = tmp_path / "copy.json"
-    b.write_bytes(a.read_bytes())
-    with pytest.raises(InputError, match=re.escape(str(b)) + ": reader 'R1' appears in more than one"):
-        score_readers(key, [read_answers(a), read_answers(b)])
-    twice = _answers(tmp_path, "R2", trials + trials[:1], lambda t: True)
-    with pytest.raises(InputError, match="answered more than once"):
-        score_readers(key, [read_answers(twice)])
-    (tmp_path / "junk.json").write_text("{not json")
-    with pytest.raises(InputError, match="junk.json: not valid JSON"):
-        read_answers(tmp_path / "junk.json")
-    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match="junk.csv: not a reader study answers CSV"):
-        read_answers(tmp_path / "junk.csv")
-    with pytest.raises(InputError, match="no such file"):
-        read_answers(tmp_path / "none.csv")
-    with pytest.raises(InputError, match="not a reader study key"):
-        read_key(a)
-
-
-# --- the two programs --------------------------------------------------------------------------------------
-
-
-def _job(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-
-
-def test_programs_build_and_score(volumes, tmp_path):
-    real, generated = volumes
-    out = tmp_path / "out"
-    result = _job("pipelines.reader_study", "--real", real, "--generated", generated, "--output_dir", out,
-                  "--pairs", 4, "--window", "mediastinum", "--seed", 11, "--size_px", 64)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert f"study: {out / 'study' / 'index.html'} (4 trials" in result.stdout
-    key = read_key(out / "key.json")
-    trials = list(key["trials"].values())
-    first = _answers(tmp_path, "R1", trials, lambda t: True, study_id=key["study_id"])
-    second = _answers(tmp_path, "R2", trials, lambda t: False, fmt="csv", study_id=key["study_id"])
-    result = _job("pipelines.reader_study_score", "--key", out / "key.json", "--answers", first, second,
-                  "--output", tmp_path / "table.md")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "| R1 | mediastinum | 4 | 4 | 100.0% |" in result.stdout
-    assert "| pooled | mediastinum | 8 | 4 | 50.0% |" in result.stdout
-    assert (tmp_path / "table.md").read_text().strip() == result.stdout.strip()
-
-
-def test_programs_report_bad_input_in_one_line(volumes, tmp_path):
-    result = _job("pipelines.reader_study", "--real", tmp_path / "nope", "--generated", volumes[1],
-                  "--output_dir", tmp_path / "out")  # fmt: skip
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
-        f"cgan-ct-reader-study: error: {tmp_path / 'nope'}: no such file or folder"
-    ]
-    result = _job("pipelines.reader_study_score", "--key", tmp_path / "key.json", "--answers", tmp_path / "a.json")
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"cgan-ct-reader-study-score: error: {tmp_path / 'key.json'}: no such file"
-    ]
-
-
-def test_no_input_path_or_name_in_any_study_output(tmp_path):
-    """A folder named after the patient: neither its path nor its name reaches the key, the page or any file."""
-    hu = make_phantom(5, 12, 64).hu
-    real = tmp_path / "DOE^JOHN_12345"
-    write_ct_series(real, hu, tags={"PatientName": "Doe^John", "PatientID": "12345"})
-    generated = tmp_path / "DOE^JOHN_12345_synthetic.nii.gz"
-    write_nifti(rs.read_volume(real), generated)
-    out = tmp_path / "out"
-    result = _job("pipelines.reader_study", "--real", real, "--generated", generated, "--output_dir", out,
-                  "--pairs", 3, "--window", "both", "--size_px", 64)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    written = sorted(p for p in out.rglob("*") if p.is_file())
-    assert out / "key.json" in written and out / "study" / "index.html" in written
-    assert {p.suffix for p in written} == {".json", ".html", ".png"}
-    for path in written:  # PNG bytes are compressed pixels (their text chunks are checked above): names only
-        text = path.relative_to(out).as_posix().lower() + ("" if path.suffix == ".png" else path.read_text().lower())
-        for secret in ("doe", "john", "12345", str(tmp_path).lower()):
-            assert secret not in text, (path, secret)
-    key = json.loads((out / "key.json").read_text())
-    volume, copy = rs.read_volume(real), rs.read_volume(generated)
-    assert key["volume_pairs"] == [
-        {"volume_pair": 0, "real_volume_id": volume.volume_id, "real_patient_key": volume.patient_key,
-         "generated_volume_id": copy.volume_id}
-    ]  # fmt: skip
-    assert {t["volume_pair"] for t in key["trials"]} == {0} and all("relative_z" in t for t in key["trials"])

@@ -24,7 +24,7 @@ from cgan_ct.errors import InputError
 from cgan_ct.io.dicom_writer import write_dicom_series
 from cgan_ct.io.volume import AcquisitionInfo, Volume
 from tests.conftest import REPO
-from tests.test_input_pipeline import _phantom
+from tests.volume_factory import phantom_hu
 
 INFER_OUTPUTS = ("condition.nii.gz", "condition_dicom", "generated.nii.gz", "generated_dicom")
 
@@ -105,7 +105,7 @@ def test_output_set_leaves_nothing_when_the_job_fails(tmp_path):
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     path = tmp_path_factory.mktemp("scan") / "scan.nii.gz"
-    image = sitk.GetImageFromArray(_phantom(7)[:20, :40, :37].copy())
+    image = sitk.GetImageFromArray(phantom_hu(7)[:20, :40, :37].copy())
     image.SetSpacing((0.7, 0.8, 2.5))
     sitk.WriteImage(image, str(path))
     return path
