@@ -58,7 +58,7 @@ lint: setup-test
 	$(VENV)/bin/ruff format --check .
 
 # Two pytest workers, whole files each (module fixtures such as a trained tiny cascade are built once):
-# the suite is subprocess- and I/O-bound enough that two workers on two cores finish sooner (BUILD_NOTES,
+# the suite is subprocess- and I/O-bound enough that two workers on two cores finish sooner (docs/benchmarks.md,
 # "Test suite time"). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: system-deps setup-test lint

@@ -169,7 +169,7 @@ def conversion_config(preset: str = "paper", **overrides) -> ConversionConfig:
 NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
-RESIDUAL_BASES = ("auto", "condition", "cubic")
+RESIDUAL_BASES = ("auto", "condition", "cubic", "smooth")
 OUTER_NORMALIZATIONS = ("auto", "on", "off")
 
 
@@ -200,7 +200,9 @@ class ModelConfig:
         instead of drawing the block from scratch; see cgan_ct.model.networks.
       residual_base: what the residual output corrects: "condition" (Y),
         "cubic" (the cubic interpolation of Y's samples every
-        ``residual_factor`` voxels: depixelate only), or "auto" (cubic for
+        ``residual_factor`` voxels: depixelate only), "smooth" (Y blurred by a
+        Gaussian of ``residual_sigma`` voxels: the noise tasks; the correction
+        then restores edges instead of removing noise), or "auto" (cubic for
         depixelate, the condition otherwise; resolved by
         cgan_ct.model.training.model_for_task, which also sets the factor).
       disc_filters, disc_layers: the PatchGAN's first filters and strided layers.
@@ -237,6 +239,7 @@ class ModelConfig:
     residual: bool = True
     residual_base: str = "auto"
     residual_factor: int = 2
+    residual_sigma: float = 1.0
     disc_filters: int = 32
     disc_layers: int = 3
     adversarial: str = "nonsaturating"
@@ -278,6 +281,8 @@ class ModelConfig:
             raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
         if self.residual_base not in RESIDUAL_BASES:
             raise ValueError(f"residual_base must be one of {RESIDUAL_BASES}, got {self.residual_base!r}")
+        if not 0 < self.residual_sigma <= self.block_size / 4:
+            raise ValueError(f"residual_sigma must be in (0, block_size / 4], got {self.residual_sigma}")
         if self.residual_factor < 1 or self.block_size % self.residual_factor:
             raise ValueError(f"residual_factor must divide block_size {self.block_size}, got {self.residual_factor}")
         if self.lr_schedule not in LR_SCHEDULES:

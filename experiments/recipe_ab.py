@@ -36,7 +36,9 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``filtersN`` / ``depthN``: the generator's first-level filters / U-Net depth (the size rows);
 - ``nsminX``: noise_scale_min X (denoise): the condition's noise scaled by s in [X, 1] per block, so one
   model trains on every level from the peak's down to X times it (0: down to the clean block);
-- ``peakN``: train the denoise condition at Poisson peak N (scoring stays at ``--peak``).
+- ``peakN``: train the denoise condition at Poisson peak N (scoring stays at ``--peak``);
+- ``smooth`` / ``sigmaX``: the residual output corrects the condition blurred by a Gaussian (sigma X voxels,
+  default 1; ModelConfig.residual_base = "smooth", the noise tasks) instead of the condition itself.
 
 Today's cpu recipe as a variant: ``cpu`` (or, spelled out on ``before``, ``air+ema+cosine+l1w1000+cubic``
 for depixelate; drop ``cubic`` for denoise).
@@ -111,13 +113,15 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             continue
         number = change.lstrip("abcdefghijklmnopqrstuvwxyz")
         name = change[: len(change) - len(number)]
-        if name in ("steps", "filters", "depth", "nsmin", "peak") and number:
+        if name in ("steps", "filters", "depth", "nsmin", "peak", "sigma") and number:
             if name == "steps":
                 steps = int(number)
             elif name in ("filters", "depth"):
                 model["base_filters" if name == "filters" else "depth"] = int(number)
             elif name == "nsmin":
                 pipeline["noise_scale_min"] = float(number)
+            elif name == "sigma":
+                model["residual_base"], model["residual_sigma"] = "smooth", float(number)
             else:
                 pipeline["peak"] = float(number)
             continue
@@ -133,6 +137,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             model["lr_schedule"] = "cosine"
         elif change == "cubic":
             model["residual_base"] = "cubic"
+        elif change == "smooth":
+            model["residual_base"] = "smooth"
         elif change == "outernorm":
             model["outer_normalization"] = "on"
         elif change == "linear":

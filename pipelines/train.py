@@ -6,7 +6,7 @@
                 [--precision auto|float32|bfloat16|float16]
                 [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
                 [--lr_schedule constant|cosine]
-                [--residual_base condition|cubic] [--l1_weight 100]
+                [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
 MultiWorkerMirroredStrategy when TF_CONFIG names several workers. With
@@ -55,6 +55,9 @@ _L1_WEIGHT = flags.DEFINE_float("l1_weight", None, "Weight of the L1 term (the a
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
 _BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
+_SIGMA = flags.DEFINE_float(
+    "residual_sigma", None, "Gaussian sigma in voxels of the smoothed base (--residual_base smooth)."
+)
 _PRECISION = flags.DEFINE_enum(
     "precision",
     None,
@@ -96,6 +99,7 @@ def main(argv: list[str]) -> int:
         ema_decay=_EMA.value,
         lr_schedule=_LR_SCHEDULE.value,
         residual_base=_BASE.value,
+        residual_sigma=_SIGMA.value,
     )
     chosen = {"peak": _PEAK.value, "air_keep": _AIR.value, "noise_scale_min": _NOISE_MIN.value}
     pipeline = PipelineOptions(**{k: v for k, v in chosen.items() if v is not None})

@@ -17,6 +17,7 @@ from cgan_ct.model import losses, networks
 from cgan_ct.model.block_metrics import block_psnr_ssim
 from cgan_ct.model.gan import ConditionalGAN
 from cgan_ct.model.networks import build_discriminator, build_generator, conv_flops_per_block
+from cgan_ct.model.training import model_for_task
 from tests.conftest import REPO
 
 LOG2 = math.log(2.0)
@@ -345,3 +346,29 @@ def test_autoencoder_sees_the_blocks_level_only_without_outer_normalization():
     assert networks.outer_normalized(model_config("cpu"))
     assert _level_error_after_l1_training("on") > 0.25  # measured 0.36: the level is guessed
     assert _level_error_after_l1_training("off") < 0.08  # measured 0.03 after 200 steps
+
+
+def test_smooth_base_keeps_constants_blurs_noise_and_reloads(tmp_path):
+    """residual_base "smooth" (issue 31, item 2's candidate for the noise tasks): the untrained generator is a
+    Gaussian denoiser of its condition; the base keeps a constant block, and the model saves and reloads."""
+    import dataclasses
+
+    from cgan_ct.model.networks import GaussianSmooth
+
+    constant = tf.fill([1, 16, 16, 16, 1], 0.3)
+    np.testing.assert_allclose(GaussianSmooth(1.0)(constant).numpy(), 0.3, atol=1e-6)
+    noise = tf.random.stateless_normal([1, 16, 16, 16, 1], [1, 2], stddev=0.1)
+    smoothed = GaussianSmooth(1.0)(noise).numpy()[:, 4:-4, 4:-4, 4:-4]  # inside: no edge replication
+    # a 3-D Gaussian of sigma 1 voxel keeps 1 / (2 sqrt(pi))^3 of white noise's variance: std x 0.212
+    assert smoothed.std() == pytest.approx(0.1 * (2 * np.sqrt(np.pi)) ** -1.5, rel=0.15)
+    config = dataclasses.replace(model_config("smoke"), residual_base="smooth", residual_sigma=1.0)
+    generator = build_generator(config)
+    y = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=5)
+    z = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=6)
+    np.testing.assert_allclose(generator([y, z]), GaussianSmooth(1.0)(y), atol=1e-6)
+    generator.save(tmp_path / "g.keras")
+    again = keras.saving.load_model(tmp_path / "g.keras")
+    np.testing.assert_allclose(again([y, z]), generator([y, z]), atol=1e-6)
+    with pytest.raises(ValueError, match="for the noise tasks, not depixelate"):
+        model_for_task(config, "depixelate")
+    assert model_for_task(config, "denoise").residual_base == "smooth"

@@ -13,12 +13,17 @@ Shapes (B = batch, N = block_size):
   the cubic interpolation of the condition's samples (every factor-th voxel,
   Keys' kernel, a = -0.5) instead of from Y itself, as super-resolution
   networks start from bicubic up-sampling; the U-Net sees Y, Z and that base.
+- ``config.residual_base = "smooth"`` (noise tasks): the correction starts from the condition blurred by a
+  Gaussian of ``residual_sigma`` voxels (edges replicated), so the untrained generator is a Gaussian
+  denoiser and training adds back the edges the blur took; the U-Net sees Y, Z and that base.
 - discriminator inputs: condition Y and a block X (real or generated), each
   [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
   for L strided layers.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import layers
@@ -148,14 +153,48 @@ def outer_normalized(config: ModelConfig) -> bool:
     return outer_normalization_used(config.outer_normalization, config.residual) == "on"
 
 
+@keras.saving.register_keras_serializable(package="cgan_ct")
+class GaussianSmooth(layers.Layer):
+    """[B, N, N, N, 1] -> the same shape: a separable Gaussian blur of ``sigma`` voxels along each spatial
+    axis (radius ceil(3 sigma), taps summing to 1, edges replicated), clipped to [-1, 1]. A constant block
+    stays itself."""
+
+    def __init__(self, sigma: float = 1.0, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.sigma = float(sigma)
+        radius = max(1, math.ceil(3 * self.sigma))
+        taps = [math.exp(-0.5 * (i / self.sigma) ** 2) for i in range(-radius, radius + 1)]
+        self.radius, self.taps = radius, [t / sum(taps) for t in taps]
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma}
+
+    def _along(self, x, axis: int):
+        ops = keras.ops
+        n, r = x.shape[axis], self.radius
+        first = ops.repeat(ops.take(x, [0], axis=axis), r, axis=axis)
+        last = ops.repeat(ops.take(x, [n - 1], axis=axis), r, axis=axis)
+        padded = ops.concatenate([first, x, last], axis=axis)
+        return sum(w * ops.take(padded, list(range(k, k + n)), axis=axis) for k, w in enumerate(self.taps))
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, "float32")
+        for axis in (1, 2, 3):
+            x = self._along(x, axis)
+        return keras.ops.clip(x, -1.0, 1.0)
+
+
 def build_generator(config: ModelConfig) -> keras.Model:
     """The 3-D U-Net G(Y, Z); see the module docstring for shapes."""
     n = config.block_size
     condition = keras.Input((n, n, n, 1), name="condition")
     noise = keras.Input((n, n, n, 1), name="noise")
     base = condition
-    if config.residual and config.residual_base == "cubic":
-        base = CubicUpsample(config.residual_factor, name="cubic_base")(condition)
+    if config.residual and config.residual_base in ("cubic", "smooth"):
+        if config.residual_base == "cubic":
+            base = CubicUpsample(config.residual_factor, name="cubic_base")(condition)
+        else:
+            base = GaussianSmooth(config.residual_sigma, name="smooth_base")(condition)
         x = layers.Concatenate(name="condition_noise_and_base")([condition, noise, base])
     else:
         x = layers.Concatenate(name="condition_and_noise")([condition, noise])

@@ -25,6 +25,7 @@ _TRAINED_BEFORE = {
         "lr_schedule": "constant",
         "residual_base": "condition",
         "residual_factor": 2,
+        "residual_sigma": 1.0,
         "outer_normalization": "on",
     },
     "pipeline": {

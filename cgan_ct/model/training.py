@@ -314,6 +314,8 @@ def model_for_task(config: ModelConfig, task: str, factor: int = DEFAULT_FACTOR)
     base = spec.residual_base if config.residual_base == "auto" else config.residual_base
     if base == "cubic" and not spec.factor_grid:
         raise ValueError(f"residual_base 'cubic' interpolates a pixelated condition: for depixelate, not {task}")
+    if base == "smooth" and not spec.noise:
+        raise ValueError(f"residual_base 'smooth' blurs a noisy condition: for the noise tasks, not {task}")
     config = dataclasses.replace(config, residual_base=base, residual_factor=factor if base == "cubic" else 2)
     if not spec.residual and config.residual:
         return dataclasses.replace(config, residual=False)
