@@ -155,9 +155,9 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
     config = dataclasses.replace(config, epochs=1)
     options = RunOptions(_TASK.value, seed=seed, steps_per_epoch=steps, pipeline=PipelineOptions(**pipeline))
     start = time.monotonic()
-    train(dataset, work / variant / "run", config, options)
+    train(dataset, work / f"{_TASK.value}-{variant}" / "run", config, options)
     train_s = time.monotonic() - start
-    model = BlockModel(work / variant / "run")  # one epoch: its best generator is its last
+    model = BlockModel(work / f"{_TASK.value}-{variant}" / "run")  # one epoch: its best generator is its last
     inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
     start = time.monotonic()
     rows, _ = heldout.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value)
