@@ -17,7 +17,8 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``l1hu``: the L1 term in HU (ModelConfig.l1_space = "hu");
 - ``ema``: the moving average of G's weights (ema_decay 0.99);
 - ``cosine``: the cosine learning-rate decay;
-- ``linear``: the linear intensity window instead of histogram equalization (a second dataset);
+- ``linear``: the linear intensity window instead of histogram equalization (a second dataset; ``cpu``
+  variants train on it, as the conversion default is linear; ``equalize`` puts them back on equalization);
 - ``cubic``: the residual output corrects the cubic interpolation of the condition's samples
   (ModelConfig.residual_base = "cubic"; depixelate);
 - ``outernorm``: the U-Net's outermost level normalized whatever the output (ModelConfig.outer_normalization
@@ -141,8 +142,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             model["residual_base"] = "smooth"
         elif change == "outernorm":
             model["outer_normalization"] = "on"
-        elif change == "linear":
-            pass  # the parent gave this variant the linear dataset
+        elif change in ("linear", "equalize"):
+            pass  # the parent gave this variant its dataset (_intensity)
         elif change.startswith("l1w") and change[3:].isdigit():
             model["l1_weight"] = float(change[3:])
         elif change in ("bf16", "f16"):
@@ -166,6 +167,15 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
         row.update(variant=variant, steps=steps, train_s=round(train_s, 1), score_s=round(score_s, 1))
         row.update(slices=_SLICES.value)
     return rows
+
+
+def _intensity(variant: str) -> str:
+    """The dataset a variant trains on: today's linear window for ``cpu`` variants (the conversion default)
+    and ``linear``; histogram equalization for ``before`` variants (issue 16's recipe) and ``equalize``."""
+    changes = variant.split("+")
+    if "equalize" in changes:
+        return "equalize"
+    return "linear" if "linear" in changes or "cpu" in changes else "equalize"
 
 
 def _table(rows: list[dict]) -> str:
@@ -205,14 +215,14 @@ def main(argv: list[str]) -> None:
     print(f"cpu: {status['cpu']}; oneDNN {status['onednn']}; task {_TASK.value}, {_STEPS.value} steps")
     inputs = [pathlib.Path(_CT.value) / name for name in _TRAIN.value]
     datasets = {}
-    for intensity in sorted({"linear" if "linear" in v.split("+") else "equalize" for v in _VARIANTS.value}):
+    for intensity in sorted({_intensity(v) for v in _VARIANTS.value}):
         datasets[intensity] = work / ("dataset" if intensity == "equalize" else f"dataset-{intensity}")
         if not (datasets[intensity] / "manifest.json").exists():
             config = conversion_config("paper", test_fraction=0.0, intensity=intensity)
             convert(inputs, datasets[intensity], config, workers=None)
     rows = []
     for variant in _VARIANTS.value:
-        dataset = datasets["linear" if "linear" in variant.split("+") else "equalize"]
+        dataset = datasets[_intensity(variant)]
         command = [sys.executable, __file__, f"--child_variant={variant}", f"--child_dataset={dataset}"]
         command += [f"--output_dir={work}", f"--task={_TASK.value}", f"--steps={_STEPS.value}"]
         command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}", f"--slices={_SLICES.value}"]
