@@ -87,7 +87,8 @@ def _bands(lungs: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _ribs(bone_slice: np.ndarray, lung_slice: np.ndarray, pixel_mm2: float) -> int:
-    """Bone pieces of rib size in one axial slice, without the spine (largest) and the sternum (front middle)."""
+    """Bone pieces of rib size in one axial slice (the vertebral body is too large to count), the sternum (the
+    most anterior piece near the midline, in front of the lungs) left out."""
     if not bone_slice.any() or not lung_slice.any():
         return 0
     labels, count = ndimage.label(bone_slice)
@@ -111,8 +112,8 @@ def _midline(body: np.ndarray) -> float:
 
 def _airway(hu: np.ndarray, body: np.ndarray, lungs: np.ndarray, spacing) -> dict:
     """The trachea and main bronchi: of the dark-air regions inside the body (lumen air, in-plane median
-    filtered), the one with the most voxels in the medial corridor (within 20 mm of the midline) above the
-    lungs' lower band; its volume, z-extent and most pieces in one slice."""
+    filtered), the one with the most voxels in the medial corridor (within 20 mm of the midline); its volume,
+    z-extent and most pieces in one slice."""
     smoothed = ndimage.median_filter(hu, size=(1, 3, 3))
     labels, count = ndimage.label(body & (smoothed < AIRWAY_HU))
     empty = {"airway_ml": 0.0, "airway_length_mm": 0.0, "airway_branches": 0}
