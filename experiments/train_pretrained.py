@@ -43,6 +43,10 @@ from cgan_ct.constants import DENOISE, DEPIXELATE, LOWDOSE
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # name -> (task, Poisson peak); the names are what ``pretrained:NAME`` finds
 MODELS = {"denoise": (DENOISE, 512.0), "denoise-peak128": (DENOISE, 128.0), "depixelate": (DEPIXELATE, 512.0)}
+# The shipped recipe: the ``cpu`` preset with these changes (issue 31, item 2: a generator of 16 first-level
+# filters, 1.25 M parameters, gained 0.2-0.7 dB on every held-out patient over 8 filters, more than a seed's
+# spread; float32, as measured, whatever the machine's "auto" precision would pick)
+RECIPE = {"base_filters": 16, "precision": "float32"}
 # scored here (--score_only), trained by experiments/lowdose_eval.py (its dataset holds the simulated dose)
 SCORED_ONLY = {"lowdose": (LOWDOSE, 512.0)}
 
@@ -68,8 +72,9 @@ def main(argv: list[str]) -> None:
     from cgan_ct.data.input_pipeline import PipelineOptions
     from cgan_ct.inference import figures, model_card, report
     from cgan_ct.inference.inference import BlockModel
+    from cgan_ct.model import networks
     from cgan_ct.model.export import export_generator
-    from cgan_ct.model.training import RunOptions, train
+    from cgan_ct.model.training import RunOptions, model_for_task, train
 
     known = MODELS | SCORED_ONLY if _SCORE_ONLY.value else MODELS
     unknown = set(_MODELS.value) - set(known)
@@ -92,16 +97,18 @@ def main(argv: list[str]) -> None:
         card_path = folder / model_card.CARD_FILE
         card = json.loads(card_path.read_text()) if card_path.exists() else None  # kept across a new export
         if not _SCORE_ONLY.value:
-            config = model_config("cpu", epochs=1)
+            config = model_config("cpu", epochs=1, **RECIPE)
             pipeline = PipelineOptions(peak=peak)
             run_dir = work / "runs" / name
             start = time.monotonic()
             result = train(dataset, run_dir, config, RunOptions(task, _SEED.value, _STEPS.value, pipeline=pipeline))
             if result.diverged:
                 raise SystemExit(f"{name}: {result.message}")
+            built = model_for_task(config, task, pipeline.factor)
             record = {
                 "train": _TRAIN.value,
-                "model": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+                "model": {k: v for k, v in dataclasses.asdict(built).items() if k != "epochs"},
+                "parameters": networks.build_generator(built).count_params(),
                 "pipeline": dataclasses.asdict(pipeline),
                 "steps": result.steps,
                 "seed": _SEED.value,
