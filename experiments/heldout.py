@@ -40,6 +40,51 @@ def score_heldout(heldout, task: str, model, slices: int, bm3d: bool) -> tuple[l
     return rows, figures
 
 
+def reused_rows(rows: list[dict], previous: list[dict], methods) -> list[dict]:
+    """``previous`` rows of ``methods`` (a baseline: it does not depend on the model) to stand beside ``rows``.
+
+    Taken only where the two scorings saw the same thing: for every patient and region, the condition rows
+    must agree (the same scan, slab, seed and simulation) to 1e-6 dB and SSIM. Anything else is an error
+    naming what differs, so a stale row never reaches a card (score afresh instead).
+    """
+    def conditions(found: list[dict]) -> dict:
+        return {(r["patient"], r["region"]): r for r in found if r["method"] == "condition"}
+
+    now, before = conditions(rows), conditions(previous)
+    if set(now) != set(before):
+        raise ValueError(f"the previous scores cover {sorted(before)}, this scoring {sorted(now)}")
+    for key, row in now.items():
+        old = before[key]
+        if any(abs(row[k] - old[k]) > 1e-6 for k in ("psnr_slices_db", "ssim_slices")):
+            raise ValueError(f"{key}: the condition scored {row['psnr_slices_db']:.6f} dB now and {old['psnr_slices_db']:.6f} before")
+    kept = [r for r in previous if r["method"] in methods]
+    missing = {(p, r) for p, r in now for m in methods} - {(r["patient"], r["region"]) for r in kept}
+    if missing:
+        raise ValueError(f"the previous scores lack {sorted(methods)} for {sorted(missing)}")
+    return kept
+
+
+def describe_scanners(paths) -> list[str]:
+    """One line per distinct scanner, kernel and slice thickness among the series at ``paths``, from their
+    headers, with the range of pixel sizes (a patient's field of view): "SIEMENS SOMATOM Scope (kernel D40s,
+    2 mm slices, 0.59-0.75 mm pixels)". What a card's input domain says was seen."""
+    from cgan_ct.io.volume_reader import read_volume
+
+    pixels: dict[str, list[float]] = {}
+    for path in paths:
+        volume = read_volume(path)
+        a = volume.acquisition
+        name = " ".join(x for x in (a.manufacturer, a.model) if x) or "unknown scanner"
+        thickness = a.slice_thickness_mm or volume.spacing_mm[0]
+        key = f"{name} ({f'kernel {a.kernel}, ' if a.kernel else ''}{thickness:g} mm slices"
+        pixels.setdefault(key, []).append(volume.spacing_mm[1])
+    lines = []
+    for key, sizes in pixels.items():
+        low, high = f"{min(sizes):.2f}", f"{max(sizes):.2f}"
+        lines.append(f"{key}, {low if low == high else f'{low}-{high}'} mm pixels)")
+    return lines
+
+
 def per_column(rows: list[dict], region: str, column: str = "patient") -> dict:
     """``column`` value (the pseudonymous patient, or the series folder) -> method -> (PSNR, SSIM)."""
     out: dict = {}

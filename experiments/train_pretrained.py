@@ -1,18 +1,21 @@
 """Trains, exports and scores the models that ship with the package (cgan_ct/model/pretrained_models/).
 
   python experiments/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1800]
-      [--train SERIES,...] [--heldout SERIES,...] [--slices 32] [--nobm3d] [--score_only]
+      [--train SERIES,...] [--heldout SERIES,...] [--slices 32] [--nobm3d] [--noreuse_bm3d] [--score_only]
       [--ct_dir ../shared/data/ct] [--work_dir /tmp/pretrained] [--into cgan_ct/model/pretrained_models]
 
 Reproducible from the shared real chest cohort with a seed: the training series are converted once
 (cgan-ct-convert defaults, no test split: the held-out patients are never converted, and with one
 epoch the run's best generator is its last, so nothing is chosen on them); each model trains the
-``cpu`` preset (the recipe its defaults hold) for ``--steps`` steps, is exported, and is scored on
+``cpu`` preset with ``RECIPE``'s changes (16 first-level filters, float32) for ``--steps`` steps, is
+exported, and is scored on
 every held-out series by the project's protocol against its condition and the classical baselines
 (slice-averaged
 PSNR and SSIM, HU clipped to [-1024, 3071], whole slab and lungs) on each held-out patient's central
 ``--slices`` slices (0: the whole volume), BM3D included for the noise tasks (issue 31: every noise
-comparison a card reports has it; ~8 s a 512 x 512 slice, the reason for slabs). The baselines run at
+comparison a card reports has it; ~8 s a 512 x 512 slice, the reason for slabs; its rows are kept from
+the folder's previous scores.json where that scoring saw the same conditions, ``--noreuse_bm3d`` runs it).
+The scanners seen in training and in the held-out scoring are read from the series' headers. The baselines run at
 the settings tuned on training patients (``baselines.TUNED``) where the condition has them. Each model
 folder keeps its ``card.json`` (the words; its training, held-out and protocol fields are brought up to
 date) and gets ``scores.json`` (the rows), from which ``MODEL_CARD.md`` and ``example.jpg`` are rendered
@@ -53,7 +56,7 @@ SCORED_ONLY = {"lowdose": (LOWDOSE, 512.0)}
 _MODELS = flags.DEFINE_list(
     "models", list(MODELS), f"Models to train: {', '.join(MODELS)} (and, with --score_only, {', '.join(SCORED_ONLY)})."
 )
-_STEPS = flags.DEFINE_integer("steps", 1800, "Training steps per model (one epoch).")
+_STEPS = flags.DEFINE_integer("steps", 1200, "Training steps per model (one epoch).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, corruption and noise.")
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (folders; default: cohort.json).")
@@ -63,6 +66,12 @@ _INTO = flags.DEFINE_string("into", str(_ROOT / "cgan_ct" / "model" / "pretraine
 _SCORE_ONLY = flags.DEFINE_bool("score_only", False, "Score the models already in --into; train nothing.")
 _SLICES = flags.DEFINE_integer("slices", 32, "Score each held-out patient's central SLICES slices (0: whole volume).")
 _BM3D = flags.DEFINE_bool("bm3d", True, "Score BM3D too (noise tasks; needs the bm3d extra, ~8 s a slice).")
+_REUSE_BM3D = flags.DEFINE_bool(
+    "reuse_bm3d",
+    True,
+    "Keep BM3D's rows from the model folder's scores.json instead of running it again, where that scoring saw "
+    "the same conditions (checked: heldout.reused_rows); BM3D does not depend on the model.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -75,6 +84,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.model import networks
     from cgan_ct.model.export import export_generator
     from cgan_ct.model.training import RunOptions, model_for_task, train
+    from cgan_ct.tasks import task_spec
 
     known = MODELS | SCORED_ONLY if _SCORE_ONLY.value else MODELS
     unknown = set(_MODELS.value) - set(known)
@@ -123,14 +133,24 @@ def main(argv: list[str]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
             folder.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(staged, folder)
+        elif record_path.exists():  # trained in this --work_dir: its record is newer than the card
+            record = json.loads(record_path.read_text())
         elif card is not None:  # the model as shipped: its training facts are its card's
             t = card["training"]
             record = {"train": t["series"], "steps": t["steps"], "seed": t["seed"], "train_minutes": t["minutes"]}
             record["cpu"] = t["cpu"]
+            record.update({k: t[k] for k in ("scanners",) if k in t})
         else:
-            record = json.loads(record_path.read_text())
+            raise SystemExit(f"{name}: neither {card_path} nor {record_path}: nothing says how it was trained")
         record["heldout"] = _HELDOUT.value
-        rows, made = heldout.score_heldout(heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value)
+        if "scanners" not in record:  # what the card's input domain says was seen, from the series' headers
+            record["scanners"] = heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in record["train"])
+        record["heldout_scanners"] = heldout.describe_scanners(heldout_paths)
+        previous = folder / model_card.SCORES_FILE
+        reuse = _BM3D.value and _REUSE_BM3D.value and previous.exists() and "bm3d" in task_spec(task).baselines
+        rows, made = heldout.score_heldout(heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value and not reuse)
+        if reuse:
+            rows += heldout.reused_rows(rows, json.loads(previous.read_text()), ("bm3d",))
         out = work / "eval" / name
         (out / "figures").mkdir(parents=True, exist_ok=True)
         for index, figure in enumerate(made):

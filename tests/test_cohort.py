@@ -85,3 +85,26 @@ def test_the_table_has_a_column_per_series_and_the_model_first():
     assert lines[2] == "| volume | model | 44.00 / 0.9800 | 41.00 / 0.9500 |"
     assert lines[3] == "| volume | bm3d | 42.90 / 0.9700 | - |"
     assert lines[4] == "| lungs | model | 39.00 / 0.9300 | - |"
+
+
+def test_baseline_rows_are_reused_only_where_the_conditions_are_the_same():
+    """train_pretrained.py keeps BM3D's rows from the previous scoring (it does not depend on the model) only
+    where that scoring saw the same conditions; anything else is an error, never a stale row in a card."""
+    before = [_row("a", "condition", 36.0, 0.90), _row("a", "bm3d", 42.9, 0.97), _row("a", "model", 40.0, 0.95)]
+    now = [_row("a", "condition", 36.0, 0.90), _row("a", "model", 41.0, 0.96)]
+    assert heldout.reused_rows(now, before, ("bm3d",)) == [before[1]]
+    with pytest.raises(ValueError, match="the condition scored 36.500000 dB now and 36.000000 before"):
+        heldout.reused_rows([_row("a", "condition", 36.5, 0.90)], before, ("bm3d",))
+    with pytest.raises(ValueError, match="cover"):
+        heldout.reused_rows(now + [_row("b", "condition", 30.0, 0.8)], before, ("bm3d",))
+    with pytest.raises(ValueError, match="lack"):
+        heldout.reused_rows(now, before[:1], ("bm3d",))
+
+
+def test_the_scanners_seen_come_from_the_headers(shared_ct):
+    """A card's input domain names what was seen: one line per scanner, kernel and thickness, pixel sizes ranged."""
+    paths = [shared_ct / "covid-ct-md-P001", shared_ct / "covid-ct-md-cap001", shared_ct / "lungx-ct004"]
+    assert heldout.describe_scanners(paths) == [
+        "SIEMENS SOMATOM Scope (kernel D40s, 2 mm slices, 0.59-0.75 mm pixels)",
+        "Philips Brilliance 64 (kernel D, 1 mm slices, 0.84 mm pixels)",
+    ]

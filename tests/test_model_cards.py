@@ -104,3 +104,23 @@ def test_a_card_renders_without_lung_rows_and_says_nothing_of_the_lungs():
     one_short = [r for r in rows if not (r["region"] == "lungs" and r["patient"] == rows[0]["patient"])]
     lung_rows = [line for line in model_card.results_table(one_short) if "| lungs |" in line]
     assert len(lung_rows) == len({r["patient"] for r in rows}) - 1
+
+
+def test_a_cards_scale_and_scanners_are_its_recorded_facts():
+    """Issue 31: the scale line and the scanners seen are rendered from card.json's facts (never typed words that
+    go stale when a model is retrained); a generator larger than its preset says so."""
+    card, rows = model_card.load_card(pretrained.PRETRAINED_DIR / "depixelate")
+    training = card["training"]
+    text = model_card.render_model_card(card, rows)
+    assert f"trained on {len(training['series'])} patients ({len(training['scanners'])} scanner" in text
+    assert "Seen in training (from the series' headers): " + "; ".join(training["scanners"]) in text
+    assert "Tested on the held-out patients' scanners: " + "; ".join(card["heldout_scanners"]) in text
+    assert sum("Seen in training" in line for line in text.splitlines()) == 1
+    bigger = json.loads(json.dumps(card))
+    bigger["training"]["model"]["base_filters"] = 16
+    bigger["training"]["parameters"] = "1,249,809"
+    text = model_card.render_model_card(bigger, rows)
+    assert "The `cpu` preset at 16 first-level filters: 1,249,809 generator parameters" in text
+    assert "a generator of 1.25 M parameters" in text
+    bigger["training"]["model"]["base_filters"] = 8
+    assert "preset at" not in model_card.render_model_card(bigger, rows)

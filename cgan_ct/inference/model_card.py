@@ -209,6 +209,48 @@ def milder_lines(rows: list[dict]) -> list[str]:
     ]
 
 
+def _seen_lines(card: dict) -> list[str]:
+    """The input domain's scanners, as read from the series' headers when the card was scored (none in a
+    card written before they were recorded: its own words say it)."""
+    lines = []
+    if card["training"].get("scanners"):
+        lines.append("Seen in training (from the series' headers): " + "; ".join(card["training"]["scanners"]) + ".")
+    if card.get("heldout_scanners"):
+        lines.append("Tested on the held-out patients' scanners: " + "; ".join(card["heldout_scanners"]) + ".")
+    return lines
+
+
+def _size_words(training: dict) -> str:
+    """How the generator's size differs from its preset's (nothing where it does not, or is not recorded)."""
+    from cgan_ct.config import model_config
+
+    model = training.get("model")
+    if not model:
+        return ""
+    preset = model_config(training["preset"])
+    changes = []
+    if model.get("base_filters", preset.base_filters) != preset.base_filters:
+        changes.append(f"{model['base_filters']} first-level filters")
+    if model.get("depth", preset.depth) != preset.depth:
+        changes.append(f"U-Net depth {model['depth']}")
+    return f" at {' and '.join(changes)}" if changes else ""
+
+
+def _scale_lines(card: dict) -> list[str]:
+    """The card's scale, from its facts: patients, scanners, parameters, steps and what it was scored on."""
+    training = card["training"]
+    if not training.get("scanners"):
+        return []  # a card written before the facts were recorded says it in its own words
+    parameters = int(str(training["parameters"]).replace(",", ""))
+    return [
+        f"Small scale: trained on {len(training['series'])} patients ({len(training['scanners'])} scanner and "
+        f"kernel settings), a generator of {parameters / 1e6:.2f} M parameters, {training['steps']:,} steps "
+        f"({training['minutes']:.0f} minutes on {training['cpu']}); scored on the {extent(card)} of "
+        f"{len(card['heldout'])} held-out patients. The figures above are sanity checks on a handful of "
+        "patients, not a validated benchmark."
+    ]
+
+
 def _data_lines(series: list[str]) -> list[str]:
     lines = ["| series | collection | licence | source |", "|---|---|---|---|"]
     for name in series:
@@ -229,16 +271,26 @@ def protocol(slices: int) -> str:
 
 def updated_card(card: dict, record: dict, slices: int) -> dict:
     """card.json's facts brought up to date with a training ``record`` (train, steps, seed, train_minutes, cpu,
-    heldout: what the release scripts in experiments/ write) and its scoring on ``slices`` central slices (0: the
-    whole volume); the card's words are kept."""
+    heldout; where recorded: model, parameters, scanners, heldout_scanners: what the release scripts in
+    experiments/ write) and its scoring on ``slices`` central slices (0: the whole volume); the card's words
+    are kept."""
     card = json.loads(json.dumps(card))  # a copy
-    card.setdefault("training", {}).update(
+    training = card.setdefault("training", {})
+    training.update(
         series=record["train"],
         steps=record["steps"],
         seed=record["seed"],
         minutes=round(record["train_minutes"], 1),
         cpu=record["cpu"],
     )
+    if "model" in record:
+        training["model"] = record["model"]
+    if "parameters" in record:
+        training["parameters"] = f"{record['parameters']:,}"
+    if "scanners" in record:
+        training["scanners"] = record["scanners"]
+    if "heldout_scanners" in record:
+        card["heldout_scanners"] = record["heldout_scanners"]
     card["heldout"] = record["heldout"]
     card["protocol"], card["slices"] = protocol(slices), slices
     return card
@@ -266,7 +318,9 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         "## Input domain",
         "",
-        *[f"- {line}" for line in card["input_domain"]],
+        *[f"- {line}" for line in card["input_domain"][:1]],
+        *[f"- {line}" for line in _seen_lines(card)],
+        *[f"- {line}" for line in card["input_domain"][1:]],
         "",
         "## Training data",
         "",
@@ -278,7 +332,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         "## Training",
         "",
-        f"- The `{training['preset']}` preset: {training['parameters']} generator parameters, "
+        f"- The `{training['preset']}` preset{_size_words(training)}: {training['parameters']} generator parameters, "
         f"{training['steps']} steps of batch {training['batch']}, seed {training['seed']}, "
         f"{training['minutes']:.1f} minutes on {training['cpu']}.",
         f"- Reproduce: `{training['reproduce']}`.",
@@ -323,6 +377,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
     lines += [
         "## Limitations",
         "",
+        *[f"- {line}" for line in _scale_lines(card)],
         *[f"- {line}" for line in card["limitations"]],
         *[f"- {standing(rows, region, extent(card))}" for region in _regions(rows)],
         "",
