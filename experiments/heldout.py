@@ -47,6 +47,7 @@ def reused_rows(rows: list[dict], previous: list[dict], methods) -> list[dict]:
     must agree (the same scan, slab, seed and simulation) to 1e-6 dB and SSIM. Anything else is an error
     naming what differs, so a stale row never reaches a card (score afresh instead).
     """
+
     def conditions(found: list[dict]) -> dict:
         return {(r["patient"], r["region"]): r for r in found if r["method"] == "condition"}
 
@@ -56,7 +57,9 @@ def reused_rows(rows: list[dict], previous: list[dict], methods) -> list[dict]:
     for key, row in now.items():
         old = before[key]
         if any(abs(row[k] - old[k]) > 1e-6 for k in ("psnr_slices_db", "ssim_slices")):
-            raise ValueError(f"{key}: the condition scored {row['psnr_slices_db']:.6f} dB now and {old['psnr_slices_db']:.6f} before")
+            raise ValueError(
+                f"{key}: the condition scored {row['psnr_slices_db']:.6f} dB now and {old['psnr_slices_db']:.6f} before"
+            )
     kept = [r for r in previous if r["method"] in methods]
     missing = {(p, r) for p, r in now for m in methods} - {(r["patient"], r["region"]) for r in kept}
     if missing:

@@ -148,7 +148,9 @@ def main(argv: list[str]) -> None:
         record["heldout_scanners"] = heldout.describe_scanners(heldout_paths)
         previous = folder / model_card.SCORES_FILE
         reuse = _BM3D.value and _REUSE_BM3D.value and previous.exists() and "bm3d" in task_spec(task).baselines
-        rows, made = heldout.score_heldout(heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value and not reuse)
+        rows, made = heldout.score_heldout(
+            heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value and not reuse
+        )
         if reuse:
             rows += heldout.reused_rows(rows, json.loads(previous.read_text()), ("bm3d",))
         out = work / "eval" / name

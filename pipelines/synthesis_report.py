@@ -2,18 +2,20 @@
 
   cgan-ct-synthesis-report --synthetic SYN_DIR --input PATH [PATH ...] --dataset_dir DATASET
                            --output_dir REPORT [--block 32] [--size 512]
-                           [--model_dir CASCADE | --levels 3] [--norealism] [--control_seed 0]
+                           [--model_dir CASCADE | --levels 3] [--norealism] [--noanatomy]
+                           [--control_seed 0]
 
 SYN_DIR: the output of cgan-ct-synthesize. PATH: the inputs the cascade was
 trained on; DATASET: its level-0 dataset (cgan-ct-train-cascade OUT/datasets/level0),
 whose manifest says which inputs were training and which held out. Real
 volumes are centre-cropped or padded to --size in-plane, as for training.
 REPORT receives report.md (the goals; one realism table: FRD, MS-SSIM
-diversity, tissue HU and fractions, soft-tissue NPS; HU histogram and
+diversity, tissue HU and fractions, soft-tissue NPS; the anatomy checks:
+lungs, bone, ribs, airway and heart side against the real range; HU histogram and
 spectrum statistics against training, for synthetic, held-out and
 leave-one-out training volumes; the memorization check at every shift at full
 resolution and at the coarse level, each with a positive control; figures),
-summary.json, statistics.csv, memorization.json and realism.json. The coarse
+summary.json, statistics.csv, memorization.json, realism.json and anatomy.json. The coarse
 level is the cascade's (--model_dir, its cascade.json) or --levels.
 Exit status 3 when blocks are flagged as memorized, 4 when a positive control
 was not flagged (the check is blind: its "none flagged" proves nothing).
@@ -37,6 +39,9 @@ _SIZE = flags.DEFINE_integer("size", 512, "In-plane size the real volumes are cr
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The cascade folder (its levels set the coarse check's level).")
 _LEVELS = flags.DEFINE_integer("levels", 3, "The cascade's levels, when --model_dir is not given.")
 _REALISM = flags.DEFINE_boolean("realism", True, "FRD, MS-SSIM and tissue sanity (needs the realism extra).")
+_ANATOMY = flags.DEFINE_boolean(
+    "anatomy", True, "Anatomy checks: lungs, ribs, airway, heart side against the real range."
+)
 _CONTROL_SEED = flags.DEFINE_integer("control_seed", 0, "Chooses the training volume the positive control copies.")
 
 
@@ -80,6 +85,7 @@ def main(argv: list[str]) -> int:
         _BLOCK.value,
         levels=levels,
         realism=_REALISM.value,
+        anatomy=_ANATOMY.value,
         control_seed=_CONTROL_SEED.value,
         say=lambda m: print(m, flush=True),
     )

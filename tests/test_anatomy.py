@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,26 @@ def test_without_bone_or_airway_air_the_checks_fail(chest, measures):
     no_air = anatomy_measures(airless, spacing)
     assert no_air["airway_ml"] < 1.0
     assert "airway_ml" in {c.measure for c in anatomy_checks(no_air, [measures]) if not c.passed}
+
+
+def test_the_report_section_passes_a_real_chest_and_names_what_a_boneless_one_lacks(chest):
+    """anatomy_report (the synthesis report's section): each synthetic volume against the real range; a failure
+    is named with its value and the allowed range; a volume with no body fails its checks instead of crashing."""
+    from types import SimpleNamespace
+
+    from cgan_ct.realism.anatomy import anatomy_report
+
+    hu, spacing = chest
+    real = SimpleNamespace(hu=hu, spacing_mm=spacing)
+    boneless = SimpleNamespace(hu=np.where(hu >= 300, np.int16(40), hu), spacing_mm=spacing)
+    empty = SimpleNamespace(hu=np.full((8, 32, 32), -1024, np.int16), spacing_mm=spacing)
+    report = anatomy_report([real, boneless, empty], [real, real])
+    passed, text = report.goal()
+    assert not passed and text.startswith("1 of 3 synthetic volumes pass every check"), text
+    failures = report.failures()
+    assert any(f.startswith("synthetic 1: rib_count_middle 0.0 (allowed ") for f in failures), failures
+    assert not any(f.startswith("synthetic 0:") for f in failures)
+    assert sum(f.startswith("synthetic 2:") for f in failures) == len(MEASURES)
+    table = report.markdown().splitlines()
+    assert len(table) == 2 + len(MEASURES) and "**out**" in table[2 + MEASURES.index("rib_count_middle")]
+    assert json.loads(report.to_json())["checks"][1][0]["measure"] == MEASURES[0]

@@ -62,7 +62,7 @@ def test_exported_model_records_its_condition_and_inference_simulates_it(model_d
 def test_the_promised_models_ship_small_with_cards():
     assert pretrained.available() == sorted(SHIPPED)
     total = sum(p.stat().st_size for p in pretrained.PRETRAINED_DIR.rglob("*") if p.is_file())
-    assert total <= 10e6, f"shipped models take {total / 1e6:.1f} MB"
+    assert total <= 25e6, f"shipped models take {total / 1e6:.1f} MB (issue 31: at most 25 MB of weights in all)"
     for name in SHIPPED:
         card = (pretrained.PRETRAINED_DIR / name / pretrained.MODEL_CARD_FILE).read_text()
         assert "not for diagnosis" in card and "held-out real patients" in card and HELDOUT in card

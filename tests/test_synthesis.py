@@ -334,3 +334,6 @@ def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
     assert summary["flagged_blocks"] == 1 and summary["control_detected"]
     assert summary["goals"]["memorization: positive controls flagged, no synthetic block flagged"] is False
     assert (report / "figures" / "synthetic_000.png").stat().st_size > 1000
+    anatomy = "anatomy: every synthetic volume inside the real range (lungs, bone, ribs, airway, heart side)"
+    assert anatomy in summary["goals"] and "## Anatomy" in text  # phantoms with no ribs or airway: it fails
+    assert len(json.loads((report / "anatomy.json").read_text())["synthetic"]) == 2

@@ -1,5 +1,5 @@
 """Anatomy sanity of a chest CT volume, as numbers a synthetic volume can be held against real ones with
-(issue 33, item 4; a first version: measured on the shared real series, not yet in the synthesis report).
+(issue 33, item 4: measured on the shared real series; ``anatomy_report`` is the synthesis report's section).
 
 All from the image (no organ segmentation is available offline), in canonical axes (z to superior, y to
 posterior, x to the patient's left: cgan_ct.io.volume):
@@ -24,6 +24,7 @@ posterior, x to the patient's left: cgan_ct.io.volume):
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 from scipy import ndimage
@@ -192,3 +193,80 @@ def anatomy_checks(measures: dict, real: list[dict], margin: float = 0.2) -> lis
         passed = value is not None and (low is None or value >= low) and (high is None or value <= high)
         checks.append(AnatomyCheck(name, value, low, high, passed))
     return checks
+
+
+@dataclasses.dataclass(frozen=True)
+class AnatomyReport:
+    """Every synthetic volume's anatomy measures checked against the real volumes' range."""
+
+    synthetic: list[dict]
+    real: list[dict]
+    checks: list[list[AnatomyCheck]]  # per synthetic volume, one per measure
+
+    def failures(self) -> list[str]:
+        """One entry per failed check: "synthetic 1: rib_count_middle 2 (allowed 4 .. 31)"."""
+        out = []
+        for index, checks in enumerate(self.checks):
+            for c in checks:
+                if not c.passed:
+                    allowed = f"{_number(c.low)} .. {_number(c.high)}"
+                    out.append(f"synthetic {index}: {c.measure} {_number(c.value)} (allowed {allowed})")
+        return out
+
+    def goal(self) -> tuple[bool, str]:
+        """Passed when every measure of every synthetic volume sits in the (widened) real range."""
+        passing = sum(all(c.passed for c in checks) for checks in self.checks)
+        failed = self.failures()
+        text = f"{passing} of {len(self.checks)} synthetic volumes pass every check"
+        if failed:
+            text += f"; {len(failed)} failed check(s), first: " + "; ".join(failed[:3])
+        return not failed, text
+
+    def markdown(self) -> str:
+        """One row per measure: the real range, the allowed range, and each synthetic volume's value."""
+        head = "| measure | real (min .. max) | allowed | " + " | ".join(
+            f"synthetic {i}" for i in range(len(self.checks))
+        )
+        lines = [head + " |", "|---|---|---|" + "---|" * len(self.checks)]
+        for row, name in enumerate(MEASURES):
+            values = [r[name] for r in self.real if r.get(name) is not None]
+            real = f"{_number(min(values))} .. {_number(max(values))}" if values else "-"
+            first = self.checks[0][row] if self.checks else None
+            allowed = f"{_number(first.low)} .. {_number(first.high)}" if first else "-"
+            cells = [_number(checks[row].value) + ("" if checks[row].passed else " **out**") for checks in self.checks]
+            lines.append(f"| {name} | {real} | {allowed} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "measures": list(MEASURES),
+                "real": self.real,
+                "synthetic": self.synthetic,
+                "checks": [[dataclasses.asdict(c) for c in checks] for checks in self.checks],
+            },
+            indent=1,
+        )
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if abs(value) < 1 and value != 0 else f"{value:.1f}"
+
+
+def anatomy_report(synthetic, real, margin: float = 0.2) -> AnatomyReport:
+    """The anatomy measures of ``synthetic`` and ``real`` volumes (each with ``hu`` and ``spacing_mm``, canonical
+    axes) and each synthetic volume's checks against the real range widened by ``margin``."""
+    real_measures = [_measures_or_none(v) for v in real]
+    synthetic_measures = [_measures_or_none(v) for v in synthetic]
+    checks = [anatomy_checks(m, real_measures, margin) for m in synthetic_measures]
+    return AnatomyReport(synthetic_measures, real_measures, checks)
+
+
+def _measures_or_none(volume) -> dict:
+    """A volume's measures; every one None where it has no body at all (a check then fails, nothing crashes)."""
+    try:
+        return anatomy_measures(volume.hu, volume.spacing_mm)
+    except ValueError:
+        return dict.fromkeys(MEASURES)

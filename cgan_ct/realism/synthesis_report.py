@@ -2,7 +2,9 @@
 
 Writes a report folder:
   report.md           goals, one realism table (FRD, MS-SSIM diversity, tissue
-                      HU and fractions, soft-tissue NPS), the distribution
+                      HU and fractions, soft-tissue NPS), the anatomy checks
+                      (lungs, ribs, airway, heart side against the real
+                      range: realism.anatomy), the distribution
                       statistics (HU histogram W1, spectra), the memorization
                       check at full resolution and at the coarse level (with
                       positive controls and costs), figures
@@ -10,6 +12,7 @@ Writes a report folder:
   statistics.csv      one row per synthetic, held-out and (leave-one-out) training volume
   memorization.json   both memorization checks: quantiles, threshold, flagged blocks, controls, cost
   realism.json        the realism table's figures
+  anatomy.json        every volume's anatomy measures and each synthetic volume's checks
   figures/            axial, coronal and sagittal slices, lung and soft-tissue
                       windows: a real held-out volume above each synthetic one
 
@@ -33,6 +36,7 @@ from PIL import Image
 from cgan_ct.constants import LUNG_WINDOW, MEDIASTINAL_WINDOW
 from cgan_ct.errors import InputError
 from cgan_ct.io.volume import Volume
+from cgan_ct.realism.anatomy import anatomy_report
 from cgan_ct.realism.memorization_report import (
     COARSE_BLOCK,
     coarse_memorization_report,
@@ -168,6 +172,7 @@ def synthesis_report(
     flip_axes: tuple[int, ...] = (2,),
     levels: int = 3,
     realism: bool = True,
+    anatomy: bool = True,
     control_seed: int = 0,
     say=lambda message: None,
 ) -> dict:
@@ -175,6 +180,7 @@ def synthesis_report(
 
     ``levels``: the cascade's levels (the coarse memorization check runs on every 2**levels-th voxel).
     ``realism``: False skips FRD / MS-SSIM / tissue sanity (needs the realism extra; slower).
+    ``anatomy``: False skips the anatomy checks (lungs, ribs, airway, heart side; 10-35 s a 512 x 512 volume).
     Summary keys: report, flagged_blocks, synthetic_blocks, control_detected (every positive control flagged),
     goals ({name: passed}).
     """
@@ -197,6 +203,14 @@ def synthesis_report(
         realism_result = realism_table(synthetic, training, heldout)
         goals.update(realism_result.goals())
         (out / "realism.json").write_text(realism_result.to_json())
+    anatomy_result = None
+    if anatomy:
+        say("anatomy: lungs, ribs, airway, heart side against every real volume")
+        anatomy_result = anatomy_report(synthetic, [*training, *heldout])
+        goals["anatomy: every synthetic volume inside the real range (lungs, bone, ribs, airway, heart side)"] = (
+            anatomy_result.goal()
+        )
+        (out / "anatomy.json").write_text(anatomy_result.to_json())
     hu = {name: [v.hu for v in group] for name, group in (("s", synthetic), ("t", training), ("h", heldout))}
     say("memorization: full resolution, every shift")
     full = memorization_report(
@@ -244,6 +258,13 @@ def synthesis_report(
     ]
     if realism_result is not None:
         lines += ["## Realism (FRD, diversity, tissue sanity)", "", realism_result.markdown(), ""]
+    if anatomy_result is not None:
+        lines += [
+            "## Anatomy (against the range of the real training and held-out volumes, widened by 20 % of its span)",
+            "",
+            anatomy_result.markdown(),
+            "",
+        ]
     lines += [
         "## Statistics (HU histogram Wasserstein distance, power spectrum distance per tissue, lung fraction)",
         "",
