@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -123,7 +124,9 @@ def main(argv: list[str]) -> None:
                 "steps": result.steps,
                 "seed": _SEED.value,
                 "train_minutes": (time.monotonic() - start) / 60,
-                "cpu": status["cpu"],
+                "cpu": f"{status['cpu']}, {os.cpu_count()} cores",
+                "date": time.strftime("%Y-%m-%d"),  # a new model: the card's version goes up by one
+                "version": (card or {}).get("version", 0) + 1,
                 "onednn": status["onednn"],
             }
             record_path.write_text(json.dumps(record))

@@ -271,7 +271,7 @@ def protocol(slices: int) -> str:
 
 def updated_card(card: dict, record: dict, slices: int) -> dict:
     """card.json's facts brought up to date with a training ``record`` (train, steps, seed, train_minutes, cpu,
-    heldout; where recorded: model, parameters, scanners, heldout_scanners: what the release scripts in
+    heldout; where recorded: version, date, model, parameters, scanners, heldout_scanners: what the release scripts in
     experiments/ write) and its scoring on ``slices`` central slices (0: the whole volume); the card's words
     are kept."""
     card = json.loads(json.dumps(card))  # a copy
@@ -283,6 +283,8 @@ def updated_card(card: dict, record: dict, slices: int) -> dict:
         minutes=round(record["train_minutes"], 1),
         cpu=record["cpu"],
     )
+    if "version" in record:  # a retrained model
+        card["version"], card["date"] = record["version"], record["date"]
     if "model" in record:
         training["model"] = record["model"]
     if "parameters" in record:
@@ -333,7 +335,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "## Training",
         "",
         f"- The `{training['preset']}` preset{_size_words(training)}: {training['parameters']} generator parameters, "
-        f"{training['steps']} steps of batch {training['batch']}, seed {training['seed']}, "
+        f"{training['steps']:,} steps of batch {training['batch']}, seed {training['seed']}, "
         f"{training['minutes']:.1f} minutes on {training['cpu']}.",
         f"- Reproduce: `{training['reproduce']}`.",
         "",
