@@ -8,7 +8,8 @@ against Gaussian smoothing, non-local means and BM3D, each tuned on the training
 
 1. The training series are converted with the simulated condition (``--condition lowdose``, no test
    split: the held-out patients are never converted).
-2. The ``cpu`` preset trains task lowdose for ``--steps`` steps (one epoch; its last generator is kept).
+2. The shipped recipe (``release.RECIPE``: the ``cpu`` preset at 16 first-level filters, float32) trains task
+   lowdose for ``--steps`` steps (one epoch; its last generator is kept).
 3. The baselines' settings (Gaussian sigma; NLM and BM3D noise-level scale over the level each
    estimates from its own input) are chosen on ``--tune_slices`` central slices of every training
    volume, never on a held-out one.
@@ -43,6 +44,7 @@ import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFl
 
 import cohort  # experiments/cohort.py, beside this script
 import heldout  # experiments/heldout.py: scoring, tables and goal lines
+import release  # experiments/release.py: the shipped recipe and a run's facts
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -105,11 +107,12 @@ def main(argv: list[str]) -> None:
         convert(train_inputs, dataset, config)
         timings["convert_s"] = time.monotonic() - start
     run_dir, export_dir = work / "run", work / "export"
+    recipe = model_config("cpu", epochs=1, **release.RECIPE)
     if not (export_dir / "cgan_ct_model.json").exists():
         start = time.monotonic()
         pipeline = PipelineOptions(noise_scale_min=_NOISE_MIN.value)
         options = RunOptions(LOWDOSE, _SEED.value, _STEPS.value, pipeline=pipeline)
-        result = train(dataset, run_dir, model_config("cpu", epochs=1), options)
+        result = train(dataset, run_dir, recipe, options)
         if result.diverged:
             raise SystemExit(result.message)
         timings["train_s"] = time.monotonic() - start
@@ -147,6 +150,8 @@ def main(argv: list[str]) -> None:
         "params": params,
         "timings": timings,
         "cpu": status["cpu"],
+        # the generator trained in this run (a work folder's earlier model may have had another recipe)
+        **(release.model_facts(recipe, LOWDOSE, PipelineOptions().factor) if "train_s" in timings else {}),
     }
     (work / "lowdose_eval.json").write_text(json.dumps({**record, "rows": rows}, indent=1, default=float))
     (work / "lowdose_eval.md").write_text("\n".join(lines) + "\n")
@@ -249,6 +254,10 @@ def _ship(record: dict, rows: list[dict], export_dir: pathlib.Path) -> None:
         "seed": record["seed"],
         "train_minutes": train_s / 60 if train_s is not None else card.get("training", {}).get("minutes", 0.0),
         "cpu": record["cpu"],
+        **(release.run_facts(card) if train_s is not None else {}),  # trained in this run: a new version
+        **{k: record[k] for k in ("model", "parameters") if k in record},
+        "scanners": heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in record["train"]),
+        "heldout_scanners": heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in record["heldout"]),
     }
     card = model_card.updated_card(card, facts, record["slices"])
     text = model_card.render_model_card(card, rows, has_figure=True)

@@ -7,7 +7,7 @@
 Reproducible from the shared real chest cohort with a seed: the training series are converted once
 (cgan-ct-convert defaults, no test split: the held-out patients are never converted, and with one
 epoch the run's best generator is its last, so nothing is chosen on them); each model trains the
-``cpu`` preset with ``RECIPE``'s changes (16 first-level filters, float32) for ``--steps`` steps, is
+``cpu`` preset with ``release.RECIPE``'s changes (16 first-level filters, float32) for ``--steps`` steps, is
 exported, and is scored on
 every held-out series by the project's protocol against its condition and the classical baselines
 (slice-averaged
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import sys
@@ -39,6 +38,7 @@ import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFl
 
 import cohort  # experiments/cohort.py, beside this script
 import heldout  # experiments/heldout.py: scoring, tables and goal lines
+import release  # experiments/release.py: the shipped recipe and a run's facts
 from absl import app, flags
 
 from cgan_ct import runtime
@@ -47,10 +47,6 @@ from cgan_ct.constants import DENOISE, DEPIXELATE, LOWDOSE
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # name -> (task, Poisson peak); the names are what ``pretrained:NAME`` finds
 MODELS = {"denoise": (DENOISE, 512.0), "denoise-peak128": (DENOISE, 128.0), "depixelate": (DEPIXELATE, 512.0)}
-# The shipped recipe: the ``cpu`` preset with these changes (issue 31, item 2: a generator of 16 first-level
-# filters, 1.25 M parameters, gained 0.2-0.7 dB on every held-out patient over 8 filters, more than a seed's
-# spread; float32, as measured, whatever the machine's "auto" precision would pick)
-RECIPE = {"base_filters": 16, "precision": "float32"}
 # scored here (--score_only), trained by experiments/lowdose_eval.py (its dataset holds the simulated dose)
 SCORED_ONLY = {"lowdose": (LOWDOSE, 512.0)}
 
@@ -82,9 +78,8 @@ def main(argv: list[str]) -> None:
     from cgan_ct.data.input_pipeline import PipelineOptions
     from cgan_ct.inference import figures, model_card, report
     from cgan_ct.inference.inference import BlockModel
-    from cgan_ct.model import networks
     from cgan_ct.model.export import export_generator
-    from cgan_ct.model.training import RunOptions, model_for_task, train
+    from cgan_ct.model.training import RunOptions, train
     from cgan_ct.tasks import task_spec
 
     known = MODELS | SCORED_ONLY if _SCORE_ONLY.value else MODELS
@@ -108,26 +103,21 @@ def main(argv: list[str]) -> None:
         card_path = folder / model_card.CARD_FILE
         card = json.loads(card_path.read_text()) if card_path.exists() else None  # kept across a new export
         if not _SCORE_ONLY.value:
-            config = model_config("cpu", epochs=1, **RECIPE)
+            config = model_config("cpu", epochs=1, **release.RECIPE)
             pipeline = PipelineOptions(peak=peak)
             run_dir = work / "runs" / name
             start = time.monotonic()
             result = train(dataset, run_dir, config, RunOptions(task, _SEED.value, _STEPS.value, pipeline=pipeline))
             if result.diverged:
                 raise SystemExit(f"{name}: {result.message}")
-            built = model_for_task(config, task, pipeline.factor)
             record = {
                 "train": _TRAIN.value,
-                "model": {k: v for k, v in dataclasses.asdict(built).items() if k != "epochs"},
-                "parameters": networks.build_generator(built).count_params(),
+                **release.model_facts(config, task, pipeline.factor),
                 "pipeline": dataclasses.asdict(pipeline),
                 "steps": result.steps,
                 "seed": _SEED.value,
                 "train_minutes": (time.monotonic() - start) / 60,
-                "cpu": f"{status['cpu']}, {os.cpu_count()} cores",
-                "date": time.strftime("%Y-%m-%d"),  # a new model: the card's version goes up by one
-                "version": (card or {}).get("version", 0) + 1,
-                "onednn": status["onednn"],
+                **release.run_facts(card),  # a new model: the card's version goes up by one
             }
             record_path.write_text(json.dumps(record))
             staged = work / "export" / name
