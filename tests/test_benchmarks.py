@@ -45,6 +45,7 @@ ELSEWHERE = {
     "cohort.py": "tests/test_cohort.py",  # the split the training scripts default to (a module, not a script)
     "memorization_grid.py": "tests/test_memorization.py",  # memorization_bench.py's reference (a module)
     "heldout.py": "tests/test_cohort.py",  # the experiments' scoring, tables and goal lines (a module)
+    "release.py": "tests/test_cohort.py",  # the shipped recipe and a run's card facts (a module)
 }
 # the shared series' names: the scripts' defaults read these from --ct_dir
 TRAINING_SERIES, HELDOUT_SERIES = "lung-pet-ct-dx-A0001", "lidc-idri-0001"

@@ -108,3 +108,19 @@ def test_the_scanners_seen_come_from_the_headers(shared_ct):
         "SIEMENS SOMATOM Scope (kernel D40s, 2 mm slices, 0.59-0.75 mm pixels)",
         "Philips Brilliance 64 (kernel D, 1 mm slices, 0.84 mm pixels)",
     ]
+
+
+def test_the_release_scripts_record_the_shipped_recipe_and_a_new_version():
+    """train_pretrained.py and lowdose_eval.py train experiments/release.py's RECIPE and record what a card says of
+    it: the generator as built for the task, its parameter count, the machine, and the card version one up."""
+    from cgan_ct.config import model_config
+
+    release = benchmark_module("release")
+    config = model_config("cpu", epochs=1, **release.RECIPE)
+    facts = release.model_facts(config, "denoise", 2)
+    assert facts["parameters"] == 1_249_377 and facts["model"]["base_filters"] == 16
+    assert facts["model"]["residual_base"] == "condition" and "epochs" not in facts["model"]
+    assert release.model_facts(config, "depixelate", 2)["model"]["residual_base"] == "cubic"
+    run = release.run_facts({"version": 2})
+    assert run["version"] == 3 and release.run_facts(None)["version"] == 1
+    assert run["cpu"].endswith(" cores") and len(run["date"]) == 10
