@@ -1,6 +1,6 @@
 """Trains, exports and scores the models that ship with the package (cgan_ct/model/pretrained_models/).
 
-  python experiments/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1800]
+  python experiments/train_pretrained.py [--models denoise,denoise-peak128,depixelate] [--steps 1200]
       [--train SERIES,...] [--heldout SERIES,...] [--slices 32] [--nobm3d] [--noreuse_bm3d] [--score_only]
       [--ct_dir ../shared/data/ct] [--work_dir /tmp/pretrained] [--into cgan_ct/model/pretrained_models]
 
@@ -102,6 +102,8 @@ def main(argv: list[str]) -> None:
         record_path = work / f"{name}.json"
         card_path = folder / model_card.CARD_FILE
         card = json.loads(card_path.read_text()) if card_path.exists() else None  # kept across a new export
+        scores_path = folder / model_card.SCORES_FILE  # read before a new export replaces the folder
+        previous = json.loads(scores_path.read_text()) if scores_path.exists() else None
         if not _SCORE_ONLY.value:
             config = model_config("cpu", epochs=1, **release.RECIPE)
             pipeline = PipelineOptions(peak=peak)
@@ -139,13 +141,12 @@ def main(argv: list[str]) -> None:
         if "scanners" not in record:  # what the card's input domain says was seen, from the series' headers
             record["scanners"] = heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in record["train"])
         record["heldout_scanners"] = heldout.describe_scanners(heldout_paths)
-        previous = folder / model_card.SCORES_FILE
-        reuse = _BM3D.value and _REUSE_BM3D.value and previous.exists() and "bm3d" in task_spec(task).baselines
+        reuse = _BM3D.value and _REUSE_BM3D.value and previous is not None and "bm3d" in task_spec(task).baselines
         rows, made = heldout.score_heldout(
             heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value and not reuse
         )
         if reuse:
-            rows += heldout.reused_rows(rows, json.loads(previous.read_text()), ("bm3d",))
+            rows += heldout.reused_rows(rows, previous, ("bm3d",))
         out = work / "eval" / name
         (out / "figures").mkdir(parents=True, exist_ok=True)
         for index, figure in enumerate(made):
