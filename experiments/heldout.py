@@ -61,7 +61,7 @@ def reused_rows(rows: list[dict], previous: list[dict], methods) -> list[dict]:
                 f"{key}: the condition scored {row['psnr_slices_db']:.6f} dB now and {old['psnr_slices_db']:.6f} before"
             )
     kept = [r for r in previous if r["method"] in methods]
-    missing = {(p, r) for p, r in now for m in methods} - {(r["patient"], r["region"]) for r in kept}
+    missing = {(p, r, m) for p, r in now for m in methods} - {(r["patient"], r["region"], r["method"]) for r in kept}
     if missing:
         raise ValueError(f"the previous scores lack {sorted(methods)} for {sorted(missing)}")
     return kept

@@ -95,6 +95,14 @@ def main(argv: list[str]) -> None:
         inputs = [pathlib.Path(_CT.value) / name for name in _TRAIN.value]
         convert(inputs, dataset, conversion_config("cpu", test_fraction=0.0), workers=None)
     heldout_paths = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
+    scanners: dict[tuple[str, ...], list[str]] = {}  # series -> their scanner lines, each set read once a run
+
+    def described(series) -> list[str]:
+        key = tuple(series)
+        if key not in scanners:
+            scanners[key] = heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in key)
+        return scanners[key]
+
     summary = []
     for name in _MODELS.value:
         task, peak = known[name]
@@ -139,8 +147,8 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"{name}: neither {card_path} nor {record_path}: nothing says how it was trained")
         record["heldout"] = _HELDOUT.value
         if "scanners" not in record:  # what the card's input domain says was seen, from the series' headers
-            record["scanners"] = heldout.describe_scanners(pathlib.Path(_CT.value) / x for x in record["train"])
-        record["heldout_scanners"] = heldout.describe_scanners(heldout_paths)
+            record["scanners"] = described(record["train"])
+        record["heldout_scanners"] = described(_HELDOUT.value)
         reuse = _BM3D.value and _REUSE_BM3D.value and previous is not None and "bm3d" in task_spec(task).baselines
         rows, made = heldout.score_heldout(
             heldout_paths, task, BlockModel(folder), _SLICES.value, _BM3D.value and not reuse
