@@ -286,3 +286,27 @@ def select_keras_backend(argv=None, environ=None) -> str | None:
             raise RuntimeError(f"--backend {name}: Keras was imported with another backend already")
         environ["KERAS_BACKEND"] = name
     return name
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu:\d+)$")
+
+
+def use_device(spec: str) -> str:
+    """Runs this process's TensorFlow work on ``spec``: ``auto`` (TensorFlow's choice: the first GPU where
+    there is one), ``cpu`` (GPUs hidden) or ``gpu:N`` (only the N-th GPU visible). Call before any tensor is
+    made. Returns the device in words; a ``ValueError`` for a bad spec or a GPU this machine does not have."""
+    if not DEVICE_PATTERN.match(spec or ""):
+        raise ValueError(f"--device takes auto, cpu or gpu:N, got {spec!r}")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if spec == "auto":
+        return f"GPU {gpus[0].name}" if gpus else f"CPU ({cpu_model()})"
+    if spec == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+        return f"CPU ({cpu_model()})"
+    index = int(spec.split(":")[1])
+    if index >= len(gpus):
+        raise ValueError(f"--device {spec}: this machine has {len(gpus)} GPU(s) that TensorFlow can use")
+    tf.config.set_visible_devices([gpus[index]], "GPU")
+    return f"GPU {index} ({gpus[index].name})"

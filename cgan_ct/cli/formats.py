@@ -30,11 +30,21 @@ def output_names(name: str, formats: Iterable[str]) -> dict[str, str]:
     return {fmt: names[fmt] for fmt in FORMATS if fmt in formats}
 
 
-def write_volume_as(volume: Volume, path: pathlib.Path, fmt: str, name: str) -> pathlib.Path:
-    """``volume`` written to ``path`` in format ``fmt`` (a DICOM series described as ``cgan-ct <name>``)."""
+def write_volume_as(
+    volume: Volume,
+    path: pathlib.Path,
+    fmt: str,
+    name: str,
+    derivation: str | None = None,
+    synthetic_data: bool = False,
+) -> pathlib.Path:
+    """``volume`` written to ``path`` in format ``fmt`` (a DICOM series described as ``cgan-ct <name>``, with
+    ``derivation`` and ``synthetic_data`` as ``write_dicom_series`` takes them)."""
     if fmt == "nifti":
         return write_nifti(volume, path)
-    return write_dicom_series(volume, path, description=f"cgan-ct {name}")
+    return write_dicom_series(
+        volume, path, description=f"cgan-ct {name}", derivation=derivation, synthetic_data=synthetic_data
+    )
 
 
 def write_volume(volume: Volume, folder: pathlib.Path, name: str, formats: Iterable[str]) -> list[pathlib.Path]:

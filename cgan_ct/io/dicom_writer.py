@@ -51,7 +51,9 @@ def _check_writable(volume: Volume, folder: pathlib.Path, overwrite: bool) -> No
     check_output_folder(folder, overwrite)
 
 
-def _series_template(volume: Volume, description: str, synthetic: bool = False) -> Dataset:
+def _series_template(
+    volume: Volume, description: str, synthetic: bool = False, derivation: str | None = None, made: bool = False
+) -> Dataset:
     """Attributes shared by every slice of the new series."""
     ds = Dataset()
     acq = volume.acquisition
@@ -67,7 +69,9 @@ def _series_template(volume: Volume, description: str, synthetic: bool = False) 
         ds.ManufacturerModelName = acq.model
     ds.ReferringPhysicianName = ""
     ds.SeriesDescription = description
-    ds.DerivationDescription = f"written by {PACKAGE}; pseudonymous, new UIDs"
+    ds.DerivationDescription = f"{derivation + '; ' if derivation else ''}written by {PACKAGE}; pseudonymous, new UIDs"
+    if made and keyword_for_tag(SYNTHETIC_DATA_TAG) == "SyntheticData":
+        ds.SyntheticData = "YES"  # content made by a model or a simulation, not acquired as it stands
     if synthetic:
         # Synthetic Data (0008,001C) = YES, the standard's flag (added in 2021), where pydicom's dictionary
         # has it (pydicom >= 2.2). Older readers do not know it: the dciodvfy of Debian 12's dicom3tools
@@ -136,6 +140,8 @@ def write_dicom_series(
     description: str = "cgan-ct volume",
     overwrite: bool = False,
     synthetic: bool = False,
+    derivation: str | None = None,
+    synthetic_data: bool = False,
 ) -> pathlib.Path:
     """Writes ``volume`` as a CT Image Storage series, one file per z slice.
 
@@ -146,6 +152,9 @@ def write_dicom_series(
     InputError naming ``folder``. An existing non-empty
     ``folder`` is refused unless ``overwrite`` is true. ``synthetic`` marks
     the series as generated data of no real patient (derivation description, image comments).
+    ``derivation`` says how the series was derived (DerivationDescription: e.g. the model that made it);
+    ``synthetic_data`` sets Synthetic Data (0008,001C) YES: content made by a model or a simulation from a
+    real scan (``synthetic`` implies it).
 
     Returns:
       The folder written.
@@ -155,7 +164,7 @@ def write_dicom_series(
     if int(volume.hu.max(initial=0)) > np.iinfo(np.int16).max + _INTERCEPT:
         raise InputError(folder, "HU above 31743 cannot be stored with the -1024 intercept")
     stored = (volume.hu.astype(np.int32) - _INTERCEPT).astype(np.int16)
-    template = _series_template(volume, description, synthetic)
+    template = _series_template(volume, description, synthetic, derivation, synthetic_data)
     stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
     tmp = folder.parent / f".{folder.name}.tmp-{stamp}-{uuid.uuid4().hex[:8]}"
     try:
