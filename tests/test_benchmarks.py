@@ -218,6 +218,11 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "pipeline_bench", f"{SERIES} --presets smoke --seconds 0 --batch 1", r"pipeline denoise +: +[\d.]+ blocks/s"
     ),
     "infer_bench": _script("infer_bench", f"{SERIES} --preset smoke --batch 4", r"ratio = [\d.]+"),
+    "infer_bench_archive": _script(  # issue 34: cgan-ct-infer over an archive against one process a scan
+        "infer_bench",
+        "--archive 2 --slices 2 --ct_dir {ct} --batch 4",
+        r"speed-up = [\d.]+[\s\S]*beam / local = [\d.]+",
+    ),
     "tune_baselines": _script(
         "tune_baselines",
         f"--ct_dir {{ct}} --train {TRAINING_SERIES} --slices 1 --methods gaussian,non_local_means",
