@@ -159,9 +159,9 @@ def _archive_scans(inputs: list[str]):
 
 def _run_one(path: str, formats) -> int:
     """One scan's outputs, straight into --output_dir."""
-    from cgan_ct.cli.formats import output_names, write_volume_as
     from cgan_ct.cli.output_set import OutputSet
     from cgan_ct.inference.archive import ModelRef, derivation
+    from cgan_ct.io.volume_formats import output_names, write_volume_as
 
     files = {name: output_names(name, formats) for name in _VOLUMES}
     outputs = OutputSet(_OUTPUT.value, "infer", [f for v in files.values() for f in v.values()], _request())
@@ -271,7 +271,7 @@ def _duration(seconds: float) -> str:
 
 def _request() -> str:
     """The fingerprint of what makes the outputs: model, input (with their files' stamps) and settings."""
-    from cgan_ct.cli.output_set import request_key
+    from cgan_ct.io.fingerprint import request_key
 
     model = _MODEL.value if _MODEL.value.startswith("pretrained:") else None
     inputs = [_INPUT.value[0] if _INPUT.value else None] + ([] if model else [_MODEL.value])

@@ -19,9 +19,10 @@ import pytest
 import SimpleITK as sitk
 
 from cgan_ct import read_volume
-from cgan_ct.cli.output_set import OutputSet, request_key
+from cgan_ct.cli.output_set import OutputSet
 from cgan_ct.errors import InputError
 from cgan_ct.io.dicom_writer import write_dicom_series
+from cgan_ct.io.fingerprint import request_key
 from cgan_ct.io.volume import AcquisitionInfo, Volume
 from tests.conftest import REPO
 from tests.volume_factory import phantom_hu

@@ -16,14 +16,13 @@ folder. So that neither a rerun nor a kill -9 leaves a folder that needs cleanin
   (``.<name>.tmp-*``, ``.<name>.old-*``). One whose process still runs is another job writing into the
   same folder: refused.
 
-The record holds a keyed fingerprint of the request (``request_key``), never its paths, which can name a
-patient.
+The record holds a keyed fingerprint of the request (``cgan_ct.io.fingerprint.request_key``), never its
+paths, which can name a patient.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import re
@@ -34,32 +33,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from cgan_ct.errors import InputError
 from cgan_ct.io.atomic_files import process_alive
 from cgan_ct.io.json_files import read_json_object, write_json_atomic
-from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.version import __version__
 
 RECORD_VERSION = 1
 _STAGING = re.compile(r"^\.tmp-(?P<job>[a-z0-9_-]+?)-(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-def path_stamp(path: str | os.PathLike) -> list:
-    """What changes when a file or folder is rewritten: a file's size and mtime, a folder's entries and their
-    mtimes (a new version folder, a replaced checkpoint, a slice added); None where the path does not exist."""
-    path = pathlib.Path(path)
-    try:
-        if not path.is_dir():
-            stat = path.stat()
-            return [stat.st_size, stat.st_mtime_ns]
-        return sorted([entry.name, entry.stat().st_mtime_ns] for entry in os.scandir(path))
-    except OSError:
-        return None
-
-
-def request_key(settings: dict, inputs: Iterable[str | os.PathLike] = ()) -> str:
-    """A keyed fingerprint of what makes a job's outputs: its ``settings`` (JSON values), the ``inputs`` it
-    reads (their absolute paths and ``path_stamp``) and the cgan-ct version. Equal requests, equal keys."""
-    stamps = [[os.path.abspath(p), path_stamp(p)] for p in inputs]
-    text = json.dumps([settings, stamps, __version__], sort_keys=True, default=str)
-    return pseudonym("req", text)
 
 
 def _process_alive(pid: int) -> bool:

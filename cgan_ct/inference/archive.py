@@ -98,7 +98,7 @@ def find_scans(inputs, salt: str | None = None, num_parts: int = 1, part_id: int
 def scan_request(source: VolumeSource, model: ModelRef, settings: ScanSettings) -> str:
     """The fingerprint of what makes one scan's outputs: the scan (its files' stamps), the model and the
     settings. Keyed (``request_key``): it shows no path."""
-    from cgan_ct.cli.output_set import request_key
+    from cgan_ct.io.fingerprint import request_key
 
     inputs = [source.location] if model.name == model.spec else [source.location, model.spec]
     data = {"scan": source.volume_id, "model": model.name, **settings.to_json()}
@@ -164,14 +164,16 @@ class ScanRunner:
         start = time.monotonic()
         try:
             record = self._compute(source, request, final, start)
-        except (InputError, ValueError, OSError) as exc:
-            reason = redact(" ".join(str(exc).split()), source.location)
+        except Exception as exc:  # noqa: BLE001  (one scan's failure, whatever it is, must not end the run)
+            known = isinstance(exc, (InputError, ValueError, OSError))
+            text = str(exc) if known else f"{type(exc).__name__}: {exc}"  # an unexpected one names its kind
+            reason = redact(" ".join(text.split()), source.location)
             return {"scan": source.volume_id, "status": FAILED, "reason": reason}
         return {"scan": source.volume_id, "status": DONE, "seconds": record["seconds"]}
 
     def _compute(self, source: VolumeSource, request: str, final: pathlib.Path, start: float) -> dict:
-        from cgan_ct.cli.formats import output_names, write_volume_as
         from cgan_ct.inference.inference import infer_volume
+        from cgan_ct.io.volume_formats import output_names, write_volume_as
 
         self.out.mkdir(parents=True, exist_ok=True)
         remove_partials(self.out, source.volume_id)
