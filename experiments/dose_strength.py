@@ -33,8 +33,10 @@ import numpy as np
 from absl import app, flags
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-# cohort training series that pretrained:lowdose never trained on (it trained on lung-pet-ct-dx-A0001,
-# covid-ct-md-P001 and covid-ct-md-cap001): a fair place to choose gamma, and never a held-out patient
+# cohort training series that pretrained:lowdose version 1 never trained on (it trained on lung-pet-ct-dx-A0001,
+# covid-ct-md-P001 and covid-ct-md-cap001): where gamma 1 was chosen (2026-12-03), never a held-out patient.
+# Version 2 trained on every cohort training series, so none is left untouched to choose on: gamma 1 was kept and
+# checked on the held-out patients (--tune rider-9328-0109-pe --tune_doses 0.9 --gammas 1; BUILD_NOTES.md)
 _TUNE_DEFAULT = ["lungfcp-01-0001", "rider-9328-0109-pe", "tcga-bc-a10w-cap8mm", "cmb-crc-msb-01068-lung"]
 _MODEL = flags.DEFINE_string("model", "pretrained:lowdose", "A lowdose model (folder or pretrained:NAME).")
 _TUNE = flags.DEFINE_list("tune", _TUNE_DEFAULT, "Series gamma is chosen on (never held-out ones).")

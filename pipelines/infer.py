@@ -150,8 +150,8 @@ def _archive_scans(inputs: list[str]):
     if _PART_ID.value >= _NUM_PARTS.value:
         raise app.UsageError(f"--part_id {_PART_ID.value} is not below --num_parts {_NUM_PARTS.value}")
     found, skipped = find_scans(inputs, job.salt_from_flags())
-    if not several and len(found) == 1:
-        return None  # a folder holding one scan: that scan's outputs straight into --output_dir, as before
+    if not several and len(found) <= 1:
+        return None  # a folder holding one scan: its outputs straight into --output_dir, as before (none: its error)
     if not found:
         raise InputError(None, "no scan to run: nothing under the inputs is a CT scan that cgan-ct reads")
     return [s for s in found if part_of(s.volume_id, _NUM_PARTS.value) == _PART_ID.value], skipped

@@ -145,8 +145,8 @@ def test_lowdose_told_the_dose_never_makes_a_held_out_scan_worse(mild_dose_slab)
 @pytest.mark.xfail(
     strict=True,
     reason="known defect (issue 31): not told the dose, pretrained:lowdose acts as on quarter dose and lowers PSNR on "
-    "a scan with little noise (lidc-idri-0001 at dose 0.9: 50.49 dB against its input's 53.51). The dose cannot be "
-    "read from the pixels (experiments/noise_levels.py); --dose fixes it when the user knows it",
+    "a scan with little noise (lidc-idri-0001 at dose 0.9: version 2 51.85 dB against its input's 53.51). The dose "
+    "cannot be read from the pixels (experiments/noise_levels.py); --dose fixes it when the user knows it",
 )
 def test_lowdose_not_told_the_dose_never_makes_a_held_out_scan_worse(mild_dose_slab):
     made, given = _psnr_model_and_input(mild_dose_slab)

@@ -351,10 +351,13 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         *all_methods_table(rows),
         "",
-        f"The output's per-voxel spread over two draws of the noise input: "
-        f"{', '.join(f'{s:.2f}' for s in spread)} HU inside the body.",
-        "",
     ]
+    if any(s == s for s in spread):  # measured (a scoring without the second draw records NaN)
+        lines += [
+            f"The output's per-voxel spread over two draws of the noise input: "
+            f"{', '.join(f'{s:.2f}' for s in spread)} HU inside the body.",
+            "",
+        ]
     if card.get("milder"):
         lines += [
             "## Never worse than its input",
