@@ -33,6 +33,13 @@ _WORKERS = flags.DEFINE_integer("workers", None, "Conversion processes (default:
 _DEGRADE = flags.DEFINE_boolean(
     "degrade_conditions", True, "Train the stages on conditions blurred and noised as the coarse samples are."
 )
+_DIVERSITY = flags.DEFINE_integer(
+    "diversity_checks",
+    10,
+    "Measure the coarse generator's diversity (MS-SSIM between draws, against real pairs) this many times "
+    "while it trains (OUTPUT/runs/coarse_diversity.json; 0: never).",
+    lower_bound=0,
+)
 _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
 
 
@@ -52,6 +59,7 @@ def main(argv: list[str]) -> None:
         seed=_SEED.value,
         degrade=_DEGRADE.value,
         condition_shift=_SHIFT.value,
+        diversity_checks=_DIVERSITY.value,
     )
 
     def callbacks(name):

@@ -193,6 +193,46 @@ def test_coarse_training_applies_the_r1_penalty():
         coarse_config("smoke", r1_every=0)
 
 
+def _monitor_rows(generator, real):
+    """Two rows of a DiversityMonitor on ``generator`` (a callable standing in for the coarse network)."""
+    from types import SimpleNamespace
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_diversity import DiversityMonitor
+
+    monitor = DiversityMonitor(linear_mapping(), coarse_config("smoke", size=16), real, every=2)
+    monitor.set_model(SimpleNamespace(generator=generator))
+    monitor.set_params({"steps": 3})
+    for batch in range(3):
+        monitor.on_train_batch_end(batch)
+    return monitor.rows
+
+
+def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
+    import tensorflow as tf
+
+    from cgan_ct.synthesis.coarse_diversity import diversity_line
+
+    body = np.where(np.hypot(*np.mgrid[-8:8, -8:8]) < 6, 0.05, -1.0).astype(np.float32)  # a disc of water in air
+
+    def collapsed(inputs, training=False):  # the same body whatever the noise
+        depth = tf.shape(inputs[1])[1]
+        return tf.tile(tf.constant(body)[None, None, :, :, None], [1, depth, 1, 1, 1])
+
+    def diverse(inputs, training=False):  # the latent noise itself, 4x4 blocks up to 16 x 16
+        latent = inputs[1][..., :1]
+        return tf.repeat(tf.repeat(latent, 4, axis=2), 4, axis=3)
+
+    rng = np.random.default_rng(0)
+    real = [np.where(body > 0, 40.0, -1000.0) + rng.normal(0, 200, (6, 16, 16)) for _ in range(3)]
+    same, varied = _monitor_rows(collapsed, real), _monitor_rows(diverse, real)
+    assert [r["step"] for r in same] == [2, 3]  # every 2 steps, and the last
+    assert same[0]["synthetic_ms_ssim"] == pytest.approx(1.0) and varied[0]["synthetic_ms_ssim"] < 0.5
+    assert same[0]["real_ms_ssim"] == varied[0]["real_ms_ssim"] < 0.9
+    assert "above real + 0.05" in diversity_line(same[0]) and "within real + 0.05" in diversity_line(varied[0])
+    assert _monitor_rows(collapsed, real[:1])[0]["gap"] is None  # one real volume: no real pairs
+
+
 @pytest.fixture(scope="module")
 def tiny_cascade(tmp_path_factory):
     """A two-level cascade trained for a few steps on four 64 x 64 phantoms (about a minute)."""
@@ -219,13 +259,16 @@ def tiny_cascade(tmp_path_factory):
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     from cgan_ct.synthesis.synthesis import Cascade
 
-    _, _, folder, messages = tiny_cascade
+    _, settings, folder, messages = tiny_cascade
     assert any("coarse" in m for m in messages) and sum("training the x2" in m for m in messages) == 2
     info = json.loads((folder / "cascade.json").read_text())
     assert info["stages"] == ["stage1", "stage0"] and info["training"]["volumes"] == 3
     # the coarse generator trains first; the stages train on its measured blur and noise
     assert [m.split(":")[0] for m in messages if "training" in m] == ["coarse", "degradation", "stage0", "stage1"]
     measured = json.loads((folder.parent / "runs" / "degradation.json").read_text())
+    rows = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())["rows"]
+    assert rows and rows[-1]["step"] == settings.coarse.steps and 0 < rows[-1]["synthetic_ms_ssim"] <= 1
+    assert any(m.startswith("coarse: diversity at step") for m in messages)
     assert info["training"]["condition_degradation"] == measured
     for name in ("stage0", "stage1"):
         pipeline = json.loads((folder.parent / "runs" / name / "run.json").read_text())["pipeline"]

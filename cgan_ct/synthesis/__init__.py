@@ -10,7 +10,7 @@ trained cascade (``synthesis``, ``coarse_export``) never imports the training co
 from cgan_ct.lazy_exports import lazy_exports
 
 # Rooms this one may import besides the top-level modules (config, constants, errors); tests/test_layout.py checks.
-MAY_IMPORT = ("ops", "io", "data", "model", "inference")
+MAY_IMPORT = ("ops", "io", "data", "model", "inference", "realism")  # realism: MS-SSIM while training
 
 # public name -> the module of this room that defines it; imported on first use
 _EXPORTS = {

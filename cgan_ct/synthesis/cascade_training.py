@@ -39,6 +39,7 @@ from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.pyramid import level_length, subsample
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
+from cgan_ct.synthesis.coarse_diversity import DiversityMonitor, diversity_line
 from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
@@ -68,6 +69,8 @@ class CascadeSettings:
         on clean down-sampled volumes.
       condition_shift: the stages' conditions also shifted by up to this many
         voxels per axis (not measurable without a paired reference; 0: off).
+      diversity_checks: how many times over its steps the coarse generator's diversity is measured
+        (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
     """
 
     levels: int = 3
@@ -80,8 +83,11 @@ class CascadeSettings:
     degrade: bool = True
     condition_shift: int = 0
     degradation_samples: int = 4
+    diversity_checks: int = 10
 
     def __post_init__(self):
+        if self.diversity_checks < 0:
+            raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
         if self.condition_shift < 0 or self.degradation_samples < 1:
             raise ValueError(
                 f"need condition_shift >= 0 and degradation_samples >= 1, got "
@@ -121,8 +127,13 @@ def train_cascade(
     if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
         say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
         mapping = linear_mapping()
-        generator = train_coarse(volumes, mapping, coarse_config, settings.seed, callbacks("coarse"))
+        monitor = _diversity_monitor(volumes, mapping, coarse_config, settings)
+        extra = [monitor] if monitor else []
+        generator = train_coarse(volumes, mapping, coarse_config, settings.seed, [*extra, *callbacks("coarse")])
         (out / "runs").mkdir(exist_ok=True)
+        if monitor:
+            write_json_atomic(out / "runs" / "coarse_diversity.json", {"rows": monitor.rows})
+            say(f"coarse: diversity at {diversity_line(monitor.rows[-1])}")
         generator.save(out / "runs" / "coarse.keras")
         save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", {"levels": settings.levels})
     degradation = stage_degradation(cascade / "coarse", volumes, out / "runs", settings, say)
@@ -167,6 +178,14 @@ def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: Cas
         "the stages train on conditions degraded so"
     )
     return degradation
+
+
+def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
+    """The coarse stage's DiversityMonitor, ``diversity_checks`` rows over its steps (None when switched off)."""
+    if not settings.diversity_checks:
+        return None
+    every = max(1, config.steps // settings.diversity_checks)
+    return DiversityMonitor(mapping, config, volumes, every)
 
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):

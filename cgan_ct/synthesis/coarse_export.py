@@ -42,6 +42,11 @@ class CoarseModule:
         """One serving_default request: a few slices of a fixed seed."""
         return {"seed": np.array([0, 0x5EED], np.int64), "depth": np.array(_WARMUP_DEPTH, np.int32)}
 
+    def draw(self, seed: int, depth: int) -> np.ndarray:
+        """One volume, eagerly (as ``generate`` serves it): float32 HU [depth, S, S]."""
+        out = self._generate(tf.constant([seed, 0x5EED], tf.int64), tf.constant(depth, tf.int32))
+        return out["volume_hu"].numpy()
+
     def _generate(self, seed, depth):
         check = tf.debugging.assert_positive(depth, "depth must be at least 1 slice")
         with tf.control_dependencies([check]):
