@@ -211,7 +211,7 @@ def _monitor_rows(generator, real):
 def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     import tensorflow as tf
 
-    from cgan_ct.synthesis.coarse_diversity import diversity_line
+    from cgan_ct.synthesis.coarse_diversity import diversity_line, measurable
 
     body = np.where(np.hypot(*np.mgrid[-8:8, -8:8]) < 6, 0.05, -1.0).astype(np.float32)  # a disc of water in air
 
@@ -231,6 +231,7 @@ def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     assert same[0]["real_ms_ssim"] == varied[0]["real_ms_ssim"] < 0.9
     assert "above real + 0.05" in diversity_line(same[0]) and "within real + 0.05" in diversity_line(varied[0])
     assert _monitor_rows(collapsed, real[:1])[0]["gap"] is None  # one real volume: no real pairs
+    assert not measurable(coarse_config("smoke")) and measurable(coarse_config("smoke", size=16))  # 8 x 8: no window
 
 
 @pytest.fixture(scope="module")

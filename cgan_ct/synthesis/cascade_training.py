@@ -39,7 +39,7 @@ from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.pyramid import level_length, subsample
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
-from cgan_ct.synthesis.coarse_diversity import DiversityMonitor, diversity_line
+from cgan_ct.synthesis.coarse_diversity import DiversityMonitor, diversity_line, measurable
 from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
@@ -181,8 +181,9 @@ def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: Cas
 
 
 def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
-    """The coarse stage's DiversityMonitor, ``diversity_checks`` rows over its steps (None when switched off)."""
-    if not settings.diversity_checks:
+    """The coarse stage's DiversityMonitor, ``diversity_checks`` rows over its steps (None when switched off, or
+    when the coarse slices are smaller than MS-SSIM's window)."""
+    if not settings.diversity_checks or not measurable(config):
         return None
     every = max(1, config.steps // settings.diversity_checks)
     return DiversityMonitor(mapping, config, volumes, every)

@@ -15,10 +15,19 @@ import numpy as np
 
 from cgan_ct.config import CoarseConfig
 from cgan_ct.ops.intensity import IntensityMapping
-from cgan_ct.realism.ms_ssim import pairwise_ms_ssim
+from cgan_ct.realism.ms_ssim import pairwise_ms_ssim, scales_for
 from cgan_ct.synthesis.coarse_export import CoarseModule
 
 GOAL_MARGIN = 0.05  # issue 33: MS-SSIM between synthetic pairs <= real pairs + 0.05
+
+
+def measurable(config: CoarseConfig) -> bool:
+    """Whether coarse slices of this size hold MS-SSIM's window (an 8 x 8 smoke level does not)."""
+    try:
+        scales_for((config.size, config.size))
+    except ValueError:
+        return False
+    return True
 
 
 class DiversityMonitor(keras.callbacks.Callback):
