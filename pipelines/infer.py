@@ -243,18 +243,15 @@ def _local_rows(sources, ref, settings, out, beam_args=()):
 def _beam_rows(sources, ref, settings, out, beam_args):
     """The scans as an Apache Beam pipeline (the model loaded once per worker)."""
     from cgan_ct.errors import InputError
-    from cgan_ct.inference.archive import ScanRunner
-    from cgan_ct.inference.inference import BlockModel
 
     try:
         from cgan_ct.inference.beam_inference import infer_with_beam
     except ImportError:
         raise InputError(None, "--engine beam needs Apache Beam: pip install 'cgan-ct[beam]'") from None
-    rows = infer_with_beam(sources, ref, settings, out, job.salt_from_flags(), _OVERWRITE.value, beam_args)
+    rows, model = infer_with_beam(sources, ref, settings, out, job.salt_from_flags(), _OVERWRITE.value, beam_args)
     for row in rows:
         _say(row)
-    # the summary names the model as the workers loaded it
-    return rows, ScanRunner(BlockModel(ref.spec, precision=ref.precision), ref, settings, out, None).describe()
+    return rows, model  # the model as the workers loaded it
 
 
 def _say(row: dict, prefix: str = "", suffix: str = "") -> None:

@@ -198,6 +198,7 @@ def test_beam_engine_writes_what_the_local_loop_writes(scans, tmp_path):
         assert records[0]["request"] == records[1]["request"]
     summary = json.loads((tmp_path / "beam" / "summary.json").read_text())
     assert summary["engine"] == "beam" and summary["counts"]["done"] == 2
+    assert summary["model"]["name"] == MODEL and summary["model"]["precision"] == "float32"  # as the workers loaded it
     assert not [p for p in (tmp_path / "beam").iterdir() if p.name.startswith(".")]
 
 

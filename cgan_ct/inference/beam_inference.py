@@ -24,7 +24,7 @@ _WORK = ".beam-infer-"
 
 
 class _InferScan(beam.DoFn):
-    """source -> the scan's row (JSON), with the model loaded once per worker."""
+    """source -> the scan's row (JSON) with the model as the worker loaded it, the model loaded once per worker."""
 
     def __init__(self, ref: ModelRef, settings: ScanSettings, out: str, salt: str | None, overwrite: bool):
         self.ref, self.settings, self.out, self.salt, self.overwrite = ref, settings, out, salt, overwrite
@@ -37,14 +37,15 @@ class _InferScan(beam.DoFn):
         self.runner = ScanRunner(model, self.ref, self.settings, self.out, self.salt, self.overwrite)
 
     def process(self, source):
-        yield json.dumps(self.runner.run(source))
+        yield json.dumps({**self.runner.run(source), "model": self.runner.describe()})
 
 
 def infer_with_beam(
     sources, ref: ModelRef, settings: ScanSettings, out, salt: str | None, overwrite: bool = False, beam_args=()
-) -> list[dict]:
-    """Runs every scan of ``sources`` (``archive.find_scans``) through the model on Beam; the rows, in the
-    order of ``sources``. ``beam_args``: pipeline options (default: the DirectRunner)."""
+) -> tuple[list[dict], dict]:
+    """Runs every scan of ``sources`` (``archive.find_scans``) through the model on Beam; (the rows, in the
+    order of ``sources``; the model as the workers loaded it, ``ScanRunner.describe``). ``beam_args``: pipeline
+    options (default: the DirectRunner)."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / f"{_WORK}{uuid.uuid4().hex[:8]}"
@@ -60,4 +61,5 @@ def infer_with_beam(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     order = {s.volume_id: i for i, s in enumerate(sources)}
-    return sorted(rows, key=lambda row: order[row["scan"]])
+    models = [row.pop("model") for row in rows]
+    return sorted(rows, key=lambda row: order[row["scan"]]), models[0]
