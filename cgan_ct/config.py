@@ -347,6 +347,14 @@ class CoarseConfig:
       augment: translate and cut out what D sees, real and generated alike
         (differentiable augmentation: D cannot memorize the training crops,
         and G is not taught the augmentations, since both sides get them).
+      augment_color: with augment, D also sees a random brightness and
+        contrast change (the same kind for real and generated).
+      disc_filters: the discriminator's filters at the latent level (None:
+        ``filters``), halved per level as the generator's.
+      scale_augment: training crops are zoomed in-plane by a random factor in
+        [1 - x, 1 + x] (body sizes the cohort lacks; G learns them: keep small).
+      shift_augment_hu: training crops are shifted by a random HU offset in
+        [-x, x] (scanner calibration; G learns it too).
     """
 
     size: int = 64
@@ -360,8 +368,18 @@ class CoarseConfig:
     r1_gamma: float = 1.0
     r1_every: int = 4
     augment: bool = True
+    augment_color: bool = False
+    disc_filters: int | None = None
+    scale_augment: float = 0.0
+    shift_augment_hu: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.scale_augment < 0.5:
+            raise ValueError(f"scale_augment must be in [0, 0.5), got {self.scale_augment}")
+        if self.shift_augment_hu < 0:
+            raise ValueError(f"shift_augment_hu must be >= 0, got {self.shift_augment_hu}")
+        if self.disc_filters is not None and self.disc_filters < 1:
+            raise ValueError(f"disc_filters must be positive, got {self.disc_filters}")
         if self.r1_every < 1:
             raise ValueError(f"r1_every must be >= 1, got {self.r1_every}")
         if self.r1_gamma < 0:

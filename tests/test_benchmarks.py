@@ -209,6 +209,12 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         r"cpu\+steps2\+filters4\+depth2: trained in [\d.]+ s[\s\S]*"
         r"\| model \(cpu\+steps2\+filters4\+depth2\) \| volume \| [\d.]+",
     ),
+    "coarse_ab": _script(  # issue 33: the coarse GAN's anti-collapse A/B, its diversity curve per variant
+        "coarse_ab",
+        f"--ct_dir {{ct}} --train {TRAINING_SERIES},covid-ct-md-P001 --steps 2 --checks 1 "
+        "--variants base+color+df16+scale0.1+shift20 --output_dir {out}",
+        r"base\+color\+df16\+scale0\.1\+shift20: real pairs [\d.]+; draws 2: [\d.]+",
+    ),
     "precision_hu": _script(
         "precision_hu",
         f"--ct_dir {{ct}} --scans {HELDOUT_SERIES} --models {SHIPPED} --slices 4 --crop 48",

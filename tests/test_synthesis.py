@@ -163,6 +163,83 @@ def test_discriminator_augmentation_shifts_with_air_and_cuts_out_a_square():
     np.testing.assert_array_equal(gradient == 0.0, cut.numpy() == 0.0)
 
 
+def test_discriminator_colour_augmentation_changes_brightness_and_contrast_differentiably():
+    import tensorflow as tf
+
+    from cgan_ct.synthesis.coarse_training import augment_for_discriminator
+
+    rng = np.random.default_rng(0)
+    volumes = tf.constant(rng.uniform(-0.5, 0.5, (8, 2, 16, 16, 1)).astype(np.float32))
+    plain = augment_for_discriminator(volumes, tf.constant([5, 6]), max_shift=0, cutout=0).numpy()
+    np.testing.assert_array_equal(plain, volumes.numpy())  # off by default
+    with tf.GradientTape() as tape:
+        tape.watch(volumes)
+        out = augment_for_discriminator(volumes, tf.constant([5, 6]), max_shift=0, cutout=0, color=True)
+        total = tf.reduce_sum(out)
+    again = augment_for_discriminator(volumes, tf.constant([5, 6]), max_shift=0, cutout=0, color=True)
+    np.testing.assert_array_equal(out.numpy(), again.numpy())  # the seed decides: real and fake get their own draws
+    gains, offsets = [], []
+    for before, after in zip(volumes.numpy(), out.numpy(), strict=True):
+        gain, offset = np.polyfit(before.ravel(), after.ravel(), 1)  # a linear change per example
+        np.testing.assert_allclose(after, gain * before + offset, atol=1e-5)
+        gains.append(gain)
+        offsets.append(after.mean() - before.mean())
+    assert min(gains) >= 0.8 and max(gains) <= 1.2 and np.ptp(gains) > 0.05
+    assert max(np.abs(offsets)) <= 0.2 + 1e-6 and np.ptp(offsets) > 0.02
+    assert np.isfinite(tape.gradient(total, volumes).numpy()).all()
+
+
+def test_coarse_crops_zoom_and_shift_as_asked():
+    from cgan_ct.synthesis.coarse_training import crop_batches
+
+    size = 32
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    disc = np.where(np.hypot(yy, xx) < 8, 0.0, -1.0).astype(np.float32)  # a body of radius 8 in air
+    volumes = [np.repeat(disc[None], 6, axis=0)]
+    plain = coarse_config("smoke", size=size, crop_depth=4, batch_size=16)
+    base, _ = next(crop_batches(volumes, plain, seed=0))
+    np.testing.assert_array_equal(base[0, ..., 0], volumes[0][:4])
+    zoomed, _ = next(
+        crop_batches(volumes, coarse_config("smoke", size=size, crop_depth=4, batch_size=16, scale_augment=0.2), seed=0)
+    )
+    areas = [np.count_nonzero(crop[0, ..., 0] > -0.5) / np.count_nonzero(disc > -0.5) for crop in zoomed]
+    assert min(areas) >= 0.8**2 - 0.1 and max(areas) <= 1.2**2 + 0.1 and np.ptp(areas) > 0.2
+    for crop in zoomed[..., 0]:
+        np.testing.assert_array_equal(crop[0], crop[-1])  # in-plane only: every slice alike
+        assert crop[:, 0, 0].max() == -1.0  # air fills in at the border
+    per_hu = 2 / 4095
+    shifted, _ = next(
+        crop_batches(
+            volumes,
+            coarse_config("smoke", size=size, crop_depth=4, batch_size=16, shift_augment_hu=50.0),
+            seed=0,
+            per_hu=per_hu,
+        )
+    )
+    offsets = [crop[..., 0][disc[None].repeat(4, 0) == 0.0] / per_hu for crop in shifted]
+    for offset in offsets:
+        assert np.ptp(offset) < 1e-3 and abs(offset[0]) <= 50.0 + 1e-3  # one offset per crop, within range
+    assert np.ptp([offset[0] for offset in offsets]) > 20
+    np.testing.assert_array_equal(shifted[..., 0][:, disc[None].repeat(4, 0) == -1.0], -1.0)  # air stays air
+    with pytest.raises(ValueError, match="scale_augment"):
+        coarse_config("smoke", scale_augment=0.6)
+    with pytest.raises(ValueError, match="shift_augment_hu"):
+        coarse_config("smoke", shift_augment_hu=-1.0)
+
+
+def test_coarse_discriminator_width_is_its_own():
+    from cgan_ct.synthesis.coarse_networks import build_coarse_discriminator, build_coarse_generator
+
+    def widths(model):
+        return [layer.filters for layer in model.layers if hasattr(layer, "filters")]
+
+    same = coarse_config("smoke", size=16, filters=32)
+    narrow = coarse_config("smoke", size=16, filters=32, disc_filters=16)
+    assert max(widths(build_coarse_discriminator(same))) == 32
+    assert max(widths(build_coarse_discriminator(narrow))) == 16
+    assert widths(build_coarse_generator(narrow)) == widths(build_coarse_generator(same))
+
+
 def test_coarse_training_applies_the_r1_penalty():
     import keras
 
@@ -230,6 +307,16 @@ def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     assert same[0]["synthetic_ms_ssim"] == pytest.approx(1.0) and varied[0]["synthetic_ms_ssim"] < 0.5
     assert same[0]["real_ms_ssim"] == varied[0]["real_ms_ssim"] < 0.9
     assert "above real + 0.05" in diversity_line(same[0]) and "within real + 0.05" in diversity_line(varied[0])
+    # diversity is not realism: noise is diverse, and far from the real body HU (1126 HU water-coloured discs too)
+    assert same[0]["real_w1_hu"] < 100 and varied[0]["synthetic_w1_hu"] > 300 and same[0]["synthetic_w1_hu"] > 300
+    assert "body HU W1" in diversity_line(same[0])
+
+    def copying(inputs, training=False):  # the first real volume again (in the linear window's [-1, 1])
+        depth = tf.shape(inputs[1])[1]
+        first = tf.constant(((np.clip(real[0], -1024, 3071) + 1024) / 4095 * 2 - 1).astype(np.float32))
+        return tf.tile(first[None, :, :, :, None], [tf.shape(inputs[1])[0], 1, 1, 1, 1])[:, :depth]
+
+    assert _monitor_rows(copying, real)[0]["synthetic_w1_hu"] < 2 * same[0]["real_w1_hu"] + 10
     assert _monitor_rows(collapsed, real[:1])[0]["gap"] is None  # one real volume: no real pairs
     assert not measurable(coarse_config("smoke")) and measurable(coarse_config("smoke", size=16))  # 8 x 8: no window
 

@@ -57,8 +57,9 @@ class MinibatchStd(layers.Layer):
         return keras.ops.concatenate([x, keras.ops.ones_like(x[..., :1]) * mean], axis=-1)
 
 
-def _filters(config: CoarseConfig, upsampled: int) -> int:
-    return max(8, config.filters // 2**upsampled)
+def _filters(config: CoarseConfig, upsampled: int, discriminator: bool = False) -> int:
+    first = config.disc_filters if discriminator and config.disc_filters else config.filters
+    return max(8, first // 2**upsampled)
 
 
 @keras.saving.register_keras_serializable(package="cgan_ct")
@@ -109,12 +110,12 @@ def build_coarse_discriminator(config: CoarseConfig) -> keras.Model:
     position = keras.Input((None, config.size, config.size, 1), name="position")
     x = layers.Concatenate(name="volume_and_position")([volume, position])
     for level in reversed(range(config.upsamplings)):
-        x = layers.Conv3D(_filters(config, level + 1), 3, padding="same", name=f"d{level}_conv")(x)
+        x = layers.Conv3D(_filters(config, level + 1, True), 3, padding="same", name=f"d{level}_conv")(x)
         x = layers.LeakyReLU(0.2, name=f"d{level}_act")(x)
-        x = layers.Conv3D(_filters(config, level), 3, strides=(1, 2, 2), padding="same", name=f"d{level}_down")(x)
+        x = layers.Conv3D(_filters(config, level, True), 3, strides=(1, 2, 2), padding="same", name=f"d{level}_down")(x)
         x = layers.LeakyReLU(0.2, name=f"d{level}_down_act")(x)
     x = MinibatchStd(name="d_batch_std")(x)
-    x = layers.Conv3D(_filters(config, 0), 3, padding="same", name="d_out_conv")(x)
+    x = layers.Conv3D(_filters(config, 0, True), 3, padding="same", name="d_out_conv")(x)
     x = layers.LeakyReLU(0.2, name="d_out_act")(x)
     logits = layers.Conv3D(1, 1, dtype="float32", name="logits")(x)
     return keras.Model([volume, position], logits, name="coarse_discriminator")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy import ndimage
 
 from cgan_ct.config import CoarseConfig
 from cgan_ct.model import losses
@@ -22,17 +23,25 @@ from cgan_ct.synthesis.coarse_networks import (
     draw_noise,
 )
 
+COLOR_BRIGHTNESS = 0.2  # augment_color: +U[-0.2, 0.2] (about 400 HU in the linear window) ...
+COLOR_CONTRAST = 0.2  # ... and x U[0.8, 1.2] about each volume's mean
 
-def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int):
+
+def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int, color: bool = False):
     """Random in-plane translation (air fills what moves in) and a cutout square, per example.
 
     volumes [B, D, S, S, 1] in [-1, 1]; shifts in [-max_shift, max_shift];
     the cutout (a cutout x cutout square through all slices) is set to 0.
+    ``color``: first a random brightness and contrast change per example (DiffAugment's colour, for one channel).
     """
     batch, size = tf.shape(volumes)[0], volumes.shape[2]
-    shift_seed, cut_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    shift_seed, cut_seed, color_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
     shifts = tf.random.stateless_uniform([batch, 2], shift_seed, -max_shift, max_shift + 1, dtype=tf.int32)
     out = volumes
+    if color:
+        change = tf.random.stateless_uniform([batch, 2, 1, 1, 1, 1], color_seed, -1.0, 1.0)
+        mean = tf.reduce_mean(out, axis=[1, 2, 3, 4], keepdims=True)
+        out = (out - mean) * (1.0 + COLOR_CONTRAST * change[:, 1]) + mean + COLOR_BRIGHTNESS * change[:, 0]
     for axis in (2, 3):
         index = tf.range(size)[None] - shifts[:, axis - 2 : axis - 1]  # [B, S]
         inside = (index >= 0) & (index < size)
@@ -77,7 +86,9 @@ class CoarseGAN(keras.Model):
     def _discriminate(self, volumes, position):
         if self.config.augment:
             size = self.config.size
-            volumes = augment_for_discriminator(volumes, self.augment_seed.next(), size // 8, size // 4)
+            volumes = augment_for_discriminator(
+                volumes, self.augment_seed.next(), size // 8, size // 4, self.config.augment_color
+            )
         return self.discriminator([volumes, position], training=True)
 
     def _r1(self, volumes, position):
@@ -122,12 +133,14 @@ class CoarseGAN(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 
-def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int):
+def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int, per_hu: float = 2 / 4095):
     """Endless (volumes [B, crop, S, S, 1], positions [B, crop]) batches of random z crops.
 
     ``volumes_norm``: coarse volumes [D_i, S, S] in [-1, 1]; shorter than the
     crop, they are padded with air (-1) above their last slice, whose
-    positions then run past +1 (above the volume).
+    positions then run past +1 (above the volume). With ``config.scale_augment``
+    / ``shift_augment_hu`` each crop is zoomed in-plane about its centre (air
+    fills in) / shifted by an HU offset (``per_hu``: the mapping's units per HU).
     """
     for v in volumes_norm:
         if v.ndim != 3 or v.shape[1:] != (config.size, config.size):
@@ -144,9 +157,23 @@ def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int
             if depth < crop:
                 v = np.concatenate([v, np.full((crop - depth, *v.shape[1:]), -1.0, np.float32)])
             start = int(rng.integers(0, max(1, depth - crop + 1)))
-            batch_volumes.append(v[start : start + crop])
+            batch_volumes.append(_augment_crop(v[start : start + crop], config, rng, per_hu))
             batch_positions.append(-1.0 + 2.0 * (np.arange(start, start + crop) + 0.5) / depth)
         yield np.stack(batch_volumes)[..., None].astype(np.float32), np.stack(batch_positions).astype(np.float32)
+
+
+def _augment_crop(crop: np.ndarray, config: CoarseConfig, rng: np.random.Generator, per_hu: float) -> np.ndarray:
+    """A training crop [D, S, S] in [-1, 1], zoomed and shifted as the config asks (a copy only if changed)."""
+    if config.scale_augment:
+        factor = 1.0 + rng.uniform(-config.scale_augment, config.scale_augment)
+        centre = (np.array(crop.shape[1:]) - 1) / 2
+        matrix = np.diag([1.0, 1 / factor, 1 / factor])
+        offset = np.concatenate([[0.0], centre - centre / factor])
+        crop = ndimage.affine_transform(crop, matrix, offset, order=1, mode="constant", cval=-1.0)
+    if config.shift_augment_hu:
+        shift = rng.uniform(-config.shift_augment_hu, config.shift_augment_hu) * per_hu
+        crop = np.clip(crop + np.where(crop > -1.0, shift, 0.0), -1.0, 1.0).astype(np.float32)
+    return crop
 
 
 def train_coarse(
@@ -166,7 +193,8 @@ def train_coarse(
         tf.TensorSpec([config.batch_size, config.crop_depth, config.size, config.size, 1], tf.float32),
         tf.TensorSpec([config.batch_size, config.crop_depth], tf.float32),
     )
-    dataset = tf.data.Dataset.from_generator(lambda: crop_batches(volumes, config, seed), output_signature=spec)
+    per_hu = float(mapping.forward(np.array([100.0]))[0] - mapping.forward(np.array([0.0]))[0]) / 100
+    dataset = tf.data.Dataset.from_generator(lambda: crop_batches(volumes, config, seed, per_hu), output_signature=spec)
     gan = CoarseGAN(build_coarse_generator(config), build_coarse_discriminator(config), config, seed)
     gan.compile(
         d_optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
