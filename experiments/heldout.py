@@ -16,11 +16,13 @@ NOISE_GOAL_BASELINES = ("non_local_means", "bm3d")  # the goal's classical metho
 GOAL_BASELINES = {"denoise": NOISE_GOAL_BASELINES, "lowdose": NOISE_GOAL_BASELINES, "depixelate": ("tricubic",)}
 
 
-def score_heldout(heldout, task: str, model, slices: int, bm3d: bool) -> tuple[list[dict], list]:
+def score_heldout(heldout, task: str, model, slices: int, bm3d: bool, texture: bool = False) -> tuple[list[dict], list]:
     """The rows of every held-out series (its central ``slices`` slices, 0: all) and each one's figure.
 
     The protocol every script here scores by: the model beside its condition and the classical baselines
     (BM3D too when ``bm3d``, for the noise tasks; it is no depixelation baseline), overlap 0.25.
+    ``texture``: the model's and the condition's whole-volume rows also get ``texture``
+    (cgan_ct.realism.texture: noise power and edge sharpness as ratios to the real scan) and ``real_texture``.
     """
     from cgan_ct.inference.baselines import SLOW_BASELINES, check_available
     from cgan_ct.inference.evaluation import evaluate_volume
@@ -35,9 +37,42 @@ def score_heldout(heldout, task: str, model, slices: int, bm3d: bool) -> tuple[l
         if slices:
             volume = cohort.central_slices(volume, slices)
         result = evaluate_volume(volume, task, model, overlap=0.25, skip_baselines=skip)
+        if texture:
+            _add_texture(result, volume.spacing_mm)
         rows += result.rows
         figures.append(result.figure)
     return rows, figures
+
+
+def _add_texture(result, spacing_mm) -> None:
+    from cgan_ct.realism.texture import texture_against
+
+    outputs = {"model": result.generated, "condition": result.condition}
+    measured = texture_against(result.original, outputs, spacing_mm)
+    for row in result.rows:
+        if row["region"] == "volume" and row["method"] in outputs:
+            row.update(texture=measured[row["method"]], real_texture=measured["real"])
+
+
+def texture_table(rows: list[dict], label=lambda row: row["method"]) -> str:
+    """Mean texture ratios (real = 1) per ``label`` over the rows that carry them, beside PSNR."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if "texture" in row:
+            groups.setdefault(label(row), []).append(row)
+    keys = ("nps_noise_ratio", "nps_frequency_ratio", "edge_sharpness_ratio")
+    lines = [
+        "| output | noise / real | NPS mean frequency / real | edge sharpness / real | PSNR dB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, chosen in groups.items():
+        cells = []
+        for key in keys:
+            values = [r["texture"][key] for r in chosen if r["texture"][key] is not None]
+            cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
+        psnr = sum(r["psnr_slices_db"] for r in chosen) / len(chosen)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {psnr:.2f} |")
+    return "\n".join(lines)
 
 
 def reused_rows(rows: list[dict], previous: list[dict], methods) -> list[dict]:

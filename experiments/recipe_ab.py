@@ -47,7 +47,10 @@ for depixelate; drop ``cubic`` for denoise).
 Scoring: each held-out series' central ``--slices`` slices (32, as the model cards; 0: the whole volume),
 BM3D beside the other baselines with ``--bm3d`` (denoise; ~5 min a 32-slice slab on 2 cores).
 
-Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given.
+Prints one table (per patient and the mean) and appends it as JSON lines to ``--output`` if given. With
+``--texture``, a second table: the model's and the condition's noise power (noise and NPS mean frequency) and
+edge sharpness as ratios to the real scan (cgan_ct.realism.texture; 1 = real), beside PSNR: what an L1 weight
+or an adversarial share does to texture, which PSNR (rewarding the mean) does not show (issue 33, item 3).
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ _TRAIN = flags.DEFINE_list("train", cohort.train_series(), "Training series (fol
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
 _SLICES = flags.DEFINE_integer("slices", 32, "Score each held-out series' central SLICES slices (0: all).")
 _BM3D = flags.DEFINE_bool("bm3d", False, "Score BM3D too (denoise).")
+_TEXTURE = flags.DEFINE_bool(
+    "texture", False, "Also measure noise power and edge sharpness against the real scan (cgan_ct.realism.texture)."
+)
 _PEAK = flags.DEFINE_float("peak", 512.0, "Poisson peak of the denoise condition, scored (and trained unless peakN).")
 _OUT = flags.DEFINE_string("output_dir", None, "Work folder (default: a temporary one).")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the results as JSON lines to this file.")
@@ -161,7 +167,7 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
     model = BlockModel(work / f"{_TASK.value}-{variant}" / "run")  # one epoch: its best generator is its last
     inputs = [pathlib.Path(_CT.value) / name for name in _HELDOUT.value]
     start = time.monotonic()
-    rows, _ = heldout.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value)
+    rows, _ = heldout.score_heldout(inputs, _TASK.value, model, _SLICES.value, _BM3D.value, _TEXTURE.value)
     score_s = time.monotonic() - start
     for row in rows:
         row.update(variant=variant, steps=steps, train_s=round(train_s, 1), score_s=round(score_s, 1))
@@ -227,6 +233,7 @@ def main(argv: list[str]) -> None:
         command += [f"--output_dir={work}", f"--task={_TASK.value}", f"--steps={_STEPS.value}"]
         command += [f"--ct_dir={_CT.value}", f"--heldout={','.join(_HELDOUT.value)}", f"--slices={_SLICES.value}"]
         command += [f"--peak={_PEAK.value}", "--bm3d" if _BM3D.value else "--nobm3d"]
+        command += ["--texture" if _TEXTURE.value else "--notexture"]
         result = subprocess.run(command, capture_output=True, text=True, cwd=_ROOT)
         if result.returncode != 0:
             raise SystemExit(f"variant {variant} failed:\n{result.stderr[-3000:]}")
@@ -234,7 +241,20 @@ def main(argv: list[str]) -> None:
         rows += json.loads(line[5:])
         print(f"{variant}: trained in {rows[-1]['train_s']} s, scored in {rows[-1]['score_s']} s", flush=True)
     print(_table(rows))
+    if _TEXTURE.value:
+
+        def label(row):
+            return f"model ({row['variant']})" if row["method"] == "model" else row["method"]
+
+        print("\ntexture against the real scans (1 = real; mean over the held-out series):")
+        print(heldout.texture_table([r for r in rows if r["method"] == "model"] + _first_condition(rows), label))
     heldout.append_jsonl(_OUTPUT.value, rows)
+
+
+def _first_condition(rows: list[dict]) -> list[dict]:
+    """The condition's texture rows of the first variant (the condition does not depend on the model)."""
+    first = next((r["variant"] for r in rows), None)
+    return [r for r in rows if r["method"] == "condition" and r["variant"] == first]
 
 
 if __name__ == "__main__":

@@ -125,6 +125,19 @@ def noise_power_spectrum(
     }
 
 
+def uniform_soft_tissue(volume_hu: np.ndarray, spacing_mm, body: np.ndarray | None = None) -> np.ndarray:
+    """Where the NPS is measured: body voxels outside lungs and bone whose 5 x 5 in-plane mean is soft tissue."""
+    volume_hu = np.asarray(volume_hu)
+    body = body_mask(volume_hu) if body is None else np.asarray(body, bool)
+    lung = tissue_masks(volume_hu, spacing_mm, body=body)["lung"]
+    return _uniform(volume_hu, body, lung, bone_region(volume_hu, spacing_mm, body))
+
+
+def _uniform(volume_hu: np.ndarray, body: np.ndarray, lung: np.ndarray, bone: np.ndarray) -> np.ndarray:
+    local_hu = ndimage.uniform_filter(volume_hu.astype(np.float32), (1, 5, 5))
+    return body & ~lung & ~bone & (local_hu >= SOFT_TISSUE_HU[0]) & (local_hu <= SOFT_TISSUE_HU[1])
+
+
 def _median(volume_hu: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.median(volume_hu[mask])) if mask.any() else None
 
@@ -143,8 +156,7 @@ def tissue_statistics(volume_hu: np.ndarray, spacing_mm, body: np.ndarray | None
     masks = tissue_masks(volume_hu, spacing_mm, body=body)
     bone = bone_region(volume_hu, spacing_mm, body)
     mediastinum = mediastinum_region(volume_hu, masks["lung"], bone)
-    local_hu = ndimage.uniform_filter(volume_hu.astype(np.float32), (1, 5, 5))
-    uniform = body & ~masks["lung"] & ~bone & (local_hu >= SOFT_TISSUE_HU[0]) & (local_hu <= SOFT_TISSUE_HU[1])
+    uniform = _uniform(volume_hu, body, masks["lung"], bone)
     nps = noise_power_spectrum(volume_hu, spacing_mm, uniform)
     return {
         "lung_hu": _median(volume_hu, masks["lung"]),
