@@ -468,3 +468,25 @@ def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
     anatomy = "anatomy: every synthetic volume inside the real range (lungs, bone, ribs, airway, heart side)"
     assert anatomy in summary["goals"] and "## Anatomy" in text  # phantoms with no ribs or airway: it fails
     assert len(json.loads((report / "anatomy.json").read_text())["synthetic"]) == 2
+
+
+@pytest.mark.parametrize(("extra", "expected"), [((), 10.0), (("--stage_l1_weight", "1000"), 1000.0)])
+def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected):
+    """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000)."""
+    code = (
+        "import sys\n"
+        "import cgan_ct.synthesis.cascade_training as training\n"
+        "def seen(inputs, output_dir, settings, **kw):\n"
+        "    print('STAGE_L1', settings.stage.l1_weight, 'PRESET_L1_FILTERS', settings.stage.base_filters)\n"
+        "    raise SystemExit(0)\n"
+        "training.train_cascade = seen\n"
+        "from pipelines.train_cascade import run\n"
+        f"sys.argv = ['cgan-ct-train-cascade', '--input', {str(tmp_path)!r}, '--output_dir', {str(tmp_path / 'o')!r},"
+        f" '--preset', 'cpu', *{list(extra)!r}]\n"
+        "run()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("STAGE_L1"))
+    assert float(line.split()[1]) == expected
+    assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
