@@ -35,7 +35,9 @@ def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int, color:
     ``color``: first a random brightness and contrast change per example (DiffAugment's colour, for one channel).
     """
     batch, size = tf.shape(volumes)[0], volumes.shape[2]
-    shift_seed, cut_seed, color_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
+    seed = tf.cast(seed, tf.int64)
+    shift_seed, cut_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))  # as before colour existed
+    color_seed = tf.random.experimental.stateless_fold_in(seed, 3)
     shifts = tf.random.stateless_uniform([batch, 2], shift_seed, -max_shift, max_shift + 1, dtype=tf.int32)
     out = volumes
     if color:
