@@ -34,14 +34,16 @@ def gradient_magnitude(volume_hu: np.ndarray, spacing_mm) -> np.ndarray:
     return np.hypot(gy, gx)
 
 
-def edge_voxels(real_hu: np.ndarray, spacing_mm, top: float = EDGE_TOP) -> np.ndarray:
-    """Boolean mask of the real volume's strongest in-plane edges inside its body (the top ``top`` fraction)."""
+def edge_voxels(real_hu: np.ndarray, spacing_mm, top: float = EDGE_TOP, magnitude=None) -> np.ndarray:
+    """Boolean mask of the real volume's strongest in-plane edges inside its body (the top ``top`` fraction).
+
+    ``magnitude``: the real volume's ``gradient_magnitude`` where the caller has it already."""
     if not 0 < top < 1:
         raise ValueError(f"top must be in (0, 1), got {top}")
     body = body_mask(real_hu)
     if not body.any():
         raise ValueError("no body in the real volume: its edges are undefined")
-    magnitude = gradient_magnitude(real_hu, spacing_mm)
+    magnitude = gradient_magnitude(real_hu, spacing_mm) if magnitude is None else magnitude
     threshold = np.quantile(magnitude[body], 1 - top)
     return body & (magnitude >= threshold) & (magnitude > 0)
 
@@ -57,9 +59,10 @@ def texture_against(real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing
         if np.shape(output) != real_hu.shape:
             raise ValueError(f"output {name!r} has shape {np.shape(output)}, the real volume {real_hu.shape}")
     region = uniform_soft_tissue(real_hu, spacing_mm)
-    edges = edge_voxels(real_hu, spacing_mm)
+    real_magnitude = gradient_magnitude(real_hu, spacing_mm)
+    edges = edge_voxels(real_hu, spacing_mm, magnitude=real_magnitude)
     real_nps = noise_power_spectrum(real_hu, spacing_mm, region)
-    real_edge = float(gradient_magnitude(real_hu, spacing_mm)[edges].mean())
+    real_edge = float(real_magnitude[edges].mean())
     result = {
         "real": {
             "nps_noise_hu": None if real_nps is None else real_nps["noise_hu"],

@@ -45,13 +45,18 @@ def body_histogram(volume_hu: np.ndarray) -> HuHistogram:
 def mean_w1_hu(histograms: list[HuHistogram], reference: list[HuHistogram] | None = None) -> float | None:
     """Mean W1 (HU) of each histogram against the pooled ``reference``; without one, each against the others
     pooled (leave one out). Empty histograms (no body) count as missing; None when nothing can be compared."""
+    pooled = None if reference is None else _pool_nonempty(reference)  # once, not per histogram
     distances = []
     for index, histogram in enumerate(histograms):
-        others = reference if reference is not None else histograms[:index] + histograms[index + 1 :]
-        others = [h for h in others if h.total]
-        if histogram.total and others:
-            distances.append(wasserstein_hu(histogram, pool_histograms(others)))
+        against = pooled if reference is not None else _pool_nonempty(histograms[:index] + histograms[index + 1 :])
+        if histogram.total and against is not None:
+            distances.append(wasserstein_hu(histogram, against))
     return float(np.mean(distances)) if distances else None
+
+
+def _pool_nonempty(histograms: list[HuHistogram]) -> HuHistogram | None:
+    present = [h for h in histograms if h.total]
+    return pool_histograms(present) if present else None
 
 
 class DiversityMonitor(keras.callbacks.Callback):
