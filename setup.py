@@ -95,6 +95,11 @@ setup(
             "pretrained_models/*/*.jpg",
             "pretrained_models/*/variables/*",
             "pretrained_models/*/assets.extra/*",  # TF Serving's warmup request
+            # pretrained:synthesis, a cascade: cascade.json beside a SavedModel folder per model
+            "pretrained_models/*/*/*.pb",
+            "pretrained_models/*/*/*.json",
+            "pretrained_models/*/*/variables/*",
+            "pretrained_models/*/*/assets.extra/*",
         ]
     },
     entry_points={

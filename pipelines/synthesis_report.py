@@ -6,8 +6,11 @@
                            [--control_seed 0]
 
 SYN_DIR: the output of cgan-ct-synthesize. PATH: the inputs the cascade was
-trained on; DATASET: its level-0 dataset (cgan-ct-train-cascade OUT/datasets/level0),
-whose manifest says which inputs were training and which held out. Real
+trained on, and held-out ones; DATASET: its level-0 dataset (cgan-ct-train-cascade
+OUT/datasets/level0), whose manifest says which inputs were training and which held
+out. An input the dataset does not hold at all (a cascade trained with
+--test_fraction 0 on a cohort's training series, compared with its held-out
+series) was never trained on: it counts as held out. Real
 volumes are centre-cropped or padded to --size in-plane, as for training.
 REPORT receives report.md (the goals; one realism table: FRD, MS-SSIM
 diversity, tissue HU and fractions, soft-tissue NPS; the anatomy checks:
@@ -31,7 +34,9 @@ from cgan_ct.cli import job
 from cgan_ct.errors import InputError
 
 _SYNTHETIC = flags.DEFINE_string("synthetic", None, "Output folder of cgan-ct-synthesize.")
-_INPUT = flags.DEFINE_list("input", None, "The cascade's training inputs (DICOM folders, volume files, roots).")
+_INPUT = flags.DEFINE_list(
+    "input", None, "Real volumes: the cascade's training inputs and held-out ones (DICOM folders, files, roots)."
+)
 _DATASET = flags.DEFINE_string("dataset_dir", None, "The cascade's level-0 dataset (for the patient split).")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the report.")
 _BLOCK = flags.DEFINE_integer("block", 32, "Block edge of the memorization check.")
@@ -61,26 +66,31 @@ def main(argv: list[str]) -> int:
     # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
     from cgan_ct.data.manifest import load_manifest
     from cgan_ct.io.sources import discover
-    from cgan_ct.realism.synthesis_report import synthesis_report
+    from cgan_ct.realism.synthesis_report import split_real, synthesis_report
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.cascade_training import fit_plane
 
     synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
     split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}
-    groups: dict = {"train": [], "test": []}
     sources, _ = discover(_INPUT.value)
+    real = []
     for source in sources:
         volume = source.read(None)
-        if volume.volume_id in split:
-            groups[split[volume.volume_id]].append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
-    if not groups["train"] or not groups["test"]:
-        raise InputError(_DATASET.value, "needs training and held-out volumes among --input (none matched)")
-    print(f"{len(synthetic)} synthetic, {len(groups['train'])} training, {len(groups['test'])} held-out volume(s)")
+        real.append(volume.replace(hu=fit_plane(volume.hu, _SIZE.value)))
+    training, heldout, outside = split_real(real, split)
+    if not training:
+        raise InputError(_DATASET.value, "none of --input is a training volume of this dataset")
+    if not heldout:
+        raise InputError(_DATASET.value, "needs a held-out volume among --input (all are training volumes)")
+    print(
+        f"{len(synthetic)} synthetic, {len(training)} training, {len(heldout)} held-out volume(s) "
+        f"({outside} of them not in the dataset)"
+    )
     levels = CascadeSpec.load(_MODEL_DIR.value).levels if _MODEL_DIR.value else _LEVELS.value
     summary = synthesis_report(
         synthetic,
-        groups["train"],
-        groups["test"],
+        training,
+        heldout,
         _OUTPUT.value,
         _BLOCK.value,
         levels=levels,

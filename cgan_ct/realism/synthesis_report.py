@@ -149,6 +149,21 @@ def _memorization_record(report) -> dict:
     }
 
 
+def split_real(volumes, split: dict) -> tuple[list, list, int]:
+    """(training, held-out, how many held out because the dataset never held them) of real ``volumes``.
+
+    ``split``: volume id -> "train" or "test", from the cascade's dataset manifest. A volume the dataset
+    does not hold was never trained on (a cascade trained with no test split on a cohort's training series,
+    compared with its held-out series), so it is held out.
+    """
+    training, heldout, outside = [], [], 0
+    for volume in volumes:
+        group = split.get(volume.volume_id)
+        outside += group is None
+        (training if group == "train" else heldout).append(volume)
+    return training, heldout, outside
+
+
 def _check_sizes(synthetic, training, heldout, block: int) -> None:
     """InputError, before anything is written, for a volume too small for the memorization checks' blocks."""
     need = block + 7  # positive_control's crop starts up to 7 voxels off the block grid

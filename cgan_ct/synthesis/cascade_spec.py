@@ -13,6 +13,7 @@ import pathlib
 from cgan_ct.constants import CASCADE_FILE
 from cgan_ct.errors import InputError
 from cgan_ct.io.json_files import read_json_object, versioned_fields, write_json_atomic
+from cgan_ct.model import pretrained
 
 CASCADE_FORMAT_VERSION = 1
 _WHAT = "cascade description"
@@ -60,7 +61,9 @@ class CascadeSpec:
 
     @classmethod
     def load(cls, folder) -> CascadeSpec:
-        path = pathlib.Path(folder) / CASCADE_FILE
+        """The spec of a cascade folder, or of the shipped one (``pretrained:synthesis``)."""
+        folder = cascade_folder(folder)
+        path = folder / CASCADE_FILE
         if not path.exists():
             raise InputError(
                 pathlib.Path(folder),
@@ -70,3 +73,13 @@ class CascadeSpec:
 
     def save(self, folder) -> pathlib.Path:
         return write_json_atomic(pathlib.Path(folder) / CASCADE_FILE, self.to_json())
+
+
+def is_cascade(folder) -> bool:
+    """Whether ``folder`` holds a cascade (its cascade.json)."""
+    return (pathlib.Path(folder) / CASCADE_FILE).is_file()
+
+
+def cascade_folder(spec) -> pathlib.Path:
+    """The folder of a cascade: ``pretrained:NAME`` -> the shipped cascade's, anything else as a path."""
+    return pretrained.resolve(spec, is_cascade)

@@ -17,7 +17,6 @@ this module is the glue that chains them.
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +28,7 @@ from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
 from cgan_ct.ops.pyramid import level_length
 from cgan_ct.synthesis.cascade import cascade_stream
-from cgan_ct.synthesis.cascade_spec import CascadeSpec
+from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
 
 SYNTHETIC_SOURCE = "synthetic"
@@ -39,7 +38,7 @@ class Cascade:
     """A cascade folder, loaded: the coarse generator and the depixelation stages, coarsest first."""
 
     def __init__(self, folder):
-        folder = pathlib.Path(folder)
+        folder = cascade_folder(folder)  # a path, or pretrained:synthesis
         self.folder = folder
         self.info = CascadeSpec.load(folder)
         self.levels = self.info.levels
