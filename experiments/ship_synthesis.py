@@ -177,9 +177,9 @@ def main(argv: list[str]) -> None:
     del argv
     from cgan_ct import runtime
     from cgan_ct.model.pretrained import MODEL_CARD_FILE
-    from cgan_ct.synthesis.cascade_spec import CascadeSpec
+    from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 
-    cascade, report = pathlib.Path(_CASCADE.value), pathlib.Path(_REPORT.value)
+    cascade, report = cascade_folder(_CASCADE.value), pathlib.Path(_REPORT.value)
     spec = CascadeSpec.load(cascade)
     size = folder_mb(cascade)
     if size > MAX_MB:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -217,6 +218,18 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "--variants base+color+df16+scale0.1+shift20 --output_dir {out}",
         r"base\+color\+df16\+scale0\.1\+shift20: real pairs [\d.]+; draws 2: [\d.]+",
     ),
+    "stage_texture": _script(  # issue 33: each stage of the shipped cascade at its level, on held-out input
+        "stage_texture",
+        f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --slices 4",
+        r"stage2 \(level 3 -> 2, 1 held-out series\)[\s\S]*stage0 \(level 1 -> 0[\s\S]*"
+        r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|",
+    ),
+    "ship_synthesis": _script(  # --into: never the package's own models
+        "ship_synthesis",
+        "--cascade pretrained:synthesis --report {synthesis_report} --into {out}/into --slices 8",
+        r"# Model card: `pretrained:synthesis`[\s\S]*DICOM series \(and its NIfTI\) in \d+ s",
+        ("synthesis_report",),
+    ),
     "precision_hu": _script(
         "precision_hu",
         f"--ct_dir {{ct}} --scans {HELDOUT_SERIES} --models {SHIPPED} --slices 4 --crop 48",
@@ -285,11 +298,21 @@ def _copy_shipped(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
+def _synthesis_summary(folder: pathlib.Path) -> pathlib.Path:
+    """A synthesis report's summary.json, as cgan-ct-synthesis-report writes it (goals and their figures)."""
+    folder.mkdir(parents=True)
+    goal = "memorization: positive controls flagged, no synthetic block flagged"
+    summary = {"goals": {goal: True}, "goal_figures": {goal: "0 of 10 flagged; controls 1 of 1"}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
 INPUTS = {
     "ct": lambda folder: _write_chests(folder, 64, 24),  # five small chests under the shared series' names
     # the coarse memorization check's positive control needs 168 voxels in-plane and 56 slices
     "ct192": lambda folder: _write_chests(folder, 192, 64),
     "shipped": _copy_shipped,  # a copy of one shipped model (model_cards.py rewrites its card)
+    "synthesis_report": _synthesis_summary,
 }
 
 

@@ -48,11 +48,14 @@ def edge_voxels(real_hu: np.ndarray, spacing_mm, top: float = EDGE_TOP, magnitud
     return body & (magnitude >= threshold) & (magnitude > 0)
 
 
-def texture_against(real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing_mm) -> dict[str, dict]:
+def texture_against(
+    real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing_mm, patch: int = 32
+) -> dict[str, dict]:
     """Per output name: {nps_noise_ratio, nps_frequency_ratio, edge_sharpness_ratio} against ``real_hu``,
     plus ``"real"``: the real volume's own {nps_noise_hu, nps_mean_frequency_per_mm, edge_gradient_hu_per_mm}.
 
-    The NPS ratios are None where the real volume has no uniform soft-tissue patch.
+    The NPS ratios are None where the real volume has no uniform soft-tissue patch of ``patch`` x ``patch``
+    voxels (a coarser level of a scan: fewer voxels for the same patch in mm).
     """
     real_hu = np.asarray(real_hu)
     for name, output in outputs.items():
@@ -61,7 +64,7 @@ def texture_against(real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing
     region = uniform_soft_tissue(real_hu, spacing_mm)
     real_magnitude = gradient_magnitude(real_hu, spacing_mm)
     edges = edge_voxels(real_hu, spacing_mm, magnitude=real_magnitude)
-    real_nps = noise_power_spectrum(real_hu, spacing_mm, region)
+    real_nps = noise_power_spectrum(real_hu, spacing_mm, region, patch=patch)
     real_edge = float(real_magnitude[edges].mean())
     result = {
         "real": {
@@ -71,7 +74,7 @@ def texture_against(real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing
         }
     }
     for name, output in outputs.items():
-        nps = None if real_nps is None else noise_power_spectrum(np.asarray(output), spacing_mm, region)
+        nps = None if real_nps is None else noise_power_spectrum(np.asarray(output), spacing_mm, region, patch=patch)
         result[name] = {
             "nps_noise_ratio": None if nps is None else _ratio(nps["noise_hu"], real_nps["noise_hu"]),
             "nps_frequency_ratio": None
