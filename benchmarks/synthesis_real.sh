@@ -5,6 +5,10 @@
 # SMOKE=1: every step, tiny (a two-level smoke cascade of 64 x 64 volumes, a few steps, 2 volumes of 24 slices, a
 # report without the realism measures, 2 pairs, on two chest series; SMOKE_SERIES=a,b names them), in about two
 # minutes: the test suite's run (tests/test_benchmarks.py).
+# COHORT=1: the recipe of the shipped pretrained:synthesis (issue 33): train on experiments/cohort.json's six chest
+# training series (--test_fraction 0: the held-out series are never converted), 3000 coarse and 3000 stage steps,
+# 8 volumes of 512 x 512 x 64, the report against the three held-out series (about 70 min on 2 cores); then
+# `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report` ships it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
@@ -15,35 +19,48 @@ CHESTS="$D/covid-ct-md-P001,$D/covid-ct-md-cap001,$D/covid-ct-md-normal001,$D/li
 if [ "${SMOKE:-0}" = 1 ]; then
   # the two smallest chest series by default (one trains, one is held out); SMOKE_SERIES names others under $D
   CHESTS=$(echo "${SMOKE_SERIES:-rider-9328-0109-pe,lungfcp-01-0001}" | sed "s|\([^,]*\)|$D/\1|g")
-  TRAIN=(--preset smoke --levels 2 --size 64 --stage_steps 3 --coarse_steps 4)
+  TRAIN=(--preset smoke --levels 2 --size 64 --stage_steps 3 --coarse_steps 4 --test_fraction 0.4)
   SYNTH=(--count 2 --slices 24)
   REPORT=(--size 64 --block 16 --norealism)
   STUDY=(--pairs 2 --size_px 64)
+elif [ "${COHORT:-0}" = 1 ]; then
+  CHESTS="$D/cmb-crc-msb-01068-lung,$D/covid-ct-md-P001,$D/covid-ct-md-cap001,$D/lung-pet-ct-dx-A0001"
+  CHESTS="$CHESTS,$D/lungfcp-01-0001,$D/rider-9328-0109-pe"
+  HELDOUT="$D/covid-ct-md-normal001,$D/lidc-idri-0001,$D/lungx-ct004"
+  TRAIN=(--preset cpu --stage_steps 3000 --coarse_steps 3000 --test_fraction 0)
+  SYNTH=(--count 8 --slices 64)
+  REPORT=()
+  STUDY=(--pairs 8)
 else
-  TRAIN=(--preset cpu --stage_steps 1200 --coarse_steps 3000)
+  TRAIN=(--preset cpu --stage_steps 1200 --coarse_steps 3000 --test_fraction 0.4)
   SYNTH=(--count 4 --slices 64)
   REPORT=()
   STUDY=(--pairs 8)
 fi
 mkdir -p "$OUT"
 lscpu | sed -n 's/^Model name: *//p' | head -1
-# seed 0 and a 0.4 test fraction hold out lidc-idri-0001 and lung-pet-ct-dx-A0001 (the manifest says which)
+# default: seed 0 and a 0.4 test fraction hold out lidc-idri-0001 and lung-pet-ct-dx-A0001 (the manifest says which);
+# COHORT=1: no test split, the held-out series are given to the report only
 /usr/bin/time -f "training: wall %e s, CPU %U s user + %S s system" cgan-ct-train-cascade --input "$CHESTS" \
-    --output_dir "$OUT/run" "${TRAIN[@]}" --test_fraction 0.4 --seed 0
+    --output_dir "$OUT/run" "${TRAIN[@]}" --seed 0
 cat "$OUT/run/runs/degradation.json"
 rm -rf "$OUT/syn" "$OUT/report" "$OUT/study" "$OUT/pairs"
 /usr/bin/time -f "synthesis: wall %e s" cgan-ct-synthesize --model_dir "$OUT/run/cascade" --output_dir "$OUT/syn" \
     --seed 0 "${SYNTH[@]}"
 status=0
-/usr/bin/time -f "report: wall %e s" cgan-ct-synthesis-report --synthetic "$OUT/syn" --input "$CHESTS" \
+/usr/bin/time -f "report: wall %e s" cgan-ct-synthesis-report --synthetic "$OUT/syn" --input "$CHESTS${HELDOUT:+,$HELDOUT}" \
     --dataset_dir "$OUT/run/datasets/level0" --model_dir "$OUT/run/cascade" --output_dir "$OUT/report" \
     ${REPORT[@]+"${REPORT[@]}"} || status=$?
 echo "report exit status $status (3: blocks flagged, 4: a positive control missed)"
 case "$status" in 0 | 3 | 4) ;; *) exit "$status" ;; esac  # 3 and 4 are findings; anything else a failure
-# reader study: the two held-out patients against the first two synthetic volumes
+# reader study: two held-out patients against the first two synthetic volumes
 mkdir -p "$OUT/pairs/real" "$OUT/pairs/generated"
 ln -s "$(realpath "$D/lidc-idri-0001")" "$OUT/pairs/real/a"
-ln -s "$(realpath "$D/lung-pet-ct-dx-A0001")" "$OUT/pairs/real/b"
+if [ "${COHORT:-0}" = 1 ]; then
+  ln -s "$(realpath "$D/covid-ct-md-normal001")" "$OUT/pairs/real/b"
+else
+  ln -s "$(realpath "$D/lung-pet-ct-dx-A0001")" "$OUT/pairs/real/b"
+fi
 ln -s "$OUT/syn/synthetic_000/volume.nii.gz" "$OUT/pairs/generated/a.nii.gz"
 ln -s "$OUT/syn/synthetic_001/volume.nii.gz" "$OUT/pairs/generated/b.nii.gz"
 cgan-ct-reader-study --real "$OUT/pairs/real" --generated "$OUT/pairs/generated" --output_dir "$OUT/study" \

@@ -144,7 +144,7 @@ def render(card: dict) -> str:
         "",
         "## Results against held-out real patients",
         "",
-        f"{card['volumes']} volumes of {card['size']} x {card['size']} x {card['slices']} (seeds "
+        f"{card['volumes']} volumes of {card['size']} x {card['size']} x {card['shape'][0]} (seeds "
         f"{card['seeds']}) scored by `cgan-ct-synthesis-report` against the training and held-out series:",
         "",
         "| goal | verdict | figures |",
@@ -153,7 +153,7 @@ def render(card: dict) -> str:
         "",
         *(f"- {line}" for line in card["findings"]),
         "",
-        f"Time: one {card['size']} x {card['size']} x {card['slices']} DICOM series (and its NIfTI) in "
+        f"Time: one {card['size']} x {card['size']} x {card['timed_slices']} DICOM series (and its NIfTI) in "
         f"{card['synthesis_seconds']:.0f} s, process start to exit, on {card['machine']} (goal <= "
         f"{TIME_GOAL_S:.0f} s: {'met' if card['synthesis_seconds'] <= TIME_GOAL_S else 'missed'}). "
         f"Size: {card['size_mb']:.1f} MB.",
@@ -217,12 +217,13 @@ def main(argv: list[str]) -> None:
             "degradation_noise_hu": (t.get("condition_degradation") or {}).get("noise_hu", 0.0),
         },
         "volumes": synthesized.get("synthetic_volumes", extra.get("volumes")),
-        "slices": extra.get("slices", _SLICES.value),
-        "seeds": extra.get("seeds", "0-3"),
+        "shape": synthesized.get("synthetic_shapes", [extra.get("shape")])[0],
+        "seeds": extra.get("seeds", "in the report's synthesis.json"),
         "goals": goal_rows(report),
         "findings": extra.get("findings", []),
         "limitations": extra.get("limitations", []),
         "synthesis_seconds": round(seconds, 1),
+        "timed_slices": _SLICES.value,
         "size_mb": round(folder_mb(tmp), 2),
     }
     (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")

@@ -303,6 +303,7 @@ def _synthesis_summary(folder: pathlib.Path) -> pathlib.Path:
     folder.mkdir(parents=True)
     goal = "memorization: positive controls flagged, no synthetic block flagged"
     summary = {"goals": {goal: True}, "goal_figures": {goal: "0 of 10 flagged; controls 1 of 1"}}
+    summary.update(synthetic_volumes=2, synthetic_shapes=[[8, 512, 512]])
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
