@@ -136,8 +136,9 @@ def render(card: dict) -> str:
         f"discriminator augmentation (translation, cutout) {'on' if t['coarse_model']['augment'] else 'off'}.",
         f"- {t['levels']} x2 stages (the depixelate task, `{t['preset']}` preset: "
         f"{t['stage_model']['base_filters']} first-level filters), {t['stage_steps']:,} steps each, batch "
-        f"{t['stage_model']['global_batch_size']}, L1 weight {t['stage_model']['l1_weight']:g} (chosen by "
-        'soft-tissue texture against real CT, not PSNR: BUILD_NOTES, "Stage texture"), on conditions degraded '
+        f"{t['stage_model']['global_batch_size']}, L1 weight {t['stage_model']['l1_weight']:g} (10 is "
+        "cgan-ct-train-cascade's default, chosen by soft-tissue texture against real CT, not PSNR: BUILD_NOTES, "
+        '"Stage texture"), on conditions degraded '
         f"as the coarse draws are (blur sigma {t['degradation_blur']:g} voxel, {t['degradation_noise_hu']:g} HU).",
         f"- Seed {card['seed']}; on {card['machine']}. Reproduce: the commands in docs/synthesis.md "
         '("The shipped cascade").',
