@@ -12,9 +12,10 @@ import pytest
 from cgan_ct.constants import MODEL_INFO_FILE
 from cgan_ct.errors import InputError
 from cgan_ct.inference.inference import BlockModel, infer_volume
+from cgan_ct.io.dicom_writer import DCIODVFY_UNKNOWN_SYNTHETIC
 from cgan_ct.model import pretrained
 from cgan_ct.model.export import ModelInfo
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 from tests.volume_factory import phantom_hu
 
 SHIPPED = ("denoise", "denoise-peak128", "depixelate", "lowdose")  # what the README and the model cards promise
@@ -109,6 +110,21 @@ def test_synthesize_draws_a_dicom_series_from_the_shipped_cascade(tmp_path):
     assert (first.Rows, first.Columns) == (512, 512) and first.SyntheticData == "YES"
     hu = first.pixel_array * float(first.RescaleSlope) + float(first.RescaleIntercept)
     assert hu.min() < -900 and hu.max() > 0  # air around a body
+    # what users open it with: a validator, and dcm2niix to NIfTI
+    report = subprocess.run([require_tool("dciodvfy"), str(files[0])], capture_output=True, text=True)
+    errors = [x for x in (report.stdout + report.stderr).splitlines() if x.startswith("Error")]
+    assert [e for e in errors if DCIODVFY_UNKNOWN_SYNTHETIC not in e] == [], errors
+    converted = tmp_path / "nifti"
+    converted.mkdir()
+    done = subprocess.run(
+        [require_tool("dcm2niix"), "-z", "y", "-f", "syn", "-o", str(converted), str(files[0].parent)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    import SimpleITK as sitk
+
+    assert sitk.ReadImage(str(converted / "syn.nii.gz")).GetSize() == (512, 512, 8)
     wrong = subprocess.run([*command[:4], "pretrained:denoise", *command[5:]], capture_output=True, text=True, cwd=REPO)
     assert wrong.returncode == 2 and "shipped: pretrained:synthesis" in wrong.stderr, wrong.stderr[-2000:]
 
