@@ -38,17 +38,19 @@ def score_heldout(heldout, task: str, model, slices: int, bm3d: bool, texture: b
             volume = cohort.central_slices(volume, slices)
         result = evaluate_volume(volume, task, model, overlap=0.25, skip_baselines=skip)
         if texture:
-            _add_texture(result, volume.spacing_mm)
+            add_texture(result, volume.spacing_mm)
         rows += result.rows
         figures.append(result.figure)
     return rows, figures
 
 
-def _add_texture(result, spacing_mm) -> None:
+def add_texture(result, spacing_mm, patch: int = 32) -> None:
+    """Adds ``texture`` and ``real_texture`` to the model's and the condition's whole-volume rows of an
+    ``evaluate_volume`` result (NPS in ``patch`` x ``patch`` voxel patches)."""
     from cgan_ct.realism.texture import texture_against
 
     outputs = {"model": result.generated, "condition": result.condition}
-    measured = texture_against(result.original, outputs, spacing_mm)
+    measured = texture_against(result.original, outputs, spacing_mm, patch=patch)
     for row in result.rows:
         if row["region"] == "volume" and row["method"] in outputs:
             row.update(texture=measured[row["method"]], real_texture=measured["real"])

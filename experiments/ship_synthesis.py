@@ -37,7 +37,7 @@ MAX_MB = 25.0  # issue 33: a shipped synthesis model of at most 25 MB
 TIME_GOAL_S = 120.0  # issue 33: a DICOM series in <= 2 minutes on 2 cores
 
 _CASCADE = flags.DEFINE_string("cascade", None, "The cascade folder (cgan-ct-train-cascade OUT/cascade).")
-_REPORT = flags.DEFINE_string("report", None, "Its cgan-ct-synthesis-report folder (summary.json, realism.json).")
+_REPORT = flags.DEFINE_string("report", None, "Its cgan-ct-synthesis-report folder (its summary.json).")
 _TRAIN = flags.DEFINE_list("train", None, "Series the cascade trained on (default: cohort.json's chest series).")
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (default: cohort.json).")
 _INTO = flags.DEFINE_string("into", str(_ROOT / "cgan_ct" / "model" / "pretrained_models"), "Where models go.")
@@ -82,18 +82,12 @@ def example_figure(volume_path: pathlib.Path, path: pathlib.Path) -> None:
     Image.fromarray(np.concatenate([rows[0], gap, rows[1]])).convert("RGB").save(path, quality=85)
 
 
-def goal_rows(report: pathlib.Path) -> list[dict]:
-    summary = json.loads((report / "summary.json").read_text())
+def goal_rows(summary: dict) -> list[dict]:
+    """The report's goals (its summary.json), each with its verdict and figures."""
     return [
         {"goal": name, "met": bool(met), "figure": summary["goal_figures"][name]}
         for name, met in summary["goals"].items()
     ]
-
-
-def realism_rows(report: pathlib.Path) -> dict:
-    """The report's realism figures the card quotes (MS-SSIM, FRD, tissue, texture), where it measured them."""
-    path = report / "realism.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def render(card: dict) -> str:
@@ -220,7 +214,7 @@ def main(argv: list[str]) -> None:
         "volumes": synthesized.get("synthetic_volumes", extra.get("volumes")),
         "shape": synthesized.get("synthetic_shapes", [extra.get("shape")])[0],
         "seeds": extra.get("seeds", "in the report's synthesis.json"),
-        "goals": goal_rows(report),
+        "goals": goal_rows(synthesized),
         "findings": extra.get("findings", []),
         "limitations": extra.get("limitations", []),
         "synthesis_seconds": round(seconds, 1),
@@ -229,9 +223,12 @@ def main(argv: list[str]) -> None:
     }
     (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (tmp / MODEL_CARD_FILE).write_text(render(card))
+    old = into / f".old-{_NAME.value}"  # the shipped one stays whole until the new one is in place
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
-        shutil.rmtree(target)
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     print((target / MODEL_CARD_FILE).read_text())
 
 

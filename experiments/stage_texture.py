@@ -42,7 +42,6 @@ def main(argv: list[str]) -> None:
     from cgan_ct.inference.inference import BlockModel
     from cgan_ct.io.volume_reader import read_volume
     from cgan_ct.ops.pyramid import subsample
-    from cgan_ct.realism.texture import texture_against
     from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
     from cgan_ct.synthesis.cascade_training import fit_plane
 
@@ -60,13 +59,8 @@ def main(argv: list[str]) -> None:
             spacing = tuple(s * factor for s in volume.spacing_mm)
             slab = volume.replace(hu=hu[start : start + _SLICES.value], spacing_mm=spacing)
             result = evaluate_volume(slab, DEPIXELATE, model, overlap=0.25, skip_baselines=SLOW_BASELINES)
-            outputs = {"model": result.generated, "condition": result.condition}
-            measured = texture_against(result.original, outputs, spacing, patch=max(8, PATCH // factor))
-            for row in result.rows:
-                row.update(stage=name, level=level, slices=len(slab.hu))
-                if row["region"] == "volume" and row["method"] in outputs:
-                    row.update(texture=measured[row["method"]], real_texture=measured["real"])
-                rows.append(row)
+            heldout.add_texture(result, spacing, patch=max(8, PATCH // factor))
+            rows += [{**row, "stage": name, "level": level, "slices": len(slab.hu)} for row in result.rows]
         chosen = [r for r in rows if r["stage"] == name]
         print(f"\n{name} (level {level + 1} -> {level}, {len(real)} held-out series):", flush=True)
         print(heldout.texture_table(chosen))
