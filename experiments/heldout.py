@@ -14,6 +14,7 @@ import cohort  # experiments/cohort.py, beside this module
 GOAL_DB = 1.0  # the models issue's goal: the best classical method + 1 dB
 NOISE_GOAL_BASELINES = ("non_local_means", "bm3d")  # the goal's classical methods for the noise tasks
 GOAL_BASELINES = {"denoise": NOISE_GOAL_BASELINES, "lowdose": NOISE_GOAL_BASELINES, "depixelate": ("tricubic",)}
+STAGE_PATCH = 32  # NPS patch of a stage at full resolution; level j uses STAGE_PATCH / 2^j (>= 8): same mm
 
 
 def score_heldout(heldout, task: str, model, slices: int, bm3d: bool, texture: bool = False) -> tuple[list[dict], list]:
@@ -171,6 +172,35 @@ def goal_lines(rows: list[dict], baselines, column: str = "patient") -> list[str
             f"{condition}: goal (>= {baseline} + {GOAL_DB:.0f} dB, SSIM not below) {verdict}"
         )
     return lines
+
+
+def level_slabs(spec, level: int, volumes, slices: int) -> list:
+    """Each real volume taken to the cascade's plane and to ``level``, its central ``slices`` slices."""
+    from cgan_ct.ops.pyramid import subsample
+    from cgan_ct.synthesis.cascade_training import fit_plane
+
+    factor = 2**level
+    slabs = []
+    for volume in volumes:
+        hu = subsample(fit_plane(volume.hu, spec.size), factor)
+        start = max(0, len(hu) // 2 - slices // 2)
+        spacing = tuple(s * factor for s in volume.spacing_mm)
+        slabs.append(volume.replace(hu=hu[start : start + slices], spacing_mm=spacing))
+    return slabs
+
+
+def score_stage(model, level: int, slabs: list) -> list[dict]:
+    """Rows of a level-``level`` stage on its 2x pixelation of each slab: PSNR beside the condition, texture."""
+    from cgan_ct.constants import DEPIXELATE
+    from cgan_ct.inference.baselines import SLOW_BASELINES
+    from cgan_ct.inference.evaluation import evaluate_volume
+
+    rows = []
+    for slab in slabs:
+        result = evaluate_volume(slab, DEPIXELATE, model, overlap=0.25, skip_baselines=SLOW_BASELINES)
+        add_texture(result, slab.spacing_mm, patch=max(8, STAGE_PATCH // 2**level))
+        rows += [{**row, "level": level, "slices": len(slab.hu)} for row in result.rows]
+    return rows
 
 
 def append_jsonl(path, rows: list[dict]) -> None:

@@ -14,7 +14,6 @@ adds to real coarser input, against the real finer level. Prints one table per s
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 # isort: off
@@ -22,7 +21,7 @@ import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFl
 # isort: on
 
 import cohort  # experiments/cohort.py, beside this script
-import heldout  # experiments/heldout.py: the texture table
+import heldout  # experiments/heldout.py: a stage scored at its level, the texture table
 from absl import app, flags
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,19 +30,13 @@ _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct")
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
 _SLICES = flags.DEFINE_integer("slices", 32, "Central slices of each level volume (all where fewer).")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the rows here as JSON lines.")
-PATCH = 32  # NPS patch at full resolution; level j uses PATCH / 2^j (at least 8): about the same patch in mm
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from cgan_ct.constants import DEPIXELATE
-    from cgan_ct.inference.baselines import SLOW_BASELINES
-    from cgan_ct.inference.evaluation import evaluate_volume
     from cgan_ct.inference.inference import BlockModel
     from cgan_ct.io.volume_reader import read_volume
-    from cgan_ct.ops.pyramid import subsample
     from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
-    from cgan_ct.synthesis.cascade_training import fit_plane
 
     folder = cascade_folder(_CASCADE.value)
     spec = CascadeSpec.load(folder)
@@ -51,23 +44,12 @@ def main(argv: list[str]) -> None:
     rows = []
     for i, name in enumerate(spec.stages):  # coarsest first: stage i refines level levels - i to levels - 1 - i
         level = spec.levels - 1 - i
-        model = BlockModel(folder / name)
-        for volume in real:
-            factor = 2**level
-            hu = subsample(fit_plane(volume.hu, spec.size), factor)
-            start = max(0, len(hu) // 2 - _SLICES.value // 2)
-            spacing = tuple(s * factor for s in volume.spacing_mm)
-            slab = volume.replace(hu=hu[start : start + _SLICES.value], spacing_mm=spacing)
-            result = evaluate_volume(slab, DEPIXELATE, model, overlap=0.25, skip_baselines=SLOW_BASELINES)
-            heldout.add_texture(result, spacing, patch=max(8, PATCH // factor))
-            rows += [{**row, "stage": name, "level": level, "slices": len(slab.hu)} for row in result.rows]
+        slabs = heldout.level_slabs(spec, level, real, _SLICES.value)
+        rows += [{**row, "stage": name} for row in heldout.score_stage(BlockModel(folder / name), level, slabs)]
         chosen = [r for r in rows if r["stage"] == name]
         print(f"\n{name} (level {level + 1} -> {level}, {len(real)} held-out series):", flush=True)
         print(heldout.texture_table(chosen))
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "a") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
+    heldout.append_jsonl(_OUTPUT.value, rows)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,27 @@ Only the target X is augmented; the condition Y is derived from the
 augmented X afterwards, so Y and X are aligned by construction.
 
 - translation: a random crop within the margin (uniform offsets);
-- mirroring: each axis flipped with probability 1/2;
-- rotation: a multiple of 90 degrees in the axial (y, x) plane, and, if
-  ``max_rotation_deg`` > 0, a small extra angle about z (bilinear), which uses
-  part of the in-plane margin and so narrows the in-plane translation.
+- mirroring: each axis of ``mirror_axes`` (default all three) flipped with
+  probability 1/2; () keeps the body's handedness (heart on the left);
+- rotation: a multiple of 90 degrees in the axial (y, x) plane (unless
+  ``quarter_turns`` is False), and, if ``max_rotation_deg`` > 0, a small extra
+  angle about z (bilinear), which uses part of the in-plane margin and so
+  narrows the in-plane translation;
+- elastic deformation, if ``elastic_voxels`` > 0: every voxel displaced by a
+  smooth random field of at most that many voxels per axis (ELASTIC_GRID^3
+  random control displacements, interpolated by raised-cosine weights) and
+  sampled trilinearly; it uses that many voxels of the margin on every axis.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
+
+ELASTIC_GRID = 4  # control displacements per axis: one every ~block / 3 voxels
+_ELASTIC_FOLD = 5  # the elastic field's seed: folded from the block's seed, so the other draws stay as they were
 
 
 def center_crop(stored, block: int):
@@ -59,26 +69,93 @@ def _crop_rotated(stored, z0, yx_center, angle, block: int):
     )
 
 
-def random_block(stored, seed, block: int, max_rotation_deg: float = 0.0):
+def _cosine_weights(block: int, grid: int) -> np.ndarray:
+    """[block, grid] weights that blend ``grid`` control values smoothly over ``block`` samples.
+
+    Raised-cosine bumps one control spacing wide: they sum to 1 at every sample and have no kink
+    at the control points (linear weights would), so the field's derivative is continuous.
+    """
+    t = np.linspace(0.0, grid - 1.0, block)[:, None] - np.arange(grid)[None, :]
+    return np.where(np.abs(t) < 1.0, 0.5 + 0.5 * np.cos(np.pi * t), 0.0).astype(np.float32)
+
+
+def elastic_field(seed, block: int, amplitude: float, grid: int = ELASTIC_GRID):
+    """A smooth displacement field [block, block, block, 3] (voxels, |d| <= amplitude per axis)."""
+    control = tf.random.stateless_uniform([grid, grid, grid, 3], seed, -amplitude, amplitude)
+    weights = tf.constant(_cosine_weights(block, grid))
+    return tf.einsum("zi,yj,xk,ijkc->zyxc", weights, weights, weights, control)
+
+
+def _sample_trilinear(stored, coords):
+    """Trilinear samples of ``stored`` [S, S, S] at ``coords`` [..., 3] (z, y, x voxel positions)."""
+    size = stored.shape[0]
+    flat = tf.reshape(tf.cast(stored, tf.float32), [-1])
+    low = tf.clip_by_value(tf.floor(coords), 0.0, size - 2.0)
+    frac = coords - low  # after clipping: exact at the edge
+    low = tf.cast(low, tf.int32)
+    out = 0.0
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                index = (low[..., 0] + dz) * size * size + (low[..., 1] + dy) * size + low[..., 2] + dx
+                weight = 1.0
+                for axis, step in enumerate((dz, dy, dx)):
+                    weight *= frac[..., axis] if step else 1.0 - frac[..., axis]
+                out += tf.gather(flat, index) * weight
+    return out
+
+
+def _crop_deformed(stored, z0, yx_center, angle, field, block: int):
+    """A block rotated by ``angle`` about z and displaced by ``field``, trilinearly sampled."""
+    grid = tf.range(block, dtype=tf.float32) - (block - 1) / 2.0
+    gz, gy, gx = tf.meshgrid(grid, grid, grid, indexing="ij")
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    sz = tf.cast(z0, tf.float32) + (block - 1) / 2.0 + gz
+    sy = yx_center[0] + cos * gy - sin * gx
+    sx = yx_center[1] + sin * gy + cos * gx
+    return _sample_trilinear(stored, tf.stack([sz, sy, sx], axis=-1) + field)
+
+
+def random_block(
+    stored,
+    seed,
+    block: int,
+    max_rotation_deg: float = 0.0,
+    mirror_axes: tuple[int, ...] = (0, 1, 2),
+    quarter_turns: bool = True,
+    elastic_voxels: float = 0.0,
+):
     """One augmented block from ``stored`` [S, S, S]; ``seed`` is a shape-[2] int tensor."""
     size = stored.shape[0]
     margin = (size - block) // 2
     reach = rotation_reach(block, max_rotation_deg) if max_rotation_deg > 0 else 0
-    if reach > margin:
-        raise ValueError(f"a {max_rotation_deg} degree rotation needs a margin of {reach}, the data has {margin}")
+    bend = math.ceil(elastic_voxels)
+    if reach + bend > margin:
+        what = f"a {max_rotation_deg} degree rotation" if max_rotation_deg > 0 else ""
+        what += " and " if what and bend else ""
+        what += f"an elastic displacement of {elastic_voxels} voxels" if bend else ""
+        raise ValueError(f"{what} needs a margin of {reach + bend}, the data has {margin}")
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    shift_z = tf.random.stateless_uniform([], seeds[0], 0, 2 * margin + 1, dtype=tf.int32)
-    shift_yx = tf.random.stateless_uniform([2], seeds[1], -(margin - reach), margin - reach + 1, dtype=tf.int32)
+    shift_z = tf.random.stateless_uniform([], seeds[0], bend, 2 * margin - bend + 1, dtype=tf.int32)
+    free = margin - reach - bend
+    shift_yx = tf.random.stateless_uniform([2], seeds[1], -free, free + 1, dtype=tf.int32)
+    angle = tf.constant(0.0)
     if max_rotation_deg > 0:
         angle = tf.random.stateless_uniform([], seeds[2], -1.0, 1.0) * math.radians(max_rotation_deg)
-        center = tf.cast(shift_yx, tf.float32) + (size - 1) / 2.0
+    center = tf.cast(shift_yx, tf.float32) + (size - 1) / 2.0
+    if elastic_voxels > 0:
+        field_seed = tf.random.experimental.stateless_fold_in(seed, _ELASTIC_FOLD)
+        field = elastic_field(field_seed, block, elastic_voxels)
+        out = _crop_deformed(stored, shift_z, center, angle, field, block)
+    elif max_rotation_deg > 0:
         out = _crop_rotated(stored, shift_z, center, angle, block)
     else:
         y0, x0 = margin + shift_yx[0], margin + shift_yx[1]
         out = tf.cast(stored[shift_z : shift_z + block, y0 : y0 + block, x0 : x0 + block], tf.float32)
-    quarter_turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
-    out = tf.image.rot90(out[..., None], quarter_turns)[..., 0]  # z acts as the batch: turns in (y, x)
+    if quarter_turns:
+        turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
+        out = tf.image.rot90(out[..., None], turns)[..., 0]  # z acts as the batch: turns in (y, x)
     flips = tf.random.stateless_uniform([3], seeds[4], 0, 2, dtype=tf.int32)
-    for axis in range(3):
+    for axis in mirror_axes:
         out = tf.cond(flips[axis] > 0, lambda o=out, a=axis: tf.reverse(o, [a]), lambda o=out: o)
     return tf.ensure_shape(out, [block, block, block])

@@ -47,6 +47,13 @@ class PipelineOptions:
     Attributes:
       augment_copies: augmented copies of each block per epoch (the paper: 34).
       max_rotation_deg: small rotations about z on top of 90-degree turns (0: off).
+      mirror_axes: the axes (0 z, 1 y, 2 x) each mirrored with probability 1/2 in
+        training (the paper's mirroring: all three); () keeps the body's handedness
+        (any single mirror puts the heart on the right).
+      quarter_turns: turn each training block by a random multiple of 90 degrees in
+        the axial plane (a proper rotation: handedness kept, orientation not).
+      elastic_voxels: elastic deformation of each training block, at most this
+        many voxels per axis (augment.elastic_field; 0: off); uses the margin.
       peak: Poisson peak of the denoise task (lower: noisier).
       factor: down-sampling factor of the depixelate task.
       shuffle_buffer: records held for shuffling (one record: 221 KB at 48^3).
@@ -70,6 +77,9 @@ class PipelineOptions:
 
     augment_copies: int = 1
     max_rotation_deg: float = 0.0
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    quarter_turns: bool = True
+    elastic_voxels: float = 0.0
     peak: float = corruption.DEFAULT_PEAK
     factor: int = corruption.DEFAULT_FACTOR
     shuffle_buffer: int = 512
@@ -90,6 +100,11 @@ class PipelineOptions:
             )
         if not 0.0 <= self.air_keep <= 1.0:
             raise ValueError(f"air_keep must be in [0, 1], got {self.air_keep}")
+        if not set(self.mirror_axes) <= {0, 1, 2} or len(set(self.mirror_axes)) != len(self.mirror_axes):
+            raise ValueError(f"mirror_axes must be distinct axes among 0, 1, 2, got {self.mirror_axes}")
+        if self.elastic_voxels < 0:
+            raise ValueError(f"elastic_voxels must be >= 0, got {self.elastic_voxels}")
+        object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))  # a list from JSON
         if self.augment_copies < 1:
             raise ValueError(f"augment_copies must be >= 1, got {self.augment_copies}")
 
@@ -144,7 +159,15 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
 
     def crop(hu, augment_seed):
         if training:
-            return augment.random_block(hu, augment_seed, block, options.max_rotation_deg)
+            return augment.random_block(
+                hu,
+                augment_seed,
+                block,
+                options.max_rotation_deg,
+                options.mirror_axes,
+                options.quarter_turns,
+                options.elastic_voxels,
+            )
         return augment.center_crop(hu, block)
 
     def pair(element, seed):
