@@ -7,6 +7,7 @@
                 [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
                 [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
+                [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--max_rotation_deg 0] [--elastic_voxels 0]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
 MultiWorkerMirroredStrategy when TF_CONFIG names several workers. With
@@ -27,6 +28,7 @@ select_keras_backend()  # --backend jax must reach Keras before anything imports
 from absl import flags  # noqa: E402
 
 from cgan_ct.cli import job  # noqa: E402
+from cgan_ct.cli.augmentation import augmentation_from_flags, define_augmentation  # noqa: E402
 from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRECISIONS, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
 from cgan_ct.constants import TASKS  # noqa: E402
 
@@ -73,6 +75,7 @@ _BACKEND = flags.DEFINE_enum(
     list(KERAS_BACKENDS),
     "Keras backend (default: $KERAS_BACKEND, else tensorflow). jax: XLA-compiled steps, pip install -e '.[jax]'.",
 )
+_AUGMENT = define_augmentation()
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 bar, 2 a line per epoch.")
 
 
@@ -102,6 +105,7 @@ def main(argv: list[str]) -> int:
         residual_sigma=_SIGMA.value,
     )
     chosen = {"peak": _PEAK.value, "air_keep": _AIR.value, "noise_scale_min": _NOISE_MIN.value}
+    chosen.update(augmentation_from_flags(_AUGMENT))
     pipeline = PipelineOptions(**{k: v for k, v in chosen.items() if v is not None})
     options = RunOptions(
         _TASK.value,

@@ -4,6 +4,7 @@
                         [--levels 3] [--size 512] [--stage_steps N] [--coarse_steps N]
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
+                        [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
 
 PATH: DICOM folders, volume files, or root folders of them. OUT receives
 datasets/level<j>/, runs/ and cascade/ (the model set for cgan-ct-synthesize).
@@ -13,7 +14,8 @@ volumes are measured (OUT/runs/degradation.json) and the x2 stages train on
 conditions degraded so (--nodegrade_conditions: on clean down-sampled volumes).
 The stages' L1 weight is 10 unless --stage_l1_weight says otherwise: at the
 presets' weight (1000 for cpu) a stage learns the blurred mean, measured with
-noise power 0.69x real in mean frequency; at 10, 0.88x.
+noise power 0.69x real in mean frequency; at 10, 0.88x. The augmentation flags
+set the stages' training blocks, as cgan-ct-train's do.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from absl import flags
 
 from cgan_ct.cli import job
+from cgan_ct.cli.augmentation import augmentation_from_flags, define_augmentation
 from cgan_ct.config import PRESETS, coarse_config, conversion_config, model_config
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
@@ -44,6 +47,7 @@ _DIVERSITY = flags.DEFINE_integer(
     lower_bound=0,
 )
 _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
+_AUGMENT = define_augmentation()  # the stages' (the coarse generator augments as CoarseConfig says)
 STAGE_L1_WEIGHT = 10.0  # issue 33, item 3: real-like noise texture at a stage (BUILD_NOTES, "Stage texture")
 _L1 = flags.DEFINE_float(
     "stage_l1_weight",
@@ -71,6 +75,7 @@ def main(argv: list[str]) -> None:
         degrade=_DEGRADE.value,
         condition_shift=_SHIFT.value,
         diversity_checks=_DIVERSITY.value,
+        stage_augmentation=augmentation_from_flags(_AUGMENT),
     )
 
     def callbacks(name):

@@ -16,6 +16,7 @@ import types
 import pytest
 
 from cgan_ct.cli import job
+from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.errors import InputError
 from tests.conftest import REPO, setup_jobs
 
@@ -252,3 +253,31 @@ def test_job_name_is_the_docstrings_first_word(fake_job, monkeypatch):
     assert job.job_name(fake_job) == "cgan-ct-fake"
     monkeypatch.setattr(sys.modules[fake_job], "__doc__", "No command name here.")
     assert job.job_name(fake_job) == fake_job
+
+
+def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
+    """cgan-ct-train's augmentation flags (issue 33, item 1) become the run's PipelineOptions; unset, the defaults."""
+    code = (
+        "import sys\n"
+        "import cgan_ct.model.training as training\n"
+        "def seen(dataset_dir, run_dir, config, options, **kw):\n"
+        "    p = options.pipeline\n"
+        "    print('PIPELINE', p.mirror_axes, p.quarter_turns, p.max_rotation_deg, p.elastic_voxels, p.air_keep)\n"
+        "    raise SystemExit(0)\n"
+        "training.train = seen\n"
+        "from pipelines.train import run\n"
+        "required = ['--dataset_dir', 'd', '--task', 'depixelate', '--output_dir', 'o']\n"
+        "sys.argv = ['cgan-ct-train', *required, *sys.argv[1:]]\n"
+        "run()\n"
+    )
+    lines = []
+    for extra in (
+        [],
+        ["--mirror_axes", "none", "--noquarter_turns", "--max_rotation_deg", "5", "--elastic_voxels", "2"],
+    ):
+        result = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines.append(next(x for x in result.stdout.splitlines() if x.startswith("PIPELINE")))
+    default = PipelineOptions()
+    assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 {default.air_keep}"
+    assert lines[1] == f"PIPELINE () False 5.0 2.0 {default.air_keep}"

@@ -101,6 +101,76 @@ def test_rotation_needs_margin():
     assert out.shape == (32, 32, 32)
 
 
+def _axes_map(out):
+    """The 3 x 3 matrix of how the block's (z, y, x) coordinates run along its axes (a coordinate block's)."""
+    coords = np.stack([out // 10000, (out // 100) % 100, out % 100])  # [3, B, B, B]
+    return np.array([[np.sign(np.diff(coords[c], axis=a).mean()) for a in range(3)] for c in range(3)])
+
+
+def test_translation_only_is_a_plain_crop():
+    stored = _coordinate_block()
+    for seed in range(6):
+        out = augment.random_block(tf.constant(stored), tf.constant([seed, 1]), 32, mirror_axes=(), quarter_turns=False)
+        out = out.numpy()
+        z0, y0, x0 = int(out[0, 0, 0] // 10000), int(out[0, 0, 0] // 100 % 100), int(out[0, 0, 0] % 100)
+        np.testing.assert_array_equal(out, stored[z0 : z0 + 32, y0 : y0 + 32, x0 : x0 + 32])
+
+
+def test_without_mirrors_the_handedness_is_kept():
+    """Quarter turns alone are proper rotations (the heart stays left); the paper's mirrors are not."""
+    stored = tf.constant(_coordinate_block())
+    kept = [
+        np.linalg.det(_axes_map(augment.random_block(stored, tf.constant([s, 5]), 32, mirror_axes=()).numpy()))
+        for s in range(12)
+    ]
+    assert all(d == 1 for d in kept)
+    mirrored = [
+        np.linalg.det(_axes_map(augment.random_block(stored, tf.constant([s, 5]), 32).numpy())) for s in range(12)
+    ]
+    assert -1 in mirrored
+    turned = {
+        tuple(_axes_map(augment.random_block(stored, tf.constant([s, 5]), 32, mirror_axes=()).numpy()).ravel())
+        for s in range(12)
+    }
+    assert len(turned) > 1  # the turns still vary
+
+
+def test_elastic_field_is_smooth_and_bounded():
+    field = augment.elastic_field(tf.constant([4, 2]), 32, 3.0).numpy()
+    assert field.shape == (32, 32, 32, 3)
+    assert np.abs(field).max() <= 3.0 + 1e-5 and field.std() > 0.5
+    spacing = 31 / (augment.ELASTIC_GRID - 1)  # voxels between control points
+    for axis in range(3):  # the steepest a raised cosine between -3 and +3 can be: 6 * pi / 2 per spacing
+        assert np.abs(np.diff(field, axis=axis)).max() <= 3.0 * np.pi / spacing
+    weights = augment._cosine_weights(32, augment.ELASTIC_GRID)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_elastic_block_samples_the_displaced_positions():
+    """On a linear ramp trilinear sampling is exact, so the block is the ramp at the displaced positions."""
+    size, block, seed = 48, 32, tf.constant([7, 1])
+    z, y, x = np.meshgrid(*(np.arange(size),) * 3, indexing="ij")
+    ramp = (3.0 * z + 2.0 * y + 1.0 * x).astype(np.float32)
+    out = augment.random_block(tf.constant(ramp), seed, block, mirror_axes=(), quarter_turns=False, elastic_voxels=3)
+    field = augment.elastic_field(tf.random.experimental.stateless_fold_in(seed, 5), block, 3.0).numpy()
+    moved = out.numpy() - (3.0 * field[..., 0] + 2.0 * field[..., 1] + field[..., 2])
+    # what is left is a plain translated ramp: constant steps of 3, 2, 1 along z, y, x, inside the margin
+    np.testing.assert_allclose(np.diff(moved, axis=0), 3.0, atol=1e-3)
+    np.testing.assert_allclose(np.diff(moved, axis=1), 2.0, atol=1e-3)
+    np.testing.assert_allclose(np.diff(moved, axis=2), 1.0, atol=1e-3)
+    corner = moved[0, 0, 0]
+    assert 3 * 3 + 2 * 3 + 3 <= corner <= 3 * 13 + 2 * 13 + 13  # the crop started 3 voxels inside the margin
+    plain = augment._crop_deformed(tf.constant(ramp), 8, tf.constant([23.5, 23.5]), 0.0, tf.zeros([32, 32, 32, 3]), 32)
+    np.testing.assert_array_equal(plain.numpy(), ramp[8:40, 8:40, 8:40])
+
+
+def test_elastic_needs_margin():
+    with pytest.raises(ValueError, match="elastic displacement of 9.0 voxels needs a margin of 9"):
+        augment.random_block(tf.zeros([48, 48, 48]), tf.constant([0, 0]), 32, elastic_voxels=9.0)
+    with pytest.raises(ValueError, match="rotation and an elastic displacement"):
+        augment.random_block(tf.zeros([48, 48, 48]), tf.constant([0, 0]), 32, max_rotation_deg=10, elastic_voxels=6)
+
+
 def test_center_crop():
     stored = _coordinate_block()
     np.testing.assert_array_equal(augment.center_crop(tf.constant(stored), 32).numpy(), stored[8:40, 8:40, 8:40])
@@ -117,6 +187,7 @@ _OPS = {
     "make_condition_denoise": lambda hu: corruption.make_condition(hu, "denoise", _SEED, 256.0),
     "random_block": lambda hu: augment.random_block(hu, _SEED, 16),
     "random_block_rotated": lambda hu: augment.random_block(hu, _SEED, 16, max_rotation_deg=10.0),
+    "random_block_elastic": lambda hu: augment.random_block(hu, _SEED, 16, max_rotation_deg=5.0, elastic_voxels=2.0),
     "center_crop": lambda hu: augment.center_crop(hu, 16),
 }
 

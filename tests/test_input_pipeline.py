@@ -113,6 +113,20 @@ def test_small_rotations_option(dataset):
     assert target.shape == (2, 32, 32, 32, 1)
 
 
+def test_augmentation_switches(dataset):
+    """No mirrors, no turns and elastic deformation reach the blocks; bad values are refused by name."""
+    options = PipelineOptions(mirror_axes=[], quarter_turns=False, elastic_voxels=2.0)
+    assert options.mirror_axes == ()
+    condition, target = next(iter(make_dataset(dataset, "train", "depixelate", 2, options=options)))
+    assert target.shape == condition.shape == (2, 32, 32, 32, 1)
+    plain = next(iter(make_dataset(dataset, "train", "depixelate", 2, options=PipelineOptions())))[1]
+    assert not np.array_equal(target.numpy(), plain.numpy())
+    with pytest.raises(ValueError, match="mirror_axes"):
+        PipelineOptions(mirror_axes=(3,))
+    with pytest.raises(ValueError, match="elastic_voxels"):
+        PipelineOptions(elastic_voxels=-1)
+
+
 def test_rejects_bad_arguments(dataset):
     with pytest.raises(ValueError, match="unknown task"):
         make_dataset(dataset, "train", "colorize", 4)
@@ -315,3 +329,15 @@ def test_noise_scale_range_scales_each_blocks_noise_and_keeps_the_rest(dataset):
     np.testing.assert_array_equal(evaluation[0], reference[0])
     with pytest.raises(ValueError, match="noise_scale_min"):
         PipelineOptions(noise_scale_min=1.5)
+
+
+def test_mirror_axes_flag_names():
+    from absl import app
+
+    from cgan_ct.cli.augmentation import parse_axes
+
+    assert parse_axes(["z", "y", "x"]) == (0, 1, 2) and parse_axes(["x", "z"]) == (0, 2)
+    assert parse_axes(["none"]) == () and parse_axes([]) == ()
+    for bad in (["q"], ["z", "z"], ["none", "x"]):
+        with pytest.raises(app.UsageError, match="--mirror_axes takes"):
+            parse_axes(bad)

@@ -3,6 +3,7 @@ training a tiny cascade end to end, synthetic DICOM output and what it must not 
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -337,6 +338,7 @@ def tiny_cascade(tmp_path_factory):
         stage_steps=3,
         coarse=coarse_config("smoke"),
         conversion=conversion_config("smoke", test_fraction=0.25),
+        stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
     )
     messages = []
     cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
@@ -364,6 +366,9 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
             measured["blur_sigma"],
             measured["noise_hu"],
         )
+        assert pipeline["mirror_axes"] == [] and pipeline["quarter_turns"] is True
+    augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
+    assert info["training"]["stage_augmentation"] == augmentation
     cascade = Cascade(folder)
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
     calls = []
@@ -483,14 +488,26 @@ def test_report_counts_a_volume_outside_the_dataset_as_held_out():
     assert [v.volume_id for v in heldout] == ["vol-b", "vol-d"] and outside == 1
 
 
-@pytest.mark.parametrize(("extra", "expected"), [((), 10.0), (("--stage_l1_weight", "1000"), 1000.0)])
-def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected):
-    """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000)."""
+_NO_HANDEDNESS_CHANGE = ("--mirror_axes", "none", "--noquarter_turns", "--elastic_voxels", "2")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected", "augmentation"),
+    [
+        ((), 10.0, {}),
+        (("--stage_l1_weight", "1000"), 1000.0, {}),
+        (_NO_HANDEDNESS_CHANGE, 10.0, {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
+    ],
+)
+def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
+    """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000);
+    item 1: the augmentation flags reach the stages' settings, and only those given."""
     code = (
         "import sys\n"
         "import cgan_ct.synthesis.cascade_training as training\n"
         "def seen(inputs, output_dir, settings, **kw):\n"
         "    print('STAGE_L1', settings.stage.l1_weight, 'PRESET_L1_FILTERS', settings.stage.base_filters)\n"
+        "    print('AUGMENT', repr(settings.stage_augmentation))\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
@@ -503,3 +520,5 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
     line = next(x for x in result.stdout.splitlines() if x.startswith("STAGE_L1"))
     assert float(line.split()[1]) == expected
     assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
+    seen = next(x for x in result.stdout.splitlines() if x.startswith("AUGMENT"))
+    assert ast.literal_eval(seen[len("AUGMENT ") :]) == augmentation

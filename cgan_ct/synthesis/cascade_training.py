@@ -46,6 +46,7 @@ from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
+AUGMENTATION_FIELDS = ("mirror_axes", "quarter_turns", "max_rotation_deg", "elastic_voxels")  # of PipelineOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,9 @@ class CascadeSettings:
         on clean down-sampled volumes.
       condition_shift: the stages' conditions also shifted by up to this many
         voxels per axis (not measurable without a paired reference; 0: off).
+      stage_augmentation: the stages' training-block augmentation, PipelineOptions keyword
+        arguments (mirror_axes, quarter_turns, max_rotation_deg, elastic_voxels); empty:
+        the pipeline's defaults (the paper's turns and mirrors).
       diversity_checks: how many times over its steps the coarse generator's diversity is measured
         (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
     """
@@ -84,6 +88,7 @@ class CascadeSettings:
     condition_shift: int = 0
     degradation_samples: int = 4
     diversity_checks: int = 10
+    stage_augmentation: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.diversity_checks < 0:
@@ -95,6 +100,9 @@ class CascadeSettings:
             )
         if self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
+        unknown = set(self.stage_augmentation) - set(AUGMENTATION_FIELDS)
+        if unknown:
+            raise ValueError(f"stage_augmentation takes {', '.join(AUGMENTATION_FIELDS)}, got {sorted(unknown)}")
         if self.size % 2**self.levels:
             raise ValueError(f"size {self.size} must divide by 2**levels = {2**self.levels}")
 
@@ -141,6 +149,7 @@ def train_cascade(
         condition_blur=degradation.blur_sigma if degradation else 0.0,
         condition_noise_hu=degradation.noise_hu if degradation else 0.0,
         condition_shift=settings.condition_shift,
+        **settings.stage_augmentation,
     )
     stage_names = []
     for level in range(settings.levels):
@@ -224,6 +233,12 @@ def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def stage_augmentation(settings: CascadeSettings) -> dict:
+    """The augmentation the stages train with, every field (the pipeline's defaults filled in)."""
+    options = PipelineOptions(**settings.stage_augmentation)
+    return {name: getattr(options, name) for name in AUGMENTATION_FIELDS}
+
+
 def _write_cascade_file(
     cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest, degradation
 ):
@@ -244,5 +259,6 @@ def _write_cascade_file(
             "coarse_model": dataclasses.asdict(settings.coarse),
             "condition_degradation": degradation.to_json() if degradation else None,
             "condition_shift": settings.condition_shift,
+            "stage_augmentation": stage_augmentation(settings),
         },
     ).save(cascade)
