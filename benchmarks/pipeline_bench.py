@@ -12,7 +12,10 @@ machine the two would share the cores during training; on a GPU machine the
 step runs on the GPU and the pipeline on the CPU, as measured here.
 
   python benchmarks/pipeline_bench.py [--dataset_dir DIR | --series_dir DIR] [--presets cpu] [--seconds 15]
-                                      [--batch 8]
+                                      [--batch 8] [--elastic_voxels 3]
+
+--elastic_voxels N adds one figure: the depixelate pipeline with elastic deformation of N voxels
+(PipelineOptions.elastic_voxels), its cost against the plain pipeline's.
 
 Without --dataset_dir the series at --series_dir (default: the shared chest series) is converted into a
 temporary dataset.
@@ -35,7 +38,7 @@ from absl import app, flags
 from cgan_ct.config import ConversionConfig, model_config
 from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
 from cgan_ct.data.conversion import convert
-from cgan_ct.data.input_pipeline import make_dataset
+from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.model.build import build_gan
 from cgan_ct.model.gan import ConditionalGAN
 
@@ -50,14 +53,15 @@ _SERIES = flags.DEFINE_string("series_dir", str(_CHEST), "The series converted w
 _PRESETS = flags.DEFINE_list("presets", ["cpu"], "Model presets whose train step to measure.")
 _SECONDS = flags.DEFINE_float("seconds", 15.0, "Seconds of measurement for each figure.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Global batch for the pipeline figure.")
+_ELASTIC = flags.DEFINE_float("elastic_voxels", 0.0, "Also measure depixelate with this elastic deformation (0: no).")
 
 # The length of a preset's learning-rate schedule (the cpu preset's cosine needs one): the step is timed for
 # a while, not a step count, and the rate a schedule sets does not change what a step costs.
 SCHEDULE_STEPS = 1000
 
 
-def pipeline_rate(dataset_dir, task: str, batch: int, seconds: float) -> float:
-    iterator = iter(make_dataset(dataset_dir, "train", task, batch).repeat())
+def pipeline_rate(dataset_dir, task: str, batch: int, seconds: float, options=None) -> float:
+    iterator = iter(make_dataset(dataset_dir, "train", task, batch, options=options).repeat())
     return peaks.rate(lambda: next(iterator), batch, seconds)
 
 
@@ -84,6 +88,11 @@ def main(argv: list[str]) -> None:
         convert([pathlib.Path(_SERIES.value)], dataset_dir, ConversionConfig(), workers=1)
     try:
         pipe = {task: pipeline_rate(dataset_dir, task, _BATCH.value, _SECONDS.value) for task in TASKS}
+        if _ELASTIC.value > 0:
+            elastic = PipelineOptions(elastic_voxels=_ELASTIC.value)
+            pipe[f"depixelate, elastic {_ELASTIC.value:g}"] = pipeline_rate(
+                dataset_dir, "depixelate", _BATCH.value, _SECONDS.value, elastic
+            )
         steps = {preset: train_step_rate(preset, _SECONDS.value) for preset in _PRESETS.value}
     finally:
         if scratch:

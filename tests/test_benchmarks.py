@@ -236,7 +236,9 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         r"goal (met|missed): worst mean [\d.]+ HU, worst max \d+ HU",
     ),
     "pipeline_bench": _script(
-        "pipeline_bench", f"{SERIES} --presets smoke --seconds 0 --batch 1", r"pipeline denoise +: +[\d.]+ blocks/s"
+        "pipeline_bench",
+        f"{SERIES} --presets smoke --seconds 0 --batch 1 --elastic_voxels 2",
+        r"pipeline depixelate, elastic 2: +[\d.]+ blocks/s",
     ),
     "infer_bench": _script("infer_bench", f"{SERIES} --preset smoke --batch 4", r"ratio = [\d.]+"),
     "infer_bench_archive": _script(  # issue 34: cgan-ct-infer over an archive against one process a scan
