@@ -6,6 +6,7 @@ Jobs pick a preset by name and override fields from their flags.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from cgan_ct.constants import AIR_HU
 
@@ -355,6 +356,10 @@ class CoarseConfig:
         [1 - x, 1 + x] (body sizes the cohort lacks; G learns them: keep small).
       shift_augment_hu: training crops are shifted by a random HU offset in
         [-x, x] (scanner calibration; G learns it too).
+      elastic_augment: training crops are deformed in-plane by a smooth random
+        displacement of at most x voxels (4 x 4 control points over the slice,
+        the same for every slice of the crop: body shapes the cohort lacks; G
+        learns them too). Folds nothing below (size - 1) / (3 pi), 6.7 voxels at 64.
     """
 
     size: int = 64
@@ -372,12 +377,18 @@ class CoarseConfig:
     disc_filters: int | None = None
     scale_augment: float = 0.0
     shift_augment_hu: float = 0.0
+    elastic_augment: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.scale_augment < 0.5:
             raise ValueError(f"scale_augment must be in [0, 0.5), got {self.scale_augment}")
         if self.shift_augment_hu < 0:
             raise ValueError(f"shift_augment_hu must be >= 0, got {self.shift_augment_hu}")
+        if not 0 <= self.elastic_augment <= (self.size - 1) / (3 * math.pi):
+            raise ValueError(
+                f"elastic_augment must be in [0, {(self.size - 1) / (3 * math.pi):.1f}] (beyond it tissue folds), "
+                f"got {self.elastic_augment}"
+            )
         if self.disc_filters is not None and self.disc_filters < 1:
             raise ValueError(f"disc_filters must be positive, got {self.disc_filters}")
         if self.r1_every < 1:

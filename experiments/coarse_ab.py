@@ -19,6 +19,8 @@ draws against the mean over pairs of the real training volumes. A variant is ``+
 - ``dfN``: the discriminator's filters N (base: the generator's, 64);
 - ``scaleX``: the training volumes are zoomed in-plane by a random factor in [1 - X, 1 + X] (body sizes the
   cohort lacks; G learns them too, so only small X keeps anatomy plausible);
+- ``elasticX``: the training volumes deformed in-plane by a smooth random field of at most X voxels, the same
+  for every slice of a crop (CoarseConfig.elastic_augment: body shapes the cohort lacks; G learns them too);
 - ``shiftX``: the training volumes' HU shifted by a random offset in [-X, X] per crop (G learns it too);
 - ``seedN``: seed N (a second sample of the same recipe: the measurement's noise);
 - ``stepsN``: N steps for this variant.
@@ -113,6 +115,8 @@ def _config(variant: str):
             config = dataclasses.replace(config, disc_filters=int(change[2:]))
         elif change.startswith("scale"):
             config = dataclasses.replace(config, scale_augment=float(change[5:]))
+        elif change.startswith("elastic"):
+            config = dataclasses.replace(config, elastic_augment=float(change[7:]))
         elif change.startswith("shift"):
             config = dataclasses.replace(config, shift_augment_hu=float(change[5:]))
         elif change.startswith("steps"):

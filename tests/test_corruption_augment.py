@@ -142,7 +142,7 @@ def test_elastic_field_is_smooth_and_bounded():
     spacing = 31 / (augment.ELASTIC_GRID - 1)  # voxels between control points
     for axis in range(3):  # the steepest a raised cosine between -3 and +3 can be: 6 * pi / 2 per spacing
         assert np.abs(np.diff(field, axis=axis)).max() <= 3.0 * np.pi / spacing
-    weights = augment._cosine_weights(32, augment.ELASTIC_GRID)
+    weights = augment.cosine_weights(32, augment.ELASTIC_GRID)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
 
 

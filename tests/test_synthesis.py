@@ -228,6 +228,30 @@ def test_coarse_crops_zoom_and_shift_as_asked():
         coarse_config("smoke", shift_augment_hu=-1.0)
 
 
+def test_coarse_crops_deform_elastically_as_asked():
+    """Issue 33, item 1: body shapes the cohort lacks, by a smooth in-plane field alike on every slice."""
+    from cgan_ct.synthesis.coarse_training import crop_batches, elastic_slices
+
+    size = 64
+    point = np.full((3, size, size), -1.0, np.float32)
+    point[:, 32, 32] = 1.0  # a bright point moves by at most the amplitude
+    for seed in range(10):
+        moved = elastic_slices(point, np.random.default_rng(seed), 4.0)
+        np.testing.assert_array_equal(moved[0], moved[-1])
+        ys, xs = np.nonzero(moved[0] > -1.0)
+        assert len(ys) and np.abs(ys - 32).max() <= 5 and np.abs(xs - 32).max() <= 5
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    disc = np.where(np.hypot(yy, xx) < 16, 0.0, -1.0).astype(np.float32)
+    volumes = [np.repeat(disc[None], 6, axis=0)]
+    config = coarse_config("smoke", size=size, crop_depth=4, batch_size=16, elastic_augment=4.0)
+    deformed, _ = next(crop_batches(volumes, config, seed=0))
+    changed = [np.count_nonzero((crop[0, ..., 0] > -0.5) != (disc > -0.5)) for crop in deformed]
+    assert min(changed) > 0 and len({c for c in changed}) > 1  # each crop its own shape
+    assert all(crop[:, 0, 0, 0].max() == -1.0 for crop in deformed)  # the border stays air
+    with pytest.raises(ValueError, match="elastic_augment must be in"):
+        coarse_config("smoke", size=64, elastic_augment=7.0)
+
+
 def test_coarse_discriminator_width_is_its_own():
     from cgan_ct.synthesis.coarse_networks import build_coarse_discriminator, build_coarse_generator
 

@@ -72,7 +72,7 @@ def _crop_rotated(stored, z0, yx_center, angle, block: int):
     )
 
 
-def _cosine_weights(block: int, grid: int) -> np.ndarray:
+def cosine_weights(block: int, grid: int) -> np.ndarray:
     """[block, grid] weights that blend ``grid`` control values smoothly over ``block`` samples.
 
     Raised-cosine bumps one control spacing wide: they sum to 1 at every sample and have no kink
@@ -85,7 +85,7 @@ def _cosine_weights(block: int, grid: int) -> np.ndarray:
 def elastic_field(seed, block: int, amplitude: float, grid: int = ELASTIC_GRID):
     """A smooth displacement field [block, block, block, 3] (voxels, |d| <= amplitude per axis)."""
     control = tf.random.stateless_uniform([grid, grid, grid, 3], seed, -amplitude, amplitude)
-    weights = tf.constant(_cosine_weights(block, grid))
+    weights = tf.constant(cosine_weights(block, grid))
     return tf.einsum("zi,yj,xk,ijkc->zyxc", weights, weights, weights, control)
 
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from scipy import ndimage
 
 from cgan_ct.config import CoarseConfig
+from cgan_ct.data.augment import ELASTIC_GRID, cosine_weights
 from cgan_ct.model import losses
 from cgan_ct.ops.intensity import IntensityMapping
 from cgan_ct.synthesis.coarse_networks import (
@@ -141,8 +142,9 @@ def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int
     ``volumes_norm``: coarse volumes [D_i, S, S] in [-1, 1]; shorter than the
     crop, they are padded with air (-1) above their last slice, whose
     positions then run past +1 (above the volume). With ``config.scale_augment``
-    / ``shift_augment_hu`` each crop is zoomed in-plane about its centre (air
-    fills in) / shifted by an HU offset (``per_hu``: the mapping's units per HU).
+    / ``elastic_augment`` / ``shift_augment_hu`` each crop is zoomed in-plane
+    about its centre (air fills in) / deformed in-plane by a smooth random field /
+    shifted by an HU offset (``per_hu``: the mapping's units per HU).
     """
     for v in volumes_norm:
         if v.ndim != 3 or v.shape[1:] != (config.size, config.size):
@@ -165,17 +167,33 @@ def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int
 
 
 def _augment_crop(crop: np.ndarray, config: CoarseConfig, rng: np.random.Generator, per_hu: float) -> np.ndarray:
-    """A training crop [D, S, S] in [-1, 1], zoomed and shifted as the config asks (a copy only if changed)."""
+    """A training crop [D, S, S] in [-1, 1], zoomed, deformed and shifted as the config asks (a copy only if
+    changed)."""
     if config.scale_augment:
         factor = 1.0 + rng.uniform(-config.scale_augment, config.scale_augment)
         centre = (np.array(crop.shape[1:]) - 1) / 2
         matrix = np.diag([1.0, 1 / factor, 1 / factor])
         offset = np.concatenate([[0.0], centre - centre / factor])
         crop = ndimage.affine_transform(crop, matrix, offset, order=1, mode="constant", cval=-1.0)
+    if config.elastic_augment:
+        crop = elastic_slices(crop, rng, config.elastic_augment)
     if config.shift_augment_hu:
         shift = rng.uniform(-config.shift_augment_hu, config.shift_augment_hu) * per_hu
         crop = np.clip(crop + np.where(crop > -1.0, shift, 0.0), -1.0, 1.0).astype(np.float32)
     return crop
+
+
+def elastic_slices(crop: np.ndarray, rng: np.random.Generator, amplitude: float, grid: int = ELASTIC_GRID):
+    """``crop`` [D, S, S] with every slice displaced by one smooth random in-plane field (at most
+    ``amplitude`` voxels per axis; ``grid`` x ``grid`` control points), bilinear, air (-1) outside."""
+    size = crop.shape[1]
+    control = rng.uniform(-amplitude, amplitude, (2, grid, grid))
+    weights = cosine_weights(size, grid)
+    field = np.einsum("yi,xj,cij->cyx", weights, weights, control)
+    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    coords = np.stack([yy + field[0], xx + field[1]])
+    out = [ndimage.map_coordinates(s, coords, order=1, mode="constant", cval=-1.0) for s in crop]
+    return np.stack(out).astype(np.float32)
 
 
 def train_coarse(
