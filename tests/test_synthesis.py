@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -415,6 +416,29 @@ def test_training_again_resumes_without_retraining(tiny_cascade):
     train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
     assert messages == []
     assert before == {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp_path):
+    """experiments/stage_augment.py (issue 33, item 1) on the tiny cascade's run: each variant trains the stage
+    with its own augmentation (its run.json says so) and is scored at the stage's level beside the condition."""
+    root, _, _, _ = tiny_cascade
+    command = [sys.executable, str(REPO / "experiments" / "stage_augment.py"), "--run", str(root / "out")]
+    command += ["--level", "1", "--steps", "2", "--variants", "paper,nomirror+noturn+elastic1", "--slices", "4"]
+    command += ["--ct_dir", str(root / "in"), "--heldout", "p3.nii.gz", "--output_dir", str(tmp_path / "w")]
+    command += ["--output", str(tmp_path / "rows.jsonl")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(
+        r"\| model \(nomirror\+noturn\+elastic1\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout
+    )
+    assert re.search(r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout)
+    pipeline = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1" / "run.json").read_text())["pipeline"]
+    assert (pipeline["mirror_axes"], pipeline["quarter_turns"], pipeline["elastic_voxels"]) == ([], False, 1.0)
+    paper = json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["pipeline"]
+    assert (paper["mirror_axes"], paper["quarter_turns"], paper["elastic_voxels"]) == ([0, 1, 2], True, 0.0)
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1"} and {r["level"] for r in rows} == {1}
 
 
 @pytest.mark.slow
