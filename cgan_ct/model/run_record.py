@@ -34,6 +34,9 @@ _TRAINED_BEFORE = {
         "condition_noise_hu": 0.0,
         "condition_shift": 0,
         "noise_scale_min": 1.0,
+        "mirror_axes": [0, 1, 2],  # the augmentation switches (issue 33): a run before them turned and mirrored
+        "quarter_turns": True,
+        "elastic_voxels": 0.0,
     },
 }
 
