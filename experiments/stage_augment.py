@@ -18,7 +18,10 @@ within the margin, a random quarter turn in the axial plane, each axis mirrored 
 - ``nomirror``: no mirroring (the body's handedness kept: the heart stays on the left);
 - ``nolr``: no in-plane mirroring (z may still flip: head-foot, which also swaps handedness);
 - ``noturn``: no quarter turns (the body's orientation kept: anterior stays up);
-- ``elasticN``: elastic deformation of at most N voxels per axis (PipelineOptions.elastic_voxels);
+- ``elasticN``: elastic deformation of at most N voxels per axis (PipelineOptions.elastic_voxels), read
+  trilinearly;
+- ``keepnoise``: deformed blocks read so that their noise keeps its power and grain (elastic_sampling
+  "noise_preserving"; with ``elasticN``);
 - ``rotN``: small rotations about z of up to N degrees (PipelineOptions.max_rotation_deg);
 - ``seedN``: train with seed N (the measurement's noise: a second draw of the same recipe).
 
@@ -70,6 +73,8 @@ def variant_options(variant: str, pipeline, seed: int):
             changes["mirror_axes"] = (0,)
         elif change == "noturn":
             changes["quarter_turns"] = False
+        elif change == "keepnoise":
+            changes["elastic_sampling"] = "noise_preserving"
         elif name == "elastic" and number:
             changes["elastic_voxels"] = float(number)
         elif name == "rot" and number:
@@ -78,7 +83,13 @@ def variant_options(variant: str, pipeline, seed: int):
             seed = int(number)
         else:
             raise ValueError(f"unknown change {change!r} in variant {variant!r}")
-    paper = {"mirror_axes": (0, 1, 2), "quarter_turns": True, "elastic_voxels": 0.0, "max_rotation_deg": 0.0}
+    paper = {
+        "mirror_axes": (0, 1, 2),
+        "quarter_turns": True,
+        "elastic_voxels": 0.0,
+        "elastic_sampling": "trilinear",
+        "max_rotation_deg": 0.0,
+    }
     return dataclasses.replace(pipeline, **{**paper, **changes}), seed
 
 

@@ -262,7 +262,8 @@ def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
         "import cgan_ct.model.training as training\n"
         "def seen(dataset_dir, run_dir, config, options, **kw):\n"
         "    p = options.pipeline\n"
-        "    print('PIPELINE', p.mirror_axes, p.quarter_turns, p.max_rotation_deg, p.elastic_voxels, p.air_keep)\n"
+        "    print('PIPELINE', p.mirror_axes, p.quarter_turns, p.max_rotation_deg, p.elastic_voxels,"
+        " p.elastic_sampling, p.air_keep)\n"
         "    raise SystemExit(0)\n"
         "training.train = seen\n"
         "from pipelines.train import run\n"
@@ -273,11 +274,12 @@ def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
     lines = []
     for extra in (
         [],
-        ["--mirror_axes", "none", "--noquarter_turns", "--max_rotation_deg", "5", "--elastic_voxels", "2"],
+        ["--mirror_axes", "none", "--noquarter_turns", "--max_rotation_deg", "5", "--elastic_voxels", "2"]
+        + ["--elastic_sampling", "noise_preserving"],
     ):
         result = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr[-2000:]
         lines.append(next(x for x in result.stdout.splitlines() if x.startswith("PIPELINE")))
     default = PipelineOptions()
-    assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 {default.air_keep}"
-    assert lines[1] == f"PIPELINE () False 5.0 2.0 {default.air_keep}"
+    assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 trilinear {default.air_keep}"
+    assert lines[1] == f"PIPELINE () False 5.0 2.0 noise_preserving {default.air_keep}"

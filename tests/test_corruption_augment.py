@@ -164,6 +164,45 @@ def test_elastic_block_samples_the_displaced_positions():
     np.testing.assert_array_equal(plain.numpy(), ramp[8:40, 8:40, 8:40])
 
 
+def test_noise_preserving_sampling_keeps_the_noise_that_trilinear_smooths():
+    """White noise read half a voxel off on every axis: trilinear averages 8 voxels (variance / 8, power moved to
+    low frequencies); noise_preserving keeps most of the power and the grain. Both are exact at whole voxels and
+    on a linear ramp (the smoothed copy of a ramp is the ramp: no detail to add back)."""
+    noise = tf.constant(np.random.default_rng(2).normal(0.0, 100.0, (40, 40, 40)), tf.float32)
+    grid = np.stack(np.meshgrid(*(np.arange(4, 36, dtype=np.float32),) * 3, indexing="ij"), axis=-1)
+    for sampling in ("trilinear", "noise_preserving"):
+        np.testing.assert_allclose(augment.sample(noise, grid, sampling), noise.numpy()[4:36, 4:36, 4:36], atol=1e-3)
+    trilinear, kept = (augment.sample(noise, grid + 0.5, s).numpy() for s in ("trilinear", "noise_preserving"))
+    assert trilinear.std() < 0.4 * 100.0  # theory: 100 / sqrt(8) = 35
+    assert kept.std() > 0.8 * 100.0
+
+    def high_share(volume):  # share of the power above half the Nyquist frequency along x
+        power = np.abs(np.fft.rfft(volume - volume.mean(), axis=2)) ** 2
+        return power[..., 9:].sum() / power.sum()
+
+    assert high_share(trilinear) < 0.2 < 0.4 < high_share(kept)  # white noise: 0.57; trilinear: 0.15
+    z, y, x = np.meshgrid(*(np.arange(40, dtype=np.float32),) * 3, indexing="ij")
+    ramp = tf.constant(3.0 * z + 2.0 * y + x)
+    inside = grid + np.random.default_rng(3).uniform(-2.0, 2.0, grid.shape).astype(np.float32)
+    expected = (3.0 * inside[..., 0] + 2.0 * inside[..., 1] + inside[..., 2]).astype(np.float32)
+    np.testing.assert_allclose(augment.sample(ramp, inside, "noise_preserving"), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        augment.sample(ramp, inside, "cubic")
+    nearest = augment.sample_nearest(noise, grid + 0.5).numpy()  # halves round up: a plain shift by one voxel
+    np.testing.assert_array_equal(nearest, noise.numpy()[5:37, 5:37, 5:37])
+
+
+def test_random_block_reads_elastic_blocks_as_asked():
+    stored = tf.constant(np.random.default_rng(4).normal(0.0, 100.0, (40, 40, 40)), tf.float32)
+    blocks = {
+        s: augment.random_block(stored, tf.constant([1, 2]), 32, elastic_voxels=3.0, elastic_sampling=s).numpy()
+        for s in ("trilinear", "noise_preserving")
+    }
+    assert blocks["trilinear"].std() < 0.75 * blocks["noise_preserving"].std()
+    with pytest.raises(ValueError, match="elastic_sampling must be one of"):
+        augment.random_block(stored, tf.constant([1, 2]), 32, elastic_voxels=3.0, elastic_sampling="cubic")
+
+
 def test_elastic_needs_margin():
     with pytest.raises(ValueError, match="elastic displacement of 9.0 voxels needs a margin of 9"):
         augment.random_block(tf.zeros([48, 48, 48]), tf.constant([0, 0]), 32, elastic_voxels=9.0)
@@ -188,6 +227,9 @@ _OPS = {
     "random_block": lambda hu: augment.random_block(hu, _SEED, 16),
     "random_block_rotated": lambda hu: augment.random_block(hu, _SEED, 16, max_rotation_deg=10.0),
     "random_block_elastic": lambda hu: augment.random_block(hu, _SEED, 16, max_rotation_deg=5.0, elastic_voxels=2.0),
+    "random_block_elastic_noise_preserving": lambda hu: augment.random_block(
+        hu, _SEED, 16, elastic_voxels=2.0, elastic_sampling="noise_preserving"
+    ),
     "center_crop": lambda hu: augment.center_crop(hu, 16),
 }
 

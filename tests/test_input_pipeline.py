@@ -125,6 +125,11 @@ def test_augmentation_switches(dataset):
         PipelineOptions(mirror_axes=(3,))
     with pytest.raises(ValueError, match="elastic_voxels"):
         PipelineOptions(elastic_voxels=-1)
+    with pytest.raises(ValueError, match="elastic_sampling must be one of"):
+        PipelineOptions(elastic_sampling="cubic")
+    kept = PipelineOptions(mirror_axes=[], quarter_turns=False, elastic_voxels=2.0, elastic_sampling="noise_preserving")
+    kept_target = next(iter(make_dataset(dataset, "train", "depixelate", 2, options=kept)))[1]
+    assert kept_target.shape == target.shape and not np.array_equal(kept_target.numpy(), target.numpy())
 
 
 def test_rejects_bad_arguments(dataset):

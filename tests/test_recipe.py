@@ -125,15 +125,15 @@ def test_runs_recorded_before_the_recipe_options_compare_as_trained():
 
 
 def test_runs_recorded_before_the_augmentation_switches_resume_with_the_defaults():
-    """Issue 33: a run.json without mirror_axes, quarter_turns and elastic_voxels trained with turns and three
-    mirrors; today's defaults (a tuple, recorded as a list) match it, a changed switch does not."""
+    """Issue 33: a run.json without mirror_axes, quarter_turns, elastic_voxels and elastic_sampling trained with
+    turns and three mirrors; today's defaults (a tuple, recorded as a list) match it, a changed switch does not."""
     import dataclasses
 
     from cgan_ct.data.input_pipeline import PipelineOptions
 
     base = dict(model={"block_size": 16}, task="depixelate", seed=0, dataset_dir="/d", dataset_fingerprint="f")
     today = RunRecord(pipeline=dataclasses.asdict(PipelineOptions(air_keep=0.1)), intensity={}, **base)
-    new = ("mirror_axes", "quarter_turns", "elastic_voxels")
+    new = ("mirror_axes", "quarter_turns", "elastic_voxels", "elastic_sampling")
     before = RunRecord(pipeline={k: v for k, v in today.pipeline.items() if k not in new}, intensity={}, **base)
     assert before.differences(today) == []
     kept = RunRecord(pipeline=dataclasses.asdict(PipelineOptions(air_keep=0.1, mirror_axes=())), intensity={}, **base)

@@ -393,6 +393,7 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
         )
         assert pipeline["mirror_axes"] == [] and pipeline["quarter_turns"] is True
     augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
+    augmentation["elastic_sampling"] = "trilinear"
     assert info["training"]["stage_augmentation"] == augmentation
     cascade = Cascade(folder)
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
@@ -424,21 +425,34 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     with its own augmentation (its run.json says so) and is scored at the stage's level beside the condition."""
     root, _, _, _ = tiny_cascade
     command = [sys.executable, str(REPO / "experiments" / "stage_augment.py"), "--run", str(root / "out")]
-    command += ["--level", "1", "--steps", "2", "--variants", "paper,nomirror+noturn+elastic1", "--slices", "4"]
+    command += [
+        "--level",
+        "1",
+        "--steps",
+        "2",
+        "--variants",
+        "paper,nomirror+noturn+elastic1+keepnoise",
+        "--slices",
+        "4",
+    ]
     command += ["--ct_dir", str(root / "in"), "--heldout", "p3.nii.gz", "--output_dir", str(tmp_path / "w")]
     command += ["--output", str(tmp_path / "rows.jsonl")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(
-        r"\| model \(nomirror\+noturn\+elastic1\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout
+        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|",
+        result.stdout,
     )
     assert re.search(r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout)
-    pipeline = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1" / "run.json").read_text())["pipeline"]
+    pipeline = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise" / "run.json").read_text())["pipeline"]
     assert (pipeline["mirror_axes"], pipeline["quarter_turns"], pipeline["elastic_voxels"]) == ([], False, 1.0)
+    assert pipeline["elastic_sampling"] == "noise_preserving"
     paper = json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["pipeline"]
     assert (paper["mirror_axes"], paper["quarter_turns"], paper["elastic_voxels"]) == ([0, 1, 2], True, 0.0)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1"} and {r["level"] for r in rows} == {1}
+    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise"} and {
+        r["level"] for r in rows
+    } == {1}
 
 
 @pytest.mark.slow
@@ -537,6 +551,7 @@ def test_report_counts_a_volume_outside_the_dataset_as_held_out():
 
 
 _NO_HANDEDNESS_CHANGE = ("--mirror_axes", "none", "--noquarter_turns", "--elastic_voxels", "2")
+_KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 
 
 @pytest.mark.parametrize(
@@ -545,6 +560,12 @@ _NO_HANDEDNESS_CHANGE = ("--mirror_axes", "none", "--noquarter_turns", "--elasti
         ((), 10.0, {}),
         (("--stage_l1_weight", "1000"), 1000.0, {}),
         (_NO_HANDEDNESS_CHANGE, 10.0, {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
+        (
+            _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
+            10.0,
+            {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}
+            | {"elastic_sampling": "noise_preserving"},
+        ),
     ],
 )
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):

@@ -1,13 +1,16 @@
 """The training blocks' augmentation flags, shared by cgan-ct-train and cgan-ct-train-cascade (its stages).
 
 ``--mirror_axes z,y,x`` (the paper's: each axis mirrored with probability 1/2) or ``none`` (the body's
-handedness kept), ``--[no]quarter_turns``, ``--max_rotation_deg`` and ``--elastic_voxels``; unset flags
+handedness kept), ``--[no]quarter_turns``, ``--max_rotation_deg``, ``--elastic_voxels`` and
+``--elastic_sampling``; unset flags
 leave the pipeline's defaults (cgan_ct.data.input_pipeline.PipelineOptions).
 """
 
 from __future__ import annotations
 
 from absl import app, flags
+
+from cgan_ct.constants import ELASTIC_SAMPLINGS
 
 AXIS_NAMES = ("z", "y", "x")  # the blocks' axes 0, 1, 2
 
@@ -31,6 +34,13 @@ def define_augmentation() -> dict:
             None,
             "Elastic deformation of training blocks, at most N voxels (default 0: off).",
             lower_bound=0.0,
+        ),
+        "elastic_sampling": flags.DEFINE_enum(
+            "elastic_sampling",
+            None,
+            list(ELASTIC_SAMPLINGS),
+            "How elastically deformed blocks are read: trilinear (default; smooths the noise) or "
+            "noise_preserving (keeps the noise's power and grain).",
         ),
     }
 

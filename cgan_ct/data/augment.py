@@ -16,11 +16,18 @@ augmented X afterwards, so Y and X are aligned by construction.
   narrows the in-plane translation;
 - elastic deformation, if ``elastic_voxels`` > 0: every voxel displaced by a
   smooth random field of at most that many voxels per axis (ELASTIC_GRID^3
-  random control displacements, interpolated by raised-cosine weights) and
-  sampled trilinearly; it uses that many voxels of the margin on every axis.
+  random control displacements, interpolated by raised-cosine weights); it
+  uses that many voxels of the margin on every axis.
   Neighbouring voxels move apart by at most pi * elastic_voxels / spacing
   (spacing = (block - 1) / (ELASTIC_GRID - 1), 10.3 voxels at 32), so tissue
   is never folded over itself below about 3.3 voxels at 32.
+  ``elastic_sampling`` says how the displaced positions are read:
+  ``"trilinear"`` (default) averages up to 8 neighbours, which smooths the
+  noise (at half a voxel's offset on every axis its variance falls to 1/8)
+  and moves its power to low frequencies; ``"noise_preserving"`` reads a
+  [1, 2, 1]-smoothed copy trilinearly and adds back the rest (the detail:
+  noise, the sharp part of edges) from the nearest voxel, so the noise keeps
+  its power and grain and edges move by at most half a voxel more.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import math
 
 import numpy as np
 import tensorflow as tf
+
+from cgan_ct.constants import ELASTIC_SAMPLINGS
 
 ELASTIC_GRID = 4  # control displacements per axis: one every ~block / 3 voxels
 _ELASTIC_FOLD = 5  # the elastic field's seed: folded from the block's seed, so the other draws stay as they were
@@ -89,18 +98,23 @@ def elastic_field(seed, block: int, amplitude: float, grid: int = ELASTIC_GRID):
     return tf.einsum("zi,yj,xk,ijkc->zyxc", weights, weights, weights, control)
 
 
+def _flat_index(stored, z, y, x):
+    """Indices into ``tf.reshape(stored, [-1])`` of the voxels (z, y, x) of a static-shape [Z, Y, X]."""
+    _, rows, columns = stored.shape
+    return (z * rows + y) * columns + x
+
+
 def _sample_trilinear(stored, coords):
-    """Trilinear samples of ``stored`` [S, S, S] at ``coords`` [..., 3] (z, y, x voxel positions)."""
-    size = stored.shape[0]
+    """Trilinear samples of ``stored`` [Z, Y, X] at ``coords`` [..., 3] (z, y, x voxel positions)."""
     flat = tf.reshape(tf.cast(stored, tf.float32), [-1])
-    low = tf.clip_by_value(tf.floor(coords), 0.0, size - 2.0)
+    low = tf.clip_by_value(tf.floor(coords), 0.0, tf.constant(stored.shape.as_list(), tf.float32) - 2.0)
     frac = coords - low  # after clipping: exact at the edge
     low = tf.cast(low, tf.int32)
     out = 0.0
     for dz in (0, 1):
         for dy in (0, 1):
             for dx in (0, 1):
-                index = (low[..., 0] + dz) * size * size + (low[..., 1] + dy) * size + low[..., 2] + dx
+                index = _flat_index(stored, low[..., 0] + dz, low[..., 1] + dy, low[..., 2] + dx)
                 weight = 1.0
                 for axis, step in enumerate((dz, dy, dx)):
                     weight *= frac[..., axis] if step else 1.0 - frac[..., axis]
@@ -108,15 +122,49 @@ def _sample_trilinear(stored, coords):
     return out
 
 
-def _crop_deformed(stored, z0, yx_center, angle, field, block: int):
-    """A block rotated by ``angle`` about z and displaced by ``field``, trilinearly sampled."""
+def sample_nearest(stored, coords):
+    """Samples of ``stored`` [Z, Y, X] at the voxels nearest ``coords`` [..., 3] (z, y, x voxel positions)."""
+    index = tf.floor(coords + 0.5)  # halves up (tf.round's halves to even would read every other voxel twice)
+    index = tf.cast(tf.clip_by_value(index, 0.0, tf.constant(stored.shape.as_list(), tf.float32) - 1.0), tf.int32)
+    flat = tf.reshape(tf.cast(stored, tf.float32), [-1])
+    return tf.gather(flat, _flat_index(stored, index[..., 0], index[..., 1], index[..., 2]))
+
+
+def smooth_121(volume):
+    """``volume`` [Z, Y, X] filtered by [1, 2, 1] / 4 along each axis (edges repeated): float32."""
+    out = tf.cast(volume, tf.float32)
+    for axis in range(3):
+        padding = [[0, 0]] * 3
+        padding[axis] = [1, 1]
+        padded = tf.pad(out, padding, mode="SYMMETRIC")
+        size = tf.shape(out)[axis]
+        out = (
+            0.25 * tf.gather(padded, tf.range(0, size), axis=axis)
+            + 0.5 * tf.gather(padded, tf.range(1, size + 1), axis=axis)
+            + 0.25 * tf.gather(padded, tf.range(2, size + 2), axis=axis)
+        )
+    return out
+
+
+def sample(stored, coords, sampling: str = "trilinear"):
+    """``stored`` [Z, Y, X] (a static shape) read at ``coords`` [..., 3] (z, y, x voxel positions) by ``sampling``."""
+    if sampling == "trilinear":
+        return _sample_trilinear(stored, coords)
+    if sampling == "noise_preserving":
+        smooth = smooth_121(stored)
+        return _sample_trilinear(smooth, coords) + sample_nearest(tf.cast(stored, tf.float32) - smooth, coords)
+    raise ValueError(f"sampling must be one of {ELASTIC_SAMPLINGS}, got {sampling!r}")
+
+
+def _crop_deformed(stored, z0, yx_center, angle, field, block: int, sampling: str = "trilinear"):
+    """A block rotated by ``angle`` about z and displaced by ``field``, read by ``sampling``."""
     grid = tf.range(block, dtype=tf.float32) - (block - 1) / 2.0
     gz, gy, gx = tf.meshgrid(grid, grid, grid, indexing="ij")
     cos, sin = tf.cos(angle), tf.sin(angle)
     sz = tf.cast(z0, tf.float32) + (block - 1) / 2.0 + gz
     sy = yx_center[0] + cos * gy - sin * gx
     sx = yx_center[1] + sin * gy + cos * gx
-    return _sample_trilinear(stored, tf.stack([sz, sy, sx], axis=-1) + field)
+    return sample(stored, tf.stack([sz, sy, sx], axis=-1) + field, sampling)
 
 
 def random_block(
@@ -127,8 +175,11 @@ def random_block(
     mirror_axes: tuple[int, ...] = (0, 1, 2),
     quarter_turns: bool = True,
     elastic_voxels: float = 0.0,
+    elastic_sampling: str = "trilinear",
 ):
     """One augmented block from ``stored`` [S, S, S]; ``seed`` is a shape-[2] int tensor."""
+    if elastic_sampling not in ELASTIC_SAMPLINGS:
+        raise ValueError(f"elastic_sampling must be one of {ELASTIC_SAMPLINGS}, got {elastic_sampling!r}")
     size = stored.shape[0]
     margin = (size - block) // 2
     reach = rotation_reach(block, max_rotation_deg) if max_rotation_deg > 0 else 0
@@ -149,7 +200,7 @@ def random_block(
     if elastic_voxels > 0:
         field_seed = tf.random.experimental.stateless_fold_in(seed, _ELASTIC_FOLD)
         field = elastic_field(field_seed, block, elastic_voxels)
-        out = _crop_deformed(stored, shift_z, center, angle, field, block)
+        out = _crop_deformed(stored, shift_z, center, angle, field, block, elastic_sampling)
     elif max_rotation_deg > 0:
         out = _crop_rotated(stored, shift_z, center, angle, block)
     else:

@@ -54,6 +54,8 @@ class PipelineOptions:
         the axial plane (a proper rotation: handedness kept, orientation not).
       elastic_voxels: elastic deformation of each training block, at most this
         many voxels per axis (augment.elastic_field; 0: off); uses the margin.
+      elastic_sampling: how deformed blocks are read (augment.ELASTIC_SAMPLINGS):
+        "trilinear" (smooths the noise) or "noise_preserving" (keeps its grain).
       peak: Poisson peak of the denoise task (lower: noisier).
       factor: down-sampling factor of the depixelate task.
       shuffle_buffer: records held for shuffling (one record: 221 KB at 48^3).
@@ -80,6 +82,7 @@ class PipelineOptions:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     quarter_turns: bool = True
     elastic_voxels: float = 0.0
+    elastic_sampling: str = "trilinear"
     peak: float = corruption.DEFAULT_PEAK
     factor: int = corruption.DEFAULT_FACTOR
     shuffle_buffer: int = 512
@@ -104,6 +107,10 @@ class PipelineOptions:
             raise ValueError(f"mirror_axes must be distinct axes among 0, 1, 2, got {self.mirror_axes}")
         if self.elastic_voxels < 0:
             raise ValueError(f"elastic_voxels must be >= 0, got {self.elastic_voxels}")
+        if self.elastic_sampling not in augment.ELASTIC_SAMPLINGS:
+            raise ValueError(
+                f"elastic_sampling must be one of {augment.ELASTIC_SAMPLINGS}, got {self.elastic_sampling!r}"
+            )
         object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))  # a list from JSON
         if self.augment_copies < 1:
             raise ValueError(f"augment_copies must be >= 1, got {self.augment_copies}")
@@ -167,6 +174,7 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
                 options.mirror_axes,
                 options.quarter_turns,
                 options.elastic_voxels,
+                options.elastic_sampling,
             )
         return augment.center_crop(hu, block)
 

@@ -37,6 +37,7 @@ _TRAINED_BEFORE = {
         "mirror_axes": [0, 1, 2],  # the augmentation switches (issue 33): a run before them turned and mirrored
         "quarter_turns": True,
         "elastic_voxels": 0.0,
+        "elastic_sampling": "trilinear",
     },
 }
 

@@ -46,7 +46,13 @@ from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
-AUGMENTATION_FIELDS = ("mirror_axes", "quarter_turns", "max_rotation_deg", "elastic_voxels")  # of PipelineOptions
+AUGMENTATION_FIELDS = (  # of PipelineOptions
+    "mirror_axes",
+    "quarter_turns",
+    "max_rotation_deg",
+    "elastic_voxels",
+    "elastic_sampling",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +77,8 @@ class CascadeSettings:
       condition_shift: the stages' conditions also shifted by up to this many
         voxels per axis (not measurable without a paired reference; 0: off).
       stage_augmentation: the stages' training-block augmentation, PipelineOptions keyword
-        arguments (mirror_axes, quarter_turns, max_rotation_deg, elastic_voxels); empty:
+        arguments (mirror_axes, quarter_turns, max_rotation_deg, elastic_voxels,
+        elastic_sampling); empty:
         the pipeline's defaults (the paper's turns and mirrors).
       diversity_checks: how many times over its steps the coarse generator's diversity is measured
         (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
