@@ -8,6 +8,7 @@
                 [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
                 [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--max_rotation_deg 0] [--elastic_voxels 0]
+                [--elastic_sampling trilinear|noise_preserving]
 
 Runs keras fit under MirroredStrategy (all visible GPUs, else the CPU), or
 MultiWorkerMirroredStrategy when TF_CONFIG names several workers. With

@@ -5,6 +5,7 @@
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
+                        [--elastic_sampling trilinear|noise_preserving]
 
 PATH: DICOM folders, volume files, or root folders of them. OUT receives
 datasets/level<j>/, runs/ and cascade/ (the model set for cgan-ct-synthesize).

@@ -225,6 +225,11 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         r"stage2 \(level 3 -> 2, 1 held-out series\)[\s\S]*stage0 \(level 1 -> 0[\s\S]*"
         r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|",
     ),
+    "elastic_sampling": _script(  # issue 33: what reading an elastically deformed block does to its texture
+        "elastic_sampling",
+        f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --levels 0,1 --slices 4",
+        r"level 1 +noise_preserving: noise [\d.-]+, frequency [\d.-]+, edges [\d.]+",
+    ),
     "ship_synthesis": _script(  # --into: never the package's own models
         "ship_synthesis",
         "--cascade pretrained:synthesis --report {synthesis_report} --into {out}/into --slices 8",
