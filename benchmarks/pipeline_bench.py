@@ -14,8 +14,8 @@ step runs on the GPU and the pipeline on the CPU, as measured here.
   python benchmarks/pipeline_bench.py [--dataset_dir DIR | --series_dir DIR] [--presets cpu] [--seconds 15]
                                       [--batch 8] [--elastic_voxels 3]
 
---elastic_voxels N adds one figure: the depixelate pipeline with elastic deformation of N voxels
-(PipelineOptions.elastic_voxels), its cost against the plain pipeline's.
+--elastic_voxels N adds two figures: the depixelate pipeline with elastic deformation of N voxels
+(PipelineOptions.elastic_voxels) read by each elastic_sampling, their cost against the plain pipeline's.
 
 Without --dataset_dir the series at --series_dir (default: the shared chest series) is converted into a
 temporary dataset.
@@ -37,6 +37,7 @@ from absl import app, flags
 
 from cgan_ct.config import ConversionConfig, model_config
 from cgan_ct.constants import DERIVED_TASKS as TASKS  # lowdose needs a dataset converted with its condition
+from cgan_ct.constants import ELASTIC_SAMPLINGS
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import PipelineOptions, make_dataset
 from cgan_ct.model.build import build_gan
@@ -88,11 +89,10 @@ def main(argv: list[str]) -> None:
         convert([pathlib.Path(_SERIES.value)], dataset_dir, ConversionConfig(), workers=1)
     try:
         pipe = {task: pipeline_rate(dataset_dir, task, _BATCH.value, _SECONDS.value) for task in TASKS}
-        if _ELASTIC.value > 0:
-            elastic = PipelineOptions(elastic_voxels=_ELASTIC.value)
-            pipe[f"depixelate, elastic {_ELASTIC.value:g}"] = pipeline_rate(
-                dataset_dir, "depixelate", _BATCH.value, _SECONDS.value, elastic
-            )
+        for sampling in ELASTIC_SAMPLINGS if _ELASTIC.value > 0 else ():
+            elastic = PipelineOptions(elastic_voxels=_ELASTIC.value, elastic_sampling=sampling)
+            name = f"depixelate, elastic {_ELASTIC.value:g}" + ("" if sampling == "trilinear" else f" {sampling}")
+            pipe[name] = pipeline_rate(dataset_dir, "depixelate", _BATCH.value, _SECONDS.value, elastic)
         steps = {preset: train_step_rate(preset, _SECONDS.value) for preset in _PRESETS.value}
     finally:
         if scratch:

@@ -244,7 +244,8 @@ SMOKES = {  # longest first: two at a time, they finish sooner
     "pipeline_bench": _script(
         "pipeline_bench",
         f"{SERIES} --presets smoke --seconds 0 --batch 1 --elastic_voxels 2",
-        r"pipeline depixelate, elastic 2: +[\d.]+ blocks/s",
+        r"pipeline depixelate, elastic 2: +[\d.]+ blocks/s[\s\S]*"
+        r"pipeline depixelate, elastic 2 noise_preserving: +[\d.]+ blocks/s",
     ),
     "infer_bench": _script("infer_bench", f"{SERIES} --preset smoke --batch 4", r"ratio = [\d.]+"),
     "infer_bench_archive": _script(  # issue 34: cgan-ct-infer over an archive against one process a scan
