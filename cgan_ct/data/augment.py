@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from cgan_ct.constants import ELASTIC_SAMPLINGS
+from cgan_ct.ops import corruption
 
 ELASTIC_GRID = 4  # control displacements per axis: one every ~block / 3 voxels
 _ELASTIC_FOLD = 5  # the elastic field's seed: folded from the block's seed, so the other draws stay as they were
@@ -131,19 +132,8 @@ def sample_nearest(stored, coords):
 
 
 def smooth_121(volume):
-    """``volume`` [Z, Y, X] filtered by [1, 2, 1] / 4 along each axis (edges repeated): float32."""
-    out = tf.cast(volume, tf.float32)
-    for axis in range(3):
-        padding = [[0, 0]] * 3
-        padding[axis] = [1, 1]
-        padded = tf.pad(out, padding, mode="SYMMETRIC")
-        size = tf.shape(out)[axis]
-        out = (
-            0.25 * tf.gather(padded, tf.range(0, size), axis=axis)
-            + 0.5 * tf.gather(padded, tf.range(1, size + 1), axis=axis)
-            + 0.25 * tf.gather(padded, tf.range(2, size + 2), axis=axis)
-        )
-    return out
+    """``volume`` [Z, Y, X] filtered by [1, 2, 1] / 4 along each axis (edges reflected): float32."""
+    return corruption.separable_filter(volume, [0.25, 0.5, 0.25])
 
 
 def sample(stored, coords, sampling: str = "trilinear"):
