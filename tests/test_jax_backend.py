@@ -84,12 +84,22 @@ def jax_results(smoke_dataset, tmp_path_factory):
         }
     finally:
         ConditionalGAN.draw_noise = original
-    # two host devices: the run trains data-parallel (keras.distribution), as on two GPUs
+    # two host devices: the run trains data-parallel (keras.distribution), as on two GPUs. The two devices
+    # are threads of one process; on two busy cores (xdist workers, the GPU check beside it) one can wait
+    # past XLA's 40 s collective deadline, which aborts the process (CI, stop 48), so the deadline is the
+    # subprocess's own timeout instead.
+    collective_timeout = 900
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": " ".join(
+            [
+                "--xla_force_host_platform_device_count=2",
+                f"--xla_cpu_collective_timeout_seconds={collective_timeout}",
+                f"--xla_cpu_collective_call_terminate_timeout_seconds={collective_timeout}",
+            ]
+        ),
     }
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "jax_worker.py"), str(work)],
@@ -97,7 +107,7 @@ def jax_results(smoke_dataset, tmp_path_factory):
         text=True,
         cwd=REPO,
         env=env,
-        timeout=900,
+        timeout=collective_timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return work, tf_steps, gpu_check
