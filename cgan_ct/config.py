@@ -210,6 +210,11 @@ class ModelConfig:
       adversarial: "nonsaturating" (the paper's minimax, non-saturating form)
         or "least_squares".
       l1_weight: lambda of the L1 term (pix2pix: 100).
+      spectral_weight: weight of a texture term (0: off, the paper's losses): the
+        mean absolute difference between output and target of the axial detail's
+        amplitude in four radial frequency bands (cgan_ct.model.losses.spectral_loss).
+        Phase-free, so it asks for the target's grain without asking for its
+        noise voxel by voxel, which L1 answers with the mean (issue 33, item 3).
       l1_space: "normalized" (L1 of the [-1, 1] values, the paper's) or "hu"
         (L1 of the values mapped back to HU, divided by 2048 so a linear
         window gives the same number: with histogram equalization the
@@ -245,6 +250,7 @@ class ModelConfig:
     disc_layers: int = 3
     adversarial: str = "nonsaturating"
     l1_weight: float = 100.0
+    spectral_weight: float = 0.0
     l1_space: str = "normalized"
     ema_decay: float = 0.0
     g_learning_rate: float = 2e-4
@@ -278,6 +284,8 @@ class ModelConfig:
             raise ValueError(f"adversarial must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.l1_weight >= 0 and self.spectral_weight >= 0):
+            raise ValueError(f"loss weights must be >= 0, got l1 {self.l1_weight}, spectral {self.spectral_weight}")
         if self.l1_space not in L1_SPACES:
             raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
         if self.residual_base not in RESIDUAL_BASES:

@@ -24,6 +24,7 @@ condition and the classical baselines, in the same run. A variant is ``+``-joine
 - ``outernorm``: the U-Net's outermost level normalized whatever the output (ModelConfig.outer_normalization
   "on"; the default "auto" leaves it unnormalized for autoencode, which has no residual output);
 - ``l1wN``: L1 weight N instead of 100 (the adversarial term's share shrinks by 100 / N);
+- ``specN``: the texture term at weight N (ModelConfig.spectral_weight: band amplitudes against the target's);
 - ``tanh``: the residual output before issue 16, Y + (1 - |Y|) tanh(D) (cannot move a voxel at Y = -1);
 - ``seedN``: train with seed N (a second sample of the same recipe: the measurement's noise);
 - ``bf16`` / ``f16``: train in bfloat16 / float16 (ModelConfig.precision); every other variant trains in
@@ -152,6 +153,8 @@ def _child(variant: str, dataset: pathlib.Path, work: pathlib.Path) -> list[dict
             pass  # the parent gave this variant its dataset (_intensity)
         elif change.startswith("l1w") and change[3:].isdigit():
             model["l1_weight"] = float(change[3:])
+        elif change.startswith("spec") and change[4:].isdigit():
+            model["spectral_weight"] = float(change[4:])
         elif change in ("bf16", "f16"):
             model["precision"] = {"bf16": "bfloat16", "f16": "float16"}[change]
         elif change.startswith("seed") and change[4:].isdigit():

@@ -1,4 +1,5 @@
-"""What each augmentation adds to a synthesis stage, measured on held-out real CT (issue 33, item 1).
+"""What each augmentation (or loss term) adds to a synthesis stage, measured on held-out real CT (issue 33,
+items 1 and 3).
 
   python experiments/stage_augment.py --run CASCADE_RUN --level 2 --steps 1500 \
       --variants paper,paper+seed1,nomirror,nomirror+noturn,elastic3 [--heldout SERIES,...] [--slices 32] \
@@ -23,7 +24,9 @@ within the margin, a random quarter turn in the axial plane, each axis mirrored 
 - ``keepnoise``: deformed blocks read so that their noise keeps its power and grain (elastic_sampling
   "noise_preserving"; with ``elasticN``);
 - ``rotN``: small rotations about z of up to N degrees (PipelineOptions.max_rotation_deg);
-- ``seedN``: train with seed N (the measurement's noise: a second draw of the same recipe).
+- ``seedN``: train with seed N (the measurement's noise: a second draw of the same recipe);
+- ``specN``: the texture term at weight N (ModelConfig.spectral_weight; item 3), ``l1wN``: L1 weight N: the
+  stage's loss changed, its augmentation not.
 
 With the default cohort, stage 2 sees 96 training blocks, so 1,500 steps of 8 blocks is 125 passes: what
 augmentation is for. Prints one table and appends the rows (with ``variant``) to ``--output``.
@@ -59,13 +62,31 @@ _OUT = flags.DEFINE_string("output_dir", None, "Work folder for the variants' ru
 _OUTPUT = flags.DEFINE_string("output", None, "Append the rows here as JSON lines.")
 
 
+MODEL_CHANGES = {"spec": "spectral_weight", "l1w": "l1_weight"}  # variant name -> ModelConfig field
+
+
+def _split(change: str) -> tuple[str, str]:
+    """("elastic", "3") from "elastic3": the name, and the number it ends in ("" without one)."""
+    number = change[len(change.rstrip("0123456789.")) :]
+    return change[: len(change) - len(number)], number
+
+
+def variant_model(variant: str, config):
+    """The stage's ModelConfig ``config`` with ``variant``'s loss changes (``specN``, ``l1wN``)."""
+    changes = {}
+    for change in variant.split("+"):
+        name, number = _split(change)
+        if name in MODEL_CHANGES and number:
+            changes[MODEL_CHANGES[name]] = float(number)
+    return dataclasses.replace(config, **changes)
+
+
 def variant_options(variant: str, pipeline, seed: int):
     """(PipelineOptions, seed) of ``variant`` applied to the stage's own ``pipeline`` and ``seed``."""
     changes = {}
     for change in variant.split("+"):
-        number = change.lstrip("abcdefghijklmnopqrstuvwxyz")
-        name = change[: len(change) - len(number)]
-        if change == "paper":
+        name, number = _split(change)
+        if change == "paper" or (name in MODEL_CHANGES and number):
             continue
         if change == "nomirror":
             changes["mirror_axes"] = ()
@@ -101,7 +122,7 @@ def _train_variant(variant: str, run: pathlib.Path, work: pathlib.Path):
 
     record = json.loads((run / "runs" / f"stage{_LEVEL.value}" / "run.json").read_text())
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    config = ModelConfig(**{k: v for k, v in record["model"].items() if k in fields})
+    config = variant_model(variant, ModelConfig(**{k: v for k, v in record["model"].items() if k in fields}))
     pipeline = PipelineOptions(**{k: v for k, v in record["pipeline"].items() if k != "mirror_axes"})
     pipeline, seed = variant_options(variant, pipeline, record["seed"])
     options = RunOptions(DEPIXELATE, seed=seed, steps_per_epoch=_STEPS.value, pipeline=pipeline)

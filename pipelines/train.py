@@ -7,6 +7,7 @@
                 [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
                 [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
+                [--spectral_weight 0]
                 [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--max_rotation_deg 0] [--elastic_voxels 0]
                 [--elastic_sampling trilinear|noise_preserving]
 
@@ -55,6 +56,12 @@ _NOISE_MIN = flags.DEFINE_float(
 )
 _L1_SPACE = flags.DEFINE_enum("l1_space", None, list(L1_SPACES), "L1 on normalized values or in HU.")
 _L1_WEIGHT = flags.DEFINE_float("l1_weight", None, "Weight of the L1 term (the adversarial term's is 1).")
+_SPECTRAL = flags.DEFINE_float(
+    "spectral_weight",
+    None,
+    "Weight of the texture term: output against target in radial frequency bands, phase-free (0: off).",
+    lower_bound=0.0,
+)
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
 _BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
@@ -100,6 +107,7 @@ def main(argv: list[str]) -> int:
         jit_compile=_XLA.value,
         l1_space=_L1_SPACE.value,
         l1_weight=_L1_WEIGHT.value,
+        spectral_weight=_SPECTRAL.value,
         ema_decay=_EMA.value,
         lr_schedule=_LR_SCHEDULE.value,
         residual_base=_BASE.value,

@@ -4,6 +4,7 @@
                         [--levels 3] [--size 512] [--stage_steps N] [--coarse_steps N]
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
+                        [--stage_spectral_weight 0]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -57,6 +58,12 @@ _L1 = flags.DEFINE_float(
     "no texture).",
     lower_bound=0.0,
 )
+_SPECTRAL = flags.DEFINE_float(
+    "stage_spectral_weight",
+    0.0,
+    "Weight of the x2 stages' texture term (cgan-ct-train's --spectral_weight; 0: off).",
+    lower_bound=0.0,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -68,7 +75,7 @@ def main(argv: list[str]) -> None:
     settings = CascadeSettings(
         levels=_LEVELS.value,
         size=_SIZE.value,
-        stage=model_config(preset, l1_weight=_L1.value),
+        stage=model_config(preset, l1_weight=_L1.value, spectral_weight=_SPECTRAL.value),
         stage_steps=_STAGE_STEPS.value,
         coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),

@@ -31,6 +31,10 @@ def loss_cases(ops, losses) -> dict:
     ones3, zeros3 = ops.ones((3, 2, 2, 2, 1)), ops.zeros((3, 2, 2, 2, 1))
     generated = ops.concatenate([ops.full((1, 4, 4, 4, 1), 0.5), ops.full((1, 4, 4, 4, 1), -0.25)], axis=0)
     total, adversarial, l1 = losses.generator_loss(ops.zeros((2, 2, 2, 2, 1)), zeros, generated, 2, l1_weight=100.0)
+    # a checkerboard in every axial plane: all its power at the highest in-plane frequency, the fourth band
+    checker = ops.convert_to_tensor(
+        np.broadcast_to(0.5 * (-1.0) ** np.add.outer(np.arange(4), np.arange(4)), (2, 4, 4, 4))
+    )
     values = {
         "d_zero": losses.discriminator_loss(zeros, zeros, 2),
         "g_zero": losses.generator_adversarial_loss(zeros, 2),
@@ -42,6 +46,7 @@ def loss_cases(ops, losses) -> dict:
         "g_total": total,
         "g_adversarial": adversarial,
         "g_l1": l1,
+        "spectral": losses.spectral_loss(ops.cast(checker[..., None], "float32"), zeros, 2),
     }
     return {name: float(value) for name, value in values.items()}
 
@@ -57,6 +62,9 @@ GOLDEN = {
     "g_total": math.log(2.0) + 37.5,
     "g_adversarial": math.log(2.0),
     "g_l1": 0.375,
+    # amplitude 0.5 at 1 of the 7 frequencies of band 4 in a 4 x 4 plane: sqrt(0.25 * 16 / 7); the mean over
+    # the 3 bands a 4 x 4 plane has (no frequency in (0, 1/8])
+    "spectral": 0.5 * math.sqrt(16 / 7) / 3,
 }
 
 

@@ -225,6 +225,11 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         r"stage2 \(level 3 -> 2, 1 held-out series\)[\s\S]*stage0 \(level 1 -> 0[\s\S]*"
         r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|",
     ),
+    "level_texture": _script(  # issue 33: where the synthesis loses texture, level by level, against real
+        "level_texture",
+        f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --seeds 0 --slices 16",
+        r"\| 3 \| 8 \| synthetic \|[\s\S]*\| 0 \| 32 \| real \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ ",
+    ),
     "elastic_sampling": _script(  # issue 33: what reading an elastically deformed block does to its texture
         "elastic_sampling",
         f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --levels 0,1 --slices 4",

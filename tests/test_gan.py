@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import ndimage
 
 from cgan_ct.config import ModelConfig, model_config
 from cgan_ct.model import losses, networks
@@ -372,3 +374,67 @@ def test_smooth_base_keeps_constants_blurs_noise_and_reloads(tmp_path):
     with pytest.raises(ValueError, match="for the noise tasks, not depixelate"):
         model_for_task(config, "depixelate")
     assert model_for_task(config, "denoise").residual_base == "smooth"
+
+
+def _band_amplitudes_numpy(blocks):
+    """losses.band_amplitudes written out with numpy's FFT: the reference."""
+    x = blocks[..., 0].astype(np.float64)
+    x = x - x.mean(axis=(2, 3), keepdims=True)
+    power = np.abs(np.fft.fft2(x)) ** 2 / (x.shape[2] * x.shape[3])
+    radius = np.hypot(np.fft.fftfreq(x.shape[2])[:, None], np.fft.fftfreq(x.shape[3])[None, :])
+    edges = (0.0, *losses.SPECTRAL_BAND_EDGES, np.inf)
+    return np.stack(
+        [np.sqrt(power[..., (radius > lo) & (radius <= hi)].mean(axis=(1, 2))) for lo, hi in itertools.pairwise(edges)],
+        axis=1,
+    )
+
+
+def test_band_amplitudes_match_numpy_and_read_white_noise_as_its_std():
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.1, (3, 8, 32, 32, 1)).astype(np.float32)
+    ours = np.asarray(losses.band_amplitudes(noise))
+    np.testing.assert_allclose(ours, _band_amplitudes_numpy(noise), rtol=1e-4)
+    assert ours.shape == (3, 4) and np.all(np.abs(ours - 0.1) < 0.01)  # white: the same amplitude in every band
+    # a constant offset and a per-slice level are not texture
+    np.testing.assert_allclose(np.asarray(losses.band_amplitudes(noise + 0.3)), ours, rtol=1e-4)
+
+
+def test_spectral_loss_is_phase_free_and_sees_blur():
+    rng = np.random.default_rng(6)
+    target = rng.normal(0, 0.1, (2, 8, 32, 32, 1)).astype(np.float32)
+    other_draw = rng.normal(0, 0.1, target.shape).astype(np.float32)  # the same grain, other voxels
+    blurred = ndimage.uniform_filter(target, size=(1, 1, 3, 3, 1)).astype(np.float32)
+    same_grain = float(losses.spectral_loss(target, other_draw, 2))
+    assert float(losses.spectral_loss(target, target, 2)) == pytest.approx(0.0, abs=1e-6)
+    assert same_grain < 0.006  # L1 between the two draws is ~0.11: it would ask for their mean
+    assert float(losses.spectral_loss(target, blurred, 2)) > 5 * same_grain
+    assert float(losses.l1_loss(target, other_draw, 2)) > 0.1
+
+
+def test_spectral_weight_enters_the_generator_total_only():
+    rng = np.random.default_rng(7)
+    target = rng.normal(0, 0.1, (2, 4, 16, 16, 1)).astype(np.float32)
+    generated = np.zeros_like(target)
+    logits = np.zeros((2, 2, 2, 2, 1), np.float32)
+    plain = [float(v) for v in losses.generator_loss(logits, target, generated, 2, l1_weight=10.0)]
+    weighted = [float(v) for v in losses.generator_loss(logits, target, generated, 2, 10.0, spectral_weight=20.0)]
+    spectral = float(losses.spectral_loss(target, generated, 2))
+    assert spectral > 0.05
+    assert weighted[0] == pytest.approx(plain[0] + 20.0 * spectral, rel=1e-5)
+    assert weighted[1:] == pytest.approx(plain[1:])
+    with pytest.raises(ValueError, match="spectral"):
+        model_config("smoke", spectral_weight=-1.0)
+
+
+def test_a_gan_with_the_spectral_term_trains_and_counts_it_in_its_total():
+    """build_gan passes ModelConfig.spectral_weight through compile to the train step (graph mode)."""
+    from cgan_ct.model.build import build_gan
+
+    gan = build_gan(model_config("smoke", spectral_weight=50.0, l1_weight=10.0, precision="float32"), seed=3)
+    assert gan.spectral_weight == 50.0
+    y = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=8)
+    x = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=9)
+    logs = gan.train_on_batch(y, x, return_dict=True)
+    assert np.isfinite(list(logs.values())).all()
+    # the spectral term is not logged apart; it is the part of the total beyond adversarial + L1
+    assert logs["g_total"] > logs["g_adversarial"] + 10.0 * logs["g_l1"] + 1e-3

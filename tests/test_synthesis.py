@@ -421,8 +421,9 @@ def test_training_again_resumes_without_retraining(tiny_cascade):
 
 @pytest.mark.slow
 def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp_path):
-    """experiments/stage_augment.py (issue 33, item 1) on the tiny cascade's run: each variant trains the stage
-    with its own augmentation (its run.json says so) and is scored at the stage's level beside the condition."""
+    """experiments/stage_augment.py (issue 33, items 1 and 3) on the tiny cascade's run: each variant trains the
+    stage with its own augmentation and loss (its run.json says so) and is scored at the stage's level beside the
+    condition."""
     root, _, _, _ = tiny_cascade
     command = [sys.executable, str(REPO / "experiments" / "stage_augment.py"), "--run", str(root / "out")]
     command += [
@@ -431,7 +432,7 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
         "--steps",
         "2",
         "--variants",
-        "paper,nomirror+noturn+elastic1+keepnoise",
+        "paper,nomirror+noturn+elastic1+keepnoise+spec50",
         "--slices",
         "4",
     ]
@@ -440,17 +441,22 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(
-        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|",
+        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|",
         result.stdout,
     )
     assert re.search(r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout)
-    pipeline = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise" / "run.json").read_text())["pipeline"]
+    changed = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50" / "run.json").read_text())
+    pipeline = changed["pipeline"]
+    assert changed["model"]["spectral_weight"] == 50.0  # item 3: the texture term, the stage's L1 weight kept
+    assert changed["model"]["l1_weight"] == json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["model"][
+        "l1_weight"
+    ]
     assert (pipeline["mirror_axes"], pipeline["quarter_turns"], pipeline["elastic_voxels"]) == ([], False, 1.0)
     assert pipeline["elastic_sampling"] == "noise_preserving"
     paper = json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["pipeline"]
     assert (paper["mirror_axes"], paper["quarter_turns"], paper["elastic_voxels"]) == ([0, 1, 2], True, 0.0)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise"} and {
+    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise+spec50"} and {
         r["level"] for r in rows
     } == {1}
 
@@ -557,25 +563,28 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 @pytest.mark.parametrize(
     ("extra", "expected", "augmentation"),
     [
-        ((), 10.0, {}),
-        (("--stage_l1_weight", "1000"), 1000.0, {}),
-        (_NO_HANDEDNESS_CHANGE, 10.0, {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
+        ((), (10.0, 0.0), {}),
+        (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
+        (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
+        (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
         (
             _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
-            10.0,
+            (10.0, 0.0),
             {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}
             | {"elastic_sampling": "noise_preserving"},
         ),
     ],
 )
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
-    """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000);
-    item 1: the augmentation flags reach the stages' settings, and only those given."""
+    """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
+    without the texture term unless --stage_spectral_weight; item 1: the augmentation flags reach the stages'
+    settings, and only those given."""
     code = (
         "import sys\n"
         "import cgan_ct.synthesis.cascade_training as training\n"
         "def seen(inputs, output_dir, settings, **kw):\n"
-        "    print('STAGE_L1', settings.stage.l1_weight, 'PRESET_L1_FILTERS', settings.stage.base_filters)\n"
+        "    stage = settings.stage\n"
+        "    print('STAGE_L1', stage.l1_weight, 'PRESET_L1_FILTERS', stage.base_filters, stage.spectral_weight)\n"
         "    print('AUGMENT', repr(settings.stage_augmentation))\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
@@ -587,7 +596,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("STAGE_L1"))
-    assert float(line.split()[1]) == expected
+    assert (float(line.split()[1]), float(line.split()[4])) == expected
     assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
     seen = next(x for x in result.stdout.splitlines() if x.startswith("AUGMENT"))
     assert ast.literal_eval(seen[len("AUGMENT ") :]) == augmentation

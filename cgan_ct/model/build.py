@@ -47,6 +47,7 @@ def build_gan(
         d_optimizer=make_optimizer(config.d_learning_rate, config, total_steps, precision.loss_scaling),
         g_optimizer=make_optimizer(config.g_learning_rate, config, total_steps, precision.loss_scaling),
         l1_weight=config.l1_weight,
+        spectral_weight=config.spectral_weight,
         adversarial=config.adversarial,
         l1_space=config.l1_space,
         ema_decay=config.ema_decay,

@@ -123,6 +123,7 @@ class ConditionalGAN(keras.Model):
         d_optimizer,
         g_optimizer,
         l1_weight: float = 100.0,
+        spectral_weight: float = 0.0,
         adversarial: str = "nonsaturating",
         l1_space: str = "normalized",
         ema_decay: float = 0.0,
@@ -139,6 +140,7 @@ class ConditionalGAN(keras.Model):
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.l1_weight = l1_weight
+        self.spectral_weight = float(spectral_weight)
         self.adversarial = adversarial
         self.l1_space = l1_space
         self.ema_decay = float(ema_decay)
@@ -281,12 +283,15 @@ class ConditionalGAN(keras.Model):
         return losses.discriminator_loss(real_logits, fake_logits, global_batch, self.adversarial)
 
     def generator_losses(self, fake_logits, target, generated, global_batch):
-        """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"``."""
+        """(total, adversarial, L1) of the generator; the L1 in HU / 2048 with ``l1_space="hu"`` (the spectral
+        term too); the total includes ``spectral_weight`` x the spectral term (losses.spectral_loss)."""
         if self.l1_space == "hu":
             scale = DATA_RANGE_HU / 2.0  # a linear window over CLIP_HU then gives the normalized L1
             target = self.hu_mapping.inverse_ops(target) / scale
             generated = self.hu_mapping.inverse_ops(generated) / scale
-        return losses.generator_loss(fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial)
+        return losses.generator_loss(
+            fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial, self.spectral_weight
+        )
 
     def real_and_fake_logits(self, condition, target, generated, training: bool = True, discriminator=None):
         """D's logits on (Y, X) and (Y, G): one pass over both batches where D's normalization keeps examples

@@ -12,6 +12,9 @@ so the TensorFlow and the JAX train steps compute the same numbers.
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 from keras import ops
 
 
@@ -61,10 +64,61 @@ def l1_loss(target, generated, global_batch_size):
     )
 
 
+SPECTRAL_BAND_EDGES = (0.125, 0.25, 0.375)  # cycles per voxel: in-plane radial bands, the last to the corners
+
+
+def _band_masks(height: int, width: int):
+    """[K, height, width] float32 one-hot of each in-plane frequency's radial band (DC in none), and the
+    number of frequencies in each band [K]; bands without a frequency (planes under 8 x 8) left out."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.fftfreq(width)[None, :]
+    radius = np.hypot(fy, fx)
+    edges = (0.0, *SPECTRAL_BAND_EDGES, np.inf)
+    masks = np.stack([(radius > lo) & (radius <= hi) for lo, hi in itertools.pairwise(edges)]).astype(np.float32)
+    masks = masks[masks.sum(axis=(1, 2)) > 0]
+    return masks, masks.sum(axis=(1, 2))
+
+
+def band_amplitudes(blocks):
+    """[B, K]: the root-mean-square amplitude of each block's axial-plane detail in each radial frequency band
+    (K = 4 from 8 x 8 planes up).
+
+    Per axial slice the mean is removed and the 2-D power spectrum taken; the power of the frequencies in a
+    band, averaged over them and over the block's slices, is that band's variance (Parseval), its square root
+    the band's amplitude in the blocks' own units. Phase-free: two independent noise fields with one spectrum
+    have the same amplitudes, which L1 (rewarding the mean) cannot say.
+    """
+    x = ops.cast(blocks, "float32")[..., 0]  # [B, Z, Y, X]
+    height, width = int(x.shape[2]), int(x.shape[3])
+    x = x - ops.mean(x, axis=(2, 3), keepdims=True)
+    real, imag = ops.fft2((x, ops.zeros_like(x)))
+    power = (ops.square(real) + ops.square(imag)) / float(height * width)  # per frequency: variance share
+    masks, counts = _band_masks(height, width)
+    per_band = ops.einsum("bzyx,kyx->bk", power, ops.convert_to_tensor(masks))
+    per_band = per_band / ops.convert_to_tensor(counts * float(x.shape[1]))
+    return ops.sqrt(per_band + 1e-12)
+
+
+def spectral_loss(target, generated, global_batch_size):
+    """Mean absolute difference of the band amplitudes (``band_amplitudes``) per block, over the global batch:
+    how far the output's texture (noise grain, fine detail) is from the target's, whatever its phase."""
+    difference = ops.abs(band_amplitudes(target) - band_amplitudes(generated))
+    return _reduce(ops.mean(difference, axis=1), global_batch_size)
+
+
 def generator_loss(
-    fake_logits, target, generated, global_batch_size, l1_weight: float = 100.0, kind: str = "nonsaturating"
+    fake_logits,
+    target,
+    generated,
+    global_batch_size,
+    l1_weight: float = 100.0,
+    kind: str = "nonsaturating",
+    spectral_weight: float = 0.0,
 ):
-    """(total, adversarial, l1) with total = adversarial + l1_weight * l1."""
+    """(total, adversarial, l1) with total = adversarial + l1_weight * l1 (+ spectral_weight * spectral)."""
     adversarial = generator_adversarial_loss(fake_logits, global_batch_size, kind)
     l1 = l1_loss(target, generated, global_batch_size)
-    return adversarial + l1_weight * l1, adversarial, l1
+    total = adversarial + l1_weight * l1
+    if spectral_weight:
+        total = total + spectral_weight * spectral_loss(target, generated, global_batch_size)
+    return total, adversarial, l1

@@ -27,6 +27,7 @@ _TRAINED_BEFORE = {
         "residual_factor": 2,
         "residual_sigma": 1.0,
         "outer_normalization": "on",
+        "spectral_weight": 0.0,
     },
     "pipeline": {
         "air_keep": 1.0,

@@ -1,0 +1,110 @@
+"""Where a synthetic volume's texture is lost: soft-tissue noise power at every level of a cascade's
+synthesis, against held-out real CT at that level (issue 33, item 3).
+
+  python experiments/level_texture.py --cascade pretrained:synthesis [--seeds 0,1,2,3] [--slices 64]
+      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output rows.jsonl]
+
+stage_texture.py scores each stage on real coarser input; this follows the synthesis itself. For each seed
+the coarse draw and every stage's output (levels L .. 0, materialized whole: small at the coarse levels,
+``--slices`` x size^2 at level 0) are measured as the synthesis report measures the final volume
+(tissue_sanity: uniform soft tissue of the volume itself, NPS in patches of about the same size in mm at
+every level, heldout.STAGE_PATCH / 2^j voxels). The held-out real series are measured the same way at each
+level (heldout.level_slabs: the cascade's plane, every 2^j-th voxel, the central slices covering the same
+length). Mean frequencies are also given as a fraction of the level's in-plane Nyquist frequency, so a stage
+that only up-samples shows as a halving of that fraction.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+# isort: off
+import cgan_ct  # noqa: F401  (first: oneDNN and threads are set before TensorFlow is imported)
+# isort: on
+
+import cohort  # experiments/cohort.py, beside this script
+import heldout  # experiments/heldout.py: level slabs, the NPS patch, the JSON-lines record
+import numpy as np
+from absl import app, flags
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CASCADE = flags.DEFINE_string("cascade", "pretrained:synthesis", "The cascade (a folder or pretrained:NAME).")
+_CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
+_HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out series (folders; default: cohort.json).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3"], "Synthesis seeds.")
+_SLICES = flags.DEFINE_integer("slices", 64, "Slices at full resolution (level 0), synthetic and real.")
+_OUTPUT = flags.DEFINE_string("output", None, "Append the rows here as JSON lines.")
+
+
+def level_noise(hu: np.ndarray, spacing_mm, level: int) -> dict:
+    """Soft-tissue NPS of one level volume, as the synthesis report measures it (None figures without patches)."""
+    from cgan_ct.realism.tissue_sanity import noise_power_spectrum, uniform_soft_tissue
+
+    patch = max(8, heldout.STAGE_PATCH // 2**level)
+    nps = noise_power_spectrum(hu, spacing_mm, uniform_soft_tissue(hu, spacing_mm), patch=patch)
+    nyquist = 0.5 / float(spacing_mm[1])
+    if nps is None:
+        return {"level": level, "patch": patch, "noise_hu": None, "mean_frequency_per_mm": None, "of_nyquist": None}
+    frequency = nps["mean_frequency_per_mm"]
+    return {
+        "level": level,
+        "patch": patch,
+        "noise_hu": nps["noise_hu"],
+        "mean_frequency_per_mm": frequency,
+        "of_nyquist": frequency / nyquist,
+    }
+
+
+def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
+    """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes)."""
+    from cgan_ct.ops.pyramid import level_length
+    from cgan_ct.synthesis.cascade import refine_stream
+
+    levels = [np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)]
+    shapes = cascade.level_shapes(slices)
+    for i, (model, shape) in enumerate(zip(cascade.stages, shapes, strict=True)):
+        # the predictor seeds Cascade.slabs uses: these are the same volumes cgan-ct-synthesize writes
+        stream = refine_stream([levels[-1]], shape, model.predictor(seed * 1009 + i), model.block_size, 0.25)
+        levels.append(np.concatenate(list(stream)))
+    return levels
+
+
+def _cell(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from cgan_ct.io.volume_reader import read_volume
+    from cgan_ct.ops.pyramid import level_length
+    from cgan_ct.synthesis.synthesis import Cascade
+
+    cascade = Cascade(_CASCADE.value)
+    rows = []
+    for seed in (int(s) for s in _SEEDS.value):
+        for index, hu in enumerate(synthetic_levels(cascade, seed, _SLICES.value)):
+            level = cascade.levels - index
+            spacing = tuple(float(s) * 2**level for s in cascade.spacing_mm)
+            rows.append({"source": "synthetic", "seed": seed, **level_noise(hu, spacing, level)})
+            print(rows[-1], flush=True)
+    real = [read_volume(pathlib.Path(_CT.value) / name) for name in _HELDOUT.value]
+    for level in range(cascade.levels + 1):
+        slabs = heldout.level_slabs(cascade.info, level, real, level_length(_SLICES.value, level))
+        for name, slab in zip(_HELDOUT.value, slabs, strict=True):
+            rows.append({"source": "real", "series": name, **level_noise(slab.hu, slab.spacing_mm, level)})
+            print(rows[-1], flush=True)
+    print("\n| level | patch | source | noise HU | NPS mean frequency /mm | of Nyquist |")
+    print("|---|---|---|---|---|---|")
+    for level in range(cascade.levels, -1, -1):
+        for source in ("synthetic", "real"):
+            chosen = [r for r in rows if r["level"] == level and r["source"] == source]
+            cells = [_cell([r[k] for r in chosen]) for k in ("noise_hu", "mean_frequency_per_mm", "of_nyquist")]
+            print(f"| {level} | {chosen[0]['patch']} | {source} | " + " | ".join(cells) + " |")
+    heldout.append_jsonl(_OUTPUT.value, rows)
+
+
+if __name__ == "__main__":
+    app.run(main)
