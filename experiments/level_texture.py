@@ -11,7 +11,9 @@ the coarse draw and every stage's output (levels L .. 0, materialized whole: sma
 every level, heldout.STAGE_PATCH / 2^j voxels). The held-out real series are measured the same way at each
 level (heldout.level_slabs: the cascade's plane, every 2^j-th voxel, the central slices covering the same
 length). Mean frequencies are also given as a fraction of the level's in-plane Nyquist frequency, so a stage
-that only up-samples shows as a halving of that fraction.
+that only up-samples shows as a halving of that fraction. At full resolution the tissue medians and
+fractions are given too (tissue_sanity.tissue_statistics, as the synthesis report): what a change made for
+texture does to the tissues.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out serie
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3"], "Synthesis seeds.")
 _SLICES = flags.DEFINE_integer("slices", 64, "Slices at full resolution (level 0), synthetic and real.")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the rows here as JSON lines.")
+TISSUE = ("lung_hu", "fat_hu", "soft_tissue_hu", "bone_hu", "bone_fraction")  # the full-resolution table's
 
 
 def level_noise(hu: np.ndarray, spacing_mm, level: int) -> dict:
@@ -53,6 +56,17 @@ def level_noise(hu: np.ndarray, spacing_mm, level: int) -> dict:
         "mean_frequency_per_mm": frequency,
         "of_nyquist": frequency / nyquist,
     }
+
+
+def with_tissue(row: dict, hu: np.ndarray, spacing_mm) -> dict:
+    """``row`` with the tissue statistics of a full-resolution volume (None where it has no body)."""
+    from cgan_ct.realism.tissue_sanity import tissue_statistics
+
+    try:
+        statistics = tissue_statistics(hu, spacing_mm)
+    except ValueError:  # no body
+        return row
+    return {**row, **{key: statistics[key] for key in TISSUE}}
 
 
 def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
@@ -89,12 +103,16 @@ def main(argv: list[str]) -> None:
             level = cascade.levels - index
             spacing = tuple(float(s) * 2**level for s in cascade.spacing_mm)
             rows.append({"source": "synthetic", "seed": seed, **level_noise(hu, spacing, level)})
+            if level == 0:
+                rows[-1] = with_tissue(rows[-1], hu, spacing)
             print(rows[-1], flush=True)
     real = [read_volume(pathlib.Path(_CT.value) / name) for name in _HELDOUT.value]
     for level in range(cascade.levels + 1):
         slabs = heldout.level_slabs(cascade.info, level, real, level_length(_SLICES.value, level))
         for name, slab in zip(_HELDOUT.value, slabs, strict=True):
             rows.append({"source": "real", "series": name, **level_noise(slab.hu, slab.spacing_mm, level)})
+            if level == 0:
+                rows[-1] = with_tissue(rows[-1], slab.hu, slab.spacing_mm)
             print(rows[-1], flush=True)
     print("\n| level | patch | source | noise HU | NPS mean frequency /mm | of Nyquist |")
     print("|---|---|---|---|---|---|")
@@ -103,6 +121,10 @@ def main(argv: list[str]) -> None:
             chosen = [r for r in rows if r["level"] == level and r["source"] == source]
             cells = [_cell([r[k] for r in chosen]) for k in ("noise_hu", "mean_frequency_per_mm", "of_nyquist")]
             print(f"| {level} | {chosen[0]['patch']} | {source} | " + " | ".join(cells) + " |")
+    print("\nfull resolution: | source | " + " | ".join(TISSUE) + " |")
+    for source in ("synthetic", "real"):
+        chosen = [r for r in rows if r["level"] == 0 and r["source"] == source]
+        print(f"| {source} | " + " | ".join(_cell([r.get(k) for r in chosen]) for k in TISSUE) + " |")
     heldout.append_jsonl(_OUTPUT.value, rows)
 
 
