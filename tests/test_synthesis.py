@@ -448,9 +448,10 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     changed = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50" / "run.json").read_text())
     pipeline = changed["pipeline"]
     assert changed["model"]["spectral_weight"] == 50.0  # item 3: the texture term, the stage's L1 weight kept
-    assert changed["model"]["l1_weight"] == json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["model"][
-        "l1_weight"
-    ]
+    assert (
+        changed["model"]["l1_weight"]
+        == json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["model"]["l1_weight"]
+    )
     assert (pipeline["mirror_axes"], pipeline["quarter_turns"], pipeline["elastic_voxels"]) == ([], False, 1.0)
     assert pipeline["elastic_sampling"] == "noise_preserving"
     paper = json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["pipeline"]
