@@ -75,11 +75,9 @@ def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
     from cgan_ct.synthesis.cascade import refine_stream
 
     levels = [np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)]
-    shapes = cascade.level_shapes(slices)
-    for i, (model, shape) in enumerate(zip(cascade.stages, shapes, strict=True)):
-        # the predictor seeds Cascade.slabs uses: these are the same volumes cgan-ct-synthesize writes
-        stream = refine_stream([levels[-1]], shape, model.predictor(seed * 1009 + i), model.block_size, 0.25)
-        levels.append(np.concatenate(list(stream)))
+    stages = cascade.stage_predictors(seed)  # as Cascade.slabs: the volumes cgan-ct-synthesize writes
+    for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
+        levels.append(np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, 0.25))))
     return levels
 
 

@@ -72,10 +72,19 @@ class Cascade:
         if slices < 1:
             raise ValueError(f"slices must be >= 1, got {slices}")
         coarse = self.coarse.draw(seed, level_length(slices, self.levels))
-        stages = [(model.predictor(seed * 1009 + i), model.block_size) for i, model in enumerate(self.stages)]
         return cascade_stream(
-            coarse, stages, self.level_shapes(slices), overlap, batch_size=batch_size, progress=progress
+            coarse,
+            self.stage_predictors(seed),
+            self.level_shapes(slices),
+            overlap,
+            batch_size=batch_size,
+            progress=progress,
         )
+
+    def stage_predictors(self, seed: int) -> list[tuple]:
+        """(predictor, block edge) of each stage, coarsest first, with the noise seeds the volume for ``seed``
+        is drawn with."""
+        return [(model.predictor(seed * 1009 + i), model.block_size) for i, model in enumerate(self.stages)]
 
     def synthesize(self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None) -> Volume:
         """One synthetic volume (int16 HU, canonical) for ``seed``; only the int16 result grows with ``slices``."""
