@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from cgan_ct.constants import AIR_HU
+from cgan_ct.constants import AIR_HU, PYRAMIDS
 
 INTENSITY_KINDS = ("equalize", "linear")
 PRESETS = ("cpu", "paper", "smoke")  # every kind of config has these three
@@ -100,6 +100,8 @@ class ConversionConfig:
         equalization, fitted on the training split).
       subsample: keep every subsample-th voxel along z, y, x after reading
         (cgan_ct.ops.pyramid: the synthesis cascade's coarser levels); 1 keeps all.
+      pyramid: how a subsampled level is made (cgan_ct.ops.pyramid.PYRAMIDS):
+        "subsample" (every subsample-th voxel) or "mean" (each cube's mean).
       condition: a paired condition stored beside each block (the ``lowdose``
         task trains on it): None (none), "lowdose" (simulated in the projection
         domain from each volume, with ``lowdose``'s settings) or "paired" (read
@@ -120,6 +122,7 @@ class ConversionConfig:
     pad_hu: int = AIR_HU
     intensity: str = "linear"
     subsample: int = 1
+    pyramid: str = "subsample"
     condition: str | None = None
     lowdose: LowDoseConfig = LowDoseConfig()
     nonfinite: str = "error"
@@ -131,6 +134,8 @@ class ConversionConfig:
             raise ValueError(f"condition must be one of {STORED_CONDITIONS}, got {self.condition!r}")
         if self.subsample < 1:
             raise ValueError(f"subsample must be >= 1, got {self.subsample}")
+        if self.pyramid not in PYRAMIDS:
+            raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {self.pyramid!r}")
         check_block_size(self.block_size, self.unet_depth)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")

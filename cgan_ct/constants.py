@@ -58,6 +58,8 @@ POISSON_HU_OFFSET = 1024.0
 POISSON_HU_RANGE = 4096.0
 DEFAULT_PEAK = 512.0  # counts at x01 = 1: lower is noisier
 DEFAULT_FACTOR = 2  # the depixelate task's nearest-neighbour factor
+# how a coarser level is made (cgan_ct.ops.pyramid): every factor-th voxel, or each factor-voxel cube's mean
+PYRAMIDS = ("subsample", "mean")
 ELASTIC_SAMPLINGS = ("trilinear", "noise_preserving")  # how elastically deformed blocks are read (data.augment)
 
 # --- tasks ------------------------------------------------------------------------------------

@@ -64,6 +64,13 @@ _SPECTRAL = flags.DEFINE_float(
     "Weight of the x2 stages' texture term (cgan-ct-train's --spectral_weight; 0: off).",
     lower_bound=0.0,
 )
+_PYRAMID = flags.DEFINE_enum(
+    "pyramid",
+    "subsample",
+    ["subsample", "mean"],
+    "How the coarser levels are made: every 2**j-th voxel (subsample: each level keeps full-resolution voxel "
+    "noise) or each 2**j-voxel cube's mean (mean: a smooth coarse level, each stage adding its own noise).",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -84,6 +91,7 @@ def main(argv: list[str]) -> None:
         condition_shift=_SHIFT.value,
         diversity_checks=_DIVERSITY.value,
         stage_augmentation=augmentation_from_flags(_AUGMENT),
+        pyramid=_PYRAMID.value,
     )
 
     def callbacks(name):

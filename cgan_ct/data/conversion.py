@@ -93,6 +93,8 @@ def _config_record(config: ConversionConfig) -> dict:
         del record["condition"]  # unconditioned datasets fingerprint as before schema 2
     if config.nonfinite == "error":
         del record["nonfinite"]  # the default fingerprints as before the option existed
+    if config.pyramid == "subsample":
+        del record["pyramid"]  # likewise
     return record
 
 

@@ -31,7 +31,7 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, PYRAMIDS
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import InputError
@@ -58,6 +58,8 @@ class PipelineOptions:
         "trilinear" (smooths the noise) or "noise_preserving" (keeps its grain).
       peak: Poisson peak of the denoise task (lower: noisier).
       factor: down-sampling factor of the depixelate task.
+      pyramid: how the depixelate task down-samples (cgan_ct.ops.pyramid): "subsample" (every
+        factor-th voxel, the paper's) or "mean" (each cube's mean: a mean-pyramid cascade's stages).
       shuffle_buffer: records held for shuffling (one record: 221 KB at 48^3).
       cycle_length: shards read at once.
       air_keep: probability that a training block with (almost) no content
@@ -85,6 +87,7 @@ class PipelineOptions:
     elastic_sampling: str = "trilinear"
     peak: float = corruption.DEFAULT_PEAK
     factor: int = corruption.DEFAULT_FACTOR
+    pyramid: str = "subsample"
     shuffle_buffer: int = 512
     cycle_length: int = 16
     air_keep: float = DEFAULT_AIR_KEEP
@@ -101,6 +104,8 @@ class PipelineOptions:
                 "condition_blur, condition_noise_hu and condition_shift must be >= 0, got "
                 f"{self.condition_blur}, {self.condition_noise_hu}, {self.condition_shift}"
             )
+        if self.pyramid not in PYRAMIDS:
+            raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {self.pyramid!r}")
         if not 0.0 <= self.air_keep <= 1.0:
             raise ValueError(f"air_keep must be in [0, 1], got {self.air_keep}")
         if not set(self.mirror_axes) <= {0, 1, 2} or len(set(self.mirror_axes)) != len(self.mirror_axes):
@@ -185,7 +190,7 @@ def _pair_fn(manifest: Manifest, task: str, training: bool, options: PipelineOpt
             condition_hu = crop(element["condition_hu"], augment_seed)
         else:
             condition_hu = corruption.make_condition(
-                target_hu, task, corrupt_seed, options.peak, options.factor, degrade
+                target_hu, task, corrupt_seed, options.peak, options.factor, degrade, options.pyramid
             )
         if scaled_noise:
             scale_seed = tf.random.experimental.stateless_fold_in(corrupt_seed, 7)

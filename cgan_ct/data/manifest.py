@@ -216,6 +216,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         "split": {"by": "patient", "test_fraction": config.test_fraction, "seed": config.seed},
         "drop_outside_body": config.drop_outside_body,
         "subsample": config.subsample,
+        **({"pyramid": config.pyramid} if config.subsample > 1 and config.pyramid != "subsample" else {}),
         "intensity": fit_intensity(train_histogram, config).to_json(),
         "counts": {
             "volumes": len(volumes),

@@ -19,6 +19,7 @@ from cgan_ct.io.sources import VolumeSource, redact
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
+from cgan_ct.ops.pyramid import downsample
 from cgan_ct.ops.lowdose import calibrate_i0, simulate_lowdose
 
 HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
@@ -82,11 +83,11 @@ def convert_volume(source: VolumeSource, config: ConversionConfig, salt: str | N
         source.read(salt, config.spacing_mm, config.nonfinite), source, config, salt
     )
     if config.subsample > 1:
-        volume = subsample_volume(volume, config.subsample)
+        volume = subsample_volume(volume, config.subsample, config.pyramid)
         condition_hu = (
             None
             if condition_hu is None
-            else condition_hu[:: config.subsample, :: config.subsample, :: config.subsample]
+            else np.rint(downsample(condition_hu, config.subsample, config.pyramid)).astype(np.int16)
         )
     kept, dropped = _volume_blocks(volume, config, condition_hu)
     encoder = schema.BlockEncoder(config.stored_size, config.margin, volume.volume_id, volume.spacing_mm)

@@ -143,6 +143,7 @@ def condition_volume(
     peak: float = corruption.DEFAULT_PEAK,
     factor: int = corruption.DEFAULT_FACTOR,
     lowdose: LowDoseConfig | None = None,
+    pyramid: str = "subsample",
 ) -> Volume:
     """The task's condition for a whole volume, by the same corruption code as training.
 
@@ -170,7 +171,7 @@ def condition_volume(
     out = np.empty_like(volume.hu)
     for index, z in enumerate(range(0, volume.shape[0], _SLAB)):
         slab = volume.hu[z : z + _SLAB].astype(np.float32)
-        hu = corruption.make_condition(slab, task, tf.constant([seed, index]), peak, factor)
+        hu = corruption.make_condition(slab, task, tf.constant([seed, index]), peak, factor, pyramid=pyramid)
         out[z : z + _SLAB], _ = hu_to_int16(np.asarray(hu), volume.volume_id)
     return volume.replace(hu=out, volume_id=condition_id)
 
@@ -223,7 +224,8 @@ def infer_volume(
         lowdose = model.info.lowdose
         if dose is not None:
             lowdose = dataclasses.replace(lowdose, dose=dose)
-        condition = condition_volume(volume, task, seed, model.info.peak, model.info.factor, lowdose)
+        info = model.info
+        condition = condition_volume(volume, task, seed, info.peak, info.factor, lowdose, info.pyramid)
     else:
         condition = volume
     generated_hu = predict_volume(

@@ -26,7 +26,7 @@ import numpy as np
 from cgan_ct.constants import AIR_HU
 from cgan_ct.errors import InputError
 from cgan_ct.io.pseudonym import pseudonym
-from cgan_ct.ops.pyramid import subsample
+from cgan_ct.ops.pyramid import downsample, subsample
 
 HU_MIN = -32768
 HU_MAX = 32767
@@ -187,12 +187,24 @@ def to_canonical(volume: Volume) -> Volume:
     )
 
 
-def subsample_volume(volume: Volume, factor: int) -> Volume:
-    """``volume`` at every ``factor``-th voxel: same first voxel and direction, spacing x factor."""
+def subsample_volume(volume: Volume, factor: int, pyramid: str = "subsample") -> Volume:
+    """``volume`` at a level ``factor`` times coarser (cgan_ct.ops.pyramid): every ``factor``-th voxel (same
+    first voxel and direction, spacing x factor), or with ``pyramid="mean"`` each cube's mean (the origin
+    moved to the first cell's centre)."""
     if factor == 1:
         return volume
+    spacing = tuple(float(s) * factor for s in volume.spacing_mm)
+    if pyramid == "subsample":
+        return volume.replace(
+            hu=np.ascontiguousarray(subsample(volume.hu, factor)),
+            spacing_mm=spacing,
+            volume_id=pseudonym("vol", f"{volume.volume_id}:subsample:{factor}"),
+        )
+    half_cell = (factor - 1) / 2 * np.asarray(volume.spacing_mm, float)  # (z, y, x) in mm
+    origin = np.asarray(volume.origin_mm, float) + np.asarray(volume.direction, float) @ half_cell
     return volume.replace(
-        hu=np.ascontiguousarray(subsample(volume.hu, factor)),
-        spacing_mm=tuple(float(s) * factor for s in volume.spacing_mm),
-        volume_id=pseudonym("vol", f"{volume.volume_id}:subsample:{factor}"),
+        hu=np.rint(downsample(volume.hu, factor, pyramid)).astype(volume.hu.dtype),
+        spacing_mm=spacing,
+        origin_mm=tuple(float(v) for v in origin),
+        volume_id=pseudonym("vol", f"{volume.volume_id}:{pyramid}:{factor}"),
     )

@@ -80,8 +80,9 @@ class ModelInfo:
 
     ``intensity`` is the dataset's mapping (IntensityMapping.to_json); ``model``
     the ModelConfig as a dict (None for a model saved outside a training run);
-    ``condition`` the corruption the model was trained on ({"peak", "factor"};
-    absent in models exported before it was recorded: the defaults), and for
+    ``condition`` the corruption the model was trained on ({"peak", "factor"},
+    and "pyramid" where it is not "subsample"; absent in models exported before
+    it was recorded: the defaults), and for
     task lowdose the dataset's stored condition under "stored" (the simulated
     dose and its settings, or {"kind": "paired"} for real pairs).
     """
@@ -110,6 +111,11 @@ class ModelInfo:
         return int((self.condition or {}).get("factor", DEFAULT_FACTOR))
 
     @property
+    def pyramid(self) -> str:
+        """How the depixelate condition the model was trained on down-samples (cgan_ct.ops.pyramid)."""
+        return str((self.condition or {}).get("pyramid", "subsample"))
+
+    @property
     def lowdose(self) -> LowDoseConfig | None:
         """The simulated low dose a lowdose model was trained on; None for other models and real pairs."""
         stored = (self.condition or {}).get("stored") or {}
@@ -128,6 +134,8 @@ class ModelInfo:
             "peak": float(run.pipeline.get("peak", DEFAULT_PEAK)),
             "factor": int(run.pipeline.get("factor", DEFAULT_FACTOR)),
         }
+        if run.pipeline.get("pyramid", "subsample") != "subsample":
+            condition["pyramid"] = str(run.pipeline["pyramid"])
         if task_spec(run.task).stored_condition and run.condition:
             condition["stored"] = dict(run.condition)
         return cls(run.block_size, run.task, run.intensity, run.model, checkpoint, condition=condition)

@@ -39,6 +39,7 @@ _TRAINED_BEFORE = {
         "quarter_turns": True,
         "elastic_voxels": 0.0,
         "elastic_sampling": "trilinear",
+        "pyramid": "subsample",
     },
 }
 

@@ -34,6 +34,8 @@ _EXPORTS = {
     "predict_sums": "blocks",
     "predict_volume": "blocks",
     "sliding_origins": "blocks",
+    "downsample": "pyramid",
+    "mean_pool": "pyramid",
     "subsample": "pyramid",
     "tile_edges": "blocks",
     "tile_origins": "blocks",

@@ -11,7 +11,8 @@ numpy arrays and tensors alike, and is a pure TensorFlow op (usable in tf.data).
   sets the dose: lower is noisier (128 is a harder setting).
 - depixelate: nearest-neighbour down-sampling by ``factor`` (every factor-th
   voxel along each axis, starting at 0), then nearest up-sampling back to the
-  original size.
+  original size. ``pyramid="mean"``: each factor-voxel cube's mean instead of
+  its first voxel (cgan_ct.ops.pyramid: a cascade built on the mean pyramid).
 - degraded depixelate (``degrade_low``): the kept samples blurred (Gaussian,
   sigma in kept-sample units), noised (Gaussian, HU) and the up-sampled
   condition shifted by up to a few voxels: what a cascade stage receives from
@@ -32,6 +33,7 @@ from cgan_ct.constants import (
     LOWDOSE,
     POISSON_HU_OFFSET,
     POISSON_HU_RANGE,
+    PYRAMIDS,
     TASKS,
 )
 
@@ -60,17 +62,36 @@ def poisson_noise(hu, seed, peak: float = DEFAULT_PEAK):
     return counts / peak * POISSON_HU_RANGE - POISSON_HU_OFFSET
 
 
-def depixelate(hu, factor: int = DEFAULT_FACTOR, degrade=None, seed=None):
+def _cell_sums(values, factor: int):
+    """Sums over each ``factor``-voxel cube of the last three axes (cells from 0, the end zero-padded)."""
+    rank = values.shape.rank
+    shape = tf.shape(values)
+    cells = [(shape[rank - 3 + i] + factor - 1) // factor for i in range(3)]
+    pad = [[0, 0]] * (rank - 3) + [[0, cells[i] * factor - shape[rank - 3 + i]] for i in range(3)]
+    split = tf.concat([shape[: rank - 3], [cells[0], factor, cells[1], factor, cells[2], factor]], 0)
+    return tf.reduce_sum(tf.reshape(tf.pad(values, pad), split), axis=[rank - 2, rank, rank + 2])
+
+
+def _mean_cells(hu, factor: int):
+    """The mean of each ``factor``-voxel cube of the last three axes (an edge cell: of the voxels it has)."""
+    counts = _cell_sums(tf.ones(tf.shape(hu)[-3:], tf.float32), factor)
+    return _cell_sums(hu, factor) / counts
+
+
+def depixelate(hu, factor: int = DEFAULT_FACTOR, degrade=None, seed=None, pyramid: str = "subsample"):
     """Keeps every ``factor``-th voxel along z, y, x and repeats it ``factor`` times.
 
     ``degrade``: (blur_sigma, noise_hu, max_shift), see ``degrade_low``; applied to the kept
     samples (blur, noise) and to the up-sampled condition (shift); needs ``seed``. None or all
-    zero: the plain condition.
+    zero: the plain condition. ``pyramid``: "subsample" (the kept voxels) or "mean" (each cube's
+    mean in their place: cgan_ct.ops.pyramid).
     """
     hu = tf.convert_to_tensor(hu, tf.float32)
+    if pyramid not in PYRAMIDS:
+        raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {pyramid!r}")
     if factor == 1:
         return hu
-    low = hu[..., ::factor, ::factor, ::factor]
+    low = _mean_cells(hu, factor) if pyramid == "mean" else hu[..., ::factor, ::factor, ::factor]
     shape = tf.shape(hu)
     rank = hu.shape.rank
     degrading = degrade is not None and any(float(v) > 0 for v in degrade)
@@ -130,10 +151,18 @@ def degrade_low(low, blur_sigma: float, noise_hu: float, seed):
     return low
 
 
-def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor: int = DEFAULT_FACTOR, degrade=None):
+def make_condition(
+    hu,
+    task: str,
+    seed=None,
+    peak: float = DEFAULT_PEAK,
+    factor: int = DEFAULT_FACTOR,
+    degrade=None,
+    pyramid: str = "subsample",
+):
     """The condition of ``task`` for the block(s) or volume ``hu`` (float32 HU).
 
-    ``degrade``: depixelate only, (blur_sigma, noise_hu, max_shift) as ``depixelate``.
+    ``degrade`` and ``pyramid``: depixelate only, as ``depixelate``.
     """
     if task == AUTOENCODE:
         return autoencode(hu)
@@ -142,7 +171,7 @@ def make_condition(hu, task: str, seed=None, peak: float = DEFAULT_PEAK, factor:
             raise ValueError("denoise needs a seed (a shape-[2] integer tensor)")
         return poisson_noise(hu, seed, peak)
     if task == DEPIXELATE:
-        return depixelate(hu, factor, degrade, seed)
+        return depixelate(hu, factor, degrade, seed, pyramid)
     if task == LOWDOSE:
         raise ValueError(
             "lowdose's condition is made from whole slices (cgan_ct.ops.lowdose.simulate_lowdose) "

@@ -1,16 +1,27 @@
 """Scale levels for the synthesis cascade: level j is the full-resolution volume
-kept at every (2**j)-th voxel along z, y and x.
+down-sampled by 2**j along z, y and x, in one of two ways (``PYRAMIDS``):
+
+- "subsample" (the default, and every cascade before issue 33's mean pyramid):
+  every (2**j)-th voxel, starting at 0. A level keeps its voxels' full noise.
+- "mean": the mean of each 2**j-voxel cube (cells from voxel 0; a cell cut by
+  the volume's edge averages the voxels it has). A level is what a scanner
+  with voxels that large would see: its noise falls with the cell size, so a
+  generator drawing it draws little voxel noise, and each x2 stage adds its
+  own level's.
 
 The down-sampling is the depixelate condition's (cgan_ct.ops.corruption.depixelate
-keeps every factor-th voxel, starting at 0), so a depixelation model trained on
-level-j blocks sees, as its condition, exactly the nearest-neighbour
-up-sampling of level j + 1: the cascade's stages are this project's
-depixelate task, trained on each level's volumes.
+with the same pyramid), so a depixelation model trained on level-j blocks sees,
+as its condition, exactly the nearest-neighbour up-sampling of level j + 1 (for
+the mean pyramid, within a block whose origin is on the cell grid): the
+cascade's stages are this project's depixelate task, trained on each level's
+volumes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from cgan_ct.constants import PYRAMIDS
 
 
 def level_length(length: int, level: int) -> int:
@@ -27,6 +38,37 @@ def subsample(hu: np.ndarray, factor: int) -> np.ndarray:
     if factor < 1:
         raise ValueError(f"subsampling factor must be >= 1, got {factor}")
     return hu[..., ::factor, ::factor, ::factor]
+
+
+def mean_pool(hu: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each ``factor``-voxel cube of the last three axes (z, y, x), cells from voxel 0; a cell
+    cut by the edge averages the voxels it has. float32 (float64 sums)."""
+    if factor < 1:
+        raise ValueError(f"pooling factor must be >= 1, got {factor}")
+    out = np.asarray(hu, np.float64)
+    for axis in (-3, -2, -1):
+        n = out.shape[axis]
+        starts = np.arange(0, n, factor)
+        sums = np.add.reduceat(out, starts, axis=axis)
+        counts = np.minimum(starts + factor, n) - starts
+        shape = [1] * out.ndim
+        shape[axis] = len(starts)
+        out = sums / counts.reshape(shape)
+    return out.astype(np.float32)
+
+
+def downsample(hu: np.ndarray, factor: int, pyramid: str = "subsample") -> np.ndarray:
+    """``hu`` at a level ``factor`` times coarser, by ``pyramid`` (see the module)."""
+    check_pyramid(pyramid)
+    if pyramid == "mean":
+        return mean_pool(hu, factor)
+    return subsample(hu, factor)
+
+
+def check_pyramid(pyramid: str) -> str:
+    if pyramid not in PYRAMIDS:
+        raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {pyramid!r}")
+    return pyramid
 
 
 def upsample_nearest(hu: np.ndarray, factor: int, shape_zyx=None) -> np.ndarray:

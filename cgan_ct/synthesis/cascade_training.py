@@ -2,7 +2,8 @@
 
 Output folder:
 
-  datasets/level<j>/   TFRecords of the inputs at level j (every 2**j-th voxel),
+  datasets/level<j>/   TFRecords of the inputs at level j (every 2**j-th voxel, or
+                       each 2**j cube's mean: ``CascadeSettings.pyramid``),
                        one patient split for all levels (the same seed)
   runs/coarse.keras    the coarse generator
   runs/degradation.json  blur and noise of the coarse generator's samples against
@@ -37,7 +38,7 @@ from cgan_ct.io.sources import discover
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
-from cgan_ct.ops.pyramid import level_length, subsample
+from cgan_ct.ops.pyramid import check_pyramid, downsample, level_length
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
 from cgan_ct.synthesis.coarse_diversity import DiversityMonitor, diversity_line, measurable
 from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
@@ -82,6 +83,11 @@ class CascadeSettings:
         the pipeline's defaults (the paper's turns and mirrors).
       diversity_checks: how many times over its steps the coarse generator's diversity is measured
         (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
+      pyramid: how the levels are made (cgan_ct.ops.pyramid): "subsample" (every 2**j-th voxel: each level
+        keeps full-resolution voxel noise) or "mean" (each cube's mean: a coarse level with little noise,
+        each stage adding its own). With "mean", stages whose residual base is "auto" correct the
+        nearest-neighbour condition ("condition"), whose cells are the mean's, instead of the cubic
+        interpolation of samples taken at the cells' corners.
     """
 
     levels: int = 3
@@ -96,8 +102,10 @@ class CascadeSettings:
     degradation_samples: int = 4
     diversity_checks: int = 10
     stage_augmentation: dict = dataclasses.field(default_factory=dict)
+    pyramid: str = "subsample"
 
     def __post_init__(self):
+        check_pyramid(self.pyramid)
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
         if self.condition_shift < 0 or self.degradation_samples < 1:
@@ -127,11 +135,14 @@ def train_cascade(
     out.mkdir(parents=True, exist_ok=True)
     callbacks = callbacks or (lambda name: [])
     cascade = out / "cascade"
-    conversion = dataclasses.replace(settings.conversion, intensity="linear", seed=settings.seed)
+    conversion = dataclasses.replace(
+        settings.conversion, intensity="linear", seed=settings.seed, pyramid=settings.pyramid
+    )
     for level in range(settings.levels):
         dataset = out / "datasets" / f"level{level}"
         if not (dataset / MANIFEST_FILE).exists():
-            say(f"stage{level}: converting the inputs at level {level} (every {2**level}-th voxel)")
+            how = f"every {2**level}-th voxel" if settings.pyramid == "subsample" else f"{2**level}-voxel cube means"
+            say(f"stage{level}: converting the inputs at level {level} ({how})")
             convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
     coarse_size = level_length(settings.size, settings.levels)
     coarse_config = dataclasses.replace(settings.coarse, size=coarse_size)
@@ -156,6 +167,7 @@ def train_cascade(
         condition_blur=degradation.blur_sigma if degradation else 0.0,
         condition_noise_hu=degradation.noise_hu if degradation else 0.0,
         condition_shift=settings.condition_shift,
+        pyramid=settings.pyramid,
         **settings.stage_augmentation,
     )
     stage_names = []
@@ -167,12 +179,21 @@ def train_cascade(
             options = RunOptions(
                 DEPIXELATE, seed=settings.seed, steps_per_epoch=settings.stage_steps, pipeline=pipeline
             )
-            config = dataclasses.replace(settings.stage, epochs=1)
+            config = stage_model(settings)
             dataset = out / "datasets" / f"level{level}"
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
     _write_cascade_file(cascade, settings, stage_names, spacing, slices, manifest, degradation)
     return cascade
+
+
+def stage_model(settings: CascadeSettings) -> ModelConfig:
+    """The stages' model: ``settings.stage`` for one epoch of ``stage_steps``; on the mean pyramid an "auto"
+    residual base corrects the nearest-neighbour condition (see CascadeSettings.pyramid)."""
+    config = dataclasses.replace(settings.stage, epochs=1)
+    if settings.pyramid == "mean" and config.residual_base == "auto":
+        config = dataclasses.replace(config, residual_base="condition")
+    return config
 
 
 def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: CascadeSettings, say):
@@ -215,7 +236,7 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
         if volume.volume_id not in train_ids:
             continue
         hu = fit_plane(volume.hu, settings.size)
-        volumes.append(subsample(hu, 2**settings.levels).astype(np.float32))
+        volumes.append(downsample(hu, 2**settings.levels, settings.pyramid).astype(np.float32))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
     if not volumes:
@@ -262,10 +283,11 @@ def _write_cascade_file(
             "volumes": len(manifest.volumes_in("train")),
             "stage_steps": settings.stage_steps,
             "coarse_steps": settings.coarse.steps,
-            "stage_model": dataclasses.asdict(settings.stage),
+            "stage_model": dataclasses.asdict(stage_model(settings)),
             "coarse_model": dataclasses.asdict(settings.coarse),
             "condition_degradation": degradation.to_json() if degradation else None,
             "condition_shift": settings.condition_shift,
             "stage_augmentation": stage_augmentation(settings),
+            "pyramid": settings.pyramid,
         },
     ).save(cascade)
