@@ -175,14 +175,18 @@ def goal_lines(rows: list[dict], baselines, column: str = "patient") -> list[str
 
 
 def level_slabs(spec, level: int, volumes, slices: int) -> list:
-    """Each real volume taken to the cascade's plane and to ``level``, its central ``slices`` slices."""
-    from cgan_ct.ops.pyramid import subsample
+    """Each real volume taken to the cascade's plane and to ``level`` by the cascade's pyramid (its cascade.json
+    training record; "subsample" without one), its central ``slices`` slices."""
+    import numpy as np
+
+    from cgan_ct.ops.pyramid import downsample
     from cgan_ct.synthesis.cascade_training import fit_plane
 
     factor = 2**level
+    pyramid = (getattr(spec, "training", None) or {}).get("pyramid", "subsample")
     slabs = []
     for volume in volumes:
-        hu = subsample(fit_plane(volume.hu, spec.size), factor)
+        hu = np.rint(downsample(fit_plane(volume.hu, spec.size), factor, pyramid)).astype(volume.hu.dtype)
         start = max(0, len(hu) // 2 - slices // 2)
         spacing = tuple(s * factor for s in volume.spacing_mm)
         slabs.append(volume.replace(hu=hu[start : start + slices], spacing_mm=spacing))

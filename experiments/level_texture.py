@@ -9,8 +9,9 @@ the coarse draw and every stage's output (levels L .. 0, materialized whole: sma
 ``--slices`` x size^2 at level 0) are measured as the synthesis report measures the final volume
 (tissue_sanity: uniform soft tissue of the volume itself, NPS in patches of about the same size in mm at
 every level, heldout.STAGE_PATCH / 2^j voxels). The held-out real series are measured the same way at each
-level (heldout.level_slabs: the cascade's plane, every 2^j-th voxel, the central slices covering the same
-length). Mean frequencies are also given as a fraction of the level's in-plane Nyquist frequency, so a stage
+level (heldout.level_slabs: the cascade's plane, every 2^j-th voxel or each 2^j cube's mean as the
+cascade's pyramid, the central slices covering the same length). Mean frequencies are also given as a
+fraction of the level's in-plane Nyquist frequency, so a stage
 that only up-samples shows as a halving of that fraction. At full resolution the tissue medians and
 fractions are given too (tissue_sanity.tissue_statistics, as the synthesis report): what a change made for
 texture does to the tissues.

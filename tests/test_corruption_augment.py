@@ -20,6 +20,49 @@ def test_depixelate_matches_numpy(shape, factor):
     np.testing.assert_array_equal(got[..., ::factor, ::factor, ::factor], hu[..., ::factor, ::factor, ::factor])
 
 
+def _loop_cell_means(hu, factor):
+    """Reference: each factor-cube's mean by explicit loops over the cells (edge cells: the voxels they have)."""
+    z, y, x = hu.shape[-3:]
+    out = np.empty(hu.shape[:-3] + tuple(-(-n // factor) for n in (z, y, x)))
+    for k in range(out.shape[-3]):
+        for j in range(out.shape[-2]):
+            for i in range(out.shape[-1]):
+                z, y, x = (slice(c * factor, (c + 1) * factor) for c in (k, j, i))
+                out[..., k, j, i] = hu[..., z, y, x].reshape(hu.shape[:-3] + (-1,)).mean(axis=-1)
+    return out
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("shape", [(8, 8, 8), (7, 5, 9), (2, 9, 8, 6)])
+def test_mean_pyramid_condition_is_the_cell_means_repeated(shape, factor):
+    """The mean pyramid (issue 33): numpy's and TensorFlow's cell means agree with a loop over the cells, edge
+    cells included, and the condition is them repeated (so a stage's condition is the level above)."""
+    from cgan_ct.ops.pyramid import downsample, mean_pool, upsample_nearest
+
+    hu = np.random.default_rng(1).normal(0, 300, shape).astype(np.float32)
+    reference = _loop_cell_means(hu.astype(np.float64), factor)
+    np.testing.assert_allclose(mean_pool(hu, factor), reference, atol=1e-3)
+    np.testing.assert_array_equal(downsample(hu, factor, "mean"), mean_pool(hu, factor))
+    np.testing.assert_array_equal(downsample(hu, factor), hu[..., ::factor, ::factor, ::factor])
+    got = corruption.depixelate(hu, factor, pyramid="mean").numpy()
+    np.testing.assert_allclose(got, upsample_nearest(reference, factor, shape[-3:]), atol=1e-3)
+    with pytest.raises(ValueError, match="pyramid must be one of"):
+        corruption.depixelate(hu, factor, pyramid="median")
+    with pytest.raises(ValueError, match="pyramid must be one of"):
+        downsample(hu, factor, "median")
+
+
+def test_mean_pyramid_levels_carry_less_voxel_noise():
+    """Why the mean pyramid exists: white noise keeps its level when subsampled and falls by sqrt(8) per x2
+    level when averaged."""
+    from cgan_ct.ops.pyramid import downsample
+
+    noise = np.random.default_rng(2).normal(0, 40, (64, 64, 64)).astype(np.float32)
+    assert downsample(noise, 2).std() == pytest.approx(40, rel=0.03)
+    assert downsample(noise, 2, "mean").std() == pytest.approx(40 / np.sqrt(8), rel=0.03)
+    assert downsample(noise, 4, "mean").std() == pytest.approx(40 / 8, rel=0.05)
+
+
 @pytest.mark.parametrize("hu_value,peak", [(-1024.0 + 409.6, 512.0), (40.0, 512.0), (40.0, 128.0), (1500.0, 512.0)])
 def test_poisson_mean_and_variance_match_theory(hu_value, peak):
     hu = np.full((64, 64, 64), hu_value, np.float32)

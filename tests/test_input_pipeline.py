@@ -132,6 +132,28 @@ def test_augmentation_switches(dataset):
     assert kept_target.shape == target.shape and not np.array_equal(kept_target.numpy(), target.numpy())
 
 
+def test_mean_pyramid_condition(dataset):
+    """A mean-pyramid stage's condition (issue 33): each 2-cube holds one value, the mean of the target's cube
+    where the intensity window does not clip."""
+    from cgan_ct.data.manifest import load_manifest
+
+    plain = PipelineOptions(mirror_axes=[], quarter_turns=False)
+    mean = PipelineOptions(mirror_axes=[], quarter_turns=False, pyramid="mean")
+    condition, target = next(iter(make_dataset(dataset, "train", "depixelate", 2, options=mean)))
+    condition, target = condition.numpy()[..., 0], target.numpy()[..., 0]
+    cells = condition[:, ::2, ::2, ::2]
+    np.testing.assert_array_equal(condition, np.repeat(np.repeat(np.repeat(cells, 2, 1), 2, 2), 2, 3))
+    mapping = load_manifest(dataset).mapping
+    hu = mapping.inverse(target)
+    cells = hu.reshape(2, 16, 2, 16, 2, 16, 2).mean(axis=(2, 4, 6))
+    inside = np.abs(mapping.forward(cells)) < 0.99
+    np.testing.assert_allclose(condition[:, ::2, ::2, ::2][inside], mapping.forward(cells)[inside], atol=1e-4)
+    subsampled = next(iter(make_dataset(dataset, "train", "depixelate", 2, options=plain)))[0].numpy()[..., 0]
+    assert not np.array_equal(condition, subsampled)
+    with pytest.raises(ValueError, match="pyramid must be one of"):
+        PipelineOptions(pyramid="median")
+
+
 def test_rejects_bad_arguments(dataset):
     with pytest.raises(ValueError, match="unknown task"):
         make_dataset(dataset, "train", "colorize", 4)

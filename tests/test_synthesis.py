@@ -21,7 +21,7 @@ from cgan_ct.io.dicom_writer import DCIODVFY_UNKNOWN_SYNTHETIC
 from cgan_ct.io.image_files import write_nifti
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops.blocks import predict_volume
-from cgan_ct.ops.pyramid import level_shape, subsample, upsample_nearest
+from cgan_ct.ops.pyramid import level_shape, mean_pool, subsample, upsample_nearest
 from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from tests.conftest import REPO, require_tool
 
@@ -86,17 +86,43 @@ def test_subsample_volume_keeps_the_first_voxel_and_scales_spacing():
     assert half.volume_id != volume.volume_id
 
 
-def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path):
+def test_mean_pyramid_volume_is_cell_means_placed_at_the_cells_centres():
+    volume = make_phantom(0, 10, 32)
+    half = subsample_volume(volume, 2, "mean")
+    assert half.shape == (5, 16, 16) and half.hu.dtype == volume.hu.dtype
+    np.testing.assert_array_equal(half.hu, np.rint(mean_pool(volume.hu, 2)).astype(volume.hu.dtype))
+    assert half.spacing_mm == tuple(2 * s for s in volume.spacing_mm)
+    cell = [(k, j, i) for k in (2, 3) for j in (2, 3) for i in (2, 3)]  # the fine voxels of coarse voxel (1, 1, 1)
+    np.testing.assert_allclose(half.index_to_lps((1, 1, 1)), volume.index_to_lps(cell).mean(axis=0), atol=1e-9)
+    assert half.volume_id not in (volume.volume_id, subsample_volume(volume, 2).volume_id)
+
+
+@pytest.mark.parametrize("pyramid", ["subsample", "mean"])
+def test_conversion_at_a_level_stores_the_subsampled_volume(tmp_path, pyramid):
+    import tensorflow as tf
+
+    from cgan_ct.data import schema
     from cgan_ct.data.conversion import convert
 
-    write_nifti(make_phantom(0, 16, 64), tmp_path / "p.nii.gz")
-    manifest = convert(
-        [tmp_path / "p.nii.gz"], tmp_path / "ds", conversion_config("smoke", test_fraction=0.0, subsample=2), workers=1
-    ).manifest.to_json()
-    assert manifest["subsample"] == 2
+    phantom = make_phantom(0, 16, 64)
+    write_nifti(phantom, tmp_path / "p.nii.gz")
+    config = conversion_config("smoke", test_fraction=0.0, subsample=2, pyramid=pyramid)
+    manifest = convert([tmp_path / "p.nii.gz"], tmp_path / "ds", config, workers=1).manifest.to_json()
+    assert manifest["subsample"] == 2 and manifest.get("pyramid", "subsample") == pyramid
     assert manifest["volumes"][0]["shape_zyx"] == [8, 32, 32]
+    level = subsample(phantom.hu, 2) if pyramid == "subsample" else np.rint(mean_pool(phantom.hu, 2))
+    m, s = manifest["margin"], manifest["stored_size"]
+    padded = np.pad(level, [(m, m + 16)] * 3, constant_values=manifest["pad_hu"])
+    shard = tmp_path / "ds" / manifest["splits"]["train"]["shards"][0]["name"]
+    records = [schema.decode_block(r, s) for r in tf.data.TFRecordDataset(str(shard))]
+    assert records
+    for record in records:
+        z, y, x = record["origin_zyx"].numpy().tolist()
+        np.testing.assert_array_equal(record["hu"].numpy(), padded[z : z + s, y : y + s, x : x + s])
     with pytest.raises(ValueError, match="subsample"):
         conversion_config("smoke", subsample=0)
+    with pytest.raises(ValueError, match="pyramid"):
+        conversion_config("smoke", pyramid="median")
 
 
 def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
@@ -567,6 +593,7 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
         ((), (10.0, 0.0), {}),
         (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
         (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
+        (("--pyramid", "mean"), (10.0, 0.0), {}),
         (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
         (
             _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
@@ -578,8 +605,8 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 )
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
-    without the texture term unless --stage_spectral_weight; item 1: the augmentation flags reach the stages'
-    settings, and only those given."""
+    without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid; item 1:
+    the augmentation flags reach the stages' settings, and only those given."""
     code = (
         "import sys\n"
         "import cgan_ct.synthesis.cascade_training as training\n"
@@ -587,6 +614,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
         "    stage = settings.stage\n"
         "    print('STAGE_L1', stage.l1_weight, 'PRESET_L1_FILTERS', stage.base_filters, stage.spectral_weight)\n"
         "    print('AUGMENT', repr(settings.stage_augmentation))\n"
+        "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
@@ -601,3 +629,5 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
     assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
     seen = next(x for x in result.stdout.splitlines() if x.startswith("AUGMENT"))
     assert ast.literal_eval(seen[len("AUGMENT ") :]) == augmentation
+    pyramid = next(x for x in result.stdout.splitlines() if x.startswith("PYRAMID")).split()[1:]
+    assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])

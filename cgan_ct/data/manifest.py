@@ -95,6 +95,7 @@ class Manifest:
     volumes: tuple[VolumeEntry, ...]
     skipped: tuple[SkippedInput, ...]
     condition: dict | None = None  # schema 2: the paired condition stored with each block (condition_record)
+    pyramid: str = "subsample"  # how a subsampled level was made (cgan_ct.ops.pyramid); before it: "subsample"
 
     @property
     def mapping(self) -> intensity.IntensityMapping:
@@ -216,7 +217,7 @@ def build_manifest(shards, volumes, skipped, train_histogram, config: Conversion
         "split": {"by": "patient", "test_fraction": config.test_fraction, "seed": config.seed},
         "drop_outside_body": config.drop_outside_body,
         "subsample": config.subsample,
-        **({"pyramid": config.pyramid} if config.subsample > 1 and config.pyramid != "subsample" else {}),
+        "pyramid": config.pyramid if config.subsample > 1 else "subsample",
         "intensity": fit_intensity(train_histogram, config).to_json(),
         "counts": {
             "volumes": len(volumes),

@@ -19,8 +19,8 @@ from cgan_ct.io.sources import VolumeSource, redact
 from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops import blocks, intensity
 from cgan_ct.ops.body_mask import body_mask
-from cgan_ct.ops.pyramid import downsample
 from cgan_ct.ops.lowdose import calibrate_i0, simulate_lowdose
+from cgan_ct.ops.pyramid import downsample
 
 HISTOGRAM_STRIDE = 2  # every 2nd voxel along each axis feeds the intensity fit
 
