@@ -27,6 +27,19 @@ def test_trilinear_from_samples_is_exact_on_a_ramp():
     assert np.abs(cubic - smooth)[3:-3, 3:-3, 3:-3].max() < 0.02
 
 
+def test_trilinear_from_cube_means_is_exact_on_a_ramp():
+    """A mean-pyramid condition's samples sit at their cubes' centres: a ramp's cube means, interpolated from
+    there, give the ramp back (the corner placement would shift it by half a voxel)."""
+    from cgan_ct.ops.corruption import depixelate
+
+    z, y, x = np.meshgrid(np.arange(20), np.arange(24), np.arange(26), indexing="ij")
+    ramp = (3 * z + 2 * y - x).astype(np.float32)
+    condition = depixelate(ramp, 2, pyramid="mean").numpy()
+    inner = (slice(1, -1),) * 3
+    np.testing.assert_allclose(interpolate_samples(condition, 2, 1, "mean")[inner], ramp[inner], atol=1e-3)
+    assert np.abs(interpolate_samples(condition, 2, 1)[inner] - ramp[inner]).min() > 1  # placed at the corners
+
+
 def test_tile_edges_are_where_the_stitched_tiles_begin_or_end():
     from cgan_ct.ops.blocks import tile_edges
 

@@ -43,10 +43,15 @@ SLOW_BASELINES = ("bm3d",)  # run only when asked for (evaluation skips them by 
 SEAM_FLOOR_HU = 0.5
 
 
-def interpolate_samples(condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, order: int = 1) -> np.ndarray:
-    """Interpolates the kept samples (every ``factor``-th voxel) back to full size; order 1 or 3."""
+def interpolate_samples(
+    condition_hu: np.ndarray, factor: int = DEFAULT_FACTOR, order: int = 1, pyramid: str = "subsample"
+) -> np.ndarray:
+    """Interpolates the kept samples (every ``factor``-th voxel) back to full size; order 1 or 3.
+
+    ``pyramid`` "mean": the samples are cube means (cgan_ct.ops.pyramid), each placed at its cube's centre."""
     samples = np.asarray(condition_hu, np.float32)[::factor, ::factor, ::factor]
-    grid = np.meshgrid(*(np.arange(n) / factor for n in condition_hu.shape), indexing="ij", sparse=True)
+    offset = (factor - 1) / 2 if pyramid == "mean" else 0.0
+    grid = np.meshgrid(*((np.arange(n) - offset) / factor for n in condition_hu.shape), indexing="ij", sparse=True)
     coordinates = np.broadcast_arrays(*grid)
     return ndimage.map_coordinates(samples, coordinates, order=order, mode="nearest").astype(np.float32)
 
@@ -121,15 +126,16 @@ def baselines(
     peak: float = DEFAULT_PEAK,
     factor: int = DEFAULT_FACTOR,
     params: dict | None = None,
+    pyramid: str = "subsample",
 ) -> dict[str, np.ndarray]:
     """Name -> baseline volume for ``task`` (the condition itself included), but those named in ``skip``
     (default: the slow ones, BM3D).
 
-    ``peak`` and ``factor``: the condition's Poisson peak (the denoisers' noise level) and pixelation
-    factor. ``params``: per method, settings from ``tune_baselines`` ({"gaussian": {"sigma_px"},
-    "non_local_means": {"sigma_scale"}, "bm3d": {"sigma_scale"}}: the noise level is sigma_scale
-    times the condition's own, the protocol's for denoise, estimated from it for lowdose); what is
-    not given is the default (scale 1).
+    ``peak``, ``factor`` and ``pyramid``: the condition's Poisson peak (the denoisers' noise level),
+    pixelation factor and down-sampling (interpolate_samples). ``params``: per method, settings from
+    ``tune_baselines`` ({"gaussian": {"sigma_px"}, "non_local_means": {"sigma_scale"}, "bm3d":
+    {"sigma_scale"}}: the noise level is sigma_scale times the condition's own, the protocol's for
+    denoise, estimated from it for lowdose); what is not given is the default (scale 1).
     """
     check_available(skip)
     params = params or {}
@@ -147,8 +153,8 @@ def baselines(
         "bm3d": lambda: bm3d_slices(condition_hu, sigma("bm3d")),
     }
     interpolators = {
-        "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1),
-        "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3),
+        "trilinear": lambda: interpolate_samples(condition_hu, factor, order=1, pyramid=pyramid),
+        "tricubic": lambda: interpolate_samples(condition_hu, factor, order=3, pyramid=pyramid),
     }
     makers = {**denoisers, **interpolators}
     methods = {name: makers[name] for name in task_spec(task).baselines}

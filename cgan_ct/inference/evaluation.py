@@ -77,7 +77,7 @@ def evaluate_volume(
     lungs = lung_mask(volume.hu, volume.spacing_mm)
     methods = {
         "model": generated.hu.astype(np.float32),
-        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor, params),
+        **baselines(task, condition.hu, skip_baselines, model.info.peak, model.info.factor, params, model.info.pyramid),
     }
     rows = []
     for method, output in methods.items():
