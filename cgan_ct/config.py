@@ -220,6 +220,10 @@ class ModelConfig:
         amplitude in four radial frequency bands (cgan_ct.model.losses.spectral_loss).
         Phase-free, so it asks for the target's grain without asking for its
         noise voxel by voxel, which L1 answers with the mean (issue 33, item 3).
+      spectral_patch: 0 (the term over each slice's whole plane) or the edge of the
+        in-plane tiles it is measured in, each tile apart (dividing block_size):
+        so the detail has to be where the target has it, not noise in uniform
+        tissue standing in for missing edges.
       l1_space: "normalized" (L1 of the [-1, 1] values, the paper's) or "hu"
         (L1 of the values mapped back to HU, divided by 2048 so a linear
         window gives the same number: with histogram equalization the
@@ -256,6 +260,7 @@ class ModelConfig:
     adversarial: str = "nonsaturating"
     l1_weight: float = 100.0
     spectral_weight: float = 0.0
+    spectral_patch: int = 0
     l1_space: str = "normalized"
     ema_decay: float = 0.0
     g_learning_rate: float = 2e-4
@@ -291,6 +296,10 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (self.l1_weight >= 0 and self.spectral_weight >= 0):
             raise ValueError(f"loss weights must be >= 0, got l1 {self.l1_weight}, spectral {self.spectral_weight}")
+        if self.spectral_patch and (self.spectral_patch < 4 or self.block_size % self.spectral_patch):
+            raise ValueError(
+                f"spectral_patch must be 0 or a divisor >= 4 of block_size {self.block_size}, got {self.spectral_patch}"
+            )
         if self.l1_space not in L1_SPACES:
             raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
         if self.residual_base not in RESIDUAL_BASES:

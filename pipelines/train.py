@@ -7,7 +7,7 @@
                 [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
                 [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
-                [--spectral_weight 0]
+                [--spectral_weight 0] [--spectral_patch 0]
                 [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--max_rotation_deg 0] [--elastic_voxels 0]
                 [--elastic_sampling trilinear|noise_preserving]
 
@@ -62,6 +62,12 @@ _SPECTRAL = flags.DEFINE_float(
     "Weight of the texture term: output against target in radial frequency bands, phase-free (0: off).",
     lower_bound=0.0,
 )
+_SPECTRAL_PATCH = flags.DEFINE_integer(
+    "spectral_patch",
+    None,
+    "Measure the texture term in in-plane tiles of this edge, each apart (0: over the whole plane).",
+    lower_bound=0,
+)
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
 _BASE = flags.DEFINE_enum("residual_base", None, list(RESIDUAL_BASES), "What the residual output corrects.")
@@ -108,6 +114,7 @@ def main(argv: list[str]) -> int:
         l1_space=_L1_SPACE.value,
         l1_weight=_L1_WEIGHT.value,
         spectral_weight=_SPECTRAL.value,
+        spectral_patch=_SPECTRAL_PATCH.value,
         ema_decay=_EMA.value,
         lr_schedule=_LR_SCHEDULE.value,
         residual_base=_BASE.value,

@@ -4,7 +4,7 @@
                         [--levels 3] [--size 512] [--stage_steps N] [--coarse_steps N]
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
-                        [--stage_spectral_weight 0]
+                        [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -64,6 +64,13 @@ _SPECTRAL = flags.DEFINE_float(
     "Weight of the x2 stages' texture term (cgan-ct-train's --spectral_weight; 0: off).",
     lower_bound=0.0,
 )
+_SPECTRAL_PATCH = flags.DEFINE_integer(
+    "stage_spectral_patch",
+    0,
+    "Measure the stages' texture term in in-plane tiles of this edge (cgan-ct-train's --spectral_patch; 0: the "
+    "whole plane).",
+    lower_bound=0,
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -82,7 +89,9 @@ def main(argv: list[str]) -> None:
     settings = CascadeSettings(
         levels=_LEVELS.value,
         size=_SIZE.value,
-        stage=model_config(preset, l1_weight=_L1.value, spectral_weight=_SPECTRAL.value),
+        stage=model_config(
+            preset, l1_weight=_L1.value, spectral_weight=_SPECTRAL.value, spectral_patch=_SPECTRAL_PATCH.value
+        ),
         stage_steps=_STAGE_STEPS.value,
         coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),

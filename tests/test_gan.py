@@ -411,6 +411,27 @@ def test_spectral_loss_is_phase_free_and_sees_blur():
     assert float(losses.l1_loss(target, other_draw, 2)) > 0.1
 
 
+def test_tiled_band_amplitudes_are_each_tiles_own_and_say_where_the_detail_is():
+    """spectral_patch: each in-plane tile's amplitudes are those of that tile alone (numpy reference on the
+    cut-out column); noise spread evenly and the same noise power gathered in half the plane score the same
+    over the whole plane, but not tile by tile."""
+    rng = np.random.default_rng(9)
+    blocks = rng.normal(0, 0.1, (2, 4, 32, 32, 1)).astype(np.float32)
+    tiled = np.asarray(losses.band_amplitudes(blocks, 16))
+    assert tiled.shape == (2, 4, 4)
+    for p, (y, x) in enumerate((y, x) for y in (0, 16) for x in (0, 16)):
+        np.testing.assert_allclose(tiled[:, p], _band_amplitudes_numpy(blocks[:, :, y : y + 16, x : x + 16]), rtol=1e-4)
+    even = rng.normal(0, 0.1, (1, 4, 32, 32, 1)).astype(np.float32)
+    gathered = np.zeros_like(even)
+    gathered[:, :, :, :16] = np.sqrt(2) * rng.normal(0, 0.1, (1, 4, 32, 16, 1))
+    assert float(losses.spectral_loss(even, gathered, 1)) < 0.02
+    assert float(losses.spectral_loss(even, gathered, 1, patch=16)) > 0.05
+    with pytest.raises(ValueError, match="must divide"):
+        losses.band_amplitudes(blocks, 12)
+    with pytest.raises(ValueError, match="spectral_patch"):
+        model_config("smoke", spectral_patch=6)
+
+
 def test_spectral_weight_enters_the_generator_total_only():
     rng = np.random.default_rng(7)
     target = rng.normal(0, 0.1, (2, 4, 16, 16, 1)).astype(np.float32)
@@ -430,8 +451,9 @@ def test_a_gan_with_the_spectral_term_trains_and_counts_it_in_its_total():
     """build_gan passes ModelConfig.spectral_weight through compile to the train step (graph mode)."""
     from cgan_ct.model.build import build_gan
 
-    gan = build_gan(model_config("smoke", spectral_weight=50.0, l1_weight=10.0, precision="float32"), seed=3)
-    assert gan.spectral_weight == 50.0
+    config = model_config("smoke", spectral_weight=50.0, spectral_patch=8, l1_weight=10.0, precision="float32")
+    gan = build_gan(config, seed=3)
+    assert gan.spectral_weight == 50.0 and gan.spectral_patch == 8
     y = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=8)
     x = tf.random.uniform([4, 16, 16, 16, 1], -1, 1, seed=9)
     logs = gan.train_on_batch(y, x, return_dict=True)

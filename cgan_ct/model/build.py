@@ -48,6 +48,7 @@ def build_gan(
         g_optimizer=make_optimizer(config.g_learning_rate, config, total_steps, precision.loss_scaling),
         l1_weight=config.l1_weight,
         spectral_weight=config.spectral_weight,
+        spectral_patch=config.spectral_patch,
         adversarial=config.adversarial,
         l1_space=config.l1_space,
         ema_decay=config.ema_decay,

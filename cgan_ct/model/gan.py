@@ -124,6 +124,7 @@ class ConditionalGAN(keras.Model):
         g_optimizer,
         l1_weight: float = 100.0,
         spectral_weight: float = 0.0,
+        spectral_patch: int = 0,
         adversarial: str = "nonsaturating",
         l1_space: str = "normalized",
         ema_decay: float = 0.0,
@@ -141,6 +142,7 @@ class ConditionalGAN(keras.Model):
         self.g_optimizer = g_optimizer
         self.l1_weight = l1_weight
         self.spectral_weight = float(spectral_weight)
+        self.spectral_patch = int(spectral_patch)
         self.adversarial = adversarial
         self.l1_space = l1_space
         self.ema_decay = float(ema_decay)
@@ -290,7 +292,14 @@ class ConditionalGAN(keras.Model):
             target = self.hu_mapping.inverse_ops(target) / scale
             generated = self.hu_mapping.inverse_ops(generated) / scale
         return losses.generator_loss(
-            fake_logits, target, generated, global_batch, self.l1_weight, self.adversarial, self.spectral_weight
+            fake_logits,
+            target,
+            generated,
+            global_batch,
+            self.l1_weight,
+            self.adversarial,
+            self.spectral_weight,
+            self.spectral_patch,
         )
 
     def real_and_fake_logits(self, condition, target, generated, training: bool = True, discriminator=None):

@@ -79,31 +79,45 @@ def _band_masks(height: int, width: int):
     return masks, masks.sum(axis=(1, 2))
 
 
-def band_amplitudes(blocks):
-    """[B, K]: the root-mean-square amplitude of each block's axial-plane detail in each radial frequency band
-    (K = 4 from 8 x 8 planes up).
+def band_amplitudes(blocks, patch: int = 0):
+    """[B, K] (``patch`` 0) or [B, P, K]: the root-mean-square amplitude of each block's axial-plane detail in
+    each radial frequency band (K = 4 from 8 x 8 planes up), over the whole plane or, with ``patch``, in each
+    of its P in-plane ``patch`` x ``patch`` tiles (a column of the block: the tile through every slice).
 
-    Per axial slice the mean is removed and the 2-D power spectrum taken; the power of the frequencies in a
-    band, averaged over them and over the block's slices, is that band's variance (Parseval), its square root
-    the band's amplitude in the blocks' own units. Phase-free: two independent noise fields with one spectrum
-    have the same amplitudes, which L1 (rewarding the mean) cannot say.
+    Per axial slice (tile) the mean is removed and the 2-D power spectrum taken; the power of the frequencies
+    in a band, averaged over them and over the block's slices, is that band's variance (Parseval), its square
+    root the band's amplitude in the blocks' own units. Phase-free: two independent noise fields with one
+    spectrum have the same amplitudes, which L1 (rewarding the mean) cannot say. Over the whole plane the
+    amplitudes do not say *where* the detail is: an output short of edge detail can make up the band's power
+    with noise in uniform tissue. Tiles say where, at the cost of the lowest frequencies (a tile of p voxels
+    resolves nothing below 1/p cycles per voxel).
     """
     x = ops.cast(blocks, "float32")[..., 0]  # [B, Z, Y, X]
-    height, width = int(x.shape[2]), int(x.shape[3])
-    x = x - ops.mean(x, axis=(2, 3), keepdims=True)
+    depth, height, width = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+    if patch:
+        if height % patch or width % patch:
+            raise ValueError(f"spectral patch {patch} must divide the block's plane {height} x {width}")
+        ny, nx = height // patch, width // patch
+        x = ops.reshape(x, [-1, depth, ny, patch, nx, patch])
+        x = ops.reshape(ops.transpose(x, [0, 2, 4, 1, 3, 5]), [-1, ny * nx, depth, patch, patch])  # [B, P, Z, p, p]
+        height = width = patch
+    x = x - ops.mean(x, axis=(-2, -1), keepdims=True)
     real, imag = ops.fft2((x, ops.zeros_like(x)))
     power = (ops.square(real) + ops.square(imag)) / float(height * width)  # per frequency: variance share
     masks, counts = _band_masks(height, width)
-    per_band = ops.einsum("bzyx,kyx->bk", power, ops.convert_to_tensor(masks))
-    per_band = per_band / ops.convert_to_tensor(counts * float(x.shape[1]))
+    pattern = "bpzyx,kyx->bpk" if patch else "bzyx,kyx->bk"
+    per_band = ops.einsum(pattern, power, ops.convert_to_tensor(masks))
+    per_band = per_band / ops.convert_to_tensor(counts * float(depth))
     return ops.sqrt(per_band + 1e-12)
 
 
-def spectral_loss(target, generated, global_batch_size):
-    """Mean absolute difference of the band amplitudes (``band_amplitudes``) per block, over the global batch:
-    how far the output's texture (noise grain, fine detail) is from the target's, whatever its phase."""
-    difference = ops.abs(band_amplitudes(target) - band_amplitudes(generated))
-    return _reduce(ops.mean(difference, axis=1), global_batch_size)
+def spectral_loss(target, generated, global_batch_size, patch: int = 0):
+    """Mean absolute difference of the band amplitudes (``band_amplitudes``, over the plane or per ``patch``
+    tile) per block, over the global batch: how far the output's texture (noise grain, fine detail) is from
+    the target's, whatever its phase."""
+    difference = ops.abs(band_amplitudes(target, patch) - band_amplitudes(generated, patch))
+    per_block = ops.mean(ops.reshape(difference, [ops.shape(difference)[0], -1]), axis=1)
+    return _reduce(per_block, global_batch_size)
 
 
 def generator_loss(
@@ -114,11 +128,13 @@ def generator_loss(
     l1_weight: float = 100.0,
     kind: str = "nonsaturating",
     spectral_weight: float = 0.0,
+    spectral_patch: int = 0,
 ):
-    """(total, adversarial, l1) with total = adversarial + l1_weight * l1 (+ spectral_weight * spectral)."""
+    """(total, adversarial, l1) with total = adversarial + l1_weight * l1 (+ spectral_weight * spectral, the
+    spectral term per ``spectral_patch`` tile where not 0)."""
     adversarial = generator_adversarial_loss(fake_logits, global_batch_size, kind)
     l1 = l1_loss(target, generated, global_batch_size)
     total = adversarial + l1_weight * l1
     if spectral_weight:
-        total = total + spectral_weight * spectral_loss(target, generated, global_batch_size)
+        total = total + spectral_weight * spectral_loss(target, generated, global_batch_size, spectral_patch)
     return total, adversarial, l1

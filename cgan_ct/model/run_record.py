@@ -28,6 +28,7 @@ _TRAINED_BEFORE = {
         "residual_sigma": 1.0,
         "outer_normalization": "on",
         "spectral_weight": 0.0,
+        "spectral_patch": 0,
     },
     "pipeline": {
         "air_keep": 1.0,
