@@ -142,6 +142,7 @@ def train_cascade(
         dataset = out / "datasets" / f"level{level}"
         if not (dataset / MANIFEST_FILE).exists():
             how = f"every {2**level}-th voxel" if settings.pyramid == "subsample" else f"{2**level}-voxel cube means"
+            how = "full resolution" if level == 0 else how
             say(f"stage{level}: converting the inputs at level {level} ({how})")
             convert(inputs, dataset, dataclasses.replace(conversion, subsample=2**level), workers=workers)
     coarse_size = level_length(settings.size, settings.levels)
