@@ -31,12 +31,13 @@ import pathlib
 
 import tensorflow as tf
 
-from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP, PYRAMIDS
+from cgan_ct.constants import AIR_BLOCK_FRACTION, CONTENT_HU, DEFAULT_AIR_KEEP
 from cgan_ct.data import augment, schema
 from cgan_ct.data.manifest import SPLITS, Manifest, load_manifest
 from cgan_ct.errors import InputError
 from cgan_ct.ops import corruption
 from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.ops.pyramid import check_pyramid
 from cgan_ct.tasks import task_spec
 
 
@@ -104,8 +105,7 @@ class PipelineOptions:
                 "condition_blur, condition_noise_hu and condition_shift must be >= 0, got "
                 f"{self.condition_blur}, {self.condition_noise_hu}, {self.condition_shift}"
             )
-        if self.pyramid not in PYRAMIDS:
-            raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {self.pyramid!r}")
+        check_pyramid(self.pyramid)
         if not 0.0 <= self.air_keep <= 1.0:
             raise ValueError(f"air_keep must be in [0, 1], got {self.air_keep}")
         if not set(self.mirror_axes) <= {0, 1, 2} or len(set(self.mirror_axes)) != len(self.mirror_axes):

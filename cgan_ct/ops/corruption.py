@@ -33,9 +33,9 @@ from cgan_ct.constants import (
     LOWDOSE,
     POISSON_HU_OFFSET,
     POISSON_HU_RANGE,
-    PYRAMIDS,
     TASKS,
 )
+from cgan_ct.ops.pyramid import check_pyramid
 
 __all__ = [
     "DEFAULT_FACTOR",
@@ -87,8 +87,7 @@ def depixelate(hu, factor: int = DEFAULT_FACTOR, degrade=None, seed=None, pyrami
     mean in their place: cgan_ct.ops.pyramid).
     """
     hu = tf.convert_to_tensor(hu, tf.float32)
-    if pyramid not in PYRAMIDS:
-        raise ValueError(f"pyramid must be one of {PYRAMIDS}, got {pyramid!r}")
+    check_pyramid(pyramid)
     if factor == 1:
         return hu
     low = _mean_cells(hu, factor) if pyramid == "mean" else hu[..., ::factor, ::factor, ::factor]
