@@ -88,6 +88,23 @@ def model_dir(smoke_run, tmp_path_factory) -> pathlib.Path:
     return export_generator(smoke_run, tmp_path_factory.mktemp("model") / "denoise")
 
 
+def _snapshot(folder: pathlib.Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.fixture(autouse=True)
+def _shared_fixtures_stay_read_only(request):
+    """Fails the test that writes into a session fixture's folder: the next test on that worker would read
+    the edit, so the failure would land on an innocent test, and only in some orders (a CI run was lost so)."""
+    names = [n for n in ("smoke_dataset", "smoke_run", "model_dir") if n in request.fixturenames]
+    before = {n: _snapshot(request.getfixturevalue(n)) for n in names}
+    yield
+    for name in names:
+        assert _snapshot(request.getfixturevalue(name)) == before[name], (
+            f"this test changed the session fixture {name}'s folder; copy it into tmp_path and edit the copy"
+        )
+
+
 def benchmark_module(name: str):
     """A helper module of ``benchmarks/`` or ``experiments/`` (``memorization_grid``, ``cohort``), imported by
     its path: those folders are scripts, not packages."""

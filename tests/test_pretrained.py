@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -52,11 +53,13 @@ def test_exported_model_records_its_condition_and_inference_simulates_it(model_d
     sitk.WriteImage(sitk.GetImageFromArray(phantom_hu(3)[:32]), str(tmp_path / "v.nii"))
     volume = read_volume(tmp_path / "v.nii")
     noise = {}
+    model_copy = tmp_path / "model"  # model_dir is a session fixture other tests read: edit a copy of it
+    shutil.copytree(model_dir, model_copy)
     for peak in (512.0, 128.0):
-        data = json.loads((model_dir / MODEL_INFO_FILE).read_text())
+        data = json.loads((model_copy / MODEL_INFO_FILE).read_text())
         data["condition"]["peak"] = peak
-        (model_dir / MODEL_INFO_FILE).write_text(json.dumps(data))
-        condition, _ = infer_volume(volume, BlockModel(model_dir), overlap=0.0)
+        (model_copy / MODEL_INFO_FILE).write_text(json.dumps(data))
+        condition, _ = infer_volume(volume, BlockModel(model_copy), overlap=0.0)
         noise[peak] = float(np.std(condition.hu.astype(np.float32) - volume.hu))
     assert noise[128.0] > 1.6 * noise[512.0]  # 1/sqrt(peak): about 2x
 
