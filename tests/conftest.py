@@ -8,6 +8,7 @@ each). Tests treat them as read-only; a test that trains on or exports from them
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import pathlib
 import shutil
@@ -88,8 +89,11 @@ def model_dir(smoke_run, tmp_path_factory) -> pathlib.Path:
     return export_generator(smoke_run, tmp_path_factory.mktemp("model") / "denoise")
 
 
-def _snapshot(folder: pathlib.Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+def _snapshot(folder: pathlib.Path) -> dict[str, str]:
+    """Each file's content digest (a rewrite with the same content, as a finished run's record, is no change)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture(autouse=True)
