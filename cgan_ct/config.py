@@ -176,6 +176,7 @@ NORMALIZATIONS = ("instance", "batch", "none")
 ADVERSARIAL_LOSSES = ("nonsaturating", "least_squares")
 L1_SPACES = ("normalized", "hu")
 RESIDUAL_BASES = ("auto", "condition", "cubic", "smooth")
+UPSAMPLINGS = ("transpose", "resize")
 OUTER_NORMALIZATIONS = ("auto", "on", "off")
 
 
@@ -224,6 +225,11 @@ class ModelConfig:
         in-plane tiles it is measured in, each tile apart (dividing block_size):
         so the detail has to be where the target has it, not noise in uniform
         tissue standing in for missing edges.
+      upsample: how the U-Net's decoder doubles its grid: "transpose" (a 2 x 2 x 2 transposed convolution,
+        stride 2: the paper's and every model before) or "resize" (nearest-neighbour doubling, then a 3 x 3 x 3
+        convolution). A stride-2 transposed kernel gives each voxel of a 2-cell its own weights, so its output
+        carries a period-2 grid (power at the Nyquist frequency, seen as a cross-hatch); the resize form
+        treats every voxel alike (Odena, Dumoulin and Olah, "Deconvolution and checkerboard artifacts", 2016).
       l1_space: "normalized" (L1 of the [-1, 1] values, the paper's) or "hu"
         (L1 of the values mapped back to HU, divided by 2048 so a linear
         window gives the same number: with histogram equalization the
@@ -261,6 +267,7 @@ class ModelConfig:
     l1_weight: float = 100.0
     spectral_weight: float = 0.0
     spectral_patch: int = 0
+    upsample: str = "transpose"
     l1_space: str = "normalized"
     ema_decay: float = 0.0
     g_learning_rate: float = 2e-4
@@ -300,6 +307,8 @@ class ModelConfig:
             raise ValueError(
                 f"spectral_patch must be 0 or a divisor >= 4 of block_size {self.block_size}, got {self.spectral_patch}"
             )
+        if self.upsample not in UPSAMPLINGS:
+            raise ValueError(f"upsample must be one of {UPSAMPLINGS}, got {self.upsample!r}")
         if self.l1_space not in L1_SPACES:
             raise ValueError(f"l1_space must be one of {L1_SPACES}, got {self.l1_space!r}")
         if self.residual_base not in RESIDUAL_BASES:

@@ -7,7 +7,7 @@
                 [--air_keep 0.1] [--noise_scale_min 0] [--l1_space normalized|hu] [--ema_decay D]
                 [--lr_schedule constant|cosine]
                 [--residual_base condition|cubic|smooth] [--residual_sigma 1] [--l1_weight 100]
-                [--spectral_weight 0] [--spectral_patch 0]
+                [--spectral_weight 0] [--spectral_patch 0] [--upsample transpose|resize]
                 [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--max_rotation_deg 0] [--elastic_voxels 0]
                 [--elastic_sampling trilinear|noise_preserving]
 
@@ -31,7 +31,15 @@ from absl import flags  # noqa: E402
 
 from cgan_ct.cli import job  # noqa: E402
 from cgan_ct.cli.augmentation import augmentation_from_flags, define_augmentation  # noqa: E402
-from cgan_ct.config import L1_SPACES, LR_SCHEDULES, PRECISIONS, PRESETS, RESIDUAL_BASES, model_config  # noqa: E402
+from cgan_ct.config import (  # noqa: E402
+    L1_SPACES,
+    LR_SCHEDULES,
+    PRECISIONS,
+    PRESETS,
+    RESIDUAL_BASES,
+    UPSAMPLINGS,
+    model_config,
+)
 from cgan_ct.constants import TASKS  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset_dir", None, "Dataset folder written by cgan-ct-convert.")
@@ -67,6 +75,13 @@ _SPECTRAL_PATCH = flags.DEFINE_integer(
     None,
     "Measure the texture term in in-plane tiles of this edge, each apart (0: over the whole plane).",
     lower_bound=0,
+)
+_UPSAMPLE = flags.DEFINE_enum(
+    "upsample",
+    None,
+    list(UPSAMPLINGS),
+    "How the U-Net's decoder doubles its grid: a stride-2 transposed convolution (transpose, the preset's) or "
+    "nearest doubling and a convolution (resize: no period-2 cross-hatch in the output).",
 )
 _EMA = flags.DEFINE_float("ema_decay", None, "Moving average of G's weights, used for validation and export (0: off).")
 _LR_SCHEDULE = flags.DEFINE_enum("lr_schedule", None, list(LR_SCHEDULES), "Learning-rate schedule.")
@@ -115,6 +130,7 @@ def main(argv: list[str]) -> int:
         l1_weight=_L1_WEIGHT.value,
         spectral_weight=_SPECTRAL.value,
         spectral_patch=_SPECTRAL_PATCH.value,
+        upsample=_UPSAMPLE.value,
         ema_decay=_EMA.value,
         lr_schedule=_LR_SCHEDULE.value,
         residual_base=_BASE.value,

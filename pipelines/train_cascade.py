@@ -5,6 +5,7 @@
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
+                        [--stage_upsample transpose]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -26,7 +27,7 @@ from absl import flags
 
 from cgan_ct.cli import job
 from cgan_ct.cli.augmentation import augmentation_from_flags, define_augmentation
-from cgan_ct.config import PRESETS, coarse_config, conversion_config, model_config
+from cgan_ct.config import PRESETS, UPSAMPLINGS, coarse_config, conversion_config, model_config
 
 _INPUT = flags.DEFINE_list("input", None, "DICOM folders, volume files, or root folders of them.")
 _OUTPUT = flags.DEFINE_string("output_dir", None, "Folder for datasets, runs and the cascade.")
@@ -71,6 +72,13 @@ _SPECTRAL_PATCH = flags.DEFINE_integer(
     "whole plane).",
     lower_bound=0,
 )
+_UPSAMPLE = flags.DEFINE_enum(
+    "stage_upsample",
+    "transpose",
+    list(UPSAMPLINGS),
+    "How the stages' U-Nets double their grid (cgan-ct-train's --upsample): transpose, or resize (no period-2 "
+    "cross-hatch).",
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -90,7 +98,11 @@ def main(argv: list[str]) -> None:
         levels=_LEVELS.value,
         size=_SIZE.value,
         stage=model_config(
-            preset, l1_weight=_L1.value, spectral_weight=_SPECTRAL.value, spectral_patch=_SPECTRAL_PATCH.value
+            preset,
+            l1_weight=_L1.value,
+            spectral_weight=_SPECTRAL.value,
+            spectral_patch=_SPECTRAL_PATCH.value,
+            upsample=_UPSAMPLE.value,
         ),
         stage_steps=_STAGE_STEPS.value,
         coarse=coarse_config(preset, steps=_COARSE_STEPS.value),

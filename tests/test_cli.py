@@ -256,14 +256,15 @@ def test_job_name_is_the_docstrings_first_word(fake_job, monkeypatch):
 
 
 def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
-    """cgan-ct-train's augmentation flags (issue 33, item 1) become the run's PipelineOptions; unset, the defaults."""
+    """cgan-ct-train's augmentation flags (issue 33, item 1) become the run's PipelineOptions, and --upsample the
+    model's; unset, the defaults."""
     code = (
         "import sys\n"
         "import cgan_ct.model.training as training\n"
         "def seen(dataset_dir, run_dir, config, options, **kw):\n"
         "    p = options.pipeline\n"
         "    print('PIPELINE', p.mirror_axes, p.quarter_turns, p.max_rotation_deg, p.elastic_voxels,"
-        " p.elastic_sampling, p.air_keep)\n"
+        " p.elastic_sampling, p.air_keep, config.upsample)\n"
         "    raise SystemExit(0)\n"
         "training.train = seen\n"
         "from pipelines.train import run\n"
@@ -275,11 +276,11 @@ def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
     for extra in (
         [],
         ["--mirror_axes", "none", "--noquarter_turns", "--max_rotation_deg", "5", "--elastic_voxels", "2"]
-        + ["--elastic_sampling", "noise_preserving"],
+        + ["--elastic_sampling", "noise_preserving", "--upsample", "resize"],
     ):
         result = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr[-2000:]
         lines.append(next(x for x in result.stdout.splitlines() if x.startswith("PIPELINE")))
     default = PipelineOptions()
-    assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 trilinear {default.air_keep}"
-    assert lines[1] == f"PIPELINE () False 5.0 2.0 noise_preserving {default.air_keep}"
+    assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 trilinear {default.air_keep} transpose"
+    assert lines[1] == f"PIPELINE () False 5.0 2.0 noise_preserving {default.air_keep} resize"

@@ -199,6 +199,33 @@ def test_untrained_residual_generator_returns_its_condition():
     np.testing.assert_allclose(out.numpy(), y.numpy(), atol=1e-6)
 
 
+def test_resize_upsampling_has_no_period_two_grid_and_builds_the_whole_generator():
+    """A stride-2 transposed kernel gives each voxel of a 2-cell its own weights: a constant input comes out
+    as a period-2 pattern (the cross-hatch of issue 33's synthetic slices). Nearest doubling and a
+    convolution compute every voxel alike: constant away from the zero-padded border."""
+    features = keras.Input((6, 6, 6, 4))
+    constant = np.ones((1, 6, 6, 6, 4), np.float32)
+    outputs = {}
+    for kind in ("transpose", "resize"):
+        keras.utils.set_random_seed(1)
+        layer_model = keras.Model(features, networks.upsample(features, 3, kind, f"up_{kind}"))
+        outputs[kind] = layer_model(constant).numpy()[0]
+        assert outputs[kind].shape == (12, 12, 12, 3)
+    cells = outputs["transpose"].reshape(6, 2, 6, 2, 6, 2, 3)
+    assert np.ptp(cells, axis=(0, 2, 4)).max() < 1e-5  # the same 2 x 2 x 2 pattern in every cell ...
+    assert np.ptp(cells[0, :, 0, :, 0, :], axis=(0, 1, 2)).min() > 1e-3  # ... which is not flat
+    interior = outputs["resize"][1:-1, 1:-1, 1:-1]
+    assert np.ptp(interior, axis=(0, 1, 2)).max() < 1e-5
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        model_config("smoke", upsample="bilinear")
+    generator = build_generator(model_config("smoke", upsample="resize"))
+    assert not any(isinstance(layer, keras.layers.Conv3DTranspose) for layer in generator.layers)
+    y = tf.random.uniform([2, 16, 16, 16, 1], -1, 1, seed=5)
+    out = generator([y, tf.random.uniform([2, 16, 16, 16, 1], -1, 1)], training=False)
+    np.testing.assert_allclose(out.numpy(), y.numpy(), atol=1e-6)  # still the residual form: starts as Y
+    assert conv_flops_per_block(generator) > conv_flops_per_block(build_generator(model_config("smoke")))
+
+
 def test_residual_output_reaches_the_whole_range_from_any_condition():
     from cgan_ct.model.networks import ResidualRange
 

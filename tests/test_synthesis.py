@@ -594,6 +594,7 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
         (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
         (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
         (("--pyramid", "mean"), (10.0, 0.0), {}),
+        (("--stage_upsample", "resize"), (10.0, 0.0), {}),
         (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
         (
             _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
@@ -605,7 +606,8 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 )
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
-    without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid; item 1:
+    without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
+    transposed up-sampling unless --stage_upsample; item 1:
     the augmentation flags reach the stages' settings, and only those given."""
     code = (
         "import sys\n"
@@ -615,6 +617,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
         "    print('STAGE_L1', stage.l1_weight, 'PRESET_L1_FILTERS', stage.base_filters, stage.spectral_weight)\n"
         "    print('AUGMENT', repr(settings.stage_augmentation))\n"
         "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
+        "    print('UPSAMPLE', stage.upsample)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
@@ -631,3 +634,5 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
     assert ast.literal_eval(seen[len("AUGMENT ") :]) == augmentation
     pyramid = next(x for x in result.stdout.splitlines() if x.startswith("PYRAMID")).split()[1:]
     assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])
+    upsample = next(x for x in result.stdout.splitlines() if x.startswith("UPSAMPLE")).split()[1]
+    assert upsample == ("resize" if "--stage_upsample" in extra else "transpose")

@@ -16,6 +16,9 @@ Shapes (B = batch, N = block_size):
 - ``config.residual_base = "smooth"`` (noise tasks): the correction starts from the condition blurred by a
   Gaussian of ``residual_sigma`` voxels (edges replicated), so the untrained generator is a Gaussian
   denoiser and training adds back the edges the blur took; the U-Net sees Y, Z and that base.
+- ``config.upsample``: the decoder doubles its grid by a stride-2 transposed convolution ("transpose", the
+  default) or by nearest-neighbour doubling and a 3 x 3 x 3 convolution ("resize": no period-2 grid in the
+  output; see ModelConfig).
 - discriminator inputs: condition Y and a block X (real or generated), each
   [B, N, N, N, 1]; output: one logit per patch, [B, N / 2**L, ...same..., 1]
   for L strided layers.
@@ -142,6 +145,15 @@ def _conv_unit(x, filters: int, config: ModelConfig, name: str, strides: int = 1
     return layers.LeakyReLU(0.2, name=f"{name}_act")(x)
 
 
+def upsample(x, filters: int, kind: str, name: str):
+    """The decoder's x2: a stride-2 transposed convolution ("transpose") or nearest doubling and a 3 x 3 x 3
+    convolution ("resize"); see ModelConfig.upsample."""
+    if kind == "resize":  # every output voxel computed alike: no period-2 grid
+        x = layers.UpSampling3D(2, name=f"{name}_nearest")(x)
+        return layers.Conv3D(filters, 3, padding="same", name=name)(x)
+    return layers.Conv3DTranspose(filters, 2, strides=2, name=name)(x)
+
+
 def outer_normalized(config: ModelConfig) -> bool:
     """Whether the U-Net's outermost level is normalized ("auto": only with the residual output).
 
@@ -208,7 +220,7 @@ def build_generator(config: ModelConfig) -> keras.Model:
     x = _conv_unit(x, config.base_filters * 2**config.depth, config, "bottleneck")
     for level in reversed(range(config.depth)):
         filters = config.base_filters * 2**level
-        x = layers.Conv3DTranspose(filters, 2, strides=2, name=f"up{level}")(x)
+        x = upsample(x, filters, config.upsample, f"up{level}")
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         x = _conv_unit(x, filters, config, f"dec{level}", normalize=outer or level > 0)
         if config.dropout and level >= config.depth - 2:

@@ -29,6 +29,7 @@ _TRAINED_BEFORE = {
         "outer_normalization": "on",
         "spectral_weight": 0.0,
         "spectral_patch": 0,
+        "upsample": "transpose",
     },
     "pipeline": {
         "air_keep": 1.0,
