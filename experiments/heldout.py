@@ -63,16 +63,21 @@ def texture_table(rows: list[dict], label=lambda row: row["method"]) -> str:
     for row in rows:
         if "texture" in row:
             groups.setdefault(label(row), []).append(row)
-    keys = ("nps_noise_ratio", "nps_frequency_ratio", "edge_sharpness_ratio")
+    keys = ("nps_noise_ratio", "nps_frequency_ratio", "edge_sharpness_ratio", "nps_grid_share")
     lines = [
-        "| output | noise / real | NPS mean frequency / real | edge sharpness / real | PSNR dB |",
-        "|---|---|---|---|---|",
+        "| output | noise / real | NPS mean frequency / real | edge sharpness / real | share at Nyquist (real) "
+        "| PSNR dB |",
+        "|---|---|---|---|---|---|",
     ]
     for name, chosen in groups.items():
         cells = []
         for key in keys:
-            values = [r["texture"][key] for r in chosen if r["texture"][key] is not None]
-            cells.append(f"{sum(values) / len(values):.2f}" if values else "-")
+            values = [r["texture"][key] for r in chosen if r["texture"].get(key) is not None]
+            cell = f"{sum(values) / len(values):.{4 if key == 'nps_grid_share' else 2}f}" if values else "-"
+            if key == "nps_grid_share":
+                real = [r["real_texture"][key] for r in chosen if r["real_texture"].get(key) is not None]
+                cell += f" ({sum(real) / len(real):.4f})" if real else ""
+            cells.append(cell)
         psnr = sum(r["psnr_slices_db"] for r in chosen) / len(chosen)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {psnr:.2f} |")
     return "\n".join(lines)

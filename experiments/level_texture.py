@@ -48,7 +48,8 @@ def level_noise(hu: np.ndarray, spacing_mm, level: int) -> dict:
     nps = noise_power_spectrum(hu, spacing_mm, uniform_soft_tissue(hu, spacing_mm), patch=patch)
     nyquist = 0.5 / float(spacing_mm[1])
     if nps is None:
-        return {"level": level, "patch": patch, "noise_hu": None, "mean_frequency_per_mm": None, "of_nyquist": None}
+        empty = ("noise_hu", "mean_frequency_per_mm", "of_nyquist", "grid_share")
+        return {"level": level, "patch": patch, **dict.fromkeys(empty)}
     frequency = nps["mean_frequency_per_mm"]
     return {
         "level": level,
@@ -56,6 +57,7 @@ def level_noise(hu: np.ndarray, spacing_mm, level: int) -> dict:
         "noise_hu": nps["noise_hu"],
         "mean_frequency_per_mm": frequency,
         "of_nyquist": frequency / nyquist,
+        "grid_share": nps["grid_share"],
     }
 
 
@@ -82,11 +84,11 @@ def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
     return levels
 
 
-def _cell(values: list) -> str:
+def _cell(values: list, digits: int = 3) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+    return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main(argv: list[str]) -> None:
@@ -113,12 +115,13 @@ def main(argv: list[str]) -> None:
             if level == 0:
                 rows[-1] = with_tissue(rows[-1], slab.hu, slab.spacing_mm)
             print(rows[-1], flush=True)
-    print("\n| level | patch | source | noise HU | NPS mean frequency /mm | of Nyquist |")
-    print("|---|---|---|---|---|---|")
+    print("\n| level | patch | source | noise HU | NPS mean frequency /mm | of Nyquist | share at Nyquist |")
+    print("|---|---|---|---|---|---|---|")
     for level in range(cascade.levels, -1, -1):
         for source in ("synthetic", "real"):
             chosen = [r for r in rows if r["level"] == level and r["source"] == source]
-            cells = [_cell([r[k] for r in chosen]) for k in ("noise_hu", "mean_frequency_per_mm", "of_nyquist")]
+            keys = ("noise_hu", "mean_frequency_per_mm", "of_nyquist", "grid_share")
+            cells = [_cell([r[k] for r in chosen], 4 if k == "grid_share" else 3) for k in keys]
             print(f"| {level} | {chosen[0]['patch']} | {source} | " + " | ".join(cells) + " |")
     print("\nfull resolution: | source | " + " | ".join(TISSUE) + " |")
     for source in ("synthetic", "real"):

@@ -223,7 +223,7 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "stage_texture",
         f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --slices 4",
         r"stage2 \(level 3 -> 2, 1 held-out series\)[\s\S]*stage0 \(level 1 -> 0[\s\S]*"
-        r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|",
+        r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
     ),
     "level_texture": _script(  # issue 33: where the synthesis loses texture, level by level, against real
         "level_texture",

@@ -187,6 +187,23 @@ def test_noise_power_spectrum_of_white_noise_on_a_ramp():
     assert noise_power_spectrum(hu, (2.0, 0.5, 0.5), np.zeros(hu.shape, bool)) is None
 
 
+def test_grid_share_finds_a_period_two_pattern():
+    """The share of NPS power on the in-plane Nyquist row and column: 2 / patch for white noise (63 of 1024
+    frequencies, less the detrending's), near 0 for smoothed noise, and most of it for a faint cross-hatch of
+    period 2 on smoothed noise (issue 33's synthetic look)."""
+    rng = np.random.default_rng(7)
+    hu = rng.normal(40, 20, (4, 96, 96))
+    region = np.ones(hu.shape, bool)
+    white = noise_power_spectrum(hu, (2.0, 0.5, 0.5), region)["grid_share"]
+    assert white == pytest.approx(63 / 1024, rel=0.15)
+    smooth = ndimage.gaussian_filter(hu, (0, 1.5, 1.5))
+    assert noise_power_spectrum(smooth, (2.0, 0.5, 0.5), region)["grid_share"] < 0.005
+    stripes = np.where(np.arange(96) % 2, 3.0, -3.0)  # 3 HU, alternating columns
+    hatched = smooth + stripes[None, None, :] + stripes[None, :, None]
+    assert noise_power_spectrum(hatched, (2.0, 0.5, 0.5), region)["grid_share"] > 0.5
+    assert noise_power_spectrum(hu, (2.0, 0.5, 0.5), region, patch=31)["grid_share"] == 0.0  # no Nyquist row
+
+
 def test_tissue_medians_come_from_regions(phantoms):
     volume = phantoms[0]
     stats = tissue_statistics(volume.hu, volume.spacing_mm)
@@ -216,7 +233,7 @@ def test_realism_table_flags_a_collapsed_degraded_generator(radiomics, phantoms)
     lines = bad.markdown().splitlines()
     assert lines[0].startswith("| group | volumes | FRD vs training | MS-SSIM pairs | lung HU |")
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["| synthetic", "| heldout", "| real range"]
-    assert sum(line.startswith("|") for line in lines) == 5 and all(line.count("|") == 17 for line in lines[:5])
+    assert sum(line.startswith("|") for line in lines) == 5 and all(line.count("|") == 18 for line in lines[:5])
     assert lines[-2].startswith("- FRD synthetic <= 2x held-out: no (synthetic ")
     assert lines[-1].startswith("- MS-SSIM synthetic pairs not above real pairs: no (synthetic pairs ")
     record = json.loads(bad.to_json())

@@ -52,9 +52,11 @@ _LABELS = {
     "body_fraction": "body / volume",
     "nps_noise_hu": "NPS noise (HU)",
     "nps_mean_frequency_per_mm": "NPS mean f (1/mm)",
+    "nps_grid_share": "NPS share at Nyquist",
 }
 _DIGITS = {key: (0 if key.endswith("_hu") and key != "nps_noise_hu" else 3) for key in TISSUE_KEYS}
 _DIGITS["nps_noise_hu"] = 1
+_DIGITS["nps_grid_share"] = 4
 
 
 @dataclasses.dataclass(frozen=True)

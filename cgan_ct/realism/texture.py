@@ -51,8 +51,10 @@ def edge_voxels(real_hu: np.ndarray, spacing_mm, top: float = EDGE_TOP, magnitud
 def texture_against(
     real_hu: np.ndarray, outputs: dict[str, np.ndarray], spacing_mm, patch: int = 32
 ) -> dict[str, dict]:
-    """Per output name: {nps_noise_ratio, nps_frequency_ratio, edge_sharpness_ratio} against ``real_hu``,
-    plus ``"real"``: the real volume's own {nps_noise_hu, nps_mean_frequency_per_mm, edge_gradient_hu_per_mm}.
+    """Per output name: {nps_noise_ratio, nps_frequency_ratio, edge_sharpness_ratio, nps_grid_share} against
+    ``real_hu``, plus ``"real"``: the real volume's own {nps_noise_hu, nps_mean_frequency_per_mm,
+    edge_gradient_hu_per_mm, nps_grid_share} (the grid share as tissue_sanity.noise_power_spectrum's: no ratio,
+    real CT's is near 0).
 
     The NPS ratios are None where the real volume has no uniform soft-tissue patch of ``patch`` x ``patch``
     voxels (a coarser level of a scan: fewer voxels for the same patch in mm).
@@ -71,6 +73,7 @@ def texture_against(
             "nps_noise_hu": None if real_nps is None else real_nps["noise_hu"],
             "nps_mean_frequency_per_mm": None if real_nps is None else real_nps["mean_frequency_per_mm"],
             "edge_gradient_hu_per_mm": real_edge,
+            "nps_grid_share": None if real_nps is None else real_nps["grid_share"],
         }
     }
     for name, output in outputs.items():
@@ -81,6 +84,7 @@ def texture_against(
             if nps is None
             else _ratio(nps["mean_frequency_per_mm"], real_nps["mean_frequency_per_mm"]),
             "edge_sharpness_ratio": _ratio(float(gradient_magnitude(output, spacing_mm)[edges].mean()), real_edge),
+            "nps_grid_share": None if nps is None else nps["grid_share"],
         }
     return result
 

@@ -43,7 +43,7 @@ MEDIASTINUM_HU = (SOFT_TISSUE_HU[0], BONE_HU - 1)  # soft tissue and contrast-en
 # Keys of ``tissue_statistics``, in table order.
 MEDIANS = ("lung_hu", "fat_hu", "soft_tissue_hu", "mediastinum_hu", "bone_hu")
 FRACTIONS = ("lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction", "body_fraction")
-NOISE = ("nps_noise_hu", "nps_mean_frequency_per_mm")
+NOISE = ("nps_noise_hu", "nps_mean_frequency_per_mm", "nps_grid_share")
 
 
 def bone_region(volume_hu: np.ndarray, spacing_mm, body: np.ndarray) -> np.ndarray:
@@ -95,7 +95,10 @@ def noise_power_spectrum(
     """NPS of ``patch`` x ``patch`` axial patches wholly inside ``region``, planes removed (None without any).
 
     Returns ``frequencies_per_mm``, ``nps`` (HU^2 mm^2, per radial bin),
-    ``noise_hu`` (std of the detrended patches) and ``mean_frequency_per_mm``.
+    ``noise_hu`` (std of the detrended patches), ``mean_frequency_per_mm`` and ``grid_share``: the share of
+    the power on the in-plane Nyquist row and column (half a cycle per voxel along y or x; ``patch`` even),
+    where a period-2 grid puts its power (the cross-hatch of a stride-2 transposed convolution). Real CT,
+    its noise smoothed by the reconstruction kernel, has little there; white noise 2 / ``patch``.
     """
     corners = _patch_corners(region, patch, 1.0)
     if len(corners) == 0:
@@ -117,11 +120,15 @@ def noise_power_spectrum(
     frequencies = (np.arange(count) + 0.5) * bin_per_mm
     present = samples > 0
     radius = np.hypot(*np.meshgrid(np.fft.fftfreq(patch, dy), np.fft.fftfreq(patch, dx), indexing="ij"))
+    nyquist = np.zeros((patch, patch), bool)
+    if patch % 2 == 0:
+        nyquist[patch // 2, :] = nyquist[:, patch // 2] = True
     return {
         "frequencies_per_mm": frequencies[present],
         "nps": nps[present],
         "noise_hu": float(residual.std()),
         "mean_frequency_per_mm": float((radius * power).sum() / power.sum()) if power.sum() > 0 else 0.0,
+        "grid_share": float(power[nyquist].sum() / power.sum()) if power.sum() > 0 else 0.0,
     }
 
 
@@ -171,4 +178,5 @@ def tissue_statistics(volume_hu: np.ndarray, spacing_mm, body: np.ndarray | None
         "body_fraction": body_voxels / volume_hu.size,
         "nps_noise_hu": None if nps is None else nps["noise_hu"],
         "nps_mean_frequency_per_mm": None if nps is None else nps["mean_frequency_per_mm"],
+        "nps_grid_share": None if nps is None else nps["grid_share"],
     }
