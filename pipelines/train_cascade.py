@@ -5,7 +5,7 @@
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
-                        [--stage_upsample transpose]
+                        [--stage_upsample transpose] [--stage_spectral_levels 0,1,2]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -79,6 +79,12 @@ _UPSAMPLE = flags.DEFINE_enum(
     "How the stages' U-Nets double their grid (cgan-ct-train's --upsample): transpose, or resize (no period-2 "
     "cross-hatch).",
 )
+_SPECTRAL_LEVELS = flags.DEFINE_list(
+    "stage_spectral_levels",
+    None,
+    "The stages whose loss carries the texture term (--stage_spectral_weight), by level (0: the full-resolution "
+    "stage); default: every stage.",
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -86,6 +92,15 @@ _PYRAMID = flags.DEFINE_enum(
     "How the coarser levels are made: every 2**j-th voxel (subsample: each level keeps full-resolution voxel "
     "noise) or each 2**j-voxel cube's mean (mean: a smooth coarse level, each stage adding its own noise).",
 )
+
+
+def _stage_levels(values: list[str] | None) -> tuple[int, ...] | None:
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--stage_spectral_levels takes stage levels such as 0,1; got {','.join(values)}") from None
 
 
 def main(argv: list[str]) -> None:
@@ -113,6 +128,7 @@ def main(argv: list[str]) -> None:
         diversity_checks=_DIVERSITY.value,
         stage_augmentation=augmentation_from_flags(_AUGMENT),
         pyramid=_PYRAMID.value,
+        spectral_levels=_stage_levels(_SPECTRAL_LEVELS.value),
     )
 
     def callbacks(name):

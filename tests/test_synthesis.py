@@ -385,11 +385,12 @@ def tiny_cascade(tmp_path_factory):
     settings = CascadeSettings(
         levels=2,
         size=64,
-        stage=model_config("smoke"),
+        stage=model_config("smoke", spectral_weight=5.0),
         stage_steps=3,
         coarse=coarse_config("smoke"),
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
+        spectral_levels=(0,),  # the texture term in the full-resolution stage only
     )
     messages = []
     cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
@@ -418,6 +419,9 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
             measured["noise_hu"],
         )
         assert pipeline["mirror_axes"] == [] and pipeline["quarter_turns"] is True
+        model = json.loads((folder.parent / "runs" / name / "run.json").read_text())["model"]
+        assert model["spectral_weight"] == (5.0 if name == "stage0" else 0.0)
+    assert info["training"]["stage_spectral_weight"] == {"stage0": 5.0, "stage1": 0.0}
     augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
     augmentation["elastic_sampling"] = "trilinear"
     assert info["training"]["stage_augmentation"] == augmentation
@@ -595,6 +599,7 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
         (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
         (("--pyramid", "mean"), (10.0, 0.0), {}),
         (("--stage_upsample", "resize"), (10.0, 0.0), {}),
+        (("--stage_spectral_weight", "30", "--stage_spectral_levels", "0"), (10.0, 30.0), {}),
         (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
         (
             _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
@@ -607,7 +612,8 @@ _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
     without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
-    transposed up-sampling unless --stage_upsample; item 1:
+    transposed up-sampling unless --stage_upsample, the texture term in every stage unless
+    --stage_spectral_levels; item 1:
     the augmentation flags reach the stages' settings, and only those given."""
     code = (
         "import sys\n"
@@ -618,6 +624,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
         "    print('AUGMENT', repr(settings.stage_augmentation))\n"
         "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
+        "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
@@ -636,3 +643,21 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
     assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])
     upsample = next(x for x in result.stdout.splitlines() if x.startswith("UPSAMPLE")).split()[1]
     assert upsample == ("resize" if "--stage_upsample" in extra else "transpose")
+    per_stage = [float(v) for v in next(x for x in result.stdout.splitlines() if x.startswith("LEVELS")).split()[1:]]
+    assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
+
+
+def test_cascade_settings_check_the_texture_term_stages():
+    from cgan_ct.synthesis.cascade_training import CascadeSettings, stage_model
+
+    textured = model_config("smoke", spectral_weight=5.0)
+    settings = CascadeSettings(levels=3, stage=textured, spectral_levels=(2, 0))
+    assert settings.spectral_levels == (0, 2)
+    assert [stage_model(settings, j).spectral_weight for j in range(3)] == [5.0, 0.0, 5.0]
+    assert stage_model(settings).spectral_weight == 5.0  # the shared setting, as cascade.json's stage_model
+    with pytest.raises(ValueError, match="distinct stages in 0..2"):
+        CascadeSettings(levels=3, stage=textured, spectral_levels=(3,))
+    with pytest.raises(ValueError, match="distinct stages"):
+        CascadeSettings(levels=3, stage=textured, spectral_levels=(0, 0))
+    with pytest.raises(ValueError, match="whose weight is 0"):
+        CascadeSettings(levels=3, stage=model_config("smoke"), spectral_levels=(0,))

@@ -88,6 +88,8 @@ class CascadeSettings:
         each stage adding its own). With "mean", stages whose residual base is "auto" correct the
         nearest-neighbour condition ("condition"), whose cells are the mean's, instead of the cubic
         interpolation of samples taken at the cells' corners.
+      spectral_levels: the stages whose loss carries the texture term (``stage.spectral_weight``), by level
+        (0: the stage that gives full resolution); None: every stage. The others train without it.
     """
 
     levels: int = 3
@@ -103,9 +105,17 @@ class CascadeSettings:
     diversity_checks: int = 10
     stage_augmentation: dict = dataclasses.field(default_factory=dict)
     pyramid: str = "subsample"
+    spectral_levels: tuple[int, ...] | None = None
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
+        if self.spectral_levels is not None:
+            levels = tuple(int(level) for level in self.spectral_levels)
+            if len(set(levels)) != len(levels) or not all(0 <= level < self.levels for level in levels):
+                raise ValueError(f"spectral_levels must be distinct stages in 0..{self.levels - 1}, got {levels}")
+            if not self.stage.spectral_weight:
+                raise ValueError("spectral_levels chooses the stages of the texture term, whose weight is 0")
+            object.__setattr__(self, "spectral_levels", tuple(sorted(levels)))
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
         if self.condition_shift < 0 or self.degradation_samples < 1:
@@ -180,7 +190,7 @@ def train_cascade(
             options = RunOptions(
                 DEPIXELATE, seed=settings.seed, steps_per_epoch=settings.stage_steps, pipeline=pipeline
             )
-            config = stage_model(settings)
+            config = stage_model(settings, level)
             dataset = out / "datasets" / f"level{level}"
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
@@ -188,10 +198,13 @@ def train_cascade(
     return cascade
 
 
-def stage_model(settings: CascadeSettings) -> ModelConfig:
+def stage_model(settings: CascadeSettings, level: int | None = None) -> ModelConfig:
     """The stages' model: ``settings.stage`` for one epoch of ``stage_steps``; on the mean pyramid an "auto"
-    residual base corrects the nearest-neighbour condition (see CascadeSettings.pyramid)."""
+    residual base corrects the nearest-neighbour condition (see CascadeSettings.pyramid). With ``level``,
+    that stage's: without the texture term where ``settings.spectral_levels`` leaves it out."""
     config = dataclasses.replace(settings.stage, epochs=1)
+    if level is not None and settings.spectral_levels is not None and level not in settings.spectral_levels:
+        config = dataclasses.replace(config, spectral_weight=0.0)
     if settings.pyramid == "mean" and config.residual_base == "auto":
         config = dataclasses.replace(config, residual_base="condition")
     return config
@@ -290,5 +303,9 @@ def _write_cascade_file(
             "condition_shift": settings.condition_shift,
             "stage_augmentation": stage_augmentation(settings),
             "pyramid": settings.pyramid,
+            # each stage's texture term as trained (stage_model's is the shared setting)
+            "stage_spectral_weight": {
+                f"stage{level}": stage_model(settings, level).spectral_weight for level in range(settings.levels)
+            },
         },
     ).save(cascade)
