@@ -210,8 +210,9 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         f"{SPLIT} --steps 1 --slices 2 --variants cpu+steps2+filters4+depth2 --output_dir {{out}} --texture",
         r"cpu\+steps2\+filters4\+depth2: trained in [\d.]+ s[\s\S]*"
         r"\| model \(cpu\+steps2\+filters4\+depth2\) \| volume \| [\d.]+[\s\S]*texture against the real"
-        r"[\s\S]*\| model \(cpu\+steps2\+filters4\+depth2\) \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|"
-        r"[\s\S]*\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| [\d.]+ \|",
+        r"[\s\S]*\| model \(cpu\+steps2\+filters4\+depth2\) \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| "
+        r"(-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|"
+        r"[\s\S]*\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
     ),
     "coarse_ab": _script(  # issue 33: the coarse GAN's anti-collapse A/B, its diversity curve per variant
         "coarse_ab",

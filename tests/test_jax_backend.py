@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -87,8 +88,9 @@ def jax_results(smoke_dataset, tmp_path_factory):
     # two host devices: the run trains data-parallel (keras.distribution), as on two GPUs. The two devices
     # are threads of one process; on two busy cores (xdist workers, the GPU check beside it) one can wait
     # past XLA's 40 s collective deadline, which aborts the process (CI, stop 48), so the deadline is the
-    # subprocess's own timeout instead.
-    collective_timeout = 900
+    # subprocess's own timeout instead. Once (CI of stop 51) the two devices hung instead, for the whole 900 s
+    # then allowed, where the module takes 85-222 s: a try now ends at 420 s and a hung one is run once more.
+    collective_timeout = 420
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
@@ -101,14 +103,21 @@ def jax_results(smoke_dataset, tmp_path_factory):
             ]
         ),
     }
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "jax_worker.py"), str(work)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=collective_timeout,
-    )
+    for attempt in (1, 2):
+        try:
+            result = subprocess.run(
+                [sys.executable, str(REPO / "tests" / "jax_worker.py"), str(work)],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=collective_timeout,
+            )
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == 2:
+                raise
+            warnings.warn(f"the JAX worker hung past {collective_timeout} s (two host devices); again", stacklevel=2)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, tf_steps, gpu_check
 

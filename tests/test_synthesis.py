@@ -471,10 +471,12 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(
-        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|",
+        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| "
+        r"(-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
         result.stdout,
     )
-    assert re.search(r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|", result.stdout)
+    condition_row = r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|"
+    assert re.search(condition_row, result.stdout)
     changed = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50" / "run.json").read_text())
     pipeline = changed["pipeline"]
     assert changed["model"]["spectral_weight"] == 50.0  # item 3: the texture term, the stage's L1 weight kept
