@@ -57,27 +57,28 @@ def add_texture(result, spacing_mm, patch: int = 32) -> None:
             row.update(texture=measured[row["method"]], real_texture=measured["real"])
 
 
+def _mean_cell(values: list, digits: int) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):.{digits}f}" if values else "-"
+
+
 def texture_table(rows: list[dict], label=lambda row: row["method"]) -> str:
     """Mean texture ratios (real = 1) per ``label`` over the rows that carry them, beside PSNR."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if "texture" in row:
             groups.setdefault(label(row), []).append(row)
-    keys = ("nps_noise_ratio", "nps_frequency_ratio", "edge_sharpness_ratio", "nps_grid_share")
+    ratios = ("nps_noise_ratio", "nps_frequency_ratio", "edge_sharpness_ratio")
     lines = [
         "| output | noise / real | NPS mean frequency / real | edge sharpness / real | share at Nyquist (real) "
         "| PSNR dB |",
         "|---|---|---|---|---|---|",
     ]
     for name, chosen in groups.items():
-        cells = []
-        for key in keys:
-            values = [r["texture"][key] for r in chosen if r["texture"].get(key) is not None]
-            cell = f"{sum(values) / len(values):.{4 if key == 'nps_grid_share' else 2}f}" if values else "-"
-            if key == "nps_grid_share":
-                real = [r["real_texture"][key] for r in chosen if r["real_texture"].get(key) is not None]
-                cell += f" ({sum(real) / len(real):.4f})" if real else ""
-            cells.append(cell)
+        cells = [_mean_cell([r["texture"].get(key) for r in chosen], 2) for key in ratios]
+        grid = _mean_cell([r["texture"].get("nps_grid_share") for r in chosen], 4)
+        real = _mean_cell([r["real_texture"].get("nps_grid_share") for r in chosen], 4)
+        cells.append(grid if real == "-" else f"{grid} ({real})")
         psnr = sum(r["psnr_slices_db"] for r in chosen) / len(chosen)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {psnr:.2f} |")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ import cgan_ct  # noqa: F401  (first: sets TensorFlow's CPU runtime before a tes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "ct"
+# experiments/heldout.texture_table's "share at Nyquist (real)" cell: "-", or the share with the real level's
+GRID_CELL = r"(-|[\d.]+( \([\d.]+\))?)"
 
 sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's sform notes on dcm2niix files
 # A key of the suite's own for the pseudonyms, as a user with real data sets one: without it the library would

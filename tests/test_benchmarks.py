@@ -34,7 +34,7 @@ from absl import flags
 from cgan_ct import write_dicom_series
 from cgan_ct.config import PRESETS, model_config
 from cgan_ct.demo.phantom import make_phantom
-from tests.conftest import REPO, require_tool
+from tests.conftest import GRID_CELL, REPO, require_tool
 
 BENCHMARKS = REPO / "benchmarks"  # timers: a ratio against a limit measured in the same run
 EXPERIMENTS = REPO / "experiments"  # the release and A/B scripts: quality on held-out patients
@@ -211,8 +211,9 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         r"cpu\+steps2\+filters4\+depth2: trained in [\d.]+ s[\s\S]*"
         r"\| model \(cpu\+steps2\+filters4\+depth2\) \| volume \| [\d.]+[\s\S]*texture against the real"
         r"[\s\S]*\| model \(cpu\+steps2\+filters4\+depth2\) \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| "
-        r"(-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|"
-        r"[\s\S]*\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
+        + GRID_CELL
+        + r" \| [\d.]+ \|"
+        r"[\s\S]*\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| " + GRID_CELL + r" \| [\d.]+ \|",
     ),
     "coarse_ab": _script(  # issue 33: the coarse GAN's anti-collapse A/B, its diversity curve per variant
         "coarse_ab",
@@ -224,7 +225,7 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         "stage_texture",
         f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --slices 4",
         r"stage2 \(level 3 -> 2, 1 held-out series\)[\s\S]*stage0 \(level 1 -> 0[\s\S]*"
-        r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
+        r"\| model \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \| " + GRID_CELL + r" \| [\d.]+ \|",
     ),
     "level_texture": _script(  # issue 33: where the synthesis loses texture, level by level, against real
         "level_texture",

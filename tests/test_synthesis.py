@@ -23,7 +23,7 @@ from cgan_ct.io.volume import subsample_volume
 from cgan_ct.ops.blocks import predict_volume
 from cgan_ct.ops.pyramid import level_shape, mean_pool, subsample, upsample_nearest
 from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
-from tests.conftest import REPO, require_tool
+from tests.conftest import GRID_CELL, REPO, require_tool
 
 
 def _block_mean_predictor(blocks):
@@ -472,10 +472,11 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(
         r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| "
-        r"(-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|",
+        + GRID_CELL
+        + r" \| [\d.]+ \|",
         result.stdout,
     )
-    condition_row = r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| (-|[\d.]+( \([\d.]+\))?) \| [\d.]+ \|"
+    condition_row = r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| " + GRID_CELL + r" \| [\d.]+ \|"
     assert re.search(condition_row, result.stdout)
     changed = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50" / "run.json").read_text())
     pipeline = changed["pipeline"]
