@@ -5,7 +5,7 @@
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
-                        [--stage_upsample transpose] [--stage_spectral_levels 0,1,2]
+                        [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--coarse_calibration]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -18,7 +18,9 @@ conditions degraded so (--nodegrade_conditions: on clean down-sampled volumes).
 The stages' L1 weight is 10 unless --stage_l1_weight says otherwise: at the
 presets' weight (1000 for cpu) a stage learns the blurred mean, measured with
 noise power 0.69x real in mean frequency; at 10, 0.88x. The augmentation flags
-set the stages' training blocks, as cgan-ct-train's do.
+set the stages' training blocks, as cgan-ct-train's do. --coarse_calibration
+maps the coarse generator's HU to the training volumes' (one monotone map,
+fitted to 16 draws: OUT/runs/coarse_calibration.json) before anything sees them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ _SPECTRAL_LEVELS = flags.DEFINE_list(
     "The stages whose loss carries the texture term (--stage_spectral_weight), by level (0: the full-resolution "
     "stage); default: every stage.",
 )
+_CALIBRATE = flags.DEFINE_boolean(
+    "coarse_calibration",
+    False,
+    "Calibrate the coarse generator's HU to the training volumes' at the coarse level (one monotone map of its "
+    "body intensities' quantiles; the saved coarse model serves calibrated draws).",
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -129,6 +137,7 @@ def main(argv: list[str]) -> None:
         stage_augmentation=augmentation_from_flags(_AUGMENT),
         pyramid=_PYRAMID.value,
         spectral_levels=_stage_levels(_SPECTRAL_LEVELS.value),
+        calibrate_coarse=_CALIBRATE.value,
     )
 
     def callbacks(name):

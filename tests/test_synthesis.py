@@ -143,6 +143,78 @@ def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
         CoarseModel(tmp_path)
 
 
+def _chest(seed: int, depth: int = 6, size: int = 32) -> np.ndarray:
+    """A crude coarse chest: air, a body of soft tissue with two lungs and a bright spine, some noise (HU)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - size / 2 + 0.5
+    hu = np.full((depth, size, size), -1024.0, np.float32)
+    body = (y / (0.35 * size)) ** 2 + (x / (0.45 * size)) ** 2 < 1
+    lungs = ((y / (0.22 * size)) ** 2 + ((np.abs(x) - 0.2 * size) / (0.13 * size)) ** 2) < 1
+    spine = (np.abs(x) < 0.06 * size) & (y > 0.18 * size) & (y < 0.3 * size)
+    plane = np.where(body, 40.0, -1024.0) + np.where(lungs, -900.0, 0.0) + np.where(spine, 500.0, 0.0)
+    hu[:] = plane + np.where(body, rng.normal(0, 10, (depth, size, size)), 0)
+    return hu
+
+
+def test_calibration_undoes_a_monotone_intensity_bias():
+    """The coarse calibration (issue 33: tissue medians): draws whose body HU are a monotone distortion of the
+    real ones' come back to the real intensities; air outside the body stays air; numpy and TensorFlow agree."""
+    from cgan_ct.synthesis.calibration import Calibration, fit_calibration
+
+    real = [_chest(seed) for seed in range(3)]
+
+    def distort(hu):  # grey lungs, bright soft tissue, duller bone: inside the body only
+        return np.where(hu > -1000, 0.7 * hu + 0.0002 * hu**2 + 40, hu).astype(np.float32)
+
+    draws = [distort(_chest(seed)) for seed in range(10, 14)]
+    calibration = fit_calibration(draws, real)
+    assert (calibration.draws, calibration.volumes) == (4, 3)
+    test = _chest(99)
+    body = test > -1000
+    before, after = distort(test), calibration.apply(distort(test))
+    assert np.abs(after[body] - test[body]).mean() < 0.2 * np.abs(before[body] - test[body]).mean()
+    for low, high in ((-1000, -500), (-200, 200), (300, 3000)):  # lung, soft tissue, bone
+        inside = body & (test > low) & (test < high)
+        assert abs(np.median(after[inside]) - np.median(test[inside])) < 15
+    np.testing.assert_array_equal(after[~body], -1024)  # air stays air
+    np.testing.assert_allclose(calibration.apply_tf(distort(test)).numpy(), after, atol=0.05)
+    beyond = calibration.source_hu[-1] + np.array([10.0, 500.0])  # slope 1 past the last knot
+    np.testing.assert_allclose(np.diff(calibration.apply(beyond)), 490, atol=1e-3)
+    assert Calibration.from_json(json.loads(json.dumps(calibration.to_json()))) == calibration
+    same = fit_calibration(real, real)  # draws already real: nearly the identity
+    assert np.abs(same.apply(test)[body] - test[body]).max() < 1
+    with pytest.raises(ValueError, match="no volume has a body"):
+        fit_calibration([np.full((2, 16, 16), -1024.0, np.float32)], real)
+    with pytest.raises(ValueError, match="increase strictly"):
+        Calibration((0.0, 0.0), (1.0, 2.0))
+    with pytest.raises(ValueError, match="never fall"):
+        Calibration((0.0, 1.0), (2.0, 1.0))
+    with pytest.raises(ValueError, match=">= 2 knots"):
+        Calibration((0.0,), (0.0,))
+
+
+def test_calibrated_coarse_model_serves_calibrated_draws(tmp_path):
+    """save_coarse_model with a calibration: the SavedModel's signature applies it (TF Serving gets calibrated
+    HU), and CoarseModel says which calibration it serves; without one, it says None."""
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.calibration import Calibration
+    from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coarse_model
+    from cgan_ct.synthesis.coarse_networks import build_coarse_generator
+
+    config = coarse_config("smoke", size=16)
+    generator = build_coarse_generator(config)
+    calibration = Calibration((-1024.0, -100.0, 100.0), (-1024.0, -300.0, 0.0), draws=2, volumes=1)
+    save_coarse_model(generator, linear_mapping(), config, tmp_path / "plain")
+    save_coarse_model(generator, linear_mapping(), config, tmp_path / "calibrated", {"levels": 2}, calibration)
+    plain, calibrated = CoarseModel(tmp_path / "plain"), CoarseModel(tmp_path / "calibrated")
+    assert plain.calibration is None and calibrated.calibration == calibration
+    assert calibrated.info["levels"] == 2
+    drawn = CoarseModule(generator, linear_mapping(), config).draw(5, 3)
+    np.testing.assert_allclose(plain.draw(5, 3), drawn, atol=1e-3)
+    np.testing.assert_allclose(calibrated.draw(5, 3), calibration.apply(drawn), atol=1e-2)
+    assert np.abs(calibrated.draw(5, 3) - plain.draw(5, 3)).max() > 1
+
+
 def test_coarse_crops_carry_their_relative_height():
     from cgan_ct.synthesis.coarse_training import crop_batches
 
@@ -391,6 +463,7 @@ def tiny_cascade(tmp_path_factory):
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
         spectral_levels=(0,),  # the texture term in the full-resolution stage only
+        calibrate_coarse=True,
     )
     messages = []
     cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
@@ -422,6 +495,16 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
         model = json.loads((folder.parent / "runs" / name / "run.json").read_text())["model"]
         assert model["spectral_weight"] == (5.0 if name == "stage0" else 0.0)
     assert info["training"]["stage_spectral_weight"] == {"stage0": 5.0, "stage1": 0.0}
+    # the coarse model serves calibrated draws, fitted before the degradation was measured on them
+    fit = json.loads((folder.parent / "runs" / "coarse_calibration.json").read_text())
+    assert info["training"]["coarse_calibration"] == {"draws": settings.calibration_samples, "volumes": 3}
+    assert fit["calibration"]["draws"] == settings.calibration_samples and fit["w1_before_hu"] is not None
+    calibrated = next(i for i, m in enumerate(messages) if m.startswith("coarse: intensities calibrated"))
+    assert calibrated < next(i for i, m in enumerate(messages) if m.startswith("degradation"))
+    from cgan_ct.synthesis.calibration import Calibration
+    from cgan_ct.synthesis.coarse_export import CoarseModel
+
+    assert CoarseModel(folder / "coarse").calibration == Calibration.from_json(fit["calibration"])
     augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
     augmentation["elastic_sampling"] = "trilinear"
     assert info["training"]["stage_augmentation"] == augmentation
@@ -447,6 +530,50 @@ def test_training_again_resumes_without_retraining(tiny_cascade):
     train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
     assert messages == []
     assert before == {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_calibrate_coarse_experiment_calibrates_a_trained_cascade(tiny_cascade, tmp_path):
+    """experiments/calibrate_coarse.py gives a cascade trained without calibration the one the trainer fits:
+    its coarse model then serves the draws of the trainer's own calibrated model; it refuses a calibrated one."""
+    import shutil
+
+    import keras
+
+    from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
+
+    root, settings, folder, _ = tiny_cascade
+    copy = tmp_path / "cascade"
+    shutil.copytree(folder, copy)
+    trained = CoarseModel(copy / "coarse")
+    generator = keras.models.load_model(root / "out" / "runs" / "coarse.keras")
+    from cgan_ct.ops.intensity import IntensityMapping
+
+    mapping = IntensityMapping.from_json(trained.info["intensity"])
+    config = coarse_config("smoke", size=trained.size)
+    save_coarse_model(generator, mapping, config, copy / "coarse", {"levels": 2})  # as if trained without it
+    info = json.loads((copy / "cascade.json").read_text())
+    info["training"]["coarse_calibration"] = None
+    (copy / "cascade.json").write_text(json.dumps(info))
+    from cgan_ct.data.manifest import load_manifest
+    from cgan_ct.io.sources import discover
+
+    train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
+    train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
+    script = [sys.executable, str(REPO / "experiments" / "calibrate_coarse.py"), "--coarse_keras"]
+    script += [str(root / "out" / "runs" / "coarse.keras"), "--input", ",".join(train)]
+    result = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "intensities calibrated (16 draws matched to 3 real volumes)" in result.stdout
+    recalibrated = CoarseModel(copy / "coarse")
+    assert recalibrated.calibration is not None and recalibrated.info["levels"] == 2
+    np.testing.assert_allclose(recalibrated.draw(3, 4), trained.draw(3, 4), atol=0.5)
+    assert json.loads((copy / "cascade.json").read_text())["training"]["coarse_calibration"] == {
+        "draws": 16,
+        "volumes": 3,
+    }
+    again = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "already calibrated" in again.stderr + again.stdout
 
 
 @pytest.mark.slow

@@ -62,18 +62,18 @@ class IntensityMapping:
 
     def forward_tf(self, hu):
         """TensorFlow version of ``forward``: any-shape tensor of HU -> float32."""
-        return _interp_tf(hu, self.knots_hu, self.levels)
+        return interp_tf(hu, self.knots_hu, self.levels)
 
     def inverse_tf(self, values):
         """TensorFlow version of ``inverse``: any-shape float tensor -> float32 HU."""
-        return _interp_tf(values, self.levels, self.knots_hu)
+        return interp_tf(values, self.levels, self.knots_hu)
 
     def inverse_ops(self, values):
         """``inverse`` in keras.ops (any backend): any-shape float tensor -> float32 HU. For losses and metrics."""
         return _interp_ops(values, self.levels, self.knots_hu)
 
 
-def _interp_tf(x, xp, fp):
+def interp_tf(x, xp, fp):
     """np.interp in TensorFlow ops (clamped at both ends).
 
     Evenly spaced knots (the HU side of both mappings) are indexed directly;
@@ -97,7 +97,7 @@ def _interp_tf(x, xp, fp):
 
 
 def _interp_ops(x, xp, fp):
-    """np.interp in keras.ops (clamped at both ends): the backend-neutral ``_interp_tf``."""
+    """np.interp in keras.ops (clamped at both ends): the backend-neutral ``interp_tf``."""
     from keras import ops
 
     xp_np, fp_np = np.asarray(xp, np.float32), np.asarray(fp, np.float32)

@@ -6,6 +6,8 @@ Output folder:
                        each 2**j cube's mean: ``CascadeSettings.pyramid``),
                        one patient split for all levels (the same seed)
   runs/coarse.keras    the coarse generator
+  runs/coarse_calibration.json  its intensity calibration's fit (with
+                       ``CascadeSettings.calibrate_coarse``: cgan_ct.synthesis.calibration)
   runs/degradation.json  blur and noise of the coarse generator's samples against
                        the training volumes' coarse level (cgan_ct.synthesis.degradation)
   runs/stage<j>/       the depixelate training run for level j (cgan-ct-train's),
@@ -27,7 +29,7 @@ import pathlib
 import numpy as np
 
 from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
-from cgan_ct.constants import AIR_HU, CASCADE_FILE, DEPIXELATE, MANIFEST_FILE, SAVED_MODEL_FILE
+from cgan_ct.constants import AIR_HU, CASCADE_FILE, COARSE_INFO_FILE, DEPIXELATE, MANIFEST_FILE, SAVED_MODEL_FILE
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.data.manifest import Manifest, load_manifest
@@ -39,14 +41,23 @@ from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.pyramid import check_pyramid, downsample, level_length
+from cgan_ct.synthesis.calibration import Calibration, fit_calibration
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
-from cgan_ct.synthesis.coarse_diversity import DiversityMonitor, diversity_line, measurable
-from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
+from cgan_ct.synthesis.coarse_diversity import (
+    DiversityMonitor,
+    body_histogram,
+    diversity_line,
+    mean_w1_hu,
+    measurable,
+)
+from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
+CALIBRATION_FILE = "coarse_calibration.json"
+CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
 AUGMENTATION_FIELDS = (  # of PipelineOptions
     "mirror_axes",
     "quarter_turns",
@@ -90,6 +101,9 @@ class CascadeSettings:
         interpolation of samples taken at the cells' corners.
       spectral_levels: the stages whose loss carries the texture term (``stage.spectral_weight``), by level
         (0: the stage that gives full resolution); None: every stage. The others train without it.
+      calibrate_coarse: calibrate the coarse generator's HU to the training volumes' at the coarse level
+        (cgan_ct.synthesis.calibration, fitted to ``calibration_samples`` draws; the saved coarse model serves
+        calibrated draws, and the degradation and the stages see them).
     """
 
     levels: int = 3
@@ -106,6 +120,8 @@ class CascadeSettings:
     stage_augmentation: dict = dataclasses.field(default_factory=dict)
     pyramid: str = "subsample"
     spectral_levels: tuple[int, ...] | None = None
+    calibrate_coarse: bool = False
+    calibration_samples: int = 16
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
@@ -118,6 +134,8 @@ class CascadeSettings:
             object.__setattr__(self, "spectral_levels", tuple(sorted(levels)))
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
+        if self.calibration_samples < 1:
+            raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
         if self.condition_shift < 0 or self.degradation_samples < 1:
             raise ValueError(
                 f"need condition_shift >= 0 and degradation_samples >= 1, got "
@@ -172,7 +190,18 @@ def train_cascade(
             write_json_atomic(out / "runs" / "coarse_diversity.json", {"rows": monitor.rows})
             say(f"coarse: diversity at {diversity_line(monitor.rows[-1])}")
         generator.save(out / "runs" / "coarse.keras")
-        save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", {"levels": settings.levels})
+        calibration = None
+        if settings.calibrate_coarse:
+            module = CoarseModule(generator, mapping, coarse_config)
+            try:
+                calibration, fit = calibrate_coarse(module, volumes, settings.calibration_samples)
+            except ValueError as exc:  # no body in any draw (or volume): nothing to match, served as drawn
+                say(f"coarse: not calibrated ({exc})")
+            else:
+                write_json_atomic(out / "runs" / CALIBRATION_FILE, fit)
+                say(calibration_line(fit))
+        info = {"levels": settings.levels}
+        save_coarse_model(generator, mapping, coarse_config, cascade / "coarse", info, calibration)
     degradation = stage_degradation(cascade / "coarse", volumes, out / "runs", settings, say)
     pipeline = PipelineOptions(
         condition_blur=degradation.blur_sigma if degradation else 0.0,
@@ -208,6 +237,29 @@ def stage_model(settings: CascadeSettings, level: int | None = None) -> ModelCon
     if settings.pyramid == "mean" and config.residual_base == "auto":
         config = dataclasses.replace(config, residual_base="condition")
     return config
+
+
+def calibrate_coarse(module, volumes, samples: int) -> tuple[Calibration, dict]:
+    """The calibration of a coarse generator (``module.draw(seed, depth)``, uncalibrated HU) to the training
+    ``volumes`` at the coarse level, fitted to ``samples`` draws of their median depth, and the fit's record:
+    the calibration, and the body HU W1 (mean over those draws, against the volumes pooled) before and after."""
+    depth = int(np.median([len(v) for v in volumes]))
+    draws = [module.draw(CALIBRATION_SEED + i, depth) for i in range(samples)]
+    calibration = fit_calibration(draws, volumes)
+    real = [body_histogram(v) for v in volumes]
+    before = mean_w1_hu([body_histogram(d) for d in draws], real)
+    after = mean_w1_hu([body_histogram(calibration.apply(d)) for d in draws], real)
+    return calibration, {"calibration": calibration.to_json(), "w1_before_hu": before, "w1_after_hu": after}
+
+
+def calibration_line(fit: dict) -> str:
+    """One line about a calibration's fit (``calibrate_coarse``'s record)."""
+    draws, volumes = fit["calibration"]["draws"], fit["calibration"]["volumes"]
+    before, after = (f"{fit[key]:.1f}" if fit[key] is not None else "-" for key in ("w1_before_hu", "w1_after_hu"))
+    return (
+        f"coarse: intensities calibrated ({draws} draws matched to {volumes} real volumes): "
+        f"body HU W1 of those draws to the real ones {before} -> {after} HU"
+    )
 
 
 def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: CascadeSettings, say):
@@ -281,6 +333,12 @@ def stage_augmentation(settings: CascadeSettings) -> dict:
     return {name: getattr(options, name) for name in AUGMENTATION_FIELDS}
 
 
+def coarse_calibration_record(coarse_dir) -> dict | None:
+    """What cascade.json records of the saved coarse model's calibration (counts only), None without one."""
+    recorded = json.loads((pathlib.Path(coarse_dir) / COARSE_INFO_FILE).read_text()).get("calibration")
+    return None if not recorded else {"draws": recorded["draws"], "volumes": recorded["volumes"]}
+
+
 def _write_cascade_file(
     cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest, degradation
 ):
@@ -307,5 +365,6 @@ def _write_cascade_file(
             "stage_spectral_weight": {
                 f"stage{level}": stage_model(settings, level).spectral_weight for level in range(settings.levels)
             },
+            "coarse_calibration": coarse_calibration_record(cascade / "coarse"),
         },
     ).save(cascade)

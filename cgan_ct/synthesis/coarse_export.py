@@ -1,7 +1,8 @@
 """The trained coarse generator as a SavedModel (signature ``generate``), and loading it back.
 
-Beside the SavedModel, ``cgan_ct_coarse.json`` records its in-plane size and
-intensity mapping. Written by the block models' writer
+Beside the SavedModel, ``cgan_ct_coarse.json`` records its in-plane size,
+intensity mapping and calibration (``calibration.Calibration``, applied inside the
+signature: served draws are calibrated). Written by the block models' writer
 (cgan_ct.model.export.save_serving_model: keras.export.ExportArchive, TF
 Serving's warmup request, atomic). Serving needs TensorFlow only; this module
 never imports the training code.
@@ -21,6 +22,7 @@ from cgan_ct.constants import COARSE_INFO_FILE, COARSE_SIGNATURE, SAVED_MODEL_FI
 from cgan_ct.errors import InputError
 from cgan_ct.model.export import save_serving_model
 from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.synthesis.calibration import Calibration
 from cgan_ct.synthesis.coarse_networks import LATENT_SIZE, broadcast_position, draw_noise, positions
 
 COARSE_INFO = COARSE_INFO_FILE
@@ -29,10 +31,18 @@ _WARMUP_DEPTH = 4  # slices of the warmup request
 
 class CoarseModule:
     """The coarse generator with its intensity mapping as the signature ``generate(seed int64 [2], depth int32 [])``
-    -> {"volume_hu": float32 [depth, S, S]}, reproducible for a seed; also served as serving_default."""
+    -> {"volume_hu": float32 [depth, S, S]}, reproducible for a seed; also served as serving_default.
+    With ``calibration``, the HU it serves are calibrated."""
 
-    def __init__(self, generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig):
+    def __init__(
+        self,
+        generator: keras.Model,
+        mapping: IntensityMapping,
+        config: CoarseConfig,
+        calibration: Calibration | None = None,
+    ):
         self.generator, self.mapping, self.config = generator, mapping, config
+        self.calibration = calibration
 
     def endpoints(self) -> dict[str, tuple]:
         """Signature name -> (function, input signature)."""
@@ -53,21 +63,32 @@ class CoarseModule:
             code, latent = draw_noise(seed, 1, depth, self.config.latent_channels)
         position = broadcast_position(positions(depth)[None], LATENT_SIZE)
         volume = self.generator([code, latent, position], training=False)[0, ..., 0]
-        return {"volume_hu": self.mapping.inverse_tf(volume)}
+        volume_hu = self.mapping.inverse_tf(volume)
+        if self.calibration is not None:
+            volume_hu = self.calibration.apply_tf(volume_hu)
+        return {"volume_hu": volume_hu}
 
 
 def save_coarse_model(
-    generator: keras.Model, mapping: IntensityMapping, config: CoarseConfig, output_dir, info: dict | None = None
+    generator: keras.Model,
+    mapping: IntensityMapping,
+    config: CoarseConfig,
+    output_dir,
+    info: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> pathlib.Path:
-    """Writes the coarse generator as a SavedModel folder (signature ``generate``, also serving_default), atomically."""
-    served = CoarseModule(generator, mapping, config)
+    """Writes the coarse generator as a SavedModel folder (signature ``generate``, also serving_default), atomically;
+    with ``calibration``, the signature serves calibrated HU."""
+    served = CoarseModule(generator, mapping, config, calibration)
     signatures = [COARSE_SIGNATURE, SERVING_SIGNATURE]
     record = {**(info or {}), "size": config.size, "intensity": mapping.to_json(), "signatures": signatures}
+    record["calibration"] = calibration.to_json() if calibration is not None else None
     return save_serving_model(generator, served.endpoints(), served.warmup_inputs(), output_dir, COARSE_INFO, record)
 
 
 class CoarseModel:
-    """A saved coarse generator: ``draw(seed, depth)`` -> float32 HU [depth, S, S]."""
+    """A saved coarse generator: ``draw(seed, depth)`` -> float32 HU [depth, S, S] (calibrated where it was saved
+    with a calibration: ``calibration``, None otherwise and for models saved before calibrations)."""
 
     def __init__(self, model_dir):
         model_dir = pathlib.Path(model_dir)
@@ -76,6 +97,8 @@ class CoarseModel:
         self.info = json.loads((model_dir / COARSE_INFO).read_text())
         self._generate = tf.saved_model.load(str(model_dir)).signatures[COARSE_SIGNATURE]
         self.size = int(self.info["size"])
+        recorded = self.info.get("calibration")
+        self.calibration = Calibration.from_json(recorded) if recorded else None
 
     def draw(self, seed: int, depth: int) -> np.ndarray:
         if depth < 1:
