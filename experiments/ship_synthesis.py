@@ -90,6 +90,34 @@ def goal_rows(summary: dict) -> list[dict]:
     ]
 
 
+def _recipe_lines(t: dict) -> list[str]:
+    """The card's words on the recipe's later choices (pyramid, up-sampling, texture term, calibration), where
+    the cascade records them (cards of cascades trained before them say nothing)."""
+    lines = []
+    if t.get("pyramid") == "mean":
+        lines.append(
+            "- Mean pyramid (`--pyramid mean`): each coarser level is the mean of each cube, so every stage adds "
+            "its own level's noise."
+        )
+    if t["stage_model"].get("upsample") == "resize":
+        lines.append(
+            "- The stages' U-Nets double their grid by nearest doubling and a convolution (`--stage_upsample "
+            "resize`), not a stride-2 transposed convolution (its period-2 grid)."
+        )
+    weights = {name: w for name, w in (t.get("stage_spectral_weight") or {}).items() if w}
+    if weights:
+        named = ", ".join(f"{name} {w:g}" for name, w in sorted(weights.items()))
+        lines.append(f"- The texture term (`--stage_spectral_weight`) in the loss of: {named}; the others without.")
+    calibration = t.get("coarse_calibration")
+    if calibration:
+        lines.append(
+            f"- The coarse GAN's HU calibrated to the training volumes' (one monotone map fitted from "
+            f"{calibration['draws']} draws to {calibration['volumes']} volumes' body intensities; applied inside "
+            'the coarse SavedModel: `--coarse_calibration`, BUILD_NOTES "Calibrated coarse intensities").'
+        )
+    return lines
+
+
 def render(card: dict) -> str:
     from cgan_ct.inference import model_card
 
@@ -116,8 +144,12 @@ def render(card: dict) -> str:
         "## Training data",
         "",
         f"{len(card['train'])} real chest CT series of {len(card['train'])} patients, one series each, taken "
-        f"to {card['size']} x {card['size']} in-plane (centre crop or air padding) and to every 2nd, 4th and "
-        "8th voxel for the coarser levels:",
+        f"to {card['size']} x {card['size']} in-plane (centre crop or air padding) and, for the coarser levels, "
+        + (
+            "to the means of 2-, 4- and 8-voxel cubes:"
+            if t.get("pyramid") == "mean"
+            else "to every 2nd, 4th and 8th voxel:"
+        ),
         "",
         *model_card.data_lines(card["train"]),
         "",
@@ -134,6 +166,7 @@ def render(card: dict) -> str:
         "cgan-ct-train-cascade's default, chosen by soft-tissue texture against real CT, not PSNR: BUILD_NOTES, "
         '"Stage texture"), on conditions degraded '
         f"as the coarse draws are (blur sigma {t['degradation_blur']:g} voxel, {t['degradation_noise_hu']:g} HU).",
+        *_recipe_lines(t),
         f"- Seed {card['seed']}; on {card['machine']}. Reproduce: the commands in docs/synthesis.md "
         '("The shipped cascade").',
         "",
@@ -192,7 +225,7 @@ def main(argv: list[str]) -> None:
     t = spec.training
     card = {
         "name": _NAME.value,
-        "version": 1,
+        "version": extra.get("version", 1),
         "date": datetime.date.today().isoformat(),
         "cgan_ct_version": cgan_ct.__version__,
         "size": spec.size,
@@ -210,6 +243,9 @@ def main(argv: list[str]) -> None:
             "preset": extra.get("preset", "cpu"),
             "degradation_blur": (t.get("condition_degradation") or {}).get("blur_sigma", 0.0),
             "degradation_noise_hu": (t.get("condition_degradation") or {}).get("noise_hu", 0.0),
+            "pyramid": t.get("pyramid", "subsample"),
+            "stage_spectral_weight": t.get("stage_spectral_weight"),
+            "coarse_calibration": t.get("coarse_calibration"),
         },
         "volumes": synthesized.get("synthetic_volumes", extra.get("volumes")),
         "shape": synthesized.get("synthetic_shapes", [extra.get("shape")])[0],

@@ -5,7 +5,7 @@
                         [--test_fraction 0.2] [--seed 0] [--workers N]
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
-                        [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--coarse_calibration]
+                        [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -18,9 +18,10 @@ conditions degraded so (--nodegrade_conditions: on clean down-sampled volumes).
 The stages' L1 weight is 10 unless --stage_l1_weight says otherwise: at the
 presets' weight (1000 for cpu) a stage learns the blurred mean, measured with
 noise power 0.69x real in mean frequency; at 10, 0.88x. The augmentation flags
-set the stages' training blocks, as cgan-ct-train's do. --coarse_calibration
-maps the coarse generator's HU to the training volumes' (one monotone map,
-fitted to 16 draws: OUT/runs/coarse_calibration.json) before anything sees them.
+set the stages' training blocks, as cgan-ct-train's do. The coarse generator's
+HU are calibrated to the training volumes' (one monotone map, fitted to 16
+draws: OUT/runs/coarse_calibration.json) before anything sees them
+(--nocoarse_calibration: served as drawn, as before 2026-12-06).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ _SPECTRAL_LEVELS = flags.DEFINE_list(
 )
 _CALIBRATE = flags.DEFINE_boolean(
     "coarse_calibration",
-    False,
+    True,
     "Calibrate the coarse generator's HU to the training volumes' at the coarse level (one monotone map of its "
     "body intensities' quantiles; the saved coarse model serves calibrated draws).",
 )

@@ -167,14 +167,13 @@ def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
         stage_steps=2,
         coarse=coarse_config("smoke", steps=2),
         conversion=conversion_config("smoke", test_fraction=0.0),
-        calibrate_coarse=True,  # its fit (runs/coarse_calibration.json, the coarse model's record) scanned too
     )
     messages = []
     folder = train_cascade([tmp_path / "Zyxwick_Honoria"], tmp_path / "out", settings, messages.append, workers=1)
     volume = Cascade(folder).synthesize(0, 4)
     write_dicom_series(volume, tmp_path / "syn", synthetic=True)
     write_nifti(volume, tmp_path / "syn.nii.gz")
-    assert (tmp_path / "out" / "runs" / "coarse_calibration.json").is_file()
+    assert (tmp_path / "out" / "runs" / "coarse_calibration.json").is_file()  # calibrated by default: scanned
     _assert_clean([m.encode() for m in messages])
     _assert_clean([p for p in (tmp_path / "out").rglob("*") if p.is_file()])
     _assert_clean(sorted((tmp_path / "syn").iterdir()) + [tmp_path / "syn.nii.gz"])

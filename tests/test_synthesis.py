@@ -463,7 +463,6 @@ def tiny_cascade(tmp_path_factory):
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
         spectral_levels=(0,),  # the texture term in the full-resolution stage only
-        calibrate_coarse=True,
     )
     messages = []
     cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)

@@ -14,6 +14,7 @@ MAY_IMPORT = ("ops", "io", "data", "model", "inference", "realism")  # realism: 
 
 # public name -> the module of this room that defines it; imported on first use
 _EXPORTS = {
+    "Calibration": "calibration",
     "Cascade": "synthesis",
     "CascadeSettings": "cascade_training",
     "CascadeSpec": "cascade_spec",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "cascade_stream": "cascade",
     "crop_batches": "coarse_training",
     "draw_noise": "coarse_networks",
+    "fit_calibration": "calibration",
     "fit_degradation": "degradation",
     "fit_plane": "cascade_training",
     "positions": "coarse_networks",

@@ -103,7 +103,8 @@ class CascadeSettings:
         (0: the stage that gives full resolution); None: every stage. The others train without it.
       calibrate_coarse: calibrate the coarse generator's HU to the training volumes' at the coarse level
         (cgan_ct.synthesis.calibration, fitted to ``calibration_samples`` draws; the saved coarse model serves
-        calibrated draws, and the degradation and the stages see them).
+        calibrated draws, and the degradation and the stages see them). On by default since 2026-12-06
+        (BUILD_NOTES "Calibrated coarse intensities"); False: served as drawn, as before.
     """
 
     levels: int = 3
@@ -120,7 +121,7 @@ class CascadeSettings:
     stage_augmentation: dict = dataclasses.field(default_factory=dict)
     pyramid: str = "subsample"
     spectral_levels: tuple[int, ...] | None = None
-    calibrate_coarse: bool = False
+    calibrate_coarse: bool = True
     calibration_samples: int = 16
 
     def __post_init__(self):
