@@ -5,10 +5,12 @@
 # SMOKE=1: every step, tiny (a two-level smoke cascade of 64 x 64 volumes, a few steps, 2 volumes of 24 slices, a
 # report without the realism measures, 2 pairs, on two chest series; SMOKE_SERIES=a,b names them), in about two
 # minutes: the test suite's run (tests/test_benchmarks.py).
-# COHORT=1: the recipe of the shipped pretrained:synthesis (issue 33): train on experiments/cohort.json's six chest
-# training series (--test_fraction 0: the held-out series are never converted), 3000 coarse and 3000 stage steps,
-# 8 volumes of 512 x 512 x 64, the report against the three held-out series (about 70 min on 2 cores); then
-# `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report` ships it.
+# COHORT=1: the recipe of the shipped pretrained:synthesis (issue 33; version 2, 2026-12-06: SEED=1): train on
+# experiments/cohort.json's six chest training series (--test_fraction 0: the held-out series are never converted),
+# 3000 coarse and 1500 stage steps, mean pyramid, resize up-sampling, the texture term in stage0 only, the coarse
+# level calibrated (the default), 8 volumes of 512 x 512 x 64, the report against the three held-out series (about
+# 90 min on 2 cores); then `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report`
+# ships it. SEED=N: the training seed (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
@@ -27,7 +29,8 @@ elif [ "${COHORT:-0}" = 1 ]; then
   CHESTS="$D/cmb-crc-msb-01068-lung,$D/covid-ct-md-P001,$D/covid-ct-md-cap001,$D/lung-pet-ct-dx-A0001"
   CHESTS="$CHESTS,$D/lungfcp-01-0001,$D/rider-9328-0109-pe"
   HELDOUT="$D/covid-ct-md-normal001,$D/lidc-idri-0001,$D/lungx-ct004"
-  TRAIN=(--preset cpu --stage_steps 3000 --coarse_steps 3000 --test_fraction 0)
+  TRAIN=(--preset cpu --stage_steps 1500 --coarse_steps 3000 --test_fraction 0 --pyramid mean)
+  TRAIN+=(--stage_spectral_weight 1000 --stage_spectral_levels 0 --stage_upsample resize)
   SYNTH=(--count 8 --slices 64)
   REPORT=()
   STUDY=(--pairs 8)
@@ -42,7 +45,7 @@ lscpu | sed -n 's/^Model name: *//p' | head -1
 # default: seed 0 and a 0.4 test fraction hold out lidc-idri-0001 and lung-pet-ct-dx-A0001 (the manifest says which);
 # COHORT=1: no test split, the held-out series are given to the report only
 /usr/bin/time -f "training: wall %e s, CPU %U s user + %S s system" cgan-ct-train-cascade --input "$CHESTS" \
-    --output_dir "$OUT/run" "${TRAIN[@]}" --seed 0
+    --output_dir "$OUT/run" "${TRAIN[@]}" --seed "${SEED:-0}"
 cat "$OUT/run/runs/degradation.json"
 rm -rf "$OUT/syn" "$OUT/report" "$OUT/study" "$OUT/pairs"
 /usr/bin/time -f "synthesis: wall %e s" cgan-ct-synthesize --model_dir "$OUT/run/cascade" --output_dir "$OUT/syn" \
