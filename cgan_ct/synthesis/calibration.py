@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from cgan_ct.constants import AIR_HU
-from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.intensity import interp_tf
 
 QUANTILES = np.linspace(0.0, 1.0, 257)[1:-1]  # 255 interior probabilities: 1/256 .. 255/256
@@ -81,6 +80,8 @@ class Calibration:
 
 def body_quantiles(volumes_hu: Sequence[np.ndarray], quantiles: np.ndarray = QUANTILES) -> tuple[np.ndarray, int]:
     """(the mean over volumes of each volume's body-voxel quantiles at ``quantiles``, how many volumes had a body)."""
+    from cgan_ct.ops.body_mask import body_mask  # the fit's only (scipy): serving a calibration needs numpy and TF
+
     rows = []
     for volume_hu in volumes_hu:
         volume_hu = np.asarray(volume_hu)
