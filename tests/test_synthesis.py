@@ -471,6 +471,8 @@ def tiny_cascade(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
+    from cgan_ct.synthesis.calibration import Calibration
+    from cgan_ct.synthesis.coarse_export import CoarseModel
     from cgan_ct.synthesis.synthesis import Cascade
 
     _, settings, folder, messages = tiny_cascade
@@ -500,9 +502,6 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert fit["calibration"]["draws"] == settings.calibration_samples and fit["w1_before_hu"] is not None
     calibrated = next(i for i, m in enumerate(messages) if m.startswith("coarse: intensities calibrated"))
     assert calibrated < next(i for i, m in enumerate(messages) if m.startswith("degradation"))
-    from cgan_ct.synthesis.calibration import Calibration
-    from cgan_ct.synthesis.coarse_export import CoarseModel
-
     assert CoarseModel(folder / "coarse").calibration == Calibration.from_json(fit["calibration"])
     augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
     augmentation["elastic_sampling"] = "trilinear"
@@ -539,24 +538,22 @@ def test_calibrate_coarse_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 
     import keras
 
+    from cgan_ct.data.manifest import load_manifest
+    from cgan_ct.io.sources import discover
+    from cgan_ct.ops.intensity import IntensityMapping
     from cgan_ct.synthesis.coarse_export import CoarseModel, save_coarse_model
 
-    root, settings, folder, _ = tiny_cascade
+    root, _, folder, _ = tiny_cascade
     copy = tmp_path / "cascade"
     shutil.copytree(folder, copy)
     trained = CoarseModel(copy / "coarse")
     generator = keras.models.load_model(root / "out" / "runs" / "coarse.keras")
-    from cgan_ct.ops.intensity import IntensityMapping
-
     mapping = IntensityMapping.from_json(trained.info["intensity"])
     config = coarse_config("smoke", size=trained.size)
     save_coarse_model(generator, mapping, config, copy / "coarse", {"levels": 2})  # as if trained without it
     info = json.loads((copy / "cascade.json").read_text())
     info["training"]["coarse_calibration"] = None
     (copy / "cascade.json").write_text(json.dumps(info))
-    from cgan_ct.data.manifest import load_manifest
-    from cgan_ct.io.sources import discover
-
     train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
     train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
     script = [sys.executable, str(REPO / "experiments" / "calibrate_coarse.py"), "--coarse_keras"]
