@@ -6,6 +6,7 @@
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
+                        [--nooutput_calibration]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -21,7 +22,11 @@ noise power 0.69x real in mean frequency; at 10, 0.88x. The augmentation flags
 set the stages' training blocks, as cgan-ct-train's do. The coarse generator's
 HU are calibrated to the training volumes' (one monotone map, fitted to 16
 draws: OUT/runs/coarse_calibration.json) before anything sees them
-(--nocoarse_calibration: served as drawn, as before 2026-12-06).
+(--nocoarse_calibration: served as drawn, as before 2026-12-06). Last, the
+whole cascade's volumes are calibrated to the training volumes' at full
+resolution, lung (below -400 HU) and the rest apart, fitted to 8 volumes
+(OUT/runs/output_calibration.json; cascade.json's output_calibration, which
+cgan-ct-synthesize applies; --nooutput_calibration: none, as before 2026-12-06).
 """
 
 from __future__ import annotations
@@ -94,6 +99,12 @@ _CALIBRATE = flags.DEFINE_boolean(
     "Calibrate the coarse generator's HU to the training volumes' at the coarse level (one monotone map of its "
     "body intensities' quantiles; the saved coarse model serves calibrated draws).",
 )
+_CALIBRATE_OUTPUT = flags.DEFINE_boolean(
+    "output_calibration",
+    True,
+    "Calibrate the full-resolution volumes' HU to the training volumes' (lung below -400 HU and the rest matched "
+    "apart, so the lung amount stays the generator's); cgan-ct-synthesize applies it.",
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -139,6 +150,7 @@ def main(argv: list[str]) -> None:
         pyramid=_PYRAMID.value,
         spectral_levels=_stage_levels(_SPECTRAL_LEVELS.value),
         calibrate_coarse=_CALIBRATE.value,
+        calibrate_output=_CALIBRATE_OUTPUT.value,
     )
 
     def callbacks(name):

@@ -174,6 +174,7 @@ def test_cascade_training_and_synthesis_carry_no_identifier(tmp_path):
     write_dicom_series(volume, tmp_path / "syn", synthetic=True)
     write_nifti(volume, tmp_path / "syn.nii.gz")
     assert (tmp_path / "out" / "runs" / "coarse_calibration.json").is_file()  # calibrated by default: scanned
+    assert (tmp_path / "out" / "runs" / "output_calibration.json").is_file()  # so is the output
     _assert_clean([m.encode() for m in messages])
     _assert_clean([p for p in (tmp_path / "out").rglob("*") if p.is_file()])
     _assert_clean(sorted((tmp_path / "syn").iterdir()) + [tmp_path / "syn.nii.gz"])

@@ -4,6 +4,7 @@ training a tiny cascade end to end, synthetic DICOM output and what it must not 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import subprocess
@@ -143,13 +144,13 @@ def test_coarse_generator_draws_any_depth_reproducibly(tmp_path):
         CoarseModel(tmp_path)
 
 
-def _chest(seed: int, depth: int = 6, size: int = 32) -> np.ndarray:
+def _chest(seed: int, depth: int = 6, size: int = 32, lung_scale: float = 1.0) -> np.ndarray:
     """A crude coarse chest: air, a body of soft tissue with two lungs and a bright spine, some noise (HU)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[:size, :size] - size / 2 + 0.5
     hu = np.full((depth, size, size), -1024.0, np.float32)
     body = (y / (0.35 * size)) ** 2 + (x / (0.45 * size)) ** 2 < 1
-    lungs = ((y / (0.22 * size)) ** 2 + ((np.abs(x) - 0.2 * size) / (0.13 * size)) ** 2) < 1
+    lungs = ((y / (0.22 * size)) ** 2 + ((np.abs(x) - 0.2 * size) / (0.13 * size)) ** 2) < lung_scale
     spine = (np.abs(x) < 0.06 * size) & (y > 0.18 * size) & (y < 0.3 * size)
     plane = np.where(body, 40.0, -1024.0) + np.where(lungs, -900.0, 0.0) + np.where(spine, 500.0, 0.0)
     hu[:] = plane + np.where(body, rng.normal(0, 10, (depth, size, size)), 0)
@@ -183,7 +184,7 @@ def test_calibration_undoes_a_monotone_intensity_bias():
     assert Calibration.from_json(json.loads(json.dumps(calibration.to_json()))) == calibration
     same = fit_calibration(real, real)  # draws already real: nearly the identity
     assert np.abs(same.apply(test)[body] - test[body]).max() < 1
-    with pytest.raises(ValueError, match="no volume has a body"):
+    with pytest.raises(ValueError, match="no draw has a body"):
         fit_calibration([np.full((2, 16, 16), -1024.0, np.float32)], real)
     with pytest.raises(ValueError, match="increase strictly"):
         Calibration((0.0, 0.0), (1.0, 2.0))
@@ -191,6 +192,38 @@ def test_calibration_undoes_a_monotone_intensity_bias():
         Calibration((0.0, 1.0), (2.0, 1.0))
     with pytest.raises(ValueError, match=">= 2 knots"):
         Calibration((0.0,), (0.0,))
+
+
+def test_split_calibration_keeps_the_lung_amount_and_fixes_its_density():
+    """The output calibration (issue 33: lung HU): draws with bigger, greyer lungs than real. One map over the
+    body trades amount for density (the draws' extra lung becomes soft tissue, the rest stays grey); split at
+    -400 HU, each side is matched apart: as much lung as drawn, at the real lung's and soft tissue's HU."""
+    from cgan_ct.synthesis.calibration import Calibration, fit_calibration
+
+    real = [_chest(seed) for seed in range(3)]
+
+    def grey_big_lungs(seed):  # a quarter more lung at -700 HU, soft tissue at 60 HU
+        hu = _chest(seed, lung_scale=1.25)
+        inside = hu > -1000
+        return np.where(inside & (hu < -400), hu + 200, np.where(inside, hu + 20, hu)).astype(np.float32)
+
+    draws = [grey_big_lungs(seed) for seed in range(10, 14)]
+    test, truth = grey_big_lungs(99), _chest(99)
+    body, lung, tissue = test > -1000, (test > -1000) & (test < -400), (truth > -200) & (truth < 200)
+    split = fit_calibration(draws, real, split_hu=-400)
+    assert split.split_hu == -400 and (split.draws, split.volumes) == (4, 3)
+    assert Calibration.from_json(json.loads(json.dumps(split.to_json()))) == split
+    after = split.apply(test)
+    assert ((after < -400) & body).sum() == lung.sum()  # the lung amount is the draw's
+    assert abs(np.median(after[lung]) - np.median(truth[(truth > -1000) & (truth < -400)])) < 15
+    assert abs(np.median(after[tissue & ~lung]) - np.median(truth[tissue])) < 15
+    np.testing.assert_array_equal(after[~body], -1024)
+    single = fit_calibration(draws, real).apply(test)  # one map: a part of the lung becomes tissue
+    assert ((single < -400) & body).sum() < 0.9 * lung.sum()
+    with pytest.raises(ValueError, match="no volume has body voxels below -400 HU"):
+        fit_calibration(draws, [np.where(r < -400, 40.0, r).astype(np.float32) for r in real], split_hu=-400)
+    with pytest.raises(ValueError, match="above air"):
+        fit_calibration(draws, real, split_hu=-2000)
 
 
 def test_calibrated_coarse_model_serves_calibrated_draws(tmp_path):
@@ -472,6 +505,7 @@ def tiny_cascade(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     from cgan_ct.synthesis.calibration import Calibration
+    from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.coarse_export import CoarseModel
     from cgan_ct.synthesis.synthesis import Cascade
 
@@ -506,7 +540,19 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     augmentation = {"mirror_axes": [], "quarter_turns": True, "max_rotation_deg": 0.0, "elastic_voxels": 0.0}
     augmentation["elastic_sampling"] = "trilinear"
     assert info["training"]["stage_augmentation"] == augmentation
+    # last, the whole volumes are calibrated (lung and the rest apart): cascade.json holds the map, which
+    # synthesis applies to every slab
+    output = json.loads((folder.parent / "runs" / "output_calibration.json").read_text())
+    assert info["output_calibration"] == output["calibration"] and output["calibration"]["split_hu"] == -400
+    assert output["calibration"]["draws"] == settings.output_calibration_samples
+    assert set(output["medians_hu"]) == {"below", "above"}
+    assert [m.split(":")[0] for m in messages][-1] == "output" and "intensities calibrated" in messages[-1]
     cascade = Cascade(folder)
+    assert cascade.calibration == Calibration.from_json(info["output_calibration"])
+    raw = Cascade(folder, dataclasses.replace(CascadeSpec.load(folder), output_calibration=None))
+    served, drawn = (np.concatenate(list(c.slabs(1, 20))) for c in (cascade, raw))
+    np.testing.assert_allclose(served, cascade.calibration.apply(drawn), atol=1e-3)
+    assert np.abs(served - drawn).max() > 1  # the map moves the volume
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
     calls = []
     volume = cascade.synthesize(1, 20, progress=lambda *a: calls.append(a))
@@ -568,6 +614,36 @@ def test_calibrate_coarse_experiment_calibrates_a_trained_cascade(tiny_cascade, 
         "draws": 16,
         "volumes": 3,
     }
+    again = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "already calibrated" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
+def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, tmp_path):
+    """experiments/calibrate_output.py gives a cascade trained without an output calibration the one the
+    trainer fits (the same draws, the same training volumes), and refuses a calibrated one."""
+    import shutil
+
+    from cgan_ct.data.manifest import load_manifest
+    from cgan_ct.io.sources import discover
+
+    root, _, folder, _ = tiny_cascade
+    copy = tmp_path / "cascade"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "cascade.json").read_text())
+    trained, info["output_calibration"] = info["output_calibration"], None
+    (copy / "cascade.json").write_text(json.dumps(info))
+    train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
+    train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
+    script = [sys.executable, str(REPO / "experiments" / "calibrate_output.py"), "--input", ",".join(train)]
+    result = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output: intensities calibrated (8 volumes matched to 3 real ones" in result.stdout
+    fitted = json.loads((copy / "cascade.json").read_text())["output_calibration"]
+    assert fitted["split_hu"] == trained["split_hu"] and len(fitted["source_hu"]) == len(trained["source_hu"])
+    np.testing.assert_allclose(fitted["target_hu"], trained["target_hu"], atol=0.01)
+    np.testing.assert_allclose(fitted["source_hu"], trained["source_hu"], atol=0.01)
+    assert (tmp_path / "runs" / "output_calibration.json").is_file()
     again = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "already calibrated" in again.stderr + again.stdout
 

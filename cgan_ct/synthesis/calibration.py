@@ -34,13 +34,15 @@ class Calibration:
     """A monotone HU -> HU map: linear between knots, slope 1 outside them.
 
     ``source_hu`` strictly increasing, ``target_hu`` non-decreasing, of equal length >= 2; ``draws`` and
-    ``volumes``: how many generated and real volumes the fit used (a record, not used by the map).
+    ``volumes``: how many generated and real volumes the fit used, ``split_hu``: where the fit matched the
+    two sides apart (``fit_calibration``; None: one match); records, not used by the map.
     """
 
     source_hu: tuple[float, ...]
     target_hu: tuple[float, ...]
     draws: int = 0
     volumes: int = 0
+    split_hu: float | None = None
 
     def __post_init__(self):
         source, target = np.asarray(self.source_hu, np.float64), np.asarray(self.target_hu, np.float64)
@@ -71,42 +73,93 @@ class Calibration:
             "target_hu": [float(v) for v in self.target_hu],
             "draws": self.draws,
             "volumes": self.volumes,
+            "split_hu": self.split_hu,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Calibration:
-        return cls(tuple(data["source_hu"]), tuple(data["target_hu"]), int(data["draws"]), int(data["volumes"]))
+        split = data.get("split_hu")  # absent before 2026-12-06 (no split)
+        return cls(
+            tuple(data["source_hu"]),
+            tuple(data["target_hu"]),
+            int(data["draws"]),
+            int(data["volumes"]),
+            None if split is None else float(split),
+        )
 
 
-def body_quantiles(volumes_hu: Sequence[np.ndarray], quantiles: np.ndarray = QUANTILES) -> tuple[np.ndarray, int]:
-    """(the mean over volumes of each volume's body-voxel quantiles at ``quantiles``, how many volumes had a body)."""
+def band_quantiles(
+    volume_hu: np.ndarray, split_hu: float | None = None, quantiles: np.ndarray = QUANTILES
+) -> tuple[np.ndarray | None, ...]:
+    """One volume's body-voxel quantiles at ``quantiles``: of all body voxels (``split_hu`` None), or of those
+    below ``split_hu`` and of those at or above it; None for a side without voxels."""
     from cgan_ct.ops.body_mask import body_mask  # the fit's only (scipy): serving a calibration needs numpy and TF
 
-    rows = []
-    for volume_hu in volumes_hu:
-        volume_hu = np.asarray(volume_hu)
-        body = body_mask(volume_hu)
-        if body.any():
-            rows.append(np.quantile(volume_hu[body].astype(np.float64), quantiles))
-    if not rows:
-        raise ValueError("no volume has a body (nothing above -500 HU): nothing to calibrate against")
-    return np.mean(rows, axis=0), len(rows)
+    volume_hu = np.asarray(volume_hu)
+    values = volume_hu[body_mask(volume_hu)].astype(np.float64)
+    sides = [values] if split_hu is None else [values[values < split_hu], values[values >= split_hu]]
+    return tuple(np.quantile(side, quantiles) if side.size else None for side in sides)
 
 
 def fit_calibration(
-    draws_hu: Sequence[np.ndarray], volumes_hu: Sequence[np.ndarray], quantiles: np.ndarray = QUANTILES
+    draws_hu: Sequence[np.ndarray],
+    volumes_hu: Sequence[np.ndarray],
+    quantiles: np.ndarray = QUANTILES,
+    split_hu: float | None = None,
 ) -> Calibration:
     """The map taking the draws' body intensities to the real volumes' (both [D, H, W] HU, any depths).
 
     Knots at AIR_HU (fixed) and at each quantile above it; where several quantiles of the draws share one
     value (a clipped tail), their targets are averaged into one knot.
+
+    ``split_hu``: the body voxels below it and those at or above it are matched apart, joined at a fixed
+    knot there. How many voxels lie on each side stays the draws' (one map over the body trades one for the
+    other: a draw with more lung than real gets denser lungs, not fewer); only the HU on each side move.
     """
-    source, draws = body_quantiles(draws_hu, quantiles)
-    target, volumes = body_quantiles(volumes_hu, quantiles)
-    keep = (source > AIR_HU) & (target > AIR_HU)
-    source, target = source[keep], target[keep]
-    values, group = np.unique(source, return_inverse=True)
-    means = np.bincount(group, weights=target) / np.bincount(group)
-    source = np.concatenate([[float(AIR_HU)], values])
-    target = np.concatenate([[float(AIR_HU)], np.maximum.accumulate(means)])
-    return Calibration(tuple(source), tuple(target), draws, volumes)
+    draws = [band_quantiles(d, split_hu, quantiles) for d in draws_hu]
+    return fit_band_quantiles(draws, [band_quantiles(v, split_hu, quantiles) for v in volumes_hu], split_hu)
+
+
+def fit_band_quantiles(draws: Sequence[tuple], volumes: Sequence[tuple], split_hu: float | None = None) -> Calibration:
+    """``fit_calibration`` from each volume's ``band_quantiles`` (the same ``split_hu`` and quantiles): the real
+    volumes' can be measured one at a time as they are read."""
+    if split_hu is not None and not split_hu > AIR_HU:
+        raise ValueError(f"split_hu must lie above air ({AIR_HU} HU), got {split_hu}")
+    edges = [float(AIR_HU), np.inf] if split_hu is None else [float(AIR_HU), float(split_hu), np.inf]
+    source, target = [float(AIR_HU)], [float(AIR_HU)]
+    for side, (above, below) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        values, means = _knots(
+            _mean_rows(draws, side, "draw", edges), _mean_rows(volumes, side, "volume", edges), above, below
+        )
+        source += list(values)
+        target += list(means)
+        if below < np.inf:  # the split: a fixed knot between the sides
+            source.append(below)
+            target.append(below)
+    split = None if split_hu is None else float(split_hu)
+    return Calibration(tuple(source), tuple(np.maximum.accumulate(target)), _count(draws), _count(volumes), split)
+
+
+def _count(rows: Sequence[tuple]) -> int:
+    """How many volumes had voxels on every side."""
+    return sum(all(side is not None for side in row) for row in rows)
+
+
+def _mean_rows(rows: Sequence[tuple], side: int, what: str, edges: list[float]) -> np.ndarray:
+    """The mean over volumes of one side's quantiles (1-D Wasserstein barycentre), volumes without it left out."""
+    present = [row[side] for row in rows if row[side] is not None]
+    if present:
+        return np.mean(present, axis=0)
+    if len(edges) == 2:
+        raise ValueError(f"no {what} has a body (nothing above -500 HU): nothing to calibrate against")
+    where = f"below {edges[1]:g} HU" if side == 0 else f"at or above {edges[1]:g} HU"
+    raise ValueError(f"no {what} has body voxels {where}: nothing to calibrate against")
+
+
+def _knots(source: np.ndarray, target: np.ndarray, above: float, below: float) -> tuple[np.ndarray, np.ndarray]:
+    """The quantile pairs strictly inside (above, below) on both sides, ties in ``source`` averaged."""
+    keep = (source > above) & (source < below) & (target > above) & (target < below)
+    values, group = np.unique(source[keep], return_inverse=True)
+    if not values.size:
+        return values, values
+    return values, np.bincount(group, weights=target[keep]) / np.bincount(group)

@@ -32,6 +32,8 @@ class CascadeSpec:
       stages: folders of the stages, coarsest first.
       cascade_id: a pseudonymous id (from the dataset fingerprint and the seed), carried by synthetic volumes.
       training: counts and settings of the training only (no ids, no paths).
+      output_calibration: a monotone HU -> HU map the full-resolution volume is served through
+        (``cgan_ct.synthesis.calibration.Calibration.to_json``), or None (cascades before 2026-12-06).
     """
 
     levels: int
@@ -42,6 +44,7 @@ class CascadeSpec:
     stages: tuple[str, ...]
     cascade_id: str = "cascade"
     training: dict = dataclasses.field(default_factory=dict)
+    output_calibration: dict | None = None
     format_version: int = CASCADE_FORMAT_VERSION
 
     def to_json(self) -> dict:

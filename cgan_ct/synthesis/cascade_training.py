@@ -12,10 +12,13 @@ Output folder:
                        the training volumes' coarse level (cgan_ct.synthesis.degradation)
   runs/stage<j>/       the depixelate training run for level j (cgan-ct-train's),
                        its conditions degraded so (``CascadeSettings.degrade``)
+  runs/output_calibration.json  the full-resolution volumes' intensity calibration's
+                       fit (``CascadeSettings.calibrate_output``), in cascade.json too
   cascade/             the model set cgan_ct.synthesis.synthesis.Cascade loads
 
-Order: datasets, coarse generator, degradation, stages (the stages train on
-what the coarse generator's samples look like, so it comes first). Every step
+Order: datasets, coarse generator, degradation, stages, output calibration (the
+stages train on what the coarse generator's samples look like, so it comes
+first; the output calibration measures the whole cascade's volumes). Every step
 is skipped when its output exists, so an interrupted run resumes at the step it
 was in (a depixelation run resumes mid-training, as cgan-ct-train does).
 """
@@ -40,8 +43,9 @@ from cgan_ct.io.sources import discover
 from cgan_ct.model.export import export_generator
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
+from cgan_ct.ops.lung import LUNG_THRESHOLD_HU
 from cgan_ct.ops.pyramid import check_pyramid, downsample, level_length
-from cgan_ct.synthesis.calibration import Calibration, fit_calibration
+from cgan_ct.synthesis.calibration import QUANTILES, Calibration, band_quantiles, fit_band_quantiles, fit_calibration
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
 from cgan_ct.synthesis.coarse_diversity import (
     DiversityMonitor,
@@ -53,11 +57,16 @@ from cgan_ct.synthesis.coarse_diversity import (
 from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
+from cgan_ct.synthesis.synthesis import Cascade
 
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
 CALIBRATION_FILE = "coarse_calibration.json"
 CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
+OUTPUT_CALIBRATION_FILE = "output_calibration.json"
+OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
+# The output calibration matches lung (body voxels below the lung mask's threshold) and the rest apart.
+OUTPUT_SPLIT_HU = float(LUNG_THRESHOLD_HU)
 AUGMENTATION_FIELDS = (  # of PipelineOptions
     "mirror_axes",
     "quarter_turns",
@@ -105,6 +114,11 @@ class CascadeSettings:
         (cgan_ct.synthesis.calibration, fitted to ``calibration_samples`` draws; the saved coarse model serves
         calibrated draws, and the degradation and the stages see them). On by default since 2026-12-06
         (BUILD_NOTES "Calibrated coarse intensities"); False: served as drawn, as before.
+      calibrate_output: calibrate the full-resolution volumes' HU to the training volumes', lung (below
+        OUTPUT_SPLIT_HU) and the rest apart, so the lung amount stays the generator's (fitted to
+        ``output_calibration_samples`` whole volumes of the training volumes' median depth; cascade.json's
+        ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06 (BUILD_NOTES
+        "Calibrated output intensities"); False: none, as before.
     """
 
     levels: int = 3
@@ -123,6 +137,8 @@ class CascadeSettings:
     spectral_levels: tuple[int, ...] | None = None
     calibrate_coarse: bool = True
     calibration_samples: int = 16
+    calibrate_output: bool = True
+    output_calibration_samples: int = 8
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
@@ -135,8 +151,11 @@ class CascadeSettings:
             object.__setattr__(self, "spectral_levels", tuple(sorted(levels)))
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
-        if self.calibration_samples < 1:
-            raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+        if self.calibration_samples < 1 or self.output_calibration_samples < 1:
+            raise ValueError(
+                f"calibration_samples and output_calibration_samples must be >= 1, got "
+                f"{self.calibration_samples}, {self.output_calibration_samples}"
+            )
         if self.condition_shift < 0 or self.degradation_samples < 1:
             raise ValueError(
                 f"need condition_shift >= 0 and degradation_samples >= 1, got "
@@ -179,7 +198,7 @@ def train_cascade(
     manifest = load_manifest(out / "datasets" / "level0")
     if (cascade / CASCADE_FILE).exists():
         return cascade
-    volumes, spacing, slices = coarse_volumes(inputs, manifest, settings)
+    volumes, spacing, slices, real_quantiles = coarse_volumes(inputs, manifest, settings)
     if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
         say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
         mapping = linear_mapping()
@@ -224,7 +243,11 @@ def train_cascade(
             dataset = out / "datasets" / f"level{level}"
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
-    _write_cascade_file(cascade, settings, stage_names, spacing, slices, manifest, degradation)
+    spec = _cascade_spec(cascade, settings, stage_names, spacing, slices, manifest, degradation)
+    if settings.calibrate_output:
+        samples = settings.output_calibration_samples
+        spec = calibrate_output(Cascade(cascade, spec), real_quantiles, samples, out / "runs", say)
+    spec.save(cascade)
     return cascade
 
 
@@ -263,6 +286,57 @@ def calibration_line(fit: dict) -> str:
     )
 
 
+def calibrate_output(cascade: Cascade, real_quantiles, samples: int, runs_dir: pathlib.Path, say) -> CascadeSpec:
+    """``cascade.info`` with the output calibration fitted to ``samples`` whole volumes of its default depth,
+    against the training volumes' ``real_quantiles`` (``band_quantiles`` at full resolution, OUTPUT_SPLIT_HU);
+    the fit's record in ``runs/output_calibration.json``. Unchanged (and said) when the draws or the volumes
+    lack a side of the split."""
+    slices = cascade.info.default_slices
+    draws = []
+    for i in range(samples):
+        volume = np.concatenate(list(cascade.slabs(OUTPUT_CALIBRATION_SEED + i, slices)))
+        draws.append(band_quantiles(volume, OUTPUT_SPLIT_HU))
+    try:
+        calibration = fit_band_quantiles(draws, real_quantiles, OUTPUT_SPLIT_HU)
+    except ValueError as exc:
+        say(f"output: not calibrated ({exc})")
+        return cascade.info
+    fit = {"calibration": calibration.to_json(), "medians_hu": output_medians(calibration, draws, real_quantiles)}
+    write_json_atomic(runs_dir / OUTPUT_CALIBRATION_FILE, fit)
+    say(output_calibration_line(fit))
+    return dataclasses.replace(cascade.info, output_calibration=calibration.to_json())
+
+
+def output_medians(calibration: Calibration, draws, volumes) -> dict:
+    """Per side of the split: the draws' median HU (mean over draws) before and after ``calibration``, and the
+    real volumes'. A monotone map's quantiles are the map of the quantiles, so "after" needs no new draws."""
+    middle = len(QUANTILES) // 2  # the 128th of 255: the median
+    medians = {}
+    for side, name in enumerate(("below", "above")):
+        before = [row[side][middle] for row in draws if row[side] is not None]
+        real = [row[side][middle] for row in volumes if row[side] is not None]
+        medians[name] = {
+            "draws": float(np.mean(before)),
+            "calibrated": float(np.mean(calibration.apply(np.asarray(before)))),
+            "real": float(np.mean(real)),
+        }
+    return medians
+
+
+def output_calibration_line(fit: dict) -> str:
+    """One line about the output calibration's fit (``calibrate_output``'s record)."""
+    calibration, medians = fit["calibration"], fit["medians_hu"]
+    split = f"{calibration['split_hu']:g}"
+    sides = (
+        f"{what} {m['draws']:.0f} -> {m['calibrated']:.0f} HU (real {m['real']:.0f})"
+        for what, m in ((f"below {split} HU", medians["below"]), (f"at or above {split} HU", medians["above"]))
+    )
+    return (
+        f"output: intensities calibrated ({calibration['draws']} volumes matched to {calibration['volumes']} "
+        f"real ones, lung and the rest apart): body median {'; '.join(sides)}"
+    )
+
+
 def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: CascadeSettings, say):
     """The coarse generator's blur and noise (``runs/degradation.json``, measured once); None if not degrading."""
     if not settings.degrade:
@@ -294,21 +368,24 @@ def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
 
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
-    """(coarse HU arrays of the training split, median full-resolution spacing, median slice count)."""
+    """(coarse HU arrays of the training split, median full-resolution spacing, median slice count, their
+    full-resolution ``band_quantiles`` at OUTPUT_SPLIT_HU: empty without ``settings.calibrate_output``)."""
     train_ids = {v.volume_id for v in manifest.volumes_in("train")}
     sources, _ = discover(inputs)
-    volumes, spacings, slices = [], [], []
+    volumes, spacings, slices, quantiles = [], [], [], []
     for source in sources:
         volume = source.read(None)
         if volume.volume_id not in train_ids:
             continue
         hu = fit_plane(volume.hu, settings.size)
         volumes.append(downsample(hu, 2**settings.levels, settings.pyramid).astype(np.float32))
+        if settings.calibrate_output:
+            quantiles.append(band_quantiles(hu, OUTPUT_SPLIT_HU))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
     if not volumes:
         raise InputError(None, "no training-split volume could be read for the coarse generator")
-    return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices))
+    return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices)), quantiles
 
 
 def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:
@@ -340,11 +417,11 @@ def coarse_calibration_record(coarse_dir) -> dict | None:
     return None if not recorded else {"draws": recorded["draws"], "volumes": recorded["volumes"]}
 
 
-def _write_cascade_file(
+def _cascade_spec(
     cascade: pathlib.Path, settings: CascadeSettings, stage_names, spacing, slices, manifest, degradation
-):
+) -> CascadeSpec:
     """cascade.json: what Cascade needs, and counts only (no ids, no paths) about the training data."""
-    CascadeSpec(
+    return CascadeSpec(
         levels=settings.levels,
         size=settings.size,
         spacing_mm=tuple(spacing),
@@ -368,4 +445,4 @@ def _write_cascade_file(
             },
             "coarse_calibration": coarse_calibration_record(cascade / "coarse"),
         },
-    ).save(cascade)
+    )

@@ -3,7 +3,8 @@
 A cascade folder (written by cgan_ct.synthesis.cascade_training) holds a set of
 SavedModels and a description:
 
-  cascade.json   levels, in-plane size, spacing, stage order, training summary
+  cascade.json   levels, in-plane size, spacing, stage order, training summary,
+                 the output calibration (a monotone HU map the final volume goes through)
   coarse/        the coarse generator (cgan_ct.synthesis.coarse_export): noise -> level L
   stage<j>/      a depixelation block model (cgan-ct-export format): level
                  j + 1 -> level j, for j = L-1 ... 0
@@ -27,6 +28,7 @@ from cgan_ct.inference.inference import BlockModel
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
 from cgan_ct.ops.pyramid import level_length
+from cgan_ct.synthesis.calibration import Calibration
 from cgan_ct.synthesis.cascade import cascade_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
@@ -37,10 +39,12 @@ SYNTHETIC_SOURCE = "synthetic"
 class Cascade:
     """A cascade folder, loaded: the coarse generator and the depixelation stages, coarsest first."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, info: CascadeSpec | None = None):
+        """``info``: the cascade's description when it is not (yet) the folder's cascade.json (the trainer
+        draws from a cascade before it writes it)."""
         folder = cascade_folder(folder)  # a path, or pretrained:synthesis
         self.folder = folder
-        self.info = CascadeSpec.load(folder)
+        self.info = info or CascadeSpec.load(folder)
         self.levels = self.info.levels
         self.size = self.info.size
         self.spacing_mm = self.info.spacing_mm
@@ -53,6 +57,11 @@ class Cascade:
                 raise InputError(folder / name, f"is a {stage.task!r} model; a cascade stage must depixelate")
         if self.coarse.size != level_length(self.size, self.levels):
             raise InputError(folder, f"coarse size {self.coarse.size} does not match {self.size} / 2**{self.levels}")
+        try:
+            recorded = self.info.output_calibration
+            self.calibration = None if recorded is None else Calibration.from_json(recorded)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(folder / CASCADE_FILE, f"output_calibration is malformed ({exc})") from None
 
     def level_shapes(self, slices: int) -> list[tuple[int, int, int]]:
         """Shapes (z, y, x) the stages produce, coarsest first; the last is the final volume's."""
@@ -64,7 +73,8 @@ class Cascade:
     def slabs(
         self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None
     ) -> Iterator[np.ndarray]:
-        """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order.
+        """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order, through the
+        output calibration where the cascade has one.
 
         ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
         (stage 0 the coarsest refinement).
@@ -72,7 +82,7 @@ class Cascade:
         if slices < 1:
             raise ValueError(f"slices must be >= 1, got {slices}")
         coarse = self.coarse.draw(seed, level_length(slices, self.levels))
-        return cascade_stream(
+        stream = cascade_stream(
             coarse,
             self.stage_predictors(seed),
             self.level_shapes(slices),
@@ -80,6 +90,7 @@ class Cascade:
             batch_size=batch_size,
             progress=progress,
         )
+        return stream if self.calibration is None else map(self.calibration.apply, stream)
 
     def stage_predictors(self, seed: int) -> list[tuple]:
         """(predictor, block edge) of each stage, coarsest first, with the noise seeds the volume for ``seed``
