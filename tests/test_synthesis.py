@@ -793,32 +793,33 @@ _NO_HANDEDNESS_CHANGE = ("--mirror_axes", "none", "--noquarter_turns", "--elasti
 _KEEP_NOISE = ("--elastic_sampling", "noise_preserving")
 
 
-@pytest.mark.parametrize(
-    ("extra", "expected", "augmentation"),
-    [
-        ((), (10.0, 0.0), {}),
-        (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
-        (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
-        (("--pyramid", "mean"), (10.0, 0.0), {}),
-        (("--stage_upsample", "resize"), (10.0, 0.0), {}),
-        (("--stage_spectral_weight", "30", "--stage_spectral_levels", "0"), (10.0, 30.0), {}),
-        (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
-        (
-            _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
-            (10.0, 0.0),
-            {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}
-            | {"elastic_sampling": "noise_preserving"},
-        ),
-    ],
-)
-def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, expected, augmentation):
+_COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
+    ((), (10.0, 0.0), {}),
+    (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
+    (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
+    (("--pyramid", "mean"), (10.0, 0.0), {}),
+    (("--stage_upsample", "resize"), (10.0, 0.0), {}),
+    (("--stage_spectral_weight", "30", "--stage_spectral_levels", "0"), (10.0, 30.0), {}),
+    (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
+    (
+        _NO_HANDEDNESS_CHANGE + _KEEP_NOISE,
+        (10.0, 0.0),
+        {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
+    ),
+    (("--nocoarse_calibration", "--nooutput_calibration"), (10.0, 0.0), {}),
+]
+
+
+def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
     without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
-    --stage_spectral_levels; item 1:
-    the augmentation flags reach the stages' settings, and only those given."""
+    --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
+    both calibrations on unless switched off. Every command line parsed in one process (the flags reset between
+    them), which prints what the trainer would be given."""
     code = (
         "import sys\n"
+        "from absl import flags\n"
         "import cgan_ct.synthesis.cascade_training as training\n"
         "def seen(inputs, output_dir, settings, **kw):\n"
         "    stage = settings.stage\n"
@@ -827,26 +828,37 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path, extra, e
         "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
+        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, flush=True)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
-        f"sys.argv = ['cgan-ct-train-cascade', '--input', {str(tmp_path)!r}, '--output_dir', {str(tmp_path / 'o')!r},"
-        f" '--preset', 'cpu', *{list(extra)!r}]\n"
-        "run()\n"
+        f"for extra in {[list(case[0]) for case in _COMMAND_CASES]!r}:\n"
+        "    flags.FLAGS.unparse_flags()\n"
+        f"    sys.argv = ['cgan-ct-train-cascade', '--input', {str(tmp_path)!r}, '--output_dir', "
+        f"{str(tmp_path / 'o')!r}, '--preset', 'cpu', *extra]\n"
+        "    print('CASE', flush=True)\n"
+        "    try:\n"
+        "        run()\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), exc.code\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("STAGE_L1"))
-    assert (float(line.split()[1]), float(line.split()[4])) == expected
-    assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
-    seen = next(x for x in result.stdout.splitlines() if x.startswith("AUGMENT"))
-    assert ast.literal_eval(seen[len("AUGMENT ") :]) == augmentation
-    pyramid = next(x for x in result.stdout.splitlines() if x.startswith("PYRAMID")).split()[1:]
-    assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])
-    upsample = next(x for x in result.stdout.splitlines() if x.startswith("UPSAMPLE")).split()[1]
-    assert upsample == ("resize" if "--stage_upsample" in extra else "transpose")
-    per_stage = [float(v) for v in next(x for x in result.stdout.splitlines() if x.startswith("LEVELS")).split()[1:]]
-    assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
+    printed = [case.splitlines() for case in result.stdout.split("CASE\n")[1:]]
+    assert len(printed) == len(_COMMAND_CASES)
+    for (extra, expected, augmentation), lines in zip(_COMMAND_CASES, printed, strict=True):
+        said = {line.split()[0]: line for line in lines if line.split()}
+        line = said["STAGE_L1"]
+        assert (float(line.split()[1]), float(line.split()[4])) == expected, extra
+        assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
+        assert ast.literal_eval(said["AUGMENT"][len("AUGMENT ") :]) == augmentation, extra
+        pyramid = said["PYRAMID"].split()[1:]
+        assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])
+        assert said["UPSAMPLE"].split()[1] == ("resize" if "--stage_upsample" in extra else "transpose")
+        per_stage = [float(v) for v in said["LEVELS"].split()[1:]]
+        assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
+        calibrated = "--nooutput_calibration" not in extra
+        assert said["CALIBRATE"].split()[1:] == [str(calibrated), str(calibrated)], extra
 
 
 def test_cascade_settings_check_the_texture_term_stages():
