@@ -5,7 +5,8 @@
 ``cgan-ct-train-cascade --output_calibration`` calibrates when its stages are trained; this gives a cascade
 trained without it the same calibration, to measure what it changes with everything else held: whole volumes
 of the cascade's default depth are drawn and matched to the ``--input`` series (the cascade's training
-series, centre-cropped to its plane as the trainer takes them), lung (below -400 HU) and the rest apart.
+series, centre-cropped to its plane as the trainer takes them), lung (below -400 HU), the partial range
+(-400 to -190 HU) and fat and above apart.
 cascade.json gets the map (``output_calibration``), which cgan-ct-synthesize applies; the fit's record goes
 to CASCADE/../runs/output_calibration.json. Work on a copy: CASCADE is changed in place. A cascade that is
 calibrated already is refused.
@@ -30,14 +31,14 @@ def main(argv: list[str]) -> None:
 
     from cgan_ct.io.volume_reader import read_volume
     from cgan_ct.synthesis.calibration import band_quantiles
-    from cgan_ct.synthesis.cascade_training import OUTPUT_SPLIT_HU, calibrate_output, fit_plane
+    from cgan_ct.synthesis.cascade_training import OUTPUT_SPLITS_HU, calibrate_output, fit_plane
     from cgan_ct.synthesis.synthesis import Cascade
 
     folder = pathlib.Path(_CASCADE.value)
     cascade = Cascade(folder)
     if cascade.calibration is not None:
         raise SystemExit(f"{folder}: its output is already calibrated")
-    real = [band_quantiles(fit_plane(read_volume(path).hu, cascade.size), OUTPUT_SPLIT_HU) for path in _INPUT.value]
+    real = [band_quantiles(fit_plane(read_volume(path).hu, cascade.size), OUTPUT_SPLITS_HU) for path in _INPUT.value]
     runs = folder.resolve().parent / "runs"
     runs.mkdir(exist_ok=True)
     spec = calibrate_output(cascade, real, _SAMPLES.value, runs, print)

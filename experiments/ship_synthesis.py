@@ -90,6 +90,13 @@ def goal_rows(summary: dict) -> list[dict]:
     ]
 
 
+def _counts(calibration: dict | None) -> dict | None:
+    """What the card says of a calibration: its counts and split, not its knots."""
+    if not calibration:
+        return None
+    return {key: calibration.get(key) for key in ("draws", "volumes", "splits_hu")}
+
+
 def _recipe_lines(t: dict) -> list[str]:
     """The card's words on the recipe's later choices (pyramid, up-sampling, texture term, calibration), where
     the cascade records them (cards of cascades trained before them say nothing)."""
@@ -114,6 +121,15 @@ def _recipe_lines(t: dict) -> list[str]:
             f"- The coarse GAN's HU calibrated to the training volumes' (one monotone map fitted from "
             f"{calibration['draws']} draws to {calibration['volumes']} volumes' body intensities; applied inside "
             'the coarse SavedModel: `--coarse_calibration`, BUILD_NOTES "Calibrated coarse intensities").'
+        )
+    calibration = t.get("output_calibration")
+    if calibration:
+        lines.append(
+            f"- The full-resolution output's HU calibrated to the training volumes' (one monotone map fitted from "
+            f"{calibration['draws']} whole volumes to {calibration['volumes']} volumes' body intensities, the bands "
+            f"split at {', '.join(f'{v:g}' for v in calibration['splits_hu'])} HU matched apart; in cascade.json, "
+            "applied by "
+            '`cgan-ct-synthesize`: `--output_calibration`, BUILD_NOTES "Calibrated output intensities").'
         )
     return lines
 
@@ -246,6 +262,7 @@ def main(argv: list[str]) -> None:
             "pyramid": t.get("pyramid", "subsample"),
             "stage_spectral_weight": t.get("stage_spectral_weight"),
             "coarse_calibration": t.get("coarse_calibration"),
+            "output_calibration": _counts(spec.output_calibration),
         },
         "volumes": synthesized.get("synthetic_volumes", extra.get("volumes")),
         "shape": synthesized.get("synthetic_shapes", [extra.get("shape")])[0],

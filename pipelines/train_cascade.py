@@ -24,7 +24,8 @@ HU are calibrated to the training volumes' (one monotone map, fitted to 16
 draws: OUT/runs/coarse_calibration.json) before anything sees them
 (--nocoarse_calibration: served as drawn, as before 2026-12-06). Last, the
 whole cascade's volumes are calibrated to the training volumes' at full
-resolution, lung (below -400 HU) and the rest apart, fitted to 8 volumes
+resolution, lung (below -400 HU), the partial range (-400 to -190 HU) and fat
+and above matched apart, fitted to 8 volumes
 (OUT/runs/output_calibration.json; cascade.json's output_calibration, which
 cgan-ct-synthesize applies; --nooutput_calibration: none, as before 2026-12-06).
 """
@@ -102,8 +103,8 @@ _CALIBRATE = flags.DEFINE_boolean(
 _CALIBRATE_OUTPUT = flags.DEFINE_boolean(
     "output_calibration",
     True,
-    "Calibrate the full-resolution volumes' HU to the training volumes' (lung below -400 HU and the rest matched "
-    "apart, so the lung amount stays the generator's); cgan-ct-synthesize applies it.",
+    "Calibrate the full-resolution volumes' HU to the training volumes' (lung below -400 HU, -400 to -190 HU and "
+    "fat and above matched apart, so each band's amount stays the generator's); cgan-ct-synthesize applies it.",
 )
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",

@@ -210,8 +210,8 @@ def test_split_calibration_keeps_the_lung_amount_and_fixes_its_density():
     draws = [grey_big_lungs(seed) for seed in range(10, 14)]
     test, truth = grey_big_lungs(99), _chest(99)
     body, lung, tissue = test > -1000, (test > -1000) & (test < -400), (truth > -200) & (truth < 200)
-    split = fit_calibration(draws, real, split_hu=-400)
-    assert split.split_hu == -400 and (split.draws, split.volumes) == (4, 3)
+    split = fit_calibration(draws, real, splits_hu=(-400,))
+    assert split.splits_hu == (-400.0,) and (split.draws, split.volumes) == (4, 3)
     assert Calibration.from_json(json.loads(json.dumps(split.to_json()))) == split
     after = split.apply(test)
     assert ((after < -400) & body).sum() == lung.sum()  # the lung amount is the draw's
@@ -221,9 +221,13 @@ def test_split_calibration_keeps_the_lung_amount_and_fixes_its_density():
     single = fit_calibration(draws, real).apply(test)  # one map: a part of the lung becomes tissue
     assert ((single < -400) & body).sum() < 0.9 * lung.sum()
     with pytest.raises(ValueError, match="no volume has body voxels below -400 HU"):
-        fit_calibration(draws, [np.where(r < -400, 40.0, r).astype(np.float32) for r in real], split_hu=-400)
+        fit_calibration(draws, [np.where(r < -400, 40.0, r).astype(np.float32) for r in real], splits_hu=(-400,))
+    with pytest.raises(ValueError, match="no volume has body voxels in \\[-400, -190\\) HU"):
+        fit_calibration(draws, real, splits_hu=(-400, -190))  # the phantoms have nothing between lung and fat
     with pytest.raises(ValueError, match="above air"):
-        fit_calibration(draws, real, split_hu=-2000)
+        fit_calibration(draws, real, splits_hu=(-2000,))
+    with pytest.raises(ValueError, match="must increase"):
+        fit_calibration(draws, real, splits_hu=(-190, -400))
 
 
 def test_calibrated_coarse_model_serves_calibrated_draws(tmp_path):
@@ -543,9 +547,9 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     # last, the whole volumes are calibrated (lung and the rest apart): cascade.json holds the map, which
     # synthesis applies to every slab
     output = json.loads((folder.parent / "runs" / "output_calibration.json").read_text())
-    assert info["output_calibration"] == output["calibration"] and output["calibration"]["split_hu"] == -400
+    assert info["output_calibration"] == output["calibration"] and output["calibration"]["splits_hu"] == [-400, -190]
     assert output["calibration"]["draws"] == settings.output_calibration_samples
-    assert set(output["medians_hu"]) == {"below", "above"}
+    assert list(output["medians_hu"]) == ["lung", "partial", "fat and above"]
     assert [m.split(":")[0] for m in messages][-1] == "output" and "intensities calibrated" in messages[-1]
     cascade = Cascade(folder)
     assert cascade.calibration == Calibration.from_json(info["output_calibration"])
@@ -640,7 +644,7 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "output: intensities calibrated (8 volumes matched to 3 real ones" in result.stdout
     fitted = json.loads((copy / "cascade.json").read_text())["output_calibration"]
-    assert fitted["split_hu"] == trained["split_hu"] and len(fitted["source_hu"]) == len(trained["source_hu"])
+    assert fitted["splits_hu"] == trained["splits_hu"] and len(fitted["source_hu"]) == len(trained["source_hu"])
     np.testing.assert_allclose(fitted["target_hu"], trained["target_hu"], atol=0.01)
     np.testing.assert_allclose(fitted["source_hu"], trained["source_hu"], atol=0.01)
     assert (tmp_path / "runs" / "output_calibration.json").is_file()

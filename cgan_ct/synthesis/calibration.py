@@ -34,15 +34,15 @@ class Calibration:
     """A monotone HU -> HU map: linear between knots, slope 1 outside them.
 
     ``source_hu`` strictly increasing, ``target_hu`` non-decreasing, of equal length >= 2; ``draws`` and
-    ``volumes``: how many generated and real volumes the fit used, ``split_hu``: where the fit matched the
-    two sides apart (``fit_calibration``; None: one match); records, not used by the map.
+    ``volumes``: how many generated and real volumes the fit used, ``splits_hu``: the HU between which the
+    fit matched the bands apart (``fit_calibration``; empty: one match); records, not used by the map.
     """
 
     source_hu: tuple[float, ...]
     target_hu: tuple[float, ...]
     draws: int = 0
     volumes: int = 0
-    split_hu: float | None = None
+    splits_hu: tuple[float, ...] = ()
 
     def __post_init__(self):
         source, target = np.asarray(self.source_hu, np.float64), np.asarray(self.target_hu, np.float64)
@@ -73,86 +73,89 @@ class Calibration:
             "target_hu": [float(v) for v in self.target_hu],
             "draws": self.draws,
             "volumes": self.volumes,
-            "split_hu": self.split_hu,
+            "splits_hu": [float(v) for v in self.splits_hu],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Calibration:
-        split = data.get("split_hu")  # absent before 2026-12-06 (no split)
         return cls(
             tuple(data["source_hu"]),
             tuple(data["target_hu"]),
             int(data["draws"]),
             int(data["volumes"]),
-            None if split is None else float(split),
+            tuple(float(v) for v in data.get("splits_hu", ())),  # absent before 2026-12-06: no split
         )
 
 
 def band_quantiles(
-    volume_hu: np.ndarray, split_hu: float | None = None, quantiles: np.ndarray = QUANTILES
+    volume_hu: np.ndarray, splits_hu: Sequence[float] = (), quantiles: np.ndarray = QUANTILES
 ) -> tuple[np.ndarray | None, ...]:
-    """One volume's body-voxel quantiles at ``quantiles``: of all body voxels (``split_hu`` None), or of those
-    below ``split_hu`` and of those at or above it; None for a side without voxels."""
+    """One volume's body-voxel quantiles at ``quantiles`` in each band the increasing ``splits_hu`` cut HU into
+    (below the first, between each two, at or above the last; one band without splits); None for a band
+    without voxels."""
     from cgan_ct.ops.body_mask import body_mask  # the fit's only (scipy): serving a calibration needs numpy and TF
 
     volume_hu = np.asarray(volume_hu)
     values = volume_hu[body_mask(volume_hu)].astype(np.float64)
-    sides = [values] if split_hu is None else [values[values < split_hu], values[values >= split_hu]]
-    return tuple(np.quantile(side, quantiles) if side.size else None for side in sides)
+    edges = [-np.inf, *splits_hu, np.inf]
+    bands = [values[(values >= low) & (values < high)] for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    return tuple(np.quantile(band, quantiles) if band.size else None for band in bands)
 
 
 def fit_calibration(
     draws_hu: Sequence[np.ndarray],
     volumes_hu: Sequence[np.ndarray],
     quantiles: np.ndarray = QUANTILES,
-    split_hu: float | None = None,
+    splits_hu: Sequence[float] = (),
 ) -> Calibration:
     """The map taking the draws' body intensities to the real volumes' (both [D, H, W] HU, any depths).
 
     Knots at AIR_HU (fixed) and at each quantile above it; where several quantiles of the draws share one
     value (a clipped tail), their targets are averaged into one knot.
 
-    ``split_hu``: the body voxels below it and those at or above it are matched apart, joined at a fixed
-    knot there. How many voxels lie on each side stays the draws' (one map over the body trades one for the
-    other: a draw with more lung than real gets denser lungs, not fewer); only the HU on each side move.
+    ``splits_hu`` (increasing, above AIR_HU): the bands between them are matched apart, joined at fixed knots
+    at the splits. How many voxels lie in each band stays the draws' (one map over the body trades one tissue
+    for another: a draw with more lung than real gets denser lungs, not fewer); only the HU in each band move.
     """
-    draws = [band_quantiles(d, split_hu, quantiles) for d in draws_hu]
-    return fit_band_quantiles(draws, [band_quantiles(v, split_hu, quantiles) for v in volumes_hu], split_hu)
+    draws = [band_quantiles(d, splits_hu, quantiles) for d in draws_hu]
+    return fit_band_quantiles(draws, [band_quantiles(v, splits_hu, quantiles) for v in volumes_hu], splits_hu)
 
 
-def fit_band_quantiles(draws: Sequence[tuple], volumes: Sequence[tuple], split_hu: float | None = None) -> Calibration:
-    """``fit_calibration`` from each volume's ``band_quantiles`` (the same ``split_hu`` and quantiles): the real
-    volumes' can be measured one at a time as they are read."""
-    if split_hu is not None and not split_hu > AIR_HU:
-        raise ValueError(f"split_hu must lie above air ({AIR_HU} HU), got {split_hu}")
-    edges = [float(AIR_HU), np.inf] if split_hu is None else [float(AIR_HU), float(split_hu), np.inf]
+def fit_band_quantiles(
+    draws: Sequence[tuple], volumes: Sequence[tuple], splits_hu: Sequence[float] = ()
+) -> Calibration:
+    """``fit_calibration`` from each volume's ``band_quantiles`` (the same ``splits_hu`` and quantiles): the
+    real volumes' can be measured one at a time as they are read."""
+    splits = tuple(float(v) for v in splits_hu)
+    if splits and (splits[0] <= AIR_HU or (np.diff(splits) <= 0).any()):
+        raise ValueError(f"splits_hu must increase and lie above air ({AIR_HU} HU), got {list(splits)}")
+    edges = [float(AIR_HU), *splits, np.inf]
     source, target = [float(AIR_HU)], [float(AIR_HU)]
-    for side, (above, below) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        values, means = _knots(
-            _mean_rows(draws, side, "draw", edges), _mean_rows(volumes, side, "volume", edges), above, below
-        )
+    for band, (above, below) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        draws_q, volumes_q = _mean_rows(draws, band, "draw", edges), _mean_rows(volumes, band, "volume", edges)
+        values, means = _knots(draws_q, volumes_q, above, below)
         source += list(values)
         target += list(means)
-        if below < np.inf:  # the split: a fixed knot between the sides
+        if below < np.inf:  # a split: a fixed knot between two bands
             source.append(below)
             target.append(below)
-    split = None if split_hu is None else float(split_hu)
-    return Calibration(tuple(source), tuple(np.maximum.accumulate(target)), _count(draws), _count(volumes), split)
+    return Calibration(tuple(source), tuple(np.maximum.accumulate(target)), _count(draws), _count(volumes), splits)
 
 
 def _count(rows: Sequence[tuple]) -> int:
-    """How many volumes had voxels on every side."""
-    return sum(all(side is not None for side in row) for row in rows)
+    """How many volumes had voxels in every band."""
+    return sum(all(band is not None for band in row) for row in rows)
 
 
-def _mean_rows(rows: Sequence[tuple], side: int, what: str, edges: list[float]) -> np.ndarray:
-    """The mean over volumes of one side's quantiles (1-D Wasserstein barycentre), volumes without it left out."""
-    present = [row[side] for row in rows if row[side] is not None]
+def _mean_rows(rows: Sequence[tuple], band: int, what: str, edges: list[float]) -> np.ndarray:
+    """The mean over volumes of one band's quantiles (1-D Wasserstein barycentre), volumes without it left out."""
+    present = [row[band] for row in rows if row[band] is not None]
     if present:
         return np.mean(present, axis=0)
     if len(edges) == 2:
         raise ValueError(f"no {what} has a body (nothing above -500 HU): nothing to calibrate against")
-    where = f"below {edges[1]:g} HU" if side == 0 else f"at or above {edges[1]:g} HU"
+    low, high = ("" if band == 0 else f"{edges[band]:g}"), ("" if band == len(edges) - 2 else f"{edges[band + 1]:g}")
+    where = f"below {high} HU" if not low else f"at or above {low} HU" if not high else f"in [{low}, {high}) HU"
     raise ValueError(f"no {what} has body voxels {where}: nothing to calibrate against")
 
 

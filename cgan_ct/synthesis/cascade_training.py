@@ -32,7 +32,15 @@ import pathlib
 import numpy as np
 
 from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
-from cgan_ct.constants import AIR_HU, CASCADE_FILE, COARSE_INFO_FILE, DEPIXELATE, MANIFEST_FILE, SAVED_MODEL_FILE
+from cgan_ct.constants import (
+    AIR_HU,
+    CASCADE_FILE,
+    COARSE_INFO_FILE,
+    DEPIXELATE,
+    FAT_HU,
+    MANIFEST_FILE,
+    SAVED_MODEL_FILE,
+)
 from cgan_ct.data.conversion import convert
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.data.manifest import Manifest, load_manifest
@@ -65,8 +73,10 @@ CALIBRATION_FILE = "coarse_calibration.json"
 CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
 OUTPUT_CALIBRATION_FILE = "output_calibration.json"
 OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
-# The output calibration matches lung (body voxels below the lung mask's threshold) and the rest apart.
-OUTPUT_SPLIT_HU = float(LUNG_THRESHOLD_HU)
+# The output calibration matches three bands apart: lung (below the lung mask's threshold), the partial
+# range between lung and fat, and fat and above (BUILD_NOTES "Calibrated output intensities").
+OUTPUT_SPLITS_HU = (float(LUNG_THRESHOLD_HU), float(FAT_HU[0]))
+BANDS = ("lung", "partial", "fat and above")  # the output calibration's bands, as OUTPUT_SPLITS_HU cut them
 AUGMENTATION_FIELDS = (  # of PipelineOptions
     "mirror_axes",
     "quarter_turns",
@@ -114,8 +124,9 @@ class CascadeSettings:
         (cgan_ct.synthesis.calibration, fitted to ``calibration_samples`` draws; the saved coarse model serves
         calibrated draws, and the degradation and the stages see them). On by default since 2026-12-06
         (BUILD_NOTES "Calibrated coarse intensities"); False: served as drawn, as before.
-      calibrate_output: calibrate the full-resolution volumes' HU to the training volumes', lung (below
-        OUTPUT_SPLIT_HU) and the rest apart, so the lung amount stays the generator's (fitted to
+      calibrate_output: calibrate the full-resolution volumes' HU to the training volumes', the bands that
+        OUTPUT_SPLITS_HU cut apart (lung, partial, fat and above), so each band's amount stays the generator's
+        (fitted to
         ``output_calibration_samples`` whole volumes of the training volumes' median depth; cascade.json's
         ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06 (BUILD_NOTES
         "Calibrated output intensities"); False: none, as before.
@@ -288,16 +299,16 @@ def calibration_line(fit: dict) -> str:
 
 def calibrate_output(cascade: Cascade, real_quantiles, samples: int, runs_dir: pathlib.Path, say) -> CascadeSpec:
     """``cascade.info`` with the output calibration fitted to ``samples`` whole volumes of its default depth,
-    against the training volumes' ``real_quantiles`` (``band_quantiles`` at full resolution, OUTPUT_SPLIT_HU);
+    against the training volumes' ``real_quantiles`` (``band_quantiles`` at full resolution, OUTPUT_SPLITS_HU);
     the fit's record in ``runs/output_calibration.json``. Unchanged (and said) when the draws or the volumes
-    lack a side of the split."""
+    lack a band."""
     slices = cascade.info.default_slices
     draws = []
     for i in range(samples):
         volume = np.concatenate(list(cascade.slabs(OUTPUT_CALIBRATION_SEED + i, slices)))
-        draws.append(band_quantiles(volume, OUTPUT_SPLIT_HU))
+        draws.append(band_quantiles(volume, OUTPUT_SPLITS_HU))
     try:
-        calibration = fit_band_quantiles(draws, real_quantiles, OUTPUT_SPLIT_HU)
+        calibration = fit_band_quantiles(draws, real_quantiles, OUTPUT_SPLITS_HU)
     except ValueError as exc:
         say(f"output: not calibrated ({exc})")
         return cascade.info
@@ -308,13 +319,13 @@ def calibrate_output(cascade: Cascade, real_quantiles, samples: int, runs_dir: p
 
 
 def output_medians(calibration: Calibration, draws, volumes) -> dict:
-    """Per side of the split: the draws' median HU (mean over draws) before and after ``calibration``, and the
-    real volumes'. A monotone map's quantiles are the map of the quantiles, so "after" needs no new draws."""
+    """Per band (BANDS): the draws' median HU (mean over draws) before and after ``calibration``, and the real
+    volumes'. A monotone map's quantiles are the map of the quantiles, so "after" needs no new draws."""
     middle = len(QUANTILES) // 2  # the 128th of 255: the median
     medians = {}
-    for side, name in enumerate(("below", "above")):
-        before = [row[side][middle] for row in draws if row[side] is not None]
-        real = [row[side][middle] for row in volumes if row[side] is not None]
+    for band, name in enumerate(BANDS):
+        before = [row[band][middle] for row in draws if row[band] is not None]
+        real = [row[band][middle] for row in volumes if row[band] is not None]
         medians[name] = {
             "draws": float(np.mean(before)),
             "calibrated": float(np.mean(calibration.apply(np.asarray(before)))),
@@ -326,14 +337,13 @@ def output_medians(calibration: Calibration, draws, volumes) -> dict:
 def output_calibration_line(fit: dict) -> str:
     """One line about the output calibration's fit (``calibrate_output``'s record)."""
     calibration, medians = fit["calibration"], fit["medians_hu"]
-    split = f"{calibration['split_hu']:g}"
-    sides = (
-        f"{what} {m['draws']:.0f} -> {m['calibrated']:.0f} HU (real {m['real']:.0f})"
-        for what, m in ((f"below {split} HU", medians["below"]), (f"at or above {split} HU", medians["above"]))
+    bands = "; ".join(
+        f"{name} {m['draws']:.0f} -> {m['calibrated']:.0f} HU (real {m['real']:.0f})" for name, m in medians.items()
     )
+    splits = ", ".join(f"{v:g}" for v in calibration["splits_hu"])
     return (
         f"output: intensities calibrated ({calibration['draws']} volumes matched to {calibration['volumes']} "
-        f"real ones, lung and the rest apart): body median {'; '.join(sides)}"
+        f"real ones, each band apart, split at {splits} HU): body median {bands}"
     )
 
 
@@ -369,7 +379,7 @@ def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     """(coarse HU arrays of the training split, median full-resolution spacing, median slice count, their
-    full-resolution ``band_quantiles`` at OUTPUT_SPLIT_HU: empty without ``settings.calibrate_output``)."""
+    full-resolution ``band_quantiles`` at OUTPUT_SPLITS_HU: empty without ``settings.calibrate_output``)."""
     train_ids = {v.volume_id for v in manifest.volumes_in("train")}
     sources, _ = discover(inputs)
     volumes, spacings, slices, quantiles = [], [], [], []
@@ -380,7 +390,7 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
         hu = fit_plane(volume.hu, settings.size)
         volumes.append(downsample(hu, 2**settings.levels, settings.pyramid).astype(np.float32))
         if settings.calibrate_output:
-            quantiles.append(band_quantiles(hu, OUTPUT_SPLIT_HU))
+            quantiles.append(band_quantiles(hu, OUTPUT_SPLITS_HU))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
     if not volumes:
