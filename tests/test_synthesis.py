@@ -222,7 +222,7 @@ def test_split_calibration_keeps_the_lung_amount_and_fixes_its_density():
     assert ((single < -400) & body).sum() < 0.9 * lung.sum()
     with pytest.raises(ValueError, match="no volume has body voxels below -400 HU"):
         fit_calibration(draws, [np.where(r < -400, 40.0, r).astype(np.float32) for r in real], splits_hu=(-400,))
-    with pytest.raises(ValueError, match="no volume has body voxels in \\[-400, -190\\) HU"):
+    with pytest.raises(ValueError, match="no draw has body voxels in \\[-400, -190\\) HU"):
         fit_calibration(draws, real, splits_hu=(-400, -190))  # the phantoms have nothing between lung and fat
     with pytest.raises(ValueError, match="above air"):
         fit_calibration(draws, real, splits_hu=(-2000,))
