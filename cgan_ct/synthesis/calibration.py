@@ -12,6 +12,9 @@ Wasserstein barycentre). One map serves every draw, so draws keep their differen
 per-draw histogram match would give every body the same histogram). Air stays air: AIR_HU is a fixed knot,
 and beyond the fitted range the map has slope 1 (values move by the end knot's offset).
 
+The same map serves the cascade's full-resolution output (``splits_hu``: bands of HU matched apart, so
+each keeps the generator's amount; BUILD_NOTES "Calibrated output intensities").
+
 Numpy (``apply``) and TensorFlow (``apply_tf``: inside the coarse SavedModel's signature, so TF Serving
 gets calibrated draws) give the same values.
 """

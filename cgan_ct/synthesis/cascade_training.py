@@ -126,8 +126,7 @@ class CascadeSettings:
         (BUILD_NOTES "Calibrated coarse intensities"); False: served as drawn, as before.
       calibrate_output: calibrate the full-resolution volumes' HU to the training volumes', the bands that
         OUTPUT_SPLITS_HU cut apart (lung, partial, fat and above), so each band's amount stays the generator's
-        (fitted to
-        ``output_calibration_samples`` whole volumes of the training volumes' median depth; cascade.json's
+        (fitted to ``output_calibration_samples`` whole volumes of the training volumes' median depth; cascade.json's
         ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06 (BUILD_NOTES
         "Calibrated output intensities"); False: none, as before.
     """
