@@ -6,7 +6,7 @@
 trained without it the same calibration, to measure what it changes with everything else held: whole volumes
 of the cascade's default depth are drawn and matched to the ``--input`` series (the cascade's training
 series, centre-cropped to its plane as the trainer takes them), lung (below -400 HU), the partial range
-(-400 to -190 HU) and fat and above apart.
+(-400 to -190 HU), fat to soft tissue (-190 to 300 HU) and bone apart.
 cascade.json gets the map (``output_calibration``), which cgan-ct-synthesize applies; the fit's record goes
 to CASCADE/../runs/output_calibration.json. Work on a copy: CASCADE is changed in place. A cascade that is
 calibrated already is refused.

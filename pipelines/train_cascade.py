@@ -103,8 +103,9 @@ _CALIBRATE = flags.DEFINE_boolean(
 _CALIBRATE_OUTPUT = flags.DEFINE_boolean(
     "output_calibration",
     True,
-    "Calibrate the full-resolution volumes' HU to the training volumes' (lung below -400 HU, -400 to -190 HU and "
-    "fat and above matched apart, so each band's amount stays the generator's); cgan-ct-synthesize applies it.",
+    "Calibrate the full-resolution volumes' HU to the training volumes' (lung below -400 HU, -400 to -190 HU, fat "
+    "to soft tissue and bone from 300 HU matched apart, so each band's amount stays the generator's); "
+    "cgan-ct-synthesize applies it.",
 )
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",

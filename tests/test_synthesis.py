@@ -547,9 +547,13 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     # last, the whole volumes are calibrated (lung and the rest apart): cascade.json holds the map, which
     # synthesis applies to every slab
     output = json.loads((folder.parent / "runs" / "output_calibration.json").read_text())
-    assert info["output_calibration"] == output["calibration"] and output["calibration"]["splits_hu"] == [-400, -190]
+    assert info["output_calibration"] == output["calibration"] and output["calibration"]["splits_hu"] == [
+        -400,
+        -190,
+        300,
+    ]
     assert output["calibration"]["draws"] == settings.output_calibration_samples
-    assert list(output["medians_hu"]) == ["lung", "partial", "fat and above"]
+    assert list(output["medians_hu"]) == ["lung", "partial", "fat to soft tissue", "bone"]
     assert [m.split(":")[0] for m in messages][-1] == "output" and "intensities calibrated" in messages[-1]
     cascade = Cascade(folder)
     assert cascade.calibration == Calibration.from_json(info["output_calibration"])

@@ -34,6 +34,7 @@ import numpy as np
 from cgan_ct.config import CoarseConfig, ConversionConfig, ModelConfig
 from cgan_ct.constants import (
     AIR_HU,
+    BONE_HU,
     CASCADE_FILE,
     COARSE_INFO_FILE,
     DEPIXELATE,
@@ -73,10 +74,11 @@ CALIBRATION_FILE = "coarse_calibration.json"
 CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
 OUTPUT_CALIBRATION_FILE = "output_calibration.json"
 OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
-# The output calibration matches three bands apart: lung (below the lung mask's threshold), the partial
-# range between lung and fat, and fat and above (BUILD_NOTES "Calibrated output intensities").
-OUTPUT_SPLITS_HU = (float(LUNG_THRESHOLD_HU), float(FAT_HU[0]))
-BANDS = ("lung", "partial", "fat and above")  # the output calibration's bands, as OUTPUT_SPLITS_HU cut them
+# The output calibration matches four bands apart: lung (below the lung mask's threshold), the partial
+# range between lung and fat, fat to soft tissue, and bone (so the bone's amount stays the generator's, not
+# the fit's: BUILD_NOTES "Calibrated output intensities").
+OUTPUT_SPLITS_HU = (float(LUNG_THRESHOLD_HU), float(FAT_HU[0]), float(BONE_HU))
+BANDS = ("lung", "partial", "fat to soft tissue", "bone")  # the output calibration's bands, as OUTPUT_SPLITS_HU cut
 AUGMENTATION_FIELDS = (  # of PipelineOptions
     "mirror_axes",
     "quarter_turns",
@@ -125,10 +127,10 @@ class CascadeSettings:
         calibrated draws, and the degradation and the stages see them). On by default since 2026-12-06
         (BUILD_NOTES "Calibrated coarse intensities"); False: served as drawn, as before.
       calibrate_output: calibrate the full-resolution volumes' HU to the training volumes', the bands that
-        OUTPUT_SPLITS_HU cut apart (lung, partial, fat and above), so each band's amount stays the generator's
-        (fitted to ``output_calibration_samples`` whole volumes of the training volumes' median depth; cascade.json's
-        ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06 (BUILD_NOTES
-        "Calibrated output intensities"); False: none, as before.
+        OUTPUT_SPLITS_HU cut apart (lung, partial, fat to soft tissue, bone), so each band's amount stays the
+        generator's (fitted to ``output_calibration_samples`` whole volumes of the training volumes' median depth;
+        cascade.json's ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06
+        (BUILD_NOTES "Calibrated output intensities"); False: none, as before.
     """
 
     levels: int = 3
