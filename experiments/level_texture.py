@@ -73,7 +73,8 @@ def with_tissue(row: dict, hu: np.ndarray, spacing_mm) -> dict:
 
 
 def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
-    """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes)."""
+    """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes); the
+    last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it."""
     from cgan_ct.ops.pyramid import level_length
     from cgan_ct.synthesis.cascade import refine_stream
 
@@ -81,6 +82,8 @@ def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
     stages = cascade.stage_predictors(seed)  # as Cascade.slabs: the volumes cgan-ct-synthesize writes
     for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
         levels.append(np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, 0.25))))
+    if cascade.calibration is not None:
+        levels[-1] = cascade.calibration.apply(levels[-1]).astype(np.float32)
     return levels
 
 

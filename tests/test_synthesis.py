@@ -657,6 +657,25 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 
 
 @pytest.mark.slow
+def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
+    """experiments/level_texture.py's last level is what cgan-ct-synthesize writes: through the output
+    calibration (its own process: the script defines absl flags at import)."""
+    _, _, folder, _ = tiny_cascade
+    code = (
+        "import sys; sys.path.insert(0, 'experiments'); import level_texture, numpy as np\n"
+        "from cgan_ct.synthesis.synthesis import Cascade\n"
+        f"cascade = Cascade({str(folder)!r}); assert cascade.calibration is not None\n"
+        "levels = level_texture.synthetic_levels(cascade, 2, 20)\n"
+        "written = np.concatenate(list(cascade.slabs(2, 20)))\n"
+        "np.testing.assert_allclose(levels[-1], written, atol=1e-3)\n"
+        "print('levels', [level.shape for level in levels])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "levels [(5, 16, 16), (10, 32, 32), (20, 64, 64)]" in result.stdout
+
+
+@pytest.mark.slow
 def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp_path):
     """experiments/stage_augment.py (issue 33, items 1 and 3) on the tiny cascade's run: each variant trains the
     stage with its own augmentation and loss (its run.json says so) and is scored at the stage's level beside the
