@@ -5,12 +5,13 @@
 # SMOKE=1: every step, tiny (a two-level smoke cascade of 64 x 64 volumes, a few steps, 2 volumes of 24 slices, a
 # report without the realism measures, 2 pairs, on two chest series; SMOKE_SERIES=a,b names them), in about two
 # minutes: the test suite's run (tests/test_benchmarks.py).
-# COHORT=1: the recipe of the shipped pretrained:synthesis (issue 33; version 2, 2026-12-06: SEED=1): train on
-# experiments/cohort.json's six chest training series (--test_fraction 0: the held-out series are never converted),
-# 3000 coarse and 1500 stage steps, mean pyramid, resize up-sampling, the texture term in stage0 only, the coarse
-# level calibrated (the default), 8 volumes of 512 x 512 x 64, the report against the three held-out series (about
-# 90 min on 2 cores); then `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report`
-# ships it. SEED=N: the training seed (default 0).
+# COHORT=1: the recipe of the shipped pretrained:synthesis (issue 33; version 3, 2026-12-06: SEED=1, calibrated
+# after training): train on experiments/cohort.json's six chest training series (--test_fraction 0: the held-out
+# series are never converted), 3000 coarse and 1500 stage steps, mean pyramid, resize up-sampling, the texture term
+# in stage0 only, the coarse level and the output calibrated (the defaults), 8 volumes of 512 x 512 x 64, the report
+# against the three held-out series (60-90 min on 2 cores); then
+# `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report` ships it.
+# SEED=N: the training seed (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
