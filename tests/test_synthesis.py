@@ -27,6 +27,13 @@ from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from tests.conftest import GRID_CELL, REPO, require_tool
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """``code`` run by this Python in its own process from the repository root, which must exit 0."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def _block_mean_predictor(blocks):
     """Depends on the whole block, so any tiling or blending difference shows."""
     return blocks * 0.5 + blocks.mean(axis=(1, 2, 3, 4), keepdims=True)
@@ -670,8 +677,7 @@ def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
         "np.testing.assert_allclose(levels[-1], written, atol=1e-3)\n"
         "print('levels', [level.shape for level in levels])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _python(code)
     assert "levels [(5, 16, 16), (10, 32, 32), (20, 64, 64)]" in result.stdout
 
 
@@ -869,8 +875,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    except SystemExit as exc:\n"
         "        assert exc.code in (0, None), exc.code\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _python(code)
     printed = [case.splitlines() for case in result.stdout.split("CASE\n")[1:]]
     assert len(printed) == len(_COMMAND_CASES)
     for (extra, expected, augmentation), lines in zip(_COMMAND_CASES, printed, strict=True):
