@@ -24,8 +24,8 @@ HU are calibrated to the training volumes' (one monotone map, fitted to 16
 draws: OUT/runs/coarse_calibration.json) before anything sees them
 (--nocoarse_calibration: served as drawn, as before 2026-12-06). Last, the
 whole cascade's volumes are calibrated to the training volumes' at full
-resolution, lung (below -400 HU), the partial range (-400 to -190 HU) and fat
-and above matched apart, fitted to 8 volumes
+resolution, lung (below -400 HU), the partial range (-400 to -190 HU), fat to
+soft tissue and bone (300 HU and above) matched apart, fitted to 8 volumes
 (OUT/runs/output_calibration.json; cascade.json's output_calibration, which
 cgan-ct-synthesize applies; --nooutput_calibration: none, as before 2026-12-06).
 """

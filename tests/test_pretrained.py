@@ -87,7 +87,7 @@ def test_the_shipped_synthesis_cascade_is_small_with_a_card_and_no_training_data
     assert _megabytes(folder) <= 25
     spec = CascadeSpec.load(f"pretrained:{SYNTHESIS}")
     assert spec.size == 512 and spec.training["stage_model"]["l1_weight"] == 10.0
-    # version 3: both calibrations made while training, the output's in four bands (bone kept apart)
+    # version 3: both calibrations (made after training), the output's in four bands (bone kept apart)
     assert spec.training["coarse_calibration"]["draws"] == 16
     assert spec.output_calibration["splits_hu"] == [-400, -190, 300]
     card = (folder / pretrained.MODEL_CARD_FILE).read_text()

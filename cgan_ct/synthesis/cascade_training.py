@@ -79,6 +79,7 @@ OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibr
 # the fit's: BUILD_NOTES "Calibrated output intensities").
 OUTPUT_SPLITS_HU = (float(LUNG_THRESHOLD_HU), float(FAT_HU[0]), float(BONE_HU))
 BANDS = ("lung", "partial", "fat to soft tissue", "bone")  # the output calibration's bands, as OUTPUT_SPLITS_HU cut
+assert len(BANDS) == len(OUTPUT_SPLITS_HU) + 1, "a name for each band the splits cut"
 AUGMENTATION_FIELDS = (  # of PipelineOptions
     "mirror_axes",
     "quarter_turns",
