@@ -11,7 +11,7 @@
 # in stage0 only, the coarse level and the output calibrated (the defaults), 8 volumes of 512 x 512 x 64, the report
 # against the three held-out series (60-90 min on 2 cores); then
 # `python experiments/ship_synthesis.py --cascade OUT/run/cascade --report OUT/report` ships it.
-# SEED=N: the training seed (default 0).
+# SEED=N: the training seed (default 0). TRAIN_FLAGS="--flag ...": more cgan-ct-train-cascade flags (an A/B of the recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SHARED_CT:-../shared/data/ct}
@@ -46,7 +46,7 @@ lscpu | sed -n 's/^Model name: *//p' | head -1
 # default: seed 0 and a 0.4 test fraction hold out lidc-idri-0001 and lung-pet-ct-dx-A0001 (the manifest says which);
 # COHORT=1: no test split, the held-out series are given to the report only
 /usr/bin/time -f "training: wall %e s, CPU %U s user + %S s system" cgan-ct-train-cascade --input "$CHESTS" \
-    --output_dir "$OUT/run" "${TRAIN[@]}" --seed "${SEED:-0}"
+    --output_dir "$OUT/run" "${TRAIN[@]}" --seed "${SEED:-0}" ${TRAIN_FLAGS:-}
 cat "$OUT/run/runs/degradation.json"
 rm -rf "$OUT/syn" "$OUT/report" "$OUT/study" "$OUT/pairs"
 /usr/bin/time -f "synthesis: wall %e s" cgan-ct-synthesize --model_dir "$OUT/run/cascade" --output_dir "$OUT/syn" \

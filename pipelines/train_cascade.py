@@ -6,7 +6,7 @@
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
-                        [--nooutput_calibration]
+                        [--nooutput_calibration] [--coarse_augment_color]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -107,6 +107,13 @@ _CALIBRATE_OUTPUT = flags.DEFINE_boolean(
     "to soft tissue and bone from 300 HU matched apart, so each band's amount stays the generator's); "
     "cgan-ct-synthesize applies it.",
 )
+_COLOR = flags.DEFINE_boolean(
+    "coarse_augment_color",
+    False,
+    "The coarse discriminator also sees a random brightness and contrast change of every volume, real and drawn "
+    "alike (DiffAugment's colour; measured more diverse coarse draws, with intensities the coarse calibration "
+    "then maps back).",
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -142,7 +149,7 @@ def main(argv: list[str]) -> None:
             upsample=_UPSAMPLE.value,
         ),
         stage_steps=_STAGE_STEPS.value,
-        coarse=coarse_config(preset, steps=_COARSE_STEPS.value),
+        coarse=coarse_config(preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value or None),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,
         degrade=_DEGRADE.value,
