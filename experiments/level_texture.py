@@ -2,7 +2,7 @@
 synthesis, against held-out real CT at that level (issue 33, item 3).
 
   python experiments/level_texture.py --cascade pretrained:synthesis [--seeds 0,1,2,3] [--slices 64]
-      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output rows.jsonl]
+      [--heldout SERIES,...] [--ct_dir ../shared/data/ct] [--output rows.jsonl] [--smooth 2:1.0,1:1.0]
 
 stage_texture.py scores each stage on real coarser input; this follows the synthesis itself. For each seed
 the coarse draw and every stage's output (levels L .. 0, materialized whole: small at the coarse levels,
@@ -15,6 +15,10 @@ fraction of the level's in-plane Nyquist frequency, so a stage
 that only up-samples shows as a halving of that fraction. At full resolution the tissue medians and
 fractions are given too (tissue_sanity.tissue_statistics, as the synthesis report): what a change made for
 texture does to the tissues.
+
+``--smooth j:sigma,...`` is a probe, not a synthesis setting: level j (the coarse draw or a stage's output) is
+blurred in-plane by a Gaussian of sigma voxels before it is measured and before the next stage refines it, to
+find which level's noise the final grain inherits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Held-out serie
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3"], "Synthesis seeds.")
 _SLICES = flags.DEFINE_integer("slices", 64, "Slices at full resolution (level 0), synthetic and real.")
 _OUTPUT = flags.DEFINE_string("output", None, "Append the rows here as JSON lines.")
+_SMOOTH = flags.DEFINE_list("smooth", [], "level:sigma,...: blur that level in-plane (a probe; see the docstring).")
 TISSUE = ("lung_hu", "fat_hu", "soft_tissue_hu", "bone_hu", "bone_fraction")  # the full-resolution table's
 
 
@@ -72,16 +77,40 @@ def with_tissue(row: dict, hu: np.ndarray, spacing_mm) -> dict:
     return {**row, **{key: statistics[key] for key in TISSUE}}
 
 
-def synthetic_levels(cascade, seed: int, slices: int) -> list[np.ndarray]:
+def parse_smoothing(values: list[str], levels: int) -> dict[int, float]:
+    """``["2:1.0", ...]`` -> {level: sigma in voxels}, levels in 0..``levels`` and sigmas > 0."""
+    smoothing = {}
+    for value in values:
+        try:
+            level, sigma = value.split(":")
+            smoothing[int(level)] = float(sigma)
+        except ValueError:
+            raise ValueError(f"--smooth takes level:sigma pairs such as 2:1.0; got {value!r}") from None
+        if not 0 <= int(level) <= levels or float(sigma) <= 0:
+            raise ValueError(f"--smooth {value}: the level must be in 0..{levels} and sigma > 0")
+    return smoothing
+
+
+def _blurred(hu: np.ndarray, sigma: float | None) -> np.ndarray:
+    from scipy import ndimage
+
+    return hu if not sigma else ndimage.gaussian_filter(hu, (0, sigma, sigma)).astype(np.float32)
+
+
+def synthetic_levels(cascade, seed: int, slices: int, smoothing: dict[int, float] | None = None) -> list[np.ndarray]:
     """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes); the
-    last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it."""
+    last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it.
+    ``smoothing`` {level: sigma}: that level blurred in-plane before the next stage sees it (a probe)."""
     from cgan_ct.ops.pyramid import level_length
     from cgan_ct.synthesis.cascade import refine_stream
 
-    levels = [np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)]
+    smoothing = smoothing or {}
+    coarse = np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)
+    levels = [_blurred(coarse, smoothing.get(cascade.levels))]
     stages = cascade.stage_predictors(seed)  # as Cascade.slabs: the volumes cgan-ct-synthesize writes
     for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
-        levels.append(np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, 0.25))))
+        refined = np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, 0.25)))
+        levels.append(_blurred(refined, smoothing.get(cascade.levels - len(levels))))
     if cascade.calibration is not None:
         levels[-1] = cascade.calibration.apply(levels[-1]).astype(np.float32)
     return levels
@@ -101,12 +130,14 @@ def main(argv: list[str]) -> None:
     from cgan_ct.synthesis.synthesis import Cascade
 
     cascade = Cascade(_CASCADE.value)
+    smoothing = parse_smoothing(_SMOOTH.value, cascade.levels)
     rows = []
     for seed in (int(s) for s in _SEEDS.value):
-        for index, hu in enumerate(synthetic_levels(cascade, seed, _SLICES.value)):
+        for index, hu in enumerate(synthetic_levels(cascade, seed, _SLICES.value, smoothing)):
             level = cascade.levels - index
             spacing = tuple(float(s) * 2**level for s in cascade.spacing_mm)
-            rows.append({"source": "synthetic", "seed": seed, **level_noise(hu, spacing, level)})
+            probe = {"smoothed_sigma": smoothing[level]} if level in smoothing else {}
+            rows.append({"source": "synthetic", "seed": seed, **level_noise(hu, spacing, level), **probe})
             if level == 0:
                 rows[-1] = with_tissue(rows[-1], hu, spacing)
             print(rows[-1], flush=True)

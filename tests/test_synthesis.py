@@ -666,7 +666,8 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 @pytest.mark.slow
 def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
     """experiments/level_texture.py's last level is what cgan-ct-synthesize writes: through the output
-    calibration (its own process: the script defines absl flags at import)."""
+    calibration (its own process: the script defines absl flags at import); --smooth blurs the level it names
+    and the stage after it refines the blurred level."""
     _, _, folder, _ = tiny_cascade
     code = (
         "import sys; sys.path.insert(0, 'experiments'); import level_texture, numpy as np\n"
@@ -676,9 +677,19 @@ def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
         "written = np.concatenate(list(cascade.slabs(2, 20)))\n"
         "np.testing.assert_allclose(levels[-1], written, atol=1e-3)\n"
         "print('levels', [level.shape for level in levels])\n"
+        "probed = level_texture.synthetic_levels(cascade, 2, 20, level_texture.parse_smoothing(['1:1.5'], 2))\n"
+        "np.testing.assert_allclose(probed[0], levels[0])  # the coarse draw as it was\n"
+        "assert probed[1].std(axis=(1, 2)).mean() < levels[1].std(axis=(1, 2)).mean()  # level 1 blurred\n"
+        "assert np.abs(probed[2] - levels[2]).max() > 1  # and stage0 refined the blurred level\n"
+        "for bad in (['3:1'], ['1:0'], ['1']):\n"
+        "    try:\n"
+        "        level_texture.parse_smoothing(bad, 2)\n"
+        "    except ValueError as error:\n"
+        "        print('refused', bad, error)\n"
     )
     result = _python(code)
     assert "levels [(5, 16, 16), (10, 32, 32), (20, 64, 64)]" in result.stdout
+    assert result.stdout.count("refused") == 3 and "level:sigma pairs" in result.stdout
 
 
 @pytest.mark.slow
@@ -840,6 +851,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
         {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
     ),
     (("--nocoarse_calibration", "--nooutput_calibration"), (10.0, 0.0), {}),
+    (("--coarse_augment_color",), (10.0, 0.0), {}),
 ]
 
 
@@ -848,8 +860,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
-    both calibrations on unless switched off. Every command line parsed in one process (the flags reset between
-    them), which prints what the trainer would be given."""
+    both calibrations on unless switched off; item 2: colour augmentation of the coarse discriminator's inputs
+    only when asked, the rest of the coarse preset as it was. Every command line parsed in one process (the
+    flags reset between them), which prints what the trainer would be given."""
     code = (
         "import sys\n"
         "from absl import flags\n"
@@ -861,7 +874,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
-        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, flush=True)\n"
+        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output)\n"
+        "    coarse = settings.coarse\n"
+        "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, flush=True)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
         "from pipelines.train_cascade import run\n"
@@ -891,6 +906,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
         calibrated = "--nooutput_calibration" not in extra
         assert said["CALIBRATE"].split()[1:] == [str(calibrated), str(calibrated)], extra
+        preset = coarse_config("cpu")
+        coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
+        assert said["COARSE"].split()[1:] == coarse, extra
 
 
 def test_cascade_settings_check_the_texture_term_stages():
