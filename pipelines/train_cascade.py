@@ -111,8 +111,8 @@ _COLOR = flags.DEFINE_boolean(
     "coarse_augment_color",
     False,
     "The coarse discriminator also sees a random brightness and contrast change of every volume, real and drawn "
-    "alike (DiffAugment's colour; measured more diverse coarse draws, with intensities the coarse calibration "
-    "then maps back).",
+    "alike (DiffAugment's colour). Measured: more diverse coarse draws on the subsampled pyramid, not on the mean "
+    "pyramid of pretrained:synthesis's recipe (BUILD_NOTES).",
 )
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> None:
             upsample=_UPSAMPLE.value,
         ),
         stage_steps=_STAGE_STEPS.value,
-        coarse=coarse_config(preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value or None),
+        coarse=coarse_config(preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,
         degrade=_DEGRADE.value,
