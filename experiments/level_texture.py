@@ -83,11 +83,12 @@ def parse_smoothing(values: list[str], levels: int) -> dict[int, float]:
     for value in values:
         try:
             level, sigma = value.split(":")
-            smoothing[int(level)] = float(sigma)
+            level, sigma = int(level), float(sigma)
         except ValueError:
             raise ValueError(f"--smooth takes level:sigma pairs such as 2:1.0; got {value!r}") from None
-        if not 0 <= int(level) <= levels or float(sigma) <= 0:
+        if not 0 <= level <= levels or sigma <= 0:
             raise ValueError(f"--smooth {value}: the level must be in 0..{levels} and sigma > 0")
+        smoothing[level] = sigma
     return smoothing
 
 
