@@ -1,7 +1,7 @@
 """cgan-ct-synthesize: full-resolution CT volumes of patients who do not exist.
 
   cgan-ct-synthesize --model_dir CASCADE --output_dir OUT [--count 1] [--seed 0] [--slices N]
-                     [--format nifti,dicom] [--overlap 0.25] [--batch 16]
+                     [--format nifti,dicom] [--overlap 0.25] [--batch 16] [--nograin]
   cgan-ct-synthesize --model pretrained:synthesis --output_dir OUT ...
 
 CASCADE is the cascade/ folder of cgan-ct-train-cascade, or pretrained:synthesis,
@@ -17,6 +17,11 @@ renamed into place when complete. OUT/synthesis.json records the request
 Run it again to resume: after a kill, or with a larger --count, the volumes an
 earlier run with the same cascade, --seed, --slices and --format left complete
 are kept untouched and the others are drawn; stale hidden folders are removed.
+
+A cascade trained since 2026-12-07 (and pretrained:synthesis) gives its volumes a fitted texture after the
+stages: the soft-tissue mottle smoothed out and real CT's grain added (cgan_ct.synthesis.grain; BUILD_NOTES
+"Output grain"). --nograin leaves it out: the volumes as the GAN stages and the intensity calibration make
+them.
 A synthetic_<i> folder of other settings (or with other files in it) is an
 error naming it, before anything is drawn.
 """
@@ -39,6 +44,13 @@ _SLICES = flags.DEFINE_integer("slices", None, "Slices per volume (default: the 
 _FORMAT = flags.DEFINE_list("format", list(VOLUME_FORMATS), "Output formats: nifti, dicom.")
 _OVERLAP = flags.DEFINE_float("overlap", 0.25, "Fraction of a block shared by neighbouring tiles.")
 _BATCH = job.define_batch()
+_GRAIN = flags.DEFINE_boolean(
+    "grain",
+    True,
+    "Apply the cascade's output grain (mottle smoothed out, real CT's grain added; fitted when the cascade was "
+    "trained). --nograin: the volumes as the stages and the calibration make them. No effect on a cascade "
+    "without one.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -52,7 +64,7 @@ def main(argv: list[str]) -> None:
     count = _COUNT.value
     if count < 1:
         raise app.UsageError("--count must be >= 1")
-    cascade = Cascade(_MODEL.value)
+    cascade = Cascade(_MODEL.value, grain=_GRAIN.value)
 
     def progress(i: int):
         bar = ProgressBar(0, f"volume {i + 1}/{count}")

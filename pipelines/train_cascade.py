@@ -6,7 +6,7 @@
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
-                        [--nooutput_calibration] [--coarse_augment_color]
+                        [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -28,6 +28,11 @@ resolution, lung (below -400 HU), the partial range (-400 to -190 HU), fat to
 soft tissue and bone (300 HU and above) matched apart, fitted to 8 volumes
 (OUT/runs/output_calibration.json; cascade.json's output_calibration, which
 cgan-ct-synthesize applies; --nooutput_calibration: none, as before 2026-12-06).
+Then the texture of the calibrated volumes is fitted to the training volumes'
+soft-tissue noise power, on 4 volumes: mottle below their median noise smoothed
+out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
+output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
+none, as before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -107,6 +112,12 @@ _CALIBRATE_OUTPUT = flags.DEFINE_boolean(
     "to soft tissue and bone from 300 HU matched apart, so each band's amount stays the generator's); "
     "cgan-ct-synthesize applies it.",
 )
+_GRAIN = flags.DEFINE_boolean(
+    "output_grain",
+    True,
+    "Fit the calibrated volumes' texture to the training volumes' soft-tissue noise power (mottle below their "
+    "median noise smoothed out, the grain they lack added); cgan-ct-synthesize applies it unless --nograin.",
+)
 _COLOR = flags.DEFINE_boolean(
     "coarse_augment_color",
     False,
@@ -160,6 +171,7 @@ def main(argv: list[str]) -> None:
         spectral_levels=_stage_levels(_SPECTRAL_LEVELS.value),
         calibrate_coarse=_CALIBRATE.value,
         calibrate_output=_CALIBRATE_OUTPUT.value,
+        output_grain=_GRAIN.value,
     )
 
     def callbacks(name):

@@ -205,9 +205,9 @@ def _synthetic(hu: np.ndarray, seed: int) -> Volume:
 class FakeCascade:
     """What write_synthetic_volumes needs of a Cascade, without models: a small volume per seed."""
 
-    def __init__(self, kill_at_seed: int | None = None):
+    def __init__(self, kill_at_seed: int | None = None, grain=None):
         self.info = types.SimpleNamespace(cascade_id="cas-test", default_slices=4)
-        self.kill_at_seed, self.drawn = kill_at_seed, []
+        self.kill_at_seed, self.drawn, self.grain = kill_at_seed, [], grain
 
     def synthesize(self, seed, slices, overlap=0.25, batch_size=16, progress=None):
         if seed == self.kill_at_seed:
@@ -276,6 +276,12 @@ def test_synthesize_keeps_a_volume_renamed_but_not_yet_recorded_and_extends_a_co
     written = write_synthetic_volumes(cascade, out, count=3, formats=["nifti"])
     assert cascade.drawn == [2] and [w.kept for w in written] == [True, True, False]
     assert len(json.loads((out / RECORD_FILE).read_text())["volumes"]) == 3
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["grain"] is False
+    del record["grain"]  # a record written before the grain existed: its volumes had none
+    (out / RECORD_FILE).write_text(json.dumps(record))
+    cascade = FakeCascade()
+    assert [w.kept for w in write_synthetic_volumes(cascade, out, count=3, formats=["nifti"])] == [True] * 3
 
 
 def test_synthesize_refuses_folders_of_other_settings_or_incomplete_ones_before_drawing(tmp_path):
@@ -287,8 +293,9 @@ def test_synthesize_refuses_folders_of_other_settings_or_incomplete_ones_before_
         ({"seed": 5}, "synthetic_000: exists, not from a run with these settings .*differs in seed"),
         ({"slices": 6}, "synthetic_000: exists, not from a run with these settings .*differs in slices"),
         ({"formats": ["nifti"]}, "synthetic_000: exists, not from a run with these settings .*differs in formats"),
+        ({}, "synthetic_000: exists, not from a run with these settings .*differs in grain"),
     ]:
-        cascade = FakeCascade()
+        cascade = FakeCascade(grain=None if kwargs else object())  # {}: the same request, the grain applied
         with pytest.raises(InputError, match=pattern):
             write_synthetic_volumes(cascade, out, count=1, **kwargs)
         assert cascade.drawn == []

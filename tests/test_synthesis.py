@@ -518,6 +518,7 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     from cgan_ct.synthesis.calibration import Calibration
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.coarse_export import CoarseModel
+    from cgan_ct.synthesis.grain import Grain
     from cgan_ct.synthesis.synthesis import Cascade
 
     _, settings, folder, messages = tiny_cascade
@@ -561,13 +562,29 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     ]
     assert output["calibration"]["draws"] == settings.output_calibration_samples
     assert list(output["medians_hu"]) == ["lung", "partial", "fat to soft tissue", "bone"]
-    assert [m.split(":")[0] for m in messages][-1] == "output" and "intensities calibrated" in messages[-1]
+    assert [m.split(":")[0] for m in messages][-2:] == ["output", "output"]
+    assert "intensities calibrated" in messages[-2]
+    # then the grain; 64 x 64 phantoms have no 32 x 32 patch of uniform soft tissue to fit it to: said, none
+    assert messages[-1] == "output: no grain (no real volume has uniform soft tissue: no noise power to match)"
+    assert info["output_grain"] is None and not (folder.parent / "runs" / "output_grain.json").exists()
     cascade = Cascade(folder)
-    assert cascade.calibration == Calibration.from_json(info["output_calibration"])
+    assert cascade.calibration == Calibration.from_json(info["output_calibration"]) and cascade.grain is None
     raw = Cascade(folder, dataclasses.replace(CascadeSpec.load(folder), output_calibration=None))
     served, drawn = (np.concatenate(list(c.slabs(1, 20))) for c in (cascade, raw))
     np.testing.assert_allclose(served, cascade.calibration.apply(drawn), atol=1e-3)
     assert np.abs(served - drawn).max() > 1  # the map moves the volume
+    # a cascade with a grain serves it after the calibration, unless asked not to
+    grain = Grain((0.1, 0.5), (50.0, 50.0), smooth_radius=2, smooth_hu=20.0)
+    grained = dataclasses.replace(CascadeSpec.load(folder), output_grain=grain.to_json())
+    with_grain, without = Cascade(folder, grained), Cascade(folder, grained, grain=False)
+    assert with_grain.grain == grain and without.grain is None
+    np.testing.assert_allclose(
+        np.concatenate(list(with_grain.slabs(1, 20))), grain.apply(served, info["spacing_mm"], 1), atol=1e-3
+    )
+    np.testing.assert_allclose(np.concatenate(list(without.slabs(1, 20))), served, atol=1e-3)
+    bad = dataclasses.replace(grained, output_grain={"nps": [1.0]})
+    with pytest.raises(InputError, match="output_grain is malformed"):
+        Cascade(folder, bad)
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
     calls = []
     volume = cascade.synthesize(1, 20, progress=lambda *a: calls.append(a))
@@ -664,6 +681,30 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 
 
 @pytest.mark.slow
+def test_fit_grain_experiment_says_why_it_fits_none_and_refuses_a_grained_cascade(tiny_cascade, tmp_path):
+    """experiments/fit_grain.py on the tiny cascade: its 64 x 64 phantoms have no uniform soft tissue, so it
+    fits no grain and says so (the fit itself: tests/test_grain.py); a cascade with a grain is refused."""
+    import shutil
+
+    root, _, folder, _ = tiny_cascade
+    copy = tmp_path / "cascade"
+    shutil.copytree(folder, copy)
+    script = [sys.executable, str(REPO / "experiments" / "fit_grain.py"), "--input", str(root / "in" / "p0.nii.gz")]
+    result = subprocess.run([*script, "--cascade", str(copy), "--samples", "1"], capture_output=True, text=True)
+    assert result.returncode != 0 and "output: no grain (no real volume has uniform soft tissue" in result.stdout
+    assert (
+        f"{copy}: no grain fitted" in result.stderr
+        and json.loads((copy / "cascade.json").read_text())["output_grain"] is None
+    )
+    info = json.loads((copy / "cascade.json").read_text())
+    info["output_grain"] = {"frequencies_per_mm": [0.1], "nps": [1.0], "smooth_radius": 0, "smooth_hu": 0.0}
+    info["output_grain"] |= {"draws": 1, "volumes": 1}
+    (copy / "cascade.json").write_text(json.dumps(info))
+    again = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "has an output grain already" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
 def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
     """experiments/level_texture.py's last level is what cgan-ct-synthesize writes: through the output
     calibration (its own process: the script defines absl flags at import); --smooth blurs the level it names
@@ -736,6 +777,32 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise+spec50"} and {
         r["level"] for r in rows
     } == {1}
+
+
+@pytest.mark.slow
+def test_synthesize_cli_applies_a_cascades_grain_unless_told_not_to(tiny_cascade, tmp_path):
+    import shutil
+
+    from cgan_ct.synthesis.grain import Grain
+
+    _, _, folder, _ = tiny_cascade
+    copy = tmp_path / "cascade"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "cascade.json").read_text())
+    grain = Grain((0.1, 0.5), (400.0, 400.0), smooth_radius=2, smooth_hu=20.0)
+    info["output_grain"] = grain.to_json()
+    (copy / "cascade.json").write_text(json.dumps(info))
+    volumes = {}
+    for name, model, extra in [("plain", folder, []), ("grained", copy, []), ("nograin", copy, ["--nograin"])]:
+        command = [sys.executable, "-m", "pipelines.synthesize", "--model_dir", str(model), "--slices", "8"]
+        command += ["--output_dir", str(tmp_path / name), "--format", "nifti", *extra]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads((tmp_path / name / "synthesis.json").read_text())["grain"] is (name == "grained")
+        volumes[name] = read_volume(tmp_path / name / "synthetic_000" / "volume.nii.gz").hu
+    np.testing.assert_array_equal(volumes["nograin"], volumes["plain"])
+    added = grain.noise(volumes["plain"].shape, info["spacing_mm"], 0).std()  # grain alone; and smoothed
+    assert (volumes["grained"].astype(float) - volumes["plain"]).std() > 0.7 * added > 1
 
 
 @pytest.mark.slow
@@ -850,7 +917,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
         (10.0, 0.0),
         {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
     ),
-    (("--nocoarse_calibration", "--nooutput_calibration"), (10.0, 0.0), {}),
+    (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain"), (10.0, 0.0), {}),
     (("--coarse_augment_color",), (10.0, 0.0), {}),
 ]
 
@@ -860,9 +927,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
-    both calibrations on unless switched off; item 2: colour augmentation of the coarse discriminator's inputs
-    only when asked, the rest of the coarse preset as it was. Every command line parsed in one process (the
-    flags reset between them), which prints what the trainer would be given."""
+    both calibrations and the output grain on unless switched off; item 2: colour augmentation of the coarse
+    discriminator's inputs only when asked, the rest of the coarse preset as it was. Every command line parsed
+    in one process (the flags reset between them), which prints what the trainer would be given."""
     code = (
         "import sys\n"
         "from absl import flags\n"
@@ -874,7 +941,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
-        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output)\n"
+        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
         "    coarse = settings.coarse\n"
         "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, flush=True)\n"
         "    raise SystemExit(0)\n"
@@ -905,7 +972,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         per_stage = [float(v) for v in said["LEVELS"].split()[1:]]
         assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
         calibrated = "--nooutput_calibration" not in extra
-        assert said["CALIBRATE"].split()[1:] == [str(calibrated), str(calibrated)], extra
+        assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 3, extra
         preset = coarse_config("cpu")
         coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
         assert said["COARSE"].split()[1:] == coarse, extra

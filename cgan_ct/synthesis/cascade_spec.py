@@ -34,6 +34,8 @@ class CascadeSpec:
       training: counts and settings of the training only (no ids, no paths).
       output_calibration: a monotone HU -> HU map the full-resolution volume is served through
         (``cgan_ct.synthesis.calibration.Calibration.to_json``), or None (cascades before 2026-12-06).
+      output_grain: the texture the calibrated volume is given (mottle out, real grain in:
+        ``cgan_ct.synthesis.grain.Grain.to_json``), or None (cascades before 2026-12-07).
     """
 
     levels: int
@@ -45,6 +47,7 @@ class CascadeSpec:
     cascade_id: str = "cascade"
     training: dict = dataclasses.field(default_factory=dict)
     output_calibration: dict | None = None
+    output_grain: dict | None = None
     format_version: int = CASCADE_FORMAT_VERSION
 
     def to_json(self) -> dict:

@@ -14,11 +14,14 @@ Output folder:
                        its conditions degraded so (``CascadeSettings.degrade``)
   runs/output_calibration.json  the full-resolution volumes' intensity calibration's
                        fit (``CascadeSettings.calibrate_output``), in cascade.json too
+  runs/output_grain.json  the fit of the full-resolution volumes' texture (mottle out,
+                       real grain in: ``CascadeSettings.output_grain``), in cascade.json too
   cascade/             the model set cgan_ct.synthesis.synthesis.Cascade loads
 
-Order: datasets, coarse generator, degradation, stages, output calibration (the
-stages train on what the coarse generator's samples look like, so it comes
-first; the output calibration measures the whole cascade's volumes). Every step
+Order: datasets, coarse generator, degradation, stages, output calibration, output
+grain (the stages train on what the coarse generator's samples look like, so it
+comes first; the output calibration and then the grain measure the whole cascade's
+volumes). Every step
 is skipped when its output exists, so an interrupted run resumes at the step it
 was in (a depixelation run resumes mid-training, as cgan-ct-train does).
 """
@@ -66,6 +69,7 @@ from cgan_ct.synthesis.coarse_diversity import (
 from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
+from cgan_ct.synthesis.grain import fit_grain, soft_tissue_nps
 from cgan_ct.synthesis.synthesis import Cascade
 
 DEGRADATION_FILE = "degradation.json"
@@ -74,6 +78,8 @@ CALIBRATION_FILE = "coarse_calibration.json"
 CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
 OUTPUT_CALIBRATION_FILE = "output_calibration.json"
 OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
+OUTPUT_GRAIN_FILE = "output_grain.json"
+OUTPUT_GRAIN_SEED = 5_000_011  # whole synthetic volumes the output grain is fitted to
 # The output calibration matches four bands apart: lung (below the lung mask's threshold), the partial
 # range between lung and fat, fat to soft tissue, and bone (so the bone's amount stays the generator's, not
 # the fit's: BUILD_NOTES "Calibrated output intensities").
@@ -132,6 +138,11 @@ class CascadeSettings:
         generator's (fitted to ``output_calibration_samples`` whole volumes of the training volumes' median depth;
         cascade.json's ``output_calibration``, which cgan-ct-synthesize applies). On by default since 2026-12-06
         (BUILD_NOTES "Calibrated output intensities"); False: none, as before.
+      output_grain: fit the full-resolution volumes' texture to the training volumes' soft-tissue noise power
+        (cgan_ct.synthesis.grain: mottle smoothed out below their median noise, the missing grain added; fitted
+        to ``output_grain_samples`` whole calibrated volumes; cascade.json's ``output_grain``, which
+        cgan-ct-synthesize applies unless told not to). On by default since 2026-12-07 (BUILD_NOTES "Output
+        grain"); False: none, as before.
     """
 
     levels: int = 3
@@ -152,6 +163,8 @@ class CascadeSettings:
     calibration_samples: int = 16
     calibrate_output: bool = True
     output_calibration_samples: int = 8
+    output_grain: bool = True
+    output_grain_samples: int = 4
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
@@ -164,10 +177,10 @@ class CascadeSettings:
             object.__setattr__(self, "spectral_levels", tuple(sorted(levels)))
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
-        if self.calibration_samples < 1 or self.output_calibration_samples < 1:
+        if min(self.calibration_samples, self.output_calibration_samples, self.output_grain_samples) < 1:
             raise ValueError(
-                f"calibration_samples and output_calibration_samples must be >= 1, got "
-                f"{self.calibration_samples}, {self.output_calibration_samples}"
+                f"calibration_samples, output_calibration_samples and output_grain_samples must be >= 1, got "
+                f"{self.calibration_samples}, {self.output_calibration_samples}, {self.output_grain_samples}"
             )
         if self.condition_shift < 0 or self.degradation_samples < 1:
             raise ValueError(
@@ -211,7 +224,7 @@ def train_cascade(
     manifest = load_manifest(out / "datasets" / "level0")
     if (cascade / CASCADE_FILE).exists():
         return cascade
-    volumes, spacing, slices, real_quantiles = coarse_volumes(inputs, manifest, settings)
+    volumes, spacing, slices, real_quantiles, real_nps = coarse_volumes(inputs, manifest, settings)
     if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
         say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
         mapping = linear_mapping()
@@ -260,6 +273,8 @@ def train_cascade(
     if settings.calibrate_output:
         samples = settings.output_calibration_samples
         spec = calibrate_output(Cascade(cascade, spec), real_quantiles, samples, out / "runs", say)
+    if settings.output_grain:
+        spec = fit_output_grain(Cascade(cascade, spec), real_nps, settings.output_grain_samples, out / "runs", say)
     spec.save(cascade)
     return cascade
 
@@ -349,6 +364,38 @@ def output_calibration_line(fit: dict) -> str:
     )
 
 
+def fit_output_grain(cascade: Cascade, real_nps, samples: int, runs_dir: pathlib.Path, say) -> CascadeSpec:
+    """``cascade.info`` with the output grain (cgan_ct.synthesis.grain) fitted to ``samples`` whole volumes of its
+    default depth (through its output calibration, if any), against the training volumes' soft-tissue NPS
+    (``real_nps``: grain.soft_tissue_nps of each); the fit's record in ``runs/output_grain.json``. Unchanged
+    (and said) when no draw or no volume has uniform soft tissue to measure."""
+    slices = cascade.info.default_slices
+    spacing = cascade.spacing_mm
+    draws = ((np.concatenate(list(cascade.slabs(OUTPUT_GRAIN_SEED + i, slices))), spacing) for i in range(samples))
+    try:
+        grain, fit = fit_grain(draws, real_nps)
+    except ValueError as exc:
+        say(f"output: no grain ({exc})")
+        return cascade.info
+    write_json_atomic(runs_dir / OUTPUT_GRAIN_FILE, fit)
+    say(output_grain_line(fit))
+    return dataclasses.replace(cascade.info, output_grain=grain.to_json())
+
+
+def output_grain_line(fit: dict) -> str:
+    """One line about the output grain's fit (``fit_output_grain``'s record)."""
+    grain = fit["grain"]
+
+    def figures(name: str) -> str:
+        return f"{fit[name]['noise_hu']:.1f} HU at {fit[name]['mean_frequency_per_mm']:.3f} /mm"
+
+    return (
+        f"output: grain fitted ({grain['draws']} volumes against {grain['volumes']} real ones): soft-tissue noise "
+        f"{figures('synthetic')}, smoothed below {grain['smooth_hu']:.1f} HU {figures('smoothed')}, "
+        f"grained {figures('expected')} (real {figures('real')})"
+    )
+
+
 def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: CascadeSettings, say):
     """The coarse generator's blur and noise (``runs/degradation.json``, measured once); None if not degrading."""
     if not settings.degrade:
@@ -381,10 +428,11 @@ def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     """(coarse HU arrays of the training split, median full-resolution spacing, median slice count, their
-    full-resolution ``band_quantiles`` at OUTPUT_SPLITS_HU: empty without ``settings.calibrate_output``)."""
+    full-resolution ``band_quantiles`` at OUTPUT_SPLITS_HU: empty without ``settings.calibrate_output``, their
+    ``grain.soft_tissue_nps``: empty without ``settings.output_grain``)."""
     train_ids = {v.volume_id for v in manifest.volumes_in("train")}
     sources, _ = discover(inputs)
-    volumes, spacings, slices, quantiles = [], [], [], []
+    volumes, spacings, slices, quantiles, spectra = [], [], [], [], []
     for source in sources:
         volume = source.read(None)
         if volume.volume_id not in train_ids:
@@ -393,11 +441,14 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
         volumes.append(downsample(hu, 2**settings.levels, settings.pyramid).astype(np.float32))
         if settings.calibrate_output:
             quantiles.append(band_quantiles(hu, OUTPUT_SPLITS_HU))
+        if settings.output_grain:
+            spectra.append(soft_tissue_nps(volume.hu, volume.spacing_mm))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
     if not volumes:
         raise InputError(None, "no training-split volume could be read for the coarse generator")
-    return volumes, tuple(float(s) for s in np.median(spacings, axis=0)), int(np.median(slices)), quantiles
+    spacing = tuple(float(s) for s in np.median(spacings, axis=0))
+    return volumes, spacing, int(np.median(slices)), quantiles, spectra
 
 
 def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:

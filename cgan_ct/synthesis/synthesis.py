@@ -5,6 +5,7 @@ SavedModels and a description:
 
   cascade.json   levels, in-plane size, spacing, stage order, training summary,
                  the output calibration (a monotone HU map the final volume goes through)
+                 and the output grain (its texture: cgan_ct.synthesis.grain)
   coarse/        the coarse generator (cgan_ct.synthesis.coarse_export): noise -> level L
   stage<j>/      a depixelation block model (cgan-ct-export format): level
                  j + 1 -> level j, for j = L-1 ... 0
@@ -32,6 +33,7 @@ from cgan_ct.synthesis.calibration import Calibration
 from cgan_ct.synthesis.cascade import cascade_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
+from cgan_ct.synthesis.grain import Grain
 
 SYNTHETIC_SOURCE = "synthetic"
 
@@ -39,9 +41,10 @@ SYNTHETIC_SOURCE = "synthetic"
 class Cascade:
     """A cascade folder, loaded: the coarse generator and the depixelation stages, coarsest first."""
 
-    def __init__(self, folder, info: CascadeSpec | None = None):
+    def __init__(self, folder, info: CascadeSpec | None = None, grain: bool = True):
         """``info``: the cascade's description when it is not (yet) the folder's cascade.json (the trainer
-        draws from a cascade before it writes it)."""
+        draws from a cascade before it writes it). ``grain`` False: the volumes without the output grain
+        (as the stages and the calibration leave them), where the cascade has one."""
         folder = cascade_folder(folder)  # a path, or pretrained:synthesis
         self.folder = folder
         self.info = info or CascadeSpec.load(folder)
@@ -62,6 +65,11 @@ class Cascade:
             self.calibration = None if recorded is None else Calibration.from_json(recorded)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(folder / CASCADE_FILE, f"output_calibration is malformed ({exc})") from None
+        try:
+            recorded = self.info.output_grain if grain else None
+            self.grain = None if recorded is None else Grain.from_json(recorded)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(folder / CASCADE_FILE, f"output_grain is malformed ({exc})") from None
 
     def level_shapes(self, slices: int) -> list[tuple[int, int, int]]:
         """Shapes (z, y, x) the stages produce, coarsest first; the last is the final volume's."""
@@ -74,7 +82,7 @@ class Cascade:
         self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None
     ) -> Iterator[np.ndarray]:
         """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order, through the
-        output calibration where the cascade has one.
+        output calibration and the output grain where the cascade has them.
 
         ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
         (stage 0 the coarsest refinement).
@@ -90,7 +98,9 @@ class Cascade:
             batch_size=batch_size,
             progress=progress,
         )
-        return stream if self.calibration is None else map(self.calibration.apply, stream)
+        if self.calibration is not None:
+            stream = map(self.calibration.apply, stream)
+        return stream if self.grain is None else self.grain.stream(stream, self.spacing_mm, seed)
 
     def stage_predictors(self, seed: int) -> list[tuple]:
         """(predictor, block edge) of each stage, coarsest first, with the noise seeds the volume for ``seed``

@@ -3,14 +3,15 @@
 Volume i is drawn from ``seed + i`` and written to ``synthetic_<i>/`` (``volume.nii.gz``
 and/or a DICOM series ``dicom/`` marked as synthetic) by way of a hidden
 ``.tmp-synthetic_<i>/``, emptied first and renamed into place when complete. ``synthesis.json``
-records the request (cascade, first seed, slices, formats), written before anything is drawn,
+records the request (cascade, first seed, slices, formats, whether the cascade's output grain is applied),
+written before anything is drawn,
 and, per volume in place, its folder, seed and seconds.
 
 Everything is checked before the first volume is drawn. A rerun of the same request resumes
 (after a kill, or with a larger count): a ``synthetic_<i>`` it wrote, listed in the record (or
 not yet, where the kill came between the rename and the record), that holds exactly the files of
 a complete volume, is kept untouched; the others are drawn. A ``synthetic_<i>`` of another request
-(no record, or one of another cascade, seed, slice count or formats), or one holding anything
+(no record, or one of another cascade, seed, slice count, formats or grain), or one holding anything
 else, is refused, naming it. Hidden temporaries of a killed run (``.tmp-synthetic_*``, the
 record's own) are removed. Never prints: the caller reports progress through callbacks.
 """
@@ -36,7 +37,8 @@ RECORD_FILE = "synthesis.json"
 NIFTI_FILE = "volume.nii.gz"
 DICOM_FOLDER = "dicom"
 DICOM_DESCRIPTION = "cgan-ct synthetic CT"
-_REQUEST_KEYS = ("cascade_id", "seed", "slices", "formats")
+_REQUEST_KEYS = ("cascade_id", "seed", "slices", "formats", "grain")
+_RECORDED_BEFORE = {"grain": False}  # a record written before the key existed: what its volumes had
 _VOLUME_FOLDER = re.compile(r"^synthetic_\d+$")
 _STALE = re.compile(rf"^\.tmp-(synthetic_\d+|{re.escape(RECORD_FILE)}\..*)$")
 
@@ -92,7 +94,13 @@ def write_synthetic_volumes(
         raise ValueError(f"count must be at least 1, got {count}")
     out = pathlib.Path(output_dir)
     slices = slices or int(cascade.info.default_slices)
-    request = {"cascade_id": cascade.info.cascade_id, "seed": seed, "slices": slices, "formats": sorted(formats)}
+    request = {
+        "cascade_id": cascade.info.cascade_id,
+        "seed": seed,
+        "slices": slices,
+        "formats": sorted(formats),
+        "grain": cascade.grain is not None,
+    }
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     kept = _kept_volumes(out, request, count)
@@ -144,7 +152,7 @@ def _kept_volumes(out: pathlib.Path, request: dict, count: int) -> dict[str, dic
     request (or absent); one (i < count) that is not exactly a complete volume's files otherwise.
     """
     previous = _read_record(out)
-    differs = [key for key in _REQUEST_KEYS if previous.get(key) != request[key]]
+    differs = [key for key in _REQUEST_KEYS if previous.get(key, _RECORDED_BEFORE.get(key)) != request[key]]
     if not differs:
         entries = {
             entry["folder"]: entry
