@@ -97,6 +97,11 @@ def _counts(calibration: dict | None) -> dict | None:
     return {key: calibration.get(key) for key in ("draws", "volumes", "splits_hu")}
 
 
+def _grain_counts(grain: dict | None) -> dict | None:
+    """What the card says of an output grain: its fit's counts and smoothing contrast, None without one."""
+    return None if not grain else {key: grain[key] for key in ("draws", "volumes", "smooth_hu")}
+
+
 def _recipe_lines(t: dict) -> list[str]:
     """The card's words on the recipe's later choices (pyramid, up-sampling, texture term, calibration), where
     the cascade records them (cards of cascades trained before them say nothing)."""
@@ -130,6 +135,15 @@ def _recipe_lines(t: dict) -> list[str]:
             f"split at {', '.join(f'{v:g}' for v in calibration['splits_hu'])} HU matched apart; in cascade.json, "
             "applied by "
             '`cgan-ct-synthesize`: `--output_calibration`, BUILD_NOTES "Calibrated output intensities").'
+        )
+    grain = t.get("output_grain")
+    if grain:
+        lines.append(
+            f"- The output grain (fitted from {grain['draws']} whole volumes to {grain['volumes']} volumes' "
+            f"soft-tissue noise power): in each axial slice, variations below {grain['smooth_hu']:.1f} HU smoothed "
+            "out by a guided filter, then the grain they lack added, Gaussian noise shaped to that noise power. "
+            "A fitted noise model after the GAN, not the GAN's own texture; in cascade.json, applied by "
+            '`cgan-ct-synthesize` unless `--nograin` (`--output_grain`, BUILD_NOTES "Output grain").'
         )
     return lines
 
@@ -263,6 +277,7 @@ def main(argv: list[str]) -> None:
             "stage_spectral_weight": t.get("stage_spectral_weight"),
             "coarse_calibration": t.get("coarse_calibration"),
             "output_calibration": _counts(spec.output_calibration),
+            "output_grain": _grain_counts(spec.output_grain),
         },
         "volumes": synthesized.get("synthetic_volumes", extra.get("volumes")),
         "shape": synthesized.get("synthetic_shapes", [extra.get("shape")])[0],

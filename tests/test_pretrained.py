@@ -90,6 +90,8 @@ def test_the_shipped_synthesis_cascade_is_small_with_a_card_and_no_training_data
     # version 3: both calibrations (made after training), the output's in four bands (bone kept apart)
     assert spec.training["coarse_calibration"]["draws"] == 16
     assert spec.output_calibration["splits_hu"] == [-400, -190, 300]
+    # version 4: and the output grain, fitted to the six training series' soft-tissue noise power
+    assert spec.output_grain["volumes"] == 6 and spec.output_grain["draws"] == 4 and max(spec.output_grain["nps"]) > 0
     card = (folder / pretrained.MODEL_CARD_FILE).read_text()
     assert "not for diagnosis" in card and "Held out, never converted" in card and HELDOUT in card
     assert "Synthetic Data = YES" in card and "![a synthetic volume" in card and (folder / "example.jpg").is_file()
