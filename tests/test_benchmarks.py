@@ -236,6 +236,11 @@ SMOKES = {  # longest first: two at a time, they finish sooner
         # the small chests have no uniform soft tissue at 512 x 512: "-" where no patch fits
         r"\| 3 \| 8 \| synthetic \|[\s\S]*\| 0 \| 32 \| real \| (-|[\d.]+ \([\d.]+-[\d.]+\)) \| (-|[\d.]+ )",
     ),
+    "cell_edges": _script(  # issue 33: the grid of cells a cascade leaves, against real series (none)
+        "cell_edges",
+        f"--volumes {{ct}}/{HELDOUT_SERIES} --ct_dir {{ct}} --heldout {HELDOUT_SERIES} --periods 2,8",
+        r"\| real \| mean \(range\) \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ \(",
+    ),
     "elastic_sampling": _script(  # issue 33: what reading an elastically deformed block does to its texture
         "elastic_sampling",
         f"--ct_dir {{ct}} --heldout {HELDOUT_SERIES} --levels 0,1 --slices 4",

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from cgan_ct import read_volume
-from cgan_ct.realism.texture import edge_voxels, gradient_magnitude, texture_against
+from cgan_ct.realism.texture import cell_edge_ratio, edge_voxels, gradient_magnitude, texture_against
 
 SERIES = "covid-ct-md-normal001"  # 2 mm Siemens chest: uniform soft tissue in the mediastinum and muscles
 
@@ -54,3 +54,24 @@ def test_edges_are_the_strongest_inside_the_body_and_inputs_are_checked(chest):
         edge_voxels(np.full((4, 32, 32), -1000.0, np.float32), spacing)
     with pytest.raises(ValueError, match="top"):
         edge_voxels(hu, spacing, top=1.5)
+
+
+def test_cell_edge_ratio_finds_squares_and_not_noise():
+    rng = np.random.default_rng(4)
+    noise = rng.normal(40, 20, (4, 64, 64)).astype(np.float32)
+    everywhere = np.ones(noise.shape, bool)
+    assert cell_edge_ratio(noise, 8, everywhere) == pytest.approx(1.0, abs=0.05)  # no grid, however noisy
+    cells = np.kron(rng.normal(40, 20, (4, 8, 8)), np.ones((1, 8, 8))).astype(np.float32)
+    squares = cells + rng.normal(0, 5, cells.shape).astype(np.float32)  # 8-voxel squares under a little noise
+    assert cell_edge_ratio(squares, 8, everywhere) > 3
+    assert cell_edge_ratio(squares, 4, everywhere) > 1.5  # every other 4-voxel boundary is a square's
+    assert cell_edge_ratio(np.roll(squares, 3, axis=2), 8, everywhere) < cell_edge_ratio(squares, 8, everywhere)
+    body = np.zeros(noise.shape, bool)
+    body[:, 8:56, 8:56] = True
+    inside = squares.copy()
+    inside[~body] = rng.normal(-1000, 200, int((~body).sum()))  # wild air outside the mask: not counted
+    crop = squares[:, 8:56, 8:56]  # the body alone, its grid in place (8 is a boundary)
+    assert cell_edge_ratio(inside, 8, body) == pytest.approx(cell_edge_ratio(crop, 8, np.ones(crop.shape, bool)))
+    assert cell_edge_ratio(noise, 8, np.zeros(noise.shape, bool)) is None
+    with pytest.raises(ValueError, match="period"):
+        cell_edge_ratio(noise, 1)
