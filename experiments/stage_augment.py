@@ -26,7 +26,9 @@ within the margin, a random quarter turn in the axial plane, each axis mirrored 
 - ``rotN``: small rotations about z of up to N degrees (PipelineOptions.max_rotation_deg);
 - ``seedN``: train with seed N (the measurement's noise: a second draw of the same recipe);
 - ``specN``: the texture term at weight N (ModelConfig.spectral_weight; item 3), ``l1wN``: L1 weight N: the
-  stage's loss changed, its augmentation not.
+  stage's loss changed, its augmentation not;
+- ``smoothbaseS``: the residual corrects the condition blurred by a Gaussian of S voxels (residual_base
+  "smooth"), not the condition's cells repeated: a base without the grid of cells (item 5's squares).
 
 With the default cohort, stage 2 sees 96 training blocks, so 1,500 steps of 8 blocks is 125 passes: what
 augmentation is for. Prints one table and appends the rows (with ``variant``) to ``--output``.
@@ -78,6 +80,8 @@ def variant_model(variant: str, config):
         name, number = _split(change)
         if name in MODEL_CHANGES and number:
             changes[MODEL_CHANGES[name]] = float(number)
+        elif name == "smoothbase" and number:
+            changes.update(residual_base="smooth", residual_sigma=float(number))
     return dataclasses.replace(config, **changes)
 
 
@@ -86,7 +90,7 @@ def variant_options(variant: str, pipeline, seed: int):
     changes = {}
     for change in variant.split("+"):
         name, number = _split(change)
-        if change == "paper" or (name in MODEL_CHANGES and number):
+        if change == "paper" or (name in (*MODEL_CHANGES, "smoothbase") and number):
             continue
         if change == "nomirror":
             changes["mirror_axes"] = ()

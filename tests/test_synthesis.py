@@ -746,7 +746,7 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
         "--steps",
         "2",
         "--variants",
-        "paper,nomirror+noturn+elastic1+keepnoise+spec50",
+        "paper,nomirror+noturn+elastic1+keepnoise+spec50+smoothbase1",
         "--slices",
         "4",
     ]
@@ -755,16 +755,19 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(
-        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| "
+        r"\| model \(nomirror\+noturn\+elastic1\+keepnoise\+spec50\+smoothbase1\) \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| "
         + GRID_CELL
         + r" \| [\d.]+ \|",
         result.stdout,
     )
     condition_row = r"\| condition \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| " + GRID_CELL + r" \| [\d.]+ \|"
     assert re.search(condition_row, result.stdout)
-    changed = json.loads((tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50" / "run.json").read_text())
+    changed = json.loads(
+        (tmp_path / "w" / "nomirror+noturn+elastic1+keepnoise+spec50+smoothbase1" / "run.json").read_text()
+    )
     pipeline = changed["pipeline"]
     assert changed["model"]["spectral_weight"] == 50.0  # item 3: the texture term, the stage's L1 weight kept
+    assert (changed["model"]["residual_base"], changed["model"]["residual_sigma"]) == ("smooth", 1.0)  # no cells
     assert (
         changed["model"]["l1_weight"]
         == json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["model"]["l1_weight"]
@@ -774,7 +777,7 @@ def test_stage_augment_experiment_retrains_a_stage_per_variant(tiny_cascade, tmp
     paper = json.loads((tmp_path / "w" / "paper" / "run.json").read_text())["pipeline"]
     assert (paper["mirror_axes"], paper["quarter_turns"], paper["elastic_voxels"]) == ([0, 1, 2], True, 0.0)
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise+spec50"} and {
+    assert {r["variant"] for r in rows} == {"paper", "nomirror+noturn+elastic1+keepnoise+spec50+smoothbase1"} and {
         r["level"] for r in rows
     } == {1}
 

@@ -308,14 +308,18 @@ def model_for_task(config: ModelConfig, task: str, factor: int = DEFAULT_FACTOR)
     perfectly at step 0 and measure nothing. The paper's autoencoder learns to reproduce its input.
     ``residual_base`` "auto" becomes "cubic" for depixelate (with the task's ``factor``) and
     "condition" otherwise; "cubic" for another task is refused (its condition has no samples to
-    interpolate).
+    interpolate). "smooth" serves the noise tasks (a noisy condition blurred) and depixelate (the cell edges
+    of a nearest-neighbour condition, as the mean pyramid's, blurred away: issue 33's grid of cells).
     """
     spec = task_spec(task)
     base = spec.residual_base if config.residual_base == "auto" else config.residual_base
     if base == "cubic" and not spec.factor_grid:
         raise ValueError(f"residual_base 'cubic' interpolates a pixelated condition: for depixelate, not {task}")
-    if base == "smooth" and not spec.noise:
-        raise ValueError(f"residual_base 'smooth' blurs a noisy condition: for the noise tasks, not {task}")
+    if base == "smooth" and not (spec.noise or spec.factor_grid):
+        raise ValueError(
+            f"residual_base 'smooth' blurs a noisy or pixelated condition: for the noise tasks and depixelate, "
+            f"not {task}"
+        )
     config = dataclasses.replace(config, residual_base=base, residual_factor=factor if base == "cubic" else 2)
     if not spec.residual and config.residual:
         return dataclasses.replace(config, residual=False)
