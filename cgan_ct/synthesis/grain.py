@@ -1,10 +1,10 @@
 """Real CT's grain on the cascade's output (issue 33, item 3: texture; BUILD_NOTES "Output grain").
 
 Measured on the shipped cascade (BUILD_NOTES "Output grain"): in uniform soft tissue the synthetic volumes
-carry about the real noise in HU, but at the wrong scale. Their noise power below 0.1 /mm is 5 to 13 times
+carry about the real noise in HU, but at the wrong scale. Their noise power below 0.1 /mm is 4 to 8 times
 the training volumes' (mottle of 1-4 cm: the coarse levels' voxel noise, interpolated up by stages that keep
-their condition's samples), and above 0.3 /mm it is a third to a fifth (the grain a reconstruction kernel
-leaves). Retraining the stages moved the mean frequency by no more than the noise between trainings.
+their condition's samples), and above 0.3 /mm it is a quarter to under a half (the grain a reconstruction
+kernel leaves). Retraining the stages moved the mean frequency by no more than the noise between trainings.
 
 ``Grain`` puts the texture right after the cascade, per axial slice, with what a CT noise-insertion tool does:
 
