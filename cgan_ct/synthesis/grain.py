@@ -180,9 +180,7 @@ def fit_grain(
     expected = np.where(present, np.nan_to_num(smoothed_nps) + insert, np.nan)
     record = {"grain": grain.to_json(), "frequencies_per_mm": [float(f) for f in bins]}
     for name, nps in (("real", real_nps), ("synthetic", synthetic_nps), ("smoothed", smoothed_nps)):
-        record[f"{name}_nps"] = _listed(nps)
-    for name, nps in (("real", real_nps), ("synthetic", synthetic_nps), ("smoothed", smoothed_nps)):
-        record[name] = _summary(nps, bins)
+        record[f"{name}_nps"], record[name] = _listed(nps), _summary(nps, bins)
     record["expected"] = _summary(expected, bins)
     return grain, record
 
