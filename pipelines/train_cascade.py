@@ -6,6 +6,7 @@
                         [--nodegrade_conditions] [--condition_shift 0] [--stage_l1_weight 10]
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
+                        [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
                         [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
@@ -125,6 +126,16 @@ _COLOR = flags.DEFINE_boolean(
     "alike (DiffAugment's colour). Measured: more diverse coarse draws on the subsampled pyramid, not on the mean "
     "pyramid of pretrained:synthesis's recipe (BUILD_NOTES).",
 )
+_STAGE_BASE = flags.DEFINE_enum(
+    "stage_residual_base",
+    None,
+    ["condition", "smooth"],
+    "What the x2 stages' residual corrects: the condition's cells repeated (condition, the mean pyramid's default) "
+    "or the condition blurred by a Gaussian of --stage_residual_sigma voxels (smooth: a base without the grid).",
+)
+_STAGE_SIGMA = flags.DEFINE_float(
+    "stage_residual_sigma", None, "Gaussian sigma in voxels of the stages' smoothed base (--stage_residual_base smooth)."
+)
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",
     "subsample",
@@ -158,6 +169,8 @@ def main(argv: list[str]) -> None:
             spectral_weight=_SPECTRAL.value,
             spectral_patch=_SPECTRAL_PATCH.value,
             upsample=_UPSAMPLE.value,
+            residual_base=_STAGE_BASE.value,
+            residual_sigma=_STAGE_SIGMA.value,
         ),
         stage_steps=_STAGE_STEPS.value,
         coarse=coarse_config(preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value),
