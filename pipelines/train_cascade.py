@@ -134,7 +134,7 @@ _STAGE_BASE = flags.DEFINE_enum(
     "or the condition blurred by a Gaussian of --stage_residual_sigma voxels (smooth: a base without the grid).",
 )
 _STAGE_SIGMA = flags.DEFINE_float(
-    "stage_residual_sigma", None, "Gaussian sigma in voxels of the stages' smoothed base (--stage_residual_base smooth)."
+    "stage_residual_sigma", None, "Gaussian sigma in voxels of the stages' blurred base (--stage_residual_base smooth)."
 )
 _PYRAMID = flags.DEFINE_enum(
     "pyramid",

@@ -11,7 +11,7 @@ import pytest
 from cgan_ct import read_volume
 from cgan_ct.config import PRESETS
 from cgan_ct.demo import plan as demo_plan
-from cgan_ct.demo.run import DemoSettings, _State
+from cgan_ct.demo.run import DemoSettings, _State, run_demo
 from cgan_ct.errors import InputError
 from tests.conftest import REPO
 
@@ -44,8 +44,10 @@ def test_the_default_demo_runs_every_stage_on_a_small_budget(tmp_path):
         assert generated.shape == read_volume(out / "volumes" / task / "generated.nii.gz").shape
     assert "| depixelate | trilinear |" in report
     assert list((out / "report" / "figures").glob("*.png"))
-    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert again.returncode == 0 and "cgan-ct-demo: training" not in again.stdout  # every stage was done
+    assert all(value > 0 for value in state["speed"].values())  # the cpu preset's calibration (see below)
+    said = []  # a second run, in this process (the command's settings): every stage was done, nothing retrains
+    run_demo(out, DemoSettings(budget_minutes=2), say=said.append)
+    assert said and not any(m.startswith("training") for m in said), said
 
 
 def test_a_folder_with_other_settings_or_files_is_refused(tmp_path):
@@ -84,7 +86,7 @@ def test_the_plan_fits_the_budget_on_a_fast_machine_and_on_one_30x_slower():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "cpu"])  # cpu: the demo test above
 def test_the_speed_calibration_builds_and_steps_every_preset(preset):
     """The demo's calibration builds each preset's GAN as training would (schedules included) and steps it."""
     from cgan_ct.config import model_config

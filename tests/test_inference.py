@@ -196,6 +196,8 @@ def test_export_writes_version_folders_and_loading_takes_the_highest(model_dir, 
 
 
 def test_export_cli_writes_the_next_version_or_the_one_asked(smoke_run, tmp_path):
+    # each export runs in a fresh process: the training process had the custom layers registered, a job that
+    # only exports did not (a bug until issue 16)
     def export(*args):
         return subprocess.run(
             [sys.executable, "-m", "pipelines.export", "--run_dir", str(smoke_run), "--output_dir", str(tmp_path / "m"),

@@ -137,14 +137,20 @@ def test_synthesize_draws_a_dicom_series_from_the_shipped_cascade(tmp_path):
     assert wrong.returncode == 2 and "shipped: pretrained:synthesis" in wrong.stderr, wrong.stderr[-2000:]
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_each_shipped_model_beats_its_condition_on_a_held_out_patient(shared_ct, name):
-    from cgan_ct.inference.evaluation import evaluate_volume
+@pytest.fixture(scope="module")
+def heldout_volume(shared_ct):
+    """The held-out patient's series, read once for the module."""
     from cgan_ct.io.volume_reader import read_volume
 
-    volume = read_volume(shared_ct / HELDOUT)
-    middle = volume.shape[0] // 2
-    volume = volume.replace(hu=np.ascontiguousarray(volume.hu[middle - 16 : middle + 16]))
+    return read_volume(shared_ct / HELDOUT)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_model_beats_its_condition_on_a_held_out_patient(heldout_volume, name):
+    from cgan_ct.inference.evaluation import evaluate_volume
+
+    middle = heldout_volume.shape[0] // 2
+    volume = heldout_volume.replace(hu=heldout_volume.hu[middle - 16 : middle + 16].copy())
     model = BlockModel(f"pretrained:{name}")
     skip = ("trilinear", "tricubic", "gaussian", "non_local_means", "bm3d")
     result = evaluate_volume(volume, model.task, model, overlap=0.25, skip_baselines=skip, noise_spread=False)
@@ -177,16 +183,14 @@ def test_demo_starts_from_the_shipped_models(shared_ct, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mild_dose_slab(shared_ct):
+def mild_dose_slab(heldout_volume):
     """A held-out patient's central 16 slices, and the same slices at a simulated dose of 0.9 (little noise)."""
     from cgan_ct.config import LowDoseConfig
     from cgan_ct.constants import LOWDOSE
     from cgan_ct.inference.inference import condition_volume
-    from cgan_ct.io.volume_reader import read_volume
 
-    volume = read_volume(shared_ct / HELDOUT)
-    middle = volume.shape[0] // 2
-    volume = volume.replace(hu=np.ascontiguousarray(volume.hu[middle - 8 : middle + 8]))
+    middle = heldout_volume.shape[0] // 2
+    volume = heldout_volume.replace(hu=heldout_volume.hu[middle - 8 : middle + 8].copy())
     return volume, condition_volume(volume, LOWDOSE, 0, lowdose=LowDoseConfig(dose=0.9))
 
 

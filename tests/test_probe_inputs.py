@@ -58,6 +58,43 @@ def _info(*paths):
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
 
 
+_CASE_MARK = "=== cgan-ct-info case ==="
+# cgan-ct-info once per path, in one process (the flags reset between runs; start-up paid once): after each run
+# a line with its exit status on stdout and stderr alike
+_INFO_EACH = (
+    "import sys\n"
+    "from absl import flags\n"
+    "from pipelines.info import run\n"
+    "for path in sys.argv[1:].copy():\n"
+    "    flags.FLAGS.unparse_flags()\n"
+    "    code = 0\n"
+    "    try:\n"
+    "        sys.argv = ['cgan-ct-info', path]\n"
+    "        run()\n"
+    "    except SystemExit as exc:\n"
+    "        code = 0 if exc.code is None else exc.code\n"
+    f"    for stream in (sys.stdout, sys.stderr):\n"
+    f"        print({_CASE_MARK!r}, code, file=stream, flush=True)\n"
+)
+
+
+def _info_each(*paths) -> list[subprocess.CompletedProcess]:
+    """What `cgan-ct-info PATH` gives for each path, as if each ran in its own process (one process runs them)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _INFO_EACH, *map(str, paths)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outs, errs = (text.split(_CASE_MARK) for text in (result.stdout, result.stderr))
+    assert len(outs) == len(errs) == len(paths) + 1, result.stderr[-3000:]
+    runs = []
+    for i, path in enumerate(paths):
+        # each part after the first begins with the previous run's status line: drop it
+        stdout, stderr = (part if i == 0 else part.split("\n", 1)[1] for part in (outs[i], errs[i]))
+        code = int(outs[i + 1].split("\n", 1)[0])
+        runs.append(subprocess.CompletedProcess(["cgan-ct-info", str(path)], code, stdout, stderr))
+    return runs
+
+
 def _sections(stdout: str, paths) -> dict[str, str]:
     """cgan-ct-info's output for several inputs, cut at the line naming each input (its summary's first line)."""
     starts = {str(p) for p in paths}
@@ -72,15 +109,19 @@ def _sections(stdout: str, paths) -> dict[str, str]:
 
 
 def test_cgan_ct_info(probe_root):
-    """The good inputs in one process (as `cgan-ct-info A B C` reads them), each bad one in its own (the first error
-    ends a run), two processes at a time; all in one test to keep the output readable."""
+    """The good inputs in one run (as `cgan-ct-info A B C` reads them), each bad one in a run of its own (the first
+    error ends a run; those runs share two processes, beside the first); all in one test to keep the output
+    readable."""
     _, paths = probe_root
     good = [case for case in CASES if case.outcome == "ok"]
     bad = [case for case in CASES if case.outcome != "ok"]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    halves = [[paths[case.name] for case in bad[i::2]] for i in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
         together = pool.submit(_info, *(paths[case.name] for case in good))
-        results = list(pool.map(_info, [paths[case.name] for case in bad]))
+        firsts, seconds = pool.map(lambda half: _info_each(*half), halves)
         together = together.result()
+    results = [None] * len(bad)
+    results[0::2], results[1::2] = firsts, seconds
     failures = []
     if together.returncode != 0:
         failures.append(f"good inputs together: exit {together.returncode}, stderr {together.stderr[-400:]!r}")

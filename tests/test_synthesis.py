@@ -787,6 +787,8 @@ def test_synthesize_cli_applies_a_cascades_grain_unless_told_not_to(tiny_cascade
     import shutil
 
     from cgan_ct.synthesis.grain import Grain
+    from cgan_ct.synthesis.synthesis import Cascade
+    from cgan_ct.synthesis.writing import write_synthetic_volumes
 
     _, _, folder, _ = tiny_cascade
     copy = tmp_path / "cascade"
@@ -795,12 +797,15 @@ def test_synthesize_cli_applies_a_cascades_grain_unless_told_not_to(tiny_cascade
     grain = Grain((0.1, 0.5), (400.0, 400.0), smooth_radius=2, smooth_hu=20.0)
     info["output_grain"] = grain.to_json()
     (copy / "cascade.json").write_text(json.dumps(info))
-    volumes = {}
-    for name, model, extra in [("plain", folder, []), ("grained", copy, []), ("nograin", copy, ["--nograin"])]:
-        command = [sys.executable, "-m", "pipelines.synthesize", "--model_dir", str(model), "--slices", "8"]
+    # the cascade without a grain, in this process, as the CLI writes it; the grained copy through the CLI
+    write_synthetic_volumes(Cascade(folder), tmp_path / "plain", slices=8, formats=("nifti",))
+    for name, extra in [("grained", []), ("nograin", ["--nograin"])]:
+        command = [sys.executable, "-m", "pipelines.synthesize", "--model_dir", str(copy), "--slices", "8"]
         command += ["--output_dir", str(tmp_path / name), "--format", "nifti", *extra]
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr[-2000:]
+    volumes = {}
+    for name in ("plain", "grained", "nograin"):
         assert json.loads((tmp_path / name / "synthesis.json").read_text())["grain"] is (name == "grained")
         volumes[name] = read_volume(tmp_path / name / "synthetic_000" / "volume.nii.gz").hu
     np.testing.assert_array_equal(volumes["nograin"], volumes["plain"])
@@ -912,6 +917,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
     (("--stage_l1_weight", "1000"), (1000.0, 0.0), {}),
     (("--stage_spectral_weight", "30"), (10.0, 30.0), {}),
     (("--pyramid", "mean"), (10.0, 0.0), {}),
+    (("--pyramid", "mean", "--stage_residual_base", "smooth", "--stage_residual_sigma", "1.5"), (10.0, 0.0), {}),
     (("--stage_upsample", "resize"), (10.0, 0.0), {}),
     (("--stage_spectral_weight", "30", "--stage_spectral_levels", "0"), (10.0, 30.0), {}),
     (_NO_HANDEDNESS_CHANGE, (10.0, 0.0), {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0}),
@@ -927,7 +933,8 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
 
 def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     """Issue 33, item 3: the stages train with L1 weight 10 unless told otherwise (the cpu preset's is 1000),
-    without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid, with
+    without the texture term unless --stage_spectral_weight, on the subsampling pyramid unless --pyramid (its
+    residual then corrects the condition; --stage_residual_base smooth: the condition blurred), with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
     both calibrations and the output grain on unless switched off; item 2: colour augmentation of the coarse
@@ -941,7 +948,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    stage = settings.stage\n"
         "    print('STAGE_L1', stage.l1_weight, 'PRESET_L1_FILTERS', stage.base_filters, stage.spectral_weight)\n"
         "    print('AUGMENT', repr(settings.stage_augmentation))\n"
-        "    print('PYRAMID', settings.pyramid, training.stage_model(settings).residual_base)\n"
+        "    base = training.stage_model(settings)\n"
+        "    print('PYRAMID', settings.pyramid, base.residual_base, base.residual_sigma)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
         "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
@@ -969,8 +977,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         assert (float(line.split()[1]), float(line.split()[4])) == expected, extra
         assert int(line.split()[3]) == model_config("cpu").base_filters  # the rest of the preset unchanged
         assert ast.literal_eval(said["AUGMENT"][len("AUGMENT ") :]) == augmentation, extra
-        pyramid = said["PYRAMID"].split()[1:]
-        assert pyramid == (["mean", "condition"] if "--pyramid" in extra else ["subsample", "auto"])
+        base = "smooth" if "--stage_residual_base" in extra else "condition" if "--pyramid" in extra else "auto"
+        sigma = "1.5" if "--stage_residual_sigma" in extra else "1.0"
+        assert said["PYRAMID"].split()[1:] == ["mean" if "--pyramid" in extra else "subsample", base, sigma], extra
         assert said["UPSAMPLE"].split()[1] == ("resize" if "--stage_upsample" in extra else "transpose")
         per_stage = [float(v) for v in said["LEVELS"].split()[1:]]
         assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)

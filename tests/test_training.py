@@ -170,18 +170,6 @@ def test_saved_model_rejects_bad_input(smoke_run, tmp_path):
             serve(blocks_hu=bad)
 
 
-def test_export_in_a_fresh_process_finds_the_custom_layers(smoke_run, tmp_path):
-    # the training process had the layers registered; a job that only exports did not (a bug until issue 16)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.export", "--run_dir", str(smoke_run), "--output_dir", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "m" / "1" / "saved_model.pb").exists()  # version 1 of TF Serving's layout
-
-
 def test_export_refuses_missing_run_and_existing_output(smoke_run, tmp_path):
     from cgan_ct.errors import InputError
 
