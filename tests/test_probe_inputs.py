@@ -73,7 +73,7 @@ _INFO_EACH = (
     "        run()\n"
     "    except SystemExit as exc:\n"
     "        code = 0 if exc.code is None else exc.code\n"
-    f"    for stream in (sys.stdout, sys.stderr):\n"
+    "    for stream in (sys.stdout, sys.stderr):\n"
     f"        print({_CASE_MARK!r}, code, file=stream, flush=True)\n"
 )
 
