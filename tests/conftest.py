@@ -12,6 +12,8 @@ import hashlib
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import SimpleITK as sitk
@@ -109,6 +111,41 @@ def _shared_fixtures_stay_read_only(request):
         assert _snapshot(request.getfixturevalue(name)) == before[name], (
             f"this test changed the session fixture {name}'s folder; copy it into tmp_path and edit the copy"
         )
+
+
+_RUN_END = "=== end of one run ==="
+
+
+def runs_in_one_process(module: str, argvs: list[list[str]], prelude: str = "") -> list[subprocess.CompletedProcess]:
+    """What ``module``'s job (its ``run()``) gives for each command line of ``argvs`` (argv[0] the program): exit
+    status, stdout and stderr per run, as if each ran in its own process. All run in one process, so Python's and
+    TensorFlow's start is paid once; absl's flags are reset between runs. ``prelude``: source run first (e.g. a
+    stub in place of the library function the job calls)."""
+    code = (
+        f"import sys\nfrom absl import flags\n{prelude}\nfrom {module} import run\n"
+        f"for argv in {argvs!r}:\n"
+        "    flags.FLAGS.unparse_flags()\n"
+        "    sys.argv, code = argv, 0\n"
+        "    try:\n"
+        "        run()\n"
+        "    except SystemExit as exc:\n"
+        "        code = 0 if exc.code is None else exc.code\n"
+        "        if not isinstance(code, int):  # as Python does with an uncaught SystemExit('message')\n"
+        "            print(code, file=sys.stderr)\n"
+        "            code = 1\n"
+        "    for stream in (sys.stdout, sys.stderr):\n"
+        f"        print({_RUN_END!r}, code, file=stream, flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outs, errs = result.stdout.split(_RUN_END), result.stderr.split(_RUN_END)
+    assert len(outs) == len(errs) == len(argvs) + 1, result.stderr[-3000:]
+    runs = []
+    for i, argv in enumerate(argvs):
+        # each part after the first begins with the rest of the previous run's end line: dropped
+        stdout, stderr = (part if i == 0 else part.split("\n", 1)[1] for part in (outs[i], errs[i]))
+        runs.append(subprocess.CompletedProcess(argv, int(outs[i + 1].split("\n", 1)[0]), stdout, stderr))
+    return runs
 
 
 def benchmark_module(name: str):

@@ -18,7 +18,7 @@ import pytest
 from cgan_ct.cli import job
 from cgan_ct.data.input_pipeline import PipelineOptions
 from cgan_ct.errors import InputError
-from tests.conftest import REPO, setup_jobs
+from tests.conftest import REPO, runs_in_one_process, setup_jobs
 
 BIN = pathlib.Path(sys.executable).parent
 # TensorFlow's native logging writes to stderr before the job runs; it is not the job's output.
@@ -263,30 +263,19 @@ def test_train_augmentation_flags_reach_the_pipeline(tmp_path):
         ["--mirror_axes", "none", "--noquarter_turns", "--max_rotation_deg", "5", "--elastic_voxels", "2"]
         + ["--elastic_sampling", "noise_preserving", "--upsample", "resize"],
     ]
-    code = (
-        "import sys\n"
-        "from absl import flags\n"
+    stub = (
         "import cgan_ct.model.training as training\n"
         "def seen(dataset_dir, run_dir, config, options, **kw):\n"
         "    p = options.pipeline\n"
         "    print('PIPELINE', p.mirror_axes, p.quarter_turns, p.max_rotation_deg, p.elastic_voxels,"
-        " p.elastic_sampling, p.air_keep, config.upsample, flush=True)\n"
+        " p.elastic_sampling, p.air_keep, config.upsample)\n"
         "    raise SystemExit(0)\n"
         "training.train = seen\n"
-        "from pipelines.train import run\n"
-        "required = ['--dataset_dir', 'd', '--task', 'depixelate', '--output_dir', 'o']\n"
-        f"for extra in {cases!r}:\n"
-        "    flags.FLAGS.unparse_flags()\n"
-        "    sys.argv = ['cgan-ct-train', *required, *extra]\n"
-        "    try:\n"
-        "        run()\n"
-        "    except SystemExit as exc:\n"
-        "        assert exc.code in (0, None), exc.code\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [x for x in result.stdout.splitlines() if x.startswith("PIPELINE")]
-    assert len(lines) == len(cases), result.stdout
+    required = ["--dataset_dir", "d", "--task", "depixelate", "--output_dir", "o"]
+    runs = runs_in_one_process("pipelines.train", [["cgan-ct-train", *required, *extra] for extra in cases], stub)
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    lines = [next(x for x in run.stdout.splitlines() if x.startswith("PIPELINE")) for run in runs]
     default = PipelineOptions()
     assert lines[0] == f"PIPELINE (0, 1, 2) True 0.0 0.0 trilinear {default.air_keep} transpose"
     assert lines[1] == f"PIPELINE () False 5.0 2.0 noise_preserving {default.air_keep} resize"

@@ -17,7 +17,7 @@ import pytest
 from cgan_ct import InputError, read_volume
 from cgan_ct.config import conversion_config
 from cgan_ct.data.conversion import convert
-from tests.conftest import REPO
+from tests.conftest import REPO, runs_in_one_process
 from tests.probe_inputs import CASES, build_case, convert_outcome
 
 IDS = [case.name for case in CASES]
@@ -58,43 +58,6 @@ def _info(*paths):
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
 
 
-_CASE_MARK = "=== cgan-ct-info case ==="
-# cgan-ct-info once per path, in one process (the flags reset between runs; start-up paid once): after each run
-# a line with its exit status on stdout and stderr alike
-_INFO_EACH = (
-    "import sys\n"
-    "from absl import flags\n"
-    "from pipelines.info import run\n"
-    "for path in sys.argv[1:].copy():\n"
-    "    flags.FLAGS.unparse_flags()\n"
-    "    code = 0\n"
-    "    try:\n"
-    "        sys.argv = ['cgan-ct-info', path]\n"
-    "        run()\n"
-    "    except SystemExit as exc:\n"
-    "        code = 0 if exc.code is None else exc.code\n"
-    "    for stream in (sys.stdout, sys.stderr):\n"
-    f"        print({_CASE_MARK!r}, code, file=stream, flush=True)\n"
-)
-
-
-def _info_each(*paths) -> list[subprocess.CompletedProcess]:
-    """What `cgan-ct-info PATH` gives for each path, as if each ran in its own process (one process runs them)."""
-    result = subprocess.run(
-        [sys.executable, "-c", _INFO_EACH, *map(str, paths)], capture_output=True, text=True, cwd=REPO
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    outs, errs = (text.split(_CASE_MARK) for text in (result.stdout, result.stderr))
-    assert len(outs) == len(errs) == len(paths) + 1, result.stderr[-3000:]
-    runs = []
-    for i, path in enumerate(paths):
-        # each part after the first begins with the previous run's status line: drop it
-        stdout, stderr = (part if i == 0 else part.split("\n", 1)[1] for part in (outs[i], errs[i]))
-        code = int(outs[i + 1].split("\n", 1)[0])
-        runs.append(subprocess.CompletedProcess(["cgan-ct-info", str(path)], code, stdout, stderr))
-    return runs
-
-
 def _sections(stdout: str, paths) -> dict[str, str]:
     """cgan-ct-info's output for several inputs, cut at the line naming each input (its summary's first line)."""
     starts = {str(p) for p in paths}
@@ -118,7 +81,8 @@ def test_cgan_ct_info(probe_root):
     halves = [[paths[case.name] for case in bad[i::2]] for i in range(2)]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         together = pool.submit(_info, *(paths[case.name] for case in good))
-        firsts, seconds = pool.map(lambda half: _info_each(*half), halves)
+        argvs = ([["cgan-ct-info", str(path)] for path in half] for half in halves)
+        firsts, seconds = pool.map(lambda each: runs_in_one_process("pipelines.info", each), argvs)
         together = together.result()
     results = [None] * len(bad)
     results[0::2], results[1::2] = firsts, seconds
