@@ -1,9 +1,10 @@
 """How much of a grid the synthetic volumes carry: the HU step at the boundaries of 2-, 4- and 8-voxel cells
 over the step elsewhere (realism.texture.cell_edge_ratio), in the body, against real series (issue 33, item 5:
-the squares seen in the synthetic soft tissue, as a measure).
+the squares seen in the synthetic soft tissue, as a measure), in-plane (columns x2, x4, x8) and between slices
+(z2, z4, z8: the bands a coronal or sagittal view shows).
 
   python experiments/cell_edges.py --volumes SYN_DIR[,SYN_DIR...] [--heldout SERIES,...] [--periods 2,4,8]
-      [--ct_dir ../shared/data/ct]
+      [--z_periods 2,4,8] [--ct_dir ../shared/data/ct]
 
 SYN_DIR: a cgan-ct-synthesize output folder (its synthetic_*/volume.nii.gz) or one volume. Real series
 (default: cohort.json's held-out) are measured as they are, their grid where a synthetic volume's would be (from
@@ -27,7 +28,8 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _VOLUMES = flags.DEFINE_list("volumes", None, "Synthesis output folders or volume files.", required=True)
 _CT = flags.DEFINE_string("ct_dir", str(_ROOT.parent / "shared" / "data" / "ct"), "Folder of the real CT series.")
 _HELDOUT = flags.DEFINE_list("heldout", cohort.heldout_series(), "Real series (folders; default: cohort.json).")
-_PERIODS = flags.DEFINE_list("periods", ["2", "4", "8"], "Cell edges in voxels.")
+_PERIODS = flags.DEFINE_list("periods", ["2", "4", "8"], "Cell edges in voxels, in-plane.")
+_Z_PERIODS = flags.DEFINE_list("z_periods", ["2", "4", "8"], "Cell edges in slices, between slices (none: empty).")
 
 
 def volume_paths(entry: str) -> list[pathlib.Path]:
@@ -37,8 +39,14 @@ def volume_paths(entry: str) -> list[pathlib.Path]:
     return found or [path]
 
 
-def rows(source: str, paths, periods: list[int]) -> list[dict]:
+def columns(periods: list[int], z_periods: list[int]) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """The table's columns: name -> (period, axes)."""
+    return {**{f"x{p}": (p, (1, 2)) for p in periods}, **{f"z{p}": (p, (0,)) for p in z_periods}}
+
+
+def rows(source: str, paths, cols: dict) -> list[dict]:
     from cgan_ct.io.volume_reader import read_volume
+    from cgan_ct.ops.body_mask import body_mask
     from cgan_ct.realism.texture import cell_edge_ratio
 
     out = []
@@ -46,27 +54,29 @@ def rows(source: str, paths, periods: list[int]) -> list[dict]:
         hu = read_volume(path).hu
         path = pathlib.Path(path)
         name = path.parent.name if path.name == "volume.nii.gz" else path.name  # synthetic_<i>, or the series
-        out.append({"source": source, "volume": name, **{p: cell_edge_ratio(hu, p) for p in periods}})
+        body = body_mask(hu)
+        ratios = {col: cell_edge_ratio(hu, p, body, axes) for col, (p, axes) in cols.items()}
+        out.append({"source": source, "volume": name, **ratios})
     return out
 
 
 def main(argv: list[str]) -> None:
     del argv
-    periods = [int(p) for p in _PERIODS.value]
+    cols = columns([int(p) for p in _PERIODS.value], [int(p) for p in _Z_PERIODS.value])
     table = []
     for entry in _VOLUMES.value:
-        table += rows(entry, volume_paths(entry), periods)
+        table += rows(entry, volume_paths(entry), cols)
     real = [
         pathlib.Path(_CT.value) / name if not pathlib.Path(name).exists() else pathlib.Path(name)
         for name in _HELDOUT.value
     ]
-    table += rows("real", real, periods)
-    print("| source | volume | " + " | ".join(f"x{p}" for p in periods) + " |")
-    print("|---" * (2 + len(periods)) + "|")
+    table += rows("real", real, cols)
+    print("| source | volume | " + " | ".join(cols) + " |")
+    print("|---" * (2 + len(cols)) + "|")
     for row in table:
-        print(f"| {row['source']} | {row['volume']} | " + " | ".join(_cell(row[p]) for p in periods) + " |")
+        print(f"| {row['source']} | {row['volume']} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
     for source in dict.fromkeys(row["source"] for row in table):
-        values = {p: [row[p] for row in table if row["source"] == source and row[p] is not None] for p in periods}
+        values = {c: [row[c] for row in table if row["source"] == source and row[c] is not None] for c in cols}
         cells = [f"{np.mean(v):.2f} ({min(v):.2f}-{max(v):.2f})" if v else "-" for v in values.values()]
         print(f"| {source} | mean (range) | " + " | ".join(cells) + " |")
 

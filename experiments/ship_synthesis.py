@@ -116,6 +116,13 @@ def _recipe_lines(t: dict) -> list[str]:
             "- The stages' U-Nets double their grid by nearest doubling and a convolution (`--stage_upsample "
             "resize`), not a stride-2 transposed convolution (its period-2 grid)."
         )
+    if t["stage_model"].get("residual_base") == "smooth":
+        lines.append(
+            f"- Each stage adds its output to its condition blurred by a Gaussian of "
+            f"{t['stage_model']['residual_sigma']:g} voxel, not to the condition's cells "
+            "(`--stage_residual_base smooth`): no grid of 2-, 4- and 8-voxel squares to start from (BUILD_NOTES, "
+            '"The smooth base at every stage").'
+        )
     weights = {name: w for name, w in (t.get("stage_spectral_weight") or {}).items() if w}
     if weights:
         named = ", ".join(f"{name} {w:g}" for name, w in sorted(weights.items()))

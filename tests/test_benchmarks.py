@@ -238,8 +238,9 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
     ),
     "cell_edges": _script(  # issue 33: the grid of cells a cascade leaves, against real series (none)
         "cell_edges",
-        f"--volumes {{ct}}/{HELDOUT_SERIES} --ct_dir {{ct}} --heldout {HELDOUT_SERIES} --periods 2,8",
-        r"\| real \| mean \(range\) \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ \(",
+        f"--volumes {{ct}}/{HELDOUT_SERIES} --ct_dir {{ct}} --heldout {HELDOUT_SERIES} --periods 2,8 --z_periods 8",
+        r"\| source \| volume \| x2 \| x8 \| z8 \|[\s\S]*"
+        r"\| real \| mean \(range\) \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ \([^|]*\) \| [\d.]+ \(",
     ),
     "elastic_sampling": _script(  # issue 33: what reading an elastically deformed block does to its texture
         "elastic_sampling",

@@ -75,3 +75,17 @@ def test_cell_edge_ratio_finds_squares_and_not_noise():
     assert cell_edge_ratio(noise, 8, np.zeros(noise.shape, bool)) is None
     with pytest.raises(ValueError, match="period"):
         cell_edge_ratio(noise, 1)
+
+
+def test_cell_edge_ratio_between_slices_finds_bands_the_in_plane_one_misses():
+    """Slabs of 8 slices, smooth in-plane (the bands of a coronal view): a grid along z, none in-plane."""
+    rng = np.random.default_rng(5)
+    slabs = np.kron(rng.normal(40, 20, (8, 1, 1)), np.ones((8, 32, 32))).astype(np.float32)
+    banded = slabs + rng.normal(0, 5, slabs.shape).astype(np.float32)
+    everywhere = np.ones(banded.shape, bool)
+    assert cell_edge_ratio(banded, 8, everywhere, axes=(0,)) > 2  # 7 slab steps of about 4x the noise step
+    assert cell_edge_ratio(banded, 8, everywhere) == pytest.approx(1.0, abs=0.05)
+    noise = rng.normal(40, 20, banded.shape).astype(np.float32)
+    assert cell_edge_ratio(noise, 8, everywhere, axes=(0,)) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="axes"):
+        cell_edge_ratio(noise, 8, everywhere, axes=(3,))

@@ -92,19 +92,24 @@ def texture_against(
     return result
 
 
-def cell_edge_ratio(volume_hu: np.ndarray, period: int, mask: np.ndarray | None = None) -> float | None:
-    """How much more the HU step between in-plane neighbours at the boundaries of ``period``-voxel cells (cells
-    from voxel 0, between voxels k * period - 1 and k * period) than between the other neighbours: the mean
-    absolute step there over the mean elsewhere, along y and x pooled, over neighbour pairs both inside
-    ``mask`` (default: the body, ``body_mask``). 1: no grid (real CT, whatever its noise); a volume of flat
-    ``period``-voxel squares: far above. None without a pair of each kind."""
+def cell_edge_ratio(
+    volume_hu: np.ndarray, period: int, mask: np.ndarray | None = None, axes: tuple[int, ...] = (1, 2)
+) -> float | None:
+    """How much more the HU step between neighbours at the boundaries of ``period``-voxel cells (cells from
+    voxel 0, between voxels k * period - 1 and k * period) than between the other neighbours: the mean
+    absolute step there over the mean elsewhere, along ``axes`` pooled (default y and x: in-plane; ``(0,)``:
+    between slices, the bands a coronal view shows), over neighbour pairs both inside ``mask`` (default: the
+    body, ``body_mask``). 1: no grid (real CT, whatever its noise); a volume of flat ``period``-voxel squares:
+    far above. None without a pair of each kind."""
     if period < 2:
         raise ValueError(f"period must be >= 2, got {period}")
+    if not axes or any(axis not in (0, 1, 2) for axis in axes):
+        raise ValueError(f"axes must be among 0 (z), 1 (y), 2 (x), got {axes}")
     volume = np.asarray(volume_hu, np.float32)
     mask = body_mask(volume) if mask is None else np.asarray(mask, bool)
     sums = np.zeros(2)  # at boundaries, elsewhere
     counts = np.zeros(2)
-    for axis in (1, 2):
+    for axis in axes:
         n = volume.shape[axis]
         steps = np.abs(np.diff(volume, axis=axis))
         both = np.logical_and(mask.take(range(n - 1), axis=axis), mask.take(range(1, n), axis=axis))
