@@ -8,6 +8,7 @@
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
                         [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
                         [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
+                        [--coarse_keep last|diverse]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -33,7 +34,10 @@ Then the texture of the calibrated volumes is fitted to the training volumes'
 soft-tissue noise power, on 4 volumes: mottle below their median noise smoothed
 out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
 output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
-none, as before 2026-12-07).
+none, as before 2026-12-07). The coarse generator's diversity is checked 10
+times while it trains (OUT/runs/coarse_diversity.json); --coarse_keep diverse
+keeps the generator of the most diverse check whose bodies' HU stay near the
+real ones', not the last (a coarse GAN on few bodies can collapse late).
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ _DIVERSITY = flags.DEFINE_integer(
     "Measure the coarse generator's diversity (MS-SSIM between draws, against real pairs) this many times "
     "while it trains (OUTPUT/runs/coarse_diversity.json; 0: never).",
     lower_bound=0,
+)
+_KEEP = flags.DEFINE_enum(
+    "coarse_keep",
+    "last",
+    ["last", "diverse"],
+    "Which coarse generator the cascade keeps: the last step's, or the most diverse of the diversity checks "
+    "whose draws' body HU stay within 2x the real volumes' W1 (diverse: against a coarse GAN that collapses late).",
 )
 _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
 _AUGMENT = define_augmentation()  # the stages' (the coarse generator augments as CoarseConfig says)
@@ -179,6 +190,7 @@ def main(argv: list[str]) -> None:
         degrade=_DEGRADE.value,
         condition_shift=_SHIFT.value,
         diversity_checks=_DIVERSITY.value,
+        coarse_keep=_KEEP.value,
         stage_augmentation=augmentation_from_flags(_AUGMENT),
         pyramid=_PYRAMID.value,
         spectral_levels=_stage_levels(_SPECTRAL_LEVELS.value),

@@ -489,6 +489,63 @@ def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     assert not measurable(coarse_config("smoke")) and measurable(coarse_config("smoke", size=16))  # 8 x 8: no window
 
 
+def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked():
+    """A generator that draws different real bodies at step 2 and collapses to one by the last step: kept
+    diverse, it ends holding its step-2 weights; not kept, its last. Noise, however diverse, is never kept."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_diversity import W1_LIMIT, DiversityMonitor, most_diverse
+
+    rng = np.random.default_rng(1)
+    body = np.hypot(*np.mgrid[-8:8, -8:8]) < 6
+    real = [np.where(body, 40.0 * k, -1000.0) + rng.normal(0, 150, (6, 16, 16)) for k in range(4)]
+    scaled = tf.constant(np.stack([(np.clip(v, -1024, 3071) + 1024) / 4095 * 2 - 1 for v in real]).astype(np.float32))
+
+    class Switching:
+        """Stands in for the coarse network: its one weight says whether it draws a real body chosen by the
+        noise (1: diverse) or always the first (0: collapsed)."""
+
+        def __init__(self):
+            self.mode = np.array(1.0)
+
+        def get_weights(self):
+            return [self.mode]
+
+        def set_weights(self, weights):
+            self.mode = np.array(weights[0])
+
+        def __call__(self, inputs, training=False):
+            latent = inputs[1]
+            pick = tf.cast(tf.math.floormod(tf.reduce_sum(tf.abs(latent)) * 1000.0, 4.0), tf.int32)
+            index = pick if float(self.mode) else 0
+            depth = tf.shape(latent)[1]
+            return tf.tile(scaled[index][None, :, :, :, None], [tf.shape(latent)[0], 1, 1, 1, 1])[:, :depth]
+
+    def run(keep):
+        generator = Switching()
+        monitor = DiversityMonitor(linear_mapping(), coarse_config("smoke", size=16), real, 2, keep_diverse=keep)
+        monitor.set_model(SimpleNamespace(generator=generator))
+        monitor.set_params({"steps": 4})
+        for batch in range(4):
+            generator.mode = np.array(1.0 if batch < 2 else 0.0)  # collapses after step 2
+            monitor.on_train_batch_end(batch)
+        monitor.on_train_end()
+        return monitor, generator
+
+    kept, generator = run(True)
+    assert [r["step"] for r in kept.rows] == [2, 4]
+    assert kept.rows[0]["gap"] < kept.rows[1]["gap"] and kept.rows[1]["synthetic_ms_ssim"] == pytest.approx(1.0)
+    assert kept.kept_step == 2 and float(generator.mode) == 1.0
+    last, generator = run(False)
+    assert last.kept_step == 4 and float(generator.mode) == 0.0
+    noise = {**kept.rows[0], "step": 6, "gap": -0.2, "synthetic_w1_hu": W1_LIMIT * kept.rows[0]["real_w1_hu"] + 1}
+    assert most_diverse([*kept.rows, noise]) is kept.rows[0]  # more diverse, but its HU far from real
+    assert most_diverse([{**kept.rows[0], "gap": None}]) is None  # one real volume: nothing to pick by
+
+
 @pytest.fixture(scope="module")
 def tiny_cascade(tmp_path_factory):
     """A two-level cascade trained for a few steps on four 64 x 64 phantoms (about a minute)."""
@@ -530,6 +587,9 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     measured = json.loads((folder.parent / "runs" / "degradation.json").read_text())
     rows = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())["rows"]
     assert rows and rows[-1]["step"] == settings.coarse.steps and 0 < rows[-1]["synthetic_ms_ssim"] <= 1
+    kept = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())
+    assert (kept["keep"], kept["kept_step"]) == ("last", settings.coarse.steps)
+    assert (info["training"]["coarse_keep"], info["training"]["coarse_kept_step"]) == ("last", settings.coarse.steps)
     assert any(m.startswith("coarse: diversity at step") for m in messages)
     assert info["training"]["condition_degradation"] == measured
     for name in ("stage0", "stage1"):
@@ -927,7 +987,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
         {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
     ),
     (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain"), (10.0, 0.0), {}),
-    (("--coarse_augment_color",), (10.0, 0.0), {}),
+    (("--coarse_augment_color", "--coarse_keep", "diverse"), (10.0, 0.0), {}),
 ]
 
 
@@ -938,7 +998,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
     both calibrations and the output grain on unless switched off; item 2: colour augmentation of the coarse
-    discriminator's inputs only when asked, the rest of the coarse preset as it was. Every command line parsed
+    discriminator's inputs only when asked, the rest of the coarse preset as it was, the last coarse generator
+    kept unless --coarse_keep diverse. Every command line parsed
     in one process (the flags reset between them), which prints what the trainer would be given."""
     stub = (
         "import cgan_ct.synthesis.cascade_training as training\n"
@@ -952,6 +1013,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
         "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
         "    coarse = settings.coarse\n"
+        "    print('KEEP', settings.coarse_keep, settings.diversity_checks)\n"
         "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, flush=True)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
@@ -978,6 +1040,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         preset = coarse_config("cpu")
         coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
         assert said["COARSE"].split()[1:] == coarse, extra
+        assert said["KEEP"].split()[1:] == ["diverse" if "--coarse_keep" in extra else "last", "10"], extra
 
 
 def test_cascade_settings_check_the_texture_term_stages():
@@ -994,3 +1057,7 @@ def test_cascade_settings_check_the_texture_term_stages():
         CascadeSettings(levels=3, stage=textured, spectral_levels=(0, 0))
     with pytest.raises(ValueError, match="whose weight is 0"):
         CascadeSettings(levels=3, stage=model_config("smoke"), spectral_levels=(0,))
+    with pytest.raises(ValueError, match="coarse_keep must be one of last, diverse"):
+        CascadeSettings(coarse_keep="best")
+    with pytest.raises(ValueError, match="diversity_checks must be >= 1"):
+        CascadeSettings(coarse_keep="diverse", diversity_checks=0)

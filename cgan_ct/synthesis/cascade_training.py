@@ -5,7 +5,9 @@ Output folder:
   datasets/level<j>/   TFRecords of the inputs at level j (every 2**j-th voxel, or
                        each 2**j cube's mean: ``CascadeSettings.pyramid``),
                        one patient split for all levels (the same seed)
-  runs/coarse.keras    the coarse generator
+  runs/coarse.keras    the coarse generator (the last step's, or with ``CascadeSettings.coarse_keep``
+                       "diverse" the most diverse check's)
+  runs/coarse_diversity.json  its diversity checks, what was kept and from which step
   runs/coarse_calibration.json  its intensity calibration's fit (with
                        ``CascadeSettings.calibrate_coarse``: cgan_ct.synthesis.calibration)
   runs/degradation.json  blur and noise of the coarse generator's samples against
@@ -75,6 +77,8 @@ from cgan_ct.synthesis.synthesis import Cascade
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
 CALIBRATION_FILE = "coarse_calibration.json"
+DIVERSITY_FILE = "coarse_diversity.json"
+COARSE_KEEPS = ("last", "diverse")
 CALIBRATION_SEED = 2_000_003  # coarse draws the calibration is fitted to, apart from the others
 OUTPUT_CALIBRATION_FILE = "output_calibration.json"
 OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
@@ -122,6 +126,9 @@ class CascadeSettings:
         the pipeline's defaults (the paper's turns and mirrors).
       diversity_checks: how many times over its steps the coarse generator's diversity is measured
         (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
+      coarse_keep: which coarse generator the cascade keeps: "last" (the last step's) or "diverse" (the one of
+        the check ``coarse_diversity.most_diverse`` picks: the least collapsed whose body HU are near the real
+        ones'; the last where no check qualifies or diversity is not measurable at this size).
       pyramid: how the levels are made (cgan_ct.ops.pyramid): "subsample" (every 2**j-th voxel: each level
         keeps full-resolution voxel noise) or "mean" (each cube's mean: a coarse level with little noise,
         each stage adding its own). With "mean", stages whose residual base is "auto" correct the
@@ -156,6 +163,7 @@ class CascadeSettings:
     condition_shift: int = 0
     degradation_samples: int = 4
     diversity_checks: int = 10
+    coarse_keep: str = "last"
     stage_augmentation: dict = dataclasses.field(default_factory=dict)
     pyramid: str = "subsample"
     spectral_levels: tuple[int, ...] | None = None
@@ -177,6 +185,10 @@ class CascadeSettings:
             object.__setattr__(self, "spectral_levels", tuple(sorted(levels)))
         if self.diversity_checks < 0:
             raise ValueError(f"diversity_checks must be >= 0, got {self.diversity_checks}")
+        if self.coarse_keep not in COARSE_KEEPS:
+            raise ValueError(f"coarse_keep must be one of {', '.join(COARSE_KEEPS)}, got {self.coarse_keep!r}")
+        if self.coarse_keep == "diverse" and not self.diversity_checks:
+            raise ValueError("coarse_keep 'diverse' picks among the diversity checks: diversity_checks must be >= 1")
         if min(self.calibration_samples, self.output_calibration_samples, self.output_grain_samples) < 1:
             raise ValueError(
                 f"calibration_samples, output_calibration_samples and output_grain_samples must be >= 1, got "
@@ -233,8 +245,14 @@ def train_cascade(
         generator = train_coarse(volumes, mapping, coarse_config, settings.seed, [*extra, *callbacks("coarse")])
         (out / "runs").mkdir(exist_ok=True)
         if monitor:
-            write_json_atomic(out / "runs" / "coarse_diversity.json", {"rows": monitor.rows})
+            record = {"rows": monitor.rows, "keep": settings.coarse_keep, "kept_step": monitor.kept_step}
+            write_json_atomic(out / "runs" / DIVERSITY_FILE, record)
             say(f"coarse: diversity at {diversity_line(monitor.rows[-1])}")
+            kept = next((row for row in monitor.rows if row["step"] == monitor.kept_step), None)
+            if kept is not None and kept is not monitor.rows[-1]:
+                say(f"coarse: kept the most diverse generator, of {diversity_line(kept)}")
+        elif settings.coarse_keep == "diverse":
+            say("coarse: kept the last generator (diversity is not measurable at this size)")
         generator.save(out / "runs" / "coarse.keras")
         calibration = None
         if settings.calibrate_coarse:
@@ -423,7 +441,7 @@ def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
     if not settings.diversity_checks or not measurable(config):
         return None
     every = max(1, config.steps // settings.diversity_checks)
-    return DiversityMonitor(mapping, config, volumes, every)
+    return DiversityMonitor(mapping, config, volumes, every, keep_diverse=settings.coarse_keep == "diverse")
 
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
@@ -474,6 +492,12 @@ def stage_augmentation(settings: CascadeSettings) -> dict:
     return {name: getattr(options, name) for name in AUGMENTATION_FIELDS}
 
 
+def coarse_kept_step(runs_dir: pathlib.Path) -> int | None:
+    """The step whose coarse generator the cascade holds (runs/coarse_diversity.json), None where unrecorded."""
+    path = runs_dir / DIVERSITY_FILE
+    return json.loads(path.read_text()).get("kept_step") if path.exists() else None
+
+
 def coarse_calibration_record(coarse_dir) -> dict | None:
     """What cascade.json records of the saved coarse model's calibration (counts only), None without one."""
     recorded = json.loads((pathlib.Path(coarse_dir) / COARSE_INFO_FILE).read_text()).get("calibration")
@@ -507,5 +531,7 @@ def _cascade_spec(
                 f"stage{level}": stage_model(settings, level).spectral_weight for level in range(settings.levels)
             },
             "coarse_calibration": coarse_calibration_record(cascade / "coarse"),
+            "coarse_keep": settings.coarse_keep,
+            "coarse_kept_step": coarse_kept_step(cascade.parent / "runs"),
         },
     )
