@@ -127,6 +127,12 @@ def _recipe_lines(t: dict) -> list[str]:
     if weights:
         named = ", ".join(f"{name} {w:g}" for name, w in sorted(weights.items()))
         lines.append(f"- The texture term (`--stage_spectral_weight`) in the loss of: {named}; the others without.")
+    if t.get("coarse_keep") == "diverse" and t.get("coarse_kept_step"):
+        lines.append(
+            f"- The coarse generator of step {t['coarse_kept_step']:,} of {t['coarse_steps']:,}, the most diverse of "
+            "the trainer's diversity checks whose draws' body HU stay near the real ones' (`--coarse_keep "
+            'diverse`; BUILD_NOTES, "The smooth base, trained again").'
+        )
     calibration = t.get("coarse_calibration")
     if calibration:
         lines.append(
@@ -283,6 +289,8 @@ def main(argv: list[str]) -> None:
             "pyramid": t.get("pyramid", "subsample"),
             "stage_spectral_weight": t.get("stage_spectral_weight"),
             "coarse_calibration": t.get("coarse_calibration"),
+            "coarse_keep": t.get("coarse_keep", "last"),
+            "coarse_kept_step": t.get("coarse_kept_step"),
             "output_calibration": _counts(spec.output_calibration),
             "output_grain": _grain_counts(spec.output_grain),
         },
