@@ -37,7 +37,8 @@ output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grai
 none, as before 2026-12-07). The coarse generator's diversity is checked 10
 times while it trains (OUT/runs/coarse_diversity.json); --coarse_keep diverse
 keeps the generator of the most diverse check whose bodies' HU stay near the
-real ones', not the last (a coarse GAN on few bodies can collapse late).
+real ones', not the last (a coarse GAN on few bodies can collapse late). Measured
+once it kept a diverse generator whose bodies had no lungs: experimental.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ _KEEP = flags.DEFINE_enum(
     "last",
     ["last", "diverse"],
     "Which coarse generator the cascade keeps: the last step's, or the most diverse of the diversity checks "
-    "whose draws' body HU stay within 2x the real volumes' W1 (diverse: against a coarse GAN that collapses late).",
+    "whose draws' body HU stay within 2x the real volumes' W1 (diverse: against a coarse GAN that collapses late; "
+    "experimental: measured once, it kept bodies without lungs).",
 )
 _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
 _AUGMENT = define_augmentation()  # the stages' (the coarse generator augments as CoarseConfig says)

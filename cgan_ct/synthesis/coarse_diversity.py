@@ -15,7 +15,9 @@ each real volume against the others pooled.
 A run can also keep the generator of its most diverse check instead of its last (``keep_diverse``;
 ``most_diverse`` says which): a coarse GAN on six bodies may collapse late. Measured on the shipped recipe at
 seed 2 (2026-12-07): MS-SSIM between draws 0.33 at step 900 of 3,000 and 0.92 at the end, and the cascade
-built on the last generator scored FRD 18x held-out (BUILD_NOTES, "The smooth base, trained again").
+built on the last generator scored FRD 18x held-out. Kept, step 900's generator drew bodies as varied as
+0.40 but without lungs (FRD 48x): diversity and body HU alone do not choose a good generator (BUILD_NOTES,
+"The smooth base, trained again").
 """
 
 from __future__ import annotations
