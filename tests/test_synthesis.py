@@ -585,10 +585,10 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     # the coarse generator trains first; the stages train on its measured blur and noise
     assert [m.split(":")[0] for m in messages if "training" in m] == ["coarse", "degradation", "stage0", "stage1"]
     measured = json.loads((folder.parent / "runs" / "degradation.json").read_text())
-    rows = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())["rows"]
+    diversity = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())
+    rows = diversity["rows"]
     assert rows and rows[-1]["step"] == settings.coarse.steps and 0 < rows[-1]["synthetic_ms_ssim"] <= 1
-    kept = json.loads((folder.parent / "runs" / "coarse_diversity.json").read_text())
-    assert (kept["keep"], kept["kept_step"]) == ("last", settings.coarse.steps)
+    assert (diversity["keep"], diversity["kept_step"]) == ("last", settings.coarse.steps)
     assert (info["training"]["coarse_keep"], info["training"]["coarse_kept_step"]) == ("last", settings.coarse.steps)
     assert any(m.startswith("coarse: diversity at step") for m in messages)
     assert info["training"]["condition_degradation"] == measured

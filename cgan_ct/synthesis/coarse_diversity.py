@@ -29,13 +29,14 @@ from cgan_ct.config import CoarseConfig
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.intensity import IntensityMapping
 from cgan_ct.realism.ms_ssim import pairwise_ms_ssim, scales_for
+from cgan_ct.realism.synthesis_report import W1_GOAL_RATIO
 from cgan_ct.realism.synthesis_stats import HuHistogram, hu_histogram, pool_histograms, wasserstein_hu
 from cgan_ct.synthesis.coarse_export import CoarseModule
 
 GOAL_MARGIN = 0.05  # issue 33: MS-SSIM between synthetic pairs <= real pairs + 0.05
 # A generator kept for its diversity must draw bodies whose HU are within this many times the real volumes' body
 # HU W1 of the real ones (the synthesis report's goal on body HU): diversity alone can be met by noise.
-W1_LIMIT = 2.0
+W1_LIMIT = W1_GOAL_RATIO
 
 
 def measurable(config: CoarseConfig) -> bool:
