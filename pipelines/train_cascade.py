@@ -35,10 +35,13 @@ soft-tissue noise power, on 4 volumes: mottle below their median noise smoothed
 out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
 output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
 none, as before 2026-12-07). The coarse generator's diversity is checked 10
-times while it trains (OUT/runs/coarse_diversity.json); --coarse_keep diverse
-keeps the generator of the most diverse check whose bodies' HU stay near the
-real ones', not the last (a coarse GAN on few bodies can collapse late). Measured
-once it kept a diverse generator whose bodies had no lungs: experimental.
+times while it trains (OUT/runs/coarse_diversity.json), with the draws' body
+size, lung and bone share beside the training volumes' range (a warning when the
+kept generator's are outside it); --coarse_keep diverse keeps the generator of
+the most diverse check whose bodies' HU stay near the real ones' and whose
+median draw lies in that range, not the last (a coarse GAN on few bodies can
+collapse late). Experimental: before the range joined the rule, it once kept a
+diverse generator whose bodies had no lungs.
 """
 
 from __future__ import annotations
@@ -74,8 +77,8 @@ _KEEP = flags.DEFINE_enum(
     "last",
     ["last", "diverse"],
     "Which coarse generator the cascade keeps: the last step's, or the most diverse of the diversity checks "
-    "whose draws' body HU stay within 2x the real volumes' W1 (diverse: against a coarse GAN that collapses late; "
-    "experimental: measured once, it kept bodies without lungs).",
+    "whose draws' body HU stay within 2x the real volumes' W1 and whose median draw's body size, lung and bone "
+    "share lie in the training volumes' range (diverse: against a coarse GAN that collapses late; experimental).",
 )
 _SHIFT = flags.DEFINE_integer("condition_shift", 0, "Also shift the stages' conditions by up to N voxels per axis.")
 _AUGMENT = define_augmentation()  # the stages' (the coarse generator augments as CoarseConfig says)

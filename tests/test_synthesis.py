@@ -478,6 +478,10 @@ def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     # diversity is not realism: noise is diverse, and far from the real body HU (1126 HU water-coloured discs too)
     assert same[0]["real_w1_hu"] < 100 and varied[0]["synthetic_w1_hu"] > 300 and same[0]["synthetic_w1_hu"] > 300
     assert "body HU W1" in diversity_line(same[0])
+    # size and lungs: the disc is the real bodies' size, but water-coloured (no lung); noise is not body-shaped
+    assert same[0]["real_body_fraction"][0] <= same[0]["synthetic_body_fraction"] <= same[0]["real_body_fraction"][1]
+    assert same[0]["synthetic_lung_fraction"] == 0.0 and same[0]["synthetic_bone_fraction"] == 1.0
+    assert "lung / body 0.000" in diversity_line(same[0]) and "outside the real range" in diversity_line(same[0])
 
     def copying(inputs, training=False):  # the first real volume again (in the linear window's [-1, 1])
         depth = tf.shape(inputs[1])[1]
@@ -497,7 +501,14 @@ def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked
     import tensorflow as tf
 
     from cgan_ct.ops.intensity import linear_mapping
-    from cgan_ct.synthesis.coarse_diversity import W1_LIMIT, DiversityMonitor, most_diverse
+    from cgan_ct.synthesis.coarse_diversity import (
+        STRUCTURE,
+        W1_LIMIT,
+        DiversityMonitor,
+        diversity_line,
+        like_real,
+        most_diverse,
+    )
 
     rng = np.random.default_rng(1)
     body = np.hypot(*np.mgrid[-8:8, -8:8]) < 6
@@ -541,8 +552,16 @@ def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked
     assert kept.kept_step == 2 and float(generator.mode) == 1.0
     last, generator = run(False)
     assert last.kept_step == 4 and float(generator.mode) == 0.0
+    assert like_real(kept.rows[0]) and like_real(kept.rows[1])  # real bodies, drawn again
+    assert "outside the real range" not in diversity_line(kept.rows[0])
     noise = {**kept.rows[0], "step": 6, "gap": -0.2, "synthetic_w1_hu": W1_LIMIT * kept.rows[0]["real_w1_hu"] + 1}
     assert most_diverse([*kept.rows, noise]) is kept.rows[0]  # more diverse, but its HU far from real
+    for key in STRUCTURE:  # more diverse and near in HU, but its bodies too small / lungless / too bony
+        low, high = kept.rows[0][f"real_{key}"]
+        for value in (low - 0.01, high + 0.01):
+            unlike = {**kept.rows[0], "step": 8, "gap": -0.3, f"synthetic_{key}": value}
+            assert not like_real(unlike) and most_diverse([*kept.rows, unlike]) is kept.rows[0]
+    assert most_diverse([{k: v for k, v in kept.rows[0].items() if "fraction" not in k}]) is None  # rows before
     assert most_diverse([{**kept.rows[0], "gap": None}]) is None  # one real volume: nothing to pick by
 
 
@@ -574,6 +593,7 @@ def tiny_cascade(tmp_path_factory):
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     from cgan_ct.synthesis.calibration import Calibration
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
+    from cgan_ct.synthesis.coarse_diversity import STRUCTURE, like_real
     from cgan_ct.synthesis.coarse_export import CoarseModel
     from cgan_ct.synthesis.grain import Grain
     from cgan_ct.synthesis.synthesis import Cascade
@@ -591,6 +611,12 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert (diversity["keep"], diversity["kept_step"]) == ("last", settings.coarse.steps)
     assert (info["training"]["coarse_keep"], info["training"]["coarse_kept_step"]) == ("last", settings.coarse.steps)
     assert any(m.startswith("coarse: diversity at step") for m in messages)
+    # each check's draws beside the real volumes' size, lung and bone share; a kept generator outside: a warning
+    last = diversity["rows"][-1]
+    assert all(
+        f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in diversity["rows"] for key in STRUCTURE
+    )
+    assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(last))
     assert info["training"]["condition_degradation"] == measured
     for name in ("stage0", "stage1"):
         pipeline = json.loads((folder.parent / "runs" / name / "run.json").read_text())["pipeline"]

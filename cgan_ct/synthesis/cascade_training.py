@@ -65,8 +65,10 @@ from cgan_ct.synthesis.coarse_diversity import (
     DiversityMonitor,
     body_histogram,
     diversity_line,
+    like_real,
     mean_w1_hu,
     measurable,
+    most_diverse,
 )
 from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coarse_model
 from cgan_ct.synthesis.coarse_training import train_coarse
@@ -128,7 +130,8 @@ class CascadeSettings:
         (coarse_diversity.DiversityMonitor; rows in runs/coarse_diversity.json; 0: never).
       coarse_keep: which coarse generator the cascade keeps: "last" (the last step's) or "diverse" (the one of
         the check ``coarse_diversity.most_diverse`` picks: the least collapsed whose body HU are near the real
-        ones'; the last where no check qualifies or diversity is not measurable at this size).
+        ones' and whose median draw's body size, lung and bone share lie in the real volumes' range; the last where
+        no check qualifies or diversity is not measurable at this size).
       pyramid: how the levels are made (cgan_ct.ops.pyramid): "subsample" (every 2**j-th voxel: each level
         keeps full-resolution voxel noise) or "mean" (each cube's mean: a coarse level with little noise,
         each stage adding its own). With "mean", stages whose residual base is "auto" correct the
@@ -251,6 +254,13 @@ def train_cascade(
             kept = next((row for row in monitor.rows if row["step"] == monitor.kept_step), None)
             if kept is not None and kept is not monitor.rows[-1]:
                 say(f"coarse: kept the most diverse generator, of {diversity_line(kept)}")
+            elif settings.coarse_keep == "diverse" and most_diverse(monitor.rows) is None:
+                say("coarse: kept the last generator: no check drew bodies like the real ones (HU, size, lung, bone)")
+            if kept is not None and not like_real(kept):
+                say(
+                    "coarse: warning: the kept generator's median draw is outside the real volumes' range in body size,"
+                    " lung or bone share; the cascade's volumes will be too (another --seed may do better)"
+                )
         elif settings.coarse_keep == "diverse":
             say("coarse: kept the last generator (diversity is not measurable at this size)")
         generator.save(out / "runs" / "coarse.keras")

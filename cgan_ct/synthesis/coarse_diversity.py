@@ -12,12 +12,21 @@ each row also holds how far the draws' body HU are from the real volumes': the m
 Wasserstein distance (W1, HU) between a draw's body voxels and the pooled real ones, beside the same for
 each real volume against the others pooled.
 
+Nor do diversity and HU say whether the draws are bodies of the right size with lungs and bone, so each row
+also holds the draws' median ``body_fraction`` (body voxels / all: the body's size in the field of view),
+``lung_fraction`` (body voxels below LUNG_THRESHOLD_HU / body voxels) and ``bone_fraction`` (body voxels of
+at least BONE_HU / body voxels), beside the range the real volumes span.
+
 A run can also keep the generator of its most diverse check instead of its last (``keep_diverse``;
 ``most_diverse`` says which): a coarse GAN on six bodies may collapse late. Measured on the shipped recipe at
 seed 2 (2026-12-07): MS-SSIM between draws 0.33 at step 900 of 3,000 and 0.92 at the end, and the cascade
-built on the last generator scored FRD 18x held-out. Kept, step 900's generator drew bodies as varied as
-0.40 but without lungs (FRD 48x): diversity and body HU alone do not choose a good generator (BUILD_NOTES,
-"The smooth base, trained again").
+built on the last generator scored FRD 18x held-out. Kept by diversity and body HU alone, step 900's
+generator drew bodies as varied as 0.40 but without lungs (FRD 48x). Measured after the fact on the two
+saved generators' draws (as the monitor draws them, before calibration): step 3,000's median draw's body
+fills 0.28 of the field against 0.32-0.54 for the six training volumes; step 900's fills 0.32, its lungs
+0.24 of the body (training 0.10-0.53), but its bone 0.046 of the body against 0.005-0.028. Neither would
+have been kept by the rule with the range, which is why it joined the rule (BUILD_NOTES, "The smooth
+base, trained again").
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import keras
 import numpy as np
 
 from cgan_ct.config import CoarseConfig
+from cgan_ct.constants import BONE_HU
 from cgan_ct.ops.body_mask import body_mask
 from cgan_ct.ops.intensity import IntensityMapping
+from cgan_ct.ops.lung import LUNG_THRESHOLD_HU
 from cgan_ct.realism.ms_ssim import pairwise_ms_ssim, scales_for
 from cgan_ct.realism.synthesis_report import W1_GOAL_RATIO
 from cgan_ct.realism.synthesis_stats import HuHistogram, hu_histogram, pool_histograms, wasserstein_hu
@@ -37,6 +48,11 @@ GOAL_MARGIN = 0.05  # issue 33: MS-SSIM between synthetic pairs <= real pairs + 
 # A generator kept for its diversity must draw bodies whose HU are within this many times the real volumes' body
 # HU W1 of the real ones (the synthesis report's goal on body HU): diversity alone can be met by noise.
 W1_LIMIT = W1_GOAL_RATIO
+STRUCTURE = (
+    "body_fraction",
+    "lung_fraction",
+    "bone_fraction",
+)  # a kept generator's median draw lies in the real volumes' range
 
 
 def measurable(config: CoarseConfig) -> bool:
@@ -51,6 +67,45 @@ def measurable(config: CoarseConfig) -> bool:
 def body_histogram(volume_hu: np.ndarray) -> HuHistogram:
     """The HU histogram (1 HU bins) of a volume's body voxels (empty where there is no body)."""
     return hu_histogram(volume_hu[body_mask(volume_hu)])
+
+
+def body_structure(volume_hu: np.ndarray) -> dict[str, float]:
+    """A coarse volume's STRUCTURE: ``body_fraction`` (body voxels / all voxels), ``lung_fraction`` (body voxels
+    below LUNG_THRESHOLD_HU / body voxels) and ``bone_fraction`` (body voxels of at least BONE_HU / body
+    voxels); the shares are 0 without a body."""
+    body = body_mask(volume_hu)
+    voxels = max(int(body.sum()), 1)
+    return {
+        "body_fraction": float(body.mean()),
+        "lung_fraction": float((body & (volume_hu < LUNG_THRESHOLD_HU)).sum()) / voxels,
+        "bone_fraction": float((body & (volume_hu >= BONE_HU)).sum()) / voxels,
+    }
+
+
+def structure_fields(volumes: list[np.ndarray], real_ranges: dict[str, list[float]]) -> dict:
+    """``synthetic_KEY``: the median over ``volumes`` of each STRUCTURE key; ``real_KEY``: its [min, max]."""
+    measured = [body_structure(v) for v in volumes]
+    fields = {}
+    for key in STRUCTURE:
+        fields[f"synthetic_{key}"] = float(np.median([m[key] for m in measured]))
+        fields[f"real_{key}"] = real_ranges[key]
+    return fields
+
+
+def structure_ranges(real_hu: list[np.ndarray]) -> dict[str, list[float]]:
+    """Each STRUCTURE key's [min, max] over the real volumes."""
+    measured = [body_structure(v) for v in real_hu]
+    return {key: [min(m[key] for m in measured), max(m[key] for m in measured)] for key in STRUCTURE}
+
+
+def like_real(row: dict) -> bool:
+    """Whether a row's median draw lies inside the real volumes' range on every STRUCTURE key (False for rows
+    recorded before the key existed)."""
+    for key in STRUCTURE:
+        value, span = row.get(f"synthetic_{key}"), row.get(f"real_{key}")
+        if value is None or span is None or not span[0] <= value <= span[1]:
+            return False
+    return True
 
 
 def mean_w1_hu(histograms: list[HuHistogram], reference: list[HuHistogram] | None = None) -> float | None:
@@ -71,8 +126,9 @@ def _pool_nonempty(histograms: list[HuHistogram]) -> HuHistogram | None:
 
 
 class DiversityMonitor(keras.callbacks.Callback):
-    """Records ``rows`` ({step, synthetic_ms_ssim, real_ms_ssim, gap, synthetic_w1_hu, real_w1_hu}) while a
-    ``CoarseGAN`` trains.
+    """Records ``rows`` ({step, synthetic_ms_ssim, real_ms_ssim, gap, synthetic_w1_hu, real_w1_hu, and
+    ``structure_fields``: synthetic_body_fraction, real_body_fraction [min, max], the same for lung_fraction})
+    while a ``CoarseGAN`` trains.
 
     ``real_hu``: the coarse training volumes ([D, S, S] HU); the draws take their median depth. With one
     real volume there are no real pairs: ``real_ms_ssim``, ``gap`` and ``real_w1_hu`` are None.
@@ -101,6 +157,7 @@ class DiversityMonitor(keras.callbacks.Callback):
         self.real = float(np.mean(pairwise_ms_ssim(real_hu, slices))) if len(real_hu) >= 2 else None
         self.real_histograms = [body_histogram(v) for v in real_hu]
         self.real_w1 = mean_w1_hu(self.real_histograms)
+        self.real_ranges = structure_ranges(real_hu)
         self.rows: list[dict] = []
         self.keep_diverse = keep_diverse
         self.kept_step: int | None = None
@@ -137,13 +194,15 @@ class DiversityMonitor(keras.callbacks.Callback):
             "gap": gap,
             "synthetic_w1_hu": w1,
             "real_w1_hu": self.real_w1,
+            **structure_fields(volumes, self.real_ranges),
         }
 
 
 def most_diverse(rows: list[dict]) -> dict | None:
     """The row whose generator to keep: the smallest gap to real pairs among the rows whose draws' body HU W1 is
-    within ``W1_LIMIT`` times the real volumes' (the later of equal gaps); None where no row has both measures
-    within it (one real volume, or no draw with a body): then the last generator stays."""
+    within ``W1_LIMIT`` times the real volumes' and whose median draw is ``like_real`` in body size, lung and
+    bone share (the later of equal gaps); None where no row qualifies (one real volume, no draw with a body,
+    or no check's draws like the real volumes): then the last generator stays."""
     eligible = [
         row
         for row in rows
@@ -151,6 +210,7 @@ def most_diverse(rows: list[dict]) -> dict | None:
         and row["synthetic_w1_hu"] is not None
         and row["real_w1_hu"] is not None
         and row["synthetic_w1_hu"] <= W1_LIMIT * row["real_w1_hu"]
+        and like_real(row)
     ]
     return min(eligible, key=lambda row: (row["gap"], -row["step"])) if eligible else None
 
@@ -166,4 +226,12 @@ def diversity_line(row: dict) -> str:
     synthetic, real = row.get("synthetic_w1_hu"), row.get("real_w1_hu")
     if synthetic is None:
         return text + "; no draw has a body"
-    return text + f"; body HU W1 {synthetic:.0f} HU" + ("" if real is None else f" (real against real {real:.0f} HU)")
+    text += f"; body HU W1 {synthetic:.0f} HU" + ("" if real is None else f" (real against real {real:.0f} HU)")
+    if any(row.get(f"synthetic_{key}") is None for key in STRUCTURE):
+        return text
+    shares = ", ".join(
+        f"{what} {row[f'synthetic_{key}']:.3f} (real {row[f'real_{key}'][0]:.3f}-{row[f'real_{key}'][1]:.3f})"
+        for key, what in zip(STRUCTURE, ("body / field", "lung / body", "bone / body"), strict=True)
+    )
+    text += f"; median draw: {shares}"
+    return text + ("" if like_real(row) else ", outside the real range")
