@@ -48,11 +48,8 @@ GOAL_MARGIN = 0.05  # issue 33: MS-SSIM between synthetic pairs <= real pairs + 
 # A generator kept for its diversity must draw bodies whose HU are within this many times the real volumes' body
 # HU W1 of the real ones (the synthesis report's goal on body HU): diversity alone can be met by noise.
 W1_LIMIT = W1_GOAL_RATIO
-STRUCTURE = (
-    "body_fraction",
-    "lung_fraction",
-    "bone_fraction",
-)  # a kept generator's median draw lies in the real volumes' range
+# A kept generator's median draw lies in the real volumes' range on each of these (body_structure).
+STRUCTURE = ("body_fraction", "lung_fraction", "bone_fraction")
 
 
 def measurable(config: CoarseConfig) -> bool:
@@ -127,7 +124,8 @@ def _pool_nonempty(histograms: list[HuHistogram]) -> HuHistogram | None:
 
 class DiversityMonitor(keras.callbacks.Callback):
     """Records ``rows`` ({step, synthetic_ms_ssim, real_ms_ssim, gap, synthetic_w1_hu, real_w1_hu, and
-    ``structure_fields``: synthetic_body_fraction, real_body_fraction [min, max], the same for lung_fraction})
+    ``structure_fields``: synthetic_body_fraction, real_body_fraction [min, max], the same for lung_fraction and
+    bone_fraction})
     while a ``CoarseGAN`` trains.
 
     ``real_hu``: the coarse training volumes ([D, S, S] HU); the draws take their median depth. With one
