@@ -503,6 +503,7 @@ def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked
     from cgan_ct.ops.intensity import linear_mapping
     from cgan_ct.synthesis.coarse_diversity import (
         STRUCTURE,
+        STRUCTURE_MARGIN,
         W1_LIMIT,
         DiversityMonitor,
         diversity_line,
@@ -558,9 +559,12 @@ def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked
     assert most_diverse([*kept.rows, noise]) is kept.rows[0]  # more diverse, but its HU far from real
     for key in STRUCTURE:  # more diverse and near in HU, but its bodies too small / lungless / too bony
         low, high = kept.rows[0][f"real_{key}"]
-        for value in (low - 0.01, high + 0.01):
+        margin = STRUCTURE_MARGIN * (high - low)
+        for value in (low - margin - 0.001, high + margin + 0.001):
             unlike = {**kept.rows[0], "step": 8, "gap": -0.3, f"synthetic_{key}": value}
             assert not like_real(unlike) and most_diverse([*kept.rows, unlike]) is kept.rows[0]
+        near = {**kept.rows[0], "step": 8, "gap": -0.3, f"synthetic_{key}": high + margin / 2}  # within the margin
+        assert like_real(near) and most_diverse([*kept.rows, near]) is near
     assert most_diverse([{k: v for k, v in kept.rows[0].items() if "fraction" not in k}]) is None  # rows before
     assert most_diverse([{**kept.rows[0], "gap": None}]) is None  # one real volume: nothing to pick by
 
