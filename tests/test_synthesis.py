@@ -478,7 +478,7 @@ def test_diversity_monitor_tells_a_collapsed_generator_from_a_diverse_one():
     # diversity is not realism: noise is diverse, and far from the real body HU (1126 HU water-coloured discs too)
     assert same[0]["real_w1_hu"] < 100 and varied[0]["synthetic_w1_hu"] > 300 and same[0]["synthetic_w1_hu"] > 300
     assert "body HU W1" in diversity_line(same[0])
-    # size and lungs: the disc is the real bodies' size, but water-coloured (no lung); noise is not body-shaped
+    # size, lungs, bone: the disc is the real bodies' size, but 1126 HU throughout (no lung, all bone)
     assert same[0]["real_body_fraction"][0] <= same[0]["synthetic_body_fraction"] <= same[0]["real_body_fraction"][1]
     assert same[0]["synthetic_lung_fraction"] == 0.0 and same[0]["synthetic_bone_fraction"] == 1.0
     assert "lung / body 0.000" in diversity_line(same[0]) and "outside the real range" in diversity_line(same[0])

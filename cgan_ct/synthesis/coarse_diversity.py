@@ -26,8 +26,8 @@ saved generators' draws (as the monitor draws them, before calibration): step 3,
 fills 0.28 of the field against 0.32-0.54 for the six training volumes; step 900's fills 0.32, its lungs
 0.24 of the body (training 0.10-0.53), but its bone 0.046 of the body against 0.005-0.028. Neither would
 have been kept by the rule with the range, which is why it joined the rule. The seed-1 generator of the same
-recipe (the cascade of pretrained:synthesis version 5) draws bodies 0.41 of the field, lungs 0.28 and bone
-0.029 of the body: inside on body and lungs, a hair above the bone range's 0.028, hence STRUCTURE_MARGIN
+recipe (its third training, 2026-12-07; not shipped: FRD 4.59x) draws bodies 0.41 of the field, lungs 0.28
+and bone 0.029 of the body: inside on body and lungs, a hair above the bone range's 0.028, hence STRUCTURE_MARGIN
 (BUILD_NOTES, "Coarse structure").
 """
 
@@ -132,10 +132,9 @@ def _pool_nonempty(histograms: list[HuHistogram]) -> HuHistogram | None:
 
 
 class DiversityMonitor(keras.callbacks.Callback):
-    """Records ``rows`` ({step, synthetic_ms_ssim, real_ms_ssim, gap, synthetic_w1_hu, real_w1_hu, and
-    ``structure_fields``: synthetic_body_fraction, real_body_fraction [min, max], the same for lung_fraction and
-    bone_fraction})
-    while a ``CoarseGAN`` trains.
+    """Records ``rows`` while a ``CoarseGAN`` trains: {step, synthetic_ms_ssim, real_ms_ssim, gap,
+    synthetic_w1_hu, real_w1_hu, and ``structure_fields``: synthetic_body_fraction, real_body_fraction [min,
+    max], the same for lung_fraction and bone_fraction}.
 
     ``real_hu``: the coarse training volumes ([D, S, S] HU); the draws take their median depth. With one
     real volume there are no real pairs: ``real_ms_ssim``, ``gap`` and ``real_w1_hu`` are None.
