@@ -251,15 +251,25 @@ def uninstall_quiet_import() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietImport)]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``'s "Model name"), or the platform's processor string."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (``lscpu``'s "Model name") with its family and model numbers where ``/proc/cpuinfo``
+    gives them (e.g. "AMD EPYC (family 25, model 17)": one name covers several generations), or the platform's
+    processor string."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    if fields.get("cpu family") and fields.get("model"):
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 KERAS_BACKENDS = ("tensorflow", "jax")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -86,6 +87,14 @@ def test_cgroup_v1_quota(tmp_path):
     assert runtime.cgroup_cpu_limit(tmp_path, "4:cpu,cpuacct:/\n") == pytest.approx(3.0)
     (tmp_path / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
     assert runtime.cgroup_cpu_limit(tmp_path, "4:cpu,cpuacct:/\n") is None
+
+
+def test_cpu_model_names_family_and_model():
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+    second = "processor\t: 1\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Other\n"
+    assert runtime.cpu_model(text + "\n" + second) == "AMD EPYC (family 25, model 17)"  # the first processor's
+    assert runtime.cpu_model("model name\t: Some ARM core\n") == "Some ARM core"  # no family or model given
+    assert runtime.cpu_model("") == (platform.processor() or platform.machine())
 
 
 def test_status_names_the_cpu_and_the_settings():

@@ -595,6 +595,8 @@ def tiny_cascade(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
+    from cgan_ct.model.precision import matrix_features
+    from cgan_ct.runtime import cpu_model
     from cgan_ct.synthesis.calibration import Calibration
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
     from cgan_ct.synthesis.coarse_diversity import STRUCTURE, like_real
@@ -621,6 +623,8 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
         f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in diversity["rows"] for key in STRUCTURE
     )
     assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(last))
+    # the CPU that trained it (GAN training need not repeat on another)
+    assert info["training"]["cpu"] == {"model": cpu_model(), "matrix_features": matrix_features()}
     assert info["training"]["condition_degradation"] == measured
     for name in ("stage0", "stage1"):
         pipeline = json.loads((folder.parent / "runs" / name / "run.json").read_text())["pipeline"]

@@ -55,10 +55,12 @@ from cgan_ct.io.json_files import write_json_atomic
 from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.sources import discover
 from cgan_ct.model.export import export_generator
+from cgan_ct.model.precision import matrix_features
 from cgan_ct.model.training import RunOptions, train
 from cgan_ct.ops.intensity import linear_mapping
 from cgan_ct.ops.lung import LUNG_THRESHOLD_HU
 from cgan_ct.ops.pyramid import check_pyramid, downsample, level_length
+from cgan_ct.runtime import cpu_model
 from cgan_ct.synthesis.calibration import QUANTILES, Calibration, band_quantiles, fit_band_quantiles, fit_calibration
 from cgan_ct.synthesis.cascade_spec import CascadeSpec
 from cgan_ct.synthesis.coarse_diversity import (
@@ -543,5 +545,8 @@ def _cascade_spec(
             "coarse_calibration": coarse_calibration_record(cascade / "coarse"),
             "coarse_keep": settings.coarse_keep,
             "coarse_kept_step": coarse_kept_step(cascade.parent / "runs"),
+            # the CPU that finished the training: GAN training repeats exactly on one machine, and need not on
+            # another (BUILD_NOTES, "The smooth base, a third training")
+            "cpu": {"model": cpu_model(), "matrix_features": matrix_features()},
         },
     )
