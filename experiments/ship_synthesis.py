@@ -130,8 +130,8 @@ def _recipe_lines(t: dict) -> list[str]:
     if t.get("coarse_keep") == "diverse" and t.get("coarse_kept_step"):
         lines.append(
             f"- The coarse generator of step {t['coarse_kept_step']:,} of {t['coarse_steps']:,}, the most diverse of "
-            "the trainer's diversity checks whose draws' body HU stay near the real ones' (`--coarse_keep "
-            'diverse`; BUILD_NOTES, "The smooth base, trained again").'
+            "the trainer's diversity checks whose draws' body HU, size, lung and bone share stay near the real ones' "
+            '(`--coarse_keep diverse`; BUILD_NOTES, "Coarse structure").'
         )
     calibration = t.get("coarse_calibration")
     if calibration:

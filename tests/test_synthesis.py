@@ -618,11 +618,8 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert (info["training"]["coarse_keep"], info["training"]["coarse_kept_step"]) == ("last", settings.coarse.steps)
     assert any(m.startswith("coarse: diversity at step") for m in messages)
     # each check's draws beside the real volumes' size, lung and bone share; a kept generator outside: a warning
-    last = diversity["rows"][-1]
-    assert all(
-        f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in diversity["rows"] for key in STRUCTURE
-    )
-    assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(last))
+    assert all(f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in rows for key in STRUCTURE)
+    assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(rows[-1]))
     # the CPU that trained it (GAN training need not repeat on another)
     assert info["training"]["cpu"] == {"model": cpu_model(), "matrix_features": matrix_features()}
     assert info["training"]["condition_degradation"] == measured
