@@ -391,6 +391,10 @@ class CoarseConfig:
         displacement of at most x voxels (4 x 4 control points over the slice,
         the same for every slice of the crop: body shapes the cohort lacks; G
         learns them too). Folds nothing below (size - 1) / (3 pi), 6.7 voxels at 64.
+      ema_decay: > 0: what is drawn, checked and saved is an exponential moving
+        average of the generator's weights at this decay (warmed up as
+        (1 + t) / (10 + t)), not the generator of the last step; the GAN's
+        training is unchanged. 0: the last step's generator (as before 2026-12-07).
     """
 
     size: int = 64
@@ -409,8 +413,11 @@ class CoarseConfig:
     scale_augment: float = 0.0
     shift_augment_hu: float = 0.0
     elastic_augment: float = 0.0
+    ema_decay: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.scale_augment < 0.5:
             raise ValueError(f"scale_augment must be in [0, 0.5), got {self.scale_augment}")
         if self.shift_augment_hu < 0:

@@ -8,7 +8,7 @@
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
                         [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
                         [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
-                        [--coarse_keep last|diverse]
+                        [--coarse_keep last|diverse] [--coarse_ema_decay 0.999]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -41,7 +41,9 @@ kept generator's are outside it); --coarse_keep diverse keeps the generator of
 the most diverse check whose bodies' HU stay near the real ones' and whose
 median draw lies in that range, not the last (a coarse GAN on few bodies can
 collapse late). Experimental: before the range joined the rule, it once kept a
-diverse generator whose bodies had no lungs.
+diverse generator whose bodies had no lungs. --coarse_ema_decay D draws, checks
+and saves a moving average of the coarse generator's weights instead of its last
+step's (the generator being trained is checked too, for the record).
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ _COLOR = flags.DEFINE_boolean(
     "alike (DiffAugment's colour). Measured: more diverse coarse draws on the subsampled pyramid, not on the mean "
     "pyramid of pretrained:synthesis's recipe (BUILD_NOTES).",
 )
+_COARSE_EMA = flags.DEFINE_float(
+    "coarse_ema_decay",
+    None,
+    "Draw, check and save a moving average of the coarse generator's weights at this decay (e.g. 0.999) rather "
+    "than its last step's weights (preset's: 0, none). Against the generator hopping from body to body.",
+)
 _STAGE_BASE = flags.DEFINE_enum(
     "stage_residual_base",
     None,
@@ -189,7 +197,9 @@ def main(argv: list[str]) -> None:
             residual_sigma=_STAGE_SIGMA.value,
         ),
         stage_steps=_STAGE_STEPS.value,
-        coarse=coarse_config(preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value),
+        coarse=coarse_config(
+            preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value, ema_decay=_COARSE_EMA.value
+        ),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,
         degrade=_DEGRADE.value,

@@ -438,6 +438,83 @@ def test_coarse_training_applies_the_r1_penalty():
         coarse_config("smoke", r1_every=0)
 
 
+def test_coarse_moving_average_follows_the_generator_without_changing_its_training():
+    """With ema_decay, train_coarse returns the moving average of G's weights (warmed up as (1 + t) / (10 + t)),
+    computed here again from G's weights after each step; G itself trains exactly as without it."""
+    import keras
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_training import CoarseGAN, train_coarse
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]
+    steps, decay = 5, 0.5
+
+    def train(ema_decay):
+        history = []
+
+        class Record(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                assert isinstance(self.model, CoarseGAN)
+                history.append([np.copy(w) for w in self.model.generator.get_weights()])
+
+            def on_train_batch_end(self, batch, logs=None):
+                history.append([np.copy(w) for w in self.model.generator.get_weights()])
+
+        config = coarse_config("smoke", size=8, steps=steps, ema_decay=ema_decay)
+        return train_coarse(volumes, linear_mapping(), config, seed=0, callbacks=[Record()]), history
+
+    averaged, history = train(decay)
+    plain, plain_history = train(0.0)
+    assert len(history) == steps + 1
+    for ours, theirs in zip(history[-1], plain_history[-1], strict=True):  # G trained the same
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(plain.get_weights(), plain_history[-1], strict=True):  # no average: G itself
+        np.testing.assert_array_equal(ours, theirs)
+    expected = [np.copy(w) for w in history[0]]
+    for t in range(1, steps + 1):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = [d * a + (1 - d) * w for a, w in zip(expected, history[t], strict=True)]
+    got = averaged.get_weights()
+    assert averaged is not None and len(got) == len(expected)
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(ours, last) for ours, last in zip(got, history[-1], strict=True))  # not G's
+    with pytest.raises(ValueError, match="ema_decay"):
+        coarse_config("smoke", ema_decay=1.0)
+
+
+def test_diversity_monitor_can_watch_the_training_generator_but_not_keep_it():
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_diversity import DiversityMonitor
+
+    body = np.where(np.hypot(*np.mgrid[-8:8, -8:8]) < 6, 0.05, -1.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    real = [np.where(body > 0, 40.0, -1000.0) + rng.normal(0, 200, (6, 16, 16)) for _ in range(3)]
+
+    def collapsed(inputs, training=False):
+        depth = tf.shape(inputs[1])[1]
+        return tf.tile(tf.constant(body)[None, None, :, :, None], [1, depth, 1, 1, 1])
+
+    def diverse(inputs, training=False):
+        return tf.repeat(tf.repeat(inputs[1][..., :1], 4, axis=2), 4, axis=3)
+
+    config = coarse_config("smoke", size=16)
+    monitors = [DiversityMonitor(linear_mapping(), config, real, 2, training_generator=raw) for raw in (True, False)]
+    for monitor in monitors:
+        monitor.set_model(SimpleNamespace(generator=collapsed, sampler=diverse))
+        monitor.set_params({"steps": 2})
+        monitor.on_train_batch_end(1)
+    watching_training, watching_sampler = (m.rows[0]["synthetic_ms_ssim"] for m in monitors)
+    assert watching_training == pytest.approx(1.0) and watching_sampler < 0.5
+    with pytest.raises(ValueError, match="keep_diverse"):
+        DiversityMonitor(linear_mapping(), config, real, 2, keep_diverse=True, training_generator=True)
+
+
 def _monitor_rows(generator, real):
     """Two rows of a DiversityMonitor on ``generator`` (a callable standing in for the coarse network)."""
     from types import SimpleNamespace
@@ -446,7 +523,7 @@ def _monitor_rows(generator, real):
     from cgan_ct.synthesis.coarse_diversity import DiversityMonitor
 
     monitor = DiversityMonitor(linear_mapping(), coarse_config("smoke", size=16), real, every=2)
-    monitor.set_model(SimpleNamespace(generator=generator))
+    monitor.set_model(SimpleNamespace(generator=None, sampler=generator))  # it draws from the sampler
     monitor.set_params({"steps": 3})
     for batch in range(3):
         monitor.on_train_batch_end(batch)
@@ -539,7 +616,7 @@ def test_diversity_monitor_keeps_the_most_diverse_realistic_generator_when_asked
     def run(keep):
         generator = Switching()
         monitor = DiversityMonitor(linear_mapping(), coarse_config("smoke", size=16), real, 2, keep_diverse=keep)
-        monitor.set_model(SimpleNamespace(generator=generator))
+        monitor.set_model(SimpleNamespace(generator=None, sampler=generator))  # keeps the sampler's weights
         monitor.set_params({"steps": 4})
         for batch in range(4):
             generator.mode = np.array(1.0 if batch < 2 else 0.0)  # collapses after step 2
@@ -583,7 +660,7 @@ def tiny_cascade(tmp_path_factory):
         size=64,
         stage=model_config("smoke", spectral_weight=5.0),
         stage_steps=3,
-        coarse=coarse_config("smoke"),
+        coarse=coarse_config("smoke", ema_decay=0.9),  # draws from the moving average of its weights
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
         spectral_levels=(0,),  # the texture term in the full-resolution stage only
@@ -617,6 +694,10 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert (diversity["keep"], diversity["kept_step"]) == ("last", settings.coarse.steps)
     assert (info["training"]["coarse_keep"], info["training"]["coarse_kept_step"]) == ("last", settings.coarse.steps)
     assert any(m.startswith("coarse: diversity at step") for m in messages)
+    # with a moving average, the generator being trained is checked too, at the same steps
+    assert [r["step"] for r in diversity["training_generator_rows"]] == [r["step"] for r in rows]
+    assert any(m.startswith("coarse: the generator being trained, at step") for m in messages)
+    assert info["training"]["coarse_model"]["ema_decay"] == 0.9
     # each check's draws beside the real volumes' size, lung and bone share; a kept generator outside: a warning
     assert all(f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in rows for key in STRUCTURE)
     assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(rows[-1]))

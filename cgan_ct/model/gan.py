@@ -41,6 +41,13 @@ from cgan_ct.ops.intensity import IntensityMapping
 _METRICS = ("g_total", "g_adversarial", "g_l1", "d_loss", "d_real", "d_fake", "psnr", "ssim", "psnr_hu", "z_std_hu")
 
 
+def warmed_decay(decay: float, step):
+    """A moving average's decay after ``step`` updates: ``decay``, warmed up as (1 + t) / (10 + t) (early
+    weights, far from trained, fade fast)."""
+    step = ops.cast(step, "float32")
+    return ops.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def _on_jax() -> bool:
     return keras.backend.backend() == "jax"
 
@@ -199,9 +206,8 @@ class ConditionalGAN(keras.Model):
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def ema_decay_at(self, step):
-        """The moving average's decay after ``step`` updates of G: warms up as (1 + t) / (10 + t)."""
-        step = ops.cast(step, "float32")
-        return ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        """The moving average's decay after ``step`` updates of G (``warmed_decay``)."""
+        return warmed_decay(self.ema_decay, step)
 
     def update_ema(self, weights=None, step=None) -> None:
         """One update of the moving average of G's weights towards ``weights`` (default: G's trainable weights'

@@ -7,7 +7,8 @@ Output folder:
                        one patient split for all levels (the same seed)
   runs/coarse.keras    the coarse generator (the last step's, or with ``CascadeSettings.coarse_keep``
                        "diverse" the most diverse check's)
-  runs/coarse_diversity.json  its diversity checks, what was kept and from which step
+  runs/coarse_diversity.json  its diversity checks, what was kept and from which step (with
+                       ``CoarseConfig.ema_decay``, also the checks of the generator being trained)
   runs/coarse_calibration.json  its intensity calibration's fit (with
                        ``CascadeSettings.calibrate_coarse``: cgan_ct.synthesis.calibration)
   runs/degradation.json  blur and noise of the coarse generator's samples against
@@ -246,11 +247,16 @@ def train_cascade(
         say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
         mapping = linear_mapping()
         monitor = _diversity_monitor(volumes, mapping, coarse_config, settings)
-        extra = [monitor] if monitor else []
+        # with a moving average, the generator being trained is watched too: the curve the average smooths
+        raw = _diversity_monitor(volumes, mapping, coarse_config, settings, True) if coarse_config.ema_decay else None
+        extra = [m for m in (monitor, raw) if m]
         generator = train_coarse(volumes, mapping, coarse_config, settings.seed, [*extra, *callbacks("coarse")])
         (out / "runs").mkdir(exist_ok=True)
         if monitor:
             record = {"rows": monitor.rows, "keep": settings.coarse_keep, "kept_step": monitor.kept_step}
+            if raw:
+                record["training_generator_rows"] = raw.rows
+                say(f"coarse: the generator being trained, at {diversity_line(raw.rows[-1])}")
             write_json_atomic(out / "runs" / DIVERSITY_FILE, record)
             say(f"coarse: diversity at {diversity_line(monitor.rows[-1])}")
             kept = next((row for row in monitor.rows if row["step"] == monitor.kept_step), None)
@@ -447,13 +453,15 @@ def stage_degradation(coarse_dir, volumes, runs_dir: pathlib.Path, settings: Cas
     return degradation
 
 
-def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings):
+def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings, training_generator: bool = False):
     """The coarse stage's DiversityMonitor, ``diversity_checks`` rows over its steps (None when switched off, or
-    when the coarse slices are smaller than MS-SSIM's window)."""
+    when the coarse slices are smaller than MS-SSIM's window); ``training_generator``: one that watches the
+    generator being trained rather than the moving average of its weights (and keeps nothing)."""
     if not settings.diversity_checks or not measurable(config):
         return None
     every = max(1, config.steps // settings.diversity_checks)
-    return DiversityMonitor(mapping, config, volumes, every, keep_diverse=settings.coarse_keep == "diverse")
+    keep = settings.coarse_keep == "diverse" and not training_generator
+    return DiversityMonitor(mapping, config, volumes, every, keep_diverse=keep, training_generator=training_generator)
 
 
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):

@@ -143,6 +143,10 @@ class DiversityMonitor(keras.callbacks.Callback):
     ``keep_diverse``: at the end of training the generator holds the weights it had at the check
     ``most_diverse`` picks (a copy is taken at each check that becomes the pick); ``kept_step`` says which
     step's generator it holds (the last step's when nothing is picked or when not keeping).
+
+    The generator measured and kept is the GAN's ``sampler`` (the moving average of its weights where it keeps
+    one); ``training_generator=True`` measures the generator being trained instead (the curve the average
+    smooths; it cannot keep).
     """
 
     def __init__(
@@ -154,10 +158,14 @@ class DiversityMonitor(keras.callbacks.Callback):
         draws: int = 8,
         slices: int = 8,
         keep_diverse: bool = False,
+        training_generator: bool = False,
     ):
         super().__init__()
         if every < 1 or draws < 2:
             raise ValueError(f"need every >= 1 and draws >= 2, got {every} and {draws}")
+        if keep_diverse and training_generator:
+            raise ValueError("keep_diverse keeps the sampler's weights; it cannot watch the training generator")
+        self.training_generator = training_generator
         self.mapping, self.config, self.every, self.draws, self.slices = mapping, config, every, draws, slices
         self.depth = int(np.median([v.shape[0] for v in real_hu]))
         self.real = float(np.mean(pairwise_ms_ssim(real_hu, slices))) if len(real_hu) >= 2 else None
@@ -177,18 +185,21 @@ class DiversityMonitor(keras.callbacks.Callback):
             row = self.measure(step)
             self.rows.append(row)
             if self.keep_diverse and most_diverse(self.rows) is row:
-                self._kept = (step, [np.copy(w) for w in self.model.generator.get_weights()])
+                self._kept = (step, [np.copy(w) for w in self._generator().get_weights()])
 
     def on_train_end(self, logs=None):
         self.kept_step = self._last_step
         if self.keep_diverse and self._kept is not None and self._kept[0] != self._last_step:
             self.kept_step, weights = self._kept
-            self.model.generator.set_weights(weights)
+            self._generator().set_weights(weights)
         self._kept = None
+
+    def _generator(self) -> keras.Model:
+        return self.model.generator if self.training_generator else self.model.sampler
 
     def measure(self, step: int) -> dict:
         """One row: the mean pairwise MS-SSIM of ``draws`` volumes drawn now (seeds 0 .. draws - 1)."""
-        module = CoarseModule(self.model.generator, self.mapping, self.config)
+        module = CoarseModule(self._generator(), self.mapping, self.config)
         volumes = [module.draw(seed, self.depth) for seed in range(self.draws)]
         synthetic = float(np.mean(pairwise_ms_ssim(volumes, self.slices)))
         gap = None if self.real is None else synthetic - self.real

@@ -3,6 +3,13 @@
 The discriminator sees real and generated volumes through the same random
 translation and cutout (differentiable augmentation), with a lazy R1 penalty
 on its gradient at real volumes; see coarse_networks for why.
+
+With ``CoarseConfig.ema_decay`` the GAN also keeps a moving average of the
+generator's weights (``CoarseGAN.sampler``): on six bodies the generator
+hops from one body to another between checks (MS-SSIM between draws 0.50,
+0.78, 0.34 ... 0.92 over 3,000 steps at seed 2), and an average over many
+steps is what the GAN literature uses against such cycling (ProGAN, StyleGAN;
+Yazici et al. 2019, "The unusual effectiveness of averaging in GAN training").
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from scipy import ndimage
 from cgan_ct.config import CoarseConfig
 from cgan_ct.data.augment import ELASTIC_GRID, cosine_weights
 from cgan_ct.model import losses
+from cgan_ct.model.gan import warmed_decay
 from cgan_ct.ops.intensity import IntensityMapping
 from cgan_ct.synthesis.coarse_networks import (
     LATENT_SIZE,
@@ -69,7 +77,22 @@ class CoarseGAN(keras.Model):
         self.augment_seed = keras.random.SeedGenerator(seed + 1)
         names = ("d_loss", "g_loss", "r1", "real_score")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.average = None
+        if config.ema_decay > 0:
+            self.average = keras.models.clone_model(generator)
+            self.average.set_weights(generator.get_weights())
+            self.average.trainable = False
+            # (average, G's) pairs of G's trainable weights; the clone's weights come in G's order
+            self._averaged = [
+                (a, w) for a, w in zip(self.average.weights, generator.weights, strict=True) if w.trainable
+            ]
         self.built = True
+
+    @property
+    def sampler(self) -> keras.Model:
+        """The generator that draws, is checked and is saved: the moving average of G's weights where
+        ``config.ema_decay`` keeps one, else G itself."""
+        return self.generator if self.average is None else self.average
 
     def compile(self, *, d_optimizer, g_optimizer, **kw):
         """By keyword, in the Keras guides' order: ``compile(d_optimizer=..., g_optimizer=...)``."""
@@ -129,6 +152,10 @@ class CoarseGAN(keras.Model):
             g_loss = losses.generator_adversarial_loss(self._discriminate(fake, full_position), batch)
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply(g_tape.gradient(g_loss, g_vars), g_vars)
+        if self.average is not None:
+            decay = warmed_decay(self.config.ema_decay, self.g_optimizer.iterations)
+            for average, weight in self._averaged:
+                average.assign(decay * average + (1.0 - decay) * weight)
         self.trackers["d_loss"].update_state(d_loss)
         self.trackers["g_loss"].update_state(g_loss)
         self.trackers["r1"].update_state(r1)
@@ -204,7 +231,8 @@ def train_coarse(
     callbacks=None,
     verbose: int = 0,
 ) -> keras.Model:
-    """Trains a coarse generator on ``volumes_hu`` (coarse-level [D, S, S] HU arrays); returns it."""
+    """Trains a coarse generator on ``volumes_hu`` (coarse-level [D, S, S] HU arrays); returns it (with
+    ``config.ema_decay``: the moving average of its weights, ``CoarseGAN.sampler``)."""
     if not volumes_hu:
         raise ValueError("no coarse training volumes")
     keras.utils.set_random_seed(seed)
@@ -228,4 +256,4 @@ def train_coarse(
         verbose=verbose,
         shuffle=False,
     )
-    return gan.generator
+    return gan.sampler
