@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -217,13 +216,11 @@ def _evaluate(variant: str, work: pathlib.Path) -> dict:
 
 
 def _cpu() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "")
-    matrix = sorted({flag for flag in text.split() if flag.startswith(("amx", "avx512_bf16"))})
-    return f"{model} ({', '.join(matrix) or 'no bf16 matrix units'})"
+    """The CPU's model (with family and model numbers) and its matrix features, as run records name them."""
+    from cgan_ct.model.precision import matrix_features
+    from cgan_ct.runtime import cpu_model
+
+    return f"{cpu_model()} ({matrix_features()})"
 
 
 def main(argv):
