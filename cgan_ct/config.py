@@ -395,6 +395,13 @@ class CoarseConfig:
         average of the generator's weights at this decay (warmed up as
         (1 + t) / (10 + t)), not the generator of the last step; the GAN's
         training is unchanged. 0: the last step's generator (as before 2026-12-07).
+      mode_seeking: > 0: the generator also minimizes this weight times the
+        mode-seeking term of MSGAN (Mao et al. 2019): 1 / (d_volume / d_code),
+        over pairs of draws at the same slice heights (each of the first half of
+        the batch's draws beside a second draw that D never sees), the volumes'
+        distance taken at body scale (in-plane means of squares of
+        ``coarse_training.MODE_SEEKING_POOL`` voxels): two codes must draw two
+        different bodies. Needs a batch of 2 or more. 0: off (as before 2026-12-07).
     """
 
     size: int = 64
@@ -414,10 +421,15 @@ class CoarseConfig:
     shift_augment_hu: float = 0.0
     elastic_augment: float = 0.0
     ema_decay: float = 0.0
+    mode_seeking: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.mode_seeking < 0:
+            raise ValueError(f"mode_seeking must be >= 0, got {self.mode_seeking}")
+        if self.mode_seeking and self.batch_size < 2:
+            raise ValueError(f"mode_seeking pairs draws: batch_size must be at least 2, got {self.batch_size}")
         if not 0 <= self.scale_augment < 0.5:
             raise ValueError(f"scale_augment must be in [0, 0.5), got {self.scale_augment}")
         if self.shift_augment_hu < 0:

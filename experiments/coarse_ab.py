@@ -23,6 +23,7 @@ draws against the mean over pairs of the real training volumes. A variant is ``+
   for every slice of a crop (CoarseConfig.elastic_augment: body shapes the cohort lacks; G learns them too);
 - ``shiftX``: the training volumes' HU shifted by a random offset in [-X, X] per crop (G learns it too);
 - ``emaX``: draw, check and save a moving average of the generator's weights at decay X (CoarseConfig.ema_decay);
+- ``msX``: MSGAN's mode-seeking term at weight X in the generator's loss (CoarseConfig.mode_seeking);
 - ``seedN``: seed N (a second sample of the same recipe: the measurement's noise);
 - ``stepsN``: N steps for this variant.
 
@@ -115,6 +116,8 @@ def _config(variant: str):
             config = dataclasses.replace(config, disc_filters=int(change[2:]))
         elif change.startswith("scale"):
             config = dataclasses.replace(config, scale_augment=float(change[5:]))
+        elif change.startswith("ms"):
+            config = dataclasses.replace(config, mode_seeking=float(change[2:]))
         elif change.startswith("ema"):
             config = dataclasses.replace(config, ema_decay=float(change[3:]))
         elif change.startswith("elastic"):

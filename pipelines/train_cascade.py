@@ -9,6 +9,7 @@
                         [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
                         [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
                         [--coarse_keep last|diverse] [--coarse_ema_decay 0.999]
+                        [--coarse_mode_seeking 1]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -44,6 +45,9 @@ collapse late). Experimental: before the range joined the rule, it once kept a
 diverse generator whose bodies had no lungs. --coarse_ema_decay D draws, checks
 and saves a moving average of the coarse generator's weights instead of its last
 step's (the generator being trained is checked too, for the record).
+--coarse_mode_seeking W adds MSGAN's mode-seeking term at weight W to the coarse
+generator's loss: two codes drawn at the same heights must give two different
+bodies (compared at body scale).
 """
 
 from __future__ import annotations
@@ -151,6 +155,12 @@ _COARSE_EMA = flags.DEFINE_float(
     "than its last step's weights (preset's: 0, none). Measured: steadier body HU and bone share, not less "
     'collapse (BUILD_NOTES, "A moving average of the coarse generator").',
 )
+_COARSE_MODE_SEEKING = flags.DEFINE_float(
+    "coarse_mode_seeking",
+    None,
+    "Weight of MSGAN's mode-seeking term in the coarse generator's loss (preset's: 0, none): pairs of draws at the "
+    "same slice heights are pushed apart at body scale, against mode collapse.",
+)
 _STAGE_BASE = flags.DEFINE_enum(
     "stage_residual_base",
     None,
@@ -199,7 +209,11 @@ def main(argv: list[str]) -> None:
         ),
         stage_steps=_STAGE_STEPS.value,
         coarse=coarse_config(
-            preset, steps=_COARSE_STEPS.value, augment_color=_COLOR.value, ema_decay=_COARSE_EMA.value
+            preset,
+            steps=_COARSE_STEPS.value,
+            augment_color=_COLOR.value,
+            ema_decay=_COARSE_EMA.value,
+            mode_seeking=_COARSE_MODE_SEEKING.value,
         ),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,

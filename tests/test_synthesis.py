@@ -484,6 +484,66 @@ def test_coarse_moving_average_follows_the_generator_without_changing_its_traini
         coarse_config("smoke", ema_decay=1.0)
 
 
+def test_mode_seeking_loss_counts_body_scale_differences_between_codes():
+    """MSGAN's term: mean over pairs (i, i + B/2) of 1 / (d_volume / d_code + eps), d_volume taken on 4 x 4 means."""
+    import tensorflow as tf
+
+    from cgan_ct.synthesis.coarse_training import MODE_SEEKING_EPSILON, mode_seeking_loss
+
+    rng = np.random.default_rng(0)
+    code = tf.constant(rng.uniform(-1, 1, (4, 6)), tf.float32)
+    d_code = np.abs(code.numpy()[:2] - code.numpy()[2:]).mean(axis=1)
+    body = rng.uniform(-1, 1, (2, 3, 8, 8, 1)).astype(np.float32)
+    shifts = np.array([0.2, 0.5], np.float32)[:, None, None, None, None]  # pair 0 differs by 0.2, pair 1 by 0.5
+    volumes = tf.constant(np.concatenate([body, body + shifts]))
+    expected = np.mean(1 / (np.array([0.2, 0.5]) / d_code + MODE_SEEKING_EPSILON))
+    assert float(mode_seeking_loss(volumes, code)) == pytest.approx(expected, rel=1e-4)
+    # voxel noise that cancels in every 4 x 4 square is not a different body: the pair counts as the same
+    checker = 0.3 * np.where((np.indices((8, 8)).sum(axis=0) % 2) == 0, 1.0, -1.0).astype(np.float32)
+    noisy = tf.constant(np.concatenate([body, body + checker[None, None, :, :, None]]))
+    assert float(mode_seeking_loss(noisy, code)) == pytest.approx(1 / MODE_SEEKING_EPSILON, rel=0.01)  # float32
+
+
+def test_coarse_mode_seeking_pushes_draws_of_different_codes_apart():
+    """The same training with the term draws pairs of codes further apart (at body scale) than without it."""
+    import keras
+    import tensorflow as tf
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis.coarse_networks import draw_noise, positions
+    from cgan_ct.synthesis.coarse_training import mode_seeking_loss, train_coarse
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.uniform(-1000, 200, (6, 8, 8)).astype(np.float32) for _ in range(3)]
+
+    def train(weight):
+        history = []
+
+        class Record(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                history.append({k: float(v) for k, v in logs.items()})
+
+        config = coarse_config("smoke", size=8, steps=30, batch_size=3, mode_seeking=weight)  # odd: one pair
+        generator = train_coarse(volumes, linear_mapping(), config, seed=0, callbacks=[Record()])
+        code, latent = draw_noise(tf.constant([5, 6]), 8, 4, config.latent_channels)
+        where = tf.tile(tf.reshape(positions(4), [1, 4, 1, 1, 1]), [8, 1, 4, 4, 1])
+        return float(mode_seeking_loss(generator([code, latent, where]), code)), history
+
+    pushed, history = train(10.0)
+    plain, plain_history = train(0.0)
+    assert "mode_seeking" in history[-1] and "mode_seeking" not in plain_history[-1]
+    assert np.isfinite(history[-1]["mode_seeking"])
+    assert pushed < 0.5 * plain  # lower: draws of different codes differ more (measured 2.3 against 7.1)
+    # the term's second draws take no noise from G's stream and D never sees them: at a weight too small
+    # to move G, the GAN trains step for step as without the term
+    _, unmoved = train(1e-30)
+    assert [(h["d_loss"], h["g_loss"]) for h in unmoved] == [(h["d_loss"], h["g_loss"]) for h in plain_history]
+    with pytest.raises(ValueError, match="at least 2"):
+        coarse_config("smoke", batch_size=1, mode_seeking=1.0)
+    with pytest.raises(ValueError, match="mode_seeking"):
+        coarse_config("smoke", mode_seeking=-1.0)
+
+
 def test_diversity_monitor_can_watch_the_training_generator_but_not_keep_it():
     from types import SimpleNamespace
 
@@ -660,7 +720,8 @@ def tiny_cascade(tmp_path_factory):
         size=64,
         stage=model_config("smoke", spectral_weight=5.0),
         stage_steps=3,
-        coarse=coarse_config("smoke", ema_decay=0.9),  # draws from the moving average of its weights
+        # draws from the moving average of its weights; pairs of codes pushed apart (MSGAN)
+        coarse=coarse_config("smoke", ema_decay=0.9, mode_seeking=1.0),
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
         spectral_levels=(0,),  # the texture term in the full-resolution stage only
@@ -698,6 +759,7 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert [r["step"] for r in diversity["training_generator_rows"]] == [r["step"] for r in rows]
     assert any(m.startswith("coarse: the generator being trained, at step") for m in messages)
     assert info["training"]["coarse_model"]["ema_decay"] == 0.9
+    assert info["training"]["coarse_model"]["mode_seeking"] == 1.0
     # each check's draws beside the real volumes' size, lung and bone share; a kept generator outside: a warning
     assert all(f"synthetic_{key}" in row and len(row[f"real_{key}"]) == 2 for row in rows for key in STRUCTURE)
     assert any(m.startswith("coarse: warning:") for m in messages) == (not like_real(rows[-1]))

@@ -13,6 +13,13 @@ Yazici et al. 2019, "The unusual effectiveness of averaging in GAN training").
 Measured at two seeds (BUILD_NOTES, "A moving average of the coarse
 generator"): the average's body HU and bone share are steadier, but where G
 settles on one body (seed 2, from step 2,100) the average follows it.
+
+With ``CoarseConfig.mode_seeking`` the generator is also pushed, at every
+step, to draw different bodies from different codes: MSGAN's mode-seeking
+term (Mao et al. 2019, "Mode seeking generative adversarial networks for
+diverse image synthesis"), on pairs of draws at the same slice heights, the
+volumes compared at body scale (``MODE_SEEKING_POOL``) so that noise alone
+cannot meet it.
 """
 
 from __future__ import annotations
@@ -37,6 +44,25 @@ from cgan_ct.synthesis.coarse_networks import (
 
 COLOR_BRIGHTNESS = 0.2  # augment_color: +U[-0.2, 0.2] (about 400 HU in the linear window) ...
 COLOR_CONTRAST = 0.2  # ... and x U[0.8, 1.2] about each volume's mean
+MODE_SEEKING_POOL = 4  # the mode-seeking term compares volumes' in-plane means of 4 x 4 voxels (32 mm at 64 x 64)
+MODE_SEEKING_EPSILON = 1e-5  # MSGAN's
+
+
+def mode_seeking_loss(volumes, code, pool: int = MODE_SEEKING_POOL):
+    """MSGAN's mode-seeking term, to minimize: the mean over pairs (draw i, draw i + B/2) of
+    1 / (d_volume / d_code + epsilon).
+
+    volumes [B, D, S, S, 1], code [B, C] (B even); d_volume: the mean absolute difference of the two
+    volumes' in-plane means over ``pool`` x ``pool`` squares (body scale: voxel noise does not count),
+    d_code: the mean absolute difference of their codes. Small when different codes draw different bodies;
+    large when the generator draws one body whatever its code (mode collapse).
+    """
+    half = tf.shape(volumes)[0] // 2
+    window = [1, 1, pool, pool, 1]
+    pooled = tf.nn.avg_pool3d(volumes, window, window, "VALID")
+    d_volume = tf.reduce_mean(tf.abs(pooled[:half] - pooled[half : 2 * half]), axis=[1, 2, 3, 4])
+    d_code = tf.reduce_mean(tf.abs(code[:half] - code[half : 2 * half]), axis=1)
+    return tf.reduce_mean(1.0 / (d_volume / d_code + MODE_SEEKING_EPSILON))
 
 
 def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int, color: bool = False):
@@ -78,7 +104,9 @@ class CoarseGAN(keras.Model):
         self.generator, self.discriminator, self.config = generator, discriminator, config
         self.noise_seed = keras.random.SeedGenerator(seed)
         self.augment_seed = keras.random.SeedGenerator(seed + 1)
-        names = ("d_loss", "g_loss", "r1", "real_score")
+        # the mode-seeking term's second draws: their own stream, so that G's and D's draws are as without it
+        self.partner_seed = keras.random.SeedGenerator(seed + 2) if config.mode_seeking else None
+        names = ("d_loss", "g_loss", "r1", "real_score") + (("mode_seeking",) if config.mode_seeking else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.average = None
         if config.ema_decay > 0:
@@ -106,11 +134,13 @@ class CoarseGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def generate(self, position, training=False):
-        """position [B, D] -> volumes [B, D, S, S, 1] with fresh noise."""
+    def generate(self, position, training=False, seed=None):
+        """position [B, D] -> (volumes [B, D, S, S, 1], their codes [B, C]) with fresh noise (from
+        ``seed``, a SeedGenerator: the GAN's own by default)."""
         batch, depth = tf.shape(position)[0], tf.shape(position)[1]
-        code, latent = draw_noise(self.noise_seed.next(), batch, depth, self.config.latent_channels)
-        return self.generator([code, latent, broadcast_position(position, LATENT_SIZE)], training=training)
+        seed = self.noise_seed if seed is None else seed
+        code, latent = draw_noise(seed.next(), batch, depth, self.config.latent_channels)
+        return self.generator([code, latent, broadcast_position(position, LATENT_SIZE)], training=training), code
 
     def _discriminate(self, volumes, position):
         if self.config.augment:
@@ -137,7 +167,7 @@ class CoarseGAN(keras.Model):
         batch = tf.shape(volumes)[0]
         full_position = broadcast_position(position, self.config.size)
         with tf.GradientTape() as g_tape:
-            fake = self.generate(position, training=True)
+            fake, code = self.generate(position, training=True)
             with tf.GradientTape() as d_tape:
                 real_logits = self._discriminate(volumes, full_position)
                 fake_logits = self._discriminate(tf.stop_gradient(fake), full_position)
@@ -153,8 +183,19 @@ class CoarseGAN(keras.Model):
             d_vars = self.discriminator.trainable_variables
             self.d_optimizer.apply(d_tape.gradient(d_loss, d_vars), d_vars)
             g_loss = losses.generator_adversarial_loss(self._discriminate(fake, full_position), batch)
+            g_total = g_loss
+            if self.config.mode_seeking:
+                # each of the first half's draws beside a second draw at its heights, which D never sees
+                # (pairs of D's own batch would share heights that real batches do not, and D could tell)
+                half = batch // 2
+                partner, partner_code = self.generate(position[:half], training=True, seed=self.partner_seed)
+                mode_seeking = mode_seeking_loss(
+                    tf.concat([fake[:half], partner], axis=0), tf.concat([code[:half], partner_code], axis=0)
+                )
+                g_total += self.config.mode_seeking * mode_seeking
+                self.trackers["mode_seeking"].update_state(mode_seeking)
         g_vars = self.generator.trainable_variables
-        self.g_optimizer.apply(g_tape.gradient(g_loss, g_vars), g_vars)
+        self.g_optimizer.apply(g_tape.gradient(g_total, g_vars), g_vars)
         if self.average is not None:
             decay = warmed_decay(self.config.ema_decay, self.g_optimizer.iterations)
             for average, weight in self._averaged:
