@@ -22,6 +22,7 @@ from absl import app, flags
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ct" / "lung-pet-ct-dx-A0001"
 _SERIES_DIR = flags.DEFINE_string("series_dir", str(_DEFAULT), "A folder holding one DICOM series.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Runs of each variant (fresh process each).")
+_MEMORY_RESOLUTION_MB = 1.0  # below it the memory ratio is not printed: it would divide by (nearly) zero
 
 # Runs in a child process: prints {"seconds": ..., "peak_mb": ...}.
 _CHILD = r"""
@@ -64,7 +65,13 @@ def main(argv: list[str]) -> None:
     print(f"{'pydicom read+decode (limit)':<28}{seconds['pydicom']:>10.3f}{peak['pydicom']:>10.1f}")
     print(f"{'cgan_ct.read_volume':<28}{seconds['read_volume']:>10.3f}{peak['read_volume']:>10.1f}")
     print(f"ratio time   read_volume / limit = {seconds['read_volume'] / seconds['pydicom']:.2f}")
-    print(f"ratio memory read_volume / limit = {peak['read_volume'] / peak['pydicom']:.2f}")
+    if peak["pydicom"] >= _MEMORY_RESOLUTION_MB:
+        print(f"ratio memory read_volume / limit = {peak['read_volume'] / peak['pydicom']:.2f}")
+    else:  # the peak is the process's lifetime maximum: a small series' read can stay under what imports reached
+        print(
+            f"ratio memory read_volume / limit = n/a (the limit's peak above the baseline is "
+            f"{peak['pydicom']:.1f} MB, under {_MEMORY_RESOLUTION_MB} MB: too small a series to measure)"
+        )
 
 
 if __name__ == "__main__":
