@@ -402,6 +402,14 @@ class CoarseConfig:
         distance taken at body scale (in-plane means of squares of
         ``coarse_training.MODE_SEEKING_POOL`` voxels): two codes must draw two
         different bodies. Needs a batch of 2 or more. 0: off (as before 2026-12-07).
+      mode_seeking_bounded: the mode-seeking term becomes a hinge: each pair is
+        pushed apart only while it is closer at body scale than real bodies are
+        (the ``coarse_training.MODE_SEEKING_QUANTILE`` quantile of the distances
+        between crops of two different training volumes at the same heights,
+        measured once before training), by mode_seeking x (1 - d / that), and
+        not at all beyond it: MSGAN's ratio rewards any difference, and bought
+        it with noise and too much bone (BUILD_NOTES). Needs mode_seeking > 0 and
+        two training volumes or more.
     """
 
     size: int = 64
@@ -422,6 +430,7 @@ class CoarseConfig:
     elastic_augment: float = 0.0
     ema_decay: float = 0.0
     mode_seeking: float = 0.0
+    mode_seeking_bounded: bool = False
 
     def __post_init__(self):
         if not 0 <= self.ema_decay < 1:
@@ -430,6 +439,8 @@ class CoarseConfig:
             raise ValueError(f"mode_seeking must be >= 0, got {self.mode_seeking}")
         if self.mode_seeking and self.batch_size < 2:
             raise ValueError(f"mode_seeking pairs draws: batch_size must be at least 2, got {self.batch_size}")
+        if self.mode_seeking_bounded and not self.mode_seeking:
+            raise ValueError("mode_seeking_bounded bounds the mode-seeking term: it needs mode_seeking > 0")
         if not 0 <= self.scale_augment < 0.5:
             raise ValueError(f"scale_augment must be in [0, 0.5), got {self.scale_augment}")
         if self.shift_augment_hu < 0:

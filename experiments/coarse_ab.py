@@ -24,6 +24,8 @@ draws against the mean over pairs of the real training volumes. A variant is ``+
 - ``shiftX``: the training volumes' HU shifted by a random offset in [-X, X] per crop (G learns it too);
 - ``emaX``: draw, check and save a moving average of the generator's weights at decay X (CoarseConfig.ema_decay);
 - ``msX``: MSGAN's mode-seeking term at weight X in the generator's loss (CoarseConfig.mode_seeking);
+- ``mbX``: the bounded mode-seeking term at weight X (CoarseConfig.mode_seeking_bounded: no push beyond real
+  pairs' distance);
 - ``seedN``: seed N (a second sample of the same recipe: the measurement's noise);
 - ``stepsN``: N steps for this variant.
 
@@ -118,6 +120,8 @@ def _config(variant: str):
             config = dataclasses.replace(config, scale_augment=float(change[5:]))
         elif change.startswith("ms"):
             config = dataclasses.replace(config, mode_seeking=float(change[2:]))
+        elif change.startswith("mb"):
+            config = dataclasses.replace(config, mode_seeking=float(change[2:]), mode_seeking_bounded=True)
         elif change.startswith("ema"):
             config = dataclasses.replace(config, ema_decay=float(change[3:]))
         elif change.startswith("elastic"):

@@ -9,7 +9,7 @@
                         [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
                         [--nooutput_calibration] [--nooutput_grain] [--coarse_augment_color]
                         [--coarse_keep last|diverse] [--coarse_ema_decay 0.999]
-                        [--coarse_mode_seeking 1]
+                        [--coarse_mode_seeking 1 [--coarse_mode_seeking_bounded]]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
                         [--elastic_sampling trilinear|noise_preserving]
 
@@ -47,7 +47,8 @@ and saves a moving average of the coarse generator's weights instead of its last
 step's (the generator being trained is checked too, for the record).
 --coarse_mode_seeking W adds MSGAN's mode-seeking term at weight W to the coarse
 generator's loss: two codes drawn at the same heights must give two different
-bodies (compared at body scale).
+bodies (compared at body scale); --coarse_mode_seeking_bounded pushes a pair
+only while it is closer than real bodies are.
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ _COARSE_MODE_SEEKING = flags.DEFINE_float(
     "Weight of MSGAN's mode-seeking term in the coarse generator's loss (preset's: 0, none): pairs of draws at the "
     "same slice heights are pushed apart at body scale, against mode collapse.",
 )
+_COARSE_MODE_SEEKING_BOUNDED = flags.DEFINE_bool(
+    "coarse_mode_seeking_bounded",
+    False,
+    "With --coarse_mode_seeking: push a pair of draws apart only while it is closer than real bodies are (measured "
+    "on the training volumes before training), not beyond.",
+)
 _STAGE_BASE = flags.DEFINE_enum(
     "stage_residual_base",
     None,
@@ -214,6 +221,7 @@ def main(argv: list[str]) -> None:
             augment_color=_COLOR.value,
             ema_decay=_COARSE_EMA.value,
             mode_seeking=_COARSE_MODE_SEEKING.value,
+            mode_seeking_bounded=_COARSE_MODE_SEEKING_BOUNDED.value or None,
         ),
         conversion=conversion_config("smoke" if preset == "smoke" else "paper", test_fraction=_TEST.value),
         seed=_SEED.value,

@@ -221,8 +221,8 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
     "coarse_ab": _script(  # issue 33: the coarse GAN's anti-collapse A/B, its diversity curve per variant
         "coarse_ab",
         f"--ct_dir {{ct}} --train {TRAINING_SERIES},covid-ct-md-P001 --steps 2 --checks 1 "
-        "--variants base+color+df16+scale0.1+shift20+ema0.9+ms1 --output_dir {out}",
-        r"base\+color\+df16\+scale0\.1\+shift20\+ema0\.9\+ms1: real pairs [\d.]+; draws 2: [\d.]+",
+        "--variants base+color+df16+scale0.1+shift20+ema0.9+mb1 --output_dir {out}",
+        r"base\+color\+df16\+scale0\.1\+shift20\+ema0\.9\+mb1: real pairs [\d.]+; draws 2: [\d.]+",
     ),
     "stage_texture": _script(  # issue 33: each stage of the shipped cascade at its level, on held-out input
         "stage_texture",

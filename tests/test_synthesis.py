@@ -543,6 +543,71 @@ def test_coarse_mode_seeking_pushes_draws_of_different_codes_apart():
         coarse_config("smoke", mode_seeking=-1.0)
 
 
+def test_bounded_mode_seeking_term_and_its_target_from_real_pairs():
+    """The hinge: 1 - d / target per pair, 0 beyond the target; the target: a quantile of the distances between
+    crops of two different training volumes."""
+    import tensorflow as tf
+
+    from cgan_ct.synthesis.coarse_training import CoarseGAN, bounded_mode_seeking_loss, real_pair_distance
+
+    rng = np.random.default_rng(0)
+    body = rng.uniform(-1, 1, (2, 3, 8, 8, 1)).astype(np.float32)
+    shifts = np.array([0.1, 0.5], np.float32)[:, None, None, None, None]  # pair 0 differs by 0.1, pair 1 by 0.5
+    volumes = tf.constant(np.concatenate([body, body + shifts]))
+    assert float(bounded_mode_seeking_loss(volumes, 0.2)) == pytest.approx((0.5 + 0.0) / 2, rel=1e-4)
+    assert float(bounded_mode_seeking_loss(volumes, 0.05)) == 0.0
+    # three flat bodies 0.1, 0.2 and 0.3 apart (no augmentation in the smoke preset): the 10 % quantile is the
+    # closest pair's distance, the 90 % the furthest's
+    config = coarse_config("smoke", size=8, mode_seeking=1.0, mode_seeking_bounded=True)
+    flat = [np.full((depth, 8, 8), value, np.float32) for depth, value in ((6, 0.0), (9, 0.1), (7, 0.3))]
+    assert real_pair_distance(flat, config, 0, 1.0) == pytest.approx(0.1, abs=1e-6)
+    assert real_pair_distance(flat, config, 0, 1.0, quantile=0.9) == pytest.approx(0.3, abs=1e-6)
+    with pytest.raises(ValueError, match="2 or more"):
+        real_pair_distance(flat[:1], config, 0, 1.0)
+    with pytest.raises(ValueError, match="positive target"):
+        CoarseGAN(None, None, config)
+    with pytest.raises(ValueError, match="needs mode_seeking > 0"):
+        coarse_config("smoke", mode_seeking_bounded=True)
+
+
+def test_bounded_mode_seeking_pushes_only_pairs_closer_than_real_ones(monkeypatch):
+    """Against the real pairs' distance the term pushes draws apart; against a target every pair already
+    exceeds, it has no gradient and the GAN trains step for step as without it."""
+    import tensorflow as tf
+
+    from cgan_ct.ops.intensity import linear_mapping
+    from cgan_ct.synthesis import coarse_training
+    from cgan_ct.synthesis.coarse_networks import draw_noise, positions
+
+    rng = np.random.default_rng(0)
+    # three bodies of very different HU: real pairs far apart, further than an untrained G's draws
+    volumes = [(hu + rng.normal(0, 50, (6, 8, 8))).astype(np.float32) for hu in (-900, -100, 700)]
+    measured = coarse_training.real_pair_distance(
+        [linear_mapping().forward(v) for v in volumes], coarse_config("smoke", size=8), 3, 1.0
+    )
+
+    def train(weight, bounded=True):
+        history = []
+        config = coarse_config(
+            "smoke", size=8, steps=30, batch_size=3, mode_seeking=weight, mode_seeking_bounded=bounded
+        )
+        generator = coarse_training.train_coarse(
+            volumes, linear_mapping(), config, seed=0, callbacks=[log_recorder(history)], say=lambda line: None
+        )
+        code, latent = draw_noise(tf.constant([5, 6]), 8, 4, config.latent_channels)
+        where = tf.tile(tf.reshape(positions(4), [1, 4, 1, 1, 1]), [8, 1, 4, 4, 1])
+        return float(coarse_training.bounded_mode_seeking_loss(generator([code, latent, where]), measured)), history
+
+    pushed, history = train(10.0)
+    plain, plain_history = train(0.0, bounded=False)
+    assert 0 < history[0]["mode_seeking"] <= 1
+    assert pushed < 0.5 * plain  # the pairs of draws nearer real pairs' distance (measured 0.14 against 0.65)
+    monkeypatch.setattr(coarse_training, "real_pair_distance", lambda *args: 1e-6)
+    _, beyond = train(10.0)
+    assert all(h["mode_seeking"] == 0 for h in beyond)
+    assert [(h["d_loss"], h["g_loss"]) for h in beyond] == [(h["d_loss"], h["g_loss"]) for h in plain_history]
+
+
 def test_diversity_monitor_can_watch_the_training_generator_but_not_keep_it():
     from types import SimpleNamespace
 

@@ -250,7 +250,9 @@ def train_cascade(
         # with a moving average, the generator being trained is watched too: the curve the average smooths
         raw = _diversity_monitor(volumes, mapping, coarse_config, settings, True) if coarse_config.ema_decay else None
         extra = [m for m in (monitor, raw) if m]
-        generator = train_coarse(volumes, mapping, coarse_config, settings.seed, [*extra, *callbacks("coarse")])
+        generator = train_coarse(
+            volumes, mapping, coarse_config, settings.seed, [*extra, *callbacks("coarse")], say=say
+        )
         (out / "runs").mkdir(exist_ok=True)
         if monitor:
             record = {"rows": monitor.rows, "keep": settings.coarse_keep, "kept_step": monitor.kept_step}

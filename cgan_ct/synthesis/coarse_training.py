@@ -19,7 +19,10 @@ step, to draw different bodies from different codes: MSGAN's mode-seeking
 term (Mao et al. 2019, "Mode seeking generative adversarial networks for
 diverse image synthesis"), on pairs of draws at the same slice heights, the
 volumes compared at body scale (``MODE_SEEKING_POOL``) so that noise alone
-cannot meet it.
+cannot meet it. MSGAN's ratio rewards any difference, however large; with
+``CoarseConfig.mode_seeking_bounded`` the term is a hinge at the distance
+between real bodies (``real_pair_distance``), so that a generator whose draws
+already differ as patients do is not pushed further.
 """
 
 from __future__ import annotations
@@ -46,6 +49,16 @@ COLOR_BRIGHTNESS = 0.2  # augment_color: +U[-0.2, 0.2] (about 400 HU in the line
 COLOR_CONTRAST = 0.2  # ... and x U[0.8, 1.2] about each volume's mean
 MODE_SEEKING_POOL = 4  # the mode-seeking term compares volumes' in-plane means of 4 x 4 voxels (32 mm at 64 x 64)
 MODE_SEEKING_EPSILON = 1e-5  # MSGAN's
+MODE_SEEKING_QUANTILE = 0.1  # the bounded term's target: this quantile of the real pairs' distances ...
+MODE_SEEKING_REAL_PAIRS = 512  # ... over this many pairs of augmented crops
+
+
+def pair_distance(first, second, pool: int = MODE_SEEKING_POOL):
+    """Body-scale distance per pair: the mean absolute difference of two volumes' (each [N, D, S, S, 1])
+    in-plane means over ``pool`` x ``pool`` squares (voxel noise does not count) -> [N]."""
+    window = [1, 1, pool, pool, 1]
+    means = [tf.nn.avg_pool3d(tf.convert_to_tensor(v, tf.float32), window, window, "VALID") for v in (first, second)]
+    return tf.reduce_mean(tf.abs(means[0] - means[1]), axis=[1, 2, 3, 4])
 
 
 def mode_seeking_loss(volumes, code, pool: int = MODE_SEEKING_POOL):
@@ -58,11 +71,46 @@ def mode_seeking_loss(volumes, code, pool: int = MODE_SEEKING_POOL):
     large when the generator draws one body whatever its code (mode collapse).
     """
     half = tf.shape(volumes)[0] // 2
-    window = [1, 1, pool, pool, 1]
-    pooled = tf.nn.avg_pool3d(volumes, window, window, "VALID")
-    d_volume = tf.reduce_mean(tf.abs(pooled[:half] - pooled[half : 2 * half]), axis=[1, 2, 3, 4])
+    d_volume = pair_distance(volumes[:half], volumes[half : 2 * half], pool)
     d_code = tf.reduce_mean(tf.abs(code[:half] - code[half : 2 * half]), axis=1)
     return tf.reduce_mean(1.0 / (d_volume / d_code + MODE_SEEKING_EPSILON))
+
+
+def bounded_mode_seeking_loss(volumes, target: float, pool: int = MODE_SEEKING_POOL):
+    """The bounded mode-seeking term, to minimize: the mean over pairs (draw i, draw i + B/2) of
+    max(0, 1 - d_volume / ``target``), d_volume as in ``mode_seeking_loss``. 1 for identical pairs, 0 for pairs
+    at least ``target`` apart (no push beyond it)."""
+    half = tf.shape(volumes)[0] // 2
+    d_volume = pair_distance(volumes[:half], volumes[half : 2 * half], pool)
+    return tf.reduce_mean(tf.nn.relu(1.0 - d_volume / target))
+
+
+def real_pair_distance(
+    volumes_norm: list[np.ndarray],
+    config: CoarseConfig,
+    seed: int,
+    per_hu: float,
+    pairs: int = MODE_SEEKING_REAL_PAIRS,
+    quantile: float = MODE_SEEKING_QUANTILE,
+) -> float:
+    """The ``quantile`` of ``pair_distance`` between crops of two different training volumes (in [-1, 1]) at the
+    same relative heights, each augmented as the discriminator's real crops are: how far apart real bodies are."""
+    if len(volumes_norm) < 2:
+        raise ValueError(
+            f"the bounded mode-seeking term measures pairs of different training volumes: needs 2 or more, "
+            f"got {len(volumes_norm)}"
+        )
+    rng = np.random.default_rng(seed)
+    crop = config.crop_depth
+    first, second = [], []
+    for _ in range(pairs):
+        height = rng.uniform()
+        for index, out in zip(rng.choice(len(volumes_norm), 2, replace=False), (first, second), strict=True):
+            v = volumes_norm[index]
+            start = int(round(height * max(0, len(v) - crop)))
+            out.append(_augment_crop(_padded(v, crop)[start : start + crop], config, rng, per_hu))
+    distances = pair_distance(np.stack(first)[..., None], np.stack(second)[..., None]).numpy()
+    return float(np.quantile(distances, quantile))
 
 
 def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int, color: bool = False):
@@ -99,9 +147,22 @@ def augment_for_discriminator(volumes, seed, max_shift: int, cutout: int, color:
 class CoarseGAN(keras.Model):
     """Trains the coarse generator against its discriminator (non-saturating loss)."""
 
-    def __init__(self, generator: keras.Model, discriminator: keras.Model, config: CoarseConfig, seed=0, **kw):
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        config: CoarseConfig,
+        seed=0,
+        mode_seeking_target: float | None = None,
+        **kw,
+    ):
+        """``mode_seeking_target``: the bounded mode-seeking term's distance (``real_pair_distance``), needed with
+        ``config.mode_seeking_bounded``."""
         super().__init__(**kw)
+        if config.mode_seeking_bounded and not (mode_seeking_target and mode_seeking_target > 0):
+            raise ValueError(f"the bounded mode-seeking term needs a positive target, got {mode_seeking_target}")
         self.generator, self.discriminator, self.config = generator, discriminator, config
+        self.mode_seeking_target = mode_seeking_target if config.mode_seeking_bounded else None
         self.noise_seed = keras.random.SeedGenerator(seed)
         self.augment_seed = keras.random.SeedGenerator(seed + 1)
         # the mode-seeking term's second draws: their own stream, so that G's and D's draws are as without it
@@ -189,9 +250,11 @@ class CoarseGAN(keras.Model):
                 # (pairs of D's own batch would share heights that real batches do not, and D could tell)
                 half = batch // 2
                 partner, partner_code = self.generate(position[:half], training=True, seed=self.partner_seed)
-                mode_seeking = mode_seeking_loss(
-                    tf.concat([fake[:half], partner], axis=0), tf.concat([code[:half], partner_code], axis=0)
-                )
+                pairs = tf.concat([fake[:half], partner], axis=0)
+                if self.mode_seeking_target is None:
+                    mode_seeking = mode_seeking_loss(pairs, tf.concat([code[:half], partner_code], axis=0))
+                else:
+                    mode_seeking = bounded_mode_seeking_loss(pairs, self.mode_seeking_target)
                 g_total += self.config.mode_seeking * mode_seeking
                 self.trackers["mode_seeking"].update_state(mode_seeking)
         g_vars = self.generator.trainable_variables
@@ -227,14 +290,20 @@ def crop_batches(volumes_norm: list[np.ndarray], config: CoarseConfig, seed: int
     while True:
         batch_volumes, batch_positions = [], []
         for index in rng.integers(0, len(volumes_norm), config.batch_size):
-            v = volumes_norm[index]
-            depth = len(v)
-            if depth < crop:
-                v = np.concatenate([v, np.full((crop - depth, *v.shape[1:]), -1.0, np.float32)])
+            depth = len(volumes_norm[index])
             start = int(rng.integers(0, max(1, depth - crop + 1)))
-            batch_volumes.append(_augment_crop(v[start : start + crop], config, rng, per_hu))
+            batch_volumes.append(
+                _augment_crop(_padded(volumes_norm[index], crop)[start : start + crop], config, rng, per_hu)
+            )
             batch_positions.append(-1.0 + 2.0 * (np.arange(start, start + crop) + 0.5) / depth)
         yield np.stack(batch_volumes)[..., None].astype(np.float32), np.stack(batch_positions).astype(np.float32)
+
+
+def _padded(volume: np.ndarray, crop: int) -> np.ndarray:
+    """``volume`` [D, S, S] with air (-1) above its last slice up to ``crop`` slices (itself if deep enough)."""
+    if len(volume) >= crop:
+        return volume
+    return np.concatenate([volume, np.full((crop - len(volume), *volume.shape[1:]), -1.0, np.float32)])
 
 
 def _augment_crop(crop: np.ndarray, config: CoarseConfig, rng: np.random.Generator, per_hu: float) -> np.ndarray:
@@ -274,9 +343,11 @@ def train_coarse(
     seed: int = 0,
     callbacks=None,
     verbose: int = 0,
+    say=print,
 ) -> keras.Model:
     """Trains a coarse generator on ``volumes_hu`` (coarse-level [D, S, S] HU arrays); returns it (with
-    ``config.ema_decay``: the moving average of its weights, ``CoarseGAN.sampler``)."""
+    ``config.ema_decay``: the moving average of its weights, ``CoarseGAN.sampler``). ``say`` tells what was
+    measured before training (the bounded mode-seeking term's target)."""
     if not volumes_hu:
         raise ValueError("no coarse training volumes")
     keras.utils.set_random_seed(seed)
@@ -287,7 +358,14 @@ def train_coarse(
     )
     per_hu = float(mapping.forward(np.array([100.0]))[0] - mapping.forward(np.array([0.0]))[0]) / 100
     dataset = tf.data.Dataset.from_generator(lambda: crop_batches(volumes, config, seed, per_hu), output_signature=spec)
-    gan = CoarseGAN(build_coarse_generator(config), build_coarse_discriminator(config), config, seed)
+    target = None
+    if config.mode_seeking_bounded:
+        target = real_pair_distance(volumes, config, seed + 3, per_hu)
+        say(
+            f"coarse: bounded mode-seeking term: pairs of draws pushed apart while closer than {target:.4f} at body "
+            f"scale (the {MODE_SEEKING_QUANTILE:.0%} quantile of real pairs' distances)"
+        )
+    gan = CoarseGAN(build_coarse_generator(config), build_coarse_discriminator(config), config, seed, target)
     gan.compile(
         d_optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
         g_optimizer=keras.optimizers.Adam(config.learning_rate, beta_1=config.beta_1),
