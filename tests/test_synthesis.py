@@ -1226,6 +1226,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
     ),
     (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain"), (10.0, 0.0), {}),
     (("--coarse_augment_color", "--coarse_keep", "diverse"), (10.0, 0.0), {}),
+    (("--coarse_ema_decay", "0.99", "--coarse_mode_seeking", "0.5", "--coarse_mode_seeking_bounded"), (10.0, 0.0), {}),
 ]
 
 
@@ -1237,8 +1238,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
     both calibrations and the output grain on unless switched off; item 2: colour augmentation of the coarse
     discriminator's inputs only when asked, the rest of the coarse preset as it was, the last coarse generator
-    kept unless --coarse_keep diverse. Every command line parsed
-    in one process (the flags reset between them), which prints what the trainer would be given."""
+    kept unless --coarse_keep diverse, the moving average and the (bounded) mode-seeking term only when asked.
+    Every command line parsed in one process (the flags reset between them), which prints what the trainer
+    would be given."""
     stub = (
         "import cgan_ct.synthesis.cascade_training as training\n"
         "def seen(inputs, output_dir, settings, **kw):\n"
@@ -1252,7 +1254,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
         "    coarse = settings.coarse\n"
         "    print('KEEP', settings.coarse_keep, settings.diversity_checks)\n"
-        "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, flush=True)\n"
+        "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, coarse.ema_decay,\n"
+        "          coarse.mode_seeking, coarse.mode_seeking_bounded, flush=True)\n"
         "    raise SystemExit(0)\n"
         "training.train_cascade = seen\n"
     )
@@ -1277,6 +1280,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 3, extra
         preset = coarse_config("cpu")
         coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
+        bounded = "--coarse_mode_seeking_bounded" in extra
+        coarse += ["0.99", "0.5", "True"] if bounded else [str(preset.ema_decay), str(preset.mode_seeking), "False"]
         assert said["COARSE"].split()[1:] == coarse, extra
         assert said["KEEP"].split()[1:] == ["diverse" if "--coarse_keep" in extra else "last", "10"], extra
 
