@@ -48,6 +48,13 @@ def test_linked_folders_are_walked_once_and_an_unreadable_one_is_listed(archive,
     assert "folder cannot be read (Permission denied)" in skipped[0].reason
 
 
+def test_one_path_given_as_a_string_is_one_input(archive):
+    """``discover("folder")`` reads that folder, not each of its characters as a path ("/" is the disk)."""
+    expected = [s.volume_id for s in discover([archive])[0]]
+    assert [s.volume_id for s in discover(str(archive))[0]] == expected
+    assert [s.volume_id for s in discover(archive)[0]] == expected
+
+
 def test_walk_raises_for_an_unreadable_folder_without_a_handler(archive, monkeypatch):
     _unreadable(monkeypatch, archive / "C")
     with pytest.raises(InputError, match="folder cannot be read"):

@@ -146,11 +146,13 @@ def _volume_files_under(root: pathlib.Path, on_error) -> list[pathlib.Path]:
 def discover(
     inputs, salt: str | None = None, patients: dict[str, str] | None = None
 ) -> tuple[list[VolumeSource], list[SkippedInput]]:
-    """Every volume under ``inputs``, sorted by volume id, and what was skipped.
+    """Every volume under ``inputs`` (paths, or one path), sorted by volume id, and what was skipped.
 
     The same volume given twice (e.g. a folder and its parent) counts once.
     ``patients`` (read_patients_table) gives volume files their patient.
     """
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not its characters ("/" would walk the disk)
+        inputs = [inputs]
     sources: dict[str, VolumeSource] = {}
     skipped: list[SkippedInput] = []
     for item in map(pathlib.Path, inputs):
