@@ -100,7 +100,8 @@ def _blurred(hu: np.ndarray, sigma: float | None) -> np.ndarray:
 
 def synthetic_levels(cascade, seed: int, slices: int, smoothing: dict[int, float] | None = None) -> list[np.ndarray]:
     """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes); the
-    last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it.
+    last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it (for a
+    ``cascade`` loaded with ``placement=False``: the levels stay on the cascade's own grid).
     ``smoothing`` {level: sigma}: that level blurred in-plane before the next stage sees it (a probe)."""
     from cgan_ct.ops.pyramid import level_length
     from cgan_ct.synthesis.cascade import refine_stream
@@ -130,7 +131,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.ops.pyramid import level_length
     from cgan_ct.synthesis.synthesis import Cascade
 
-    cascade = Cascade(_CASCADE.value)
+    cascade = Cascade(_CASCADE.value, placement=False)  # each level on the cascade's own grid
     smoothing = parse_smoothing(_SMOOTH.value, cascade.levels)
     rows = []
     for seed in (int(s) for s in _SEEDS.value):

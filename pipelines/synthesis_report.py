@@ -19,7 +19,11 @@ spectrum statistics against training, for synthetic, held-out and
 leave-one-out training volumes; the memorization check at every shift at full
 resolution and at the coarse level, each with a positive control; figures),
 summary.json, statistics.csv, memorization.json, realism.json and anatomy.json. The coarse
-level is the cascade's (--model_dir, its cascade.json) or --levels.
+level is the cascade's (--model_dir, its cascade.json) or --levels. Volumes that
+cgan-ct-synthesize placed on the training volumes' fields of view (its
+synthesis.json says so) need --model_dir: the memorization check searches the same
+draws again on the cascade's own grid, where a copy of training voxels would lie
+voxel for voxel (resampled, it escapes the check).
 Exit status 3 when blocks are flagged as memorized, 4 when a positive control
 was not flagged (the check is blind: its "none flagged" proves nothing).
 """
@@ -62,6 +66,36 @@ def _synthetic_volumes(folder: pathlib.Path) -> list:
     return volumes
 
 
+def _unplaced(folder: pathlib.Path, say) -> list | None:
+    """Where cgan-ct-synthesize placed the volumes of ``folder`` on training fields of view (its synthesis.json):
+    the same draws again on the cascade's own grid (--model_dir), for the memorization checks; else None."""
+    import json
+
+    from cgan_ct.synthesis.synthesis import Cascade
+    from cgan_ct.synthesis.writing import RECORD_FILE
+
+    path = folder / RECORD_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if not record.get("placement"):
+        return None
+    if not _MODEL_DIR.value:
+        raise InputError(
+            path,
+            "says its volumes were placed on the training volumes' fields of view: give --model_dir, the cascade "
+            "that drew them, so that the memorization check searches the same draws on its own grid",
+        )
+    cascade = Cascade(_MODEL_DIR.value, grain=record["grain"], placement=False)
+    if cascade.info.cascade_id != record["cascade_id"]:
+        raise InputError(_MODEL_DIR.value, f"is not the cascade that drew {folder} (another cascade id)")
+    seeds = {entry["folder"]: entry["seed"] for entry in record["volumes"]}
+    names = [sub.name for sub in sorted(folder.glob("synthetic_*"))]
+    missing = [name for name in names if name not in seeds]
+    if missing:
+        raise InputError(path, f"lists no seed for {', '.join(missing)}")
+    say(f"memorization: drawing the {len(names)} volumes again on the cascade's own grid (they were placed)")
+    return [cascade.synthesize(seeds[name], record["slices"]).hu for name in names]
+
+
 def main(argv: list[str]) -> int:
     # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
     from cgan_ct.data.manifest import load_manifest
@@ -71,6 +105,7 @@ def main(argv: list[str]) -> int:
     from cgan_ct.synthesis.cascade_training import fit_plane
 
     synthetic = _synthetic_volumes(pathlib.Path(_SYNTHETIC.value))
+    unplaced = _unplaced(pathlib.Path(_SYNTHETIC.value), say=lambda m: print(m, flush=True))
     split = {v.volume_id: v.split for v in load_manifest(pathlib.Path(_DATASET.value)).volumes}
     sources, _ = discover(_INPUT.value)
     real = []
@@ -98,6 +133,7 @@ def main(argv: list[str]) -> int:
         anatomy=_ANATOMY.value,
         control_seed=_CONTROL_SEED.value,
         say=lambda m: print(m, flush=True),
+        memorization_synthetic=unplaced,
     )
     print(f"report: {summary['report']}")
     for name, passed in summary["goals"].items():

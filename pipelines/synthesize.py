@@ -22,6 +22,10 @@ A cascade trained since 2026-12-07 (and pretrained:synthesis) gives its volumes 
 stages: the soft-tissue mottle smoothed out and real CT's grain added (cgan_ct.synthesis.grain; BUILD_NOTES
 "Output grain"). --nograin leaves it out: the volumes as the GAN stages and the intensity calibration make
 them.
+Such a cascade also records its training volumes' in-plane spacing and body offset (cascade.json's
+placements; pretrained:synthesis since 2026-12-08): each volume is put on one of them, chosen by its seed and
+moved a little (spacing within 5 %, offset within 10 mm), as real archives differ in field of view and table
+height. --noplacement: every volume on the cascade's one grid, the body where the coarse generator drew it.
 A synthetic_<i> folder of other settings (or with other files in it) is an
 error naming it, before anything is drawn.
 """
@@ -52,6 +56,13 @@ _GRAIN = flags.DEFINE_boolean(
     "without one.",
 )
 
+_PLACEMENT = flags.DEFINE_boolean(
+    "placement",
+    True,
+    "Put each volume on one of the training volumes' grids (in-plane spacing and body offset), moved a little. "
+    "--noplacement: every volume on the cascade's one grid. No effect on a cascade without recorded placements.",
+)
+
 
 def main(argv: list[str]) -> None:
     # The library is imported here, not at the top: --help and --version stay fast (no TensorFlow).
@@ -64,7 +75,7 @@ def main(argv: list[str]) -> None:
     count = _COUNT.value
     if count < 1:
         raise app.UsageError("--count must be >= 1")
-    cascade = Cascade(_MODEL.value, grain=_GRAIN.value)
+    cascade = Cascade(_MODEL.value, grain=_GRAIN.value, placement=_PLACEMENT.value)
 
     def progress(i: int):
         bar = ProgressBar(0, f"volume {i + 1}/{count}")

@@ -51,6 +51,7 @@ ELSEWHERE = {
     "calibrate_coarse.py": "tests/test_synthesis.py",  # needs a cascade and its run's generator: the tiny cascade
     "calibrate_output.py": "tests/test_synthesis.py",  # needs a trained cascade: the tiny cascade
     "fit_grain.py": "tests/test_synthesis.py",  # needs a trained cascade: the tiny cascade
+    "record_placements.py": "tests/test_synthesis.py",  # needs a trained cascade: the tiny cascade
 }
 # the shared series' names: the scripts' defaults read these from --ct_dir
 TRAINING_SERIES, HELDOUT_SERIES = "lung-pet-ct-dx-A0001", "lidc-idri-0001"

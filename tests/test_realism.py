@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -166,6 +167,33 @@ def test_volume_ms_ssim_identical_different_and_collapsed(phantoms):
         volume_ms_ssim(a, a[:, :50])
 
 
+def test_aligned_ms_ssim_sees_through_field_of_view_and_placement():
+    """The same body on two fields of view and placed apart differs as stored, not aligned; two patients differ
+    aligned too (so the aligned measure is not blind)."""
+    from cgan_ct.ops.regrid import Regrid
+    from cgan_ct.realism.ms_ssim import aligned_ms_ssim, body_aligned
+
+    volume = make_phantom(0, 12, 256, pixel_mm=1.5, slice_mm=25.0)
+    a = volume.hu.astype(np.float32)
+    moved = Regrid((1.5, 1.5), (1.8, 1.8), 256, shift_mm=(-30.0, 20.0)).apply(a)  # zoomed out, shifted
+    assert volume_ms_ssim(a, moved) < 0.6
+    same = aligned_ms_ssim([(a, (1.5, 1.5)), (moved, (1.8, 1.8))])
+    other = make_phantom(3, 12, 256, pixel_mm=1.5, slice_mm=25.0).hu
+    different = aligned_ms_ssim([(a, (1.5, 1.5)), (other, (1.5, 1.5))])
+    assert same[0] > 0.85 and different[0] < same[0] - 0.15, (same, different)
+    # the body's centroid lands on the grid's centre; an empty slice is kept centred
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.where((yy - 20) ** 2 + (xx - 40) ** 2 <= 100, 40.0, -1000.0)  # 20 mm across on 2 mm pixels
+    aligned = body_aligned(disc, (2.0, 2.0), size=128)
+    cy, cx = ndimage.center_of_mass(aligned > -500)
+    assert (
+        abs(cy - 63.5) < 0.5
+        and abs(cx - 63.5) < 0.5
+        and (aligned > -500).sum() * 0.64 == pytest.approx((disc > -500).sum() * 4.0, rel=0.05)
+    )
+    assert body_aligned(np.full((32, 32), -1000.0), (1.0, 1.0), size=16).max() == pytest.approx(-1000.0)
+
+
 # --- tissue sanity and NPS -----------------------------------------------------------------------------
 
 
@@ -268,6 +296,10 @@ def test_markdown_cells_and_goal_lines():
     assert lines[-2] == "- FRD synthetic <= 2x held-out: no (synthetic 30.0, held-out 10.0, ratio 3.00)"
     assert lines[-1] == "- MS-SSIM synthetic pairs not above real pairs: no (synthetic pairs 0.500, real pairs 0.300)"
     assert result.frd_ratio == pytest.approx(3.0)
+    aligned = dataclasses.replace(result, aligned_ms_ssim={"synthetic": [0.4], "real": [0.35, 0.45]})
+    assert "with the bodies aligned" in aligned.markdown() and "synthetic 0.400 (0.400–0.400), real 0.400" in (
+        aligned.markdown()
+    )
 
 
 def test_realism_table_rejects_too_few_volumes(phantoms):

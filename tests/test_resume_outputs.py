@@ -205,9 +205,9 @@ def _synthetic(hu: np.ndarray, seed: int) -> Volume:
 class FakeCascade:
     """What write_synthetic_volumes needs of a Cascade, without models: a small volume per seed."""
 
-    def __init__(self, kill_at_seed: int | None = None, grain=None):
+    def __init__(self, kill_at_seed: int | None = None, grain=None, placements=None):
         self.info = types.SimpleNamespace(cascade_id="cas-test", default_slices=4)
-        self.kill_at_seed, self.drawn, self.grain = kill_at_seed, [], grain
+        self.kill_at_seed, self.drawn, self.grain, self.placements = kill_at_seed, [], grain, placements
 
     def synthesize(self, seed, slices, overlap=0.25, batch_size=16, progress=None):
         if seed == self.kill_at_seed:

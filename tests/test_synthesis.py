@@ -860,21 +860,25 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     ]
     assert output["calibration"]["draws"] == settings.output_calibration_samples
     assert list(output["medians_hu"]) == ["lung", "partial", "fat to soft tissue", "bone"]
-    assert [m.split(":")[0] for m in messages][-2:] == ["output", "output"]
-    assert "intensities calibrated" in messages[-2]
+    assert [m.split(":")[0] for m in messages][-3:] == ["output", "output", "output"]
+    assert "intensities calibrated" in messages[-3]
     # then the grain; 64 x 64 phantoms have no 32 x 32 patch of uniform soft tissue to fit it to: said, none
-    assert messages[-1] == "output: no grain (no real volume has uniform soft tissue: no noise power to match)"
+    assert messages[-2] == "output: no grain (no real volume has uniform soft tissue: no noise power to match)"
     assert info["output_grain"] is None and not (folder.parent / "runs" / "output_grain.json").exists()
-    cascade = Cascade(folder)
+    # last, the three training volumes' placements (numbers only), which synthesis draws each volume's grid from
+    assert messages[-1].startswith("output: 3 placements recorded, one per volume trained on (in-plane spacing ")
+    assert len(info["placements"]) == 3 and all(set(p) == {"spacing_mm", "offset_mm"} for p in info["placements"])
+    cascade = Cascade(folder, placement=False)  # the cascade's own grid: the calibration and grain as fitted
     assert cascade.calibration == Calibration.from_json(info["output_calibration"]) and cascade.grain is None
-    raw = Cascade(folder, dataclasses.replace(CascadeSpec.load(folder), output_calibration=None))
+    assert cascade.placements is None and cascade.output_spacing(1) == tuple(info["spacing_mm"])
+    raw = Cascade(folder, dataclasses.replace(CascadeSpec.load(folder), output_calibration=None), placement=False)
     served, drawn = (np.concatenate(list(c.slabs(1, 20))) for c in (cascade, raw))
     np.testing.assert_allclose(served, cascade.calibration.apply(drawn), atol=1e-3)
     assert np.abs(served - drawn).max() > 1  # the map moves the volume
     # a cascade with a grain serves it after the calibration, unless asked not to
     grain = Grain((0.1, 0.5), (50.0, 50.0), smooth_radius=2, smooth_hu=20.0)
     grained = dataclasses.replace(CascadeSpec.load(folder), output_grain=grain.to_json())
-    with_grain, without = Cascade(folder, grained), Cascade(folder, grained, grain=False)
+    with_grain, without = Cascade(folder, grained, placement=False), Cascade(folder, grained, False, False)
     assert with_grain.grain == grain and without.grain is None
     np.testing.assert_allclose(
         np.concatenate(list(with_grain.slabs(1, 20))), grain.apply(served, info["spacing_mm"], 1), atol=1e-3
@@ -884,14 +888,22 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     with pytest.raises(InputError, match="output_grain is malformed"):
         Cascade(folder, bad)
     assert cascade.level_shapes(20) == [(10, 32, 32), (20, 64, 64)]
+    assert cascade.synthesize(1, 20).spacing_mm == tuple(info["spacing_mm"])
+    # served as a user gets it: on a placement drawn by the seed (its spacing in the volume), the same each time
+    placed = Cascade(folder)
     calls = []
-    volume = cascade.synthesize(1, 20, progress=lambda *a: calls.append(a))
+    volume = placed.synthesize(1, 20, progress=lambda *a: calls.append(a))
     assert volume.shape == (20, 64, 64) and volume.hu.dtype == np.int16
-    assert volume.spacing_mm == tuple(info["spacing_mm"])
+    assert volume.spacing_mm == placed.output_spacing(1) != tuple(info["spacing_mm"])
+    assert volume.spacing_mm[0] == info["spacing_mm"][0]  # in-plane only
     assert {c[0] for c in calls} == {0, 1}
-    np.testing.assert_array_equal(volume.hu, cascade.synthesize(1, 20).hu)
-    assert not np.array_equal(volume.hu, cascade.synthesize(2, 20).hu)
-    assert cascade.synthesize(1, 37).shape == (37, 64, 64)
+    np.testing.assert_array_equal(volume.hu, placed.synthesize(1, 20).hu)
+    assert not np.array_equal(volume.hu, placed.synthesize(2, 20).hu)
+    assert not np.array_equal(volume.hu, cascade.synthesize(1, 20).hu)
+    assert placed.synthesize(1, 37).shape == (37, 64, 64)
+    bad = dataclasses.replace(CascadeSpec.load(folder), placements=[{"spacing_mm": [-1, 1], "offset_mm": [0, 0]}])
+    with pytest.raises(InputError, match="placements are malformed"):
+        Cascade(folder, bad)
 
 
 @pytest.mark.slow
@@ -979,6 +991,33 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 
 
 @pytest.mark.slow
+def test_record_placements_experiment_gives_an_older_cascade_the_trainers_placements(tiny_cascade, tmp_path):
+    """experiments/record_placements.py measures the training volumes' placements as the trainer does (the same
+    numbers, sorted), writes only them into cascade.json, and refuses a cascade that has them."""
+    import shutil
+
+    from cgan_ct.data.manifest import load_manifest
+    from cgan_ct.io.sources import discover
+
+    root, _, folder, _ = tiny_cascade
+    copy = tmp_path / "cascade"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "cascade.json").read_text())
+    trained, info["placements"] = info["placements"], None
+    (copy / "cascade.json").write_text(json.dumps(info))
+    train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
+    train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
+    script = [sys.executable, str(REPO / "experiments" / "record_placements.py"), "--input", ",".join(train)]
+    result = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output: 3 placements recorded, one per volume trained on (in-plane spacing" in result.stdout
+    recorded = json.loads((copy / "cascade.json").read_text())
+    assert recorded["placements"] == trained and {**recorded, "placements": None} == info
+    again = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "has placements already" in again.stderr + again.stdout
+
+
+@pytest.mark.slow
 def test_fit_grain_experiment_says_why_it_fits_none_and_refuses_a_grained_cascade(tiny_cascade, tmp_path):
     """experiments/fit_grain.py on the tiny cascade: its 64 x 64 phantoms have no uniform soft tissue, so it
     fits no grain and says so (the fit itself: tests/test_grain.py); a cascade with a grain is refused."""
@@ -1011,7 +1050,7 @@ def test_level_texture_measures_the_volume_synthesis_writes(tiny_cascade):
     code = (
         "import sys; sys.path.insert(0, 'experiments'); import level_texture, numpy as np\n"
         "from cgan_ct.synthesis.synthesis import Cascade\n"
-        f"cascade = Cascade({str(folder)!r}); assert cascade.calibration is not None\n"
+        f"cascade = Cascade({str(folder)!r}, placement=False); assert cascade.calibration is not None\n"
         "levels = level_texture.synthetic_levels(cascade, 2, 20)\n"
         "written = np.concatenate(list(cascade.slabs(2, 20)))\n"
         "np.testing.assert_allclose(levels[-1], written, atol=1e-3)\n"
@@ -1109,6 +1148,42 @@ def test_synthesize_cli_applies_a_cascades_grain_unless_told_not_to(tiny_cascade
     np.testing.assert_array_equal(volumes["nograin"], volumes["plain"])
     added = grain.noise(volumes["plain"].shape, info["spacing_mm"], 0).std()  # grain alone; and smoothed
     assert (volumes["grained"].astype(float) - volumes["plain"]).std() > 0.7 * added > 1
+
+
+@pytest.mark.slow
+def test_synthesize_cli_places_volumes_and_the_report_searches_them_on_the_cascades_grid(tiny_cascade, tmp_path):
+    """cgan-ct-synthesize puts each volume on a training placement (its spacing in the NIfTI and the DICOM series)
+    unless --noplacement; synthesis.json says which. cgan-ct-synthesis-report refuses placed volumes without
+    --model_dir, and with it searches the same draws on the cascade's own grid for copies of training voxels."""
+    from cgan_ct.synthesis.synthesis import Cascade
+
+    root, _, folder, _ = tiny_cascade
+    info = json.loads((folder / "cascade.json").read_text())
+    for name, extra in [("placed", []), ("fixed", ["--noplacement"])]:
+        command = [sys.executable, "-m", "pipelines.synthesize", "--model_dir", str(folder), "--slices", "24"]
+        command += ["--output_dir", str(tmp_path / name), "--count", "2", *extra]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads((tmp_path / name / "synthesis.json").read_text())["placement"] is (name == "placed")
+    for seed in (0, 1):
+        placed = read_volume(tmp_path / "placed" / f"synthetic_{seed:03d}" / "volume.nii.gz")
+        fixed = read_volume(tmp_path / "fixed" / f"synthetic_{seed:03d}" / "volume.nii.gz")
+        series = read_volume(tmp_path / "placed" / f"synthetic_{seed:03d}" / "dicom")
+        assert placed.spacing_mm == pytest.approx(Cascade(folder).output_spacing(seed), abs=1e-4)
+        assert series.spacing_mm == pytest.approx(placed.spacing_mm, abs=1e-4)
+        assert fixed.spacing_mm == pytest.approx(tuple(info["spacing_mm"]), abs=1e-4)
+        assert not np.array_equal(placed.hu, fixed.hu)
+    report = ["--synthetic", str(tmp_path / "placed"), "--input", str(root / "in"), "--size", "64", "--block", "16"]
+    report += ["--dataset_dir", str(root / "out" / "datasets" / "level0"), "--norealism", "--noanatomy"]
+    program = [sys.executable, "-m", "pipelines.synthesis_report", *report]
+    refused = subprocess.run([*program, "--output_dir", str(tmp_path / "r0")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "synthesis.json: says its volumes were placed" in refused.stderr
+    assert "--model_dir" in refused.stderr and not (tmp_path / "r0").exists()
+    searched = subprocess.run(
+        [*program, "--output_dir", str(tmp_path / "r1"), "--model_dir", str(folder)], capture_output=True, text=True
+    )
+    assert searched.returncode in (0, 3), searched.stderr[-2000:] + searched.stdout[-2000:]
+    assert "memorization: drawing the 2 volumes again on the cascade's own grid (they were placed)" in searched.stdout
 
 
 @pytest.mark.slow
@@ -1224,7 +1299,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
         (10.0, 0.0),
         {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
     ),
-    (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain"), (10.0, 0.0), {}),
+    (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain", "--noplacement"), (10.0, 0.0), {}),
     (("--coarse_augment_color", "--coarse_keep", "diverse"), (10.0, 0.0), {}),
     (("--coarse_ema_decay", "0.99", "--coarse_mode_seeking", "0.5", "--coarse_mode_seeking_bounded"), (10.0, 0.0), {}),
 ]
@@ -1236,9 +1311,9 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     residual then corrects the condition; --stage_residual_base smooth: the condition blurred), with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
-    both calibrations and the output grain on unless switched off; item 2: colour augmentation of the coarse
-    discriminator's inputs only when asked, the rest of the coarse preset as it was, the last coarse generator
-    kept unless --coarse_keep diverse, the moving average and the (bounded) mode-seeking term only when asked.
+    both calibrations, the output grain and the placements on unless switched off; item 2: colour augmentation
+    of the coarse discriminator's inputs only when asked, the rest of the coarse preset as it was, the last coarse
+    generator kept unless --coarse_keep diverse, the moving average and the (bounded) mode-seeking term only when asked.
     Every command line parsed in one process (the flags reset between them), which prints what the trainer
     would be given."""
     stub = (
@@ -1251,7 +1326,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('PYRAMID', settings.pyramid, base.residual_base, base.residual_sigma)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
-        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
+        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain,\n"
+        "          settings.placement)\n"
         "    coarse = settings.coarse\n"
         "    print('KEEP', settings.coarse_keep, settings.diversity_checks)\n"
         "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, coarse.ema_decay,\n"
@@ -1277,7 +1353,7 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         per_stage = [float(v) for v in said["LEVELS"].split()[1:]]
         assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
         calibrated = "--nooutput_calibration" not in extra
-        assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 3, extra
+        assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 4, extra
         preset = coarse_config("cpu")
         coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
         bounded = "--coarse_mode_seeking_bounded" in extra

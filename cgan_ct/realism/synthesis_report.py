@@ -190,12 +190,18 @@ def synthesis_report(
     anatomy: bool = True,
     control_seed: int = 0,
     say=lambda message: None,
+    memorization_synthetic: list[np.ndarray] | None = None,
 ) -> dict:
     """Goals, realism, statistics, both memorization checks and figures in ``output_dir``; returns a summary.
 
     ``levels``: the cascade's levels (the coarse memorization check runs on every 2**levels-th voxel).
     ``realism``: False skips FRD / MS-SSIM / tissue sanity (needs the realism extra; slower).
     ``anatomy``: False skips the anatomy checks (lungs, ribs, airway, heart side; 10-35 s a 512 x 512 volume).
+    ``memorization_synthetic``: the HU volumes the memorization checks search instead of the synthetic ones: the
+    same draws on the cascade's own grid, where the volumes were placed on other fields of view
+    (cgan_ct.synthesis.placement). The search is shift-invariant, not scale-invariant: resampled to another
+    spacing, a copy of training voxels loses the voxel-scale detail the check matches (measured in
+    tests/test_placement.py), so placed volumes would pass it untested.
     Summary keys: report, flagged_blocks, synthetic_blocks, control_detected (every positive control flagged),
     goals ({name: passed}).
     """
@@ -227,6 +233,10 @@ def synthesis_report(
         )
         (out / "anatomy.json").write_text(anatomy_result.to_json())
     hu = {name: [v.hu for v in group] for name, group in (("s", synthetic), ("t", training), ("h", heldout))}
+    if memorization_synthetic is not None:
+        if len(memorization_synthetic) != len(synthetic):
+            raise ValueError(f"{len(memorization_synthetic)} volumes to search for {len(synthetic)} synthetic ones")
+        hu["s"] = list(memorization_synthetic)
     say("memorization: full resolution, every shift")
     full = memorization_report(
         hu["s"], hu["t"], hu["h"], [positive_control(hu["t"], control_seed, block=block)], block, flip_axes

@@ -36,6 +36,9 @@ class CascadeSpec:
         (``cgan_ct.synthesis.calibration.Calibration.to_json``), or None (cascades before 2026-12-06).
       output_grain: the texture the calibrated volume is given (mottle out, real grain in:
         ``cgan_ct.synthesis.grain.Grain.to_json``), or None (cascades before 2026-12-07).
+      placements: the training volumes' in-plane spacing and body offset (``cgan_ct.synthesis.placement.Placement
+        .to_json``, numbers only, sorted), which a volume's grid is drawn from; None (cascades before 2026-12-08):
+        every volume on the one grid of ``spacing_mm``.
     """
 
     levels: int
@@ -48,6 +51,7 @@ class CascadeSpec:
     training: dict = dataclasses.field(default_factory=dict)
     output_calibration: dict | None = None
     output_grain: dict | None = None
+    placements: list | None = None
     format_version: int = CASCADE_FORMAT_VERSION
 
     def to_json(self) -> dict:

@@ -77,6 +77,7 @@ from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coar
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 from cgan_ct.synthesis.grain import fit_grain, soft_tissue_nps
+from cgan_ct.synthesis.placement import measure as measure_placement
 from cgan_ct.synthesis.synthesis import Cascade
 
 DEGRADATION_FILE = "degradation.json"
@@ -156,6 +157,10 @@ class CascadeSettings:
         to ``output_grain_samples`` whole calibrated volumes; cascade.json's ``output_grain``, which
         cgan-ct-synthesize applies unless told not to). On by default since 2026-12-07 (BUILD_NOTES "Output
         grain"); False: none, as before.
+      placement: record the training volumes' in-plane spacing and body offset (cgan_ct.synthesis.placement;
+        cascade.json's ``placements``), which cgan-ct-synthesize puts each volume on one of, moved a little,
+        unless told not to. On by default since 2026-12-08 (BUILD_NOTES "Why synthetic volumes looked alike");
+        False: every volume on one grid, as before.
     """
 
     levels: int = 3
@@ -179,6 +184,7 @@ class CascadeSettings:
     output_calibration_samples: int = 8
     output_grain: bool = True
     output_grain_samples: int = 4
+    placement: bool = True
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
@@ -242,7 +248,7 @@ def train_cascade(
     manifest = load_manifest(out / "datasets" / "level0")
     if (cascade / CASCADE_FILE).exists():
         return cascade
-    volumes, spacing, slices, real_quantiles, real_nps = coarse_volumes(inputs, manifest, settings)
+    volumes, spacing, slices, real_quantiles, real_nps, placements = coarse_volumes(inputs, manifest, settings)
     if not (cascade / "coarse" / SAVED_MODEL_FILE).exists():
         say(f"coarse: training the {coarse_size} x {coarse_size} generator on {len(volumes)} training volume(s)")
         mapping = linear_mapping()
@@ -308,13 +314,30 @@ def train_cascade(
             train(dataset, out / "runs" / name, config, options, verbose=0, extra_callbacks=callbacks(name))
             export_generator(out / "runs" / name, cascade / name, checkpoint="last", overwrite=True)
     spec = _cascade_spec(cascade, settings, stage_names, spacing, slices, manifest, degradation)
+    # calibration and grain are fitted on the cascade's own grid; the placements apply after (Cascade.slabs)
     if settings.calibrate_output:
         samples = settings.output_calibration_samples
         spec = calibrate_output(Cascade(cascade, spec), real_quantiles, samples, out / "runs", say)
     if settings.output_grain:
         spec = fit_output_grain(Cascade(cascade, spec), real_nps, settings.output_grain_samples, out / "runs", say)
+    if settings.placement and placements:
+        spec = dataclasses.replace(spec, placements=[p.to_json() for p in placements])
+        say(placements_line(placements))
+    elif settings.placement:
+        say("output: no placements (no training volume has a body above -500 HU): one grid for all volumes")
     spec.save(cascade)
     return cascade
+
+
+def placements_line(placements) -> str:
+    """One line about the recorded placements: how many, and their range."""
+    spacing = [p.spacing_mm[0] for p in placements]
+    offset = [float(np.hypot(*p.offset_mm)) for p in placements]
+    return (
+        f"output: {len(placements)} placements recorded, one per volume trained on (in-plane spacing "
+        f"{min(spacing):.2f}-{max(spacing):.2f} mm, body centre {min(offset):.0f}-{max(offset):.0f} mm from the "
+        "image centre)"
+    )
 
 
 def stage_model(settings: CascadeSettings, level: int | None = None) -> ModelConfig:
@@ -469,10 +492,11 @@ def _diversity_monitor(volumes, mapping, config, settings: CascadeSettings, trai
 def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     """(coarse HU arrays of the training split, median full-resolution spacing, median slice count, their
     full-resolution ``band_quantiles`` at OUTPUT_SPLITS_HU: empty without ``settings.calibrate_output``, their
-    ``grain.soft_tissue_nps``: empty without ``settings.output_grain``)."""
+    ``grain.soft_tissue_nps``: empty without ``settings.output_grain``, their ``placement.Placement`` on the
+    ``size`` grid, sorted: volumes without a body left out)."""
     train_ids = {v.volume_id for v in manifest.volumes_in("train")}
     sources, _ = discover(inputs)
-    volumes, spacings, slices, quantiles, spectra = [], [], [], [], []
+    volumes, spacings, slices, quantiles, spectra, placements = [], [], [], [], [], []
     for source in sources:
         volume = source.read(None)
         if volume.volume_id not in train_ids:
@@ -485,10 +509,14 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
             spectra.append(soft_tissue_nps(volume.hu, volume.spacing_mm))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
+        placement = measure_placement(hu, volume.spacing_mm[1:])
+        if placement is not None:
+            placements.append(placement)
     if not volumes:
         raise InputError(None, "no training-split volume could be read for the coarse generator")
     spacing = tuple(float(s) for s in np.median(spacings, axis=0))
-    return volumes, spacing, int(np.median(slices)), quantiles, spectra
+    placements.sort(key=lambda p: (p.spacing_mm, p.offset_mm))  # numbers only, in no patient's order
+    return volumes, spacing, int(np.median(slices)), quantiles, spectra, placements
 
 
 def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:

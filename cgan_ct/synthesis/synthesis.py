@@ -34,6 +34,7 @@ from cgan_ct.synthesis.cascade import cascade_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
 from cgan_ct.synthesis.grain import Grain
+from cgan_ct.synthesis.placement import Placement, body_offset_mm, draw, placer
 
 SYNTHETIC_SOURCE = "synthetic"
 
@@ -41,10 +42,12 @@ SYNTHETIC_SOURCE = "synthetic"
 class Cascade:
     """A cascade folder, loaded: the coarse generator and the depixelation stages, coarsest first."""
 
-    def __init__(self, folder, info: CascadeSpec | None = None, grain: bool = True):
+    def __init__(self, folder, info: CascadeSpec | None = None, grain: bool = True, placement: bool = True):
         """``info``: the cascade's description when it is not (yet) the folder's cascade.json (the trainer
         draws from a cascade before it writes it). ``grain`` False: the volumes without the output grain
-        (as the stages and the calibration leave them), where the cascade has one."""
+        (as the stages and the calibration leave them), where the cascade has one. ``placement`` False: every
+        volume on the cascade's one grid (``spacing_mm``, the body where the coarse generator drew it), where the
+        cascade records the training volumes' placements (cgan_ct.synthesis.placement)."""
         folder = cascade_folder(folder)  # a path, or pretrained:synthesis
         self.folder = folder
         self.info = info or CascadeSpec.load(folder)
@@ -70,6 +73,11 @@ class Cascade:
             self.grain = None if recorded is None else Grain.from_json(recorded)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(folder / CASCADE_FILE, f"output_grain is malformed ({exc})") from None
+        try:
+            recorded = self.info.placements if placement else None
+            self.placements = None if not recorded else [Placement.from_json(p) for p in recorded]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(folder / CASCADE_FILE, f"placements are malformed ({exc})") from None
 
     def level_shapes(self, slices: int) -> list[tuple[int, int, int]]:
         """Shapes (z, y, x) the stages produce, coarsest first; the last is the final volume's."""
@@ -78,11 +86,22 @@ class Cascade:
             for j in reversed(range(self.levels))
         ]
 
+    def placement(self, seed: int) -> Placement | None:
+        """The grid of the volume for ``seed`` (None: the cascade's own, ``spacing_mm``)."""
+        return None if self.placements is None else draw(self.placements, seed)
+
+    def output_spacing(self, seed: int) -> tuple[float, float, float]:
+        """(z, y, x) spacing in mm of the volume for ``seed``."""
+        placement = self.placement(seed)
+        spacing = tuple(float(s) for s in self.spacing_mm)
+        return spacing if placement is None else (spacing[0], *placement.spacing_mm)
+
     def slabs(
         self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None
     ) -> Iterator[np.ndarray]:
         """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order, through the
-        output calibration and the output grain where the cascade has them.
+        output calibration, onto its placement's grid (``output_spacing``) and through the output grain, where
+        the cascade has them.
 
         ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
         (stage 0 the coarsest refinement).
@@ -100,7 +119,14 @@ class Cascade:
         )
         if self.calibration is not None:
             stream = map(self.calibration.apply, stream)
-        return stream if self.grain is None else self.grain.stream(stream, self.spacing_mm, seed)
+        placement = self.placement(seed)
+        if placement is not None:
+            coarse_spacing = [s * 2**self.levels for s in self.spacing_mm[1:]]
+            # where the body is, the coarse draw says first (no body: the image centre stands for it)
+            offset = body_offset_mm(coarse, coarse_spacing) or (0.0, 0.0)
+            stream = map(placer(self.spacing_mm[1:], offset, placement, self.size).apply, stream)
+        spacing = self.output_spacing(seed)
+        return stream if self.grain is None else self.grain.stream(stream, spacing, seed)
 
     def stage_predictors(self, seed: int) -> list[tuple]:
         """(predictor, block edge) of each stage, coarsest first, with the noise seeds the volume for ``seed``
@@ -114,7 +140,7 @@ class Cascade:
         for slab in self.slabs(seed, slices, overlap, batch_size, progress):
             hu[z : z + len(slab)], _ = hu_to_int16(slab, "synthetic volume")
             z += len(slab)
-        return synthetic_volume(hu, self.spacing_mm, seed, self.info.cascade_id)
+        return synthetic_volume(hu, self.output_spacing(seed), seed, self.info.cascade_id)
 
 
 def synthetic_volume(hu: np.ndarray, spacing_mm, seed: int, cascade_id: str) -> Volume:

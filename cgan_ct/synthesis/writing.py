@@ -3,7 +3,8 @@
 Volume i is drawn from ``seed + i`` and written to ``synthetic_<i>/`` (``volume.nii.gz``
 and/or a DICOM series ``dicom/`` marked as synthetic) by way of a hidden
 ``.tmp-synthetic_<i>/``, emptied first and renamed into place when complete. ``synthesis.json``
-records the request (cascade, first seed, slices, formats, whether the cascade's output grain is applied),
+records the request (cascade, first seed, slices, formats, whether the cascade's output grain and its
+training placements are applied),
 written before anything is drawn,
 and, per volume in place, its folder, seed and seconds.
 
@@ -11,7 +12,7 @@ Everything is checked before the first volume is drawn. A rerun of the same requ
 (after a kill, or with a larger count): a ``synthetic_<i>`` it wrote, listed in the record (or
 not yet, where the kill came between the rename and the record), that holds exactly the files of
 a complete volume, is kept untouched; the others are drawn. A ``synthetic_<i>`` of another request
-(no record, or one of another cascade, seed, slice count, formats or grain), or one holding anything
+(no record, or one of another cascade, seed, slice count, formats, grain or placement), or one holding anything
 else, is refused, naming it. Hidden temporaries of a killed run (``.tmp-synthetic_*``, the
 record's own) are removed. Never prints: the caller reports progress through callbacks.
 """
@@ -37,8 +38,8 @@ RECORD_FILE = "synthesis.json"
 NIFTI_FILE = "volume.nii.gz"
 DICOM_FOLDER = "dicom"
 DICOM_DESCRIPTION = "cgan-ct synthetic CT"
-_REQUEST_KEYS = ("cascade_id", "seed", "slices", "formats", "grain")
-_RECORDED_BEFORE = {"grain": False}  # a record written before the key existed: what its volumes had
+_REQUEST_KEYS = ("cascade_id", "seed", "slices", "formats", "grain", "placement")
+_RECORDED_BEFORE = {"grain": False, "placement": False}  # a record written before the key existed: what its volumes had
 _VOLUME_FOLDER = re.compile(r"^synthetic_\d+$")
 _STALE = re.compile(rf"^\.tmp-(synthetic_\d+|{re.escape(RECORD_FILE)}\..*)$")
 
@@ -100,6 +101,7 @@ def write_synthetic_volumes(
         "slices": slices,
         "formats": sorted(formats),
         "grain": cascade.grain is not None,
+        "placement": cascade.placements is not None,
     }
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
