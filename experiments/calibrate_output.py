@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.synthesis.synthesis import Cascade
 
     folder = pathlib.Path(_CASCADE.value)
-    cascade = Cascade(folder)
+    cascade = Cascade(folder, placement=False)  # fitted on the cascade's own grid, as the trainer fits it
     if cascade.calibration is not None:
         raise SystemExit(f"{folder}: its output is already calibrated")
     real = [band_quantiles(fit_plane(read_volume(path).hu, cascade.size), OUTPUT_SPLITS_HU) for path in _INPUT.value]

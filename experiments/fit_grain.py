@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     from cgan_ct.synthesis.synthesis import Cascade
 
     folder = pathlib.Path(_CASCADE.value)
-    cascade = Cascade(folder)
+    cascade = Cascade(folder, placement=False)  # fitted on the cascade's own grid, as the trainer fits it
     if cascade.grain is not None:
         raise SystemExit(f"{folder}: it has an output grain already")
     real = []

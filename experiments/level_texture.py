@@ -103,19 +103,10 @@ def synthetic_levels(cascade, seed: int, slices: int, smoothing: dict[int, float
     last through the cascade's output calibration where it has one, as cgan-ct-synthesize writes it (for a
     ``cascade`` loaded with ``placement=False``: the levels stay on the cascade's own grid).
     ``smoothing`` {level: sigma}: that level blurred in-plane before the next stage sees it (a probe)."""
-    from cgan_ct.ops.pyramid import level_length
-    from cgan_ct.synthesis.cascade import refine_stream
+    from cgan_ct.synthesis.synthesis import level_volumes
 
     smoothing = smoothing or {}
-    coarse = np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)
-    levels = [_blurred(coarse, smoothing.get(cascade.levels))]
-    stages = cascade.stage_predictors(seed)  # as Cascade.slabs: the volumes cgan-ct-synthesize writes
-    for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
-        refined = np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, 0.25)))
-        levels.append(_blurred(refined, smoothing.get(cascade.levels - len(levels))))
-    if cascade.calibration is not None:
-        levels[-1] = cascade.calibration.apply(levels[-1]).astype(np.float32)
-    return levels
+    return level_volumes(cascade, seed, slices, lambda level, hu: _blurred(hu, smoothing.get(level)))
 
 
 def _cell(values: list, digits: int = 3) -> str:

@@ -237,6 +237,12 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
         # the small chests have no uniform soft tissue at 512 x 512: "-" where no patch fits
         r"\| 3 \| 8 \| synthetic \|[\s\S]*\| 0 \| 32 \| real \| (-|[\d.]+ \([\d.]+-[\d.]+\)) \| (-|[\d.]+ )",
     ),
+    "diversity_levels": _script(  # issue 33: where synthetic volumes' likeness comes from, level by level
+        "diversity_levels",
+        f"--ct_dir {{ct}} --real {TRAINING_SERIES},{HELDOUT_SERIES} --seeds 0,1 --slices 8",
+        r"\| level 3 \(coarse\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+[\s\S]*\| placed \(as written\) \| 2 \| "
+        r"[\d.]+[\s\S]*\| real \(2 series\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+",
+    ),
     "cell_edges": _script(  # issue 33: the grid of cells a cascade leaves, against real series (none)
         "cell_edges",
         f"--volumes {{ct}}/{HELDOUT_SERIES} --ct_dir {{ct}} --heldout {HELDOUT_SERIES} --periods 2,8 --z_periods 8",

@@ -30,7 +30,7 @@ from cgan_ct.io.pseudonym import pseudonym
 from cgan_ct.io.volume import AcquisitionInfo, Volume, hu_to_int16
 from cgan_ct.ops.pyramid import level_length
 from cgan_ct.synthesis.calibration import Calibration
-from cgan_ct.synthesis.cascade import cascade_stream
+from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
 from cgan_ct.synthesis.grain import Grain
@@ -141,6 +141,23 @@ class Cascade:
             hu[z : z + len(slab)], _ = hu_to_int16(slab, "synthetic volume")
             z += len(slab)
         return synthetic_volume(hu, self.output_spacing(seed), seed, self.info.cascade_id)
+
+
+def level_volumes(cascade: Cascade, seed: int, slices: int, between=None) -> list[np.ndarray]:
+    """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes, each level
+    materialized: for measuring, not serving); the last through the output calibration, as ``Cascade.slabs``
+    gives it before the placement and the grain. ``between(level, hu) -> hu`` is applied to each level before it
+    is kept and the next stage refines it (a probe; level ``cascade.levels`` is the coarse draw)."""
+    between = between or (lambda level, hu: hu)
+    coarse = np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)
+    levels = [between(cascade.levels, coarse)]
+    stages = cascade.stage_predictors(seed)
+    for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
+        refined = np.concatenate(list(refine_stream([levels[-1]], shape, predictor, block, overlap=0.25)))
+        levels.append(between(cascade.levels - len(levels), refined))
+    if cascade.calibration is not None:
+        levels[-1] = cascade.calibration.apply(levels[-1]).astype(np.float32)
+    return levels
 
 
 def synthetic_volume(hu: np.ndarray, spacing_mm, seed: int, cascade_id: str) -> Volume:
