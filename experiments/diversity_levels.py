@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
         if placed.placements is not None:
             volume = np.concatenate(list(placed.slabs(seed, _SLICES.value)))
             sets.setdefault("placed (as written)", ([], []))[0].append(matched(volume, size))
-            sets["placed (as written)"][1].append(placed.output_spacing(seed)[1:])
+            sets["placed (as written)"][1].append(placed.output_spacing(seed, _SLICES.value)[1:])
         print(f"seed {seed}: drawn", flush=True)
     rows = [row(name, *sets[name]) for name in sets]
     sources, skipped = discover([str(pathlib.Path(_CT.value) / name) for name in _REAL.value])

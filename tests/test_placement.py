@@ -10,9 +10,11 @@ from cgan_ct.demo.phantom import make_phantom
 from cgan_ct.ops.regrid import Regrid
 from cgan_ct.realism.memorization_report import memorization_report
 from cgan_ct.synthesis.placement import (
+    FILL_JITTER,
     OFFSET_JITTER_MM,
-    SPACING_JITTER,
+    SPACING_MARGIN,
     Placement,
+    body_geometry,
     body_offset_mm,
     draw,
     measure,
@@ -40,11 +42,13 @@ def test_the_body_offset_is_its_centre_from_the_image_centre_in_mm():
     assert body_offset_mm(hu, (0.5, 0.8)) == pytest.approx(offset, abs=0.05)
     assert body_offset_mm(np.full((8, 64, 64), -1000.0), (0.5, 0.5)) is None
     assert measure(np.full((8, 64, 64), -1000.0), (0.5, 0.5)) is None
-    assert measure(_disc(), (0.5, 0.8)) == Placement((0.5, 0.8), offset)
+    placement = measure(_disc(), (0.5, 0.8))
+    assert placement.spacing_mm == (0.5, 0.8) and placement.offset_mm == offset
+    assert placement.body_fill == pytest.approx(np.pi * 100 / 64**2, rel=0.05) == body_geometry(_disc(), (1, 1))[1]
 
 
 def test_a_placer_puts_the_body_at_the_offset_and_keeps_its_size_in_mm():
-    spacing, target = (0.75, 0.75), Placement((0.9, 0.9), (6.0, -4.0))
+    spacing, target = (0.75, 0.75), Placement((0.9, 0.9), (6.0, -4.0), 0.3)
     hu = _disc(radius=14.0, centre=(35.0, 30.0))
     body = body_offset_mm(hu, spacing)
     placed = placer(spacing, body, target, 64).apply(hu)
@@ -63,30 +67,41 @@ def test_a_regrid_to_the_same_grid_changes_nothing():
     np.testing.assert_allclose(Regrid((0.8, 0.8), (0.8, 0.8), 64).apply(hu), hu, atol=0.05)
 
 
-def test_draws_are_the_seeds_and_stay_near_the_training_placements():
-    placements = [Placement((0.6, 0.6), (10.0, -5.0)), Placement((0.9, 0.9), (45.0, 0.0))]
-    assert draw(placements, 7) == draw(placements, 7)
+def test_draws_fit_the_field_of_view_to_the_body_as_a_chosen_scan_was_fitted():
+    """A drawn grid: one training scan's, chosen by the seed; the spacing that makes the drawn body fill that
+    scan's share of the image (within the jitter), inside the scans' spacings widened by the margin; the body
+    centre near that scan's."""
+    placements = [Placement((0.6, 0.6), (10.0, -5.0), 0.35), Placement((0.9, 0.9), (45.0, 0.0), 0.5)]
+    cascade_spacing, fill = (0.75, 0.75), 0.4  # the drawn body fills 40 % of the cascade's grid
+    assert draw(placements, 7, cascade_spacing, fill) == draw(placements, 7, cascade_spacing, fill)
     chosen = set()
     for seed in range(200):
-        drawn = draw(placements, seed)
-        base = min(placements, key=lambda p: abs(p.spacing_mm[0] - drawn.spacing_mm[0]))
+        drawn = draw(placements, seed, cascade_spacing, fill)
+        base = min(placements, key=lambda p: abs(np.log(drawn.body_fill / p.body_fill)))
         chosen.add(base)
-        ratio = drawn.spacing_mm[0] / base.spacing_mm[0]
-        assert np.exp(-SPACING_JITTER) <= ratio <= np.exp(SPACING_JITTER)
-        assert drawn.spacing_mm[0] == pytest.approx(drawn.spacing_mm[1] * base.spacing_mm[0] / base.spacing_mm[1])
+        assert np.exp(-FILL_JITTER) <= drawn.body_fill / base.body_fill <= np.exp(FILL_JITTER)
+        # on the drawn grid the body (its area in mm kept) fills the drawn share
+        assert fill * (cascade_spacing[0] / drawn.spacing_mm[0]) ** 2 == pytest.approx(drawn.body_fill)
+        assert drawn.spacing_mm[0] == pytest.approx(drawn.spacing_mm[1])
         assert np.all(np.abs(np.subtract(drawn.offset_mm, base.offset_mm)) <= OFFSET_JITTER_MM)
     assert chosen == set(placements)
-    assert len({draw(placements, seed) for seed in range(20)}) == 20
+    assert len({draw(placements, seed, cascade_spacing, fill) for seed in range(20)}) == 20
+    # a body too large for any scan's field of view: the widest spacing the scans allow, widened by the margin
+    assert draw(placements, 1, cascade_spacing, 0.95).spacing_mm[0] == pytest.approx(0.9 * (1 + SPACING_MARGIN))
+    # no body drawn: the chosen scan's spacing
+    assert draw(placements, 1, cascade_spacing, None).spacing_mm in {p.spacing_mm for p in placements}
     with pytest.raises(ValueError, match="no placements"):
-        draw([], 0)
+        draw([], 0, cascade_spacing, fill)
 
 
 def test_a_placement_is_checked_and_round_trips():
-    placement = Placement((0.7031, 0.7031), (9.9, -4.6))
+    placement = Placement((0.7031, 0.7031), (9.9, -4.6), 0.4512)
     assert Placement.from_json(placement.to_json()) == placement
-    for spacing, offset in [((0.0, 1.0), (0, 0)), ((1.0,), (0, 0)), ((1.0, 1.0), (np.nan, 0))]:
+    for spacing, offset, fill in [((0.0, 1.0), (0, 0), 0.5), ((1.0,), (0, 0), 0.5), ((1.0, 1.0), (np.nan, 0), 0.5)]:
         with pytest.raises(ValueError, match="placement"):
-            Placement(spacing, offset)
+            Placement(spacing, offset, fill)
+    with pytest.raises(ValueError, match="body fill"):
+        Placement((1.0, 1.0), (0.0, 0.0), 0.0)
 
 
 def test_a_placed_copy_of_training_voxels_escapes_the_memorization_check():

@@ -867,10 +867,11 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     assert info["output_grain"] is None and not (folder.parent / "runs" / "output_grain.json").exists()
     # last, the three training volumes' placements (numbers only), which synthesis draws each volume's grid from
     assert messages[-1].startswith("output: 3 placements recorded, one per volume trained on (in-plane spacing ")
-    assert len(info["placements"]) == 3 and all(set(p) == {"spacing_mm", "offset_mm"} for p in info["placements"])
+    assert len(info["placements"]) == 3
+    assert all(set(p) == {"spacing_mm", "offset_mm", "body_fill"} for p in info["placements"])
     cascade = Cascade(folder, placement=False)  # the cascade's own grid: the calibration and grain as fitted
     assert cascade.calibration == Calibration.from_json(info["output_calibration"]) and cascade.grain is None
-    assert cascade.placements is None and cascade.output_spacing(1) == tuple(info["spacing_mm"])
+    assert cascade.placements is None and cascade.output_spacing(1, 20) == tuple(info["spacing_mm"])
     raw = Cascade(folder, dataclasses.replace(CascadeSpec.load(folder), output_calibration=None), placement=False)
     served, drawn = (np.concatenate(list(c.slabs(1, 20))) for c in (cascade, raw))
     np.testing.assert_allclose(served, cascade.calibration.apply(drawn), atol=1e-3)
@@ -894,14 +895,15 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     calls = []
     volume = placed.synthesize(1, 20, progress=lambda *a: calls.append(a))
     assert volume.shape == (20, 64, 64) and volume.hu.dtype == np.int16
-    assert volume.spacing_mm == placed.output_spacing(1) != tuple(info["spacing_mm"])
+    assert volume.spacing_mm == placed.output_spacing(1, 20) != tuple(info["spacing_mm"])
     assert volume.spacing_mm[0] == info["spacing_mm"][0]  # in-plane only
     assert {c[0] for c in calls} == {0, 1}
     np.testing.assert_array_equal(volume.hu, placed.synthesize(1, 20).hu)
     assert not np.array_equal(volume.hu, placed.synthesize(2, 20).hu)
     assert not np.array_equal(volume.hu, cascade.synthesize(1, 20).hu)
     assert placed.synthesize(1, 37).shape == (37, 64, 64)
-    bad = dataclasses.replace(CascadeSpec.load(folder), placements=[{"spacing_mm": [-1, 1], "offset_mm": [0, 0]}])
+    bad = [{"spacing_mm": [-1, 1], "offset_mm": [0, 0], "body_fill": 0.5}]
+    bad = dataclasses.replace(CascadeSpec.load(folder), placements=bad)
     with pytest.raises(InputError, match="placements are malformed"):
         Cascade(folder, bad)
 
@@ -1169,7 +1171,7 @@ def test_synthesize_cli_places_volumes_and_the_report_searches_them_on_the_casca
         placed = read_volume(tmp_path / "placed" / f"synthetic_{seed:03d}" / "volume.nii.gz")
         fixed = read_volume(tmp_path / "fixed" / f"synthetic_{seed:03d}" / "volume.nii.gz")
         series = read_volume(tmp_path / "placed" / f"synthetic_{seed:03d}" / "dicom")
-        assert placed.spacing_mm == pytest.approx(Cascade(folder).output_spacing(seed), abs=1e-4)
+        assert placed.spacing_mm == pytest.approx(Cascade(folder).output_spacing(seed, 24), abs=1e-4)
         assert series.spacing_mm == pytest.approx(placed.spacing_mm, abs=1e-4)
         assert fixed.spacing_mm == pytest.approx(tuple(info["spacing_mm"]), abs=1e-4)
         assert not np.array_equal(placed.hu, fixed.hu)

@@ -1,17 +1,20 @@
 """Where a synthetic body lies on its image: the field of view and the placement of real scans.
 
 Real chest scans are reconstructed at the field of view their patient needs (pixel spacing 0.59-0.90 mm on the
-cohort's six training series) and the body lies where the table put it (its centre 2-47 mm from the image's).
-A cascade draws every body on one grid, at the training volumes' median spacing and at the place its coarse
-generator learned. Pairs of synthetic volumes were measured (BUILD_NOTES, "Why synthetic volumes looked alike")
-alike as stored mostly because of that shared grid: with the bodies aligned in millimetres, six draws of
-pretrained:synthesis differ as much as nine real patients do (MS-SSIM 0.400 against 0.388), and as stored they
-did not (0.389 against 0.270).
+cohort's six training series: the body fills 36-72 % of the image) and the body lies where the table put it
+(its centre 5-48 mm from the image's). A cascade draws every body on one grid, at the training volumes' median
+spacing and where its coarse generator learned to. Pairs of synthetic volumes were measured (BUILD_NOTES, "Why
+synthetic volumes looked alike") alike as stored mostly because of that shared grid: with the bodies aligned in
+millimetres, six draws of pretrained:synthesis differ about as much as nine real patients do (MS-SSIM 0.400
+against 0.388), and as stored they did not (0.389 against 0.270).
 
-So a cascade records each training volume's ``Placement`` (in-plane spacing and the body centre's offset from
-the image centre, numbers only), and a synthetic volume is put on one of them, chosen by its seed and moved a
-little (``draw``): resampled in-plane, slab by slab, so memory stays bounded by the slab. The body keeps its
-size in millimetres; the volume's spacing says the new one. The output grain is applied after, at that spacing.
+So a cascade records each training volume's ``Placement`` (numbers only: in-plane spacing, the body centre's
+offset from the image centre, the share of the image the body fills), and a synthetic volume is put on a grid
+drawn from them (``draw``): one training volume's, chosen by the seed, with the field of view fitted to the
+drawn body as a radiographer fits it to the patient (the body fills the share of the image it filled in that
+scan, moved a little), and the body centre where that scan's was, moved a little. The volume is resampled
+in-plane slab by slab, so memory stays bounded by the slab; the body keeps its size in millimetres and the
+volume's spacing says the new one. The output grain is applied after, at that spacing.
 """
 
 from __future__ import annotations
@@ -25,38 +28,46 @@ from scipy import ndimage
 from cgan_ct.ops.regrid import Regrid
 
 BODY_HU = -500.0  # above: body (the body mask of the realism measures)
-SPACING_JITTER = 0.05  # a drawn spacing is a training one times exp(U(-0.05, 0.05))
-OFFSET_JITTER_MM = 10.0  # a drawn offset is a training one moved by U(-10, 10) mm per axis
+FILL_JITTER = 0.10  # the body fills the chosen scan's share of the image times exp(U(-0.1, 0.1))
+OFFSET_JITTER_MM = 10.0  # the body centre lies at the chosen scan's, moved by U(-10, 10) mm per axis
+SPACING_MARGIN = 0.10  # a fitted spacing stays within the training spacings' range widened by 10 % each way
 _DRAW_KEY = 0x91AC  # the placement's random stream, apart from every other use of the volume's seed
 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """An image grid for a body: in-plane pixel spacing (mm, y x) and the body centre's offset from the image
-    centre (mm, y x: +y towards the last row, +x towards the last column)."""
+    """An image grid for a body: in-plane pixel spacing (mm, y x), the body centre's offset from the image
+    centre (mm, y x: +y towards the last row, +x towards the last column) and the share of the image's pixels the
+    body fills (its middle slices' median)."""
 
     spacing_mm: tuple[float, float]
     offset_mm: tuple[float, float]
+    body_fill: float
 
     def __post_init__(self):
         spacing = tuple(float(s) for s in self.spacing_mm)
         offset = tuple(float(o) for o in self.offset_mm)
+        fill = float(self.body_fill)
         if len(spacing) != 2 or len(offset) != 2:
             raise ValueError(f"a placement has two spacings and two offsets, got {spacing} and {offset}")
         if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not all(np.isfinite(offset)):
             raise ValueError(f"a placement needs positive spacings and finite offsets, got {spacing}, {offset}")
+        if not 0 < fill <= 1:
+            raise ValueError(f"a placement's body fill is a share in (0, 1], got {fill}")
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "offset_mm", offset)
+        object.__setattr__(self, "body_fill", fill)
 
     def to_json(self) -> dict:
         return {
             "spacing_mm": [round(s, 4) for s in self.spacing_mm],
             "offset_mm": [round(o, 1) for o in self.offset_mm],
+            "body_fill": round(self.body_fill, 4),
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Placement:
-        return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]))
+        return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]), float(data["body_fill"]))
 
 
 def _largest_body(slice_hu: np.ndarray) -> np.ndarray | None:
@@ -69,43 +80,61 @@ def _largest_body(slice_hu: np.ndarray) -> np.ndarray | None:
     return labels == int(np.argmax(sizes)) + 1
 
 
-def body_offset_mm(hu: np.ndarray, spacing_yx) -> tuple[float, float] | None:
-    """The body centre's offset from the image centre (mm, y x) of a (z, y, x) HU volume: the median over up to
-    16 slices of its middle half of each slice's largest body region's centroid; None where no slice has a body."""
+def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], float] | None:
+    """(the body centre's offset from the image centre in mm (y, x), the share of the image it fills) of a
+    (z, y, x) HU volume: medians over up to 16 slices of its middle half of each slice's largest body region's
+    centroid and pixel share; None where no such slice has a body."""
     hu = np.asarray(hu)
     depth = hu.shape[0]
     first, last = depth // 4, max(depth // 4 + 1, (3 * depth) // 4)
-    centres = []
+    centres, fills = [], []
     for z in np.unique(np.linspace(first, last - 1, min(16, last - first)).astype(int)):
         body = _largest_body(np.asarray(hu[z], np.float32))
         if body is None:
             continue
         cy, cx = ndimage.center_of_mass(body)
         centres.append(((cy - (hu.shape[1] - 1) / 2) * spacing_yx[0], (cx - (hu.shape[2] - 1) / 2) * spacing_yx[1]))
+        fills.append(body.mean())
     if not centres:
         return None
     cy, cx = np.median(centres, axis=0)
-    return float(cy), float(cx)
+    return (float(cy), float(cx)), float(np.median(fills))
+
+
+def body_offset_mm(hu: np.ndarray, spacing_yx) -> tuple[float, float] | None:
+    """The body centre's offset from the image centre (mm, y x) of a (z, y, x) HU volume (``body_geometry``)."""
+    geometry = body_geometry(hu, spacing_yx)
+    return None if geometry is None else geometry[0]
 
 
 def measure(hu: np.ndarray, spacing_yx) -> Placement | None:
     """The placement of a real (z, y, x) volume on its grid (None where it has no body)."""
-    offset = body_offset_mm(hu, spacing_yx)
-    return None if offset is None else Placement(tuple(spacing_yx), offset)
+    geometry = body_geometry(hu, spacing_yx)
+    return None if geometry is None else Placement(tuple(spacing_yx), *geometry)
 
 
-def draw(placements: Sequence[Placement], seed: int) -> Placement:
-    """The placement of the volume for ``seed``: one of ``placements`` chosen by the seed, its spacing scaled by
-    up to SPACING_JITTER and its offset moved by up to OFFSET_JITTER_MM (the same for the same seed)."""
+def draw(placements: Sequence[Placement], seed: int, spacing_yx, body_fill: float | None) -> Placement:
+    """The grid of the volume for ``seed`` whose body fills ``body_fill`` of the image on the cascade's grid
+    (``spacing_yx``): one of ``placements`` chosen by the seed; the spacing that makes the body fill that scan's
+    share (times up to FILL_JITTER), kept within the placements' spacings widened by SPACING_MARGIN; the body
+    centre at that scan's offset, moved by up to OFFSET_JITTER_MM. Without ``body_fill`` (no body drawn), that
+    scan's spacing. The same for the same arguments."""
     if not placements:
         raise ValueError("no placements to draw from")
     rng = np.random.default_rng([_DRAW_KEY, int(seed) & 0xFFFFFFFF])
     base = placements[int(rng.integers(len(placements)))]
-    scale = float(np.exp(rng.uniform(-SPACING_JITTER, SPACING_JITTER)))
+    fill = base.body_fill * float(np.exp(rng.uniform(-FILL_JITTER, FILL_JITTER)))
     shift = rng.uniform(-OFFSET_JITTER_MM, OFFSET_JITTER_MM, 2)
-    return Placement(
-        tuple(s * scale for s in base.spacing_mm), tuple(o + d for o, d in zip(base.offset_mm, shift, strict=True))
-    )
+    if body_fill:
+        scale = float(np.sqrt(body_fill / fill))  # the body's area in mm is kept: fill ~ 1 / spacing**2
+        low = (1 - SPACING_MARGIN) * min(p.spacing_mm[0] for p in placements)
+        high = (1 + SPACING_MARGIN) * max(p.spacing_mm[0] for p in placements)
+        row = float(np.clip(spacing_yx[0] * scale, low, high))
+        spacing = (row, row * spacing_yx[1] / spacing_yx[0])
+    else:
+        spacing = base.spacing_mm
+    offset = tuple(o + d for o, d in zip(base.offset_mm, shift, strict=True))
+    return Placement(spacing, offset, fill)
 
 
 def placer(spacing_yx, body_offset: tuple[float, float], placement: Placement, size: int) -> Regrid:

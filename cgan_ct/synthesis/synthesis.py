@@ -34,7 +34,7 @@ from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
 from cgan_ct.synthesis.grain import Grain
-from cgan_ct.synthesis.placement import Placement, body_offset_mm, draw, placer
+from cgan_ct.synthesis.placement import Placement, body_geometry, body_offset_mm, draw, placer
 
 SYNTHETIC_SOURCE = "synthetic"
 
@@ -86,29 +86,39 @@ class Cascade:
             for j in reversed(range(self.levels))
         ]
 
-    def placement(self, seed: int) -> Placement | None:
-        """The grid of the volume for ``seed`` (None: the cascade's own, ``spacing_mm``)."""
-        return None if self.placements is None else draw(self.placements, seed)
+    def plan(self, seed: int, slices: int) -> tuple[np.ndarray, Placement | None]:
+        """The coarse draw (HU) of the volume for ``seed`` and its grid (None: the cascade's own, ``spacing_mm``),
+        fitted to the body that draw holds (cgan_ct.synthesis.placement.draw)."""
+        if slices < 1:
+            raise ValueError(f"slices must be >= 1, got {slices}")
+        coarse = self.coarse.draw(seed, level_length(slices, self.levels))
+        if self.placements is None:
+            return coarse, None
+        geometry = body_geometry(coarse, self._coarse_spacing())
+        return coarse, draw(self.placements, seed, self.spacing_mm[1:], geometry[1] if geometry else None)
 
-    def output_spacing(self, seed: int) -> tuple[float, float, float]:
-        """(z, y, x) spacing in mm of the volume for ``seed``."""
-        placement = self.placement(seed)
+    def _coarse_spacing(self) -> list[float]:
+        return [s * 2**self.levels for s in self.spacing_mm[1:]]
+
+    def output_spacing(self, seed: int, slices: int) -> tuple[float, float, float]:
+        """(z, y, x) spacing in mm of the volume for ``seed`` of ``slices`` slices."""
+        return self._spacing(self.plan(seed, slices)[1])
+
+    def _spacing(self, placement: Placement | None) -> tuple[float, float, float]:
         spacing = tuple(float(s) for s in self.spacing_mm)
         return spacing if placement is None else (spacing[0], *placement.spacing_mm)
 
     def slabs(
-        self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None
+        self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None, plan=None
     ) -> Iterator[np.ndarray]:
         """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order, through the
-        output calibration, onto its placement's grid (``output_spacing``) and through the output grain, where
+        output calibration, onto its grid (``plan``: drawn here unless given) and through the output grain, where
         the cascade has them.
 
         ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
         (stage 0 the coarsest refinement).
         """
-        if slices < 1:
-            raise ValueError(f"slices must be >= 1, got {slices}")
-        coarse = self.coarse.draw(seed, level_length(slices, self.levels))
+        coarse, placement = plan if plan is not None else self.plan(seed, slices)
         stream = cascade_stream(
             coarse,
             self.stage_predictors(seed),
@@ -119,14 +129,11 @@ class Cascade:
         )
         if self.calibration is not None:
             stream = map(self.calibration.apply, stream)
-        placement = self.placement(seed)
         if placement is not None:
-            coarse_spacing = [s * 2**self.levels for s in self.spacing_mm[1:]]
             # where the body is, the coarse draw says first (no body: the image centre stands for it)
-            offset = body_offset_mm(coarse, coarse_spacing) or (0.0, 0.0)
+            offset = body_offset_mm(coarse, self._coarse_spacing()) or (0.0, 0.0)
             stream = map(placer(self.spacing_mm[1:], offset, placement, self.size).apply, stream)
-        spacing = self.output_spacing(seed)
-        return stream if self.grain is None else self.grain.stream(stream, spacing, seed)
+        return stream if self.grain is None else self.grain.stream(stream, self._spacing(placement), seed)
 
     def stage_predictors(self, seed: int) -> list[tuple]:
         """(predictor, block edge) of each stage, coarsest first, with the noise seeds the volume for ``seed``
@@ -136,11 +143,12 @@ class Cascade:
     def synthesize(self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None) -> Volume:
         """One synthetic volume (int16 HU, canonical) for ``seed``; only the int16 result grows with ``slices``."""
         hu = np.empty((slices, self.size, self.size), np.int16)
+        plan = self.plan(seed, slices)
         z = 0
-        for slab in self.slabs(seed, slices, overlap, batch_size, progress):
+        for slab in self.slabs(seed, slices, overlap, batch_size, progress, plan=plan):
             hu[z : z + len(slab)], _ = hu_to_int16(slab, "synthetic volume")
             z += len(slab)
-        return synthetic_volume(hu, self.output_spacing(seed), seed, self.info.cascade_id)
+        return synthetic_volume(hu, self._spacing(plan[1]), seed, self.info.cascade_id)
 
 
 def level_volumes(cascade: Cascade, seed: int, slices: int, between=None) -> list[np.ndarray]:
