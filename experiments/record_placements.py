@@ -3,11 +3,12 @@
   python experiments/record_placements.py --cascade CASCADE --input SERIES,...
 
 ``cgan-ct-train-cascade`` records them when it trains (cascade.json's ``placements``: each training volume's
-in-plane spacing and body offset on the cascade's plane, numbers only, sorted); this gives a cascade trained
-before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series, centre-cropped or
-padded to its plane as the trainer takes them). Nothing else changes: cgan-ct-synthesize then puts each volume
-on one of them (cgan_ct.synthesis.placement). Work on a copy: CASCADE is changed in place. A cascade that has
-placements already is refused.
+in-plane spacing, body offset and body fill on the cascade's plane, numbers only, sorted); this gives a cascade
+trained before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series,
+centre-cropped or padded to its plane as the trainer takes them; the body fill on their coarse level, by the
+cascade's pyramid). Nothing else changes: cgan-ct-synthesize then puts each volume on a grid drawn from them
+(cgan_ct.synthesis.placement). Work on a copy: CASCADE is changed in place. A cascade that has placements
+already is refused.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def main(argv: list[str]) -> None:
     import pathlib
 
     from cgan_ct.io.sources import discover
+    from cgan_ct.ops.pyramid import downsample
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
-    from cgan_ct.synthesis.cascade_training import fit_plane, placements_line
-    from cgan_ct.synthesis.placement import measure
+    from cgan_ct.synthesis.cascade_training import fit_plane, placements_line, training_placement
 
     folder = pathlib.Path(_CASCADE.value)
     spec = CascadeSpec.load(folder)
@@ -42,7 +43,9 @@ def main(argv: list[str]) -> None:
     placements = []
     for source in sources:
         volume = source.read(None)
-        placement = measure(fit_plane(volume.hu, spec.size), volume.spacing_mm[1:])
+        hu = fit_plane(volume.hu, spec.size)
+        coarse = downsample(hu, 2**spec.levels, spec.training.get("pyramid", "subsample"))
+        placement = training_placement(hu, coarse, volume.spacing_mm[1:])
         if placement is None:
             raise SystemExit(f"{source.volume_id}: no body (nothing above -500 HU) to place")
         placements.append(placement)

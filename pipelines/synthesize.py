@@ -22,10 +22,10 @@ A cascade trained since 2026-12-07 (and pretrained:synthesis) gives its volumes 
 stages: the soft-tissue mottle smoothed out and real CT's grain added (cgan_ct.synthesis.grain; BUILD_NOTES
 "Output grain"). --nograin leaves it out: the volumes as the GAN stages and the intensity calibration make
 them.
-Such a cascade also records its training volumes' in-plane spacing and body offset (cascade.json's
-placements; pretrained:synthesis since 2026-12-08): each volume is put on one of them, chosen by its seed and
-moved a little (spacing within 5 %, offset within 10 mm), as real archives differ in field of view and table
-height. --noplacement: every volume on the cascade's one grid, the body where the coarse generator drew it.
+A cascade trained with --placement (experimental) also records its training volumes' placements (in-plane
+spacing, body offset and fill: cascade.json's placements): each volume's field of view and body position are
+then drawn from them by its seed (cgan_ct.synthesis.placement), as real archives differ in both. --noplacement:
+every volume on the cascade's one grid, the body where the coarse generator drew it.
 A synthetic_<i> folder of other settings (or with other files in it) is an
 error naming it, before anything is drawn.
 """
@@ -59,8 +59,8 @@ _GRAIN = flags.DEFINE_boolean(
 _PLACEMENT = flags.DEFINE_boolean(
     "placement",
     True,
-    "Put each volume on one of the training volumes' grids (in-plane spacing and body offset), moved a little. "
-    "--noplacement: every volume on the cascade's one grid. No effect on a cascade without recorded placements.",
+    "Draw each volume's field of view and body position from the training volumes' (a cascade trained with "
+    "--placement). --noplacement: every volume on the cascade's one grid. No effect on a cascade without them.",
 )
 
 

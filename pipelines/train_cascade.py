@@ -7,7 +7,7 @@
                         [--stage_spectral_weight 0] [--stage_spectral_patch 0] [--pyramid subsample]
                         [--stage_upsample transpose] [--stage_spectral_levels 0,1,2] [--nocoarse_calibration]
                         [--stage_residual_base condition|smooth] [--stage_residual_sigma 1]
-                        [--nooutput_calibration] [--nooutput_grain] [--noplacement] [--coarse_augment_color]
+                        [--nooutput_calibration] [--nooutput_grain] [--placement] [--coarse_augment_color]
                         [--coarse_keep last|diverse] [--coarse_ema_decay 0.999]
                         [--coarse_mode_seeking 1 [--coarse_mode_seeking_bounded]]
                         [--mirror_axes z,y,x|none] [--[no]quarter_turns] [--elastic_voxels 0]
@@ -35,10 +35,12 @@ Then the texture of the calibrated volumes is fitted to the training volumes'
 soft-tissue noise power, on 4 volumes: mottle below their median noise smoothed
 out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
 output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
-none, as before 2026-12-07). Each training volume's in-plane spacing and body
-offset are recorded (cascade.json's placements): cgan-ct-synthesize puts each
-volume on one of them, moved a little, as real archives differ in field of view
-and table height (--noplacement: one grid for all, as before 2026-12-08). The coarse generator's diversity is checked 10
+none, as before 2026-12-07). Experimental: --placement records each training
+volume's in-plane spacing, body offset and fill (cascade.json's placements), from
+which cgan-ct-synthesize draws each volume's field of view and body position, as
+real archives differ in both (measured: pairs as different as real ones as
+stored, at a cost in FRD and anatomy; BUILD_NOTES "Why synthetic volumes looked
+alike"). The coarse generator's diversity is checked 10
 times while it trains (OUT/runs/coarse_diversity.json), with the draws' body
 size, lung and bone share beside the training volumes' range (a warning when the
 kept generator's are outside it); --coarse_keep diverse keeps the generator of
@@ -147,9 +149,9 @@ _GRAIN = flags.DEFINE_boolean(
 )
 _PLACEMENT = flags.DEFINE_boolean(
     "placement",
-    True,
-    "Record the training volumes' in-plane spacing and body offset; cgan-ct-synthesize puts each volume on one of "
-    "them, moved a little (--noplacement: every volume on one grid, the body where the coarse generator drew it).",
+    False,
+    "Experimental: record the training volumes' in-plane spacing, body offset and fill; cgan-ct-synthesize then "
+    "draws each volume's field of view and body position from them (off: every volume on one grid).",
 )
 _COLOR = flags.DEFINE_boolean(
     "coarse_augment_color",

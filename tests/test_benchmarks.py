@@ -240,7 +240,7 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
     "diversity_levels": _script(  # issue 33: where synthetic volumes' likeness comes from, level by level
         "diversity_levels",
         f"--ct_dir {{ct}} --real {TRAINING_SERIES},{HELDOUT_SERIES} --seeds 0,1 --slices 8",
-        r"\| level 3 \(coarse\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+[\s\S]*\| placed \(as written\) \| 2 \| "
+        r"\| level 3 \(coarse\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+[\s\S]*\| grained \| 2 \| "
         r"[\d.]+[\s\S]*\| real \(2 series\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+",
     ),
     "cell_edges": _script(  # issue 33: the grid of cells a cascade leaves, against real series (none)

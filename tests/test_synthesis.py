@@ -789,6 +789,7 @@ def tiny_cascade(tmp_path_factory):
         conversion=conversion_config("smoke", test_fraction=0.25),
         stage_augmentation={"mirror_axes": ()},  # the handedness kept (issue 33, item 1)
         spectral_levels=(0,),  # the texture term in the full-resolution stage only
+        placement=True,  # the training volumes' fields of view recorded (experimental; off by default)
     )
     messages = []
     cascade = train_cascade([root / "in"], root / "out", settings, say=messages.append, workers=1)
@@ -1301,7 +1302,7 @@ _COMMAND_CASES = [  # (flags, (L1 weight, texture weight), augmentation given)
         (10.0, 0.0),
         {"mirror_axes": (), "quarter_turns": False, "elastic_voxels": 2.0} | {"elastic_sampling": "noise_preserving"},
     ),
-    (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain", "--noplacement"), (10.0, 0.0), {}),
+    (("--nocoarse_calibration", "--nooutput_calibration", "--nooutput_grain", "--placement"), (10.0, 0.0), {}),
     (("--coarse_augment_color", "--coarse_keep", "diverse"), (10.0, 0.0), {}),
     (("--coarse_ema_decay", "0.99", "--coarse_mode_seeking", "0.5", "--coarse_mode_seeking_bounded"), (10.0, 0.0), {}),
 ]
@@ -1313,9 +1314,10 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
     residual then corrects the condition; --stage_residual_base smooth: the condition blurred), with
     transposed up-sampling unless --stage_upsample, the texture term in every stage unless
     --stage_spectral_levels; item 1: the augmentation flags reach the stages' settings, and only those given;
-    both calibrations, the output grain and the placements on unless switched off; item 2: colour augmentation
-    of the coarse discriminator's inputs only when asked, the rest of the coarse preset as it was, the last coarse
-    generator kept unless --coarse_keep diverse, the moving average and the (bounded) mode-seeking term only when asked.
+    both calibrations and the output grain on unless switched off, the placements only when asked; item 2:
+    colour augmentation of the coarse discriminator's inputs only when asked, the rest of the coarse preset as it
+    was, the last coarse generator kept unless --coarse_keep diverse, the moving average and the (bounded)
+    mode-seeking term only when asked.
     Every command line parsed in one process (the flags reset between them), which prints what the trainer
     would be given."""
     stub = (
@@ -1328,8 +1330,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         "    print('PYRAMID', settings.pyramid, base.residual_base, base.residual_sigma)\n"
         "    print('UPSAMPLE', stage.upsample)\n"
         "    print('LEVELS', *[training.stage_model(settings, j).spectral_weight for j in range(settings.levels)])\n"
-        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain,\n"
-        "          settings.placement)\n"
+        "    print('CALIBRATE', settings.calibrate_coarse, settings.calibrate_output, settings.output_grain)\n"
+        "    print('PLACEMENT', settings.placement)\n"
         "    coarse = settings.coarse\n"
         "    print('KEEP', settings.coarse_keep, settings.diversity_checks)\n"
         "    print('COARSE', coarse.augment_color, coarse.steps, coarse.r1_gamma, coarse.augment, coarse.ema_decay,\n"
@@ -1355,7 +1357,8 @@ def test_train_cascade_command_gives_the_stages_its_l1_weight(tmp_path):
         per_stage = [float(v) for v in said["LEVELS"].split()[1:]]
         assert per_stage == ([expected[1], 0.0, 0.0] if "--stage_spectral_levels" in extra else [expected[1]] * 3)
         calibrated = "--nooutput_calibration" not in extra
-        assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 4, extra
+        assert said["CALIBRATE"].split()[1:] == [str(calibrated)] * 3, extra
+        assert said["PLACEMENT"].split()[1:] == [str("--placement" in extra)], extra
         preset = coarse_config("cpu")
         coarse = [str("--coarse_augment_color" in extra), str(preset.steps), str(preset.r1_gamma), "True"]
         bounded = "--coarse_mode_seeking_bounded" in extra

@@ -77,6 +77,7 @@ from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coar
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 from cgan_ct.synthesis.grain import fit_grain, soft_tissue_nps
+from cgan_ct.synthesis.placement import Placement, body_geometry
 from cgan_ct.synthesis.placement import measure as measure_placement
 from cgan_ct.synthesis.synthesis import Cascade
 
@@ -157,10 +158,11 @@ class CascadeSettings:
         to ``output_grain_samples`` whole calibrated volumes; cascade.json's ``output_grain``, which
         cgan-ct-synthesize applies unless told not to). On by default since 2026-12-07 (BUILD_NOTES "Output
         grain"); False: none, as before.
-      placement: record the training volumes' in-plane spacing and body offset (cgan_ct.synthesis.placement;
-        cascade.json's ``placements``), which cgan-ct-synthesize puts each volume on one of, moved a little,
-        unless told not to. On by default since 2026-12-08 (BUILD_NOTES "Why synthetic volumes looked alike");
-        False: every volume on one grid, as before.
+      placement: record the training volumes' placements (in-plane spacing, body offset and fill:
+        cgan_ct.synthesis.placement; cascade.json's ``placements``), from which cgan-ct-synthesize draws each
+        volume's grid unless told not to. Experimental, off by default: as measured (BUILD_NOTES "Why synthetic
+        volumes looked alike") it makes pairs of volumes as different as real ones as stored, but costs FRD,
+        the body's share of the image and the anatomy checks.
     """
 
     levels: int = 3
@@ -184,7 +186,7 @@ class CascadeSettings:
     output_calibration_samples: int = 8
     output_grain: bool = True
     output_grain_samples: int = 4
-    placement: bool = True
+    placement: bool = False
 
     def __post_init__(self):
         check_pyramid(self.pyramid)
@@ -509,7 +511,7 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
             spectra.append(soft_tissue_nps(volume.hu, volume.spacing_mm))
         spacings.append(volume.spacing_mm)
         slices.append(volume.shape[0])
-        placement = measure_placement(hu, volume.spacing_mm[1:])
+        placement = training_placement(hu, volumes[-1], volume.spacing_mm[1:])
         if placement is not None:
             placements.append(placement)
     if not volumes:
@@ -517,6 +519,17 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     spacing = tuple(float(s) for s in np.median(spacings, axis=0))
     placements.sort(key=lambda p: (p.spacing_mm, p.offset_mm))  # numbers only, in no patient's order
     return volumes, spacing, int(np.median(slices)), quantiles, spectra, placements
+
+
+def training_placement(hu: np.ndarray, coarse: np.ndarray, spacing_yx) -> Placement | None:
+    """A training volume's placement (cgan_ct.synthesis.placement.measure) on the cascade's plane (``hu``, after
+    ``fit_plane``), its body fill measured on its coarse level (``coarse``, as the coarse generator learns it),
+    where the cascade's coarse draws are measured: the coarse level's blur widens a body alike on both sides."""
+    placement = measure_placement(hu, spacing_yx)
+    geometry = body_geometry(coarse, [s * hu.shape[1] / coarse.shape[1] for s in spacing_yx])
+    if placement is None or geometry is None:
+        return None
+    return dataclasses.replace(placement, body_fill=geometry[1])
 
 
 def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:

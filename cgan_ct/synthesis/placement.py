@@ -1,15 +1,17 @@
 """Where a synthetic body lies on its image: the field of view and the placement of real scans.
 
 Real chest scans are reconstructed at the field of view their patient needs (pixel spacing 0.59-0.90 mm on the
-cohort's six training series: the body fills 36-72 % of the image) and the body lies where the table put it
+cohort's six training series) and the body lies where the table put it
 (its centre 5-48 mm from the image's). A cascade draws every body on one grid, at the training volumes' median
 spacing and where its coarse generator learned to. Pairs of synthetic volumes were measured (BUILD_NOTES, "Why
 synthetic volumes looked alike") alike as stored mostly because of that shared grid: with the bodies aligned in
 millimetres, six draws of pretrained:synthesis differ about as much as nine real patients do (MS-SSIM 0.400
 against 0.388), and as stored they did not (0.389 against 0.270).
 
-So a cascade records each training volume's ``Placement`` (numbers only: in-plane spacing, the body centre's
-offset from the image centre, the share of the image the body fills), and a synthetic volume is put on a grid
+So a cascade trained with ``--placement`` (experimental, off by default: it costs FRD and anatomy checks, as
+measured there) records each training volume's ``Placement`` (numbers only: in-plane spacing, the body centre's
+offset from the image centre, the share of the image the body fills: measured on the coarse level, where the
+drawn body is measured too, the coarse level's blur widening both alike), and a synthetic volume is put on a grid
 drawn from them (``draw``): one training volume's, chosen by the seed, with the field of view fitted to the
 drawn body as a radiographer fits it to the patient (the body fills the share of the image it filled in that
 scan, moved a little), and the body centre where that scan's was, moved a little. The volume is resampled
@@ -28,6 +30,7 @@ from scipy import ndimage
 from cgan_ct.ops.regrid import Regrid
 
 BODY_HU = -500.0  # above: body (the body mask of the realism measures)
+OPENING_MM = 1.5  # the body's opening, in mm (the table and blankets apart)
 FILL_JITTER = 0.10  # the body fills the chosen scan's share of the image times exp(U(-0.1, 0.1))
 OFFSET_JITTER_MM = 10.0  # the body centre lies at the chosen scan's, moved by U(-10, 10) mm per axis
 SPACING_MARGIN = 0.10  # a fitted spacing stays within the training spacings' range widened by 10 % each way
@@ -70,9 +73,12 @@ class Placement:
         return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]), float(data["body_fill"]))
 
 
-def _largest_body(slice_hu: np.ndarray) -> np.ndarray | None:
-    """The largest connected region above BODY_HU after a small opening (the table and blankets apart)."""
-    body = ndimage.binary_opening(slice_hu > BODY_HU, iterations=2)
+def _largest_body(slice_hu: np.ndarray, opening: int) -> np.ndarray | None:
+    """The largest connected region above BODY_HU after an opening of ``opening`` voxels (the table and blankets
+    apart)."""
+    body = slice_hu > BODY_HU
+    if opening:
+        body = ndimage.binary_opening(body, iterations=opening)
     labels, count = ndimage.label(body)
     if not count:
         return None
@@ -83,13 +89,15 @@ def _largest_body(slice_hu: np.ndarray) -> np.ndarray | None:
 def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], float] | None:
     """(the body centre's offset from the image centre in mm (y, x), the share of the image it fills) of a
     (z, y, x) HU volume: medians over up to 16 slices of its middle half of each slice's largest body region's
-    centroid and pixel share; None where no such slice has a body."""
+    centroid and pixel share; None where no such slice has a body. The region is opened by OPENING_MM first (2
+    voxels at 0.75 mm; none on a coarse level's 6 mm voxels, where it would cut the body apart)."""
     hu = np.asarray(hu)
+    opening = int(round(OPENING_MM / float(min(spacing_yx))))
     depth = hu.shape[0]
     first, last = depth // 4, max(depth // 4 + 1, (3 * depth) // 4)
     centres, fills = [], []
     for z in np.unique(np.linspace(first, last - 1, min(16, last - first)).astype(int)):
-        body = _largest_body(np.asarray(hu[z], np.float32))
+        body = _largest_body(np.asarray(hu[z], np.float32), opening)
         if body is None:
             continue
         cy, cx = ndimage.center_of_mass(body)
