@@ -963,10 +963,9 @@ def test_calibrate_coarse_experiment_calibrates_a_trained_cascade(tiny_cascade, 
     assert again.returncode != 0 and "already calibrated" in again.stderr + again.stdout
 
 
-@pytest.mark.slow
-def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, tmp_path):
-    """experiments/calibrate_output.py gives a cascade trained without an output calibration the one the
-    trainer fits (the same draws, the same training volumes), and refuses a calibrated one."""
+def _cascade_without(tiny_cascade, tmp_path, key: str):
+    """A copy of the tiny cascade with cascade.json's ``key`` set to None, what it held, and the training inputs
+    as the trainer took them: (copy, trained value, cascade.json as changed, training input paths)."""
     import shutil
 
     from cgan_ct.data.manifest import load_manifest
@@ -976,10 +975,17 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
     copy = tmp_path / "cascade"
     shutil.copytree(folder, copy)
     info = json.loads((copy / "cascade.json").read_text())
-    trained, info["output_calibration"] = info["output_calibration"], None
+    trained, info[key] = info[key], None
     (copy / "cascade.json").write_text(json.dumps(info))
     train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
-    train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
+    return copy, trained, info, [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]
+
+
+@pytest.mark.slow
+def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, tmp_path):
+    """experiments/calibrate_output.py gives a cascade trained without an output calibration the one the
+    trainer fits (the same draws, the same training volumes), and refuses a calibrated one."""
+    copy, trained, _, train = _cascade_without(tiny_cascade, tmp_path, "output_calibration")
     script = [sys.executable, str(REPO / "experiments" / "calibrate_output.py"), "--input", ",".join(train)]
     result = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -997,19 +1003,7 @@ def test_calibrate_output_experiment_calibrates_a_trained_cascade(tiny_cascade, 
 def test_record_placements_experiment_gives_an_older_cascade_the_trainers_placements(tiny_cascade, tmp_path):
     """experiments/record_placements.py measures the training volumes' placements as the trainer does (the same
     numbers, sorted), writes only them into cascade.json, and refuses a cascade that has them."""
-    import shutil
-
-    from cgan_ct.data.manifest import load_manifest
-    from cgan_ct.io.sources import discover
-
-    root, _, folder, _ = tiny_cascade
-    copy = tmp_path / "cascade"
-    shutil.copytree(folder, copy)
-    info = json.loads((copy / "cascade.json").read_text())
-    trained, info["placements"] = info["placements"], None
-    (copy / "cascade.json").write_text(json.dumps(info))
-    train_ids = {v.volume_id for v in load_manifest(root / "out" / "datasets" / "level0").volumes_in("train")}
-    train = [str(s.file) for s in discover([root / "in"])[0] if s.volume_id in train_ids]  # as the trainer's
+    copy, trained, info, train = _cascade_without(tiny_cascade, tmp_path, "placements")
     script = [sys.executable, str(REPO / "experiments" / "record_placements.py"), "--input", ",".join(train)]
     result = subprocess.run([*script, "--cascade", str(copy)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
