@@ -86,9 +86,9 @@ def main(argv: list[str]) -> None:
             sets.setdefault("grained", ([], []))[0].append(matched(grained, size))
             sets["grained"][1].append(spacing)
         if placed.placements is not None:
-            volume = np.concatenate(list(placed.slabs(seed, _SLICES.value)))
-            sets.setdefault("placed (as written)", ([], []))[0].append(matched(volume, size))
-            sets["placed (as written)"][1].append(placed.output_spacing(seed, _SLICES.value)[1:])
+            volume = placed.synthesize(seed, _SLICES.value)  # as written: int16, its spacing the drawn grid's
+            sets.setdefault("placed (as written)", ([], []))[0].append(matched(volume.hu, size))
+            sets["placed (as written)"][1].append(volume.spacing_mm[1:])
         print(f"seed {seed}: drawn", flush=True)
     rows = [row(name, *sets[name]) for name in sets]
     sources, skipped = discover([str(pathlib.Path(_CT.value) / name) for name in _REAL.value])

@@ -1,7 +1,7 @@
 """In-plane resampling of HU slabs onto another pixel spacing, the grid's size kept.
 
-A synthetic volume is put on a real scan's field of view this way (cgan_ct.synthesis.placement), and the
-synthesis report puts it back on the cascade's own grid before looking for copies of training voxels.
+A synthetic volume is put on a real scan's field of view this way (cgan_ct.synthesis.placement); the
+realism measures align bodies with their own (linear) resampling (cgan_ct.realism.ms_ssim.body_aligned).
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ class Regrid:
         centre = (size - 1) / 2
         index = np.arange(size) - centre
         # the spacing ratio first: on the same grid the coordinates are the input's own, exactly
-        self.rows = index * (float(to_spacing[0]) / float(from_spacing[0])) + float(shift_mm[0]) / float(
-            from_spacing[0]
+        rows, columns = (
+            index * (float(to_spacing[a]) / float(from_spacing[a])) + float(shift_mm[a]) / float(from_spacing[a])
+            for a in (0, 1)
         )
-        self.columns = index * (float(to_spacing[1]) / float(from_spacing[1])) + float(shift_mm[1]) / float(
-            from_spacing[1]
-        )
-        self.rows, self.columns = self.rows + centre, self.columns + centre
+        self.coordinates = np.meshgrid(rows + centre, columns + centre, indexing="ij")  # once, every slab
         self.size = size
 
     def apply(self, slab_hu: np.ndarray) -> np.ndarray:
@@ -35,8 +33,7 @@ class Regrid:
         slab = np.asarray(slab_hu, np.float32)
         if slab.ndim != 3 or slab.shape[1:] != (self.size, self.size):
             raise ValueError(f"a slab of (rows, {self.size}, {self.size}) voxels was expected, got {slab.shape}")
-        rows, columns = np.meshgrid(self.rows, self.columns, indexing="ij")
         out = np.empty_like(slab)
         for z, plane in enumerate(slab):
-            out[z] = ndimage.map_coordinates(plane, [rows, columns], order=3, mode="constant", cval=AIR_HU)
+            out[z] = ndimage.map_coordinates(plane, self.coordinates, order=3, mode="constant", cval=AIR_HU)
         return out

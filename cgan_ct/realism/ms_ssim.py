@@ -29,9 +29,10 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
+from cgan_ct.ops.body_mask import largest_body_region
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW_HU = (-1024.0, 1024.0)
-BODY_HU = -500.0  # above: body, for the aligned measure
 ALIGNED_SPACING_MM, ALIGNED_SIZE = 0.8, 512  # the aligned measure's common grid: 410 mm across
 _SIGMA, _TAPS, _K1, _K2 = 1.5, 11, 0.01, 0.03
 
@@ -115,15 +116,13 @@ def volume_ms_ssim(a_hu: np.ndarray, b_hu: np.ndarray, slices: int = 8) -> float
 
 def body_aligned(slice_hu: np.ndarray, spacing_yx, size: int = ALIGNED_SIZE) -> np.ndarray:
     """An axial slice on a common grid: ``size`` x ``size`` pixels of ALIGNED_SPACING_MM, centred on its body's
-    centroid (the largest region above BODY_HU after a small opening; the image centre where there is none),
+    centroid (``ops.body_mask.largest_body_region`` after a 2-voxel opening; the image centre where there is none),
     linear interpolation, air (-1024 HU) outside the slice. Field of view and placement are gone; the body's size
     in millimetres stays."""
     image = np.asarray(slice_hu, np.float64)
-    body = ndimage.binary_opening(image > BODY_HU, iterations=2)
-    labels, count = ndimage.label(body)
-    if count:
-        largest = labels == int(np.argmax(ndimage.sum(body, labels, range(1, count + 1)))) + 1
-        cy, cx = ndimage.center_of_mass(largest)
+    body = largest_body_region(image, opening=2)
+    if body is not None:
+        cy, cx = ndimage.center_of_mass(body)
     else:
         cy, cx = (image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2
     offsets = (np.arange(size) - (size - 1) / 2) * ALIGNED_SPACING_MM

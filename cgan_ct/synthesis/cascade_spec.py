@@ -36,9 +36,9 @@ class CascadeSpec:
         (``cgan_ct.synthesis.calibration.Calibration.to_json``), or None (cascades before 2026-12-06).
       output_grain: the texture the calibrated volume is given (mottle out, real grain in:
         ``cgan_ct.synthesis.grain.Grain.to_json``), or None (cascades before 2026-12-07).
-      placements: the training volumes' in-plane spacing and body offset (``cgan_ct.synthesis.placement.Placement
-        .to_json``, numbers only, sorted), which a volume's grid is drawn from; None (cascades before 2026-12-08):
-        every volume on the one grid of ``spacing_mm``.
+      placements: the training volumes' in-plane spacing, body offset and body fill
+        (``cgan_ct.synthesis.placement.Placement.to_json``, numbers only, sorted), which a volume's grid is drawn
+        from; None (a cascade trained without ``--placement``): every volume on the one grid of ``spacing_mm``.
     """
 
     levels: int

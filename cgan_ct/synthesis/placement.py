@@ -11,7 +11,7 @@ against 0.388), and as stored they did not (0.389 against 0.270).
 So a cascade trained with ``--placement`` (experimental, off by default: it costs FRD and anatomy checks, as
 measured there) records each training volume's ``Placement`` (numbers only: in-plane spacing, the body centre's
 offset from the image centre, the share of the image the body fills: measured on the coarse level, where the
-drawn body is measured too, the coarse level's blur widening both alike), and a synthetic volume is put on a grid
+drawn body is measured too), and a synthetic volume is put on a grid
 drawn from them (``draw``): one training volume's, chosen by the seed, with the field of view fitted to the
 drawn body as a radiographer fits it to the patient (the body fills the share of the image it filled in that
 scan, moved a little), and the body centre where that scan's was, moved a little. The volume is resampled
@@ -27,9 +27,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from cgan_ct.constants import CONTENT_HU
+from cgan_ct.ops.body_mask import largest_body_region
 from cgan_ct.ops.regrid import Regrid
 
-BODY_HU = -500.0  # above: body (the body mask of the realism measures)
+BODY_HU = CONTENT_HU  # above: body (the body mask's threshold)
 OPENING_MM = 1.5  # the body's opening, in mm (the table and blankets apart)
 FILL_JITTER = 0.10  # the body fills the chosen scan's share of the image times exp(U(-0.1, 0.1))
 OFFSET_JITTER_MM = 10.0  # the body centre lies at the chosen scan's, moved by U(-10, 10) mm per axis
@@ -73,19 +75,6 @@ class Placement:
         return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]), float(data["body_fill"]))
 
 
-def _largest_body(slice_hu: np.ndarray, opening: int) -> np.ndarray | None:
-    """The largest connected region above BODY_HU after an opening of ``opening`` voxels (the table and blankets
-    apart)."""
-    body = slice_hu > BODY_HU
-    if opening:
-        body = ndimage.binary_opening(body, iterations=opening)
-    labels, count = ndimage.label(body)
-    if not count:
-        return None
-    sizes = ndimage.sum(body, labels, range(1, count + 1))
-    return labels == int(np.argmax(sizes)) + 1
-
-
 def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], float] | None:
     """(the body centre's offset from the image centre in mm (y, x), the share of the image it fills) of a
     (z, y, x) HU volume: medians over up to 16 slices of its middle half of each slice's largest body region's
@@ -97,7 +86,7 @@ def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], floa
     first, last = depth // 4, max(depth // 4 + 1, (3 * depth) // 4)
     centres, fills = [], []
     for z in np.unique(np.linspace(first, last - 1, min(16, last - first)).astype(int)):
-        body = _largest_body(np.asarray(hu[z], np.float32), opening)
+        body = largest_body_region(hu[z], opening, BODY_HU)
         if body is None:
             continue
         cy, cx = ndimage.center_of_mass(body)
