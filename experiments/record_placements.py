@@ -29,9 +29,15 @@ def main(argv: list[str]) -> None:
     import pathlib
 
     from cgan_ct.io.sources import discover
-    from cgan_ct.ops.pyramid import downsample
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
-    from cgan_ct.synthesis.cascade_training import fit_plane, placements_line, training_placement
+    from cgan_ct.synthesis.cascade_training import (
+        PLACEMENT_FILL_SLICES,
+        fit_plane,
+        placement_fill_ratio,
+        placements_line,
+    )
+    from cgan_ct.synthesis.placement import measure
+    from cgan_ct.synthesis.synthesis import Cascade
 
     folder = pathlib.Path(_CASCADE.value)
     spec = CascadeSpec.load(folder)
@@ -44,14 +50,15 @@ def main(argv: list[str]) -> None:
     for source in sources:
         volume = source.read(None)
         hu = fit_plane(volume.hu, spec.size)
-        coarse = downsample(hu, 2**spec.levels, spec.training.get("pyramid", "subsample"))
-        placement = training_placement(hu, coarse, volume.spacing_mm[1:])
+        placement = measure(hu, volume.spacing_mm[1:])
         if placement is None:
             raise SystemExit(f"{source.volume_id}: no body (nothing above -500 HU) to place")
         placements.append(placement)
     placements.sort(key=lambda p: (p.spacing_mm, p.offset_mm))
-    dataclasses.replace(spec, placements=[p.to_json() for p in placements]).save(folder)
-    print(placements_line(placements))
+    slices = min(spec.default_slices, PLACEMENT_FILL_SLICES)
+    ratio = placement_fill_ratio(Cascade(folder, spec, placement=False), slices)
+    dataclasses.replace(spec, placements=[p.to_json() for p in placements], placement_fill_ratio=ratio).save(folder)
+    print(placements_line(placements, ratio))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ from cgan_ct.realism.memorization_report import memorization_report
 from cgan_ct.synthesis.placement import (
     FILL_JITTER,
     OFFSET_JITTER_MM,
-    SPACING_MARGIN,
+    SPACING_JITTER,
+    ZOOM_LIMIT,
     Placement,
     body_geometry,
     body_offset_mm,
     draw,
+    magnification,
     measure,
-    placer,
+    place_coarse,
 )
 
 
@@ -47,19 +49,30 @@ def test_the_body_offset_is_its_centre_from_the_image_centre_in_mm():
     assert placement.body_fill == pytest.approx(np.pi * 100 / 64**2, rel=0.05) == body_geometry(_disc(), (1, 1))[1]
 
 
-def test_a_placer_puts_the_body_at_the_offset_and_keeps_its_size_in_mm():
-    spacing, target = (0.75, 0.75), Placement((0.9, 0.9), (6.0, -4.0), 0.3)
-    hu = _disc(radius=14.0, centre=(35.0, 30.0))
-    body = body_offset_mm(hu, spacing)
-    placed = placer(spacing, body, target, 64).apply(hu)
-    assert placed.shape == hu.shape and placed.dtype == np.float32
-    assert body_offset_mm(placed, target.spacing_mm) == pytest.approx(target.offset_mm, abs=0.5)
-    assert _area_mm2(placed, target.spacing_mm) == pytest.approx(_area_mm2(hu, spacing), rel=0.05)
-    assert np.median(placed[4][placed[4] > -500]) == pytest.approx(40.0, abs=2.0)  # HU kept inside
-    air = placed[4][placed[4] <= -500]  # air stays air; outside the input's field: AIR_HU (-1024), as padding is
-    assert np.mean((np.abs(air + 1000) < 5) | (air == -1024)) > 0.95 and placed[4, 0, 0] == -1024
-    with pytest.raises(ValueError, match=r"\(rows, 64, 64\)"):
-        placer(spacing, body, target, 64).apply(hu[:, :32])
+def test_a_coarse_draw_is_sized_to_the_placement_and_moved_to_its_offset():
+    """The coarse draw's body is made as much wider in pixels as fills the placement's share of the image once the
+    stages keep ``fill_ratio`` of its fill, and its centre lands at the placement's offset on the finished grid
+    (pixels 2**levels times smaller than the coarse ones)."""
+    coarse_spacing, levels = (6.0, 6.0), 3
+    hu = _disc(radius=10.0, centre=(35.0, 30.0))  # fills pi 100 / 4096 = 0.077 of the coarse image
+    drawn_fill = body_geometry(hu, coarse_spacing)[1]
+    for ratio, target in (
+        (1.0, Placement((0.7, 0.7), (12.0, -20.0), 0.12)),
+        (0.8, Placement((0.9, 0.9), (0, 0), 0.06)),
+    ):
+        placed = place_coarse(hu, coarse_spacing, target, levels, ratio)
+        assert placed.shape == hu.shape and placed.dtype == np.float32
+        (offset, fill) = body_geometry(placed, [s * 2**levels for s in target.spacing_mm])
+        assert fill * ratio == pytest.approx(target.body_fill, rel=0.05)
+        assert offset == pytest.approx(target.offset_mm, abs=target.spacing_mm[0] * 2**levels * 0.3)
+        assert placed.min() >= hu.min() and placed.max() <= hu.max()  # no ringing past the draw's range
+        assert np.median(placed[4][placed[4] > -500]) == pytest.approx(40.0, abs=2.0)  # HU kept inside
+    assert magnification(0.12, drawn_fill) == pytest.approx(np.sqrt(0.12 / drawn_fill))
+    # at most ZOOM_LIMIT either way: a tiny body is not blown up to fill a scan
+    assert magnification(0.9, 0.01) == ZOOM_LIMIT and magnification(0.01, 0.9) == pytest.approx(1 / ZOOM_LIMIT)
+    # no body in the draw: nothing to size or move
+    empty = np.full((8, 64, 64), -1000.0, np.float32)
+    np.testing.assert_array_equal(place_coarse(empty, coarse_spacing, target, levels), empty)
 
 
 def test_a_regrid_to_the_same_grid_changes_nothing():
@@ -67,31 +80,25 @@ def test_a_regrid_to_the_same_grid_changes_nothing():
     np.testing.assert_allclose(Regrid((0.8, 0.8), (0.8, 0.8), 64).apply(hu), hu, atol=0.05)
 
 
-def test_draws_fit_the_field_of_view_to_the_body_as_a_chosen_scan_was_fitted():
-    """A drawn grid: one training scan's, chosen by the seed; the spacing that makes the drawn body fill that
-    scan's share of the image (within the jitter), inside the scans' spacings widened by the margin; the body
-    centre near that scan's."""
-    placements = [Placement((0.6, 0.6), (10.0, -5.0), 0.35), Placement((0.9, 0.9), (45.0, 0.0), 0.5)]
-    cascade_spacing, fill = (0.75, 0.75), 0.4  # the drawn body fills 40 % of the cascade's grid
-    assert draw(placements, 7, cascade_spacing, fill) == draw(placements, 7, cascade_spacing, fill)
+def test_draws_take_a_chosen_scans_grid_moved_a_little():
+    """A drawn grid: one training scan's, chosen by the seed, its spacing, body offset and body fill each moved
+    within its jitter; the same for the same seed."""
+    placements = [Placement((0.6, 0.6), (10.0, -5.0), 0.35), Placement((0.9, 0.8), (45.0, 0.0), 0.5)]
+    assert draw(placements, 7) == draw(placements, 7)
     chosen = set()
     for seed in range(200):
-        drawn = draw(placements, seed, cascade_spacing, fill)
-        base = min(placements, key=lambda p: abs(np.log(drawn.body_fill / p.body_fill)))
+        drawn = draw(placements, seed)
+        base = min(placements, key=lambda p: abs(np.log(drawn.spacing_mm[0] / p.spacing_mm[0])))
         chosen.add(base)
         assert np.exp(-FILL_JITTER) <= drawn.body_fill / base.body_fill <= np.exp(FILL_JITTER)
-        # on the drawn grid the body (its area in mm kept) fills the drawn share
-        assert fill * (cascade_spacing[0] / drawn.spacing_mm[0]) ** 2 == pytest.approx(drawn.body_fill)
-        assert drawn.spacing_mm[0] == pytest.approx(drawn.spacing_mm[1])
+        factor = drawn.spacing_mm[0] / base.spacing_mm[0]
+        assert np.exp(-SPACING_JITTER) <= factor <= np.exp(SPACING_JITTER)
+        assert drawn.spacing_mm[1] == pytest.approx(base.spacing_mm[1] * factor)  # the pixel's shape kept
         assert np.all(np.abs(np.subtract(drawn.offset_mm, base.offset_mm)) <= OFFSET_JITTER_MM)
     assert chosen == set(placements)
-    assert len({draw(placements, seed, cascade_spacing, fill) for seed in range(20)}) == 20
-    # a body too large for any scan's field of view: the widest spacing the scans allow, widened by the margin
-    assert draw(placements, 1, cascade_spacing, 0.95).spacing_mm[0] == pytest.approx(0.9 * (1 + SPACING_MARGIN))
-    # no body drawn: the chosen scan's spacing
-    assert draw(placements, 1, cascade_spacing, None).spacing_mm in {p.spacing_mm for p in placements}
+    assert len({draw(placements, seed) for seed in range(20)}) == 20
     with pytest.raises(ValueError, match="no placements"):
-        draw([], 0, cascade_spacing, fill)
+        draw([], 0)
 
 
 def test_a_placement_is_checked_and_round_trips():

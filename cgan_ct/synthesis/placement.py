@@ -35,7 +35,8 @@ BODY_HU = CONTENT_HU  # above: body (the body mask's threshold)
 OPENING_MM = 1.5  # the body's opening, in mm (the table and blankets apart)
 FILL_JITTER = 0.10  # the body fills the chosen scan's share of the image times exp(U(-0.1, 0.1))
 OFFSET_JITTER_MM = 10.0  # the body centre lies at the chosen scan's, moved by U(-10, 10) mm per axis
-SPACING_MARGIN = 0.10  # a fitted spacing stays within the training spacings' range widened by 10 % each way
+SPACING_JITTER = 0.05  # the chosen scan's pixel spacing times exp(U(-0.05, 0.05))
+ZOOM_LIMIT = 1.5  # a drawn body is made at most 1.5 times wider or narrower in pixels
 _DRAW_KEY = 0x91AC  # the placement's random stream, apart from every other use of the volume's seed
 
 
@@ -110,33 +111,46 @@ def measure(hu: np.ndarray, spacing_yx) -> Placement | None:
     return None if geometry is None else Placement(tuple(spacing_yx), *geometry)
 
 
-def draw(placements: Sequence[Placement], seed: int, spacing_yx, body_fill: float | None) -> Placement:
-    """The grid of the volume for ``seed`` whose body fills ``body_fill`` of the image on the cascade's grid
-    (``spacing_yx``): one of ``placements`` chosen by the seed; the spacing that makes the body fill that scan's
-    share (times up to FILL_JITTER), kept within the placements' spacings widened by SPACING_MARGIN; the body
-    centre at that scan's offset, moved by up to OFFSET_JITTER_MM. Without ``body_fill`` (no body drawn), that
-    scan's spacing. The same for the same arguments."""
+def draw(placements: Sequence[Placement], seed: int) -> Placement:
+    """The grid of the volume for ``seed``: one of ``placements`` chosen by the seed, its spacing times up to
+    SPACING_JITTER, its body centre moved by up to OFFSET_JITTER_MM, the share of the image its body filled times
+    up to FILL_JITTER (the drawn body is sized to that: ``magnification``). The same for the same arguments."""
     if not placements:
         raise ValueError("no placements to draw from")
     rng = np.random.default_rng([_DRAW_KEY, int(seed) & 0xFFFFFFFF])
     base = placements[int(rng.integers(len(placements)))]
     fill = base.body_fill * float(np.exp(rng.uniform(-FILL_JITTER, FILL_JITTER)))
     shift = rng.uniform(-OFFSET_JITTER_MM, OFFSET_JITTER_MM, 2)
-    if body_fill:
-        scale = float(np.sqrt(body_fill / fill))  # the body's area in mm is kept: fill ~ 1 / spacing**2
-        low = (1 - SPACING_MARGIN) * min(p.spacing_mm[0] for p in placements)
-        high = (1 + SPACING_MARGIN) * max(p.spacing_mm[0] for p in placements)
-        row = float(np.clip(spacing_yx[0] * scale, low, high))
-        spacing = (row, row * spacing_yx[1] / spacing_yx[0])
-    else:
-        spacing = base.spacing_mm
+    factor = float(np.exp(rng.uniform(-SPACING_JITTER, SPACING_JITTER)))
     offset = tuple(o + d for o, d in zip(base.offset_mm, shift, strict=True))
-    return Placement(spacing, offset, fill)
+    return Placement(tuple(s * factor for s in base.spacing_mm), offset, fill)
 
 
-def placer(spacing_yx, body_offset: tuple[float, float], placement: Placement, size: int) -> Regrid:
-    """What moves slabs from the cascade's grid (``spacing_yx``, the body centre at ``body_offset`` mm from the
-    image centre) onto ``placement``'s: the body centre lands at its offset, each pixel samples the millimetre it
-    covers. The grid's size is kept."""
-    shift = tuple(b - o for b, o in zip(body_offset, placement.offset_mm, strict=True))
-    return Regrid(spacing_yx, placement.spacing_mm, size, shift)
+def magnification(target_fill: float, drawn_fill: float, fill_ratio: float = 1.0) -> float:
+    """How much wider in pixels a drawn body must become to fill ``target_fill`` of its image, when it fills
+    ``drawn_fill`` of its coarse draw and its stages leave ``fill_ratio`` of that (``CascadeSpec``'s
+    ``placement_fill_ratio``); within ZOOM_LIMIT either way."""
+    zoom = float(np.sqrt(target_fill / (drawn_fill * fill_ratio)))
+    return float(np.clip(zoom, 1 / ZOOM_LIMIT, ZOOM_LIMIT))
+
+
+def place_coarse(
+    coarse_hu: np.ndarray, coarse_spacing_yx, placement: Placement, levels: int, fill_ratio: float = 1.0
+) -> np.ndarray:
+    """A coarse draw (z, y, x HU on the cascade's coarse grid, ``coarse_spacing_yx``) put on ``placement``: its
+    body made ``magnification`` times wider in pixels, so that once the stages refine it on the placement's grid
+    (pixels ``2**levels`` times smaller than the coarse ones) it fills the placement's share of the image, and its
+    centre at the placement's offset. Cubic, clipped to the draw's own HU range (no ringing past it). A draw with
+    no body is returned as it is."""
+    coarse = np.asarray(coarse_hu, np.float32)
+    geometry = body_geometry(coarse, coarse_spacing_yx)
+    if geometry is None:
+        return coarse
+    (by, bx), fill = geometry
+    zoom = magnification(placement.body_fill, fill, fill_ratio)
+    body_px = (by / coarse_spacing_yx[0], bx / coarse_spacing_yx[1])
+    target_px = [o / (s * 2**levels) for o, s in zip(placement.offset_mm, placement.spacing_mm, strict=True)]
+    # output pixel u (from the centre) samples the draw's pixel (u - target) / zoom + body: in pixel units
+    shift = tuple(b - t / zoom for b, t in zip(body_px, target_px, strict=True))
+    placed = Regrid((1.0, 1.0), (1 / zoom, 1 / zoom), coarse.shape[1], shift).apply(coarse)
+    return np.clip(placed, coarse.min(), coarse.max())

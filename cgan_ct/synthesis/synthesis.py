@@ -34,7 +34,7 @@ from cgan_ct.synthesis.cascade import cascade_stream, refine_stream
 from cgan_ct.synthesis.cascade_spec import CascadeSpec, cascade_folder
 from cgan_ct.synthesis.coarse_export import CoarseModel
 from cgan_ct.synthesis.grain import Grain
-from cgan_ct.synthesis.placement import Placement, body_geometry, body_offset_mm, draw, placer
+from cgan_ct.synthesis.placement import Placement, draw, place_coarse
 
 SYNTHETIC_SOURCE = "synthetic"
 
@@ -76,6 +76,9 @@ class Cascade:
         try:
             recorded = self.info.placements if placement else None
             self.placements = None if not recorded else [Placement.from_json(p) for p in recorded]
+            self.fill_ratio = float(self.info.placement_fill_ratio or 1.0)
+            if not 0 < self.fill_ratio <= 2:  # NaN too
+                raise ValueError(f"placement_fill_ratio must lie in (0, 2], got {self.fill_ratio}")
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(folder / CASCADE_FILE, f"placements are malformed ({exc})") from None
 
@@ -87,15 +90,17 @@ class Cascade:
         ]
 
     def plan(self, seed: int, slices: int) -> tuple[np.ndarray, Placement | None]:
-        """The coarse draw (HU) of the volume for ``seed`` and its grid (None: the cascade's own, ``spacing_mm``),
-        fitted to the body that draw holds (cgan_ct.synthesis.placement.draw)."""
+        """The coarse draw (HU) of the volume for ``seed`` and its grid (None: the cascade's own, ``spacing_mm``).
+        Where the cascade has placements, the grid is drawn from them (cgan_ct.synthesis.placement.draw) and the
+        coarse draw put on it (``place_coarse``: its body sized to the grid's share of the image and moved to its
+        offset), so that the stages make every voxel of the volume on that grid."""
         if slices < 1:
             raise ValueError(f"slices must be >= 1, got {slices}")
         coarse = self.coarse.draw(seed, level_length(slices, self.levels))
         if self.placements is None:
             return coarse, None
-        geometry = body_geometry(coarse, self._coarse_spacing())
-        return coarse, draw(self.placements, seed, self.spacing_mm[1:], geometry[1] if geometry else None)
+        placement = draw(self.placements, seed)
+        return place_coarse(coarse, self._coarse_spacing(), placement, self.levels, self.fill_ratio), placement
 
     def _coarse_spacing(self) -> list[float]:
         return [s * 2**self.levels for s in self.spacing_mm[1:]]
@@ -129,10 +134,6 @@ class Cascade:
         )
         if self.calibration is not None:
             stream = map(self.calibration.apply, stream)
-        if placement is not None:
-            # where the body is, the coarse draw says first (no body: the image centre stands for it)
-            offset = body_offset_mm(coarse, self._coarse_spacing()) or (0.0, 0.0)
-            stream = map(placer(self.spacing_mm[1:], offset, placement, self.size).apply, stream)
         return stream if self.grain is None else self.grain.stream(stream, self._spacing(placement), seed)
 
     def stage_predictors(self, seed: int) -> list[tuple]:
