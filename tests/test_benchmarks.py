@@ -243,6 +243,13 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
         r"\| level 3 \(coarse\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+[\s\S]*\| grained \| 2 \| "
         r"[\d.]+[\s\S]*\| real \(2 series\) \| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+",
     ),
+    "frd_field_of_view": _script(  # issue 33: FRD of real series resampled as a placement would (a control)
+        "frd_field_of_view",
+        f"--ct_dir {{ct}} --training {TRAINING_SERIES} --heldout {HELDOUT_SERIES} --factors 1.15 --slices_per_volume 3",
+        r"\| as read \| [\d.]+ \| 1\.00x \| [\d.]+ \([\d.]+-[\d.]+\) \|[\s\S]*"
+        r"\| field of view x 1\.15 \| [\d.]+ \| [\d.]+x \| [\d.]+ \(",
+        modules=("radiomics",),
+    ),
     "cell_edges": _script(  # issue 33: the grid of cells a cascade leaves, against real series (none)
         "cell_edges",
         f"--volumes {{ct}}/{HELDOUT_SERIES} --ct_dir {{ct}} --heldout {HELDOUT_SERIES} --periods 2,8 --z_periods 8",

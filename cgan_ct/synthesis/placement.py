@@ -8,15 +8,16 @@ synthetic volumes looked alike") alike as stored mostly because of that shared g
 millimetres, six draws of pretrained:synthesis differ about as much as nine real patients do (MS-SSIM 0.400
 against 0.388), and as stored they did not (0.389 against 0.270).
 
-So a cascade trained with ``--placement`` (experimental, off by default: it costs FRD and anatomy checks, as
-measured there) records each training volume's ``Placement`` (numbers only: in-plane spacing, the body centre's
-offset from the image centre, the share of the image the body fills: measured on the coarse level, where the
-drawn body is measured too), and a synthetic volume is put on a grid
-drawn from them (``draw``): one training volume's, chosen by the seed, with the field of view fitted to the
-drawn body as a radiographer fits it to the patient (the body fills the share of the image it filled in that
-scan, moved a little), and the body centre where that scan's was, moved a little. The volume is resampled
-in-plane slab by slab, so memory stays bounded by the slab; the body keeps its size in millimetres and the
-volume's spacing says the new one. The output grain is applied after, at that spacing.
+So a cascade trained with ``--placement`` (experimental, off by default) records each training volume's
+``Placement`` (numbers only: in-plane spacing, the body centre's offset from the image centre, the share of the
+image the body fills) and how much of a coarse draw's body fill its stages keep (``placement_fill_ratio``), and a
+synthetic volume is given a grid drawn from them (``draw``): one training scan's, chosen by the seed, its spacing,
+body offset and body fill each moved a little. The coarse draw is put on that grid before the stages refine it
+(``place_coarse``): its body made as wide, in pixels, as fills that scan's share of the image (the synthetic
+bodies are larger than real ones: they take the chosen patient's size, within ZOOM_LIMIT) and moved to that
+scan's offset. The stages then make every voxel at the drawn spacing, as they make them at any training scan's:
+the finished volume is never resampled (resampling it smoothed the stages' texture and cost FRD, BUILD_NOTES),
+and memory stays bounded as before. The output grain is applied at the drawn spacing.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class Placement:
 def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], float] | None:
     """(the body centre's offset from the image centre in mm (y, x), the share of the image it fills) of a
     (z, y, x) HU volume: medians over up to 16 slices of its middle half of each slice's largest body region's
-    centroid and pixel share; None where no such slice has a body. The region is opened by OPENING_MM first (2
-    voxels at 0.75 mm; none on a coarse level's 6 mm voxels, where it would cut the body apart)."""
+    centroid and pixel share (its outline: the lungs filled in); None where no such slice has a body. The region
+    is opened by OPENING_MM first (2 voxels at 0.75 mm; none on a coarse level's 6 mm voxels, where it would cut
+    the body apart)."""
     hu = np.asarray(hu)
     opening = int(round(OPENING_MM / float(min(spacing_yx))))
     depth = hu.shape[0]
@@ -90,6 +92,7 @@ def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], floa
         body = largest_body_region(hu[z], opening, BODY_HU)
         if body is None:
             continue
+        body = ndimage.binary_fill_holes(body)  # its outline: the lungs are the body's too
         cy, cx = ndimage.center_of_mass(body)
         centres.append(((cy - (hu.shape[1] - 1) / 2) * spacing_yx[0], (cx - (hu.shape[2] - 1) / 2) * spacing_yx[1]))
         fills.append(body.mean())
