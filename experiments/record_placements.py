@@ -3,12 +3,12 @@
   python experiments/record_placements.py --cascade CASCADE --input SERIES,...
 
 ``cgan-ct-train-cascade`` records them when it trains (cascade.json's ``placements``: each training volume's
-in-plane spacing, body offset and body fill on the cascade's plane, numbers only, sorted); this gives a cascade
-trained before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series,
-centre-cropped or padded to its plane as the trainer takes them; the body fill on their coarse level, by the
-cascade's pyramid). Nothing else changes: cgan-ct-synthesize then puts each volume on a grid drawn from them
-(cgan_ct.synthesis.placement). Work on a copy: CASCADE is changed in place. A cascade that has placements
-already is refused.
+in-plane spacing, body offset and body fill on the cascade's plane, numbers only, sorted, and
+``placement_fill_ratio``: how much of a coarse draw's body fill the stages keep, on four draws); this gives a
+cascade trained before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series,
+centre-cropped or padded to its plane as the trainer takes them). Nothing else changes: cgan-ct-synthesize then
+puts each volume on a grid drawn from them (cgan_ct.synthesis.placement). Work on a copy: CASCADE is changed
+in place. A cascade that has placements already is refused.
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ SMOKES = {  # run two at a time, the longest (LONGEST_SMOKES) first: they finish
     ),
     "frd_field_of_view": _script(  # issue 33: FRD of real series resampled as a placement would (a control)
         "frd_field_of_view",
-        f"--ct_dir {{ct}} --training {TRAINING_SERIES} --heldout {HELDOUT_SERIES} --factors 1.15 --slices_per_volume 3",
+        f"--ct_dir {{ct}} --training {','.join(CHESTS[:3])} --heldout {HELDOUT_SERIES} --factors 1.15 "
+        "--slices_per_volume 4 --size 64",
         r"\| as read \| [\d.]+ \| 1\.00x \| [\d.]+ \([\d.]+-[\d.]+\) \|[\s\S]*"
         r"\| field of view x 1\.15 \| [\d.]+ \| [\d.]+x \| [\d.]+ \(",
         modules=("radiomics",),

@@ -47,6 +47,10 @@ def test_the_body_offset_is_its_centre_from_the_image_centre_in_mm():
     placement = measure(_disc(), (0.5, 0.8))
     assert placement.spacing_mm == (0.5, 0.8) and placement.offset_mm == offset
     assert placement.body_fill == pytest.approx(np.pi * 100 / 64**2, rel=0.05) == body_geometry(_disc(), (1, 1))[1]
+    # a body's fill is its outline's: air inside it (the lungs) counts as body
+    chest = _disc().copy()
+    chest[:, 36:44, 24:32] = -850.0
+    assert body_geometry(chest, (1, 1))[1] == body_geometry(_disc(), (1, 1))[1]
 
 
 def test_a_coarse_draw_is_sized_to_the_placement_and_moved_to_its_offset():

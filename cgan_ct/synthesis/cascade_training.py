@@ -161,10 +161,10 @@ class CascadeSettings:
         cgan-ct-synthesize applies unless told not to). On by default since 2026-12-07 (BUILD_NOTES "Output
         grain"); False: none, as before.
       placement: record the training volumes' placements (in-plane spacing, body offset and fill:
-        cgan_ct.synthesis.placement; cascade.json's ``placements``), from which cgan-ct-synthesize draws each
-        volume's grid unless told not to. Experimental, off by default: as measured (BUILD_NOTES "Why synthetic
-        volumes looked alike") it makes pairs of volumes as different as real ones as stored, but costs FRD,
-        the body's share of the image and the anatomy checks.
+        cgan_ct.synthesis.placement; cascade.json's ``placements``) and the stages' ``placement_fill_ratio``,
+        from which cgan-ct-synthesize draws each volume's grid and body size unless told not to. Experimental,
+        off by default: as measured (BUILD_NOTES "Placement on the coarse level") it makes pairs of volumes more
+        different as stored, but costs FRD, the body's share of the volume and the anatomy checks.
     """
 
     levels: int = 3

@@ -117,8 +117,8 @@ class Cascade:
         self, seed: int, slices: int, overlap: float = 0.25, batch_size: int = 16, progress=None, plan=None
     ) -> Iterator[np.ndarray]:
         """The synthetic volume for ``seed`` as float32 HU slabs [rows, size, size], in z order, through the
-        output calibration, onto its grid (``plan``: drawn here unless given) and through the output grain, where
-        the cascade has them.
+        output calibration and through the output grain, where the cascade has them; on its grid (``plan``: the
+        coarse draw, placed, and its grid; drawn here unless given).
 
         ``progress`` is called as ``progress(stage, blocks_done, blocks_total)``
         (stage 0 the coarsest refinement).
@@ -154,11 +154,12 @@ class Cascade:
 
 def level_volumes(cascade: Cascade, seed: int, slices: int, between=None) -> list[np.ndarray]:
     """The coarse draw and each stage's output for ``seed``, coarsest first (float32 HU, whole volumes, each level
-    materialized: for measuring, not serving); the last through the output calibration, as ``Cascade.slabs``
-    gives it before the placement and the grain. ``between(level, hu) -> hu`` is applied to each level before it
-    is kept and the next stage refines it (a probe; level ``cascade.levels`` is the coarse draw)."""
+    materialized: for measuring, not serving); the coarse draw placed where the cascade places it (``plan``), the
+    last through the output calibration, as ``Cascade.slabs`` gives it before the grain. ``between(level, hu) ->
+    hu`` is applied to each level before it is kept and the next stage refines it (a probe; level
+    ``cascade.levels`` is the coarse draw)."""
     between = between or (lambda level, hu: hu)
-    coarse = np.asarray(cascade.coarse.draw(seed, level_length(slices, cascade.levels)), np.float32)
+    coarse = np.asarray(cascade.plan(seed, slices)[0], np.float32)
     levels = [between(cascade.levels, coarse)]
     stages = cascade.stage_predictors(seed)
     for (predictor, block), shape in zip(stages, cascade.level_shapes(slices), strict=True):
