@@ -915,6 +915,10 @@ def test_tiny_cascade_synthesizes_reproducible_volumes(tiny_cascade):
     bad = dataclasses.replace(CascadeSpec.load(folder), placement_fill_ratio=float("nan"))
     with pytest.raises(InputError, match="placement_fill_ratio must lie in"):
         Cascade(folder, bad)
+    old = dataclasses.replace(CascadeSpec.load(folder), placement_fill_ratio=None)  # the first scheme's record
+    with pytest.raises(InputError, match="no placement_fill_ratio: recorded before 2026-12-08"):
+        Cascade(folder, old)
+    assert Cascade(folder, old, placement=False).placements is None  # on one grid it still serves
 
 
 @pytest.mark.slow

@@ -76,6 +76,11 @@ class Cascade:
         try:
             recorded = self.info.placements if placement else None
             self.placements = None if not recorded else [Placement.from_json(p) for p in recorded]
+            if self.placements and self.info.placement_fill_ratio is None:  # the first scheme's (stop 63)
+                raise ValueError(
+                    "they have no placement_fill_ratio: recorded before 2026-12-08, their fills measure tissue on "
+                    "the coarse level; set placements to null and record them again (experiments/record_placements.py)"
+                )
             self.fill_ratio = float(self.info.placement_fill_ratio or 1.0)
             if not 0 < self.fill_ratio <= 2:  # NaN too
                 raise ValueError(f"placement_fill_ratio must lie in (0, 2], got {self.fill_ratio}")
