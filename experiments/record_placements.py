@@ -3,9 +3,8 @@
   python experiments/record_placements.py --cascade CASCADE --input SERIES,...
 
 ``cgan-ct-train-cascade`` records them when it trains (cascade.json's ``placements``: each training volume's
-in-plane spacing, body offset and body fill on the cascade's plane, numbers only, sorted, and
-``placement_fill_ratio``: how much of a coarse draw's body fill the stages keep, on four draws); this gives a
-cascade trained before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series,
+in-plane spacing and body offset on the cascade's plane, numbers only, sorted); this gives a cascade trained
+before 2026-12-08 the same record, measured on ``--input`` (the cascade's training series,
 centre-cropped or padded to its plane as the trainer takes them). Nothing else changes: cgan-ct-synthesize then
 puts each volume on a grid drawn from them (cgan_ct.synthesis.placement). Work on a copy: CASCADE is changed
 in place. A cascade that has placements already is refused.
@@ -30,14 +29,8 @@ def main(argv: list[str]) -> None:
 
     from cgan_ct.io.sources import discover
     from cgan_ct.synthesis.cascade_spec import CascadeSpec
-    from cgan_ct.synthesis.cascade_training import (
-        PLACEMENT_FILL_SLICES,
-        fit_plane,
-        placement_fill_ratio,
-        placements_line,
-    )
+    from cgan_ct.synthesis.cascade_training import fit_plane, placements_line
     from cgan_ct.synthesis.placement import measure
-    from cgan_ct.synthesis.synthesis import Cascade
 
     folder = pathlib.Path(_CASCADE.value)
     spec = CascadeSpec.load(folder)
@@ -55,10 +48,8 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"{source.volume_id}: no body (nothing above -500 HU) to place")
         placements.append(placement)
     placements.sort(key=lambda p: (p.spacing_mm, p.offset_mm))
-    slices = min(spec.default_slices, PLACEMENT_FILL_SLICES)
-    ratio = placement_fill_ratio(Cascade(folder, spec, placement=False), slices)
-    dataclasses.replace(spec, placements=[p.to_json() for p in placements], placement_fill_ratio=ratio).save(folder)
-    print(placements_line(placements, ratio))
+    dataclasses.replace(spec, placements=[p.to_json() for p in placements]).save(folder)
+    print(placements_line(placements))
 
 
 if __name__ == "__main__":

@@ -36,12 +36,9 @@ class CascadeSpec:
         (``cgan_ct.synthesis.calibration.Calibration.to_json``), or None (cascades before 2026-12-06).
       output_grain: the texture the calibrated volume is given (mottle out, real grain in:
         ``cgan_ct.synthesis.grain.Grain.to_json``), or None (cascades before 2026-12-07).
-      placements: the training volumes' in-plane spacing, body offset and body fill
+      placements: the training volumes' in-plane spacing and body offset
         (``cgan_ct.synthesis.placement.Placement.to_json``, numbers only, sorted), which a volume's grid is drawn
         from; None (a cascade trained without ``--placement``): every volume on the one grid of ``spacing_mm``.
-      placement_fill_ratio: the share of its coarse draw's body fill a finished volume keeps (the stages and the
-        calibration narrow a drawn body: median over a few draws), which a placement sizes the drawn body by;
-        None: 1.
     """
 
     levels: int
@@ -55,7 +52,6 @@ class CascadeSpec:
     output_calibration: dict | None = None
     output_grain: dict | None = None
     placements: list | None = None
-    placement_fill_ratio: float | None = None
     format_version: int = CASCADE_FORMAT_VERSION
 
     def to_json(self) -> dict:

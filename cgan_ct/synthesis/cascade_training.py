@@ -77,9 +77,8 @@ from cgan_ct.synthesis.coarse_export import CoarseModel, CoarseModule, save_coar
 from cgan_ct.synthesis.coarse_training import train_coarse
 from cgan_ct.synthesis.degradation import Degradation, fit_degradation
 from cgan_ct.synthesis.grain import fit_grain, soft_tissue_nps
-from cgan_ct.synthesis.placement import body_geometry
 from cgan_ct.synthesis.placement import measure as measure_placement
-from cgan_ct.synthesis.synthesis import Cascade, level_volumes
+from cgan_ct.synthesis.synthesis import Cascade
 
 DEGRADATION_FILE = "degradation.json"
 DEGRADATION_SEED = 1_000_003  # coarse draws for the measurement, apart from any synthesis seed
@@ -91,8 +90,6 @@ OUTPUT_CALIBRATION_FILE = "output_calibration.json"
 OUTPUT_CALIBRATION_SEED = 3_000_017  # whole synthetic volumes the output calibration is fitted to
 OUTPUT_GRAIN_FILE = "output_grain.json"
 OUTPUT_GRAIN_SEED = 5_000_011  # whole synthetic volumes the output grain is fitted to
-PLACEMENT_FILL_DRAWS = 4  # draws (seeds 0-3) a placement's body-fill ratio is measured on
-PLACEMENT_FILL_SLICES = 32  # slices each, at most
 # The output calibration matches four bands apart: lung (below the lung mask's threshold), the partial
 # range between lung and fat, fat to soft tissue, and bone (so the bone's amount stays the generator's, not
 # the fit's: BUILD_NOTES "Calibrated output intensities").
@@ -160,9 +157,9 @@ class CascadeSettings:
         to ``output_grain_samples`` whole calibrated volumes; cascade.json's ``output_grain``, which
         cgan-ct-synthesize applies unless told not to). On by default since 2026-12-07 (BUILD_NOTES "Output
         grain"); False: none, as before.
-      placement: record the training volumes' placements (in-plane spacing, body offset and fill:
-        cgan_ct.synthesis.placement; cascade.json's ``placements``) and the stages' ``placement_fill_ratio``,
-        from which cgan-ct-synthesize draws each volume's grid and body size unless told not to. Experimental,
+      placement: record the training volumes' placements (in-plane spacing and body offset:
+        cgan_ct.synthesis.placement; cascade.json's ``placements``), from which cgan-ct-synthesize draws each
+        volume's grid unless told not to. Experimental,
         off by default: as measured (BUILD_NOTES "Placement on the coarse level") it makes pairs of volumes more
         different as stored, but costs FRD, the body's share of the volume and the anatomy checks.
     """
@@ -325,25 +322,22 @@ def train_cascade(
     if settings.output_grain:
         spec = fit_output_grain(Cascade(cascade, spec), real_nps, settings.output_grain_samples, out / "runs", say)
     if settings.placement and placements:
-        ratio = placement_fill_ratio(Cascade(cascade, spec, placement=False), min(slices, PLACEMENT_FILL_SLICES))
-        spec = dataclasses.replace(spec, placements=[p.to_json() for p in placements], placement_fill_ratio=ratio)
-        say(placements_line(placements, ratio))
+        spec = dataclasses.replace(spec, placements=[p.to_json() for p in placements])
+        say(placements_line(placements))
     elif settings.placement:
         say("output: no placements (no training volume has a body above -500 HU): one grid for all volumes")
     spec.save(cascade)
     return cascade
 
 
-def placements_line(placements, fill_ratio: float | None) -> str:
-    """One line about the recorded placements: how many, their range, and the drawn bodies' ``fill_ratio``."""
+def placements_line(placements) -> str:
+    """One line about the recorded placements: how many, and their range."""
     spacing = [p.spacing_mm[0] for p in placements]
     offset = [float(np.hypot(*p.offset_mm)) for p in placements]
     return (
         f"output: {len(placements)} placements recorded, one per volume trained on (in-plane spacing "
         f"{min(spacing):.2f}-{max(spacing):.2f} mm, body centre {min(offset):.0f}-{max(offset):.0f} mm from the "
-        "image centre); a finished volume's body fills "
-        + ("? (no draw had a body)" if fill_ratio is None else f"{fill_ratio:.2f}")
-        + " of its coarse draw's share"
+        "image centre)"
     )
 
 
@@ -524,22 +518,6 @@ def coarse_volumes(inputs, manifest: Manifest, settings: CascadeSettings):
     spacing = tuple(float(s) for s in np.median(spacings, axis=0))
     placements.sort(key=lambda p: (p.spacing_mm, p.offset_mm))  # numbers only, in no patient's order
     return volumes, spacing, int(np.median(slices)), quantiles, spectra, placements
-
-
-def placement_fill_ratio(cascade: Cascade, slices: int, draws: int = PLACEMENT_FILL_DRAWS) -> float | None:
-    """The share of its coarse draw's body fill a finished volume of ``cascade`` keeps (on its own grid): the
-    median over the draws of seeds 0 to ``draws`` - 1 of ``slices`` slices, each fill measured as a training
-    volume's is (``placement.body_geometry``); None where no draw has a body at both ends. The stages and the
-    output calibration narrow a drawn body (version 4: its area 624 cm² on the coarse draw, 532 finished), and a
-    placement sizes the coarse draw by its finished fill."""
-    ratios = []
-    for seed in range(draws):
-        levels = level_volumes(cascade, seed, slices)
-        coarse = body_geometry(levels[0], [s * 2**cascade.levels for s in cascade.spacing_mm[1:]])
-        finished = body_geometry(levels[-1], cascade.spacing_mm[1:])
-        if coarse is not None and finished is not None:
-            ratios.append(finished[1] / coarse[1])
-    return float(np.median(ratios)) if ratios else None
 
 
 def fit_plane(hu: np.ndarray, size: int) -> np.ndarray:

@@ -28,53 +28,43 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from cgan_ct.constants import CONTENT_HU
+from cgan_ct.constants import AIR_HU, CONTENT_HU
 from cgan_ct.ops.body_mask import largest_body_region
-from cgan_ct.ops.regrid import Regrid
 
 BODY_HU = CONTENT_HU  # above: body (the body mask's threshold)
 OPENING_MM = 1.5  # the body's opening, in mm (the table and blankets apart)
-FILL_JITTER = 0.10  # the body fills the chosen scan's share of the image times exp(U(-0.1, 0.1))
 OFFSET_JITTER_MM = 10.0  # the body centre lies at the chosen scan's, moved by U(-10, 10) mm per axis
 SPACING_JITTER = 0.05  # the chosen scan's pixel spacing times exp(U(-0.05, 0.05))
-ZOOM_LIMIT = 1.5  # a drawn body is made at most 1.5 times wider or narrower in pixels
 _DRAW_KEY = 0x91AC  # the placement's random stream, apart from every other use of the volume's seed
 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """An image grid for a body: in-plane pixel spacing (mm, y x), the body centre's offset from the image
-    centre (mm, y x: +y towards the last row, +x towards the last column) and the share of the image's pixels the
-    body fills (its middle slices' median)."""
+    """An image grid for a body: in-plane pixel spacing (mm, y x) and the body centre's offset from the image
+    centre (mm, y x: +y towards the last row, +x towards the last column)."""
 
     spacing_mm: tuple[float, float]
     offset_mm: tuple[float, float]
-    body_fill: float
 
     def __post_init__(self):
         spacing = tuple(float(s) for s in self.spacing_mm)
         offset = tuple(float(o) for o in self.offset_mm)
-        fill = float(self.body_fill)
         if len(spacing) != 2 or len(offset) != 2:
             raise ValueError(f"a placement has two spacings and two offsets, got {spacing} and {offset}")
         if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not all(np.isfinite(offset)):
             raise ValueError(f"a placement needs positive spacings and finite offsets, got {spacing}, {offset}")
-        if not 0 < fill <= 1:
-            raise ValueError(f"a placement's body fill is a share in (0, 1], got {fill}")
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "offset_mm", offset)
-        object.__setattr__(self, "body_fill", fill)
 
     def to_json(self) -> dict:
         return {
             "spacing_mm": [round(s, 4) for s in self.spacing_mm],
             "offset_mm": [round(o, 1) for o in self.offset_mm],
-            "body_fill": round(self.body_fill, 4),
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Placement:
-        return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]), float(data["body_fill"]))
+        return cls(tuple(data["spacing_mm"]), tuple(data["offset_mm"]))
 
 
 def body_geometry(hu: np.ndarray, spacing_yx) -> tuple[tuple[float, float], float] | None:
@@ -110,50 +100,41 @@ def body_offset_mm(hu: np.ndarray, spacing_yx) -> tuple[float, float] | None:
 
 def measure(hu: np.ndarray, spacing_yx) -> Placement | None:
     """The placement of a real (z, y, x) volume on its grid (None where it has no body)."""
-    geometry = body_geometry(hu, spacing_yx)
-    return None if geometry is None else Placement(tuple(spacing_yx), *geometry)
+    offset = body_offset_mm(hu, spacing_yx)
+    return None if offset is None else Placement(tuple(spacing_yx), offset)
 
 
 def draw(placements: Sequence[Placement], seed: int) -> Placement:
     """The grid of the volume for ``seed``: one of ``placements`` chosen by the seed, its spacing times up to
-    SPACING_JITTER, its body centre moved by up to OFFSET_JITTER_MM, the share of the image its body filled times
-    up to FILL_JITTER (the drawn body is sized to that: ``magnification``). The same for the same arguments."""
+    SPACING_JITTER, its body centre moved by up to OFFSET_JITTER_MM. The same for the same arguments."""
     if not placements:
         raise ValueError("no placements to draw from")
     rng = np.random.default_rng([_DRAW_KEY, int(seed) & 0xFFFFFFFF])
     base = placements[int(rng.integers(len(placements)))]
-    fill = base.body_fill * float(np.exp(rng.uniform(-FILL_JITTER, FILL_JITTER)))
     shift = rng.uniform(-OFFSET_JITTER_MM, OFFSET_JITTER_MM, 2)
     factor = float(np.exp(rng.uniform(-SPACING_JITTER, SPACING_JITTER)))
     offset = tuple(o + d for o, d in zip(base.offset_mm, shift, strict=True))
-    return Placement(tuple(s * factor for s in base.spacing_mm), offset, fill)
+    return Placement(tuple(s * factor for s in base.spacing_mm), offset)
 
 
-def magnification(target_fill: float, drawn_fill: float, fill_ratio: float = 1.0) -> float:
-    """How much wider in pixels a drawn body must become to fill ``target_fill`` of its image, when it fills
-    ``drawn_fill`` of its coarse draw and its stages leave ``fill_ratio`` of that (``CascadeSpec``'s
-    ``placement_fill_ratio``); within ZOOM_LIMIT either way."""
-    zoom = float(np.sqrt(target_fill / (drawn_fill * fill_ratio)))
-    return float(np.clip(zoom, 1 / ZOOM_LIMIT, ZOOM_LIMIT))
-
-
-def place_coarse(
-    coarse_hu: np.ndarray, coarse_spacing_yx, placement: Placement, levels: int, fill_ratio: float = 1.0
-) -> np.ndarray:
-    """A coarse draw (z, y, x HU on the cascade's coarse grid, ``coarse_spacing_yx``) put on ``placement``: its
-    body made ``magnification`` times wider in pixels, so that once the stages refine it on the placement's grid
-    (pixels ``2**levels`` times smaller than the coarse ones) it fills the placement's share of the image, and its
-    centre at the placement's offset. Cubic, clipped to the draw's own HU range (no ringing past it). A draw with
-    no body is returned as it is."""
+def place_coarse(coarse_hu: np.ndarray, coarse_spacing_yx, placement: Placement, levels: int) -> np.ndarray:
+    """A coarse draw (z, y, x HU on the cascade's coarse grid, ``coarse_spacing_yx``) moved by whole pixels so
+    that its body centre lies nearest ``placement``'s offset once the stages have refined it on the placement's
+    grid (pixels ``2**levels`` times smaller than the coarse ones); air (AIR_HU) comes in at the edge it leaves.
+    The body keeps its size in pixels, so it fills the share of the image it was drawn to fill, and the drawn
+    spacing gives it its size in mm (a radiographer fits the field of view to the patient: a scan's field of view
+    follows its body). Nothing is interpolated. A draw with no body is returned as it is."""
     coarse = np.asarray(coarse_hu, np.float32)
-    geometry = body_geometry(coarse, coarse_spacing_yx)
-    if geometry is None:
+    offset = body_offset_mm(coarse, coarse_spacing_yx)
+    if offset is None:
         return coarse
-    (by, bx), fill = geometry
-    zoom = magnification(placement.body_fill, fill, fill_ratio)
-    body_px = (by / coarse_spacing_yx[0], bx / coarse_spacing_yx[1])
+    body_px = [o / s for o, s in zip(offset, coarse_spacing_yx, strict=True)]
     target_px = [o / (s * 2**levels) for o, s in zip(placement.offset_mm, placement.spacing_mm, strict=True)]
-    # output pixel u (from the centre) samples the draw's pixel (u - target) / zoom + body: in pixel units
-    shift = tuple(b - t / zoom for b, t in zip(body_px, target_px, strict=True))
-    placed = Regrid((1.0, 1.0), (1 / zoom, 1 / zoom), coarse.shape[1], shift).apply(coarse)
-    return np.clip(placed, coarse.min(), coarse.max())
+    dy, dx = (int(round(t - b)) for t, b in zip(target_px, body_px, strict=True))
+    placed = np.full_like(coarse, AIR_HU)
+    rows, columns = coarse.shape[1:]
+    if abs(dy) < rows and abs(dx) < columns:
+        placed[:, max(dy, 0) : rows + min(dy, 0), max(dx, 0) : columns + min(dx, 0)] = coarse[
+            :, max(-dy, 0) : rows + min(-dy, 0), max(-dx, 0) : columns + min(-dx, 0)
+        ]
+    return placed

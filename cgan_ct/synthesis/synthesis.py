@@ -76,14 +76,6 @@ class Cascade:
         try:
             recorded = self.info.placements if placement else None
             self.placements = None if not recorded else [Placement.from_json(p) for p in recorded]
-            if self.placements and self.info.placement_fill_ratio is None:  # the first scheme's (stop 63)
-                raise ValueError(
-                    "they have no placement_fill_ratio: recorded before 2026-12-08, their fills measure tissue on "
-                    "the coarse level; set placements to null and record them again (experiments/record_placements.py)"
-                )
-            self.fill_ratio = float(self.info.placement_fill_ratio or 1.0)
-            if not 0 < self.fill_ratio <= 2:  # NaN too
-                raise ValueError(f"placement_fill_ratio must lie in (0, 2], got {self.fill_ratio}")
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(folder / CASCADE_FILE, f"placements are malformed ({exc})") from None
 
@@ -97,15 +89,15 @@ class Cascade:
     def plan(self, seed: int, slices: int) -> tuple[np.ndarray, Placement | None]:
         """The coarse draw (HU) of the volume for ``seed`` and its grid (None: the cascade's own, ``spacing_mm``).
         Where the cascade has placements, the grid is drawn from them (cgan_ct.synthesis.placement.draw) and the
-        coarse draw put on it (``place_coarse``: its body sized to the grid's share of the image and moved to its
-        offset), so that the stages make every voxel of the volume on that grid."""
+        coarse draw put on it (``place_coarse``: its body moved to the grid's offset by whole pixels), so that
+        the stages make every voxel of the volume on that grid."""
         if slices < 1:
             raise ValueError(f"slices must be >= 1, got {slices}")
         coarse = self.coarse.draw(seed, level_length(slices, self.levels))
         if self.placements is None:
             return coarse, None
         placement = draw(self.placements, seed)
-        return place_coarse(coarse, self._coarse_spacing(), placement, self.levels, self.fill_ratio), placement
+        return place_coarse(coarse, self._coarse_spacing(), placement, self.levels), placement
 
     def _coarse_spacing(self) -> list[float]:
         return [s * 2**self.levels for s in self.spacing_mm[1:]]
