@@ -23,9 +23,9 @@ stages: the soft-tissue mottle smoothed out and real CT's grain added (cgan_ct.s
 "Output grain"). --nograin leaves it out: the volumes as the GAN stages and the intensity calibration make
 them.
 A cascade trained with --placement (experimental) also records its training volumes' placements (in-plane
-spacing, body offset and fill: cascade.json's placements): each volume's field of view, body size and body
-position are then drawn from them by its seed, the coarse draw sized and moved before the stages refine it
-(cgan_ct.synthesis.placement), as real archives differ in all three. --noplacement:
+spacing and body offset: cascade.json's placements): each volume's field of view and body position are then
+drawn from them by its seed, the coarse draw moved before the stages refine it (cgan_ct.synthesis.placement),
+as real archives differ in both. --noplacement:
 every volume on the cascade's one grid, the body where the coarse generator drew it.
 A synthetic_<i> folder of other settings (or with other files in it) is an
 error naming it, before anything is drawn.

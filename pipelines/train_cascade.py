@@ -37,10 +37,9 @@ out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
 output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
 none, as before 2026-12-07). Experimental: --placement records each training
 volume's in-plane spacing, body offset and fill (cascade.json's placements), from
-which cgan-ct-synthesize draws each volume's field of view, body size and body
-position, as real archives differ in all three (measured: pairs more different
-as stored, at a cost in FRD and anatomy; BUILD_NOTES "Placement on the coarse
-level"). The coarse generator's diversity is checked 10
+which cgan-ct-synthesize draws each volume's field of view and body position, as
+real archives differ in both (measured on one set of draws: pairs more
+different, at no measured cost; BUILD_NOTES "Placement on the coarse level"). The coarse generator's diversity is checked 10
 times while it trains (OUT/runs/coarse_diversity.json), with the draws' body
 size, lung and bone share beside the training volumes' range (a warning when the
 kept generator's are outside it); --coarse_keep diverse keeps the generator of

@@ -1,7 +1,9 @@
 """In-plane resampling of HU slabs onto another pixel spacing, the grid's size kept.
 
-A synthetic volume is put on a real scan's field of view this way (cgan_ct.synthesis.placement); the
-realism measures align bodies with their own (linear) resampling (cgan_ct.realism.ms_ssim.body_aligned).
+For measurements: experiments/frd_field_of_view.py puts real series on other fields of view with it, and the
+tests make zoomed copies. Synthesis does not resample (cgan_ct.synthesis.placement moves the coarse draw by
+whole pixels: a resampled volume lost texture, BUILD_NOTES "Placement on the coarse level"); the realism
+measures align bodies with their own (linear) resampling (cgan_ct.realism.ms_ssim.body_aligned).
 """
 
 from __future__ import annotations

@@ -159,9 +159,9 @@ class CascadeSettings:
         grain"); False: none, as before.
       placement: record the training volumes' placements (in-plane spacing and body offset:
         cgan_ct.synthesis.placement; cascade.json's ``placements``), from which cgan-ct-synthesize draws each
-        volume's grid unless told not to. Experimental,
-        off by default: as measured (BUILD_NOTES "Placement on the coarse level") it makes pairs of volumes more
-        different as stored, but costs FRD, the body's share of the volume and the anatomy checks.
+        volume's grid unless told not to. Experimental, off by default: as measured on one set of draws
+        (BUILD_NOTES "Placement on the coarse level") pairs of volumes differ more, as stored and aligned, at no
+        measured cost; the shipped cascade does not carry it yet.
     """
 
     levels: int = 3

@@ -9,15 +9,15 @@ millimetres, six draws of pretrained:synthesis differ about as much as nine real
 against 0.388), and as stored they did not (0.389 against 0.270).
 
 So a cascade trained with ``--placement`` (experimental, off by default) records each training volume's
-``Placement`` (numbers only: in-plane spacing, the body centre's offset from the image centre, the share of the
-image the body fills) and how much of a coarse draw's body fill its stages keep (``placement_fill_ratio``), and a
-synthetic volume is given a grid drawn from them (``draw``): one training scan's, chosen by the seed, its spacing,
-body offset and body fill each moved a little. The coarse draw is put on that grid before the stages refine it
-(``place_coarse``): its body made as wide, in pixels, as fills that scan's share of the image (the synthetic
-bodies are larger than real ones: they take the chosen patient's size, within ZOOM_LIMIT) and moved to that
-scan's offset. The stages then make every voxel at the drawn spacing, as they make them at any training scan's:
-the finished volume is never resampled (resampling it smoothed the stages' texture and cost FRD, BUILD_NOTES),
-and memory stays bounded as before. The output grain is applied at the drawn spacing.
+``Placement`` (numbers only: in-plane spacing and the body centre's offset from the image centre), and a
+synthetic volume is given a grid drawn from them (``draw``): one training scan's, chosen by the seed, its spacing
+and body offset each moved a little. The coarse draw is moved by whole pixels so that its body centre lands at
+that offset before the stages refine it (``place_coarse``); its body keeps its size in pixels, so the drawn
+spacing gives it its size in mm, as a radiographer's field of view follows the patient. The stages then make
+every voxel at the drawn spacing, as they make them at any training scan's: nothing is resampled (sizing the
+body to a scan's fill by interpolating the coarse draw cost FRD, and resampling the finished volume smoothed the
+stages' texture and cost more: BUILD_NOTES, "Placement on the coarse level"). The output grain is applied at the
+drawn spacing.
 """
 
 from __future__ import annotations
