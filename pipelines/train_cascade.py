@@ -36,12 +36,12 @@ soft-tissue noise power, on 4 volumes: mottle below their median noise smoothed
 out, the grain they lack added (OUT/runs/output_grain.json; cascade.json's
 output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grain:
 none, as before 2026-12-07). Experimental: --placement records each training
-volume's in-plane spacing, body offset and fill (cascade.json's placements), from
+volume's in-plane spacing and body offset (cascade.json's placements), from
 which cgan-ct-synthesize draws each volume's field of view and body position, as
 real archives differ in both (measured on one set of draws: pairs more
 different, at no measured cost; BUILD_NOTES "Placement on the coarse level").
-The coarse generator's diversity is checked 10 times while it trains (OUT/runs/coarse_diversity.json), with the draws' body
-size, lung and bone share beside the training volumes' range (a warning when the
+The coarse generator's diversity is checked 10 times while it trains
+(OUT/runs/coarse_diversity.json), with the draws' body size, lung and bone share beside the training volumes' range (a warning when the
 kept generator's are outside it); --coarse_keep diverse keeps the generator of
 the most diverse check whose bodies' HU stay near the real ones' and whose
 median draw lies in that range, not the last (a coarse GAN on few bodies can
