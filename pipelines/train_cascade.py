@@ -46,7 +46,8 @@ share beside the training volumes' range (a warning when the kept generator's
 are outside it); --coarse_keep diverse keeps the generator of the most diverse
 check whose bodies' HU stay near the real ones' and whose median draw lies in
 that range, not the last (a coarse GAN on few bodies can collapse late).
-Experimental: before the range joined the rule, it once kept a diverse generator whose bodies had no lungs. --coarse_ema_decay D draws, checks
+Experimental: before the range joined the rule, it once kept a diverse
+generator whose bodies had no lungs. --coarse_ema_decay D draws, checks
 and saves a moving average of the coarse generator's weights instead of its last
 step's (the generator being trained is checked too, for the record).
 --coarse_mode_seeking W adds MSGAN's mode-seeking term at weight W to the coarse
