@@ -38,7 +38,7 @@ output_grain, which cgan-ct-synthesize applies unless --nograin; --nooutput_grai
 none, as before 2026-12-07). Experimental: --placement records each training
 volume's in-plane spacing and body offset (cascade.json's placements), from
 which cgan-ct-synthesize draws each volume's field of view and body position, as
-real archives differ in both (measured on one set of draws: pairs more
+real archives differ in both (measured on two sets of draws: pairs more
 different, at no measured cost; BUILD_NOTES "Placement on the coarse level").
 The coarse generator's diversity is checked 10 times while it trains
 (OUT/runs/coarse_diversity.json), with the draws' body size, lung and bone

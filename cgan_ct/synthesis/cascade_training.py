@@ -159,7 +159,7 @@ class CascadeSettings:
         grain"); False: none, as before.
       placement: record the training volumes' placements (in-plane spacing and body offset:
         cgan_ct.synthesis.placement; cascade.json's ``placements``), from which cgan-ct-synthesize draws each
-        volume's grid unless told not to. Experimental, off by default: as measured on one set of draws
+        volume's grid unless told not to. Experimental, off by default: as measured on two sets of draws
         (BUILD_NOTES "Placement on the coarse level") pairs of volumes differ more, as stored and aligned, at no
         measured cost; the shipped cascade does not carry it yet.
     """
